@@ -1,0 +1,3 @@
+from memplace.cli import main
+
+main()

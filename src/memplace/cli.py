@@ -1,0 +1,63 @@
+"""The `memplace` command tree.
+
+Subcommands live in their own modules and are imported only when invoked, so that
+`memplace tls` or `memplace run` do not pay for the imports of the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from memplace import __version__
+from memplace.errors import UserError
+
+# name -> "module:attribute" of a click command; imported on first use.
+SUBCOMMANDS = {
+    "run": "memplace.launch:run_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in SUBCOMMANDS:
+            module, attr = SUBCOMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="memplace")
+def cli():
+    """Place a program's heap objects on memory devices; read its threads' state post mortem."""
+
+
+def main(argv=None):
+    """Entry point: bad input becomes one line on stderr and exit status 2, never a traceback."""
+    try:
+        rv = cli.main(args=argv, prog_name="memplace", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"memplace: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("memplace: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        # click's own usage errors: keep them to one line.
+        msg = e.format_message()
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        click.echo(f"memplace: {where}{msg}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
