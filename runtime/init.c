@@ -1,0 +1,77 @@
+/* Process start: resolve the next allocator early (outside any malloc call when possible)
+ * and, when the launcher asked for it, append one status line to MEMPLACE_STATUS.
+ * The file is opened, written and closed here, never kept: the program's descriptors
+ * stay exactly its own. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "memplace.h"
+
+void mp_write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+size_t mp_fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void mp_warn_once(int *flag, const char *msg)
+{
+    if (__atomic_exchange_n(flag, 1, __ATOMIC_RELAXED))
+        return;
+    mp_write_all(2, "memplace: ", 10);
+    mp_write_all(2, msg, strlen(msg));
+    mp_write_all(2, "\n", 1);
+}
+
+/* Append "<pid> <key>=<value>..." to the launcher's status file; silently skip on error. */
+static void write_status(const char *path)
+{
+    char line[4096];
+    size_t n = mp_fmt_u64(line, (uint64_t)getpid());
+    const char *parts[] = {" version=", MEMPLACE_VERSION, " mode=transparent next=",
+                           mp_next_provider(), "\n"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        size_t len = strlen(parts[i]);
+        if (n + len >= sizeof line)
+            return;
+        memcpy(line + n, parts[i], len);
+        n += len;
+    }
+    int saved = errno;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+        mp_write_all(fd, line, n); /* one write with O_APPEND: lines from processes never mix */
+        close(fd);
+    }
+    errno = saved;
+}
+
+__attribute__((constructor)) static void mp_init(void)
+{
+    mp_resolve_next();
+    const char *status = getenv("MEMPLACE_STATUS");
+    if (status && *status)
+        write_status(status);
+}
