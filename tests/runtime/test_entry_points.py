@@ -1,0 +1,60 @@
+"""The runtime's exported surface and the malloc family's semantics under it."""
+
+import subprocess
+
+from conftest import PROGRAMS, preloaded
+
+MALLOC_FAMILY = {"malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
+                 "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
+                 "free_sized", "free_aligned_sized"}
+
+
+def test_exports_exactly_the_malloc_family_and_memplace_api(runtime):
+    out = subprocess.run(["nm", "-D", "--defined-only", runtime], capture_output=True,
+                         text=True, check=True).stdout
+    names = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert names - MALLOC_FAMILY == {n for n in names if n.startswith("memplace_")}
+    assert MALLOC_FAMILY <= names
+    assert not any(n.startswith(("mi_", "_mi_", "_Z")) for n in names)
+
+
+def test_runtime_needs_only_libc(runtime):
+    out = subprocess.run(["readelf", "-dW", runtime], capture_output=True, text=True, check=True)
+    needed = [l.split("[")[1].rstrip("]") for l in out.stdout.splitlines() if "(NEEDED)" in l]
+    assert needed == ["libc.so.6"]
+
+
+def test_semantics_identical_with_and_without_runtime(cc, runtime):
+    prog = cc("semantics.c")
+    plain = subprocess.run([prog], capture_output=True, text=True)
+    placed = subprocess.run([prog], capture_output=True, text=True, env=preloaded(runtime))
+    assert plain.returncode == 0, plain.stdout
+    assert placed.returncode == 0, placed.stdout
+    assert placed.stdout == plain.stdout
+    assert "0 failures" in placed.stdout
+
+
+def test_cxx_operators(cc, runtime):
+    prog = cc("cxx_ops.cc", None, compiler="g++")
+    r = subprocess.run([prog], capture_output=True, text=True, env=preloaded(runtime))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == subprocess.run([prog], capture_output=True, text=True).stdout
+    assert "failures=0" in r.stdout
+
+
+def test_foreign_blocks_go_to_the_next_allocator(cc, tmp_path, runtime):
+    lib = tmp_path / "libdeep.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib,
+                    PROGRAMS / "deepbind_lib.c"], check=True)
+    prog = cc("foreign_pointers.c", None, "-ldl")
+    r = subprocess.run([prog, lib], capture_output=True, text=True, env=preloaded(runtime))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "failures=0" in r.stdout
+
+
+def test_runtime_can_be_dlopened(cc, runtime):
+    prog = cc("dlopen_runtime.c", None, "-ldl")
+    r = subprocess.run([prog, runtime], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == ("via runtime / allocated before the runtime was loaded / "
+                                "next=libc")
