@@ -1,0 +1,451 @@
+"""Call-site frames of a policy rule -> module-relative return-address ranges.
+
+A frame is written one of four ways (see docs/policy.md):
+
+    libfoo.so+0x1234       a module (path or basename) and a return-address offset
+    build-id:ab12..+0x1234 a module named by its GNU build-id
+    solve+0x40             a function symbol of the program or a library, plus offset
+    main.c:52              a source line, from the DWARF line tables
+
+The modules searched are the program, the libraries its dynamic loader loads
+(`ld.so --list`), and any module a policy names by absolute path.
+
+>>> r = SiteResolver("/usr/bin/true")                  # doctest: +SKIP
+>>> r.resolve("main.c:52").frames                      # doctest: +SKIP
+[ResolvedFrame(module=Module(path='/usr/bin/true', ...), lo=0x1139, hi=0x1145)]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from memplace.errors import UserError
+
+DEBUG_ROOT = "/usr/lib/debug/.build-id"
+_OFFSET = r"(0[xX][0-9a-fA-F]+|\d+)"
+_BUILD_ID = re.compile(rf"^build-id:([0-9a-fA-F]+)\+{_OFFSET}$")
+_NAME_OFF = re.compile(rf"^(.+)\+{_OFFSET}$")
+_FILE_LINE = re.compile(r"^(.+):(\d+)$")
+_SO_NAME = re.compile(r"\.so(\.\d+)*$")
+_SYMBOL_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """A parsed site frame. kind: "module" (name+off, may still turn out a symbol), "build-id", "line"."""
+
+    text: str
+    kind: str
+    name: str = ""
+    offset: int = 0
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Module:
+    """A loadable object as the compiled policy names it."""
+
+    path: str  # absolute path, a basename, or "" for a build-id-only module
+    build_id: str | None = None  # lowercase hex
+    main: bool = False  # the program itself (compiled with path "")
+
+
+@dataclass(frozen=True)
+class ResolvedFrame:
+    """Return addresses ra with lo <= ra - load_bias <= hi match this frame."""
+
+    module: Module
+    lo: int
+    hi: int
+
+
+@dataclass
+class Resolution:
+    """Alternatives for one frame (a line can have several address ranges), and a warning if any.
+
+    No frames means the frame cannot be placed in the compiled policy at all.
+    """
+
+    frames: list[ResolvedFrame]
+    warning: str | None = None
+
+
+def parse_frame(text: str) -> FrameSpec:
+    """Parse one site frame; ValueError with a readable reason when it has none of the forms.
+
+    >>> parse_frame("solve+0x40")
+    FrameSpec(text='solve+0x40', kind='module', name='solve', offset=64, line=0)
+    >>> parse_frame("src/main.c:52").kind
+    'line'
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"site frame {text!r} is empty or not a string")
+    t = text.strip()
+    if t.startswith("build-id:"):
+        m = _BUILD_ID.match(t)
+        if not m:
+            raise ValueError(f"site frame {text!r}: expected build-id:HEX+0xOFFSET")
+        return FrameSpec(text, "build-id", m.group(1).lower(), int(m.group(2), 0))
+    m = _NAME_OFF.match(t)
+    if m:
+        return FrameSpec(text, "module", m.group(1).strip(), int(m.group(2), 0))
+    m = _FILE_LINE.match(t)
+    if m and int(m.group(2)) > 0:
+        return FrameSpec(text, "line", m.group(1).strip(), line=int(m.group(2)))
+    raise ValueError(
+        f"site frame {text!r} is not MODULE+0xOFFSET, SYMBOL+0xOFFSET, build-id:HEX+0xOFFSET or FILE:LINE"
+    )
+
+
+@dataclass
+class _Elf:
+    """What memplace needs from one ELF file, read once."""
+
+    path: str
+    build_id: str | None
+    elfclass: int
+    symbols: dict[str, set[tuple[int, int]]]  # name -> {(st_value, st_size)}
+    debug_path: str | None  # where DWARF lines are: the file itself or its separate debug file
+    lines: dict[str, dict] = field(default_factory=dict)  # wanted file -> _read_lines()
+
+
+class SiteResolver:
+    """Resolves frames against a program and its libraries; caches ELF reads.
+
+    `exe` may be None: then only module-offset frames resolve (their module is
+    matched at run time). Problems found with the program itself are in `problems`
+    as (level, message) pairs.
+    """
+
+    def __init__(self, exe: str | os.PathLike | None, extra_modules: list[str] = ()):
+        self.problems: list[tuple[str, str]] = []
+        self.exe: str | None = None
+        self.libraries: list[str] = []
+        self._elf: dict[str, _Elf | None] = {}
+        self._cache: dict[str, Resolution] = {}
+        if exe is not None:
+            self._open_program(str(exe))
+        for path in extra_modules:
+            if os.path.isabs(path) and path not in self.libraries and self._load(path):
+                self.libraries.append(path)
+
+    # -- modules -------------------------------------------------------------
+
+    def _open_program(self, exe: str) -> None:
+        path = exe if "/" in exe else (_which(exe) or exe)
+        if not os.path.isfile(path):
+            raise UserError(f"{exe}: no such program")
+        if not os.access(path, os.R_OK):
+            raise UserError(f"{exe}: cannot read the program")
+        elf = self._load(path)
+        if elf is None:
+            self.problems.append(
+                ("warning", f"{exe}: not an ELF file; SYMBOL+0xOFF and FILE:LINE sites cannot be resolved")
+            )
+            return
+        if elf.elfclass != 64:
+            self.problems.append(("error", f"{exe}: a 32-bit program; placement supports 64-bit programs only"))
+            return
+        self.exe = os.path.abspath(path)
+        self.libraries = [lib for lib in _loader_list(self.exe) if self._load(lib)]
+
+    def modules(self) -> list[Module]:
+        """The program (first) and its libraries in load order."""
+        out = [Module(self.exe, self._elf[self.exe].build_id, main=True)] if self.exe else []
+        return out + [Module(p, self._elf[p].build_id) for p in self.libraries]
+
+    def _load(self, path: str) -> _Elf | None:
+        if path not in self._elf:
+            self._elf[path] = _read_elf(path)
+        return self._elf[path]
+
+    def _module(self, path: str) -> Module:
+        elf = self._load(path)
+        return Module(path, elf.build_id if elf else None, main=path == self.exe)
+
+    def _find_module(self, name: str) -> str | None:
+        """A known module by path (same file) or by basename."""
+        paths = ([self.exe] if self.exe else []) + self.libraries
+        if "/" in name:
+            return next((p for p in paths if _same_file(p, name)), None)
+        return next((p for p in paths if os.path.basename(p) == name), None)
+
+    # -- frames --------------------------------------------------------------
+
+    def resolve(self, text: str) -> Resolution:
+        """Resolve one frame; ValueError if its syntax is wrong (see parse_frame)."""
+        if text not in self._cache:
+            self._cache[text] = self._resolve(parse_frame(text))
+        return self._cache[text]
+
+    def _resolve(self, spec: FrameSpec) -> Resolution:
+        if spec.kind == "build-id":
+            path = next((p for p in self._known() if self._elf[p].build_id == spec.name), None)
+            module = self._module(path) if path else Module("", spec.name)
+            warning = None if path else f"no loaded module has build-id {spec.name} yet (it may be dlopen'ed later)"
+            return Resolution([ResolvedFrame(module, spec.offset, spec.offset)], warning)
+        if spec.kind == "line":
+            return self._resolve_line(spec)
+        path = self._find_module(spec.name)
+        if path:
+            return Resolution([ResolvedFrame(self._module(path), spec.offset, spec.offset)])
+        if "/" in spec.name or _SO_NAME.search(spec.name):
+            module = self._module(spec.name) if os.path.isabs(spec.name) else Module(spec.name)
+            return Resolution(
+                [ResolvedFrame(module, spec.offset, spec.offset)],
+                f"module {spec.name!r} is not {self._scope()} (it may be dlopen'ed later)",
+            )
+        return self._resolve_symbol(spec)
+
+    def _known(self) -> list[str]:
+        return ([self.exe] if self.exe else []) + self.libraries
+
+    def _scope(self) -> str:
+        if not self.exe:
+            return "known without a program (give --exe PROGRAM)"
+        return f"among {os.path.basename(self.exe)} and its libraries"
+
+    def _resolve_symbol(self, spec: FrameSpec) -> Resolution:
+        # First module in load order that defines it wins, as with the dynamic linker;
+        # a static function defined in several files of that module gives several frames.
+        for path in self._known():
+            defs = self._elf[path].symbols.get(spec.name)
+            if defs:
+                module = self._module(path)
+                frames = sorted({ResolvedFrame(module, v + spec.offset, v + spec.offset) for v, _ in defs},
+                                key=lambda f: f.lo)
+                warning = None
+                size = max(s for _, s in defs)
+                if size and spec.offset > size:
+                    warning = f"offset {spec.offset:#x} is past the end of {spec.name} (size {size:#x})"
+                return Resolution(frames, warning)
+        return Resolution([], f"symbol {spec.name!r} is not {self._scope()}; the rule is left out")
+
+    def _resolve_line(self, spec: FrameSpec) -> Resolution:
+        frames: list[ResolvedFrame] = []
+        nearest: set[int] = set()
+        files_seen = False
+        for path in self._known():
+            for source, rows in self._lines(path, spec.name).items():
+                files_seen = True
+                for line, start, end in rows:
+                    if line == spec.line:
+                        # A call in [start, end) returns to an address in (start, end].
+                        frames.append(ResolvedFrame(self._module(path), start + 1, end))
+                    else:
+                        nearest.add(line)
+        frames = _merge(frames)
+        if frames:
+            return Resolution(frames)
+        if not files_seen:
+            return Resolution([], f"no debug line information for {spec.name!r} {self._scope()}; the rule is left out")
+        below = max((n for n in nearest if n < spec.line), default=None)
+        above = min((n for n in nearest if n > spec.line), default=None)
+        near = ", ".join(str(n) for n in (below, above) if n is not None)
+        return Resolution([], f"no code at {spec.name}:{spec.line} (nearest lines with code: {near}); the rule is left out")
+
+    def _lines(self, path: str, wanted: str) -> dict[str, list[tuple[int, int, int]]]:
+        elf = self._elf[path]
+        if wanted not in elf.lines:
+            elf.lines[wanted] = _read_lines(elf.debug_path, wanted) if elf.debug_path else {}
+        return elf.lines[wanted]
+
+
+# -- ELF reading ------------------------------------------------------------
+
+
+def _read_elf(path: str) -> _Elf | None:
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            build_id = _build_id(elf)
+            symbols = _symbols(elf)
+            has_lines = elf.get_section_by_name(".debug_line") is not None
+            elfclass = elf.elfclass
+    except (OSError, ELFError, ValueError):
+        return None
+    debug_path = path if has_lines else None
+    separate = _separate_debug(build_id)
+    if separate and (not has_lines or not symbols):
+        try:
+            with open(separate, "rb") as f:
+                dbg = ELFFile(f)
+                for name, defs in _symbols(dbg).items():
+                    symbols.setdefault(name, set()).update(defs)
+                if not has_lines and dbg.get_section_by_name(".debug_line") is not None:
+                    debug_path = separate
+        except (OSError, ELFError, ValueError):
+            pass
+    return _Elf(path, build_id, elfclass, symbols, debug_path)
+
+
+def _build_id(elf: ELFFile) -> str | None:
+    for section in elf.iter_sections():
+        if section.header.sh_type == "SHT_NOTE":
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID":
+                    return note["n_desc"].lower()
+    return None
+
+
+def _symbols(elf: ELFFile) -> dict[str, set[tuple[int, int]]]:
+    out: dict[str, set[tuple[int, int]]] = {}
+    for name in (".symtab", ".dynsym"):
+        table = elf.get_section_by_name(name)
+        if table is None or not hasattr(table, "iter_symbols"):
+            continue
+        for sym in table.iter_symbols():
+            if (
+                sym.name
+                and sym["st_info"]["type"] in _SYMBOL_TYPES
+                and sym["st_shndx"] != "SHN_UNDEF"
+                and sym["st_value"]
+            ):
+                # Versioned names ("memcpy@@GLIBC_2.14") are matched without the version.
+                out.setdefault(sym.name.split("@")[0], set()).add((sym["st_value"], sym["st_size"]))
+    return out
+
+
+def _separate_debug(build_id: str | None) -> str | None:
+    if not build_id or len(build_id) < 3:
+        return None
+    path = os.path.join(DEBUG_ROOT, build_id[:2], build_id[2:] + ".debug")
+    return path if os.path.isfile(path) else None
+
+
+def _read_lines(path: str, wanted: str) -> dict[str, list[tuple[int, int, int]]]:
+    """The DWARF line rows of the source files matching `wanted`: full path -> [(line, start, end)].
+
+    Only line programs that name such a file are decoded: big libraries stay cheap.
+    """
+    out: dict[str, list[tuple[int, int, int]]] = {}
+    try:
+        with open(path, "rb") as f:
+            dwarf = ELFFile(f).get_dwarf_info()
+            for cu in dwarf.iter_CUs():
+                program = dwarf.line_program_for_CU(cu)
+                if program is None:
+                    continue
+                comp_dir = _decode(cu.get_top_DIE().attributes.get("DW_AT_comp_dir"))
+                names = {i: n for i, n in _file_names(program, comp_dir).items() if _path_matches(n, wanted)}
+                if not names:
+                    continue
+                previous = None
+                for entry in program.get_entries():
+                    state = entry.state
+                    if state is None:
+                        continue
+                    if previous is not None and state.address > previous.address:
+                        source = names.get(previous.file)
+                        if source is not None:
+                            out.setdefault(source, []).append((previous.line, previous.address, state.address))
+                    previous = None if state.end_sequence else state
+    except (OSError, ELFError, ValueError, KeyError, AttributeError):
+        pass  # bad or unsupported DWARF: the line is then simply not found
+    return out
+
+
+def _file_names(program, comp_dir: str) -> dict[int, str]:
+    """File index -> full path, with DWARF 5's 0-based and DWARF 2-4's 1-based numbering."""
+    header = program.header
+    v5 = header["version"] >= 5
+    dirs = [_decode(d) for d in header["include_directory"]]
+    names = {}
+    for i, entry in enumerate(header["file_entry"]):
+        name = _decode(entry.name)
+        d = entry.dir_index
+        if v5:
+            directory = dirs[d] if d < len(dirs) else comp_dir
+        else:
+            directory = comp_dir if d == 0 else (dirs[d - 1] if d - 1 < len(dirs) else "")
+        if directory and not os.path.isabs(directory) and comp_dir:
+            directory = os.path.join(comp_dir, directory)
+        names[i if v5 else i + 1] = os.path.normpath(os.path.join(directory, name))
+    return names
+
+
+def _decode(value) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "value"):
+        value = value.value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _path_matches(source: str, wanted: str) -> bool:
+    """`wanted` is the source file itself, or the last components of its path."""
+    if os.path.isabs(wanted):
+        return os.path.normpath(wanted) == source
+    want = Path(os.path.normpath(wanted)).parts
+    return Path(source).parts[-len(want):] == want
+
+
+def _merge(frames: list[ResolvedFrame]) -> list[ResolvedFrame]:
+    """Join adjacent or overlapping ranges of the same module (consecutive rows of one line)."""
+    out: list[ResolvedFrame] = []
+    for f in sorted(set(frames), key=lambda f: (f.module.path, f.lo)):
+        last = out[-1] if out else None
+        if last and last.module == f.module and f.lo <= last.hi + 1:
+            out[-1] = ResolvedFrame(f.module, last.lo, max(last.hi, f.hi))
+        else:
+            out.append(f)
+    return out
+
+
+# -- the dynamic loader's view ------------------------------------------------
+
+_LIST_ARROW = re.compile(r"^\s*(\S+)\s+=>\s+(/\S+)\s+\(0x[0-9a-fA-F]+\)")
+_LIST_PLAIN = re.compile(r"^\s*(/\S+)\s+\(0x[0-9a-fA-F]+\)")
+
+
+def _loader_list(exe: str) -> list[str]:
+    """The libraries the program's own dynamic loader loads (`ld.so --list`), in load order.
+
+    A static program, or one whose loader cannot run here, has none.
+    """
+    interp = _interpreter(exe)
+    if not interp or not os.path.exists(interp):
+        return []
+    try:
+        run = subprocess.run([interp, "--list", exe], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    libs = []
+    for line in run.stdout.splitlines():
+        m = _LIST_ARROW.match(line) or _LIST_PLAIN.match(line)
+        if m:
+            path = m.group(m.lastindex)
+            if not _same_file(path, exe) and path not in libs:
+                libs.append(path)
+    return libs
+
+
+def _interpreter(exe: str) -> str | None:
+    try:
+        with open(exe, "rb") as f:
+            for seg in ELFFile(f).iter_segments():
+                if seg.header.p_type == "PT_INTERP":
+                    return seg.get_interp_name()
+    except (OSError, ELFError, ValueError):
+        pass
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _which(name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name)
