@@ -1,0 +1,173 @@
+"""module + offset -> function, file:line, from the module's own symbols and DWARF.
+
+Offsets are return addresses (what a site records), so the line looked up is the one
+of the call instruction just before: offset - 1. Debug info is taken from the module or
+from its separate debug file (/usr/lib/debug/.build-id/xx/yyyy.debug). Each module is
+read once per process (cached).
+
+    >>> from memplace.profile import Frame
+    >>> symbolize(Frame("/nonexistent", None, 0x10)) is None
+    True
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import shutil
+import subprocess
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from memplace.elfinfo import elf_info
+from memplace.profile import Frame, Profile, Symbol
+
+DEBUG_ROOTS = ("/usr/lib/debug",)
+
+
+class ModuleSymbols:
+    """Sorted function symbols and line rows of one ELF module (link-time addresses)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fn_starts: list[int] = []
+        self._fns: list[tuple[int, int, str]] = []  # (start, end, name)
+        self._row_addrs: list[int] = []
+        self._rows: list[tuple[int, str | None, int]] = []  # (address, file, line); file None = gap
+        info = elf_info(path)
+        self._load(path)
+        if not self._rows and info is not None and info.build_id:
+            bid = info.build_id
+            for root in DEBUG_ROOTS:
+                dbg = os.path.join(root, ".build-id", bid[:2], bid[2:] + ".debug")
+                if os.path.exists(dbg):
+                    self._load(dbg)
+                    break
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                elf = ELFFile(f)
+                self._load_symbols(elf)
+                if elf.has_dwarf_info():
+                    self._load_lines(elf)
+        except (OSError, ELFError, DWARFError, ValueError, KeyError, IndexError, AssertionError):
+            # Damaged or unusual debug info: keep whatever was read before.
+            pass
+
+    def _load_symbols(self, elf: ELFFile) -> None:
+        fns = {f[0]: f for f in self._fns}  # a debug file adds to the module's own
+        for name in (".symtab", ".dynsym"):
+            sec = elf.get_section_by_name(name)
+            if not isinstance(sec, SymbolTableSection):
+                continue
+            for sym in sec.iter_symbols():
+                if sym["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC") or not sym["st_value"]:
+                    continue
+                start = sym["st_value"]
+                end = start + max(sym["st_size"], 1)
+                # Prefer the global name and the larger size when aliases share a start.
+                old = fns.get(start)
+                if old is None or (sym["st_info"]["bind"] == "STB_GLOBAL" and not old[2].startswith("_")):
+                    fns[start] = (start, max(end, old[1]) if old else end, sym.name)
+        self._fns = sorted(fns.values())
+        self._fn_starts = [f[0] for f in self._fns]
+
+    def _load_lines(self, elf: ELFFile) -> None:
+        dwarf = elf.get_dwarf_info()
+        rows: list[tuple[int, str | None, int]] = []
+        for cu in dwarf.iter_CUs():
+            lp = dwarf.line_program_for_CU(cu)
+            if lp is None:
+                continue
+            files = lp.header["file_entry"]
+            base = 0 if lp.header["version"] >= 5 else 1
+            for entry in lp.get_entries():
+                st = entry.state
+                if st is None:
+                    continue
+                if st.end_sequence:
+                    rows.append((st.address, None, 0))
+                    continue
+                i = st.file - base
+                name = files[i].name.decode(errors="replace") if 0 <= i < len(files) else None
+                rows.append((st.address, name, st.line))
+        rows.sort(key=lambda r: (r[0], r[1] is not None))
+        self._rows = rows
+        self._row_addrs = [r[0] for r in rows]
+
+    def function(self, addr: int) -> str | None:
+        i = bisect.bisect_right(self._fn_starts, addr) - 1
+        if i >= 0 and self._fns[i][0] <= addr < self._fns[i][1]:
+            return self._fns[i][2]
+        return None
+
+    def line(self, addr: int) -> tuple[str, int] | None:
+        i = bisect.bisect_right(self._row_addrs, addr) - 1
+        if i < 0:
+            return None
+        _, name, line = self._rows[i]
+        if name is None or line == 0:
+            return None
+        return name, line
+
+    def lookup(self, offset: int) -> Symbol | None:
+        addr = offset - 1 if offset > 0 else offset  # the call instruction, not the one after
+        fn = self.function(addr)
+        fl = self.line(addr)
+        if fn is None and fl is None:
+            return None
+        return Symbol(demangle(fn) if fn else None, fl[0] if fl else None, fl[1] if fl else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _module(path: str, _mtime: float) -> ModuleSymbols:
+    return ModuleSymbols(path)
+
+
+def module_symbols(path: str) -> ModuleSymbols | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _module(path, st.st_mtime)
+
+
+def symbolize(frame: Frame) -> Symbol | None:
+    """Function and file:line of one frame, or None when the module is unreadable or the
+    offset is in no symbol. A build-id that differs from the file's means the file on
+    disk is not the one that ran: no answer rather than a wrong one."""
+    info = elf_info(frame.module)
+    if info is None or (frame.build_id and info.build_id and frame.build_id != info.build_id):
+        return None
+    ms = module_symbols(frame.module)
+    return ms.lookup(frame.offset) if ms else None
+
+
+def symbolize_profile(profile: Profile) -> int:
+    """Fill in the symbols a profile lacks (in place); returns how many frames got one."""
+    filled = 0
+    for site in profile.sites:
+        syms = list(site.symbols) + [None] * (len(site.frames) - len(site.symbols))
+        for i, frame in enumerate(site.frames):
+            if syms[i] is None:
+                syms[i] = symbolize(frame)
+                filled += syms[i] is not None
+        site.symbols = tuple(syms) if any(syms) else ()
+    return filled
+
+
+@functools.lru_cache(maxsize=4096)
+def demangle(name: str) -> str:
+    """C++ names as people read them (via c++filt when binutils is installed)."""
+    if not name.startswith("_Z") or shutil.which("c++filt") is None:
+        return name
+    try:
+        out = subprocess.run(["c++filt", name], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return name
+    return out or name
+
