@@ -5,11 +5,10 @@
 #include <errno.h>
 #include "memplace.h"
 
-#define BOOT_AREA_SIZE (256u * 1024u)
+#define BOOT_AREA_SIZE MP_BOOT_AREA_SIZE
 #define BOOT_HEADER 16u
 
 MP_HIDDEN unsigned char mp_boot_area[BOOT_AREA_SIZE] __attribute__((aligned(4096)));
-MP_HIDDEN const size_t mp_boot_area_size = BOOT_AREA_SIZE;
 static size_t boot_used;
 
 void *mp_boot_alloc(size_t size, size_t align)

@@ -20,7 +20,7 @@ MP_EXPORT void free(void *p)
 MP_EXPORT void *calloc(size_t n, size_t size) { return mp_next.calloc(n, size); }
 
 /* A boot block moves to the next allocator on its first realloc. */
-static void *realloc_boot_block(void *p, size_t n)
+MP_COLD static void *realloc_boot_block(void *p, size_t n)
 {
     if (n == 0)
         return NULL; /* as glibc: realloc(p, 0) frees p and returns NULL */

@@ -14,6 +14,7 @@
 
 #define MP_HIDDEN __attribute__((visibility("hidden")))
 #define MP_EXPORT __attribute__((visibility("default")))
+#define MP_COLD __attribute__((noinline, cold))
 #define mp_likely(x) __builtin_expect(!!(x), 1)
 #define mp_unlikely(x) __builtin_expect(!!(x), 0)
 #if defined(__x86_64__) || defined(__i386__)
@@ -52,11 +53,11 @@ MP_HIDDEN int mp_resolve_next(void);
 MP_HIDDEN const char *mp_next_provider(void);
 
 /* Boot heap: a static, lock-free bump area; blocks are never reused. */
-MP_HIDDEN extern unsigned char mp_boot_area[];
-MP_HIDDEN extern const size_t mp_boot_area_size;
+#define MP_BOOT_AREA_SIZE (256u * 1024u)
+MP_HIDDEN extern unsigned char mp_boot_area[MP_BOOT_AREA_SIZE];
 static inline int mp_boot_owns(const void *p)
 {
-    return (uintptr_t)p - (uintptr_t)mp_boot_area < mp_boot_area_size;
+    return (uintptr_t)p - (uintptr_t)mp_boot_area < MP_BOOT_AREA_SIZE;
 }
 MP_HIDDEN void *mp_boot_alloc(size_t size, size_t align);
 MP_HIDDEN size_t mp_boot_usable_size(const void *p);

@@ -1,0 +1,105 @@
+"""Shared by the benchmarks: build a C workload, time commands side by side, print ratios.
+
+Machines here are noisy, so variants are run interleaved (ABBA order, round after round)
+and compared by medians; a lone absolute time is never the result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def build(source: Path, out: Path, *flags: str) -> Path:
+    subprocess.run(["gcc", "-O2", "-g", "-fno-omit-frame-pointer", "-o", str(out), str(source),
+                    *flags], check=True)
+    return out
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, user+sys CPU seconds, stdout) of one run; fails loudly on error."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    proc.stdout.close()
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv)} failed with status {code}: {err.strip()}")
+    return wall, usage.ru_utime + usage.ru_stime, out
+
+
+@dataclass
+class Comparison:
+    workload: str
+    variants: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def median(self, variant: str, metric: int) -> float:
+        return statistics.median(s[metric] for s in self.variants[variant])
+
+    def ratio(self, variant: str, baseline: str, metric: int) -> float:
+        return self.median(variant, metric) / self.median(baseline, metric)
+
+
+def compare(workload: str, argv: list[str], envs: dict[str, dict[str, str]], runs: int,
+            check_same_output: bool = True) -> Comparison:
+    """Run each variant `runs` times, interleaved; all variants must print the same output."""
+    result = Comparison(workload, {name: [] for name in envs})
+    names = list(envs)
+    outputs = {}
+    for r in range(runs):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            wall, cpu, out = timed(argv, envs[name])
+            result.variants[name].append((wall, cpu))
+            outputs.setdefault(name, out)
+        print(".", end="", file=sys.stderr, flush=True)
+    if check_same_output and len(set(outputs.values())) != 1:
+        raise SystemExit(f"{workload}: variants printed different results: {outputs}")
+    return result
+
+
+def report(comparisons: list[Comparison], baseline: str, target: float | None,
+           as_json: bool) -> bool:
+    """Print the table (or JSON); True when every ratio meets `target`."""
+    WALL, CPU = 0, 1
+    rows = []
+    ok = True
+    for c in comparisons:
+        for name in c.variants:
+            if name == baseline:
+                continue
+            wall_ratio = c.ratio(name, baseline, WALL)
+            cpu_ratio = c.ratio(name, baseline, CPU)
+            met = target is None or cpu_ratio <= target
+            ok &= met
+            rows.append({
+                "workload": c.workload, "variant": name, "baseline": baseline,
+                "runs": len(c.variants[name]),
+                "median_wall_s": {k: round(c.median(k, WALL), 4) for k in (baseline, name)},
+                "median_cpu_s": {k: round(c.median(k, CPU), 4) for k in (baseline, name)},
+                "wall_ratio": round(wall_ratio, 4), "cpu_ratio": round(cpu_ratio, 4),
+                "target": target, "met": met,
+            })
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return ok
+    print(file=sys.stderr)
+    print(f"{'workload':<16} {'variant':<14} {'runs':>4} {'cpu ratio':>10} {'wall ratio':>11}"
+          f"  {'median cpu (base -> variant)':<30} target")
+    for row in rows:
+        cpu = row["median_cpu_s"]
+        print(f"{row['workload']:<16} {row['variant']:<14} {row['runs']:>4} "
+              f"{row['cpu_ratio']:>9.3f}x {row['wall_ratio']:>10.3f}x  "
+              f"{cpu[baseline]:.3f}s -> {cpu[row['variant']]:.3f}s{'':<10} "
+              + ("" if target is None else f"<= {target}x {'met' if row['met'] else 'MISSED'}"))
+    return ok
