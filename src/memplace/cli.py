@@ -16,6 +16,8 @@ from memplace.errors import UserError
 
 # name -> "module:attribute" of a click command; imported on first use.
 SUBCOMMANDS = {
+    "tls": "memplace.postmortem.cli:tls_command",
+    "keys": "memplace.postmortem.cli:keys_command",
     "run": "memplace.launch:run_command",
     "devices": "memplace.devices_cli:devices_command",
     "policy": "memplace.policy_cli:policy_group",
