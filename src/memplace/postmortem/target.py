@@ -1,0 +1,190 @@
+"""A process image ready for questions: memory, threads, modules and its libc's layout.
+
+`open_core` (and `memplace.postmortem.live.open_pid`) assemble one `Target`;
+everything else (TLS, keys) is a plain function of a Target.
+
+>>> t = open_core("core")                                   # doctest: +SKIP
+>>> t.libc, [th.tid for th in t.threads]                    # doctest: +SKIP
+('glibc', [5635, 5636])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memplace.errors import UserError
+from memplace.postmortem.arch import AT_PHDR, Arch
+from memplace.postmortem.elfcore import Core, Memory, MemoryFault
+from memplace.postmortem.layouts import (
+    GlibcLayout, MuslLayout, glibc_layout, musl_layout, musl_version,
+)
+from memplace.postmortem.modules import Module, find_executable, load_modules, resolve_path
+from memplace.postmortem.threads import Thread, glibc_threads_in_memory, thread_pointer_from_notes
+
+
+@dataclass
+class Target:
+    """Everything memplace knows about one process image (a core or a live process)."""
+
+    mem: Memory
+    arch: Arch
+    machine: int
+    where: str  # "core PATH" or "process PID", for messages
+    modules: list[Module]
+    threads: list[Thread] = field(default_factory=list)
+    libc: str = "unknown"  # "glibc", "musl" or "unknown"
+    glibc: GlibcLayout | None = None
+    musl: MuslLayout | None = None
+    musl_version: str | None = None
+    libc_module: Module | None = None
+    rtld_global: int | None = None
+    notes: list[str] = field(default_factory=list)  # caveats worth telling the user
+
+    @property
+    def exe(self) -> Module:
+        return self.modules[0]
+
+    def module(self, name: str) -> Module | None:
+        """A module by path or basename."""
+        return next((m for m in self.modules if m.name == name or m.short == name), None)
+
+    @property
+    def pthread_offset(self) -> int:
+        """struct pthread address minus thread pointer (glibc variant I puts it below the TP)."""
+        if self.libc == "glibc" and self.arch.tls_above_tp and self.glibc is not None:
+            return -self.glibc.sizeof("pthread")
+        return 0
+
+
+def open_core(path: str, exe: str | None = None, sysroot: str | None = None) -> Target:
+    """Open a core file (with its executable and libraries) as a Target."""
+    core = Core(path)
+    core.machine = core.elf.machine
+    where = f"core {path}"
+    exe_path = find_executable(exe, sysroot, core.files, core.auxv.get(AT_PHDR), core.fname, path)
+    mapped = [m.path for m in core.files]
+    mods = load_modules(core, exe_path, sysroot, core.auxv.get(AT_PHDR), mapped, path)
+    # Pages of other mapped files (not modules) that the kernel skipped.
+    for m in core.files:
+        p = resolve_path(m.path, sysroot)
+        if p:
+            core.add_file_mapping(m.start, m.end, m.offset, p)
+    target = Target(core, core.arch, core.elf.machine, where, mods)
+    identify_libc(target)
+    threads = []
+    for i, ct in enumerate(core.threads):
+        tp = thread_pointer_from_notes(core.arch, core.elf.machine, ct)
+        pc = ct.regs[core.arch.pc_reg] if len(ct.regs) > core.arch.pc_reg else None
+        threads.append(Thread(ct.tid, tp, crashed=(i == 0), pc=pc))
+    if any(t.tp is None for t in threads):
+        fill_thread_pointers_from_memory(target, threads)
+    target.threads = threads
+    assign_tls_modules(target)
+    return target
+
+
+def fill_thread_pointers_from_memory(target: Target, threads: list[Thread]) -> None:
+    """Thread pointers from glibc's thread lists, for cores without TLS-register notes."""
+    if target.glibc is None:
+        target.notes.append("no thread-pointer notes in the core and no glibc thread list: TLS unavailable")
+        return
+    pds = glibc_threads_in_memory(target.mem, target.glibc, target.rtld_global, target.arch)
+    extra = target.glibc.sizeof("pthread") if target.arch.tls_above_tp else 0
+    for t in threads:
+        if t.tp is None and t.tid in pds:
+            t.tp = pds[t.tid] + extra
+
+
+def identify_libc(target: Target) -> None:
+    """Decide glibc vs musl and load the layout from the process's own libc."""
+    mods = target.modules
+    # glibc: the module carrying _thread_db_* descriptors (libc.so.6, libpthread.so.0, static exe).
+    order = sorted(mods, key=lambda m: (0 if "libc.so" in m.short else 1 if "libpthread" in m.short else 2))
+    for m in order:
+        lay = glibc_layout(m.elf)
+        if lay is not None:
+            target.libc, target.glibc, target.libc_module = "glibc", lay, m
+            break
+    if target.glibc is not None:
+        target.rtld_global = _symbol_address(mods, "_rtld_global")
+        return
+    exe = mods[0].elf
+    musl_mod = None
+    if exe.interp and "ld-musl" in exe.interp:
+        musl_mod = next((m for m in mods if "ld-musl" in m.name or "musl" in m.name), None)
+    elif exe.symtab.get("builtin_tls") is not None or exe.symtab.get("__libc") is not None:
+        musl_mod = mods[0]  # static musl
+    if musl_mod is None and any("ld-musl" in m.name for m in mods):
+        musl_mod = next(m for m in mods if "ld-musl" in m.name)
+    if musl_mod is not None:
+        target.libc, target.libc_module = "musl", musl_mod
+        ver = musl_version(musl_mod.elf)
+        target.musl_version = ver
+        target.musl, series = musl_layout(target.arch.name, ver)
+        if target.musl is None:
+            target.notes.append(f"musl {series} on {target.arch.name} has no known layout: no pthread keys")
+        elif ver is None:
+            target.notes.append("musl version not recorded in this executable: assuming the 1.2 layout")
+        return
+    target.notes.append("libc not recognised (stripped static executable?): TLS offsets from the ELF ABI only")
+
+
+def _symbol_address(mods: list[Module], name: str) -> int | None:
+    for m in mods:
+        s = m.elf.symbol(name)
+        if s is not None:
+            return m.bias + s.value
+    return None
+
+
+def static_offset_variant2(memsz: int, vaddr: int, align: int, prev: int = 0) -> int:
+    """glibc/musl rule for a TLS block below the thread pointer (x86): offset from TP.
+
+    >>> static_offset_variant2(0x1c, 0x3dd8, 8)
+    32
+    """
+    align = max(align, 1)
+    firstbyte = (-vaddr) & (align - 1)
+    return ((prev + memsz - firstbyte + align - 1) // align) * align + firstbyte
+
+
+def assign_tls_modules(target: Target) -> None:
+    """Give every module with PT_TLS its module id and static offset, as its libc did."""
+    mods = target.modules
+    w = target.arch.word
+    if target.libc == "glibc" and target.glibc is not None and target.glibc.has(
+            "link_map_l_tls_modid", "link_map_l_tls_offset"):
+        lay = target.glibc
+        for m in mods:
+            if m.tls is None:
+                continue
+            if m.link_map is not None:
+                try:
+                    m.tls_modid = target.mem.read_word(m.link_map + lay.off("link_map_l_tls_modid"))
+                    off = target.mem.read_word(m.link_map + lay.off("link_map_l_tls_offset"))
+                except MemoryFault:
+                    raise UserError(f"{target.where}: link_map of {m.name} is not in the core") from None
+                # NO_TLS_OFFSET (0) and FORCED_DYNAMIC_TLS_OFFSET (-1): no static block.
+                m.tls_offset = None if off in (0, (1 << (8 * w)) - 1) else off
+            elif m.is_exe:  # static executable: module 1, the first static block
+                m.tls_modid = 1
+                m.tls_offset = _abi_exe_offset(target, m)
+        return
+    # musl numbers modules with PT_TLS in load order, the executable first; glibc without
+    # layout (unknown libc) falls back to the same numbering and the ABI offset rule.
+    n = 0
+    for m in mods:
+        if m.tls is not None:
+            n += 1
+            m.tls_modid = n
+            if m.is_exe:
+                m.tls_offset = _abi_exe_offset(target, m)
+
+
+def _abi_exe_offset(target: Target, m: Module) -> int:
+    t = m.tls
+    if target.arch.tls_above_tp:
+        gap = target.arch.musl_tls_gap if target.libc == "musl" else target.arch.glibc_tls_gap
+        a = max(t.align, 1)
+        return ((gap + a - 1) // a) * a
+    return static_offset_variant2(t.memsz, t.vaddr, t.align)

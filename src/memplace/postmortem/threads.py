@@ -1,0 +1,91 @@
+"""Threads and their thread pointers, per architecture, without libthread_db.
+
+x86_64: `fs_base` from NT_PRSTATUS. i386: `%gs` is a GDT selector; the thread
+pointer is the base of the NT_386_TLS entry whose number is `gs >> 3`. aarch64:
+`tpidr_el0` from NT_ARM_TLS. When a core lacks those notes (QEMU's guest cores),
+glibc's own thread lists in memory give every `struct pthread` and its tid.
+
+>>> [hex(thread_pointer(core, t)) for t in core.threads]     # doctest: +SKIP
+['0x7f4978013740', '0x7f49780126c0']
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64, Arch
+from memplace.postmortem.elfcore import CoreThread, Memory, MemoryFault
+
+
+@dataclass
+class Thread:
+    """A thread as memplace reports it."""
+
+    tid: int
+    tp: int | None  # thread pointer (None: unknown)
+    crashed: bool = False
+    pc: int | None = None
+
+
+def thread_pointer_from_notes(arch: Arch, machine: int, t: CoreThread) -> int | None:
+    """The thread pointer recorded in a core thread's notes, or None if they lack it.
+
+    >>> thread_pointer_from_notes(core.arch, 62, core.threads[0])    # doctest: +SKIP
+    140227787536192
+    """
+    if machine == EM_X86_64:
+        return t.regs[arch.tp_reg] if len(t.regs) > arch.tp_reg else None
+    if machine == EM_386:
+        if t.tls_note is None or len(t.regs) <= arch.gs_reg:
+            return None
+        index = t.regs[arch.gs_reg] >> 3
+        for off in range(0, len(t.tls_note) - 15, 16):  # struct user_desc
+            number, base, _limit, _flags = struct.unpack_from("<IIII", t.tls_note, off)
+            if number == index:
+                return base
+        return None
+    if machine == EM_AARCH64:
+        if t.tls_note is not None and len(t.tls_note) >= 8:
+            return struct.unpack_from("<Q", t.tls_note, 0)[0]
+        return None
+    return None
+
+
+def thread_pointer(target, thread: Thread | int) -> int | None:
+    """The thread pointer of a thread (a Thread or a tid) of a target.
+
+    >>> thread_pointer(target, target.threads[0].tid)                  # doctest: +SKIP
+    """
+    tid = thread if isinstance(thread, int) else thread.tid
+    for t in target.threads:
+        if t.tid == tid:
+            return t.tp
+    return None
+
+
+def glibc_threads_in_memory(mem: Memory, layout, rtld_global: int | None, arch: Arch) -> dict[int, int]:
+    """tid -> struct pthread address from glibc's `_dl_stack_used`/`_dl_stack_user` lists.
+
+    Exited-but-unjoined threads stay on those lists; their tid field is then 0 or
+    stale, so a caller matching live tids gets only real threads."""
+    if rtld_global is None or not layout.has("rtld_global__dl_stack_used", "pthread_list", "pthread_tid"):
+        return {}
+    out: dict[int, int] = {}
+    list_off = layout.off("pthread_list")
+    tid_off = layout.off("pthread_tid")
+    for head_name in ("rtld_global__dl_stack_used", "rtld_global__dl_stack_user"):
+        head = rtld_global + layout.off(head_name)
+        try:
+            node = mem.read_word(head)
+            seen = 0
+            while node and node != head and seen < 1_000_000:
+                pd = node - list_off
+                tid = int.from_bytes(mem.read(pd + tid_off, 4), "little", signed=True)
+                if tid > 0:
+                    out.setdefault(tid, pd)
+                node = mem.read_word(node)
+                seen += 1
+        except MemoryFault:
+            continue
+    return out
