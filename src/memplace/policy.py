@@ -143,6 +143,9 @@ def from_dict(table: dict, path: str) -> Policy:
         err("[devices] must be a table of devices ([devices.NAME])")
         devices = {}
     for name, spec in devices.items():
+        if name == SYSTEM:
+            err('"system" is the built-in device (the next allocator) and cannot be redefined', "device 'system'")
+            continue
         policy.devices[name] = _load_device(name, spec, base, err)
     if len(policy.devices) > MAX_DEVICES:
         err(f"{len(policy.devices)} devices; at most {MAX_DEVICES}")
@@ -179,8 +182,6 @@ def _load_device(name: str, spec: object, base: str, err: _Reporter) -> Device:
         return dev
     kind = spec.get("kind")
     dev = Device(name, kind if kind in KINDS else SYSTEM)
-    if name == SYSTEM:
-        err('"system" is the built-in device (the next allocator) and cannot be redefined', where, dev)
     if kind not in KINDS:
         err(f"kind = {kind!r} is not one of {', '.join(KINDS)}", where, dev)
         return dev

@@ -35,6 +35,9 @@ _NAME_OFF = re.compile(rf"^(.+)\+{_OFFSET}$")
 _FILE_LINE = re.compile(r"^(.+):(\d+)$")
 _SO_NAME = re.compile(r"\.so(\.\d+)*$")
 _SYMBOL_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
+# Libraries whose frames the runtime skips (allocator, libc, C++ runtime): their source
+# lines are never a site, and their separate debug files are large and slow to scan.
+_RUNTIME_LIBS = re.compile(r"^(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|ld-linux[\w.-]*|ld-musl[\w.-]*)\.so")
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,8 @@ class SiteResolver:
         nearest: set[int] = set()
         files_seen = False
         for path in self._known():
+            if _RUNTIME_LIBS.match(os.path.basename(path)):
+                continue
             for source, rows in self._lines(path, spec.name).items():
                 files_seen = True
                 for line, start, end in rows:

@@ -126,7 +126,9 @@ def format_size(size: int) -> str:
         if size >= scale:
             if size % scale == 0:
                 return f"{size // scale}{unit}iB"
-            return f"{size / scale:.2f}".rstrip("0").rstrip(".") + f"{unit}iB"
+            # Truncated, not rounded: never shows more than there is (nor "1024KiB").
+            hundredths = size * 100 // scale
+            return f"{hundredths // 100}.{hundredths % 100:02d}".rstrip("0").rstrip(".") + f"{unit}iB"
     return f"{size}B"
 
 
