@@ -526,15 +526,8 @@ class Renderer:
         else:
             step = elem.size
             if elem.kind == "base" and step == 1 and "char" in elem.name:
-                s = data[:t.dims[0]]
-                text = s.split(b"\0")[0]
-                tail = s[len(text):]
-                txt = '"' + _escape(text.decode("latin-1")) + '"'
-                if tail.strip(b"\0"):
-                    txt += " " + tail.hex()
-                elif len(text) == len(s):
-                    txt += "..."
-                return text.decode("latin-1"), txt
+                s = bytes(data[:t.dims[0]])
+                return s.split(b"\0")[0].decode("latin-1"), _char_array_text(s)
             items = [self.render(elem, data[i * step:(i + 1) * step], depth + 1) for i in range(t.dims[0])]
         return [v for v, _ in items], "{" + ", ".join(_repeats([x for _, x in items])) + "}"
 
@@ -552,6 +545,27 @@ def _repeats(texts: list[str]) -> list[str]:
             out.extend(texts[i:j])
         i = j
     return out
+
+
+def _char_array_text(s: bytes) -> str:
+    """A char array as gdb prints it: one trailing NUL dropped, the rest escaped."""
+    if s.endswith(b"\0"):
+        s = s[:-1]
+    if not s:
+        return '""'
+    if len(s) >= 10 and s.count(s[:1]) == len(s):
+        return f"{_char_lit(s[0])} <repeats {len(s)} times>"
+    return '"' + "".join(_char_in_string(c) for c in s) + '"'
+
+
+def _char_in_string(c: int) -> str:
+    if c == 0x22:
+        return '\\"'
+    if c == 0x5C:
+        return "\\\\"
+    if 32 <= c < 127:
+        return chr(c)
+    return {10: "\\n", 9: "\\t", 13: "\\r", 27: "\\033"}.get(c, f"\\{c:03o}")
 
 
 def _char_lit(c: int) -> str:
