@@ -111,11 +111,9 @@ def identify_libc(target: Target) -> None:
     exe = mods[0].elf
     musl_mod = None
     if exe.interp and "ld-musl" in exe.interp:
-        musl_mod = next((m for m in mods if "ld-musl" in m.name or "musl" in m.name), None)
+        musl_mod = next((m for m in mods if m.name == exe.interp or m.short.startswith("ld-musl")), None)
     elif exe.symtab.get("builtin_tls") is not None or exe.symtab.get("__libc") is not None:
         musl_mod = mods[0]  # static musl
-    if musl_mod is None and any("ld-musl" in m.name for m in mods):
-        musl_mod = next(m for m in mods if "ld-musl" in m.name)
     if musl_mod is not None:
         target.libc, target.libc_module = "musl", musl_mod
         ver = musl_version(musl_mod.elf)
