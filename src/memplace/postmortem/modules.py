@@ -193,7 +193,7 @@ def _r_map(mem: Memory, exe: ElfFile, bias: int) -> int | None:
     if dyn is None:
         return None
     w = mem.word
-    fmt = mem.endian + ("ii" if w == 4 else "qQ")
+    fmt = mem.endian + ("iI" if w == 4 else "qQ")
     try:
         data = mem.read(bias + dyn.vaddr, dyn.memsz)
     except MemoryFault:
