@@ -1,6 +1,7 @@
 /* Threads set thread-local variables of several types, print them as
  * "TID NAME VALUE" (memplace's text format), then the process crashes:
- * argv[1] = "abort" (default) or "segv" (a worker dereferences NULL). */
+ * argv[1] = "abort" (default) or "segv" (a worker dereferences NULL);
+ * "wait" keeps the process alive instead. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -87,6 +88,12 @@ int main(int argc, char **argv)
     pthread_barrier_wait(&ready);
     if (segv_mode)
         pthread_barrier_wait(&done);
+    if (argc > 1 && strcmp(argv[1], "wait") == 0) {   /* stay alive for live reads */
+        printf("ready\n");
+        fflush(stdout);
+        for (;;)
+            pause();
+    }
     printf("%ld crashing\n", (long)syscall(SYS_gettid));
     fflush(stdout);
     abort();
