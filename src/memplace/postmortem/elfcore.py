@@ -210,12 +210,29 @@ class ElfFile:
 
     @cached_property
     def tls_symbols(self) -> list[Symbol]:
-        """Defined STT_TLS symbols (st_value = offset in the module's TLS block)."""
+        """Defined STT_TLS symbols (st_value = offset in the module's TLS block).
+
+        Scans the raw tables and decodes only TLS entries' names: a libc debug file
+        has tens of thousands of symbols and a handful of TLS ones."""
         seen: dict[str, Symbol] = {}
-        for table in (self.dynsym, self.symtab):
-            for s in table.values():
-                if s.type == STT_TLS and s.shndx != 0 and s.name not in seen:
-                    seen[s.name] = s
+        fmt = self.endian + _SYM[self.elfclass]
+        n = struct.calcsize(fmt)
+        secs = self.sections
+        for want in (SHT_DYNSYM, SHT_SYMTAB):
+            for _, typ, _, off, size, link, _ in secs:
+                if typ != want or link >= len(secs) or off + size > len(self.data) or size < n:
+                    continue
+                stroff = secs[link][3]
+                count = size // n
+                for ent in struct.iter_unpack(fmt, self.data[off:off + count * n]):
+                    if self.elfclass == 1:
+                        st_name, value, sz, info, _, shndx = ent
+                    else:
+                        st_name, info, _, shndx, value, sz = ent
+                    if info & 0xF != STT_TLS or not shndx or not st_name:
+                        continue
+                    name = self._str(stroff, st_name).split("@", 1)[0]
+                    seen.setdefault(name, Symbol(name, value, sz, STT_TLS, shndx))
         return sorted(seen.values(), key=lambda s: (s.value, s.name))
 
     @cached_property
