@@ -1,0 +1,484 @@
+"""Placement advisor: which device each allocation site should live on.
+
+The model (what "best" means here):
+
+* cost of site s on device d = reads(s) x read cost(d) + writes(s) x write cost(d), where
+  the cost of a 64-byte line is the device's latency (model "latency", ns) or its
+  transfer time at the device's bandwidth (model "bandwidth");
+* a device with a capacity must hold, at every moment, the bytes of the sites put on it:
+  with timelines, for every window w, sum of live(s, w) <= capacity, so sites that are
+  never live together can share the space; without, the sum of their peaks;
+* minimise the total cost. Exactly, as a 0/1 program solved by HiGHS through
+  `scipy.optimize.milp`, or — for very large inputs, or as the baseline — greedily by
+  value density (ecoHMEM's method: sites in order of cost saved per byte, each onto the
+  fastest device where it still fits).
+
+    >>> from memplace.profile import Frame, Site
+    >>> hot = Site((Frame("app", None, 1),), bytes=100, peak_live_bytes=100, reads=10_000, writes=0)
+    >>> cold = Site((Frame("app", None, 2),), bytes=100, peak_live_bytes=100, reads=10, writes=0)
+    >>> fast = Device("hbm", read_latency=80, write_latency=80, capacity=150)
+    >>> slow = Device("ddr", read_latency=200, write_latency=200)
+    >>> a = advise([hot, cold], [fast, slow])
+    >>> [(p.site is hot, p.device) for p in a.placements]
+    [(True, 'hbm'), (False, 'ddr')]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from memplace.errors import UserError
+from memplace.profile import Site
+
+LINE = 64  # bytes per modelled access (one cache line)
+EXACT_MAX_VARIABLES = 4_000  # sites x devices up to which the whole MILP is solved
+LP_GUIDED_MAX_VARIABLES = 400_000  # above this, the greedy path alone
+MIP_GAP = 1e-4  # relative optimality gap at which HiGHS may stop (0 for small inputs)
+SMALL_VARIABLES = 200  # up to this many, solved to proven optimality (gap 0)
+NEIGHBOURHOOD = 300  # sites the LP-guided MILP may move
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the advisor needs to know about one device. Latencies in ns, bandwidths in
+    bytes/s, capacity in bytes (None: unlimited)."""
+
+    name: str
+    read_latency: float | None = None
+    write_latency: float | None = None
+    read_bandwidth: float | None = None
+    write_bandwidth: float | None = None
+    capacity: int | None = None
+
+    def line_costs(self, model: str) -> tuple[float, float]:
+        """(read, write) cost of one 64-byte line in ns under `model`."""
+        if model == "latency":
+            r = self.read_latency if self.read_latency is not None else self.write_latency
+            w = self.write_latency if self.write_latency is not None else r
+            if r is None:
+                raise UserError(f"device {self.name}: no latency known (give latency=NS)")
+            return float(r), float(w)
+        if model == "bandwidth":
+            rb = self.read_bandwidth if self.read_bandwidth is not None else self.write_bandwidth
+            wb = self.write_bandwidth if self.write_bandwidth is not None else rb
+            if not rb or not wb:
+                raise UserError(f"device {self.name}: no bandwidth known (give bandwidth=GB/s)")
+            return LINE / rb * 1e9, LINE / wb * 1e9
+        raise UserError(f"unknown cost model {model!r} (latency or bandwidth)")
+
+
+@dataclass
+class Placement:
+    site: Site
+    device: str
+    cost: float  # modelled ns on the chosen device
+    default_cost: float  # modelled ns had it stayed on the default device
+    density: float  # accessed bytes per byte of peak footprint
+    reason: str = ""
+
+
+@dataclass
+class Advice:
+    placements: list[Placement]
+    devices: list[Device]
+    default: str
+    model: str
+    method: str  # "milp" or "greedy"
+    optimal: bool
+    cost: float
+    default_cost: float  # everything on the default device
+    peak: dict[str, int] = field(default_factory=dict)  # modelled peak live bytes per device
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    bound: float | None = None  # proven lower bound on the optimal cost (LP / MILP dual)
+
+    @property
+    def gap(self) -> float | None:
+        """Relative distance to the proven bound (0 = optimal); None when unknown."""
+        if self.optimal:
+            return 0.0
+        if self.bound is None or self.cost <= 0:
+            return None
+        return max(0.0, (self.cost - self.bound) / self.cost)
+
+    def on(self, device: str) -> list[Placement]:
+        return [p for p in self.placements if p.device == device]
+
+
+# ---- the problem as arrays --------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    """Arrays of one instance: cost[s, d] (ns), demand[s, w] (bytes live in window w),
+    capacity[d] (inf when unlimited)."""
+
+    cost: np.ndarray
+    demand: np.ndarray
+    capacity: np.ndarray
+    default: int
+    base_load: np.ndarray | None = None  # bytes[d, w] already taken (fixed sites)
+
+    @property
+    def n(self) -> int:
+        return self.cost.shape[0]
+
+    @property
+    def m(self) -> int:
+        return self.cost.shape[1]
+
+    def loads(self, assign: np.ndarray) -> np.ndarray:
+        """bytes[d, w] live on each device in each window under `assign`."""
+        out = np.zeros((self.m, self.demand.shape[1])) if self.base_load is None else self.base_load.copy()
+        np.add.at(out, assign, self.demand)
+        return out
+
+    def room(self) -> np.ndarray:
+        """Capacity left in each window: bytes[d, w] (inf when unlimited)."""
+        room = np.repeat(self.capacity[:, None], self.demand.shape[1], axis=1)
+        return room if self.base_load is None else room - self.base_load
+
+    def subproblem(self, free: np.ndarray, assign: np.ndarray) -> "Problem":
+        """The problem over the sites in `free`, all others fixed as in `assign`."""
+        fixed = np.ones(self.n, bool)
+        fixed[free] = False
+        base = np.zeros((self.m, self.demand.shape[1])) if self.base_load is None else self.base_load.copy()
+        np.add.at(base, assign[fixed], self.demand[fixed])
+        return Problem(self.cost[free], self.demand[free], self.capacity, self.default, base)
+
+    def feasible(self, assign: np.ndarray) -> bool:
+        return bool(np.all(self.loads(assign).max(axis=1, initial=0) <= self.capacity + 1e-6))
+
+    def total(self, assign: np.ndarray) -> float:
+        return float(self.cost[np.arange(self.n), assign].sum())
+
+
+def build_problem(sites: Sequence[Site], devices: Sequence[Device], model: str, default: int) -> Problem:
+    rw = np.array([_reads_writes(s) for s in sites], dtype=float).reshape(len(sites), 2) / LINE
+    unit = np.array([d.line_costs(model) for d in devices], dtype=float).reshape(len(devices), 2)
+    cost = rw @ unit.T
+    windows = max((len(s.live) for s in sites if s.live is not None), default=0)
+    if windows == 0:
+        demand = np.array([[s.peak_live_bytes] for s in sites], dtype=float).reshape(len(sites), 1)
+    else:
+        demand = np.empty((len(sites), windows))
+        for i, s in enumerate(sites):
+            if s.live is None:
+                demand[i] = s.peak_live_bytes  # no timeline: may be live at any time
+            else:
+                demand[i, : len(s.live)] = s.live
+                demand[i, len(s.live) :] = 0
+        demand = _dominant_windows(demand)
+    capacity = np.array([math.inf if d.capacity is None else float(d.capacity) for d in devices])
+    return Problem(cost, demand, capacity, default)
+
+
+def _reads_writes(s: Site) -> tuple[int, int]:
+    if s.reads is None and s.writes is None:
+        return 0, s.bytes  # no access counts: each allocated byte is written once
+    return s.reads or 0, s.writes or 0
+
+
+def _dominant_windows(demand: np.ndarray) -> np.ndarray:
+    """Drop windows whose demand is elementwise <= another's: their constraints are
+    implied, and fewer rows make the solver faster."""
+    cols = np.unique(demand, axis=1)
+    if cols.shape[1] <= 1:
+        return cols
+    order = np.argsort(-cols.sum(axis=0))
+    keep: list[int] = []
+    for j in order:
+        c = cols[:, j]
+        if not any(np.all(c <= cols[:, k]) for k in keep):
+            keep.append(j)
+    return cols[:, sorted(keep)]
+
+
+# ---- solvers ----------------------------------------------------------------------------
+
+
+def solve_greedy(pb: Problem) -> np.ndarray:
+    """ecoHMEM's method: sites by value density (cost saved per byte, best device vs the
+    default), each onto the cheapest device for it where it still fits in every window."""
+    assign = np.full(pb.n, pb.default)
+    saving = pb.cost[:, pb.default] - pb.cost.min(axis=1)
+    density = saving / np.maximum(pb.demand.max(axis=1), 1.0)
+    room = pb.room()
+    single = room.shape[1] == 1  # no timeline: plain floats are much faster than arrays
+    free = [float(r[0]) for r in room] if single else list(room)
+    prefs = np.argsort(pb.cost, axis=1, kind="stable")
+    cost, demand = pb.cost, pb.demand
+    for s in np.argsort(-density, kind="stable"):
+        if saving[s] <= 0:
+            break
+        need = float(demand[s, 0]) if single else demand[s]
+        for d in prefs[s]:
+            if d == pb.default or cost[s, d] >= cost[s, pb.default]:
+                break
+            if (need <= free[d] + 1e-6) if single else bool(np.all(need <= free[d] + 1e-6)):
+                free[d] = free[d] - need
+                assign[s] = d
+                break
+    return assign
+
+
+def solve_milp(pb: Problem, time_limit: float = 30.0, relax: bool = False):
+    """Exact assignment with HiGHS: (assignment, proven optimal, objective bound) or None
+    if no feasible solution was found in time. With relax=True, the LP relaxation:
+    (x[s, d] fractional matrix, True, its objective)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix, csr_matrix
+
+    n, m = pb.n, pb.m
+    # Variable x[s, d] at index s*m + d.
+    rows_one = np.repeat(np.arange(n), m)
+    one = csr_matrix((np.ones(n * m), (rows_one, np.arange(n * m))), shape=(n, n * m))
+    constraints = [LinearConstraint(one, 1, 1)]
+    capped = [d for d in range(m) if math.isfinite(pb.capacity[d])]
+    room = pb.room()
+    if capped:
+        W = pb.demand.shape[1]
+        r, c, v = [], [], []
+        for k, d in enumerate(capped):
+            for w in range(W):
+                col = pb.demand[:, w]
+                nz = np.nonzero(col)[0]
+                r.append(np.full(nz.size, k * W + w))
+                c.append(nz * m + d)
+                v.append(col[nz])
+        A = coo_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(len(capped) * W, n * m))
+        ub = room[capped].ravel()
+        constraints.append(LinearConstraint(A.tocsr(), -np.inf, ub))
+    # Costs are scaled to keep HiGHS's tolerances meaningful on ns-sized numbers.
+    scale = max(float(np.abs(pb.cost).max()), 1.0)
+    res = milp(
+        c=(pb.cost / scale).ravel(),
+        constraints=constraints,
+        integrality=np.zeros(n * m) if relax else np.ones(n * m),
+        bounds=Bounds(0, 1),
+        options={
+            "time_limit": max(time_limit, 0.1),
+            "mip_rel_gap": 0.0 if n * m <= SMALL_VARIABLES else MIP_GAP,
+            "presolve": True,
+        },
+    )
+    if res.x is None:
+        return None
+    x = res.x.reshape(n, m)
+    if relax:
+        return x, res.status == 0, float(res.fun) * scale
+    bound = getattr(res, "mip_dual_bound", None)
+    bound = float(bound) * scale if bound is not None and np.isfinite(bound) else None
+    return x.argmax(axis=1), res.status == 0, bound
+
+
+def solve_lp_guided(pb: Problem, time_limit: float = 30.0, size: int = NEIGHBOURHOOD):
+    """Large instances: solve the LP relaxation, keep the sites it places whole, and let
+    the MILP decide only about `size` sites: the fractional ones and their nearest in
+    value density on each side. Returns (assignment, lower bound on the optimum) or None."""
+    t0 = time.perf_counter()
+    lp = solve_milp(pb, time_limit, relax=True)
+    if lp is None:
+        return None
+    x, _, bound = lp
+    assign = x.argmax(axis=1)
+    fractional = np.nonzero(x.max(axis=1) < 1 - 1e-6)[0]
+    saving = pb.cost[:, pb.default] - pb.cost.min(axis=1)
+    order = np.argsort(-saving / np.maximum(pb.demand.max(axis=1), 1.0), kind="stable")
+    rank = np.empty(pb.n, int)
+    rank[order] = np.arange(pb.n)
+    free = np.zeros(pb.n, bool)
+    neighbours = max(3, size // (2 * max(len(fractional), 1) + 1))
+    for r in rank[fractional]:
+        free[order[max(0, r - neighbours) : r + neighbours + 1]] = True
+    # Rounded fractional sites may overflow: start them on the default (always room).
+    assign[fractional] = pb.default
+    idx = np.nonzero(free)[0]
+    if idx.size:
+        sub = pb.subproblem(idx, assign)
+        got = solve_milp(sub, time_limit - (time.perf_counter() - t0))
+        if got is None:
+            return None
+        assign[idx] = got[0]
+    return assign, bound
+
+
+def brute_force(pb: Problem) -> tuple[np.ndarray, float] | None:
+    """Every assignment tried (tests only: m**n of them)."""
+    import itertools
+
+    best = None
+    for combo in itertools.product(range(pb.m), repeat=pb.n):
+        a = np.array(combo, dtype=int)
+        if pb.feasible(a):
+            t = pb.total(a)
+            if best is None or t < best[1] - 1e-9:
+                best = (a, t)
+    return best
+
+
+# ---- the advisor ------------------------------------------------------------------------
+
+
+def choose_default(devices: Sequence[Device], model: str) -> int:
+    """The device that takes whatever no rule places: the cheapest one without a capacity."""
+    free = [i for i, d in enumerate(devices) if d.capacity is None]
+    if not free:
+        raise UserError(
+            "every device has a capacity: name one without (e.g. --device system=system,latency=NS) "
+            "to take what does not fit"
+        )
+    return min(free, key=lambda i: sum(devices[i].line_costs(model)))
+
+
+def advise(
+    sites: Sequence[Site],
+    devices: Sequence[Device],
+    model: str = "latency",
+    method: str = "auto",
+    default: str | None = None,
+    time_limit: float = 3.0,
+) -> Advice:
+    """Assign every site to one device; see the module docstring for the model.
+
+    method: "milp" (exact), "greedy" (value density) or "auto" (milp unless the input
+    is very large, greedy if the solver finds nothing in `time_limit` seconds).
+    """
+    t0 = time.perf_counter()
+    if not devices:
+        raise UserError("no devices to place on")
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise UserError(f"device names repeat: {', '.join(names)}")
+    if default is None:
+        di = choose_default(devices, model)
+    elif default in names:
+        di = names.index(default)
+        if devices[di].capacity is not None:
+            raise UserError(f"default device {default} has a capacity: the default must take whatever is left")
+    else:
+        raise UserError(f"default device {default!r} is not one of: {', '.join(names)}")
+    pb = build_problem(sites, devices, model, di)
+    notes: list[str] = []
+    if pb.demand.shape[1] > 1:
+        notes.append(f"lifetimes: {pb.demand.shape[1]} distinct windows of concurrently live bytes")
+    if any(s.reads is None and s.writes is None for s in sites):
+        notes.append("some sites have no access counts: each of their bytes counted as written once")
+    if method not in ("auto", "milp", "greedy"):
+        raise UserError(f"unknown method {method!r} (auto, milp or greedy)")
+    assign, used, optimal, bound = None, "greedy", False, None
+    nvars = pb.n * pb.m
+    if method in ("auto", "milp") and pb.n:
+        if method == "milp" or nvars <= EXACT_MAX_VARIABLES:
+            got = solve_milp(pb, time_limit)
+            if got is None and method == "milp":
+                raise UserError(f"the MILP solver found no placement within {time_limit:g} s")
+            if got is not None:
+                (assign, optimal, bound), used = got, "milp"
+        elif nvars <= LP_GUIDED_MAX_VARIABLES:
+            got = solve_lp_guided(pb, time_limit)
+            if got is not None:
+                (assign, bound), used = got, "milp-lp-guided"
+                notes.append(f"{pb.n} sites x {pb.m} devices: MILP over the sites the LP relaxation leaves open")
+        else:
+            notes.append(f"{pb.n} sites x {pb.m} devices: greedy value-density path")
+    if assign is not None and not pb.feasible(assign):  # numerical slack: never trust blindly
+        assign, used, optimal = None, "greedy", False
+    greedy = solve_greedy(pb)
+    if assign is None or pb.total(greedy) < pb.total(assign) - 1e-9:
+        # The greedy answer is always valid; keep it when the solver stopped early on worse.
+        assign, optimal = greedy, optimal and assign is None
+        used = "greedy" if used == "greedy" else used + "+greedy"
+    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0)
+    advice.bound = bound
+    return advice
+
+
+def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes, seconds) -> Advice:
+    load = pb.loads(assign)
+    peak = {d.name: int(load[i].max(initial=0)) for i, d in enumerate(devices)}
+    size = pb.demand.max(axis=1) if pb.n else np.zeros(0)
+    accessed = np.array([sum(_reads_writes(s)) for s in sites], dtype=float)
+    density = accessed / np.maximum(size, 1.0)
+    dname = devices[pb.default].name
+    placements = []
+    for s_i, site in enumerate(sites):
+        d = int(assign[s_i])
+        cost, base = float(pb.cost[s_i, d]), float(pb.cost[s_i, pb.default])
+        placements.append(
+            Placement(site, devices[d].name, cost, base, float(density[s_i]),
+                      _reason(pb, s_i, d, devices, load, density[s_i], base, cost, dname))
+        )
+    placements.sort(key=lambda p: (-p.density, -p.site.bytes))
+    return Advice(
+        placements=placements,
+        devices=list(devices),
+        default=dname,
+        model=model,
+        method=method,
+        optimal=optimal,
+        cost=pb.total(assign),
+        default_cost=float(pb.cost[:, pb.default].sum()),
+        peak=peak,
+        seconds=seconds,
+        notes=notes,
+    )
+
+
+def _reason(pb: Problem, s: int, d: int, devices, load, density, base, cost, dname) -> str:
+    size = int(pb.demand[s].max(initial=0))
+    if pb.cost[s].max() - pb.cost[s].min() <= 0:
+        return "no accesses recorded: no device is faster for it"
+    if d != pb.default:
+        saved = base - cost
+        pct = 100 * saved / base if base else 0
+        where = f"{_fmt_bytes(size)} peak fits in {devices[d].name}"
+        if math.isfinite(pb.capacity[d]):
+            where += f" ({_fmt_bytes(load[d].max())} of {_fmt_bytes(pb.capacity[d])} used at peak)"
+        return f"{density:.3g} accessed B per byte; saves {_fmt_ns(saved)} ({pct:.0f}%) vs {dname}; {where}"
+    # On the default device: say why not on each cheaper one.
+    why = []
+    for e in np.argsort(pb.cost[s]):
+        if pb.cost[s, e] >= pb.cost[s, d]:
+            break
+        over = (load[e] + pb.demand[s]) - pb.capacity[e]
+        if np.any(over > 1e-6):
+            w = int(np.argmax(over))
+            why.append(
+                f"{devices[e].name} full ({_fmt_bytes(load[e][w])} of {_fmt_bytes(pb.capacity[e])} taken by "
+                f"sites worth more; {_fmt_bytes(pb.demand[s][w])} more would not fit)"
+            )
+        else:
+            why.append(f"{devices[e].name} would save {_fmt_ns(pb.cost[s, d] - pb.cost[s, e])} but was not chosen")
+    return f"{density:.3g} accessed B per byte; stays on {dname}: " + "; ".join(why or ["cheapest here"])
+
+
+def _fmt_bytes(n: float) -> str:
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _fmt_ns(ns: float) -> str:
+    for unit, f in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= f:
+            return f"{ns / f:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def fmt_bytes(n: float) -> str:
+    """Human size: 1536 -> '1.5 KiB'."""
+    return _fmt_bytes(n)
+
+
+def fmt_ns(ns: float) -> str:
+    """Human duration from ns: 2.5e6 -> '2.5 ms'."""
+    return _fmt_ns(ns)
