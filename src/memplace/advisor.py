@@ -187,7 +187,10 @@ def _reads_writes(s: Site) -> tuple[int, int]:
 def _dominant_windows(demand: np.ndarray) -> np.ndarray:
     """Drop windows whose demand is elementwise <= another's: their constraints are
     implied, and fewer rows make the solver faster."""
-    cols = np.unique(demand, axis=1)
+    seen: dict[bytes, int] = {}
+    for j in range(demand.shape[1]):
+        seen.setdefault(np.ascontiguousarray(demand[:, j]).tobytes(), j)
+    cols = demand[:, sorted(seen.values())]
     if cols.shape[1] <= 1:
         return cols
     order = np.argsort(-cols.sum(axis=0))
