@@ -1,0 +1,105 @@
+"""memplace's TLS and pthread-key resolution inside a drgn session.
+
+drgn reads a core's types and memory but returns `<not implemented>` for every
+thread-local variable. These helpers take the drgn `Program`, resolve the
+variable's address in a thread with memplace, and hand back a real drgn
+`Object` of drgn's own type, so everything drgn does with objects works.
+
+    $ drgn -c core -e prog
+    >>> from memplace.postmortem.drgn_helpers import tls_object, pthread_key_values
+    >>> tls_object(prog, "errno")                        # crashed thread
+    (int)0
+    >>> tls_object(prog, "t_pt", thread=5636).x
+    (int)1
+    >>> pthread_key_values(prog).findings
+"""
+
+from __future__ import annotations
+
+from memplace.errors import UserError
+
+
+def memplace_target(prog):
+    """The memplace Target for the core (or live process) a drgn Program is attached to, cached."""
+    cached = getattr(prog, "_memplace_target", None)
+    if cached is not None:
+        return cached
+    import drgn
+
+    if prog.flags & drgn.ProgramFlags.IS_LIVE:
+        from memplace.postmortem.live import open_pid
+
+        target = open_pid(prog.pid)
+    else:
+        from memplace.postmortem.target import open_core
+
+        path = prog.core_dump_path
+        if not path:
+            raise UserError("this drgn Program has no core dump or process attached")
+        target = open_core(path)
+    try:
+        prog._memplace_target = target
+    except AttributeError:  # drgn.Program may not take attributes: cache by id instead
+        _CACHE[id(prog)] = target
+    return target
+
+
+_CACHE: dict[int, object] = {}
+
+
+def _target(prog):
+    return _CACHE.get(id(prog)) or memplace_target(prog)
+
+
+def _tid(prog, thread) -> int:
+    if thread is None:
+        try:
+            return prog.crashed_thread().tid
+        except Exception:  # noqa: BLE001 - live processes have no crashed thread
+            return prog.main_thread().tid
+    return thread if isinstance(thread, int) else thread.tid
+
+
+def thread_pointer(prog, thread=None) -> int | None:
+    """The thread pointer of a thread (drgn Thread, tid, or None for the crashed thread)."""
+    from memplace.postmortem.threads import thread_pointer as tp
+
+    return tp(_target(prog), _tid(prog, thread))
+
+
+def tls_address(prog, name: str, thread=None) -> int:
+    """Address of thread-local variable `name` in a thread; LookupError with the reason if none."""
+    from memplace.postmortem.tls import select_variables, tls_block
+
+    target = _target(prog)
+    tid = _tid(prog, thread)
+    th = next((t for t in target.threads if t.tid == tid), None)
+    if th is None:
+        raise LookupError(f"no thread {tid}")
+    module, var = select_variables(target, [name])[0]
+    blk = tls_block(target, th, module)
+    if blk.address is None:
+        raise LookupError(f"{name} in thread {tid}: {blk.state}")
+    return blk.address + var.offset
+
+
+def tls_object(prog, name: str, thread=None):
+    """A drgn Object for thread-local variable `name` in a thread (default: the crashed one)."""
+    import drgn
+
+    addr = tls_address(prog, name, thread)
+    try:
+        typ = prog[name].type_  # drgn knows the type, only not the address
+    except (KeyError, LookupError):
+        from memplace.postmortem.tls import select_variables
+
+        _, var = select_variables(_target(prog), [name])[0]
+        typ = prog.array_type(prog.int_type("unsigned char", 1, False), var.size)
+    return drgn.Object(prog, typ, address=addr)
+
+
+def pthread_key_values(prog):
+    """memplace's KeysReport (keys, per-thread values, misuse findings) for this Program."""
+    from memplace.postmortem.keys import pthread_keys
+
+    return pthread_keys(_target(prog))
