@@ -146,6 +146,9 @@ def from_dict(table: dict, path: str) -> Policy:
         if name == SYSTEM:
             err('"system" is the built-in device (the next allocator) and cannot be redefined', "device 'system'")
             continue
+        if not name or "\0" in name:
+            err(f"device name {name!r} must be non-empty and without NUL characters")
+            continue
         policy.devices[name] = _load_device(name, spec, base, err)
     if len(policy.devices) > MAX_DEVICES:
         err(f"{len(policy.devices)} devices; at most {MAX_DEVICES}")
@@ -231,7 +234,7 @@ def _load_device(name: str, spec: object, base: str, err: _Reporter) -> Device:
             dev.fallback, dev.fallback_given = spec["fallback"], True
     if kind == "file":
         path = spec.get("path")
-        if not isinstance(path, str) or not path:
+        if not isinstance(path, str) or not path or "\0" in path:
             err('a file device needs path = "/a/directory"', where, dev)
         else:
             # Relative to the policy file, so a policy and its directories can move together.
@@ -254,8 +257,8 @@ def _load_rule(index: int, spec: object, err: _Reporter) -> Rule:
         err("must be a table ([[rules]] with device = ...)", rule.label, rule)
         return rule
     name = spec.get("name", "")
-    if not isinstance(name, str):
-        err(f"name = {name!r} must be a string", rule.label, rule)
+    if not isinstance(name, str) or "\0" in name:
+        err(f"name = {name!r} must be a string without NUL characters", rule.label, rule)
     else:
         rule.name = name
     where = rule.label

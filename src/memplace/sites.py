@@ -88,8 +88,8 @@ def parse_frame(text: str) -> FrameSpec:
     >>> parse_frame("src/main.c:52").kind
     'line'
     """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"site frame {text!r} is empty or not a string")
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise ValueError(f"site frame {text!r} is empty, not a string, or holds a NUL character")
     t = text.strip()
     if t.startswith("build-id:"):
         m = _BUILD_ID.match(t)

@@ -192,6 +192,7 @@ def test_system_cannot_be_redefined(write, sys1):
     ('[[rules]]\nsite = ["build-id:zz+0x1"]\ndevice = "system"\n', ["build-id:HEX+0xOFFSET"]),
     ('[[rules]]\nsize = "64MiB..1MiB"\ndevice = "system"\n', ["rule 1: size", "empty range"]),
     ('[[rules]]\nsize = "..4KiB"\n', ["rule 1", "needs device"]),
+    ('[[rules]]\nname = "a\\u0000b"\nsize = "1"\ndevice = "system"\n', ["rule 1", "without NUL"]),
     ('[[rules]]\nsize = "..4KiB"\ndevice = "system"\nweight = 3\n', ["rule 1", "unknown key 'weight'"]),
 ])
 def test_schema_errors(write, sys1, text, needles):
