@@ -179,32 +179,47 @@ def tls_values(target, names: list[str] | None = None, tids: list[int] | None = 
     r = Renderer(target.mem.endian, lambda a: describe_address(target.modules, a), target.mem.read_cstr)
     by_module: dict[int, list] = {}
     for m, v in pairs:
-        by_module.setdefault(id(m), [m, []])[1].append(v)
+        tname = v.type.display() if v.type is not None else f"<no debug info, {v.size} bytes>"
+        by_module.setdefault(id(m), [m, m.short, []])[2].append((v, tname, _fast_decoder(v, target.mem.endian)))
     out = []
+    mem = target.mem
     for th in threads:
         vals = []
-        for m, vs in by_module.values():
+        for m, short, vs in by_module.values():
             blk = tls_block(target, th, m)
             data = None
             if blk.address is not None:
                 try:
-                    data = target.mem.read(blk.address, m.tls.memsz)
+                    data = bytes(mem.read(blk.address, m.tls.memsz))
                 except MemoryFault:
                     data = None
-            for v in vs:
-                tname = v.type.display() if v.type is not None else f"<no debug info, {v.size} bytes>"
+            for v, tname, fast in vs:
                 if blk.address is None:
-                    vals.append(VarValue(m.short, v.name, tname, None, blk.state))
+                    vals.append(VarValue(short, v.name, tname, None, blk.state))
                     continue
                 addr = blk.address + v.offset
-                chunk = data[v.offset:v.offset + v.size] if data is not None and v.offset + v.size <= len(data) else None
+                end = v.offset + v.size
+                chunk = data[v.offset:end] if data is not None and end <= len(data) else None
                 if chunk is None:
                     try:
-                        chunk = target.mem.read(addr, v.size)
+                        chunk = bytes(mem.read(addr, v.size))
                     except MemoryFault:
-                        vals.append(VarValue(m.short, v.name, tname, addr, UNREADABLE))
+                        vals.append(VarValue(short, v.name, tname, addr, UNREADABLE))
                         continue
-                val, text = r.render(v.type, bytes(chunk))
-                vals.append(VarValue(m.short, v.name, tname, addr, OK, val, text))
+                if fast is not None:
+                    val = fast(chunk)
+                    vals.append(VarValue(short, v.name, tname, addr, OK, val, str(val)))
+                else:
+                    val, text = r.render(v.type, chunk)
+                    vals.append(VarValue(short, v.name, tname, addr, OK, val, text))
         out.append((th, vals))
     return out
+
+
+def _fast_decoder(v, endian: str):
+    """A direct int decoder for plain integer variables (the common case), else None."""
+    t = v.type.strip() if v.type is not None else None
+    if t is None or t.kind != "base" or t.size not in (2, 4, 8) or t.encoding not in (5, 7):
+        return None
+    order, signed = ("little" if endian == "<" else "big"), t.signed
+    return lambda b: int.from_bytes(b, order, signed=signed)
