@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "run": "memplace.launch:run_command",
     "devices": "memplace.devices_cli:devices_command",
     "policy": "memplace.policy_cli:policy_group",
+    "advise": "memplace.advise_cli:advise_command",
 }
 
 
