@@ -1,0 +1,130 @@
+"""`memplace profile`: measure a program's allocation sites, or merge profiles.
+
+    memplace profile [--engine runtime|dhat] [--out DIR] -- CMD [ARGS...]
+    memplace profile merge A.json B.json ... -o OUT.json
+
+The first form is the `run` subcommand written without its name: anything after
+`profile` that is not a subcommand name is taken as `profile run ...`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+import click
+
+from memplace import profile as prof
+from memplace.errors import UserError
+from memplace.profile_merge import merge_command
+
+
+class _ProfileGroup(click.Group):
+    """A group whose default subcommand is `run`, so that `profile -- CMD` works."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("profile", cls=_ProfileGroup, invoke_without_command=False)
+def profile_group():
+    """Measure allocation sites (run) or combine profiles (merge).
+
+    \b
+    memplace profile [--engine runtime|dhat] [--out DIR] -- CMD [ARGS...]
+    memplace profile merge A.json B.json ... -o OUT.json
+    """
+
+
+def _summary_table(profiles: list[prof.Profile], paths: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from memplace.advisor import fmt_bytes
+
+    console = Console(stderr=True)
+    for p, path in zip(profiles, paths):
+        t = Table(title=f"{path}: {len(p.sites)} site(s), pid {p.pid}" + (f", rank {p.rank}" if p.rank is not None else ""),
+                  title_justify="left")
+        for col in ("site", "function", "file:line", "allocs", "bytes", "peak", "read", "written"):
+            t.add_column(col, justify="left" if col in ("site", "function", "file:line") else "right")
+        for s in sorted(p.sites, key=lambda s: -((s.accesses or 0) or s.bytes))[:10]:
+            t.add_row(str(s.frames[0]), s.function or "?", s.location or "?", str(s.allocations),
+                      fmt_bytes(s.bytes), fmt_bytes(s.peak_live_bytes),
+                      "-" if s.reads is None else fmt_bytes(s.reads), "-" if s.writes is None else fmt_bytes(s.writes))
+        console.print(t)
+
+
+def _exit_like(status: int) -> None:
+    """Leave with the program's own exit status (or die of its signal)."""
+    if status < 0:
+        sig = -status
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        status = 128 + sig
+    raise click.exceptions.Exit(status)
+
+
+@profile_group.command("run", context_settings={"ignore_unknown_options": True})
+@click.option("--engine", type=click.Choice(["runtime", "dhat"]), default="runtime", show_default=True,
+              help="runtime: the preload library; dhat: valgrind's DHAT (adds bytes read/written, ~50x slower).")
+@click.option("--out", "out_dir", default="memplace-profile", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for one profile file per process (and MPI rank).")
+@click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON (on stderr).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_command(engine, out_dir, as_json, command):
+    """Run CMD and write its per-site allocation profile(s) into DIR."""
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UserError("no command given: memplace profile [--engine dhat] -- CMD [ARGS...]")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{out_dir}: cannot create: {e.strerror or e}") from None
+    if engine == "runtime":
+        try:
+            launch = importlib.import_module("memplace.launch")
+        except ImportError:
+            launch = None
+        run_profiled = getattr(launch, "run_profiled", None)
+        if run_profiled is None:
+            raise UserError("runtime profiling engine not built yet (use --engine dhat)")
+        _exit_like(run_profiled(command, out_dir))
+        return
+    from memplace import dhat
+
+    rank = dhat.mpi_rank()
+    work = tempfile.mkdtemp(prefix=".dhat-", dir=out_dir)
+    try:
+        status = dhat.run(command, work)
+        profiles = dhat.collect(work, rank=rank)
+        written = []
+        for p in profiles:
+            path = os.path.join(out_dir, prof.profile_filename(p.pid or 0, rank))
+            prof.save(p, path)
+            written.append(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not written:
+        raise UserError(f"{command[0]}: DHAT wrote no profile (did the program start?)")
+    if as_json:
+        click.echo(json.dumps({"engine": "dhat", "profiles": written, "exit_status": status}), err=True)
+    elif sys.stderr.isatty() or os.environ.get("MEMPLACE_SUMMARY"):
+        _summary_table(profiles, written)
+    else:
+        click.echo(f"memplace: profile(s) written: {', '.join(written)}", err=True)
+    _exit_like(status)
+
+
+profile_group.add_command(merge_command)

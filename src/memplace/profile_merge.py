@@ -1,0 +1,144 @@
+"""`memplace profile merge A B ... -o OUT`: one profile from several processes or ranks.
+
+Sites are matched by identity (their frames). Counts add up (allocations, bytes,
+reads, writes): they say how much the program as a whole does. Peaks do not add up: a
+policy's capacities are per process, so a merged site's peak is the largest any one
+process had, and its timeline is the per-window maximum over processes after putting
+every run on the same normalised clock (SPMD ranks run in step).
+
+    >>> from memplace.profile import Frame, Profile, Site
+    >>> f = (Frame("/app", None, 0x10),)
+    >>> a = Profile("runtime", sites=[Site(f, allocations=1, bytes=8, peak_live_bytes=8)], pid=1, rank=0)
+    >>> b = Profile("runtime", sites=[Site(f, allocations=2, bytes=16, peak_live_bytes=16)], pid=2, rank=1)
+    >>> m = merge([a, b])
+    >>> m.processes, m.sites[0].allocations, m.sites[0].peak_live_bytes
+    (2, 3, 16)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Sequence
+
+import click
+
+from memplace import profile as prof
+from memplace.errors import UserError
+
+
+def _resample(live: list[int], windows: int) -> list[int]:
+    """A timeline of len(live) windows on `windows` windows of the same total span:
+    each target window takes the max of the source windows it overlaps."""
+    n = len(live)
+    if n == windows:
+        return list(live)
+    out = [0] * windows
+    for i, v in enumerate(live):
+        lo = math.floor(i * windows / n)
+        hi = max(lo, math.ceil((i + 1) * windows / n) - 1)
+        for j in range(lo, min(hi, windows - 1) + 1):
+            out[j] = max(out[j], v)
+    return out
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+def merge(profiles: Sequence[prof.Profile], names: Sequence[str] | None = None) -> prof.Profile:
+    """Combine profiles (of ranks or processes of one program) into one."""
+    if not profiles:
+        raise UserError("nothing to merge")
+    names = list(names or [f"profile {i}" for i in range(len(profiles))])
+    units = {p.clock_unit for p in profiles}
+    if len(units) > 1:
+        raise UserError(f"cannot merge profiles on different clocks ({', '.join(sorted(units))}): "
+                        "merge runtime profiles with runtime profiles and DHAT ones with DHAT ones")
+    windows = max(p.windows for p in profiles)
+    sites: dict[tuple, prof.Site] = {}
+    lifetime_sum: dict[tuple, float] = {}
+    lifetime_n: dict[tuple, int] = {}
+    sources = []
+    for p, name in zip(profiles, names):
+        sources += p.meta.get("sources") or [
+            {"file": name, "pid": p.pid, "rank": p.rank, "engine": p.engine, "command": p.command}
+        ]
+        for s in p.sites:
+            key = s.identity
+            m = sites.get(key)
+            if m is None:
+                m = sites[key] = prof.Site(frames=s.frames, symbols=s.symbols)
+                if windows:
+                    m.live = [0] * windows
+            m.allocations += s.allocations
+            m.frees += s.frees
+            m.bytes += s.bytes
+            m.peak_live_bytes = max(m.peak_live_bytes, s.peak_live_bytes)
+            m.reads = _add(m.reads, s.reads)
+            m.writes = _add(m.writes, s.writes)
+            for k, v in s.size_histogram.items():
+                m.size_histogram[k] = m.size_histogram.get(k, 0) + v
+            if not m.symbols and s.symbols:
+                m.symbols = s.symbols
+            if windows:
+                # A site without a timeline may be live at any time: its peak everywhere.
+                src = _resample(s.live, windows) if s.live is not None else [s.peak_live_bytes] * windows
+                m.live = [max(x, y) for x, y in zip(m.live, src)]
+            if s.lifetime is not None:
+                lt = m.lifetime
+                m.lifetime = prof.Lifetime(
+                    mean=0.0,
+                    min=s.lifetime.min if lt is None else _opt(min, lt.min, s.lifetime.min),
+                    max=s.lifetime.max if lt is None else _opt(max, lt.max, s.lifetime.max),
+                )
+                n = max(s.allocations, 1)
+                lifetime_sum[key] = lifetime_sum.get(key, 0.0) + s.lifetime.mean * n
+                lifetime_n[key] = lifetime_n.get(key, 0) + n
+    for key, m in sites.items():
+        if m.lifetime is not None:
+            m.lifetime.mean = lifetime_sum[key] / lifetime_n[key]
+    engines = {p.engine for p in profiles}
+    durations = [p.duration for p in profiles if p.duration is not None]
+    duration = max(durations) if durations else None
+    return prof.Profile(
+        engine=engines.pop() if len(engines) == 1 else "mixed",
+        command=profiles[0].command,
+        sites=sorted(sites.values(), key=lambda s: (-(s.accesses or 0), -s.bytes)),
+        pid=None,
+        rank=None,
+        processes=sum(p.processes for p in profiles),
+        clock_unit=units.pop(),
+        duration=duration,
+        window=(duration / windows) if (windows and duration) else None,
+        meta={"sources": sources, "peaks": "per process (max over the merged processes)"},
+    )
+
+
+def _opt(f, a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return f(a, b)
+
+
+@click.command("merge")
+@click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged profile to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def merge_command(profiles, output, as_json):
+    """Combine the profiles of several ranks or processes (sites merged by identity)."""
+    loaded = [prof.load(p) for p in profiles]
+    merged = merge(loaded, profiles)
+    try:
+        prof.save(merged, output)
+    except OSError as e:
+        raise UserError(f"{output}: cannot write: {e.strerror or e}") from None
+    summary = {"output": output, "inputs": list(profiles), "processes": merged.processes,
+               "sites": len(merged.sites), "engine": merged.engine}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"Merged {len(profiles)} profile(s) of {merged.processes} process(es): "
+                   f"{len(merged.sites)} site(s) -> {output}")
