@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "devices": "memplace.devices_cli:devices_command",
     "policy": "memplace.policy_cli:policy_group",
     "advise": "memplace.advise_cli:advise_command",
+    "profile": "memplace.profile_cli:profile_group",
 }
 
 
