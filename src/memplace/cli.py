@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "policy": "memplace.policy_cli:policy_group",
     "advise": "memplace.advise_cli:advise_command",
     "profile": "memplace.profile_cli:profile_group",
+    "interop": "memplace.interop:interop_group",
 }
 
 
