@@ -119,7 +119,8 @@ def run(argv: list[str], verbose: bool = False) -> None:
         status = read_status(status_path)
     mine = status.get(proc.pid)
     if mine is None:
-        click.echo(f"memplace: runtime {runtime} was not loaded by {argv[0]}", err=True)
+        click.echo(f"memplace: the runtime did not report from {argv[0]}: it exited before the "
+                   "runtime initialised, or its loader ignored LD_PRELOAD", err=True)
     else:
         click.echo(f"memplace: runtime {runtime} (version {mine.get('version', '?')}, "
                    f"{mine.get('mode', '?')}); next allocator from {mine.get('next') or '?'}"
