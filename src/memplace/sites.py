@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,14 +110,34 @@ def parse_frame(text: str) -> FrameSpec:
 
 @dataclass
 class _Elf:
-    """What memplace needs from one ELF file, read once."""
+    """What memplace needs from one ELF file. Symbols and lines are read only when a
+    frame needs them: `memplace run` with module+offset frames never pays for them."""
 
     path: str
     build_id: str | None
     elfclass: int
-    symbols: dict[str, set[tuple[int, int]]]  # name -> {(st_value, st_size)}
-    debug_path: str | None  # where DWARF lines are: the file itself or its separate debug file
+    has_symtab: bool
+    has_lines: bool
+    _symbols: dict[str, set[tuple[int, int]]] | None = None  # name -> {(st_value, st_size)}
     lines: dict[str, dict] = field(default_factory=dict)  # wanted file -> _read_lines()
+
+    @property
+    def symbols(self) -> dict[str, set[tuple[int, int]]]:
+        if self._symbols is None:
+            self._symbols = _read_symbols(self.path)
+            separate = _separate_debug(self.build_id)
+            if separate and not self.has_symtab:  # stripped: the debug file has the full table
+                for name, defs in _read_symbols(separate).items():
+                    self._symbols.setdefault(name, set()).update(defs)
+        return self._symbols
+
+    @property
+    def debug_path(self) -> str | None:
+        """Where the DWARF lines are: the file itself or its separate debug file."""
+        if self.has_lines:
+            return self.path
+        separate = _separate_debug(self.build_id)
+        return separate if separate and _has_section(separate, ".debug_line") else None
 
 
 class SiteResolver:
@@ -130,14 +151,23 @@ class SiteResolver:
     def __init__(self, exe: str | os.PathLike | None, extra_modules: list[str] = ()):
         self.problems: list[tuple[str, str]] = []
         self.exe: str | None = None
-        self.libraries: list[str] = []
+        self._extra = [p for p in extra_modules if os.path.isabs(p)]
+        self._libraries: list[str] | None = None
         self._elf: dict[str, _Elf | None] = {}
         self._cache: dict[str, Resolution] = {}
         if exe is not None:
             self._open_program(str(exe))
-        for path in extra_modules:
-            if os.path.isabs(path) and path not in self.libraries and self._load(path):
-                self.libraries.append(path)
+
+    @property
+    def libraries(self) -> list[str]:
+        """The program's libraries in load order, then modules named by absolute path."""
+        if self._libraries is None:
+            found = _loader_list(self.exe) if self.exe else []
+            self._libraries = []
+            for path in found + self._extra:
+                if path not in self._libraries and path != self.exe and self._load(path):
+                    self._libraries.append(path)
+        return self._libraries
 
     # -- modules -------------------------------------------------------------
 
@@ -157,7 +187,6 @@ class SiteResolver:
             self.problems.append(("error", f"{exe}: a 32-bit program; placement supports 64-bit programs only"))
             return
         self.exe = os.path.abspath(path)
-        self.libraries = [lib for lib in _loader_list(self.exe) if self._load(lib)]
 
     def modules(self) -> list[Module]:
         """The program (first) and its libraries in load order."""
@@ -270,25 +299,27 @@ def _read_elf(path: str) -> _Elf | None:
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
-            build_id = _build_id(elf)
-            symbols = _symbols(elf)
-            has_lines = elf.get_section_by_name(".debug_line") is not None
-            elfclass = elf.elfclass
+            return _Elf(path, _build_id(elf), elf.elfclass,
+                        has_symtab=elf.get_section_by_name(".symtab") is not None,
+                        has_lines=elf.get_section_by_name(".debug_line") is not None)
     except (OSError, ELFError, ValueError):
         return None
-    debug_path = path if has_lines else None
-    separate = _separate_debug(build_id)
-    if separate and (not has_lines or not symbols):
-        try:
-            with open(separate, "rb") as f:
-                dbg = ELFFile(f)
-                for name, defs in _symbols(dbg).items():
-                    symbols.setdefault(name, set()).update(defs)
-                if not has_lines and dbg.get_section_by_name(".debug_line") is not None:
-                    debug_path = separate
-        except (OSError, ELFError, ValueError):
-            pass
-    return _Elf(path, build_id, elfclass, symbols, debug_path)
+
+
+def _has_section(path: str, name: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return ELFFile(f).get_section_by_name(name) is not None
+    except (OSError, ELFError, ValueError):
+        return False
+
+
+def _read_symbols(path: str) -> dict[str, set[tuple[int, int]]]:
+    try:
+        with open(path, "rb") as f:
+            return _symbols(ELFFile(f))
+    except (OSError, ELFError, ValueError):
+        return {}
 
 
 def _build_id(elf: ELFFile) -> str | None:
@@ -451,6 +482,4 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _which(name: str) -> str | None:
-    import shutil
-
     return shutil.which(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,9 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-try:
-    import memplace  # noqa: F401  (installed, or editable)
-except ModuleNotFoundError:
+if importlib.util.find_spec("memplace") is None:  # not installed: use this checkout
     sys.path.insert(0, str(SRC))
 
 from fakesys import four_nodes, one_node  # noqa: E402

@@ -1,7 +1,6 @@
 """The compiled policy, byte by byte, as docs/policy.md specifies it (offsets written out here
 independently of memplace's own layout tables), and its decoder."""
 
-import os
 import re
 import shutil
 import struct
