@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "advise": "memplace.advise_cli:advise_command",
     "profile": "memplace.profile_cli:profile_group",
     "interop": "memplace.interop:interop_group",
+    "report": "memplace.report:report_command",
 }
 
 
