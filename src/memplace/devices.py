@@ -64,6 +64,7 @@ class Node:
     tier: int | None = None  # memory_tierN; lower is faster
     access: list[Access] = field(default_factory=list)
     hugepages: list[HugePagePool] = field(default_factory=list)
+    interleave_weight: int | None = None  # weighted interleave weight of this node (Linux 6.9+)
 
     @property
     def cpu_less(self) -> bool:
@@ -121,6 +122,8 @@ def read_topology(sysfs: str | Path = "/sys") -> Topology:
     online = _read_list(node_dir / "online") or ids
     tiers = _read_tiers(root / TIER_DIR)
     nodes = [_read_node(node_dir / f"node{i}", i, online, tiers.get(i)) for i in ids]
+    for node in nodes:
+        node.interleave_weight = _read_int(root / WEIGHTED_INTERLEAVE_DIR / f"node{node.id}")
     return Topology(
         sysfs=str(root),
         nodes=nodes,

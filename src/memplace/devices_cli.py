@@ -37,7 +37,11 @@ def devices_command(as_json: bool, sysfs: str) -> None:
     pools = ", ".join(f"{format_size(p.pagesize)}: {p.free}/{p.total} free" for p in topo.hugepages) or "none"
     out.print(f"Huge page pools: {pools}")
     out.print(f"Transparent huge pages: {topo.thp or 'not available'}")
-    out.print(f"Weighted interleave: {'available' if topo.weighted_interleave else 'not available (Linux 6.9+)'}")
+    if topo.weighted_interleave:
+        weights = ", ".join(f"node {n.id}: {n.interleave_weight}" for n in topo.nodes if n.interleave_weight)
+        out.print(f"Weighted interleave: available ({weights or 'no weights set'})")
+    else:
+        out.print("Weighted interleave: not available (Linux 6.9+)")
 
 
 def _node_table(topo: Topology) -> Table:

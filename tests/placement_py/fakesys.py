@@ -54,7 +54,10 @@ def make_sysfs(root: Path, nodes: list[dict], tiers: dict[int, str] | None = Non
     if thp is not None:
         _write(root / "kernel/mm/transparent_hugepage/enabled", thp + "\n")
     if weighted_interleave:
-        (root / "kernel/mm/mempolicy/weighted_interleave").mkdir(parents=True)
+        wi = root / "kernel/mm/mempolicy/weighted_interleave"
+        wi.mkdir(parents=True)
+        for n in nodes:
+            _write(wi / f"node{n['id']}", f"{n.get('weight', 1)}\n")
     return root
 
 
@@ -75,7 +78,7 @@ def four_nodes(root: Path) -> Path:
              hugepages={2048: (64, 64), 1048576: (2, 1)}),
         dict(id=1, total_kb=16 << 20, free_kb=15 << 20, cpulist="4-7", distance="21 10 28 13",
              hugepages={2048: (0, 0), 1048576: (0, 0)}),
-        dict(id=2, total_kb=8 << 20, free_kb=8 << 20, cpulist="", distance="13 28 10 31",
+        dict(id=2, total_kb=8 << 20, free_kb=8 << 20, cpulist="", distance="13 28 10 31", weight=4,
              access0=dict(initiators=[0], read_latency=80, write_latency=85,
                           read_bandwidth=400000, write_bandwidth=380000)),
         dict(id=3, total_kb=64 << 20, free_kb=60 << 20, cpulist="", distance="28 13 31 10",

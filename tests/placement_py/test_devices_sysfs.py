@@ -22,7 +22,7 @@ def test_one_node_machine(sys1):
     assert node.distances == {0: 10} and node.tier == 4 and node.access == []
     assert [(p.pagesize, p.total, p.free) for p in node.hugepages] == [(2 << 20, 16, 10)]
     assert [(p.pagesize, p.total, p.free) for p in topo.hugepages] == [(2 << 20, 16, 10), (GiB, 0, 0)]
-    assert topo.thp == "madvise" and topo.weighted_interleave is False
+    assert topo.thp == "madvise" and topo.weighted_interleave is False and node.interleave_weight is None
     assert topo.node(1) is None
 
 
@@ -41,6 +41,7 @@ def test_four_nodes_with_cpu_less_hbm_and_cxl(sys4):
     assert topo.node(1).access == []
     assert [(p.pagesize, p.total, p.free) for p in topo.node(0).hugepages] == [(2 << 20, 64, 64), (GiB, 2, 1)]
     assert topo.thp == "always" and topo.weighted_interleave
+    assert [n.interleave_weight for n in topo.nodes] == [1, 1, 4, 1]
 
 
 def test_distances_follow_the_online_node_ids_when_there_are_holes(tmp_path):
@@ -94,7 +95,7 @@ def test_devices_table_shows_cpu_less_nodes_and_hmat(cli, sys4):
     rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("│")}
     assert "CPU-less" in rows["3"] and "250 ns" in rows["3"] and "30000 MB/s" in rows["3"]
     assert "0-3" in rows["0"] and "64GiB" in rows["3"] and "22" in rows["3"]
-    assert "Transparent huge pages: always" in r.stdout
+    assert "Transparent huge pages: always" in r.stdout and "node 2: 4" in r.stdout
 
 
 def test_devices_on_this_machine(cli):
