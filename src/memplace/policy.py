@@ -449,8 +449,9 @@ def _check_directory(dev: Device, where: str) -> list[Problem]:
 def capacity_bytes(dev: Device, topo: Topology) -> int:
     """The device's capacity in bytes for the compiled policy; 0 = no limit.
 
-    Percentages are of the nodes' MemTotal (numa), the huge page pool (hugepages)
-    or the filesystem (file).
+    Percentages are of the nodes' MemTotal (numa; transparent huge pages, all nodes
+    when none are named), of the huge page pool on the device's nodes or the whole
+    machine (hugepages), or of the filesystem (file).
     """
     if dev.capacity is None:
         return 0
@@ -462,8 +463,12 @@ def capacity_bytes(dev: Device, topo: Topology) -> int:
     elif dev.kind == "hugepages" and not dev.transparent:
         sizes = topo.hugepage_sizes()
         size = dev.pagesize or (sizes[0] if sizes else 0)
-        total = sum(p.total * p.pagesize for p in topo.hugepages if p.pagesize == size)
+        nodes = [topo.node(n) for n in dev.nodes if topo.node(n)]
+        pools = [p for node in nodes for p in node.hugepages] if dev.nodes else topo.hugepages
+        total = sum(p.total * p.pagesize for p in pools if p.pagesize == size)
     else:
-        total = sum(topo.node(n).mem_total for n in dev.nodes if topo.node(n))
+        # numa, and transparent huge pages (on their nodes, or anywhere when none are named)
+        nodes = dev.nodes or [n.id for n in topo.nodes]
+        total = sum(topo.node(n).mem_total for n in nodes if topo.node(n))
     # A share of nothing (absent nodes, empty pool) still must not read as "no limit".
     return max(dev.capacity.of(total), 1)

@@ -1,6 +1,7 @@
 """The compiled policy, byte by byte, as docs/policy.md specifies it (offsets written out here
 independently of memplace's own layout tables), and its decoder."""
 
+import os
 import re
 import shutil
 import struct
@@ -241,3 +242,37 @@ def test_prepare_without_a_program(tmp_path, sys1):
     c = decode(out.read_bytes())
     assert c.default_device == 0 and c.modules[0].path == "libx.so"
     assert (c.rules[0].device, c.rules[0].size_min) == (1, 1024)
+
+
+def test_percentages_resolve_against_what_the_device_uses(tmp_path, sys4):
+    """numa: its nodes' MemTotal; THP without nodes: all nodes; huge pages: the pool on its nodes."""
+    policy = tmp_path / "p.toml"
+    policy.write_text(textwrap.dedent(f"""\
+        [devices.hbm]
+        kind = "numa"
+        nodes = [2]
+        capacity = "25%"
+        [devices.thp]
+        kind = "hugepages"
+        pagesize = "transparent"
+        capacity = "10%"
+        [devices.gig]
+        kind = "hugepages"
+        pagesize = "1GiB"
+        nodes = [0]
+        capacity = "50%"
+        [devices.two]
+        kind = "hugepages"
+        pagesize = "2MiB"
+        capacity = "100%"
+        [devices.fs]
+        kind = "file"
+        path = "{tmp_path}"
+        capacity = "1%"
+        """))
+    out = tmp_path / "p.mpc"
+    prepare(policy, None, out, read_topology(sys4))
+    caps = {d.name: d.capacity for d in decode(out.read_bytes()).devices}
+    st = os.statvfs(tmp_path)
+    assert caps == {"hbm": 2 * GiB, "thp": (16 + 16 + 8 + 64) * GiB // 10, "gig": 1 * GiB,
+                    "two": 64 * 2 * MiB, "fs": st.f_blocks * st.f_frsize // 100, "system": 0}
