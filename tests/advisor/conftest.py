@@ -1,0 +1,51 @@
+"""Helpers for the advisor/profile tests: run the CLI as a user would, build C programs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def memplace(*args: str, cwd: str | os.PathLike | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """`memplace ARGS` in a fresh interpreter; returns the finished process."""
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"memplace {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
+    return p
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture
+def cc(tmp_path):
+    """Compile C source into an executable in tmp_path: cc(name, source, *flags) -> path."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed (Debian package gcc)")
+
+    def build(name: str, source: str, *flags: str) -> Path:
+        src = tmp_path / f"{name}.c"
+        src.write_text(source)
+        exe = tmp_path / name
+        subprocess.run(["gcc", "-g", "-O0", *flags, "-o", str(exe), str(src)], check=True)
+        return exe
+
+    return build
+
+
+needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (Debian package valgrind)")
