@@ -1,0 +1,94 @@
+"""`memplace advise`: the policy it writes, its table/JSON, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import assert_one_line_error, memplace
+from memplace import profile as prof
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+DEVICES = ["--device", "hbm=numa:0,latency=80ns,capacity=1KiB", "--device", "ddr=system,latency=200ns"]
+
+
+@pytest.fixture
+def profile_path(tmp_path):
+    exe = "/opt/app/bin/app"
+    sites = [
+        # hot and small: hbm; a shared inner frame (a wrapper) told apart by the caller.
+        prof.Site((prof.Frame(exe, None, 0x1100), prof.Frame(exe, None, 0x2000)), allocations=4, bytes=2048,
+                  peak_live_bytes=512, reads=900_000, writes=10_000, symbols=(prof.Symbol("xmalloc", "util.c", 12), None)),
+        prof.Site((prof.Frame(exe, None, 0x1100), prof.Frame(exe, None, 0x3000)), allocations=1, bytes=4096,
+                  peak_live_bytes=4096, reads=5_000, writes=4096, symbols=(prof.Symbol("xmalloc", "util.c", 12), None)),
+        prof.Site((prof.Frame(exe, None, 0x1200),), allocations=1, bytes=256, peak_live_bytes=256,
+                  reads=100_000, writes=0, symbols=(prof.Symbol("main", "app.c", 40),)),
+    ]
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["app"], sites, pid=1, clock_unit="instr"), path)
+    return path
+
+
+def test_policy_follows_the_schema_and_validates(tmp_path, profile_path):
+    out = tmp_path / "policy.toml"
+    r = memplace("advise", str(profile_path), "--policy-out", str(out), *DEVICES, check=True)
+    assert "xmalloc" in r.stdout and "hbm" in r.stdout and "util.c:12" in r.stdout
+    doc = tomllib.loads(out.read_text())
+    assert doc["version"] == 1 and doc["default"] == "ddr"
+    assert doc["devices"]["hbm"] == {"kind": "numa", "nodes": [0], "mode": "bind", "capacity": "1KiB", "fallback": "ddr"}
+    assert doc["devices"]["ddr"] == {"kind": "system"}
+    rules = doc["rules"]
+    assert all(set(r) == {"name", "site", "device"} and r["device"] == "hbm" for r in rules)
+    # The wrapper's frame 0 is shared with a site that stays on ddr: the rule needs the caller.
+    assert sorted(r["site"] for r in rules) == [
+        ["/opt/app/bin/app+0x1100", "/opt/app/bin/app+0x2000"],
+        ["/opt/app/bin/app+0x1200"],
+    ]
+    # Each rule carries its reason as a comment right above it.
+    text = out.read_text()
+    assert text.count("saves") == 2 and "[[rules]]" in text
+    # The policy loader and checker of `memplace policy` accept it.
+    chk = memplace("policy", "check", str(out))
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+
+
+def test_json_output(profile_path):
+    r = memplace("advise", str(profile_path), *DEVICES, "--json", check=True)
+    d = json.loads(r.stdout)
+    assert d["method"].startswith("milp") and d["optimal"] is True
+    assert d["devices"]["hbm"]["peak"] <= 1024
+    assert [p["device"] for p in d["placements"]].count("hbm") == 2
+    assert all(p["reason"] for p in d["placements"])
+
+
+def test_capacity_override_moves_sites(profile_path):
+    r = memplace("advise", str(profile_path), *DEVICES, "--capacity", "hbm=8KiB", "--json", check=True)
+    assert all(p["device"] == "hbm" for p in json.loads(r.stdout)["placements"])
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--device", "hbm=numa:0,latency=80,capacity=lots", "--device", "ddr=system,latency=200"], ["capacity", "lots"]),
+        ([*DEVICES, "--capacity", "hbm=12 parsecs"], ["hbm", "12 parsecs"]),
+        ([*DEVICES, "--capacity", "gpu=1GiB"], ["gpu", "no device named"]),
+        ([*DEVICES, "--default", "pmem"], ["pmem", "no such device"]),
+        (["--device", "hbm=numa:0,latency=fast"], ["latency", "fast"]),
+        (["--device", "hbm=quantum:0,latency=80"], ["unknown kind"]),
+        (["--device", "hbm=numa:0,latency=80,capacity=1KiB"], ["every device has a capacity"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(profile_path, args, needles):
+    assert_one_line_error(memplace("advise", str(profile_path), *args), *needles)
+
+
+def test_missing_and_foreign_profiles(tmp_path):
+    assert_one_line_error(memplace("advise", str(tmp_path / "none.json"), *DEVICES), "none.json", "cannot read")
+    foreign = tmp_path / "policy.toml"
+    foreign.write_text("version = 1\n")
+    assert_one_line_error(memplace("advise", str(foreign), *DEVICES), "policy.toml", "not a memplace profile")
