@@ -1,0 +1,76 @@
+"""`memplace report`: terminal, JSON and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from conftest import assert_one_line_error, memplace
+from memplace import profile as prof
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    exe = "/opt/app/bin/app"
+    sites = [
+        prof.Site((prof.Frame(exe, None, 0x1000 + 0x40 * i),), allocations=i + 1, bytes=1000 * (i + 1),
+                  peak_live_bytes=500 * (i + 1), reads=10_000 * (8 - i), writes=100,
+                  live=[0, 500 * (i + 1), 0, 0] if i % 2 else [500 * (i + 1), 0, 0, 0],
+                  symbols=(prof.Symbol(f"fn{i}", "app.c", 10 + i),))
+        for i in range(8)
+    ]
+    p = tmp_path / "p.json"
+    prof.save(prof.Profile("runtime", ["./app"], sites, pid=3, clock_unit="ns", duration=4e6, window=1e6), p)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\n[devices.hbm]\nkind = "numa"\nnodes = [0]\ncapacity = "4KiB"\n'
+                      f'[[rules]]\nsite = ["{exe}+0x1000"]\ndevice = "hbm"\n'
+                      f'[[rules]]\nsite = ["app+0x1040"]\ndevice = "hbm"\n')
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({
+        "format": "memplace-stats", "version": 1, "command": ["./app"],
+        "devices": [{"name": "hbm", "capacity": 4096, "allocations": 3, "bytes": 3000, "peak_bytes": 2500,
+                     "fallbacks": 2, "fallback_bytes": 2000},
+                    {"name": "system", "allocations": 30, "bytes": 30000, "peak_bytes": 15000}],
+        "sites": [{"frames": [{"module": exe, "offset": "0x1000"}], "device": "hbm", "allocations": 1,
+                   "bytes": 1000, "fallbacks": 2}],
+    }))
+    return p, policy, stats
+
+
+def test_policy_places_profile_sites(inputs):
+    p, policy, _ = inputs
+    d = json.loads(memplace("report", "--profile", str(p), "--policy", str(policy), "--json", check=True).stdout)
+    devs = {x["name"]: x for x in d["devices"]}
+    # Rules match by path and by basename; both sites live in different windows: peak 1000, not 1500.
+    assert devs["hbm"]["allocations"] == 3 and devs["hbm"]["peak_bytes"] == 1000
+    assert {s["frame"]: s["device"] for s in d["sites"]}["app+0x1040"] == "hbm"
+    assert devs["system"]["allocations"] == sum(range(3, 9))
+
+
+def test_html_is_self_contained_with_plots(inputs, tmp_path):
+    p, _, stats = inputs
+    out = tmp_path / "r.html"
+    r = memplace("report", "--profile", str(p), "--stats", str(stats), "--html", str(out), check=True)
+    assert "fn0" in r.stdout and "hbm" in r.stdout
+    page = out.read_text()
+    for h2 in ("Bytes per device", "Top sites by accesses", "Top sites by bytes", "Fallbacks", "Live bytes over time"):
+        assert f"<h2>{h2}</h2>" in page
+    assert page.count("<svg") >= 5
+    # Nothing is fetched: no scripts, stylesheets, images or fonts from elsewhere.
+    assert not re.search(r"<script|<link|<img|@import|url\(", page)
+    assert re.findall(r"https?://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"] * page.count("<svg")
+    assert "2 fallback" in page and "fn7" in page
+
+
+def test_bad_inputs(tmp_path, inputs):
+    p, _, _ = inputs
+    assert_one_line_error(memplace("report"), "nothing to report")
+    bad = tmp_path / "s.json"
+    bad.write_text('{"format": "something-else"}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "not memplace run statistics")
+    bad.write_text('{"format": "memplace-stats", "devi')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "truncated")
+    bad.write_text('version = 1\ndefault = "nowhere"\n')
+    assert_one_line_error(memplace("report", "--profile", str(p), "--policy", str(bad)), "nowhere")
