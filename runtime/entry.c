@@ -1,23 +1,43 @@
 /* Every symbol the runtime exports: the malloc family and memplace's own API.
  * This file is the whole public surface; `nm -D libmemplace.so` lists exactly these.
  *
- * Transparent mode (no policy): each entry point is a test of the boot-heap range (for
- * the pointer-taking ones) and a tail call into the next allocator. */
+ * Transparent mode (no policy): each entry point is a test of the placing flag, a test of
+ * the boot-heap range (for the pointer-taking ones) and a tail call into the next
+ * allocator. Placement mode: place.c, told where the call returns to. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
 #include "memplace.h"
+#include "place.h"
+#include "tiers.h"
 
-MP_EXPORT void *malloc(size_t n) { return mp_next.malloc(n); }
+#define CALLER ((uintptr_t)__builtin_return_address(0))
+#define PLACING mp_unlikely(mp_placing)
+
+MP_EXPORT void *malloc(size_t n)
+{
+    if (PLACING)
+        return mp_place_malloc(n, CALLER);
+    return mp_next.malloc(n);
+}
 
 MP_EXPORT void free(void *p)
 {
+    if (mp_unlikely(mp_tiers_own(p))) {
+        mp_tiers_free(p);
+        return;
+    }
     if (mp_unlikely(mp_boot_owns(p)))
         return; /* boot blocks are never reused */
     mp_next.free(p);
 }
 
-MP_EXPORT void *calloc(size_t n, size_t size) { return mp_next.calloc(n, size); }
+MP_EXPORT void *calloc(size_t n, size_t size)
+{
+    if (PLACING)
+        return mp_place_calloc(n, size, CALLER);
+    return mp_next.calloc(n, size);
+}
 
 /* A boot block moves to the next allocator on its first realloc. */
 MP_COLD static void *realloc_boot_block(void *p, size_t n)
@@ -36,34 +56,104 @@ MP_EXPORT void *realloc(void *p, size_t n)
 {
     if (mp_unlikely(mp_boot_owns(p)))
         return realloc_boot_block(p, n);
+    if (PLACING)
+        return mp_place_realloc(p, n, CALLER);
     return mp_next.realloc(p, n);
 }
 
 MP_EXPORT void *reallocarray(void *p, size_t n, size_t size)
 {
-    if (mp_unlikely(mp_boot_owns(p))) {
-        size_t total;
+    size_t total;
+    if (mp_unlikely(mp_boot_owns(p) || mp_placing)) {
         if (__builtin_mul_overflow(n, size, &total)) {
             errno = ENOMEM;
             return NULL;
         }
-        return realloc_boot_block(p, total);
+        if (mp_boot_owns(p))
+            return realloc_boot_block(p, total);
+        return mp_place_realloc(p, total, CALLER);
     }
     return mp_next.reallocarray(p, n, size);
 }
 
+static int power_of_two(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
+
 MP_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 {
+    if (PLACING) {
+        if (!power_of_two(align) || align % sizeof(void *))
+            return EINVAL; /* *out untouched */
+        int saved = errno;
+        void *p = mp_place_aligned(align, n, CALLER);
+        if (!p)
+            return ENOMEM;
+        errno = saved;
+        *out = p;
+        return 0;
+    }
     return mp_next.posix_memalign(out, align, n);
 }
 
-MP_EXPORT void *aligned_alloc(size_t align, size_t n) { return mp_next.aligned_alloc(align, n); }
-MP_EXPORT void *memalign(size_t align, size_t n) { return mp_next.memalign(align, n); }
-MP_EXPORT void *valloc(size_t n) { return mp_next.valloc(n); }
-MP_EXPORT void *pvalloc(size_t n) { return mp_next.pvalloc(n); }
+/* glibc rounds a non-power-of-two alignment up for memalign/aligned_alloc. */
+static size_t round_alignment(size_t align)
+{
+    if (align <= 16)
+        return 16;
+    size_t a = 1;
+    while (a < align && a)
+        a <<= 1;
+    return a;
+}
+
+MP_EXPORT void *aligned_alloc(size_t align, size_t n)
+{
+    if (PLACING) {
+        if (align > (SIZE_MAX >> 1) + 1) {
+            errno = EINVAL;
+            return NULL;
+        }
+        return mp_place_aligned(round_alignment(align), n, CALLER);
+    }
+    return mp_next.aligned_alloc(align, n);
+}
+
+MP_EXPORT void *memalign(size_t align, size_t n)
+{
+    if (PLACING) {
+        if (align > (SIZE_MAX >> 1) + 1) {
+            errno = EINVAL;
+            return NULL;
+        }
+        return mp_place_aligned(round_alignment(align), n, CALLER);
+    }
+    return mp_next.memalign(align, n);
+}
+
+MP_EXPORT void *valloc(size_t n)
+{
+    if (PLACING)
+        return mp_place_aligned(mp_page_size(), n, CALLER);
+    return mp_next.valloc(n);
+}
+
+MP_EXPORT void *pvalloc(size_t n)
+{
+    if (PLACING) {
+        size_t page = mp_page_size(), rounded;
+        if (__builtin_add_overflow(n, page - 1, &rounded)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        rounded &= ~(page - 1);
+        return mp_place_aligned(page, rounded ? rounded : page, CALLER);
+    }
+    return mp_next.pvalloc(n);
+}
 
 MP_EXPORT size_t malloc_usable_size(void *p)
 {
+    if (mp_unlikely(mp_tiers_own(p)))
+        return mp_tiers_usable_size(p);
     if (mp_unlikely(mp_boot_owns(p)))
         return mp_boot_usable_size(p);
     return mp_next.usable_size(p);
@@ -71,15 +161,19 @@ MP_EXPORT size_t malloc_usable_size(void *p)
 
 MP_EXPORT void free_sized(void *p, size_t n)
 {
-    if (mp_unlikely(mp_boot_owns(p)))
+    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p))) {
+        free(p);
         return;
+    }
     mp_next.free_sized(p, n);
 }
 
 MP_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
 {
-    if (mp_unlikely(mp_boot_owns(p)))
+    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p))) {
+        free(p);
         return;
+    }
     mp_next.free_aligned_sized(p, align, n);
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "memplace.h"
+#include "place.h"
 
 void mp_write_all(int fd, const char *s, size_t n)
 {
@@ -36,6 +37,14 @@ size_t mp_fmt_u64(char *buf, uint64_t v)
     return n;
 }
 
+int mp_open_for_append(const char *path)
+{
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+static size_t page_size;
+size_t mp_page_size(void) { return page_size; }
+
 void mp_warn_once(int *flag, const char *msg)
 {
     if (__atomic_exchange_n(flag, 1, __ATOMIC_RELAXED))
@@ -50,7 +59,8 @@ static void write_status(const char *path)
 {
     char line[4096];
     size_t n = mp_fmt_u64(line, (uint64_t)getpid());
-    const char *parts[] = {" version=", MEMPLACE_VERSION, " mode=transparent next=",
+    const char *parts[] = {" version=", MEMPLACE_VERSION, " mode=",
+                           mp_placing ? "placing" : "transparent", " next=",
                            mp_next_provider(), "\n"};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t len = strlen(parts[i]);
@@ -60,7 +70,7 @@ static void write_status(const char *path)
         n += len;
     }
     int saved = errno;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    int fd = mp_open_for_append(path);
     if (fd >= 0) {
         mp_write_all(fd, line, n); /* one write with O_APPEND: lines from processes never mix */
         close(fd);
@@ -68,10 +78,34 @@ static void write_status(const char *path)
     errno = saved;
 }
 
+/* "memplace: policy FILE: WHY; running transparent" on stderr, once per process. */
+static void refuse_policy(const char *path, const char *why)
+{
+    const char *parts[] = {"memplace: policy ", path, ": ", why,
+                           "; running transparent (every allocation to the next allocator)\n"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        mp_write_all(2, parts[i], strlen(parts[i]));
+}
+
+static const char *stats_dir;
+
 __attribute__((constructor)) static void mp_init(void)
 {
+    long ps = sysconf(_SC_PAGESIZE);
+    page_size = ps > 0 ? (size_t)ps : 4096;
     mp_resolve_next();
+    const char *policy = getenv("MEMPLACE_POLICY");
+    const char *why = "";
+    if (policy && *policy && mp_place_start(policy, &why) != 0)
+        refuse_policy(policy, why);
+    stats_dir = getenv("MEMPLACE_STATS");
     const char *status = getenv("MEMPLACE_STATUS");
     if (status && *status)
         write_status(status);
+}
+
+__attribute__((destructor)) static void mp_fini(void)
+{
+    if (stats_dir && *stats_dir && mp_placing)
+        mp_place_write_stats(stats_dir);
 }

@@ -93,13 +93,26 @@ def read_status(path: str) -> dict[int, dict[str, str]]:
     return out
 
 
-def run(argv: list[str], verbose: bool = False) -> None:
-    """Run `argv` under the runtime; never returns."""
+def check_stats_destination(stats: str) -> None:
+    parent = os.path.dirname(os.path.abspath(stats))
+    if not os.path.isdir(parent):
+        raise UserError(f"--stats {stats}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--stats {stats}: directory {parent} is not writable")
+
+
+def run(argv: list[str], verbose: bool = False, policy: str | None = None,
+        stats: str | None = None) -> None:
+    """Run `argv` under the runtime (placing per `policy` if given); never returns."""
     if not argv:
         raise UserError("run: no command given (usage: memplace run [OPTIONS] -- CMD [ARGS...])")
-    describe_target(argv[0])
+    target = describe_target(argv[0])
     runtime = runtime_path()
-    if not verbose:
+    if stats is not None:
+        if policy is None:
+            raise UserError("--stats needs --policy (transparent mode keeps no statistics)")
+        check_stats_destination(stats)
+    if not verbose and policy is None:
         env = child_environment(runtime)
         sys.stdout.flush()
         try:
@@ -108,35 +121,60 @@ def run(argv: list[str], verbose: bool = False) -> None:
             raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
 
     with tempfile.TemporaryDirectory(prefix="memplace-") as tmp:
-        status_path = os.path.join(tmp, "status")
-        open(status_path, "w").close()
-        env = child_environment(runtime, {"MEMPLACE_STATUS": status_path})
+        extra = {}
+        if verbose:
+            extra["MEMPLACE_STATUS"] = os.path.join(tmp, "status")
+            open(extra["MEMPLACE_STATUS"], "w").close()
+        if policy is not None:
+            from memplace.policy_compile import prepare
+            extra["MEMPLACE_POLICY"] = os.path.join(tmp, "policy.mpc")
+            exe = target.path if target.kind == "elf" else None
+            for warning in prepare(policy, exe, extra["MEMPLACE_POLICY"]):
+                click.echo(f"memplace: {warning}", err=True)
+            extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
+            os.mkdir(extra["MEMPLACE_STATS"])
+        env = child_environment(runtime, extra)
         try:
             proc = subprocess.Popen(argv, env=env)
         except OSError as e:
             raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
         returncode = wait_forwarding_signals(proc)
-        status = read_status(status_path)
-    mine = status.get(proc.pid)
+        status = read_status(extra["MEMPLACE_STATUS"]) if verbose else {}
+        if stats is not None:
+            from memplace import stats as run_stats
+            run_stats.write_report(stats, argv, os.path.abspath(policy), returncode,
+                                   run_stats.collect(extra["MEMPLACE_STATS"]))
+    if verbose:
+        report_status(status, proc.pid, runtime, argv[0])
+    end_like(returncode)
+
+
+def report_status(status: dict, pid: int, runtime: str, cmd: str) -> None:
+    mine = status.get(pid)
     if mine is None:
-        click.echo(f"memplace: the runtime did not report from {argv[0]}: it exited before the "
+        click.echo(f"memplace: the runtime did not report from {cmd}: it exited before the "
                    "runtime initialised, or its loader ignored LD_PRELOAD", err=True)
     else:
         click.echo(f"memplace: runtime {runtime} (version {mine.get('version', '?')}, "
                    f"{mine.get('mode', '?')}); next allocator from {mine.get('next') or '?'}"
                    + (f"; {len(status)} processes" if len(status) > 1 else ""), err=True)
-    end_like(returncode)
 
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @click.option("-v", "--verbose", is_flag=True,
               help="Say which runtime was loaded and which allocator it forwards to.")
+@click.option("--policy", type=click.Path(dir_okay=False),
+              help="Placement policy (TOML): checked and compiled before COMMAND starts.")
+@click.option("--stats", type=click.Path(dir_okay=False),
+              help="Write per-device and per-rule statistics (JSON) here when COMMAND exits.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def run_command(verbose: bool, command: tuple[str, ...]) -> None:
+def run_command(verbose: bool, policy: str | None, stats: str | None,
+                command: tuple[str, ...]) -> None:
     """Run COMMAND with the memplace runtime preloaded.
 
     \b
-    Example:
+    Examples:
       memplace run -- ./solver input.dat
+      memplace run --policy hbm.toml --stats stats.json -- ./solver input.dat
     """
-    run(list(command), verbose=verbose)
+    run(list(command), verbose=verbose, policy=policy, stats=stats)

@@ -173,6 +173,7 @@ class SiteResolver:
 
     def _open_program(self, exe: str) -> None:
         path = exe if "/" in exe else (_which(exe) or exe)
+        path = os.path.abspath(path)  # one key for the program in every table
         if not os.path.isfile(path):
             raise UserError(f"{exe}: no such program")
         if not os.access(path, os.R_OK):

@@ -1,0 +1,109 @@
+/* OS primitives for device memory (see os_memory.h). Raw syscalls, no libnuma: the
+ * runtime depends on libc alone. No descriptor outlives the call that opened it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "memplace.h"
+#include "os_memory.h"
+
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+
+void *mp_os_reserve(size_t size, size_t align)
+{
+    size_t span = size + align;
+    unsigned char *p = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    unsigned char *start = (unsigned char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
+    if (start > p)
+        munmap(p, (size_t)(start - p));
+    size_t tail = (size_t)((p + span) - (start + size));
+    if (tail)
+        munmap(start + size, tail);
+    return start;
+}
+
+int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift)
+{
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+    if (huge == 1)
+        flags |= MAP_HUGETLB | (page_shift ? page_shift << MAP_HUGE_SHIFT : 0);
+    else
+        flags |= MAP_NORESERVE; /* pages are taken at first touch, after mbind */
+    void *p = mmap(at, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        mmap(at, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+        return e;
+    }
+    if (huge == 2)
+        madvise(at, size, MADV_HUGEPAGE);
+    return 0;
+}
+
+/* "<dir>/.memplace-<pid>-<counter>" without stdio. */
+static int file_name(char *buf, size_t cap, const char *dir, unsigned counter)
+{
+    size_t n = strlen(dir);
+    if (n + 64 > cap)
+        return -1;
+    memcpy(buf, dir, n);
+    memcpy(buf + n, "/.memplace-", 11);
+    n += 11;
+    n += mp_fmt_u64(buf + n, (uint64_t)getpid());
+    buf[n++] = '-';
+    n += mp_fmt_u64(buf + n, counter);
+    buf[n] = 0;
+    return 0;
+}
+
+static int open_unlinked(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    static unsigned counter;
+    char path[4096];
+    for (int tries = 0; tries < 100; tries++) {
+        if (file_name(path, sizeof path, dir, __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED)))
+            return -ENAMETOOLONG;
+        fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            unlink(path);
+            return fd;
+        }
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+int mp_os_back_file(void *at, size_t size, const char *dir)
+{
+    int fd = open_unlinked(dir);
+    if (fd < 0)
+        return -fd;
+    /* Allocate the blocks now: a full filesystem is then an error here, never a SIGBUS
+     * at some later first touch in the program. */
+    int e = posix_fallocate(fd, 0, (off_t)size);
+    if (e == 0) {
+        void *p = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+        e = p == MAP_FAILED ? errno : 0;
+    }
+    close(fd);
+    return e;
+}
+
+int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words)
+{
+    /* compiled mode -> MPOL_*: bind 2, preferred 1, interleave 3, weighted 6, preferred-many 5 */
+    static const int mpol[] = {2, 1, 3, 6, 5};
+    long r = syscall(SYS_mbind, at, size, mpol[mode], nodemask, (unsigned long)words * 64 + 1, 0);
+    return r == 0 ? 0 : errno;
+}

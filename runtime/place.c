@@ -1,0 +1,178 @@
+/* Placement mode (see place.h): pick the device from the call site and size, allocate
+ * there or along the device's fallback chain, and end at the next allocator, so the
+ * program never sees NULL while any device or the next allocator can serve. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include "place.h"
+#include "policy.h"
+#include "sites.h"
+#include "tiers.h"
+
+MP_HIDDEN int mp_placing;
+static struct mp_policy *policy;
+
+int mp_place_start(const char *path, const char **why)
+{
+    policy = mp_policy_load(path, why);
+    if (!policy || mp_tiers_init(policy, why) || mp_sites_init(policy, why))
+        return -1;
+    __atomic_store_n(&mp_placing, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* The device for an allocation of `n` bytes returning to `ra`; counts the rule's hit. */
+static int device_for(size_t n, uintptr_t ra)
+{
+    int rule = mp_sites_match(ra, __builtin_frame_address(0), n);
+    if (rule < 0)
+        return (int)policy->default_device;
+    mp_sites_count(rule, n);
+    return (int)policy->rules[rule].device;
+}
+
+enum how { PLAIN, ZEROED, ALIGNED };
+
+static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
+{
+    int served;
+    void *p = mp_tiers_alloc(device_for(n, ra), n, align, how == ZEROED, &served);
+    if (p)
+        return p;
+    mp_tiers_count_system(served, n);
+    switch (how) {
+    case ZEROED: return mp_next.calloc(1, n);
+    case ALIGNED: return mp_next.memalign(align, n);
+    default: return mp_next.malloc(n);
+    }
+}
+
+void *mp_place_malloc(size_t n, uintptr_t ra) { return place(n, 0, PLAIN, ra); }
+
+void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return place(total, 0, ZEROED, ra);
+}
+
+void *mp_place_aligned(size_t align, size_t n, uintptr_t ra) { return place(n, align, ALIGNED, ra); }
+
+void mp_place_free(void *p)
+{
+    if (mp_tiers_own(p))
+        mp_tiers_free(p);
+    else
+        mp_next.free(p);
+}
+
+size_t mp_place_usable_size(void *p)
+{
+    return mp_tiers_own(p) ? mp_tiers_usable_size(p) : mp_next.usable_size(p);
+}
+
+/* realloc's call site decides where the block goes; across devices it is moved by copy. */
+void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
+{
+    if (p == NULL)
+        return place(n, 0, PLAIN, ra);
+    if (n == 0) { /* as glibc: free and return NULL */
+        mp_place_free(p);
+        return NULL;
+    }
+    int dev = device_for(n, ra), served;
+    int mine = mp_tiers_own(p);
+    size_t old = mine ? mp_tiers_usable_size(p) : 0;
+    if (mine && mp_tiers_device_of(p) == dev && n <= old && n >= old / 2)
+        return p; /* fits where it is */
+    void *q = mp_tiers_alloc(dev, n, 0, 0, &served);
+    if (!q) {
+        mp_tiers_count_system(served, n);
+        if (!mine)
+            return mp_next.realloc(p, n); /* stays with the next allocator */
+        q = mp_next.malloc(n);
+        if (!q)
+            return NULL; /* p is left untouched, as realloc must */
+    }
+    if (!mine)
+        old = mp_next.usable_size(p);
+    memcpy(q, p, old < n ? old : n);
+    mp_place_free(p);
+    return q;
+}
+
+/* ---- stats: one text file per process, turned into JSON by `memplace run --stats` ---- */
+
+struct out { char buf[8192]; size_t n; int fd; };
+
+static void put(struct out *o, const char *s)
+{
+    size_t len = strlen(s);
+    if (o->n + len > sizeof o->buf) {
+        mp_write_all(o->fd, o->buf, o->n);
+        o->n = 0;
+    }
+    if (len > sizeof o->buf) {
+        mp_write_all(o->fd, s, len);
+        return;
+    }
+    memcpy(o->buf + o->n, s, len);
+    o->n += len;
+}
+
+static void put_u64(struct out *o, uint64_t v)
+{
+    char b[24];
+    b[0] = ' ';
+    b[1 + mp_fmt_u64(b + 1, v)] = 0;
+    put(o, b);
+}
+
+void mp_place_write_stats(const char *dir)
+{
+    if (!policy)
+        return;
+    char path[4096];
+    size_t d = strlen(dir);
+    if (d + 40 > sizeof path)
+        return;
+    memcpy(path, dir, d);
+    memcpy(path + d, "/stats.", 7);
+    d += 7;
+    d += mp_fmt_u64(path + d, (uint64_t)getpid());
+    memcpy(path + d, ".txt", 5);
+    struct out o = {.n = 0};
+    int saved = errno;
+    o.fd = mp_open_for_append(path);
+    if (o.fd < 0) {
+        errno = saved;
+        return;
+    }
+    put(&o, "memplace-stats 1\npid");
+    put_u64(&o, (uint64_t)getpid());
+    put(&o, "\n");
+    /* device IDX allocations bytes live peak full bind backing alignment NAME */
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        const struct mp_tier_stats *s = mp_tiers_stats((int)i);
+        put(&o, "device");
+        put_u64(&o, i);
+        put_u64(&o, s->allocations), put_u64(&o, s->bytes), put_u64(&o, s->live), put_u64(&o, s->peak);
+        for (int r = 0; r < MP_REASONS; r++)
+            put_u64(&o, s->fallbacks[r]);
+        put(&o, " "), put(&o, policy->devices[i].name), put(&o, "\n");
+    }
+    /* rule IDX hits bytes NAME */
+    for (uint32_t i = 0; i < policy->nrules; i++) {
+        const struct mp_rule_stats *s = mp_sites_rule_stats(i);
+        put(&o, "rule");
+        put_u64(&o, i), put_u64(&o, s->hits), put_u64(&o, s->bytes);
+        put(&o, " "), put(&o, policy->rules[i].name), put(&o, "\n");
+    }
+    put(&o, "end\n");
+    mp_write_all(o.fd, o.buf, o.n);
+    close(o.fd);
+    errno = saved;
+}

@@ -1,0 +1,228 @@
+/* Device heaps (see tiers.h). A device's slot is turned into mimalloc arenas on demand,
+ * at most 16 GiB each (larger exclusive arenas make mimalloc fail early); capacity is
+ * honoured by construction: the arenas of a device never exceed its capacity, and a full
+ * arena answers NULL, which sends the allocation down the fallback chain. */
+#include <errno.h>
+#include <string.h>
+#include <mimalloc.h>
+#include "os_memory.h"
+#include "tiers.h"
+
+#define MAX_ARENAS 64
+#define ANON_ARENA (16ull << 30)  /* anonymous memory is only reserved: take big arenas */
+#define BACKED_ARENA (256ull << 20) /* files and huge pages are real resources: grow slowly */
+#define DEFAULT_CAPACITY (64ull << 30)
+#define MI_ALIGN_MAX (64u << 10)
+
+struct tier {
+    const struct mp_device_spec *spec;
+    unsigned char *slot;
+    uint64_t capacity, arranged; /* bytes of the slot made into arenas so far */
+    int narenas, dead, lock;
+    mi_heap_t *heaps[MAX_ARENAS];
+    struct mp_tier_stats stats;
+} __attribute__((aligned(64)));
+
+MP_HIDDEN uintptr_t mp_region_base;
+MP_HIDDEN uintptr_t mp_region_size;
+MP_HIDDEN unsigned mp_slot_shift;
+static struct tier *tiers;
+static int ntiers;
+static int warned[MP_MAX_DEVICES];
+
+static void lock(int *l)
+{
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+        mp_cpu_relax();
+}
+static void unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+int mp_tiers_init(const struct mp_policy *policy, const char **why)
+{
+    uint64_t largest = 0, align = mi_arena_min_alignment();
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        uint64_t c = policy->devices[i].capacity ? policy->devices[i].capacity : DEFAULT_CAPACITY;
+        if (c > largest)
+            largest = c;
+    }
+    unsigned shift = 26; /* at least 64 MiB per slot */
+    while ((1ull << shift) < largest)
+        shift++;
+    if (shift > 44) {
+        *why = "a device capacity is larger than 16 TiB";
+        return -1;
+    }
+    size_t size = (size_t)policy->ndevices << shift;
+    void *base = mp_os_reserve(size, align > (1u << 26) ? align : (1u << 26));
+    tiers = mp_internal_alloc(policy->ndevices * sizeof *tiers);
+    if (!base || !tiers) {
+        *why = "cannot reserve address space for the devices";
+        return -1;
+    }
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        struct tier *t = &tiers[i];
+        t->spec = &policy->devices[i];
+        t->slot = (unsigned char *)base + ((size_t)i << shift);
+        t->capacity = t->spec->capacity ? t->spec->capacity : DEFAULT_CAPACITY;
+        t->capacity &= ~(uint64_t)(align - 1);
+    }
+    ntiers = (int)policy->ndevices;
+    mp_slot_shift = shift;
+    mp_region_base = (uintptr_t)base;
+    __atomic_store_n(&mp_region_size, size, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static const char *reason_text(int reason)
+{
+    switch (reason) {
+    case MP_BIND_FAILED: return "mbind failed";
+    case MP_BACKING_FAILED: return "could not map memory for it";
+    default: return "";
+    }
+}
+
+/* A device that cannot be set up is passed over from now on; say so once. */
+static void kill_tier(struct tier *t, int idx, int reason, int err)
+{
+    t->dead = reason;
+    if (!__atomic_exchange_n(&warned[idx], 1, __ATOMIC_RELAXED)) {
+        const char *parts[] = {"memplace: device '", t->spec->name, "': ", reason_text(reason),
+                               " (", err == EINVAL ? "EINVAL" : err == ENOSPC ? "ENOSPC" :
+                               err == ENOMEM ? "ENOMEM" : err == EPERM ? "EPERM" : "error",
+                               "); its allocations go to the next device\n"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+            mp_write_all(2, parts[i], strlen(parts[i]));
+    }
+}
+
+/* Turn the next part of the slot into an arena. Called with the tier's lock held. */
+static int grow(struct tier *t, int idx)
+{
+    if (t->dead || t->narenas == MAX_ARENAS || t->arranged >= t->capacity)
+        return 0;
+    const struct mp_device_spec *s = t->spec;
+    int backed = s->kind == MP_FILE || (s->flags & MP_FLAG_HUGETLB);
+    uint64_t chunk = t->capacity - t->arranged;
+    uint64_t max = backed ? BACKED_ARENA : ANON_ARENA;
+    if (chunk > max)
+        chunk = max;
+    if (chunk < mi_arena_min_size())
+        return 0;
+    unsigned char *at = t->slot + t->arranged;
+    int err;
+    if (s->kind == MP_FILE)
+        err = mp_os_back_file(at, chunk, s->path);
+    else
+        err = mp_os_back_anonymous(at, chunk, (s->flags & MP_FLAG_HUGETLB) ? 1 :
+                                   (s->flags & MP_FLAG_THP) ? 2 : 0, (int)((s->flags >> 8) & 0xff));
+    if (err) {
+        /* a first arena that cannot be backed kills the device; a later one just ends growth */
+        if (t->narenas == 0)
+            kill_tier(t, idx, MP_BACKING_FAILED, err);
+        return 0;
+    }
+    if (s->kind == MP_NUMA || (s->kind == MP_HUGEPAGES && s->nodemask[0] | s->nodemask[1])) {
+        err = mp_os_bind(at, chunk, s->mode, s->nodemask, MP_NODEMASK_WORDS);
+        if (err) {
+            kill_tier(t, idx, MP_BIND_FAILED, err);
+            return 0;
+        }
+    }
+    mi_arena_id_t id;
+    if (!mi_manage_os_memory_ex(at, chunk, true, false, true, -1, true, &id))
+        return 0;
+    mi_heap_t *h = mi_heap_new_in_arena(id);
+    if (!h)
+        return 0;
+    t->arranged += chunk;
+    __atomic_store_n(&t->heaps[t->narenas], h, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->narenas, t->narenas + 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+static void *heap_alloc(mi_heap_t *h, size_t size, size_t align, int zero)
+{
+    if (align)
+        return zero ? mi_heap_zalloc_aligned(h, size, align) : mi_heap_malloc_aligned(h, size, align);
+    return zero ? mi_heap_zalloc(h, size) : mi_heap_malloc(h, size);
+}
+
+static void *tier_alloc(struct tier *t, int idx, size_t size, size_t align, int zero)
+{
+    int n = __atomic_load_n(&t->narenas, __ATOMIC_ACQUIRE);
+    for (int i = n - 1; i >= 0; i--) { /* newest arena first: it has the most room */
+        void *p = heap_alloc(t->heaps[i], size, align, zero);
+        if (p)
+            return p;
+    }
+    void *p = NULL;
+    lock(&t->lock);
+    if (t->narenas != n) /* another thread grew it meanwhile */
+        p = heap_alloc(t->heaps[t->narenas - 1], size, align, zero);
+    while (!p && grow(t, idx))
+        p = heap_alloc(t->heaps[t->narenas - 1], size, align, zero);
+    unlock(&t->lock);
+    return p;
+}
+
+static void count_alloc(struct tier *t, size_t size, size_t usable)
+{
+    __atomic_fetch_add(&t->stats.allocations, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&t->stats.bytes, size, __ATOMIC_RELAXED);
+    uint64_t live = __atomic_add_fetch(&t->stats.live, usable, __ATOMIC_RELAXED);
+    uint64_t peak = __atomic_load_n(&t->stats.peak, __ATOMIC_RELAXED);
+    while (live > peak && !__atomic_compare_exchange_n(&t->stats.peak, &peak, live, 1,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+void *mp_tiers_alloc(int dev, size_t size, size_t align, int zero, int *served)
+{
+    for (int hops = 0; dev >= 0 && hops <= ntiers; hops++) {
+        struct tier *t = &tiers[dev];
+        if (t->spec->kind == MP_SYSTEM)
+            break;
+        int reason = MP_FULL;
+        if (align > MI_ALIGN_MAX) {
+            reason = MP_ALIGNMENT;
+        } else if (!t->dead) {
+            void *p = tier_alloc(t, dev, size, align, zero);
+            if (p) {
+                count_alloc(t, size, mi_usable_size(p));
+                *served = dev;
+                return p;
+            }
+        }
+        if (t->dead)
+            reason = t->dead;
+        __atomic_fetch_add(&t->stats.fallbacks[reason], 1, __ATOMIC_RELAXED);
+        dev = t->spec->fallback;
+    }
+    *served = dev; /* a "system" device, or -1: the next allocator */
+    return NULL;
+}
+
+int mp_tiers_device_of(const void *p)
+{
+    return (int)(((uintptr_t)p - mp_region_base) >> mp_slot_shift);
+}
+
+void mp_tiers_free(void *p)
+{
+    struct tier *t = &tiers[mp_tiers_device_of(p)];
+    __atomic_fetch_sub(&t->stats.live, mi_usable_size(p), __ATOMIC_RELAXED);
+    mi_free(p);
+}
+
+size_t mp_tiers_usable_size(const void *p) { return mi_usable_size(p); }
+
+const struct mp_tier_stats *mp_tiers_stats(int dev) { return &tiers[dev].stats; }
+
+void mp_tiers_count_system(int dev, size_t size)
+{
+    if (dev < 0)
+        return;
+    __atomic_fetch_add(&tiers[dev].stats.allocations, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&tiers[dev].stats.bytes, size, __ATOMIC_RELAXED);
+}

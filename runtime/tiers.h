@@ -1,0 +1,40 @@
+/* One heap per memory device, on mimalloc exclusive arenas over memory memplace maps and
+ * binds itself. All devices live in one reserved address range, one equal-sized slot per
+ * device, so "is this block ours, and whose" is a subtraction and a shift. */
+#ifndef MEMPLACE_TIERS_H
+#define MEMPLACE_TIERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "memplace.h"
+#include "policy.h"
+
+enum mp_fallback_reason { MP_FULL, MP_BIND_FAILED, MP_BACKING_FAILED, MP_ALIGNMENT, MP_REASONS };
+
+struct mp_tier_stats {
+    uint64_t allocations, bytes, live, peak;
+    uint64_t fallbacks[MP_REASONS]; /* allocations this device passed on, by reason */
+};
+
+MP_HIDDEN extern uintptr_t mp_region_base;
+MP_HIDDEN extern uintptr_t mp_region_size; /* 0 in transparent mode: nothing is ours */
+MP_HIDDEN extern unsigned mp_slot_shift;
+
+static inline int mp_tiers_own(const void *p)
+{
+    return (uintptr_t)p - mp_region_base < mp_region_size;
+}
+
+/* Set up the devices of `policy` (no memory is touched yet). 0 on success. */
+int mp_tiers_init(const struct mp_policy *policy, const char **why);
+/* Allocate on device `dev`, or along its fallback chain. Returns NULL when the chain
+ * ends at the next allocator (*served = -1); never fails for lack of device memory. */
+void *mp_tiers_alloc(int dev, size_t size, size_t align, int zero, int *served);
+void mp_tiers_free(void *p);
+size_t mp_tiers_usable_size(const void *p);
+int mp_tiers_device_of(const void *p);
+/* Stats of device `dev` (summed at exit). */
+const struct mp_tier_stats *mp_tiers_stats(int dev);
+void mp_tiers_count_system(int dev, size_t size);
+
+#endif
