@@ -28,6 +28,7 @@ MP_HIDDEN uintptr_t mp_region_size;
 MP_HIDDEN unsigned mp_slot_shift;
 static struct tier *tiers;
 static int ntiers;
+static int system_dev = -1; /* where allocations that reach the end of a chain are counted */
 static int warned[MP_MAX_DEVICES];
 
 static void lock(int *l)
@@ -67,6 +68,9 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
         t->capacity &= ~(uint64_t)(align - 1);
     }
     ntiers = (int)policy->ndevices;
+    for (int i = ntiers - 1; i >= 0; i--)
+        if (policy->devices[i].kind == MP_SYSTEM)
+            system_dev = i;
     mp_slot_shift = shift;
     mp_region_base = (uintptr_t)base;
     __atomic_store_n(&mp_region_size, size, __ATOMIC_RELEASE);
@@ -199,7 +203,7 @@ void *mp_tiers_alloc(int dev, size_t size, size_t align, int zero, int *served)
         __atomic_fetch_add(&t->stats.fallbacks[reason], 1, __ATOMIC_RELAXED);
         dev = t->spec->fallback;
     }
-    *served = dev; /* a "system" device, or -1: the next allocator */
+    *served = dev >= 0 ? dev : system_dev; /* the next allocator serves */
     return NULL;
 }
 
