@@ -34,6 +34,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,8 @@ class Guest:
         kernel = os.environ.get("MEMPLACE_GUEST_KERNEL") or _newest_kernel()
         if kernel is None:
             raise GuestUnavailable("no kernel image /boot/vmlinuz-* (Debian package linux-image-cloud-amd64)")
+        if not os.path.isfile(kernel):
+            raise GuestUnavailable(f"{kernel}: no such kernel image")
         if not os.access(kernel, os.R_OK):
             raise GuestUnavailable(f"{kernel}: not readable by this user (kernel images are root-only on Debian)")
         return cls(qemu, kernel, busybox, Path(workdir))
@@ -385,8 +388,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="where the initramfs and console.log go (default: a temp dir)")
     ap.add_argument("command", nargs="+", help="shell command run in the guest")
     a = ap.parse_args(argv)
-    import tempfile
-
     g = Guest.find(a.workdir or tempfile.mkdtemp(prefix="memplace-guest-"))
     for spec in a.program:
         host, _, guest = spec.partition(":")
