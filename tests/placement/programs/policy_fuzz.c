@@ -1,0 +1,135 @@
+/* Fuzz harness for the runtime's compiled-policy reader (runtime/policy.c).
+ *
+ * Built with the reader and runtime/internal_alloc.c under ASan/UBSan:
+ *     gcc -fsanitize=address,undefined -fno-sanitize-recover=all -g -I runtime \
+ *         policy_fuzz.c runtime/policy.c runtime/internal_alloc.c
+ *
+ * Reads file paths, one per line, on stdin (many per run: the test feeds thousands),
+ * copies each file into a heap buffer of exactly its size (so ASan sees any read past
+ * the end) and prints one line per file:
+ *     <path> reject <why>
+ *     <path> accept <default> D <kind>,<mode>,<capacity>,<fallback>,<flags>,<name>,<path>,<nodemask> ...
+ *                             M <path>,<build_id> ... R <device>,<min>,<max>,<name>,<module>:<lo>:<hi>... ...
+ * Strings are printed as hex of their bytes ("-" for none), numbers in decimal, so the test
+ * can compare every decoded field with Python's decode().
+ * With -l, files are read through mp_policy_load (open + mmap) instead.
+ *
+ * Also a libFuzzer target (clang -fsanitize=fuzzer,address,undefined -DLIBFUZZER). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "policy.h"
+
+static void put_hex(const char *s)
+{
+    if (!s) {
+        fputs("-", stdout);
+        return;
+    }
+    if (!*s)
+        fputs("_", stdout); /* the empty string, distinct from "none" */
+    for (; *s; s++)
+        printf("%02x", (unsigned char)*s);
+}
+
+static void print_policy(const struct mp_policy *p)
+{
+    printf("accept %u", p->default_device);
+    for (uint32_t i = 0; i < p->ndevices; i++) {
+        const struct mp_device_spec *d = &p->devices[i];
+        printf(" D %u,%u,%llu,%d,%u,", d->kind, d->mode, (unsigned long long)d->capacity,
+               d->fallback, d->flags);
+        put_hex(d->name);
+        putchar(',');
+        put_hex(d->path);
+        putchar(',');
+        for (int w = 0; w < MP_NODEMASK_WORDS; w++)
+            printf("%s%llx", w ? ":" : "", (unsigned long long)d->nodemask[w]);
+    }
+    for (uint32_t i = 0; i < p->nmodules; i++) {
+        fputs(" M ", stdout);
+        put_hex(p->modules[i].path);
+        putchar(',');
+        put_hex(p->modules[i].build_id);
+    }
+    for (uint32_t i = 0; i < p->nrules; i++) {
+        const struct mp_rule_spec *r = &p->rules[i];
+        printf(" R %u,%llu,%llu,", r->device, (unsigned long long)r->size_min,
+               (unsigned long long)r->size_max);
+        put_hex(r->name);
+        for (uint32_t f = 0; f < r->nframes; f++)
+            printf(",%u:%llu:%llu", r->frame[f].module, (unsigned long long)r->frame[f].lo,
+                   (unsigned long long)r->frame[f].hi);
+    }
+    putchar('\n');
+}
+
+#ifdef LIBFUZZER
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    const char *why = NULL;
+    struct mp_policy *p = mp_policy_parse(data, size, &why);
+    if (!p && (!why || !*why))
+        abort(); /* a refusal must say why */
+    return 0;
+}
+#else
+static unsigned char *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    /* exactly n bytes (1 for an empty file, whose size stays 0): ASan guards the end */
+    unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+    if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *size = n > 0 ? (size_t)n : 0;
+    return buf;
+}
+
+static void report(const char *path, const struct mp_policy *p, const char *why)
+{
+    printf("%s ", path);
+    if (p)
+        print_policy(p);
+    else
+        printf("reject %s\n", why && *why ? why : "(no reason given)");
+}
+
+int main(int argc, char **argv)
+{
+    int load = argc > 1 && strcmp(argv[1], "-l") == 0;
+    char path[4096];
+    unsigned long accepted = 0, rejected = 0;
+    while (fgets(path, sizeof path, stdin)) {
+        path[strcspn(path, "\n")] = 0;
+        if (!*path)
+            continue;
+        const char *why = NULL;
+        struct mp_policy *p;
+        if (load) {
+            p = mp_policy_load(path, &why);
+            report(path, p, why);
+        } else {
+            size_t size;
+            unsigned char *data = read_file(path, &size);
+            if (!data) {
+                fprintf(stderr, "policy_fuzz: cannot read %s\n", path);
+                return 3;
+            }
+            p = mp_policy_parse(data, size, &why);
+            report(path, p, why); /* before free: the policy's strings point into the data */
+            free(data);
+        }
+        p ? accepted++ : rejected++;
+    }
+    printf("total accepted %lu rejected %lu\n", accepted, rejected);
+    return 0;
+}
+#endif
