@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import assert_one_line_error, memplace
+from advisor_support import assert_one_line_error, memplace
 from memplace import profile as prof
 
 try:

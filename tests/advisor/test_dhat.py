@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import memplace, needs_valgrind
+from advisor_support import memplace, needs_valgrind
 from memplace import profile as prof
 from memplace.symbolize import symbolize
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from conftest import printed
+from postmortem_support import printed
 from test_tls_glibc import pie_core  # noqa: F401 - shared fixture
 
 drgn = pytest.importorskip("drgn")

@@ -10,7 +10,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import build, crash, need  # noqa: E402
+from postmortem_support import build, crash, need  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import build, crash, memplace_json, memplace_run, need
+from postmortem_support import build, crash, memplace_json, memplace_run, need
 
 
 def _getspecific(out: str) -> dict[tuple[int, int], int]:

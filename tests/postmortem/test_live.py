@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build, memplace_json, need, printed, wait_for_line
+from postmortem_support import build, memplace_json, need, printed, wait_for_line
 from test_tls_glibc import VARS, _expect
 
 
@@ -38,7 +38,7 @@ def test_live_process_values_and_keeps_running(tmp_path, cc):
 
 
 def test_live_bad_pid():
-    from conftest import memplace_run
+    from postmortem_support import memplace_run
 
     r = memplace_run("tls", "--pid", "999999999", check=False)
     assert r.returncode == 2 and "no such process" in r.stderr and "Traceback" not in r.stderr

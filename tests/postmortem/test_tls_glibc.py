@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build, crash, found, memplace_json, memplace_run, need, printed
+from postmortem_support import build, crash, found, memplace_json, memplace_run, need, printed
 
 VARS = ["t_long", "t_arr", "t_pt", "t_color", "t_ptr", "t_name", "t_union", "t_static", "lib_counter"]
 

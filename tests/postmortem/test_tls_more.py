@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import build, crash, found, memplace_json, need, printed
+from postmortem_support import build, crash, found, memplace_json, need, printed
 from test_tls_glibc import VARS, _expect
 
 

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import PROGRAMS, preloaded
+from support import PROGRAMS, preloaded
 
 
 def test_fork_from_allocating_threads(cc, runtime):
@@ -36,7 +36,7 @@ def test_library_with_its_own_malloc_sits_between(cc, tmp_path, runtime):
     lib = tmp_path / "libownmalloc.so"
     subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib, PROGRAMS / "own_malloc_lib.c"], check=True)
     prog = cc("own_malloc_main.c", None, f"-L{tmp_path}", "-lownmalloc", f"-Wl,-rpath,{tmp_path}")
-    from conftest import memplace
+    from support import memplace
     r = memplace("run", "--verbose", "--", str(prog))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "own_malloc_calls_grew=1"

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from conftest import PROGRAMS, preloaded
+from support import PROGRAMS, preloaded
 
 MALLOC_FAMILY = {"malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
                  "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import memplace
+from support import memplace
 
 ECHO_ENV = r'''
 #include <stdio.h>
