@@ -7,6 +7,7 @@
 #include "place.h"
 #include "policy.h"
 #include "sites.h"
+#include "thread.h"
 #include "tiers.h"
 
 MP_HIDDEN int mp_placing;
@@ -17,29 +18,29 @@ int mp_place_start(const char *path, const char **why)
     policy = mp_policy_load(path, why);
     if (!policy || mp_tiers_init(policy, why) || mp_sites_init(policy, why))
         return -1;
+    mp_threads_init();
     __atomic_store_n(&mp_placing, 1, __ATOMIC_RELEASE);
     return 0;
 }
 
 /* The device for an allocation of `n` bytes returning to `ra`; counts the rule's hit. */
-static int device_for(size_t n, uintptr_t ra)
+static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, const void *sp)
 {
-    int rule = mp_sites_match(ra, __builtin_frame_address(0), n);
-    if (rule < 0)
-        return (int)policy->default_device;
-    mp_sites_count(rule, n);
-    return (int)policy->rules[rule].device;
+    int rule = mp_sites_match(self, ra, sp, n);
+    return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
 
 enum how { PLAIN, ZEROED, ALIGNED };
 
 static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
 {
+    const void *sp = __builtin_frame_address(0);
+    struct mp_thread *self = mp_thread(sp);
     int served;
-    void *p = mp_tiers_alloc(device_for(n, ra), n, align, how == ZEROED, &served);
+    void *p = mp_tiers_alloc(self, device_for(self, n, ra, sp), n, align, how == ZEROED, &served);
     if (p)
         return p;
-    mp_tiers_count_system(served, n);
+    mp_tiers_count_system(self, served, n);
     switch (how) {
     case ZEROED: return mp_next.calloc(1, n);
     case ALIGNED: return mp_next.memalign(align, n);
@@ -83,14 +84,16 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
         mp_place_free(p);
         return NULL;
     }
-    int dev = device_for(n, ra), served;
+    const void *sp = __builtin_frame_address(0);
+    struct mp_thread *self = mp_thread(sp);
+    int dev = device_for(self, n, ra, sp), served;
     int mine = mp_tiers_own(p);
     size_t old = mine ? mp_tiers_usable_size(p) : 0;
     if (mine && mp_tiers_device_of(p) == dev && n <= old && n >= old / 2)
         return p; /* fits where it is */
-    void *q = mp_tiers_alloc(dev, n, 0, 0, &served);
+    void *q = mp_tiers_alloc(self, dev, n, 0, 0, &served);
     if (!q) {
-        mp_tiers_count_system(served, n);
+        mp_tiers_count_system(self, served, n);
         if (!mine)
             return mp_next.realloc(p, n); /* stays with the next allocator */
         q = mp_next.malloc(n);
@@ -155,8 +158,11 @@ void mp_place_write_stats(const char *dir)
     put_u64(&o, (uint64_t)getpid());
     put(&o, "\n");
     /* device IDX allocations bytes live peak full bind backing alignment NAME */
+    mp_sites_flush();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
-        const struct mp_tier_stats *s = mp_tiers_stats((int)i);
+        struct mp_tier_stats st;
+        const struct mp_tier_stats *s = &st;
+        mp_tiers_stats((int)i, &st);
         put(&o, "device");
         put_u64(&o, i);
         put_u64(&o, s->allocations), put_u64(&o, s->bytes), put_u64(&o, s->live), put_u64(&o, s->peak);

@@ -14,10 +14,9 @@
 #include <pthread.h>
 #include <string.h>
 #include "sites.h"
+#include "thread.h"
 
 #define MAX_SCAN_WORDS 1024
-#define CACHE_SIZE 256
-#define MAX_CANDIDATES 6
 
 struct module {
     uintptr_t base, lo, hi; /* load bias; executable range [lo, hi) */
@@ -37,30 +36,10 @@ struct table {
     struct abs_frame *frames; /* nrules x MP_MAX_FRAMES */
 };
 
-struct cache_entry {
-    uintptr_t frames[MP_MAX_FRAMES];
-    uint32_t generation;
-    int16_t ncand; /* -1: too many candidates, scan the rules each time */
-    uint16_t cand[MAX_CANDIDATES];
-};
-
-struct thread_state {
-    uintptr_t stack_top;
-    struct thread_state *next_free;
-    struct cache_entry cache[CACHE_SIZE];
-};
-
 static const struct mp_policy *policy;
 static struct table *current;
 static int depth; /* frames the rules need: the largest nframes */
 static struct mp_rule_stats *rule_stats;
-static pthread_key_t state_key;
-static int have_state_key;
-static struct thread_state *free_states;
-static int free_lock;
-static MP_TLS struct thread_state *my_state;
-static MP_TLS int in_sites; /* allocations made while we set up a thread go to next */
-extern void *__libc_stack_end;
 
 /* ---- module table ---- */
 
@@ -272,24 +251,6 @@ static int after_call(const struct module *m, uintptr_t ra)
 #endif
 }
 
-static uintptr_t stack_top_of_thread(const void *sp)
-{
-    uintptr_t s = (uintptr_t)sp, end = (uintptr_t)__libc_stack_end;
-    if (s < end && end - s < (256u << 20))
-        return (end + 4095) & ~(uintptr_t)4095; /* main thread: its stack ends above here */
-    pthread_attr_t attr;
-    void *addr;
-    size_t size;
-    uintptr_t top = 0;
-    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && s >= (uintptr_t)addr &&
-            s < (uintptr_t)addr + size)
-            top = (uintptr_t)addr + size;
-        pthread_attr_destroy(&attr);
-    }
-    return top;
-}
-
 static int capture(const struct table *t, uintptr_t ra, const void *sp, uintptr_t top,
                    uintptr_t *out)
 {
@@ -341,45 +302,6 @@ static int scan_rules(const struct table *t, const uintptr_t *frames, int n, siz
     return -1;
 }
 
-static void release_state(void *p)
-{
-    struct thread_state *s = p;
-    while (__atomic_exchange_n(&free_lock, 1, __ATOMIC_ACQUIRE))
-        mp_cpu_relax();
-    s->next_free = free_states;
-    free_states = s;
-    __atomic_store_n(&free_lock, 0, __ATOMIC_RELEASE);
-    my_state = NULL;
-}
-
-static struct thread_state *thread_state(const void *sp)
-{
-    struct thread_state *s = my_state;
-    if (mp_likely(s != NULL))
-        return s;
-    if (in_sites)
-        return NULL;
-    in_sites = 1;
-    while (__atomic_exchange_n(&free_lock, 1, __ATOMIC_ACQUIRE))
-        mp_cpu_relax();
-    s = free_states;
-    if (s)
-        free_states = s->next_free;
-    __atomic_store_n(&free_lock, 0, __ATOMIC_RELEASE);
-    if (s)
-        memset(s, 0, sizeof *s);
-    else
-        s = mp_internal_alloc(sizeof *s);
-    if (s) {
-        s->stack_top = stack_top_of_thread(sp);
-        if (have_state_key)
-            pthread_setspecific(state_key, s); /* our own key, created at start-up */
-        my_state = s;
-    }
-    in_sites = 0;
-    return s;
-}
-
 int mp_sites_init(const struct mp_policy *p, const char **why)
 {
     policy = p;
@@ -392,50 +314,76 @@ int mp_sites_init(const struct mp_policy *p, const char **why)
         *why = "out of memory for the call-site tables";
         return -1;
     }
-    have_state_key = pthread_key_create(&state_key, release_state) == 0;
     return 0;
 }
 
-int mp_sites_match(uintptr_t ra, const void *sp, size_t size)
+static void count(int rule, size_t size)
+{
+    __atomic_fetch_add(&rule_stats[rule].hits, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&rule_stats[rule].bytes, size, __ATOMIC_RELAXED);
+}
+
+/* Move an entry's pending hit counts into the totals (before it is reused, and at exit). */
+static void flush_entry(struct mp_site_entry *e)
+{
+    for (int i = 0; i < e->ncand; i++)
+        if (e->hits[i]) {
+            __atomic_fetch_add(&rule_stats[e->cand[i]].hits, e->hits[i], __ATOMIC_RELAXED);
+            __atomic_fetch_add(&rule_stats[e->cand[i]].bytes, e->bytes[i], __ATOMIC_RELAXED);
+            e->hits[i] = e->bytes[i] = 0;
+        }
+}
+
+int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size)
 {
     if (policy->nrules == 0)
         return -1;
     struct table *t = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
-    if (depth == 0) /* size rules only */
-        return scan_rules(t, NULL, 0, size);
-    struct thread_state *s = thread_state(sp);
-    if (!s)
-        return -1; /* an allocation made while setting up this thread's state */
+    if (depth == 0 || !self) { /* size rules only, or a thread being set up */
+        int r = scan_rules(t, NULL, 0, size);
+        if (r >= 0)
+            count(r, size);
+        return r;
+    }
     uintptr_t frames[MP_MAX_FRAMES] = {0};
-    int n = capture(t, ra, sp, s->stack_top, frames);
+    int n = capture(t, ra, sp, self->stack_top, frames);
     uintptr_t h = frames[0] ^ (frames[1] * 31) ^ (frames[2] * 1009) ^ (frames[3] * 65537);
-    struct cache_entry *e = &s->cache[(h ^ (h >> 12)) % CACHE_SIZE];
+    struct mp_site_entry *e = &self->cache[(h ^ (h >> 12)) % MP_SITE_CACHE];
     if (e->generation != t->generation + 1 || memcmp(e->frames, frames, sizeof frames) != 0) {
+        flush_entry(e);
         t = fresh_table();
         memcpy(e->frames, frames, sizeof frames);
         e->generation = t->generation + 1; /* 0 stays "empty" */
         e->ncand = 0;
         for (uint32_t r = 0; r < policy->nrules; r++)
             if (frames_match(t, r, frames, n)) {
-                if (e->ncand == MAX_CANDIDATES) {
+                if (e->ncand == MP_MAX_CANDIDATES) {
                     e->ncand = -1;
                     break;
                 }
                 e->cand[e->ncand++] = (uint16_t)r;
             }
     }
-    if (e->ncand < 0)
-        return scan_rules(t, frames, n, size);
+    if (e->ncand < 0) {
+        int r = scan_rules(t, frames, n, size);
+        if (r >= 0)
+            count(r, size);
+        return r;
+    }
     for (int i = 0; i < e->ncand; i++)
-        if (size_fits(e->cand[i], size))
+        if (size_fits(e->cand[i], size)) {
+            e->hits[i]++;
+            e->bytes[i] += size;
             return e->cand[i];
+        }
     return -1;
 }
 
 const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_stats[rule]; }
 
-void mp_sites_count(int rule, size_t size)
+void mp_sites_flush(void)
 {
-    __atomic_fetch_add(&rule_stats[rule].hits, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&rule_stats[rule].bytes, size, __ATOMIC_RELAXED);
+    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+        for (int i = 0; i < MP_SITE_CACHE; i++)
+            flush_entry(&t->cache[i]);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <mimalloc.h>
 #include "os_memory.h"
+#include "thread.h"
 #include "tiers.h"
 
 #define MAX_ARENAS 64
@@ -13,6 +14,7 @@
 #define BACKED_ARENA (256ull << 20) /* files and huge pages are real resources: grow slowly */
 #define DEFAULT_CAPACITY (64ull << 30)
 #define MI_ALIGN_MAX (64u << 10)
+#define LIVE_BATCH (1ll << 20) /* a thread publishes its live-bytes change in steps this big */
 
 struct tier {
     const struct mp_device_spec *spec;
@@ -170,18 +172,40 @@ static void *tier_alloc(struct tier *t, int idx, size_t size, size_t align, int 
     return p;
 }
 
-static void count_alloc(struct tier *t, size_t size, size_t usable)
+/* Publish a thread's pending live bytes into the device's live total and peak. */
+static void publish_live(struct tier *t, int64_t delta)
 {
-    __atomic_fetch_add(&t->stats.allocations, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&t->stats.bytes, size, __ATOMIC_RELAXED);
-    uint64_t live = __atomic_add_fetch(&t->stats.live, usable, __ATOMIC_RELAXED);
+    uint64_t live = __atomic_add_fetch(&t->stats.live, (uint64_t)delta, __ATOMIC_RELAXED);
     uint64_t peak = __atomic_load_n(&t->stats.peak, __ATOMIC_RELAXED);
-    while (live > peak && !__atomic_compare_exchange_n(&t->stats.peak, &peak, live, 1,
-                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    while ((int64_t)live > 0 && live > peak &&
+           !__atomic_compare_exchange_n(&t->stats.peak, &peak, live, 1, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
         ;
 }
 
-void *mp_tiers_alloc(int dev, size_t size, size_t align, int zero, int *served)
+/* Counting stays in the thread's own counters: no atomic on the allocation path. */
+static void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
+{
+    struct tier *t = &tiers[dev];
+    if (!self) {
+        __atomic_fetch_add(&t->stats.allocations, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&t->stats.bytes, size, __ATOMIC_RELAXED);
+        if (usable)
+            publish_live(t, usable);
+        return;
+    }
+    struct mp_device_counters *c = &self->devices[dev];
+    c->allocations++;
+    c->bytes += size;
+    c->live_pending += usable;
+    if (c->live_pending >= LIVE_BATCH || c->live_pending <= -LIVE_BATCH) {
+        publish_live(t, c->live_pending);
+        c->live_pending = 0;
+    }
+}
+
+void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
+                     int *served)
 {
     for (int hops = 0; dev >= 0 && hops <= ntiers; hops++) {
         struct tier *t = &tiers[dev];
@@ -193,7 +217,7 @@ void *mp_tiers_alloc(int dev, size_t size, size_t align, int zero, int *served)
         } else if (!t->dead) {
             void *p = tier_alloc(t, dev, size, align, zero);
             if (p) {
-                count_alloc(t, size, mi_usable_size(p));
+                count(self, dev, size, (int64_t)mi_usable_size(p));
                 *served = dev;
                 return p;
             }
@@ -214,19 +238,40 @@ int mp_tiers_device_of(const void *p)
 
 void mp_tiers_free(void *p)
 {
-    struct tier *t = &tiers[mp_tiers_device_of(p)];
-    __atomic_fetch_sub(&t->stats.live, mi_usable_size(p), __ATOMIC_RELAXED);
+    int dev = mp_tiers_device_of(p);
+    int64_t usable = (int64_t)mi_usable_size(p);
+    struct mp_thread *self = mp_self;
+    if (self) {
+        struct mp_device_counters *c = &self->devices[dev];
+        c->live_pending -= usable;
+        if (c->live_pending <= -LIVE_BATCH) {
+            publish_live(&tiers[dev], c->live_pending);
+            c->live_pending = 0;
+        }
+    } else {
+        publish_live(&tiers[dev], -usable);
+    }
     mi_free(p);
 }
 
 size_t mp_tiers_usable_size(const void *p) { return mi_usable_size(p); }
 
-const struct mp_tier_stats *mp_tiers_stats(int dev) { return &tiers[dev].stats; }
-
-void mp_tiers_count_system(int dev, size_t size)
+void mp_tiers_stats(int dev, struct mp_tier_stats *out)
 {
-    if (dev < 0)
-        return;
-    __atomic_fetch_add(&tiers[dev].stats.allocations, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&tiers[dev].stats.bytes, size, __ATOMIC_RELAXED);
+    *out = tiers[dev].stats;
+    int64_t pending = 0;
+    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all) {
+        out->allocations += t->devices[dev].allocations;
+        out->bytes += t->devices[dev].bytes;
+        pending += t->devices[dev].live_pending;
+    }
+    out->live += (uint64_t)pending;
+    if ((int64_t)out->live > 0 && out->live > out->peak)
+        out->peak = out->live;
+}
+
+void mp_tiers_count_system(struct mp_thread *self, int dev, size_t size)
+{
+    if (dev >= 0)
+        count(self, dev, size, 0);
 }

@@ -27,14 +27,17 @@ static inline int mp_tiers_own(const void *p)
 
 /* Set up the devices of `policy` (no memory is touched yet). 0 on success. */
 int mp_tiers_init(const struct mp_policy *policy, const char **why);
+struct mp_thread;
 /* Allocate on device `dev`, or along its fallback chain. Returns NULL when the chain
- * ends at the next allocator (*served = -1); never fails for lack of device memory. */
-void *mp_tiers_alloc(int dev, size_t size, size_t align, int zero, int *served);
+ * ends at the next allocator (*served = the "system" device, or -1); counts in `self`. */
+void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
+                     int *served);
 void mp_tiers_free(void *p);
 size_t mp_tiers_usable_size(const void *p);
 int mp_tiers_device_of(const void *p);
-/* Stats of device `dev` (summed at exit). */
-const struct mp_tier_stats *mp_tiers_stats(int dev);
-void mp_tiers_count_system(int dev, size_t size);
+/* Stats of device `dev`, summed over every thread (at exit). */
+void mp_tiers_stats(int dev, struct mp_tier_stats *out);
+/* Count an allocation the next allocator served on behalf of device `dev`. */
+void mp_tiers_count_system(struct mp_thread *self, int dev, size_t size);
 
 #endif

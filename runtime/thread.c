@@ -1,0 +1,86 @@
+/* Per-thread blocks (see thread.h). Created on a thread's first placed allocation,
+ * returned to a free list by a pthread key destructor at thread exit. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <string.h>
+#include "thread.h"
+
+MP_HIDDEN MP_TLS struct mp_thread *mp_self;
+static MP_TLS int attaching;
+static struct mp_thread *all, *free_list;
+static int list_lock;
+static pthread_key_t exit_key;
+static int have_exit_key;
+extern void *__libc_stack_end;
+
+static void lock(void)
+{
+    while (__atomic_exchange_n(&list_lock, 1, __ATOMIC_ACQUIRE))
+        mp_cpu_relax();
+}
+static void unlock(void) { __atomic_store_n(&list_lock, 0, __ATOMIC_RELEASE); }
+
+static void detach(void *p)
+{
+    struct mp_thread *t = p;
+    lock();
+    t->next_free = free_list;
+    free_list = t;
+    unlock();
+    mp_self = NULL;
+}
+
+void mp_threads_init(void)
+{
+    have_exit_key = pthread_key_create(&exit_key, detach) == 0;
+}
+
+struct mp_thread *mp_threads_all(void) { return __atomic_load_n(&all, __ATOMIC_ACQUIRE); }
+
+/* The top of this thread's stack, so the call-site scan never reads past it. */
+static uintptr_t stack_top(const void *sp)
+{
+    uintptr_t s = (uintptr_t)sp, end = (uintptr_t)__libc_stack_end;
+    if (s < end && end - s < (256u << 20))
+        return (end + 4095) & ~(uintptr_t)4095; /* the main thread */
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    uintptr_t top = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && s >= (uintptr_t)addr &&
+            s < (uintptr_t)addr + size)
+            top = (uintptr_t)addr + size;
+        pthread_attr_destroy(&attr);
+    }
+    return top;
+}
+
+struct mp_thread *mp_thread_attach(const void *sp)
+{
+    if (attaching)
+        return NULL;
+    attaching = 1;
+    lock();
+    struct mp_thread *t = free_list;
+    if (t)
+        free_list = t->next_free;
+    unlock();
+    if (!t) {
+        t = mp_internal_alloc(sizeof *t);
+        if (t) {
+            lock();
+            t->next_all = all;
+            __atomic_store_n(&all, t, __ATOMIC_RELEASE);
+            unlock();
+        }
+    }
+    if (t) {
+        t->stack_top = stack_top(sp);
+        if (have_exit_key)
+            pthread_setspecific(exit_key, t); /* our own key, created at start-up */
+        mp_self = t;
+    }
+    attaching = 0;
+    return t;
+}

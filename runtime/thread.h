@@ -1,0 +1,52 @@
+/* Per-thread state of the runtime: the call-site cache and the device counters, kept per
+ * thread so the allocation path takes no lock and no atomic. Blocks are never freed: a
+ * block of an exited thread is reused by a new thread, counters and cache intact (both
+ * stay valid), so summing every block ever made gives the process totals at exit. */
+#ifndef MEMPLACE_THREAD_H
+#define MEMPLACE_THREAD_H
+
+#include <stdint.h>
+#include "memplace.h"
+#include "policy.h"
+
+#define MP_SITE_CACHE 256
+#define MP_MAX_CANDIDATES 6
+
+struct mp_site_entry {
+    uintptr_t frames[MP_MAX_FRAMES];
+    uint32_t generation;              /* 0 = empty */
+    int16_t ncand;                    /* -1: too many candidates, scan the rules */
+    uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
+    uint64_t hits[MP_MAX_CANDIDATES], bytes[MP_MAX_CANDIDATES]; /* not yet in the totals */
+};
+
+struct mp_device_counters {
+    uint64_t allocations, bytes;
+    int64_t live_pending; /* usable bytes allocated minus freed, not yet in the device's live */
+};
+
+struct mp_thread {
+    struct mp_thread *next_all, *next_free;
+    uintptr_t stack_top; /* 0: unknown, do not scan the stack */
+    struct mp_device_counters devices[MP_MAX_DEVICES];
+    struct mp_site_entry cache[MP_SITE_CACHE];
+};
+
+MP_HIDDEN extern MP_TLS struct mp_thread *mp_self;
+MP_HIDDEN struct mp_thread *mp_thread_attach(const void *sp);
+
+/* This thread's block, made on first use; NULL while it is being made (allocations the
+ * set-up itself makes, e.g. in pthread_getattr_np, then go unplaced). */
+static inline struct mp_thread *mp_thread(const void *sp)
+{
+    struct mp_thread *t = mp_self;
+    if (mp_likely(t != NULL))
+        return t;
+    return mp_thread_attach(sp);
+}
+
+MP_HIDDEN void mp_threads_init(void);
+/* Every block ever made (live and recycled), for totals at exit. */
+MP_HIDDEN struct mp_thread *mp_threads_all(void);
+
+#endif
