@@ -334,6 +334,12 @@ static void flush_entry(struct mp_site_entry *e)
         }
 }
 
+static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frames);
+static struct table *fill(struct mp_site_entry *e, struct table *t, const uintptr_t *frames,
+                          int n, int raw);
+static int choose(struct table *t, struct mp_site_entry *e, const uintptr_t *frames, int n,
+                  size_t size);
+
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size)
 {
     if (policy->nrules == 0)
@@ -345,25 +351,67 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t 
             count(r, size);
         return r;
     }
-    uintptr_t frames[MP_MAX_FRAMES] = {0};
-    int n = capture(t, ra, sp, self->stack_top, frames);
-    uintptr_t h = frames[0] ^ (frames[1] * 31) ^ (frames[2] * 1009) ^ (frames[3] * 65537);
-    struct mp_site_entry *e = &self->cache[(h ^ (h >> 12)) % MP_SITE_CACHE];
-    if (e->generation != t->generation + 1 || memcmp(e->frames, frames, sizeof frames) != 0) {
-        flush_entry(e);
-        t = fresh_table();
-        memcpy(e->frames, frames, sizeof frames);
-        e->generation = t->generation + 1; /* 0 stays "empty" */
-        e->ncand = 0;
-        for (uint32_t r = 0; r < policy->nrules; r++)
-            if (frames_match(t, r, frames, n)) {
-                if (e->ncand == MP_MAX_CANDIDATES) {
-                    e->ncand = -1;
-                    break;
-                }
-                e->cand[e->ncand++] = (uint16_t)r;
-            }
+    uint32_t generation = t->generation + 1; /* 0 marks an empty entry */
+    uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
+    int n = 1;
+    struct mp_site_entry *e;
+    if (depth == 1) {
+        /* Fast path: keyed by the raw return address, no stack scan unless it points into
+         * libc/libstdc++ (then the entry says so and the scan finds the real frame). */
+        e = slot(self, frames);
+        if (mp_unlikely(e->generation != generation || e->frames[0] != ra || e->frames[1])) {
+            t = fill(e, t, frames, 1, 1);
+            generation = t->generation + 1;
+        }
+        if (!e->needs_scan)
+            return choose(t, e, frames, n, size);
     }
+    n = capture(t, ra, sp, self->stack_top, frames);
+    e = slot(self, frames);
+    if (e->generation != generation || memcmp(e->frames, frames, sizeof frames) != 0)
+        t = fill(e, t, frames, n, 0);
+    return choose(t, e, frames, n, size);
+}
+
+static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frames)
+{
+    uintptr_t h = frames[0] ^ (frames[1] * 31) ^ (frames[2] * 1009) ^ (frames[3] * 65537);
+    return &self->cache[(h ^ (h >> 12)) % MP_SITE_CACHE];
+}
+
+/* (Re)fill a cache entry: the rules whose frames match, in priority order. With `raw`,
+ * frames[0] is an unchecked return address: mark the entry if it needs the scan. */
+static struct table *fill(struct mp_site_entry *e, struct table *t, const uintptr_t *frames,
+                          int n, int raw)
+{
+    flush_entry(e);
+    t = fresh_table();
+    memcpy(e->frames, frames, sizeof e->frames);
+    e->generation = t->generation + 1;
+    e->ncand = 0;
+    e->needs_scan = 0;
+    if (raw) {
+        const struct module *m = frames[0] - t->lo < t->hi - t->lo ? module_of(t, frames[0]) : NULL;
+        if (m && m->skip) {
+            e->needs_scan = 1;
+            return t;
+        }
+    }
+    for (uint32_t r = 0; r < policy->nrules; r++)
+        if (frames_match(t, r, frames, n)) {
+            if (e->ncand == MP_MAX_CANDIDATES) {
+                e->ncand = -1;
+                break;
+            }
+            e->cand[e->ncand++] = (uint16_t)r;
+        }
+    return t;
+}
+
+/* The first candidate rule whose size range fits; its hit is counted in the entry. */
+static int choose(struct table *t, struct mp_site_entry *e, const uintptr_t *frames, int n,
+                  size_t size)
+{
     if (e->ncand < 0) {
         int r = scan_rules(t, frames, n, size);
         if (r >= 0)

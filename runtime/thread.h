@@ -16,6 +16,8 @@ struct mp_site_entry {
     uintptr_t frames[MP_MAX_FRAMES];
     uint32_t generation;              /* 0 = empty */
     int16_t ncand;                    /* -1: too many candidates, scan the rules */
+    uint16_t needs_scan;              /* keyed by a return address into libc/libstdc++:
+                                         the site's frames come from the stack scan */
     uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
     uint64_t hits[MP_MAX_CANDIDATES], bytes[MP_MAX_CANDIDATES]; /* not yet in the totals */
 };
