@@ -1,0 +1,144 @@
+"""Placement under threads, fork, thread churn and dlopen, with real C programs.
+
+Every program runs twice, without memplace and under `memplace run --policy`, and must
+print the same stdout and exit the same way. Where its blocks went is printed on stderr
+by the program itself, asked of the kernel (programs/placed.h): bound to node 0
+(get_mempolicy + move_pages), or inside the device's file (/proc/self/maps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import build, calls_to, line_of, run_placed, stats_of
+
+THREADS = 8
+
+
+def write_policy(tmp_path: Path, pmem: Path, rules: dict[str, str], *, sites: dict[str, str] | None = None,
+                 pmem_capacity: str = "128MiB", extra: str = "") -> Path:
+    """Devices `fast` (node 0) and `pmem` (a file in `pmem`); one rule per SITE marker of
+    `rules` {marker: device}, or per raw frame of `sites` {rule name: "frame device"}."""
+    text = f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "512MiB"
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+capacity = "{pmem_capacity}"
+{extra}
+"""
+    for marker, device in rules.items():
+        source, _, name = marker.partition(":")
+        text += f"""
+[[rules]]
+name = "{name}"
+site = ["{source}:{line_of(source, name)}"]
+device = "{device}"
+"""
+    for name, spec in (sites or {}).items():
+        frame, device = spec.split()
+        text += f"""
+[[rules]]
+name = "{name}"
+site = ["{frame}"]
+device = "{device}"
+"""
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return path
+
+
+def run_both(prog: Path, policy: Path, *args: str, stats: Path | None = None,
+             timeout: int = 300) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """Run without memplace, then placed; both must succeed with the same stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "MEMPLACE_"))}
+    plain = subprocess.run([str(prog), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    placed = run_placed(prog, policy, *args, stats=stats)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert placed.returncode == 0, placed.stdout + placed.stderr[-3000:]
+    assert placed.stdout == plain.stdout
+    return plain, placed
+
+
+def placement(stderr: str) -> dict[str, Counter]:
+    """'PLACED label kind=count ...' lines, summed per label."""
+    out: dict[str, Counter] = {}
+    for m in re.finditer(r"^PLACED (\S+)((?: \S+=\d+)*)$", stderr, re.M):
+        c = out.setdefault(m.group(1), Counter())
+        for kind, count in re.findall(r" (\S+)=(\d+)", m.group(2)):
+            c[kind] += int(count)
+    return out
+
+
+def on_file(pmem: Path) -> str:
+    return f"file:{pmem}"
+
+
+def live_at_exit(stats: Path, device: str) -> int:
+    import json
+    procs = json.loads(stats.read_text())["processes"]
+    return sum(d["live_at_exit"] for p in procs for d in p["devices"] if d["name"] == device)
+
+
+def test_cross_thread_frees_of_placed_blocks(tmp_path, pmem):
+    prog = build(tmp_path, "xthreads.c", "-pthread")
+    pol = write_policy(tmp_path, pmem, {"xthreads.c:x_hot": "fast", "xthreads.c:x_cold": "pmem"})
+    stats = tmp_path / "stats.json"
+    plain, placed = run_both(prog, pol, "cross", stats=stats)
+    assert placed.stdout == "cross threads=8 bad=0\n"
+    per_round = THREADS * 400
+    assert placement(plain.stderr)["x_hot"] == Counter(other=per_round)  # the control run
+    where = placement(placed.stderr)
+    assert where["x_hot"] == Counter(bind0=per_round)
+    assert where["x_cold"] == Counter({on_file(pmem): per_round})
+    s = stats_of(stats)
+    for rule, device in (("x_hot", "fast"), ("x_cold", "pmem")):
+        assert s["rules"][rule]["hits"] == 3 * per_round
+        assert s["devices"][device]["allocations"] == 3 * per_round
+        assert s["devices"][device]["fallbacks"] == dict.fromkeys(s["devices"][device]["fallbacks"], 0)
+        assert live_at_exit(stats, device) == 0  # every block freed, by another thread
+
+
+def test_realloc_moves_blocks_across_devices_from_several_threads(tmp_path, pmem):
+    prog = build(tmp_path, "xthreads.c", "-pthread")
+    pol = write_policy(tmp_path, pmem, {"xthreads.c:r_start": "fast", "xthreads.c:r_to_pmem": "pmem",
+                                        "xthreads.c:r_to_fast": "fast", "xthreads.c:r_back": "pmem"})
+    stats = tmp_path / "stats.json"
+    _, placed = run_both(prog, pol, "realloc", stats=stats)
+    assert placed.stdout == "realloc threads=8 bad=0\n"  # contents survived every move
+    n = THREADS * 60
+    where = placement(placed.stderr)
+    assert where["r_start"] == Counter(bind0=n)
+    assert where["r_to_pmem"] == Counter({on_file(pmem): n})
+    assert where["r_to_fast"] == Counter(bind0=n)       # reallocarray, too
+    assert where["r_shrink"] == Counter(other=n)        # no rule: back to the next allocator
+    assert where["r_back"] == Counter({on_file(pmem): n})  # from the next allocator onto a device
+    s = stats_of(stats)
+    assert s["rules"]["r_to_pmem"]["hits"] == n and s["rules"]["r_back"]["hits"] == n
+    assert live_at_exit(stats, "fast") == 0 and live_at_exit(stats, "pmem") == 0
+
+
+def test_calloc_zeroes_reused_memory_on_placed_devices(tmp_path, pmem):
+    prog = build(tmp_path, "xthreads.c", "-pthread")
+    pol = write_policy(tmp_path, pmem, {
+        "xthreads.c:c_dirty_fast": "fast", "xthreads.c:c_zero_fast": "fast",
+        "xthreads.c:c_dirty_pmem": "pmem", "xthreads.c:c_zero_pmem": "pmem", "xthreads.c:c_overflow": "fast"})
+    stats = tmp_path / "stats.json"
+    _, placed = run_both(prog, pol, "calloc", stats=stats)
+    assert placed.stdout == "calloc overflow: NULL errno=ENOMEM\ncalloc threads=8 bad=0\n"
+    where = placement(placed.stderr)
+    assert where["c_zero_fast"] == Counter(bind0=THREADS * 10)
+    assert where["c_zero_pmem"] == Counter({on_file(pmem): THREADS * 10})
+    s = stats_of(stats)
+    assert s["rules"]["c_zero_fast"]["hits"] == s["rules"]["c_dirty_pmem"]["hits"] == THREADS * 40
+    assert "c_overflow" not in s["rules"] or s["rules"]["c_overflow"]["hits"] == 0
