@@ -9,15 +9,17 @@
 #include <string.h>
 #include "memplace.h"
 #include "place.h"
+#include "profile.h"
 #include "tiers.h"
 
 #define CALLER ((uintptr_t)__builtin_return_address(0))
-#define PLACING mp_unlikely(mp_placing)
+#define SPECIAL mp_unlikely(mp_mode)    /* placing or profiling */
+#define PLACING (mp_mode == MP_PLACING)
 
 MP_EXPORT void *malloc(size_t n)
 {
-    if (PLACING)
-        return mp_place_malloc(n, CALLER);
+    if (SPECIAL)
+        return PLACING ? mp_place_malloc(n, CALLER) : mp_profile_malloc(n, CALLER);
     return mp_next.malloc(n);
 }
 
@@ -29,13 +31,15 @@ MP_EXPORT void free(void *p)
     }
     if (mp_unlikely(mp_boot_owns(p)))
         return; /* boot blocks are never reused */
+    if (mp_unlikely(mp_mode == MP_PROFILING))
+        mp_profile_forget(p);
     mp_next.free(p);
 }
 
 MP_EXPORT void *calloc(size_t n, size_t size)
 {
-    if (PLACING)
-        return mp_place_calloc(n, size, CALLER);
+    if (SPECIAL)
+        return PLACING ? mp_place_calloc(n, size, CALLER) : mp_profile_calloc(n, size, CALLER);
     return mp_next.calloc(n, size);
 }
 
@@ -56,35 +60,40 @@ MP_EXPORT void *realloc(void *p, size_t n)
 {
     if (mp_unlikely(mp_boot_owns(p)))
         return realloc_boot_block(p, n);
-    if (PLACING)
-        return mp_place_realloc(p, n, CALLER);
+    if (SPECIAL)
+        return PLACING ? mp_place_realloc(p, n, CALLER) : mp_profile_realloc(p, n, CALLER);
     return mp_next.realloc(p, n);
 }
 
 MP_EXPORT void *reallocarray(void *p, size_t n, size_t size)
 {
     size_t total;
-    if (mp_unlikely(mp_boot_owns(p) || mp_placing)) {
+    if (mp_unlikely(mp_boot_owns(p) || mp_mode)) {
         if (__builtin_mul_overflow(n, size, &total)) {
             errno = ENOMEM;
             return NULL;
         }
         if (mp_boot_owns(p))
             return realloc_boot_block(p, total);
-        return mp_place_realloc(p, total, CALLER);
+        return PLACING ? mp_place_realloc(p, total, CALLER) : mp_profile_realloc(p, total, CALLER);
     }
     return mp_next.reallocarray(p, n, size);
 }
 
 static int power_of_two(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
+static void *aligned(size_t align, size_t n, uintptr_t ra)
+{
+    return PLACING ? mp_place_aligned(align, n, ra) : mp_profile_aligned(align, n, ra);
+}
+
 MP_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 {
-    if (PLACING) {
+    if (SPECIAL) {
         if (!power_of_two(align) || align % sizeof(void *))
             return EINVAL; /* *out untouched */
         int saved = errno;
-        void *p = mp_place_aligned(align, n, CALLER);
+        void *p = aligned(align, n, CALLER);
         if (!p)
             return ENOMEM;
         errno = saved;
@@ -107,45 +116,45 @@ static size_t round_alignment(size_t align)
 
 MP_EXPORT void *aligned_alloc(size_t align, size_t n)
 {
-    if (PLACING) {
+    if (SPECIAL) {
         if (align > (SIZE_MAX >> 1) + 1) {
             errno = EINVAL;
             return NULL;
         }
-        return mp_place_aligned(round_alignment(align), n, CALLER);
+        return aligned(round_alignment(align), n, CALLER);
     }
     return mp_next.aligned_alloc(align, n);
 }
 
 MP_EXPORT void *memalign(size_t align, size_t n)
 {
-    if (PLACING) {
+    if (SPECIAL) {
         if (align > (SIZE_MAX >> 1) + 1) {
             errno = EINVAL;
             return NULL;
         }
-        return mp_place_aligned(round_alignment(align), n, CALLER);
+        return aligned(round_alignment(align), n, CALLER);
     }
     return mp_next.memalign(align, n);
 }
 
 MP_EXPORT void *valloc(size_t n)
 {
-    if (PLACING)
-        return mp_place_aligned(mp_page_size(), n, CALLER);
+    if (SPECIAL)
+        return aligned(mp_page_size(), n, CALLER);
     return mp_next.valloc(n);
 }
 
 MP_EXPORT void *pvalloc(size_t n)
 {
-    if (PLACING) {
+    if (SPECIAL) {
         size_t page = mp_page_size(), rounded;
         if (__builtin_add_overflow(n, page - 1, &rounded)) {
             errno = ENOMEM;
             return NULL;
         }
         rounded &= ~(page - 1);
-        return mp_place_aligned(page, rounded ? rounded : page, CALLER);
+        return aligned(page, rounded ? rounded : page, CALLER);
     }
     return mp_next.pvalloc(n);
 }
@@ -161,7 +170,7 @@ MP_EXPORT size_t malloc_usable_size(void *p)
 
 MP_EXPORT void free_sized(void *p, size_t n)
 {
-    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p))) {
+    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p) || mp_mode)) {
         free(p);
         return;
     }
@@ -170,7 +179,7 @@ MP_EXPORT void free_sized(void *p, size_t n)
 
 MP_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
 {
-    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p))) {
+    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p) || mp_mode)) {
         free(p);
         return;
     }

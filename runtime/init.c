@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "memplace.h"
 #include "place.h"
+#include "profile.h"
 
 void mp_write_all(int fd, const char *s, size_t n)
 {
@@ -60,7 +61,8 @@ static void write_status(const char *path)
     char line[4096];
     size_t n = mp_fmt_u64(line, (uint64_t)getpid());
     const char *parts[] = {" version=", MEMPLACE_VERSION, " mode=",
-                           mp_placing ? "placing" : "transparent", " next=",
+                           mp_mode == MP_PLACING ? "placing" :
+                           mp_mode == MP_PROFILING ? "profiling" : "transparent", " next=",
                            mp_next_provider(), "\n"};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         size_t len = strlen(parts[i]);
@@ -79,9 +81,9 @@ static void write_status(const char *path)
 }
 
 /* "memplace: policy FILE: WHY; running transparent" on stderr, once per process. */
-static void refuse_policy(const char *path, const char *why)
+static void refuse(const char *what, const char *path, const char *why)
 {
-    const char *parts[] = {"memplace: policy ", path, ": ", why,
+    const char *parts[] = {"memplace: ", what, " ", path, ": ", why,
                            "; running transparent (every allocation to the next allocator)\n"};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         mp_write_all(2, parts[i], strlen(parts[i]));
@@ -95,9 +97,17 @@ __attribute__((constructor)) static void mp_init(void)
     page_size = ps > 0 ? (size_t)ps : 4096;
     mp_resolve_next();
     const char *policy = getenv("MEMPLACE_POLICY");
+    const char *profile = getenv("MEMPLACE_PROFILE");
     const char *why = "";
-    if (policy && *policy && mp_place_start(policy, &why) != 0)
-        refuse_policy(policy, why);
+    if (policy && *policy) {
+        if (mp_place_start(policy, &why) != 0)
+            refuse("policy", policy, why);
+    } else if (profile && *profile) {
+        if (mp_profile_start(profile, &why) == 0)
+            __atomic_store_n(&mp_mode, MP_PROFILING, __ATOMIC_RELEASE);
+        else
+            refuse("profile directory", profile, why);
+    }
     stats_dir = getenv("MEMPLACE_STATS");
     const char *status = getenv("MEMPLACE_STATUS");
     if (status && *status)
@@ -106,6 +116,8 @@ __attribute__((constructor)) static void mp_init(void)
 
 __attribute__((destructor)) static void mp_fini(void)
 {
-    if (stats_dir && *stats_dir && mp_placing)
+    if (stats_dir && *stats_dir && mp_mode == MP_PLACING)
         mp_place_write_stats(stats_dir);
+    if (mp_mode == MP_PROFILING)
+        mp_profile_write();
 }

@@ -46,6 +46,11 @@ struct mp_allocator {
 
 MP_HIDDEN extern struct mp_allocator mp_next;
 
+/* What the entry points do beyond forwarding: nothing (transparent), place (a policy is
+ * in force) or record (profiling). Set once at start-up. */
+enum { MP_TRANSPARENT = 0, MP_PLACING = 1, MP_PROFILING = 2 };
+MP_HIDDEN extern int mp_mode;
+
 /* Resolve mp_next (idempotent, thread-safe). Returns 0 when resolved, -1 when this thread
  * is inside the resolution itself (the caller must then use the boot heap). */
 MP_HIDDEN int mp_resolve_next(void);

@@ -10,7 +10,7 @@
 #include "thread.h"
 #include "tiers.h"
 
-MP_HIDDEN int mp_placing;
+MP_HIDDEN int mp_mode;
 static struct mp_policy *policy;
 
 int mp_place_start(const char *path, const char **why)
@@ -19,7 +19,7 @@ int mp_place_start(const char *path, const char **why)
     if (!policy || mp_tiers_init(policy, why) || mp_sites_init(policy, why))
         return -1;
     mp_threads_init();
-    __atomic_store_n(&mp_placing, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&mp_mode, MP_PLACING, __ATOMIC_RELEASE);
     return 0;
 }
 

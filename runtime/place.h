@@ -6,8 +6,6 @@
 #include <stdint.h>
 #include "memplace.h"
 
-MP_HIDDEN extern int mp_placing;
-
 /* Start placing with the compiled policy at `path`; 0 on success, else *why says why not. */
 int mp_place_start(const char *path, const char **why);
 void mp_place_write_stats(const char *dir);

@@ -27,11 +27,15 @@ struct mp_device_counters {
     int64_t live_pending; /* usable bytes allocated minus freed, not yet in the device's live */
 };
 
+#define MP_PROFILE_CACHE 64
+struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one; };
+
 struct mp_thread {
     struct mp_thread *next_all, *next_free;
     uintptr_t stack_top; /* 0: unknown, do not scan the stack */
     struct mp_device_counters devices[MP_MAX_DEVICES];
     struct mp_site_entry cache[MP_SITE_CACHE];
+    struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };
 
 MP_HIDDEN extern MP_TLS struct mp_thread *mp_self;

@@ -9,7 +9,6 @@ The first form is the `run` subcommand written without its name: anything after
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -93,33 +92,31 @@ def run_command(engine, out_dir, as_json, command):
     except OSError as e:
         raise UserError(f"{out_dir}: cannot create: {e.strerror or e}") from None
     if engine == "runtime":
-        try:
-            launch = importlib.import_module("memplace.launch")
-        except ImportError:
-            launch = None
-        run_profiled = getattr(launch, "run_profiled", None)
-        if run_profiled is None:
-            raise UserError("runtime profiling engine not built yet (use --engine dhat)")
-        _exit_like(run_profiled(command, out_dir))
-        return
-    from memplace import dhat
+        from memplace import runtime_profile
 
-    rank = dhat.mpi_rank()
-    work = tempfile.mkdtemp(prefix=".dhat-", dir=out_dir)
-    try:
-        status = dhat.run(command, work)
-        profiles = dhat.collect(work, rank=rank)
-        written = []
-        for p in profiles:
-            path = os.path.join(out_dir, prof.profile_filename(p.pid or 0, rank))
-            prof.save(p, path)
-            written.append(path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if not written:
-        raise UserError(f"{command[0]}: DHAT wrote no profile (did the program start?)")
+        status, profiles, written = runtime_profile.run(command, out_dir)
+    else:
+        from memplace import dhat
+
+        rank = dhat.mpi_rank()
+        work = tempfile.mkdtemp(prefix=".dhat-", dir=out_dir)
+        try:
+            status = dhat.run(command, work)
+            profiles = dhat.collect(work, rank=rank)
+            written = []
+            for p in profiles:
+                path = os.path.join(out_dir, prof.profile_filename(p.pid or 0, rank))
+                prof.save(p, path)
+                written.append(path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if not written:  # the program ran: keep its exit status, and say why there is nothing
+        click.echo(f"memplace: {command[0]}: no profile was written: the program ended without "
+                   "running exit handlers (_exit, exec of a static program) or allocated nothing",
+                   err=True)
+        _exit_like(status)
     if as_json:
-        click.echo(json.dumps({"engine": "dhat", "profiles": written, "exit_status": status}), err=True)
+        click.echo(json.dumps({"engine": engine, "profiles": written, "exit_status": status}), err=True)
     elif sys.stderr.isatty() or os.environ.get("MEMPLACE_SUMMARY"):
         _summary_table(profiles, written)
     else:

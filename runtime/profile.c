@@ -1,0 +1,480 @@
+/* Profiling mode (see profile.h).
+ *
+ * Blocks are remembered in a side table keyed by address (never a header: the blocks are
+ * the next allocator's), sharded with one spin lock per shard; sites in a table keyed by
+ * their frames, found through a per-thread cache. Per site: allocations, frees, bytes,
+ * live and peak live bytes, lifetimes, a power-of-two size histogram and a timeline of
+ * peak live bytes in TIMELINE windows whose width doubles as the run grows. The writer
+ * takes no lock and does not allocate, so it can run in a fatal signal's handler. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include "modules.h"
+#include "profile.h"
+#include "thread.h"
+
+#define SHARDS 64
+#define SHARD_SLOTS (1u << 18)    /* 16M blocks in all; beyond that blocks go untracked */
+#define MAX_SITES (1u << 16)
+#define SITE_SLOTS (1u << 17)
+#define TIMELINE 64
+#define BUCKETS 65
+
+struct block { uintptr_t p; uint64_t size, born; uint32_t site; };
+struct shard { int lock; uint32_t used; struct block *slots; } __attribute__((aligned(64)));
+
+struct site {
+    uintptr_t frames[MP_MAX_FRAMES];
+    int nframes, lock;
+    uint64_t allocations, frees, bytes, live, peak;
+    uint64_t life_sum, life_min, life_max;
+    uint64_t hist[BUCKETS];
+    uint32_t epoch, last_window; /* timeline width = base << epoch */
+    uint64_t timeline[TIMELINE];
+};
+
+static struct shard shards[SHARDS];
+static struct site **sites;   /* by id */
+static uint32_t *site_slots;  /* frames hash -> id + 1 */
+static uint32_t nsites;
+static int sites_lock;
+static uint64_t untracked, t0, window_base = 1000000; /* 1 ms */
+static uint32_t epoch;
+static int depth = 3;
+static char dir[3072];
+static char rank[32];
+static int written;
+
+static void lock(int *l)
+{
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+        mp_cpu_relax();
+}
+static void unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+static uint64_t now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t mix(uintptr_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+/* ---- sites ---- */
+
+static uint32_t site_id(const uintptr_t *frames, int n)
+{
+    uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2] ^ mix(frames[3]))));
+    uint32_t id = UINT32_MAX;
+    lock(&sites_lock);
+    for (uint32_t i = 0; i < SITE_SLOTS; i++) {
+        uint32_t *slot = &site_slots[(h + i) & (SITE_SLOTS - 1)];
+        if (*slot == 0) {
+            if (nsites == MAX_SITES)
+                break;
+            struct site *s = mp_internal_alloc(sizeof *s);
+            if (!s)
+                break;
+            memcpy(s->frames, frames, sizeof s->frames);
+            s->nframes = n;
+            s->life_min = UINT64_MAX;
+            s->epoch = __atomic_load_n(&epoch, __ATOMIC_RELAXED);
+            __atomic_store_n(&sites[nsites], s, __ATOMIC_RELEASE);
+            id = nsites;
+            __atomic_store_n(&nsites, nsites + 1, __ATOMIC_RELEASE);
+            *slot = id + 1;
+            break;
+        }
+        if (memcmp(sites[*slot - 1]->frames, frames, MP_MAX_FRAMES * sizeof(uintptr_t)) == 0) {
+            id = *slot - 1;
+            break;
+        }
+    }
+    unlock(&sites_lock);
+    return id;
+}
+
+/* The site of an allocation returning to `ra`, through this thread's cache. */
+static uint32_t site_of(uintptr_t ra, const void *sp)
+{
+    struct mp_thread *self = mp_thread(sp);
+    uintptr_t frames[MP_MAX_FRAMES] = {0};
+    struct mp_modules *mods = mp_modules();
+    if (!self || !mods)
+        return UINT32_MAX;
+    int n = mp_capture(mods, ra, sp, self->stack_top, depth, frames);
+    if (n == 0) { /* no frame outside the runtime libraries: the raw caller stands for it */
+        frames[0] = ra;
+        n = 1;
+    }
+    uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2])));
+    struct mp_profile_entry *e = &self->profile_cache[h % MP_PROFILE_CACHE];
+    if (e->site_plus_one && memcmp(e->frames, frames, sizeof frames) == 0)
+        return e->site_plus_one - 1;
+    if (mp_module_of(mods, ra) == NULL && mp_modules_fresh() != mods) {
+        /* a new site in a module loaded since the snapshot: capture again with it */
+        mods = mp_modules();
+        memset(frames, 0, sizeof frames);
+        n = mp_capture(mods, ra, sp, self->stack_top, depth, frames);
+        if (n == 0)
+            frames[0] = ra, n = 1;
+    }
+    uint32_t id = site_id(frames, n);
+    if (id != UINT32_MAX) {
+        memcpy(e->frames, frames, sizeof frames);
+        e->site_plus_one = id + 1;
+    }
+    return id;
+}
+
+static unsigned bucket(uint64_t n) { return n ? 64 - (unsigned)__builtin_clzll(n) : 0; }
+
+/* Bring a site's timeline to the current width (merging windows pairwise) and fill the
+ * windows since its last event with the live bytes it had then. Under the site's lock. */
+static void advance(struct site *s, uint32_t window)
+{
+    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+    while (s->epoch < e) {
+        for (int i = 0; i < TIMELINE / 2; i++)
+            s->timeline[i] = s->timeline[2 * i] > s->timeline[2 * i + 1] ? s->timeline[2 * i]
+                                                                         : s->timeline[2 * i + 1];
+        memset(&s->timeline[TIMELINE / 2], 0, sizeof s->timeline / 2);
+        s->last_window /= 2;
+        s->epoch++;
+    }
+    for (uint32_t w = s->last_window + 1; w <= window && w < TIMELINE; w++)
+        s->timeline[w] = s->live;
+    if (window > s->last_window)
+        s->last_window = window;
+}
+
+static uint32_t window_now(uint64_t t)
+{
+    for (;;) {
+        uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+        uint64_t w = (t - t0) / (window_base << e);
+        if (w < TIMELINE)
+            return (uint32_t)w;
+        /* the run outgrew the timeline: double the width (sites catch up lazily) */
+        __atomic_compare_exchange_n(&epoch, &e, e + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+}
+
+static void record(void *p, size_t size, uintptr_t ra, const void *sp)
+{
+    if (!p)
+        return;
+    uint32_t id = site_of(ra, sp);
+    if (id == UINT32_MAX) {
+        __atomic_fetch_add(&untracked, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t t = now();
+    struct shard *sh = &shards[mix((uintptr_t)p) % SHARDS];
+    lock(&sh->lock);
+    int stored = 0;
+    if (sh->used < SHARD_SLOTS - SHARD_SLOTS / 8) {
+        uint32_t i = (uint32_t)(mix((uintptr_t)p) >> 20) & (SHARD_SLOTS - 1);
+        while (sh->slots[i].p && sh->slots[i].p != (uintptr_t)p)
+            i = (i + 1) & (SHARD_SLOTS - 1);
+        if (!sh->slots[i].p)
+            sh->used++;
+        sh->slots[i] = (struct block){(uintptr_t)p, size, t, id};
+        stored = 1;
+    }
+    unlock(&sh->lock);
+    if (!stored)
+        __atomic_fetch_add(&untracked, 1, __ATOMIC_RELAXED);
+    struct site *s = sites[id];
+    uint32_t w = window_now(t);
+    lock(&s->lock);
+    advance(s, w);
+    s->allocations++;
+    s->bytes += size;
+    s->hist[bucket(size)]++;
+    if (stored) {
+        s->live += size;
+        if (s->live > s->peak)
+            s->peak = s->live;
+        if (s->live > s->timeline[w])
+            s->timeline[w] = s->live;
+    }
+    unlock(&s->lock);
+}
+
+/* Remove p from its shard (linear probing, backward-shift deletion); 0 if unknown. */
+static int take(uintptr_t p, struct block *out)
+{
+    struct shard *sh = &shards[mix(p) % SHARDS];
+    lock(&sh->lock);
+    uint32_t i = (uint32_t)(mix(p) >> 20) & (SHARD_SLOTS - 1);
+    while (sh->slots[i].p && sh->slots[i].p != p)
+        i = (i + 1) & (SHARD_SLOTS - 1);
+    if (!sh->slots[i].p) {
+        unlock(&sh->lock);
+        return 0;
+    }
+    *out = sh->slots[i];
+    uint32_t hole = i;
+    for (uint32_t j = (i + 1) & (SHARD_SLOTS - 1); sh->slots[j].p; j = (j + 1) & (SHARD_SLOTS - 1)) {
+        uint32_t home = (uint32_t)(mix(sh->slots[j].p) >> 20) & (SHARD_SLOTS - 1);
+        /* move j into the hole unless its home lies cyclically in (hole, j] */
+        int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!stays) {
+            sh->slots[hole] = sh->slots[j];
+            hole = j;
+        }
+    }
+    sh->slots[hole].p = 0;
+    sh->used--;
+    unlock(&sh->lock);
+    return 1;
+}
+
+void mp_profile_forget(void *p)
+{
+    struct block b;
+    if (!p || !take((uintptr_t)p, &b))
+        return;
+    uint64_t t = now();
+    uint64_t life = t - b.born;
+    struct site *s = sites[b.site];
+    uint32_t w = window_now(t);
+    lock(&s->lock);
+    advance(s, w);
+    s->frees++;
+    s->live -= b.size;
+    s->life_sum += life;
+    if (life < s->life_min) s->life_min = life;
+    if (life > s->life_max) s->life_max = life;
+    unlock(&s->lock);
+}
+
+void *mp_profile_malloc(size_t n, uintptr_t ra)
+{
+    void *p = mp_next.malloc(n);
+    record(p, n, ra, __builtin_frame_address(0));
+    return p;
+}
+
+void *mp_profile_calloc(size_t n, size_t size, uintptr_t ra)
+{
+    void *p = mp_next.calloc(n, size);
+    record(p, n * size, ra, __builtin_frame_address(0)); /* no overflow: calloc succeeded */
+    return p;
+}
+
+void *mp_profile_aligned(size_t align, size_t n, uintptr_t ra)
+{
+    void *p = mp_next.memalign(align, n);
+    record(p, n, ra, __builtin_frame_address(0));
+    return p;
+}
+
+/* A realloc is the end of one block and the start of another, at realloc's call site. */
+void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
+{
+    void *q = mp_next.realloc(p, n);
+    if (p && (q || n == 0))
+        mp_profile_forget(p);
+    record(q, n, ra, __builtin_frame_address(0));
+    return q;
+}
+
+/* ---- output: "<dir>/profile.<pid>.txt", written without locks or malloc ---- */
+
+struct out { char buf[16384]; size_t n; int fd; };
+
+static void flush(struct out *o)
+{
+    mp_write_all(o->fd, o->buf, o->n);
+    o->n = 0;
+}
+
+static void put(struct out *o, const char *s)
+{
+    for (size_t len = strlen(s); len; ) {
+        if (o->n == sizeof o->buf)
+            flush(o);
+        size_t k = sizeof o->buf - o->n < len ? sizeof o->buf - o->n : len;
+        memcpy(o->buf + o->n, s, k);
+        o->n += k;
+        s += k;
+        len -= k;
+    }
+}
+
+static void put_u64(struct out *o, uint64_t v)
+{
+    char b[24];
+    b[0] = ' ';
+    b[1 + mp_fmt_u64(b + 1, v)] = 0;
+    put(o, b);
+}
+
+static void put_hex(struct out *o, uint64_t v)
+{
+    char b[20] = " 0x";
+    static const char hex[] = "0123456789abcdef";
+    int n = 0;
+    char tmp[16];
+    do {
+        tmp[n++] = hex[v & 15];
+        v >>= 4;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        b[3 + i] = tmp[n - 1 - i];
+    b[3 + n] = 0;
+    put(o, b);
+}
+
+void mp_profile_write(void)
+{
+    if (__atomic_exchange_n(&written, 1, __ATOMIC_ACQ_REL))
+        return;
+    int saved = errno;
+    char path[4096];
+    size_t d = strlen(dir);
+    memcpy(path, dir, d);
+    memcpy(path + d, "/profile.", 9);
+    d += 9;
+    d += mp_fmt_u64(path + d, (uint64_t)getpid());
+    memcpy(path + d, ".txt", 5);
+    static struct out o; /* static: a signal handler's stack may be small */
+    o.n = 0;
+    o.fd = mp_open_for_append(path);
+    if (o.fd < 0) {
+        errno = saved;
+        return;
+    }
+    uint64_t t = now();
+    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+    put(&o, "memplace-profile 1\npid");
+    put_u64(&o, (uint64_t)getpid());
+    put(&o, "\nrank "), put(&o, rank[0] ? rank : "-");
+    put(&o, "\nclock_ns"), put_u64(&o, t - t0);
+    put(&o, "\nwindow_ns"), put_u64(&o, window_base << e);
+    put(&o, "\nwindows"), put_u64(&o, window_now(t) + 1);
+    put(&o, "\nuntracked"), put_u64(&o, untracked);
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[len > 0 ? len : 0] = 0;
+    put(&o, "\nexe "), put(&o, exe);
+    put(&o, "\n");
+    /* every module ever seen: "module BASE BUILD_ID|- PATH" */
+    for (struct mp_modules *m = mp_modules(); m; m = m->previous)
+        for (int i = 0; i < m->n; i++) {
+            put(&o, "module"), put_hex(&o, m->modules[i].base), put_hex(&o, m->modules[i].lo),
+                put_hex(&o, m->modules[i].hi);
+            put(&o, " "), put(&o, m->modules[i].build_id[0] ? m->modules[i].build_id : "-");
+            put(&o, " "), put(&o, m->modules[i].path ? m->modules[i].path : ""), put(&o, "\n");
+        }
+    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t);
+    for (uint32_t id = 0; id < count; id++) {
+        struct site *s = sites[id];
+        advance(s, w); /* unlocked: the program is ending */
+        put(&o, "site"), put_u64(&o, id), put_u64(&o, (uint64_t)s->nframes);
+        for (int f = 0; f < s->nframes; f++)
+            put_hex(&o, s->frames[f]);
+        put(&o, " counts"), put_u64(&o, s->allocations), put_u64(&o, s->frees), put_u64(&o, s->bytes),
+            put_u64(&o, s->live), put_u64(&o, s->peak);
+        put(&o, " life"), put_u64(&o, s->life_sum), put_u64(&o, s->frees ? s->life_min : 0),
+            put_u64(&o, s->life_max);
+        put(&o, " hist");
+        for (int b = 0; b < BUCKETS; b++)
+            if (s->hist[b])
+                put_u64(&o, (uint64_t)b), put_u64(&o, s->hist[b]);
+        put(&o, " timeline");
+        for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
+            put_u64(&o, s->timeline[i]);
+        put(&o, "\n");
+    }
+    put(&o, "end\n");
+    flush(&o);
+    close(o.fd);
+    errno = saved;
+}
+
+/* ---- death by signal: write the profile, then die the same way ---- */
+
+static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTERM, SIGINT,
+                            SIGQUIT, SIGHUP, SIGXCPU, SIGXFSZ};
+
+static void on_fatal(int sig)
+{
+    mp_profile_write();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void catch_fatal_signals(void)
+{
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
+        struct sigaction old;
+        if (sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+            !(old.sa_flags & SA_SIGINFO)) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = on_fatal;
+            sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+            sigemptyset(&sa.sa_mask);
+            sigaction(fatal[i], &sa, NULL); /* only where the program kept the default */
+        }
+    }
+}
+
+static const char *rank_variables[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK",
+                                       "SLURM_PROCID", "MV2_COMM_WORLD_RANK"};
+
+int mp_profile_start(const char *d, const char **why)
+{
+    size_t len = strlen(d);
+    if (len + 64 > sizeof dir) {
+        *why = "profile directory path too long";
+        return -1;
+    }
+    memcpy(dir, d, len + 1);
+    const char *ds = getenv("MEMPLACE_PROFILE_DEPTH");
+    if (ds && *ds >= '1' && *ds <= '4' && ds[1] == 0)
+        depth = *ds - '0';
+    for (size_t i = 0; i < sizeof rank_variables / sizeof rank_variables[0]; i++) {
+        const char *r = getenv(rank_variables[i]);
+        if (r && *r && strlen(r) < sizeof rank) {
+            memcpy(rank, r, strlen(r) + 1);
+            break;
+        }
+    }
+    sites = mp_internal_alloc(MAX_SITES * sizeof *sites);
+    site_slots = mp_internal_alloc(SITE_SLOTS * sizeof *site_slots);
+    for (int i = 0; i < SHARDS && sites && site_slots; i++) {
+        void *m = mmap(NULL, SHARD_SLOTS * sizeof(struct block), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            break;
+        shards[i].slots = m;
+    }
+    if (!sites || !site_slots || !shards[SHARDS - 1].slots) {
+        *why = "cannot map the profile tables";
+        return -1;
+    }
+    if (!mp_modules()) {
+        *why = "cannot read the loaded modules";
+        return -1;
+    }
+    mp_threads_init();
+    t0 = now();
+    catch_fatal_signals();
+    return 0;
+}

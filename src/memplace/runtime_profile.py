@@ -1,0 +1,132 @@
+"""The runtime profiling engine: run a program with the runtime recording every
+allocation site, and turn the runtime's per-process files into profiles
+(memplace.profile), with module-relative frames that are stable across runs.
+
+Runtime file format (runtime/profile.c), one per process, `profile.<pid>.txt`:
+    memplace-profile 1
+    pid <pid> / rank <rank|-> / clock_ns <n> / window_ns <n> / windows <n> / untracked <n>
+    exe <path of the main program>
+    module <base> <lo> <hi> <build-id|-> <path>        ("" path: the main program)
+    site <id> <nframes> <addr>... counts <allocs> <frees> <bytes> <live> <peak>
+         life <sum> <min> <max> hist [<bucket> <count>]... timeline [<peak live>]...
+    end
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from memplace import profile as prof
+from memplace.errors import UserError
+
+
+def _parse(text: str, origin: str) -> dict:
+    lines = text.splitlines()
+    if not lines or lines[0] != "memplace-profile 1" or lines[-1] != "end":
+        raise UserError(f"{origin}: not a complete memplace runtime profile "
+                        "(the process may have been killed by SIGKILL)")
+    out = {"modules": [], "sites": [], "exe": ""}
+    for line in lines[1:-1]:
+        key, _, rest = line.partition(" ")
+        if key in ("pid", "clock_ns", "window_ns", "windows", "untracked"):
+            out[key] = int(rest)
+        elif key == "rank":
+            out["rank"] = None if rest == "-" else int(rest) if rest.isdigit() else None
+        elif key == "exe":
+            out["exe"] = rest
+        elif key == "module":
+            base, lo, hi, build_id, *path = rest.split(" ", 4)
+            out["modules"].append((int(base, 16), int(lo, 16), int(hi, 16),
+                                   None if build_id == "-" else build_id, path[0] if path else ""))
+        elif key == "site":
+            out["sites"].append(_parse_site(rest))
+    return out
+
+
+def _parse_site(rest: str) -> dict:
+    words = rest.split()
+    nframes = int(words[1])
+    site = {"frames": [int(a, 16) for a in words[2:2 + nframes]]}
+    i = 2 + nframes
+    section = None
+    values: dict[str, list[int]] = {"counts": [], "life": [], "hist": [], "timeline": []}
+    for w in words[i:]:
+        if w in values:
+            section = w
+        else:
+            values[section].append(int(w))
+    site.update(values)
+    return site
+
+
+def _frame(address: int, modules: list[tuple], exe: str) -> prof.Frame:
+    for base, lo, hi, build_id, path in modules:
+        if lo <= address < hi:
+            return prof.Frame(path or exe, build_id, address - base)
+    return prof.Frame("[unknown]", None, address)
+
+
+def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
+    """One process's runtime file as a Profile (sites with the same identity merged)."""
+    raw = _parse(text, origin)
+    sites: dict[tuple, prof.Site] = {}
+    for s in raw["sites"]:
+        allocs, frees, nbytes, _live, peak = s["counts"]
+        life_sum, life_min, life_max = s["life"]
+        frames = tuple(_frame(a, raw["modules"], raw["exe"]) for a in s["frames"])
+        hist = dict(zip(s["hist"][0::2], s["hist"][1::2]))
+        site = prof.Site(
+            frames=frames, allocations=allocs, frees=frees, bytes=nbytes, peak_live_bytes=peak,
+            lifetime=prof.Lifetime(life_sum / frees, life_min, life_max) if frees else None,
+            size_histogram=hist, live=list(s["timeline"]))
+        key = site.identity
+        if key in sites:  # the same code seen at two load addresses (dlclose + dlopen)
+            a = sites[key]
+            a.allocations += site.allocations
+            a.frees += site.frees
+            a.bytes += site.bytes
+            a.peak_live_bytes = max(a.peak_live_bytes, site.peak_live_bytes)
+            for b, c in site.size_histogram.items():
+                a.size_histogram[b] = a.size_histogram.get(b, 0) + c
+            a.live = [max(x, y) for x, y in zip(a.live, site.live)]
+        else:
+            sites[key] = site
+    windows = raw.get("windows", 0)
+    for site in sites.values():  # every site the same number of windows
+        site.live = (site.live + [site.live[-1] if site.live else 0] * windows)[:windows]
+    return prof.Profile(
+        engine="runtime", command=command, sites=sorted(sites.values(), key=lambda s: -s.bytes),
+        pid=raw.get("pid"), rank=raw.get("rank"), clock_unit="ns",
+        duration=raw.get("clock_ns"), window=raw.get("window_ns"),
+        meta={"untracked_blocks": raw.get("untracked", 0)})
+
+
+def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[prof.Profile], list[str]]:
+    """Run `command` under the profiling runtime; write one profile per process into
+    `out_dir`. Returns (exit status, negative for a signal; profiles; their paths)."""
+    from memplace.launch import child_environment, wait_forwarding_signals
+    from memplace.runtime_path import runtime_path
+    from memplace.symbolize import symbolize_profile
+    from memplace.target import describe_target
+
+    describe_target(command[0])
+    with tempfile.TemporaryDirectory(prefix="memplace-profile-") as work:
+        env = child_environment(runtime_path(), {"MEMPLACE_PROFILE": work,
+                                                 "MEMPLACE_PROFILE_DEPTH": str(depth)})
+        try:
+            proc = subprocess.Popen(command, env=env)
+        except OSError as e:
+            raise UserError(f"{command[0]}: cannot execute: {e.strerror}") from None
+        status = wait_forwarding_signals(proc)
+        profiles, written = [], []
+        for path in sorted(Path(work).glob("profile.*.txt")):
+            p = convert(path.read_text(errors="replace"), str(path), command)
+            symbolize_profile(p)
+            dest = os.path.join(out_dir, prof.profile_filename(p.pid or 0, p.rank))
+            prof.save(p, dest)
+            profiles.append(p)
+            written.append(dest)
+    return status, profiles, written

@@ -1,0 +1,116 @@
+"""`memplace profile` with the runtime engine: exact per-site counts, stable identities,
+profiles written at exit and on death by a signal, one profile per MPI rank."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memplace import profile as prof
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def build(tmp_path, name="pattern"):
+    out = tmp_path / name
+    subprocess.run(["gcc", "-O1", "-g", "-o", out, PROGRAMS / f"{name}.c"], check=True)
+    return out
+
+
+def profile(tmp_path, *cmd, out="prof", env=None):
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(tmp_path / out),
+                        "--", *map(str, cmd)], capture_output=True, text=True, env=env, timeout=300)
+    files = sorted((tmp_path / out).glob("*.json")) if (tmp_path / out).exists() else []
+    return r, [prof.load(f) for f in files]
+
+
+def line(marker):
+    for i, text in enumerate((PROGRAMS / "pattern.c").read_text().splitlines(), 1):
+        if f"SITE {marker} " in text or text.rstrip().endswith(f"SITE {marker} */"):
+            return i
+    raise AssertionError(marker)
+
+
+def by_line(p: prof.Profile):
+    out = {}
+    for s in p.sites:
+        loc = s.location or ""
+        if loc.startswith("pattern.c:") or "/pattern.c:" in loc:
+            out.setdefault(int(loc.rsplit(":", 1)[1]), []).append(s)
+    return out
+
+
+def test_exact_counts_bytes_and_peaks(tmp_path):
+    exe = build(tmp_path)
+    r, profiles = profile(tmp_path, exe)
+    assert r.returncode == 0, r.stderr
+    assert len(profiles) == 1
+    sites = by_line(profiles[0])
+    a, = sites[line("A")]
+    b, = sites[line("B")]
+    c, = sites[line("C")]
+    assert (a.allocations, a.frees, a.bytes, a.peak_live_bytes) == (10, 10, 10000, 10000)
+    assert (b.allocations, b.frees, b.bytes, b.peak_live_bytes) == (100, 100, 6400, 64)
+    assert (c.allocations, c.frees, c.bytes, c.peak_live_bytes) == (1, 0, 1 << 20, 1 << 20)
+    assert a.size_histogram == {prof.size_bucket(1000): 10}
+    assert b.size_histogram == {prof.size_bucket(64): 100}
+    assert a.function == "site_a" and b.function == "site_b" and c.function == "main"
+    assert a.frames[0].module == str(exe) and all(f.offset > 0 for f in a.frames)
+
+
+def test_same_site_same_identity_in_two_runs(tmp_path):
+    exe = build(tmp_path)
+    _, first = profile(tmp_path, exe, out="one")
+    _, second = profile(tmp_path, exe, out="two")
+    ids = lambda p: {s.identity for s in p.sites if s.frames[0].module == str(exe)}
+    assert ids(first[0]) == ids(second[0]) and len(ids(first[0])) >= 3
+
+
+def test_written_when_the_program_dies_of_a_signal(tmp_path):
+    exe = build(tmp_path)
+    r, profiles = profile(tmp_path, exe, "crash")
+    assert r.returncode == -11  # memplace died of the same signal
+    c, = by_line(profiles[0])[line("C")]
+    assert c.bytes == 1 << 20
+
+
+def test_exit_status_and_output_are_the_programs(tmp_path):
+    r, profiles = profile(tmp_path, "bash", "-c", "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout) == (7, "out\n")
+    assert r.stderr.startswith("err\n")
+    assert len(profiles) >= 1
+    # dash leaves through _exit: no exit handlers run, so no profile, but the same status
+    r, profiles = profile(tmp_path, "dash", "-c", "exit 5", out="dash")
+    assert r.returncode == 5 and profiles == [] and "no profile was written" in r.stderr
+
+
+def test_bad_command_is_one_line(tmp_path):
+    r, _ = profile(tmp_path, "no-such-program-xyz")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Debian package openmpi-bin")
+def test_two_mpi_ranks_write_two_profiles_that_merge(tmp_path):
+    exe = build(tmp_path)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    out = tmp_path / "mpi"
+    r = subprocess.run(["mpirun", "-np", "2", sys.executable, "-m", "memplace", "profile",
+                        "--out", str(out), "--", str(exe)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    files = sorted(out.glob("*.json"))
+    ranks = sorted(prof.load(f).rank for f in files)
+    assert ranks == [0, 1], [f.name for f in files]
+    merged = tmp_path / "merged.json"
+    m = subprocess.run([sys.executable, "-m", "memplace", "profile", "merge", *map(str, files),
+                        "-o", str(merged)], capture_output=True, text=True)
+    assert m.returncode == 0, m.stderr
+    total = prof.load(merged)
+    a, = by_line(total)[line("A")]
+    assert (a.allocations, a.bytes) == (20, 20000)
