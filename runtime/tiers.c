@@ -1,7 +1,11 @@
 /* Device heaps (see tiers.h). A device's slot is turned into mimalloc arenas on demand,
- * at most 16 GiB each (larger exclusive arenas make mimalloc fail early); capacity is
- * honoured by construction: the arenas of a device never exceed its capacity, and a full
- * arena answers NULL, which sends the allocation down the fallback chain. */
+ * at most 16 GiB each (larger exclusive arenas make mimalloc fail early). The capacity is
+ * a limit on the device's live bytes, checked before each allocation: blocks of
+ * EXACT_BYTES or more are counted at once, smaller ones in per-thread batches, so a device
+ * can exceed its capacity by at most LIVE_BATCH per thread in small blocks. Arenas may
+ * span up to twice the capacity, so mimalloc's own overhead (page metadata, rounding of
+ * huge blocks) does not eat into what the user asked for; a full arena, or a failed
+ * mbind or file, sends the allocation down the fallback chain. */
 #include <errno.h>
 #include <string.h>
 #include <mimalloc.h>
@@ -15,11 +19,13 @@
 #define DEFAULT_CAPACITY (64ull << 30)
 #define MI_ALIGN_MAX (64u << 10)
 #define LIVE_BATCH (1ll << 20) /* a thread publishes its live-bytes change in steps this big */
+#define EXACT_BYTES (256u << 10) /* blocks this big are counted against capacity at once */
 
 struct tier {
     const struct mp_device_spec *spec;
     unsigned char *slot;
-    uint64_t capacity, arranged; /* bytes of the slot made into arenas so far */
+    uint64_t capacity;           /* limit on live bytes; 0 = none */
+    uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
     int narenas, dead, lock;
     mi_heap_t *heaps[MAX_ARENAS];
     struct mp_tier_stats stats;
@@ -44,7 +50,7 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
 {
     uint64_t largest = 0, align = mi_arena_min_alignment();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
-        uint64_t c = policy->devices[i].capacity ? policy->devices[i].capacity : DEFAULT_CAPACITY;
+        uint64_t c = policy->devices[i].capacity ? 2 * policy->devices[i].capacity : DEFAULT_CAPACITY;
         if (c > largest)
             largest = c;
     }
@@ -66,8 +72,8 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
         struct tier *t = &tiers[i];
         t->spec = &policy->devices[i];
         t->slot = (unsigned char *)base + ((size_t)i << shift);
-        t->capacity = t->spec->capacity ? t->spec->capacity : DEFAULT_CAPACITY;
-        t->capacity &= ~(uint64_t)(align - 1);
+        t->capacity = t->spec->capacity;
+        t->span = (t->capacity ? 2 * t->capacity : DEFAULT_CAPACITY) & ~(uint64_t)(align - 1);
     }
     ntiers = (int)policy->ndevices;
     for (int i = ntiers - 1; i >= 0; i--)
@@ -105,11 +111,11 @@ static void kill_tier(struct tier *t, int idx, int reason, int err)
 /* Turn the next part of the slot into an arena. Called with the tier's lock held. */
 static int grow(struct tier *t, int idx)
 {
-    if (t->dead || t->narenas == MAX_ARENAS || t->arranged >= t->capacity)
+    if (t->dead || t->narenas == MAX_ARENAS || t->arranged >= t->span)
         return 0;
     const struct mp_device_spec *s = t->spec;
     int backed = s->kind == MP_FILE || (s->flags & MP_FLAG_HUGETLB);
-    uint64_t chunk = t->capacity - t->arranged;
+    uint64_t chunk = t->span - t->arranged;
     uint64_t max = backed ? BACKED_ARENA : ANON_ARENA;
     if (chunk > max)
         chunk = max;
@@ -197,6 +203,10 @@ static void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
     struct mp_device_counters *c = &self->devices[dev];
     c->allocations++;
     c->bytes += size;
+    if (usable >= (int64_t)EXACT_BYTES) {
+        publish_live(t, usable);
+        return;
+    }
     c->live_pending += usable;
     if (c->live_pending >= LIVE_BATCH || c->live_pending <= -LIVE_BATCH) {
         publish_live(t, c->live_pending);
@@ -214,6 +224,9 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         int reason = MP_FULL;
         if (align > MI_ALIGN_MAX) {
             reason = MP_ALIGNMENT;
+        } else if (t->capacity &&
+                   __atomic_load_n(&t->stats.live, __ATOMIC_RELAXED) + size > t->capacity) {
+            reason = MP_FULL;
         } else if (!t->dead) {
             void *p = tier_alloc(t, dev, size, align, zero);
             if (p) {
@@ -241,7 +254,7 @@ void mp_tiers_free(void *p)
     int dev = mp_tiers_device_of(p);
     int64_t usable = (int64_t)mi_usable_size(p);
     struct mp_thread *self = mp_self;
-    if (self) {
+    if (self && usable < (int64_t)EXACT_BYTES) {
         struct mp_device_counters *c = &self->devices[dev];
         c->live_pending -= usable;
         if (c->live_pending <= -LIVE_BATCH) {

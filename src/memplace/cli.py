@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "profile": "memplace.profile_cli:profile_group",
     "interop": "memplace.interop:interop_group",
     "report": "memplace.report:report_command",
+    "demo": "memplace.demo:demo_command",
 }
 
 
