@@ -2,8 +2,6 @@
 the same residuals as without memplace. libOpenFOAM.so exports its own malloc, so it is
 also the real-world case of an allocator sitting between the runtime and libc."""
 
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -11,37 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from openfoam_support import foam_env, last_residuals, missing, prepare
+
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path("/usr/share/doc/openfoam-examples/examples/incompressible")
-BASHRC = Path("/usr/share/openfoam/etc/bashrc")
-RESIDUAL = re.compile(r"Solving for (\w+), Initial residual = (\S+), Final residual = (\S+), "
-                      r"No Iterations (\d+)")
-
-if not (BASHRC.exists() and EXAMPLES.exists() and shutil.which("icoFoam")):
-    pytest.skip("needs Debian packages openfoam and openfoam-examples", allow_module_level=True)
-
-
-def foam_env() -> dict:
-    out = subprocess.run(["bash", "-c", f"source {BASHRC} >/dev/null 2>&1; env -0"],
-                         capture_output=True, check=True).stdout
-    env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
-    return env
-
-
-def prepare(tutorial: str, dest: Path, env: dict) -> Path:
-    shutil.copytree(EXAMPLES / tutorial, dest)
-    subprocess.run(["blockMesh"], cwd=dest, env=env, check=True, capture_output=True)
-    return dest
-
-
-def last_residuals(log: str) -> list[tuple]:
-    """The residual lines of the last iteration that printed any."""
-    blocks = [b for b in re.split(r"\n(?:Time = )", log) if RESIDUAL.search(b)]
-    assert blocks, "no residuals in the solver's log"
-    return RESIDUAL.findall(blocks[-1])
+if missing():
+    pytest.skip(missing(), allow_module_level=True)
 
 
 def solve(case: Path, argv: list[str], env: dict, under_memplace: bool) -> tuple[str, str]:
