@@ -31,6 +31,9 @@ void *mp_os_reserve(size_t size, size_t align)
 
 int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift)
 {
+    if (huge < 0) /* give the memory back, keep the address range reserved */
+        return mmap(at, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                    -1, 0) == MAP_FAILED ? errno : 0;
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
     if (huge == 1)
         flags |= MAP_HUGETLB | (page_shift ? page_shift << MAP_HUGE_SHIFT : 0);

@@ -8,7 +8,8 @@
 
 /* Reserve `size` bytes of address space aligned to `align` (inaccessible until backed). */
 void *mp_os_reserve(size_t size, size_t align);
-/* Back [at, at+size) with anonymous memory; huge: 0 none, 1 MAP_HUGETLB, 2 madvise THP.
+/* Back [at, at+size) with anonymous memory; huge: 0 none, 1 MAP_HUGETLB, 2 madvise THP,
+ * -1 release the memory and leave the range reserved again.
  * Returns 0 or an errno value. */
 int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift);
 /* Back [at, at+size) with a new file in `dir`, allocated on disk and already unlinked. */

@@ -18,6 +18,7 @@
 #define BACKED_ARENA (256ull << 20) /* files and huge pages are real resources: grow slowly */
 #define DEFAULT_CAPACITY (64ull << 30)
 #define MI_ALIGN_MAX (64u << 10)
+#define MAX_DIRECT 256 /* live blocks aligned above MI_ALIGN_MAX, per device */
 #define LIVE_BATCH (1ll << 20) /* a thread publishes its live-bytes change in steps this big */
 #define EXACT_BYTES (256u << 10) /* blocks this big are counted against capacity at once */
 
@@ -28,6 +29,8 @@ struct tier {
     uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
     int narenas, dead, lock;
     mi_heap_t *heaps[MAX_ARENAS];
+    struct direct { uint64_t offset, length; } direct[MAX_DIRECT]; /* in use, by offset */
+    int ndirect;
     struct mp_tier_stats stats;
 } __attribute__((aligned(64)));
 
@@ -54,10 +57,10 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
         if (c > largest)
             largest = c;
     }
-    unsigned shift = 26; /* at least 64 MiB per slot */
-    while ((1ull << shift) < largest)
+    unsigned shift = 27; /* at least 128 MiB per slot: arenas below half, direct mappings above */
+    while ((1ull << (shift - 1)) < largest)
         shift++;
-    if (shift > 44) {
+    if (shift > 45) {
         *why = "a device capacity is larger than 16 TiB";
         return -1;
     }
@@ -214,6 +217,80 @@ static void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
     }
 }
 
+/* Blocks aligned above 64 KiB (mimalloc arenas cannot): a mapping of their own in the upper
+ * half of the device's slot, backed and bound like an arena. First fit, under the lock. */
+static void *direct_alloc(struct tier *t, int idx, size_t size, size_t align)
+{
+    uint64_t half = 1ull << (mp_slot_shift - 1), page = mp_page_size();
+    uint64_t length = (size + page - 1) & ~(page - 1);
+    if (length == 0 || length > half)
+        return NULL;
+    void *p = NULL;
+    lock(&t->lock);
+    if (t->ndirect < MAX_DIRECT) {
+        uint64_t at = half; /* offsets within the slot */
+        int i = 0;
+        for (;; i++) {
+            uint64_t start = (((uint64_t)(uintptr_t)t->slot + at + align - 1) & ~(uint64_t)(align - 1)) -
+                             (uint64_t)(uintptr_t)t->slot;
+            uint64_t limit = i < t->ndirect ? t->direct[i].offset : 2 * half;
+            if (start + length <= limit) {
+                at = start;
+                break;
+            }
+            if (i == t->ndirect) {
+                at = 0;
+                break;
+            }
+            at = t->direct[i].offset + t->direct[i].length;
+        }
+        if (at) {
+            const struct mp_device_spec *s = t->spec;
+            unsigned char *q = t->slot + at;
+            int err = s->kind == MP_FILE ? mp_os_back_file(q, length, s->path)
+                                         : mp_os_back_anonymous(q, length, (s->flags & MP_FLAG_HUGETLB) ? 1 :
+                                                                (s->flags & MP_FLAG_THP) ? 2 : 0,
+                                                                (int)((s->flags >> 8) & 0xff));
+            if (!err && (s->kind == MP_NUMA || (s->kind == MP_HUGEPAGES && (s->nodemask[0] | s->nodemask[1]))))
+                err = mp_os_bind(q, length, s->mode, s->nodemask, MP_NODEMASK_WORDS);
+            if (!err) {
+                memmove(&t->direct[i + 1], &t->direct[i], (size_t)(t->ndirect - i) * sizeof t->direct[0]);
+                t->direct[i] = (struct direct){at, length};
+                t->ndirect++;
+                p = q;
+            } else {
+                mp_os_back_anonymous(q, length, -1, 0); /* back to reserved-only */
+            }
+        }
+    }
+    unlock(&t->lock);
+    (void)idx;
+    return p;
+}
+
+static int is_direct(const void *p)
+{
+    return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
+}
+
+/* Length of the direct block at p, and forget it (free=1). Under the tier's lock. */
+static uint64_t direct_length(struct tier *t, const void *p, int forget)
+{
+    uint64_t offset = (uint64_t)((const unsigned char *)p - t->slot), length = 0;
+    lock(&t->lock);
+    for (int i = 0; i < t->ndirect; i++)
+        if (t->direct[i].offset == offset) {
+            length = t->direct[i].length;
+            if (forget) {
+                memmove(&t->direct[i], &t->direct[i + 1], (size_t)(t->ndirect - i - 1) * sizeof t->direct[0]);
+                t->ndirect--;
+            }
+            break;
+        }
+    unlock(&t->lock);
+    return length;
+}
+
 void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
                      int *served)
 {
@@ -222,11 +299,17 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         if (t->spec->kind == MP_SYSTEM)
             break;
         int reason = MP_FULL;
-        if (align > MI_ALIGN_MAX) {
-            reason = MP_ALIGNMENT;
-        } else if (t->capacity &&
+        if (t->capacity &&
                    __atomic_load_n(&t->stats.live, __ATOMIC_RELAXED) + size > t->capacity) {
             reason = MP_FULL;
+        } else if (!t->dead && align > MI_ALIGN_MAX) {
+            void *p = direct_alloc(t, dev, size, align); /* fresh mapping: already zero */
+            if (p) {
+                count(self, dev, size, (int64_t)direct_length(t, p, 0));
+                *served = dev;
+                return p;
+            }
+            reason = MP_ALIGNMENT;
         } else if (!t->dead) {
             void *p = tier_alloc(t, dev, size, align, zero);
             if (p) {
@@ -249,8 +332,22 @@ int mp_tiers_device_of(const void *p)
     return (int)(((uintptr_t)p - mp_region_base) >> mp_slot_shift);
 }
 
+static void direct_free(void *p)
+{
+    struct tier *t = &tiers[mp_tiers_device_of(p)];
+    uint64_t length = direct_length(t, p, 1);
+    if (!length)
+        return; /* not a live direct block: ignore rather than crash */
+    mp_os_back_anonymous(p, length, -1, 0); /* memory returned, address kept reserved */
+    publish_live(t, -(int64_t)length);
+}
+
 void mp_tiers_free(void *p)
 {
+    if (mp_unlikely(is_direct(p))) {
+        direct_free(p);
+        return;
+    }
     int dev = mp_tiers_device_of(p);
     int64_t usable = (int64_t)mi_usable_size(p);
     struct mp_thread *self = mp_self;
@@ -267,7 +364,12 @@ void mp_tiers_free(void *p)
     mi_free(p);
 }
 
-size_t mp_tiers_usable_size(const void *p) { return mi_usable_size(p); }
+size_t mp_tiers_usable_size(const void *p)
+{
+    if (mp_unlikely(is_direct(p)))
+        return (size_t)direct_length(&tiers[mp_tiers_device_of(p)], p, 0);
+    return mi_usable_size(p);
+}
 
 void mp_tiers_stats(int dev, struct mp_tier_stats *out)
 {

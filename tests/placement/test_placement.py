@@ -83,3 +83,38 @@ device = "fast"
     assert w["block"]["policy"] == "default:"              # plain malloc, no rule
     assert w["grown"]["file"].startswith(str(pmem))        # moved by realloc's rule, content intact
     assert stats_of(stats)["rules"]["new"]["hits"] >= 1
+
+
+def test_alignment_above_64k_gets_a_bound_mapping_of_its_own(tmp_path, pmem):
+    prog = build(tmp_path, "big_aligned.c")
+    pol = policy(tmp_path, f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "64MiB"
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+capacity = "64MiB"
+[[rules]]
+name = "big"
+site = ["big_aligned.c:{line_of('big_aligned.c', 'big')}"]
+device = "fast"
+[[rules]]
+name = "big2"
+site = ["big_aligned.c:{line_of('big_aligned.c', 'big2')}"]
+device = "pmem"
+""")
+    stats = tmp_path / "stats.json"
+    r = run_placed(prog, pol, stats=stats)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bad=0" in r.stdout
+    w = where(r.stdout)
+    assert w["big"]["policy"] == "bind:0"
+    assert w["big2"]["file"].startswith(str(pmem))
+    s = stats_of(stats)
+    fast, pm = s["devices"]["fast"], s["devices"]["pmem"]
+    assert fast["allocations"] >= 50 and fast["fallbacks"]["alignment"] == 0
+    assert pm["allocations"] == 50 and pm["fallbacks"]["alignment"] == 0
+    assert fast["peak"] <= 8 << 20  # freed mappings are given back: no growth over 50 rounds
