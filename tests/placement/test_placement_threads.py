@@ -223,3 +223,20 @@ def test_a_forked_childs_writes_do_not_reach_the_parent(tmp_path, pmem, device):
     assert plain.stdout == f"cow {device}: child exit=0 parent block intact=1\n"
     kind = "bind0" if device == "fast" else on_file(pmem)
     assert placement(placed.stderr)[f"cow_{device}"] == Counter({kind: 1})
+
+
+def test_thread_churn_keeps_memory_bounded_and_counts_every_thread(tmp_path, pmem):
+    """6,000 short-lived threads (8 at a time) allocating from placed sites, each freeing a
+    block left by an exited thread: VmRSS after the last 5,000 threads stays within 8 MiB of
+    what it was after the first 1,000, and the stats count every exited thread's allocations."""
+    prog = build(tmp_path, "churn.c", "-pthread")
+    pol = write_policy(tmp_path, pmem, {"churn.c:churn_fast": "fast", "churn.c:churn_pmem": "pmem"})
+    stats = tmp_path / "stats.json"
+    _, placed = run_both(prog, pol, "6000", stats=stats)
+    assert placed.stdout == "threads=6000 bad=0\n"
+    warm, end = map(int, re.search(r"RSS warm=(\d+) end=(\d+)", placed.stderr).groups())
+    assert warm > 0 and end - warm < 8 * 1024, (warm, end)  # kB
+    s = stats_of(stats)
+    assert s["rules"]["churn_fast"]["hits"] == s["rules"]["churn_pmem"]["hits"] == 6000 * 20
+    assert s["devices"]["fast"]["allocations"] == s["devices"]["pmem"]["allocations"] == 6000 * 20
+    assert live_at_exit(stats, "fast") == 0
