@@ -174,38 +174,22 @@ def test_aligned_family_and_usable_size_in_placement_mode(tmp_path, pmem):
         assert s["rules"].get(rule, {"hits": 0})["hits"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: a device reports 'full' while most of its capacity is free "
-                                       "when several threads allocate (8 threads x 40 sizes of 40-391 KB = 69 MB "
-                                       "into a 128 MiB file device: ~60% of the blocks fall back, device peak "
-                                       "10-28 MiB); the capacity is spent on per-thread mimalloc pages")
+@pytest.mark.xfail(strict=True, reason=(
+    "runtime bug: a device falls back as 'full' while most of its capacity is free when many threads "
+    "allocate: 16 threads x 30 sizes of 40-301 KB (78 MiB) into a 128 MiB file device: 59-236 blocks "
+    "fall back at a device peak of 31-69 MiB in 19 of 20 runs; likely the arena space goes to "
+    "per-thread mimalloc pages of each size class"))
 def test_device_is_not_full_while_mostly_free(tmp_path, pmem):
     prog = build(tmp_path, "spread.c", "-pthread")
     pol = write_policy(tmp_path, pmem, {"spread.c:spread": "pmem"})
-    stats = tmp_path / "stats.json"
-    _, placed = run_both(prog, pol, "8", "40", stats=stats)
-    total = int(re.search(r"bytes=(\d+)", placed.stdout).group(1))
-    assert total < 0.55 * (128 << 20)  # the blocks need about half the device
-    pm = stats_of(stats)["devices"]["pmem"]
-    assert pm["fallbacks"]["full"] == 0, (pm, placement(placed.stderr))
-    assert placement(placed.stderr)["spread"] == Counter({on_file(pmem): 320})
-
-
-def test_fork_from_allocating_threads_then_placed_allocations_in_the_child(tmp_path, pmem):
-    """Two of 8 allocating threads fork 20 times each; every child allocates from placed
-    sites (no deadlock on a lock another thread held at fork time), then execs, and the new
-    program places again."""
-    prog = build(tmp_path, "forking.c", "-pthread")
-    pol = write_policy(tmp_path, pmem, {"forking.c:f_work": "fast", "forking.c:f_child_fast": "fast",
-                                        "forking.c:f_child_pmem": "pmem", "forking.c:f_exec": "pmem"})
-    stats = tmp_path / "stats.json"
-    _, placed = run_both(prog, pol, "threads", stats=stats)
-    assert placed.stdout == "forks=40 children ok=40 bad=0\n", placed.stderr[-2000:]
-    where = placement(placed.stderr)
-    assert where["child_fast"] == Counter(bind0=40 * 50)
-    assert where["child_pmem"] == Counter({on_file(pmem): 40 * 50})
-    assert where["exec_child"] == Counter({on_file(pmem): 40})
-    s = stats_of(stats)  # the parent and the 40 exec'ed programs wrote stats
-    assert s["rules"]["f_exec"]["hits"] == 40 and s["rules"]["f_work"]["hits"] > 1000
+    for run in range(3):  # the failure is likely, not certain, in one run
+        stats = tmp_path / f"stats{run}.json"
+        _, placed = run_both(prog, pol, "16", "30", stats=stats)
+        total = int(re.search(r"bytes=(\d+)", placed.stdout).group(1))
+        assert total < 0.62 * (128 << 20)  # the blocks need 61% of the device
+        pm = stats_of(stats)["devices"]["pmem"]
+        assert pm["fallbacks"]["full"] == 0, (pm, placement(placed.stderr))
+        assert placement(placed.stderr)["spread"] == Counter({on_file(pmem): 16 * 30})
 
 
 @pytest.mark.parametrize("device", [

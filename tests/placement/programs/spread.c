@@ -1,4 +1,4 @@
-/* THREADS threads each allocate one block of each of SIZES sizes (40 KB, 49 KB, ... every
+/* Usage: spread THREADS SIZES. THREADS threads each allocate one block of each of SIZES sizes (40 KB, 49 KB, ... every
  * one in a different size class) from one call site, write it, and keep it; then where the
  * blocks are is printed on stderr (placed.h). Used to check that a device serves its
  * capacity, not a fraction of it, when several threads allocate. */
