@@ -192,6 +192,24 @@ def test_device_is_not_full_while_mostly_free(tmp_path, pmem):
         assert placement(placed.stderr)["spread"] == Counter({on_file(pmem): 16 * 30})
 
 
+def test_fork_from_allocating_threads_then_placed_allocations_in_the_child(tmp_path, pmem):
+    """Two of 8 allocating threads fork 20 times each; every child allocates from placed
+    sites (no deadlock on a lock another thread held at fork time), then execs, and the new
+    program places again."""
+    prog = build(tmp_path, "forking.c", "-pthread")
+    pol = write_policy(tmp_path, pmem, {"forking.c:f_work": "fast", "forking.c:f_child_fast": "fast",
+                                        "forking.c:f_child_pmem": "pmem", "forking.c:f_exec": "pmem"})
+    stats = tmp_path / "stats.json"
+    _, placed = run_both(prog, pol, "threads", stats=stats)
+    assert placed.stdout == "forks=40 children ok=40 bad=0\n", placed.stderr[-2000:]
+    where = placement(placed.stderr)
+    assert where["child_fast"] == Counter(bind0=40 * 50)
+    assert where["child_pmem"] == Counter({on_file(pmem): 40 * 50})
+    assert where["exec_child"] == Counter({on_file(pmem): 40})
+    s = stats_of(stats)  # the parent and the 40 exec'ed programs wrote stats
+    assert s["rules"]["f_exec"]["hits"] == 40 and s["rules"]["f_work"]["hits"] > 1000
+
+
 @pytest.mark.parametrize("device", [
     "fast",
     pytest.param("pmem", marks=pytest.mark.xfail(strict=True, reason=(
