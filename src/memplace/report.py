@@ -1,22 +1,25 @@
 """`memplace report`: what a profile and a run's statistics say, in the terminal or as a page.
 
     memplace report --profile profile.4242.json --policy app.toml --html report.html
-    memplace report --stats memplace-stats.4242.json --json
+    memplace report --stats stats.json --html report.html
+    memplace report --stats stats.json --json
 
 The HTML page is one self-contained file (inline CSS and SVG, no scripts or fonts from
 the network): bytes per device, top sites by accesses and by bytes, live bytes over
-time, and fallbacks.
+time, fallbacks, and the policy's rules.
 
-Run statistics are the JSON the runtime writes at exit::
+Run statistics are what `memplace run --policy P --stats OUT.json` writes (memplace.stats):
+the totals over all processes are read::
 
-    {"format": "memplace-stats", "version": 1, "pid": 4242, "rank": null,
-     "command": ["./app"],
-     "devices": [{"name": "hbm", "capacity": 2147483648, "allocations": 10,
-                  "bytes": 1048576, "peak_bytes": 524288, "fallbacks": 2,
-                  "fallback_bytes": 4096}],
-     "sites": [{"frames": [{"module": "/app", "offset": "0x11a7"}], "rule": "hot",
-                "device": "hbm", "allocations": 10, "bytes": 1048576,
-                "fallbacks": 2, "fallback_bytes": 4096}]}
+    {"version": 1, "command": ["./app"], "policy": "/abs/app.toml", "returncode": 0,
+     "processes": [{"pid": 4242, "devices": [...], "rules": [...]}],
+     "totals": {"devices": [{"name": "hbm", "allocations": 10, "bytes": 1048576, "peak": 524288,
+                             "fallbacks": {"full": 2, "bind_failed": 0, "backing_failed": 0,
+                                           "alignment": 0}}],
+                "rules": [{"name": "hot", "hits": 10, "bytes": 1048576}]}}
+
+Capacities and which device each rule names come from the policy (--policy, else the
+one the statistics name, when it can still be read).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ import click
 from memplace import profile as prof
 from memplace.advisor import fmt_bytes
 from memplace.errors import UserError
+from memplace.stats import FALLBACK_REASONS
 
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
 # Layers of the timeline: distinct from the device colours so the two never get confused.
 LAYERS = ["#90cdf4", "#fbd38d", "#9ae6b4", "#d6bcfa", "#feb2b2", "#81e6d9", "#cbd5e0"]
-STATS_FORMAT = "memplace-stats"
+STATS_VERSION = 1
 
 
 @dataclass
@@ -47,8 +51,16 @@ class DeviceUse:
     allocations: int = 0
     bytes: int = 0
     peak_bytes: int = 0
-    fallbacks: int = 0
-    fallback_bytes: int = 0
+    fallbacks: int = 0  # allocations this device passed on, all reasons
+    fallback_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count (run statistics)
+
+
+@dataclass
+class RuleUse:
+    name: str
+    hits: int
+    bytes: int
+    device: str | None = None  # from the policy, when it can be read
 
 
 @dataclass
@@ -72,6 +84,9 @@ class Summary:
     command: list[str] = field(default_factory=list)
     devices: list[DeviceUse] = field(default_factory=list)
     sites: list[SiteRow] = field(default_factory=list)
+    rules: list[RuleUse] = field(default_factory=list)
+    processes: int | None = None  # run statistics: processes that wrote statistics
+    returncode: int | None = None
     device_origin: str = ""  # "run statistics" | "policy (modelled)" | ""
     clock_unit: str | None = None
     window: float | None = None
@@ -82,7 +97,10 @@ class Summary:
             "sources": self.sources,
             "command": self.command,
             "device_origin": self.device_origin,
+            "processes": self.processes,
+            "returncode": self.returncode,
             "devices": [d.__dict__ for d in self.devices],
+            "rules": [r.__dict__ for r in self.rules],
             "sites": [{k: v for k, v in s.__dict__.items() if k != "live"} for s in self.sites],
             "notes": self.notes,
         }
@@ -91,8 +109,36 @@ class Summary:
 # ---- inputs -----------------------------------------------------------------------------
 
 
-def load_stats(path: str) -> dict[str, Any]:
-    """Read run statistics strictly: one UserError line for a bad file."""
+@dataclass
+class RunStats:
+    """The totals of `memplace run --stats` (see memplace.stats)."""
+
+    command: list[str]
+    policy: str | None
+    returncode: int | None
+    processes: int
+    devices: list[DeviceUse]
+    rules: list[RuleUse]
+
+
+def _count(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{where} must be a non-negative integer")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where} must be a string")
+    return value
+
+
+def load_stats(path: str) -> RunStats:
+    """Read run statistics strictly: one UserError line naming the file for a bad one.
+
+    >>> load_stats("stats.json").devices[0].peak_bytes   # doctest: +SKIP
+    1048576
+    """
     try:
         with open(path, "rb") as f:
             d = json.loads(f.read())
@@ -100,22 +146,62 @@ def load_stats(path: str) -> dict[str, Any]:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path}: not memplace run statistics (not JSON, or truncated)") from None
-    if not isinstance(d, dict) or d.get("format") != STATS_FORMAT:
-        raise UserError(f"{path}: not memplace run statistics (no \"format\": \"{STATS_FORMAT}\")")
-    if not isinstance(d.get("devices", []), list) or not isinstance(d.get("sites", []), list):
-        raise UserError(f"{path}: 'devices' and 'sites' must be lists")
-    return d
+    totals = d.get("totals") if isinstance(d, dict) else None
+    if not isinstance(totals, dict) or not isinstance(totals.get("devices"), list) \
+            or not isinstance(totals.get("rules"), list):
+        raise UserError(f"{path}: not memplace run statistics (no totals of devices and rules; "
+                        "they are written by memplace run --policy P --stats FILE)")
+    if d.get("version") != STATS_VERSION:
+        raise UserError(f"{path}: run statistics version {d.get('version')!r}; "
+                        f"this memplace reads version {STATS_VERSION}")
+    try:
+        devices = []
+        for i, x in enumerate(totals["devices"]):
+            where = f"totals.devices[{i}]"
+            if not isinstance(x, dict) or not isinstance(x.get("fallbacks"), dict):
+                raise ValueError(f"{where} must be an object with fallbacks")
+            reasons = {k: _count(v, f"{where}.fallbacks.{k}") for k, v in x["fallbacks"].items()}
+            devices.append(DeviceUse(_name(x.get("name"), f"{where}.name"), None,
+                                     _count(x.get("allocations"), f"{where}.allocations"),
+                                     _count(x.get("bytes"), f"{where}.bytes"),
+                                     _count(x.get("peak"), f"{where}.peak"),
+                                     sum(reasons.values()), reasons))
+        rules = []
+        for i, x in enumerate(totals["rules"]):
+            where = f"totals.rules[{i}]"
+            if not isinstance(x, dict):
+                raise ValueError(f"{where} must be an object")
+            rules.append(RuleUse(_name(x.get("name"), f"{where}.name"), _count(x.get("hits"), f"{where}.hits"),
+                                 _count(x.get("bytes"), f"{where}.bytes")))
+        command = d.get("command", [])
+        if not isinstance(command, list):
+            raise ValueError("command must be a list")
+        policy = d.get("policy")
+        returncode = d.get("returncode")
+        processes = d.get("processes", [])
+        if not isinstance(processes, list):
+            raise ValueError("processes must be a list")
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    return RunStats([str(a) for a in command], policy if isinstance(policy, str) else None,
+                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules)
 
 
-def _int(d: dict, k: str) -> int:
-    v = d.get(k, 0)
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+def _policy_facts(policy_path: str) -> tuple[dict[str, int], dict[str, str]]:
+    """Capacities in bytes (devices with a limit) and the device of each named rule."""
+    from memplace import policy as pol
+    from memplace.devices import read_topology
 
-
-def _frame_text(fd: dict) -> str:
-    off = fd.get("offset", 0)
-    off = int(off, 0) if isinstance(off, str) else int(off)
-    return f"{os.path.basename(fd.get('module', '?'))}+0x{off:x}"
+    p = pol.load(policy_path)
+    if any(x.level == "error" for x in p.problems):
+        raise UserError(next(x.message for x in p.problems if x.level == "error"))
+    topo = read_topology()
+    capacities = {name: pol.capacity_bytes(dev, topo) for name, dev in p.devices.items() if dev.capacity is not None}
+    rule_devices: dict[str, str | None] = {}
+    for r in p.rules:  # stats name rules by name; unnamed ones by compiled index, unknown here
+        if r.name:
+            rule_devices[r.name] = r.device if rule_devices.get(r.name, r.device) == r.device else None
+    return capacities, {k: v for k, v in rule_devices.items() if v}
 
 
 def _policy_devices(profile: prof.Profile, policy_path: str) -> tuple[dict[tuple, str], list[DeviceUse], str]:
@@ -164,8 +250,8 @@ def _policy_devices(profile: prof.Profile, policy_path: str) -> tuple[dict[tuple
 def summarize(profile_path: str | None, stats_path: str | None, policy_path: str | None) -> Summary:
     if not (profile_path or stats_path):
         raise UserError("nothing to report: give --profile and/or --stats")
-    if policy_path and not profile_path:
-        raise UserError("--policy needs --profile (it places the profile's sites)")
+    if policy_path and not (profile_path or stats_path):
+        raise UserError("--policy needs --profile (it places the profile's sites) or --stats")
     sm = Summary()
     profile = None
     if profile_path:
@@ -177,38 +263,33 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
         sm.command = profile.command
         sm.clock_unit, sm.window = profile.clock_unit, profile.window
     assign: dict[tuple, str] = {}
+    if policy_path:
+        sm.sources.append(policy_path)
     if policy_path and profile is not None:
         assign, sm.devices, _ = _policy_devices(profile, policy_path)
         sm.device_origin = f"policy {policy_path} (modelled from the profile)"
-        sm.sources.append(policy_path)
     stats = load_stats(stats_path) if stats_path else None
-    stat_sites: dict[str, dict] = {}
     if stats is not None:
         sm.sources.append(stats_path)
-        sm.command = sm.command or [str(a) for a in stats.get("command", [])]
-        sm.devices = [
-            DeviceUse(str(d.get("name", "?")), d.get("capacity") if isinstance(d.get("capacity"), int) else None,
-                      _int(d, "allocations"), _int(d, "bytes"), _int(d, "peak_bytes"),
-                      _int(d, "fallbacks"), _int(d, "fallback_bytes"))
-            for d in stats.get("devices", []) if isinstance(d, dict)
-        ]
+        sm.command = sm.command or stats.command
+        sm.devices, sm.rules = stats.devices, stats.rules
+        sm.processes, sm.returncode = stats.processes, stats.returncode
         sm.device_origin = "run statistics"
-        for sd in stats.get("sites", []):
-            if isinstance(sd, dict) and isinstance(sd.get("frames"), list) and sd["frames"]:
-                stat_sites[" ".join(_frame_text(f) for f in sd["frames"] if isinstance(f, dict))] = sd
+        facts_from = policy_path or stats.policy
+        if facts_from:
+            try:
+                capacities, rule_devices = _policy_facts(facts_from)
+            except (UserError, OSError, ValueError) as e:
+                sm.notes.append(f"capacities and rule devices not shown: {e}")
+            else:
+                for d in sm.devices:
+                    d.capacity = capacities.get(d.name) or None
+                for r in sm.rules:
+                    r.device = rule_devices.get(r.name)
     if profile is not None:
         for s in profile.sites:
-            key = " ".join(str(f) for f in s.frames)
-            sd = next((v for k, v in stat_sites.items() if key.startswith(k)), None)
-            sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location,
-                                    (sd or {}).get("device") or assign.get(s.identity),
-                                    s.allocations, s.bytes, s.peak_live_bytes, s.accesses,
-                                    _int(sd, "fallbacks") if sd else 0, s.live))
-    else:
-        for key, sd in stat_sites.items():
-            sm.sites.append(SiteRow(str(sd.get("rule") or key), key.split()[0], None, None, sd.get("device"),
-                                    _int(sd, "allocations"), _int(sd, "bytes"), _int(sd, "peak_bytes"), None,
-                                    _int(sd, "fallbacks")))
+            sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location, assign.get(s.identity),
+                                    s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live))
     if profile is not None and not any(s.accessed for s in sm.sites):
         sm.notes.append("this profile has no access counts (profile with --engine dhat to get them)")
     return sm
@@ -219,6 +300,12 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
 
 def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
+
+
+def _reasons(d: DeviceUse) -> str:
+    """'full 3, bind_failed 1': the reasons that occurred, in the runtime's order."""
+    order = [*FALLBACK_REASONS, *sorted(set(d.fallback_reasons) - set(FALLBACK_REASONS))]
+    return ", ".join(f"{k} {d.fallback_reasons[k]}" for k in order if d.fallback_reasons.get(k)) or "-"
 
 
 def hbar_svg(items: list[tuple[str, float, str, str]], fmt, width: int = 760) -> str:
@@ -262,7 +349,7 @@ def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: in
         out.append(f'<rect x="{label_w}" y="{y + 6}" width="{max(w, 1.5 if d.peak_bytes else 0):.1f}" height="20" '
                    f'rx="4" fill="{c}"><title>peak {_esc(fmt_bytes(d.peak_bytes))}</title></rect>')
         cap = f" of {fmt_bytes(d.capacity)}" if d.capacity else " (no limit)"
-        fb = f" · {d.fallbacks} fallback(s), {fmt_bytes(d.fallback_bytes)}" if d.fallbacks else ""
+        fb = f" · {d.fallbacks} fallback(s): {_reasons(d)}" if d.fallbacks else ""
         out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(fmt_bytes(d.peak_bytes))}{_esc(cap)} · '
                    f'{d.allocations} allocation(s), {_esc(fmt_bytes(d.bytes))} in all{_esc(fb)}</text>')
     out.append("</svg>")
@@ -332,6 +419,32 @@ th{color:#4a5568;font-weight:600} td.n{text-align:right;font-variant-numeric:tab
 """
 
 
+def _bytes_cell(n: int | None) -> str:
+    if n is None:
+        return '<td class="n">–</td>'
+    return f'<td class="n" data-bytes="{n}" title="{n} bytes">{_esc(fmt_bytes(n))}</td>'
+
+
+def devices_table(devices: list[DeviceUse]) -> str:
+    """One row per device; exact numbers in data-* attributes (bytes) and cells (counts)."""
+    head = "".join(f"<th>{h}</th>" for h in ("device", "allocations", "bytes", "peak", "capacity",
+                                              *FALLBACK_REASONS))
+    rows = "".join(
+        f'<tr data-device="{_esc(d.name)}"><td>{_esc(d.name)}</td><td class="n">{d.allocations}</td>'
+        f"{_bytes_cell(d.bytes)}{_bytes_cell(d.peak_bytes)}{_bytes_cell(d.capacity)}"
+        + "".join(f'<td class="n" data-reason="{k}">{d.fallback_reasons.get(k, 0)}</td>' for k in FALLBACK_REASONS)
+        + "</tr>" for d in devices)
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def rules_table(rules: list[RuleUse], colours: dict[str, str]) -> str:
+    rows = "".join(
+        f'<tr data-rule="{_esc(r.name)}"><td>{_esc(r.name)}</td>'
+        f"<td>{f'<span class=chip style=background:{colours.get(r.device, PALETTE[-1])}>{_esc(r.device)}</span>' if r.device else '–'}</td>"
+        f'<td class="n">{r.hits}</td>{_bytes_cell(r.bytes)}</tr>' for r in rules)
+    return f"<table><tr><th>rule</th><th>device</th><th>hits</th><th>bytes</th></tr>{rows}</table>"
+
+
 def html_page(sm: Summary) -> str:
     names = [d.name for d in sm.devices] + sorted({s.device for s in sm.sites if s.device} - {d.name for d in sm.devices})
     colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
@@ -345,15 +458,24 @@ def html_page(sm: Summary) -> str:
 
     by_acc = sorted([s for s in sm.sites if s.accessed], key=lambda s: -(s.accessed or 0))[:15]
     by_bytes = sorted(sm.sites, key=lambda s: -s.peak)[:15]
-    fallback_items = [(d.name, d.fallbacks, colours.get(d.name, grey), f"{d.fallbacks} fallback(s), {fmt_bytes(d.fallback_bytes)}")
-                      for d in sm.devices if d.fallbacks]
-    fallback_items += [(s.label, s.fallbacks, colour(s), tip(s)) for s in sm.sites if s.fallbacks][:10]
+    fallback_items = [(f"{d.name}: {reason}", n, colours.get(d.name, grey), f"{d.name}: {n} allocation(s) passed on ({reason})")
+                      for d in sm.devices for reason, n in d.fallback_reasons.items() if n]
     total_peak = sum(s.peak for s in sm.sites)
     total_acc = sum(s.accessed or 0 for s in sm.sites)
-    cards = [(str(len(sm.sites)), "allocation sites"), (fmt_bytes(sum(s.bytes for s in sm.sites)), "allocated"),
-             (fmt_bytes(total_peak), "sum of site peaks")]
+    cards = []
+    if sm.sites:
+        cards += [(str(len(sm.sites)), "allocation sites"), (fmt_bytes(sum(s.bytes for s in sm.sites)), "allocated"),
+                  (fmt_bytes(total_peak), "sum of site peaks")]
     if total_acc:
         cards.append((fmt_bytes(total_acc), "read + written"))
+    if sm.device_origin == "run statistics":
+        placed = [d for d in sm.devices if d.name != "system"]
+        cards += [(str(sum(d.allocations for d in placed)), "allocations on devices"),
+                  (fmt_bytes(sum(d.bytes for d in placed)), "placed on devices")]
+        if sm.processes is not None:
+            cards.append((str(sm.processes), "processes"))
+        if sm.returncode is not None:
+            cards.append((str(sm.returncode), "exit status"))
     if sm.devices:
         cards.append((str(sum(d.fallbacks for d in sm.devices)), "fallbacks"))
     legend = " ".join(f'<span class="chip" style="background:{c}">{_esc(n)}</span>' for n, c in colours.items())
@@ -367,26 +489,39 @@ def html_page(sm: Summary) -> str:
     sections = [
         ("Bytes per device", f"Peak bytes on each device ({_esc(sm.device_origin or 'no device data')}); "
          "the dashed track is the capacity.", device_bars_svg(sm.devices, colours)),
-        ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
-         hbar_svg([(s.label, s.accessed or 0, colour(s), tip(s)) for s in by_acc], fmt_bytes)),
-        ("Top sites by bytes", "Peak bytes live at once from each site; colour = device.",
-         hbar_svg([(s.label, s.peak, colour(s), tip(s)) for s in by_bytes], fmt_bytes)),
-        ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
-         timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
-        ("Fallbacks", "Allocations a device could not serve (full, or could not bind), by device and site.",
-         hbar_svg(fallback_items, lambda v: f"{v:.0f}") if fallback_items else
-         f'<p class="empty">{"no fallbacks" if sm.device_origin == "run statistics" else "no run statistics given (--stats)"}</p>'),
     ]
+    if sm.sites:
+        sections += [
+            ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
+             hbar_svg([(s.label, s.accessed or 0, colour(s), tip(s)) for s in by_acc], fmt_bytes)),
+            ("Top sites by bytes", "Peak bytes live at once from each site; colour = device.",
+             hbar_svg([(s.label, s.peak, colour(s), tip(s)) for s in by_bytes], fmt_bytes)),
+            ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
+             timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
+        ]
+    sections.append(
+        ("Fallbacks", "Allocations a device passed on to the next in its chain, by device and reason "
+         "(full, bind_failed, backing_failed, alignment).",
+         hbar_svg(fallback_items, lambda v: f"{v:.0f}") if fallback_items else
+         f'<p class="empty">{"no fallbacks" if sm.device_origin == "run statistics" else "no run statistics given (--stats)"}</p>'))
+    if sm.rules:
+        sections.append(("Rules", "Allocations each rule of the policy matched, and their bytes; colour = its device.",
+                         hbar_svg([(r.name, r.bytes, colours.get(r.device or "", grey),
+                                    f"{r.name}: {r.hits} hit(s), {fmt_bytes(r.bytes)}") for r in sm.rules],
+                                  fmt_bytes) + rules_table(sm.rules, colours)))
+    if sm.devices:
+        sections.insert(1, ("Devices", f"Exact counts ({_esc(sm.device_origin)}).", devices_table(sm.devices)))
     body = "".join(f"<section><h2>{t}</h2><p class=sub>{sub}</p>{svg}</section>" for t, sub, svg in sections)
+    sites = ("<section><h2>Sites</h2><p class=sub>Ordered by accesses, then peak bytes (first 40).</p><table><tr>"
+             "<th>#</th><th>function</th><th>file:line</th><th>site</th><th>allocs</th><th>peak</th><th>accessed</th>"
+             f"<th>device</th></tr>{rows}</table></section>") if sm.sites else ""
     notes = "".join(f'<p class="notes">{_esc(n)}</p>' for n in sm.notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>memplace report — {_esc(" ".join(sm.command) or "profile")}</title><style>{CSS}</style></head>
 <body><header><h1>memplace report</h1><p>{_esc(" ".join(sm.command))} · from {_esc(", ".join(sm.sources))}</p></header>
 <main><div class="cards">{"".join(f'<div class="card"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>' for v, k in cards)}</div>
-{f'<p>{legend}</p>' if legend else ''}{notes}{body}
-<section><h2>Sites</h2><p class=sub>Ordered by accesses, then peak bytes (first 40).</p>
-<table><tr><th>#</th><th>function</th><th>file:line</th><th>site</th><th>allocs</th><th>peak</th><th>accessed</th><th>device</th></tr>{rows}</table></section>
+{f'<p>{legend}</p>' if legend else ''}{notes}{body}{sites}
 </main></body></html>
 """
 
@@ -398,22 +533,34 @@ def print_summary(sm: Summary, top: int = 15) -> None:
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 110)
-    console.print(f"[bold]memplace report[/bold]: {' '.join(sm.command)}  [dim]({', '.join(sm.sources)})[/dim]")
+    run = ""
+    if sm.processes is not None:
+        run = f"  {sm.processes} process(es)" + (f", exit status {sm.returncode}" if sm.returncode is not None else "")
+    console.print(f"[bold]memplace report[/bold]: {' '.join(sm.command)}{run}  [dim]({', '.join(sm.sources)})[/dim]")
     if sm.devices:
         t = Table(title=f"Devices ({sm.device_origin})", title_justify="left")
         for c in ("device", "allocations", "bytes", "peak", "capacity", "fallbacks"):
-            t.add_column(c, justify="left" if c == "device" else "right")
+            t.add_column(c, justify="left" if c in ("device", "fallbacks") else "right")
         for d in sm.devices:
             t.add_row(d.name, str(d.allocations), fmt_bytes(d.bytes), fmt_bytes(d.peak_bytes),
-                      fmt_bytes(d.capacity) if d.capacity else "-", str(d.fallbacks))
+                      fmt_bytes(d.capacity) if d.capacity else "-",
+                      _reasons(d) if d.fallback_reasons else str(d.fallbacks))
         console.print(t)
-    t = Table(title=f"Top sites ({len(sm.sites)} in all)", title_justify="left")
-    for c in ("function", "file:line", "site", "allocs", "peak", "accessed", "device"):
-        t.add_column(c, justify="right" if c in ("allocs", "peak", "accessed") else "left")
-    for s in sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:top]:
-        t.add_row(s.function or "?", s.location or "?", s.frame, str(s.allocations), fmt_bytes(s.peak),
-                  "-" if s.accessed is None else fmt_bytes(s.accessed), s.device or "-")
-    console.print(t)
+    if sm.rules:
+        t = Table(title="Rules (allocations matched)", title_justify="left")
+        for c in ("rule", "device", "hits", "bytes"):
+            t.add_column(c, justify="right" if c in ("hits", "bytes") else "left")
+        for r in sm.rules:
+            t.add_row(r.name, r.device or "-", str(r.hits), fmt_bytes(r.bytes))
+        console.print(t)
+    if sm.sites:
+        t = Table(title=f"Top sites ({len(sm.sites)} in all)", title_justify="left")
+        for c in ("function", "file:line", "site", "allocs", "peak", "accessed", "device"):
+            t.add_column(c, justify="right" if c in ("allocs", "peak", "accessed") else "left")
+        for s in sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:top]:
+            t.add_row(s.function or "?", s.location or "?", s.frame, str(s.allocations), fmt_bytes(s.peak),
+                      "-" if s.accessed is None else fmt_bytes(s.accessed), s.device or "-")
+        console.print(t)
     for n in sm.notes:
         console.print(f"[yellow]note:[/yellow] {n}")
 
@@ -421,7 +568,8 @@ def print_summary(sm: Summary, top: int = 15) -> None:
 @click.command("report")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), help="A profile (memplace profile).")
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="Run statistics (memplace run).")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help="Place the profile's sites by this policy.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Place the profile's sites by this policy; with --stats, capacities and rule devices from it.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page here.")
 @click.option("--top", type=int, default=15, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

@@ -27,14 +27,16 @@ def inputs(tmp_path):
     policy.write_text('version = 1\n[devices.hbm]\nkind = "numa"\nnodes = [0]\ncapacity = "4KiB"\n'
                       f'[[rules]]\nsite = ["{exe}+0x1000"]\ndevice = "hbm"\n'
                       f'[[rules]]\nsite = ["app+0x1040"]\ndevice = "hbm"\n')
-    stats = tmp_path / "stats.json"
+    stats = tmp_path / "stats.json"  # as `memplace run --policy policy.toml --stats` writes it
     stats.write_text(json.dumps({
-        "format": "memplace-stats", "version": 1, "command": ["./app"],
-        "devices": [{"name": "hbm", "capacity": 4096, "allocations": 3, "bytes": 3000, "peak_bytes": 2500,
-                     "fallbacks": 2, "fallback_bytes": 2000},
-                    {"name": "system", "allocations": 30, "bytes": 30000, "peak_bytes": 15000}],
-        "sites": [{"frames": [{"module": exe, "offset": "0x1000"}], "device": "hbm", "allocations": 1,
-                   "bytes": 1000, "fallbacks": 2}],
+        "version": 1, "command": ["./app"], "policy": str(policy), "returncode": 0,
+        "processes": [{"pid": 3, "devices": [], "rules": []}],
+        "totals": {
+            "devices": [{"name": "hbm", "allocations": 3, "bytes": 3000, "peak": 2500,
+                         "fallbacks": {"full": 2, "bind_failed": 0, "backing_failed": 0, "alignment": 0}},
+                        {"name": "system", "allocations": 30, "bytes": 30000, "peak": 0,
+                         "fallbacks": {"full": 0, "bind_failed": 0, "backing_failed": 0, "alignment": 0}}],
+            "rules": [{"name": "rule 0", "hits": 1, "bytes": 1000}]},
     }))
     return p, policy, stats
 
@@ -61,7 +63,19 @@ def test_html_is_self_contained_with_plots(inputs, tmp_path):
     # Nothing is fetched: no scripts, stylesheets, images or fonts from elsewhere.
     assert not re.search(r"<script|<link|<img|@import|url\(", page)
     assert re.findall(r"https?://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"] * page.count("<svg")
-    assert "2 fallback" in page and "fn7" in page
+    assert "2 fallback(s): full 2" in page and "fn7" in page
+    assert re.search(r'<tr data-device="hbm">.*?data-bytes="4096"', page)  # capacity, from the policy
+
+
+def test_stats_json_summary(inputs):
+    _, _, stats = inputs
+    d = json.loads(memplace("report", "--stats", str(stats), "--json", check=True).stdout)
+    devs = {x["name"]: x for x in d["devices"]}
+    assert devs["hbm"] == {"name": "hbm", "capacity": 4096, "allocations": 3, "bytes": 3000, "peak_bytes": 2500,
+                           "fallbacks": 2, "fallback_reasons": {"full": 2, "bind_failed": 0, "backing_failed": 0,
+                                                                "alignment": 0}}
+    assert d["rules"] == [{"name": "rule 0", "hits": 1, "bytes": 1000, "device": None}]
+    assert d["processes"] == 1 and d["returncode"] == 0 and d["sites"] == []
 
 
 def test_bad_inputs(tmp_path, inputs):
@@ -70,7 +84,12 @@ def test_bad_inputs(tmp_path, inputs):
     bad = tmp_path / "s.json"
     bad.write_text('{"format": "something-else"}')
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "not memplace run statistics")
-    bad.write_text('{"format": "memplace-stats", "devi')
+    bad.write_text('{"version": 1, "totals": {"devi')
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "truncated")
+    bad.write_text('{"version": 2, "totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "version 2")
+    bad.write_text('{"version": 1, "totals": {"devices": [{"name": "x", "allocations": -1, "bytes": 0, '
+                   '"peak": 0, "fallbacks": {}}], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "totals.devices[0].allocations")
     bad.write_text('version = 1\ndefault = "nowhere"\n')
     assert_one_line_error(memplace("report", "--profile", str(p), "--policy", str(bad)), "nowhere")
