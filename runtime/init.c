@@ -11,6 +11,9 @@
 #include "memplace.h"
 #include "place.h"
 #include "profile.h"
+#include "thread.h"
+#include "tiers.h"
+#include <pthread.h>
 
 void mp_write_all(int fd, const char *s, size_t n)
 {
@@ -91,6 +94,38 @@ static void refuse(const char *what, const char *path, const char *why)
 
 static const char *stats_dir;
 
+/* fork: take every runtime lock first, so none is held by a thread that does not exist in
+ * the child. Only locks of the active mode; mimalloc's own are its business. */
+static void fork_prepare(void)
+{
+    if (mp_mode == MP_PLACING)
+        mp_tiers_fork_prepare();
+    if (mp_mode == MP_PROFILING)
+        mp_profile_fork_prepare();
+    mp_threads_fork_prepare();
+    mp_internal_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+    mp_internal_fork_release();
+    mp_threads_fork_release();
+    if (mp_mode == MP_PROFILING)
+        mp_profile_fork_release();
+    if (mp_mode == MP_PLACING)
+        mp_tiers_fork_parent();
+}
+
+static void fork_child(void)
+{
+    mp_internal_fork_release();
+    mp_threads_fork_release();
+    if (mp_mode == MP_PROFILING)
+        mp_profile_fork_release();
+    if (mp_mode == MP_PLACING)
+        mp_tiers_fork_child();
+}
+
 __attribute__((constructor)) static void mp_init(void)
 {
     long ps = sysconf(_SC_PAGESIZE);
@@ -108,6 +143,8 @@ __attribute__((constructor)) static void mp_init(void)
         else
             refuse("profile directory", profile, why);
     }
+    if (mp_mode != MP_TRANSPARENT)
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
     stats_dir = getenv("MEMPLACE_STATS");
     const char *status = getenv("MEMPLACE_STATUS");
     if (status && *status)

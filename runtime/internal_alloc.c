@@ -42,3 +42,6 @@ void *mp_internal_alloc(size_t size)
     spin_unlock(&lock);
     return out; /* fresh anonymous memory: zeroed */
 }
+
+void mp_internal_fork_prepare(void) { spin_lock(&lock); }
+void mp_internal_fork_release(void) { spin_unlock(&lock); }

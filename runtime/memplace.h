@@ -69,6 +69,8 @@ MP_HIDDEN size_t mp_boot_usable_size(const void *p);
 
 /* Zeroed memory for the runtime's own tables; never from malloc, never freed. */
 MP_HIDDEN void *mp_internal_alloc(size_t size);
+MP_HIDDEN void mp_internal_fork_prepare(void);
+MP_HIDDEN void mp_internal_fork_release(void);
 
 /* Small helpers that never allocate and never touch stdio. */
 MP_HIDDEN void mp_write_all(int fd, const char *s, size_t n);

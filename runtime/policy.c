@@ -40,20 +40,41 @@ struct reader {
     uint32_t strtab_off, strtab_size;
 };
 
+/* Names and paths are UTF-8, as Python wrote them. */
+static int utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 :
+                (*p & 0xF8) == 0xF0 ? 3 : -1;
+        if (n < 0 || (n == 1 && *p < 0xC2))
+            return 0;
+        for (p++; n > 0; n--, p++)
+            if ((*p & 0xC0) != 0x80)
+                return 0;
+    }
+    return 1;
+}
+
 /* A NUL-terminated string inside the string table, or NULL when `off` is bad. */
 static const char *string_at(const struct reader *r, uint32_t off)
 {
     if (off >= r->strtab_size)
         return NULL;
     const char *s = (const char *)r->data + r->strtab_off + off;
-    if (!memchr(s, 0, r->strtab_size - off))
+    if (!memchr(s, 0, r->strtab_size - off) || !utf8(s))
         return NULL;
     return s;
 }
 
-static int table_fits(uint64_t size, uint32_t off, uint64_t count, uint64_t entry)
+/* Tables come in order (devices, modules, rules, strings), 8-byte aligned, inside the
+ * file and without overlap: each starts at or after the end of the one before. */
+static int table_fits(uint64_t size, uint64_t *end, uint32_t off, uint64_t count, uint64_t entry)
 {
-    return off % 8 == 0 && off >= HEADER_SIZE && off <= size && count * entry <= size - off;
+    if (off % 8 || off < *end || off > size || count * entry > size - off)
+        return 0;
+    *end = off + count * entry;
+    return 1;
 }
 
 #define FAIL(msg) do { *why = msg; return NULL; } while (0)
@@ -80,11 +101,15 @@ struct mp_policy *mp_policy_parse(const unsigned char *d, uint64_t size, const c
         FAIL("bad table counts");
     if (def >= ndev)
         FAIL("default device out of range");
-    if (!table_fits(size, dev_off, ndev, DEVICE_SIZE) || !table_fits(size, mod_off, nmod, MODULE_SIZE) ||
-        !table_fits(size, rule_off, nrule, RULE_SIZE) || r.strtab_off < HEADER_SIZE ||
-        r.strtab_off > size || r.strtab_size > size - r.strtab_off || r.strtab_size == 0 ||
+    uint64_t end = HEADER_SIZE;
+    if (dev_off != HEADER_SIZE)
+        FAIL("device table not right after the header");
+    if (!table_fits(size, &end, dev_off, ndev, DEVICE_SIZE) ||
+        !table_fits(size, &end, mod_off, nmod, MODULE_SIZE) ||
+        !table_fits(size, &end, rule_off, nrule, RULE_SIZE) ||
+        !table_fits(size, &end, r.strtab_off, r.strtab_size, 1) || r.strtab_size == 0 ||
         d[r.strtab_off + r.strtab_size - 1] != 0)
-        FAIL("table outside the file");
+        FAIL("tables out of order, overlapping or outside the file");
 
     struct mp_policy *p = mp_internal_alloc(sizeof *p);
     struct mp_device_spec *devs = mp_internal_alloc(ndev * sizeof *devs);

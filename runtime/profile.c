@@ -478,3 +478,17 @@ int mp_profile_start(const char *d, const char **why)
     catch_fatal_signals();
     return 0;
 }
+
+void mp_profile_fork_prepare(void)
+{
+    lock(&sites_lock);
+    for (int i = 0; i < SHARDS; i++)
+        lock(&shards[i].lock);
+}
+
+void mp_profile_fork_release(void)
+{
+    for (int i = SHARDS - 1; i >= 0; i--)
+        unlock(&shards[i].lock);
+    unlock(&sites_lock);
+}

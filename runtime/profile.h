@@ -17,4 +17,7 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra);
 void *mp_profile_aligned(size_t align, size_t n, uintptr_t ra);
 void mp_profile_forget(void *p); /* p is being freed */
 
+void mp_profile_fork_prepare(void);
+void mp_profile_fork_release(void);
+
 #endif

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <string.h>
 #include "thread.h"
+#include "tiers.h"
 
 MP_HIDDEN MP_TLS struct mp_thread *mp_self;
 static MP_TLS int attaching;
@@ -23,6 +24,8 @@ static void unlock(void) { __atomic_store_n(&list_lock, 0, __ATOMIC_RELEASE); }
 static void detach(void *p)
 {
     struct mp_thread *t = p;
+    if (mp_mode == MP_PLACING)
+        mp_tiers_thread_exit(t);
     lock();
     t->next_free = free_list;
     free_list = t;
@@ -84,3 +87,6 @@ struct mp_thread *mp_thread_attach(const void *sp)
     attaching = 0;
     return t;
 }
+
+void mp_threads_fork_prepare(void) { lock(); }
+void mp_threads_fork_release(void) { unlock(); }

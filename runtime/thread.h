@@ -52,6 +52,8 @@ static inline struct mp_thread *mp_thread(const void *sp)
 }
 
 MP_HIDDEN void mp_threads_init(void);
+MP_HIDDEN void mp_threads_fork_prepare(void);
+MP_HIDDEN void mp_threads_fork_release(void);
 /* Every block ever made (live and recycled), for totals at exit. */
 MP_HIDDEN struct mp_thread *mp_threads_all(void);
 

@@ -6,8 +6,10 @@
  * span up to twice the capacity, so mimalloc's own overhead (page metadata, rounding of
  * huge blocks) does not eat into what the user asked for; a full arena, or a failed
  * mbind or file, sends the allocation down the fallback chain. */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <mimalloc.h>
 #include "os_memory.h"
 #include "thread.h"
@@ -49,11 +51,21 @@ static void lock(int *l)
 }
 static void unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
 
+/* Address space a device's arenas may use: room beyond the capacity for mimalloc's
+ * per-thread pages and metadata (anonymous memory is only reserved; file arenas are
+ * added, and their blocks allocated on disk, only when the ones before are full). */
+static uint64_t span_of(uint64_t capacity)
+{
+    if (!capacity)
+        return DEFAULT_CAPACITY;
+    return capacity + (capacity > (1ull << 30) ? capacity : (1ull << 30));
+}
+
 int mp_tiers_init(const struct mp_policy *policy, const char **why)
 {
     uint64_t largest = 0, align = mi_arena_min_alignment();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
-        uint64_t c = policy->devices[i].capacity ? 2 * policy->devices[i].capacity : DEFAULT_CAPACITY;
+        uint64_t c = span_of(policy->devices[i].capacity);
         if (c > largest)
             largest = c;
     }
@@ -76,7 +88,7 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
         t->spec = &policy->devices[i];
         t->slot = (unsigned char *)base + ((size_t)i << shift);
         t->capacity = t->spec->capacity;
-        t->span = (t->capacity ? 2 * t->capacity : DEFAULT_CAPACITY) & ~(uint64_t)(align - 1);
+        t->span = span_of(t->capacity) & ~(uint64_t)(align - 1);
     }
     ntiers = (int)policy->ndevices;
     for (int i = ntiers - 1; i >= 0; i--)
@@ -217,6 +229,14 @@ static void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
     }
 }
 
+/* Live bytes are signed: a thread that frees blocks another thread allocated may publish
+ * its decrease before the other publishes the increase. */
+static int over_capacity(struct tier *t, size_t size)
+{
+    int64_t live = (int64_t)__atomic_load_n(&t->stats.live, __ATOMIC_RELAXED);
+    return (live > 0 ? (uint64_t)live : 0) + size > t->capacity;
+}
+
 /* Blocks aligned above 64 KiB (mimalloc arenas cannot): a mapping of their own in the upper
  * half of the device's slot, backed and bound like an arena. First fit, under the lock. */
 static void *direct_alloc(struct tier *t, int idx, size_t size, size_t align)
@@ -299,8 +319,7 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         if (t->spec->kind == MP_SYSTEM)
             break;
         int reason = MP_FULL;
-        if (t->capacity &&
-                   __atomic_load_n(&t->stats.live, __ATOMIC_RELAXED) + size > t->capacity) {
+        if (t->capacity && over_capacity(t, size)) {
             reason = MP_FULL;
         } else if (!t->dead && align > MI_ALIGN_MAX) {
             void *p = direct_alloc(t, dev, size, align); /* fresh mapping: already zero */
@@ -371,6 +390,16 @@ size_t mp_tiers_usable_size(const void *p)
     return mi_usable_size(p);
 }
 
+/* A thread ends: its pending live bytes become the devices' (so peaks see them). */
+void mp_tiers_thread_exit(struct mp_thread *self)
+{
+    for (int i = 0; i < ntiers; i++)
+        if (self->devices[i].live_pending) {
+            publish_live(&tiers[i], self->devices[i].live_pending);
+            self->devices[i].live_pending = 0;
+        }
+}
+
 void mp_tiers_stats(int dev, struct mp_tier_stats *out)
 {
     *out = tiers[dev].stats;
@@ -389,4 +418,45 @@ void mp_tiers_count_system(struct mp_thread *self, int dev, size_t size)
 {
     if (dev >= 0)
         count(self, dev, size, 0);
+}
+
+/* ---- fork: no lock held across it, and the child gets its own copy of file devices ---- */
+
+void mp_tiers_fork_prepare(void)
+{
+    for (int i = 0; i < ntiers; i++)
+        lock(&tiers[i].lock);
+}
+
+void mp_tiers_fork_parent(void)
+{
+    for (int i = ntiers - 1; i >= 0; i--)
+        unlock(&tiers[i].lock);
+}
+
+/* MAP_SHARED file memory would stay shared with the parent after fork, unlike every other
+ * kind of memory: the child copies it into private memory of its own (a forked child's
+ * file-device blocks live in ordinary memory). */
+static void privatize(unsigned char *at, size_t length)
+{
+    void *copy = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED)
+        return;
+    memcpy(copy, at, length);
+    if (mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, at) == MAP_FAILED)
+        munmap(copy, length);
+}
+
+void mp_tiers_fork_child(void)
+{
+    for (int i = 0; i < ntiers; i++) {
+        struct tier *t = &tiers[i];
+        if (t->spec->kind == MP_FILE) {
+            if (t->arranged)
+                privatize(t->slot, t->arranged);
+            for (int d = 0; d < t->ndirect; d++)
+                privatize(t->slot + t->direct[d].offset, t->direct[d].length);
+        }
+    }
+    mp_tiers_fork_parent();
 }

@@ -40,4 +40,10 @@ void mp_tiers_stats(int dev, struct mp_tier_stats *out);
 /* Count an allocation the next allocator served on behalf of device `dev`. */
 void mp_tiers_count_system(struct mp_thread *self, int dev, size_t size);
 
+void mp_tiers_thread_exit(struct mp_thread *self);
+/* pthread_atfork handlers (registered by init.c). */
+void mp_tiers_fork_prepare(void);
+void mp_tiers_fork_parent(void);
+void mp_tiers_fork_child(void);
+
 #endif

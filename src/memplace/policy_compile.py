@@ -307,8 +307,8 @@ def decode(data: bytes) -> CompiledPolicy:
         if not -1 <= d["fallback"] < ndev:
             fail(f"device {i}: fallback {d['fallback']} is not a device")
         path = string(d["path_off"], f"device {i} path", optional=True)
-        if kinds[d["kind"]] == "file" and not path:
-            fail(f"device {i}: a file device without a directory")
+        if kinds[d["kind"]] == "file" and not (path or "").startswith("/"):
+            fail(f"device {i}: a file device without an absolute directory")
         nodes = tuple(w * 64 + b for w, word in enumerate(d["nodemask"]) for b in range(64) if word >> b & 1)
         devices.append(CDevice(string(d["name_off"], f"device {i} name"), kinds[d["kind"]], modes[d["mode"]],
                                d["capacity"], d["fallback"], path, d["flags"], nodes))
