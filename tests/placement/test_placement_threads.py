@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build, calls_to, line_of, run_placed, stats_of
+from placement_helpers import build, calls_to, line_of, run_placed, stats_of
 
 THREADS = 8
 
@@ -174,15 +174,12 @@ def test_aligned_family_and_usable_size_in_placement_mode(tmp_path, pmem):
         assert s["rules"].get(rule, {"hits": 0})["hits"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime bug: a device falls back as 'full' while most of its capacity is free when many threads "
-    "allocate: 16 threads x 30 sizes of 40-301 KB (78 MiB) into a 128 MiB file device: 59-236 blocks "
-    "fall back at a device peak of 31-69 MiB in 19 of 20 runs; likely the arena space goes to "
-    "per-thread mimalloc pages of each size class"))
 def test_device_is_not_full_while_mostly_free(tmp_path, pmem):
+    """16 threads x 30 size classes (78 MiB) into a 128 MiB device: nothing falls back. (It
+    once did, at a device peak of 31-69 MiB in 19 of 20 runs: per-thread pages ate the arena.)"""
     prog = build(tmp_path, "spread.c", "-pthread")
     pol = write_policy(tmp_path, pmem, {"spread.c:spread": "pmem"})
-    for run in range(3):  # the failure is likely, not certain, in one run
+    for run in range(3):  # that failure was likely, not certain, in one run
         stats = tmp_path / f"stats{run}.json"
         _, placed = run_both(prog, pol, "16", "30", stats=stats)
         total = int(re.search(r"bytes=(\d+)", placed.stdout).group(1))
@@ -210,14 +207,9 @@ def test_fork_from_allocating_threads_then_placed_allocations_in_the_child(tmp_p
     assert s["rules"]["f_exec"]["hits"] == 40 and s["rules"]["f_work"]["hits"] > 1000
 
 
-@pytest.mark.parametrize("device", [
-    "fast",
-    pytest.param("pmem", marks=pytest.mark.xfail(strict=True, reason=(
-        "runtime bug: file devices are MAP_SHARED mappings, so after fork() the child's writes to "
-        "(and new allocations in) a file-device block show in the parent: fork no longer gives the "
-        "child a copy; the parent's 1 MiB block reads back as the child's 'C' bytes"))),
-])
+@pytest.mark.parametrize("device", ["fast", "pmem"])
 def test_a_forked_childs_writes_do_not_reach_the_parent(tmp_path, pmem, device):
+    """fork() gives the child a copy, also of file-device blocks (shared mappings underneath)."""
     prog = build(tmp_path, "forking.c", "-pthread")
     pol = write_policy(tmp_path, pmem, {f"forking.c:cow_{device}": device,
                                         f"forking.c:cow_child_{device}": device})
@@ -248,9 +240,7 @@ def test_thread_churn_keeps_memory_bounded_and_counts_every_thread(tmp_path, pme
 def test_library_dlopened_after_start_places_its_call_site(tmp_path, pmem, device):
     """The rule names the plugin's malloc call as /abs/path/libplug.so+0xOFF; the host
     dlopens it after its first allocations, from 9 threads allocates through it, unloads
-    it and loads it again: every block of the plugin's site is on the rule's device.
-    (Its blocks are freed only at the end: freeing them from the main thread first runs
-    into the bug pinned by test_blocks_freed_by_another_thread_leave_the_device_usable.)"""
+    it and loads it again: every block of the plugin's site is on the rule's device."""
     lib = build(tmp_path, "libplug.c", "-shared", "-fPIC").rename(tmp_path / "libplug.so")
     host = build(tmp_path, "plugin_host.c", "-pthread", "-ldl")
     calls = calls_to(lib, "malloc")
@@ -267,12 +257,10 @@ def test_library_dlopened_after_start_places_its_call_site(tmp_path, pmem, devic
     assert stats_of(stats)["rules"]["plugin"]["hits"] == 500
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime bug (tiers.c, per-thread live-byte batches): 8 threads allocate 100 x 8 KiB each "
-    "(under the 1 MiB batch, never published) and exit; the main thread frees them all and publishes "
-    "-6.25 MiB: the device's uint64 live bytes wrap below zero, so every later allocation on the device "
-    "falls back as 'full' (20 of 20); the device's peak is reported as 0-5 MiB, not the 6.25 MiB that was live"))
 def test_blocks_freed_by_another_thread_leave_the_device_usable(tmp_path, pmem):
+    """8 threads allocate 100 x 8 KiB each and exit; the main thread frees them all: the device
+    must serve the next allocations and report the 6.25 MiB peak. (Per-thread live-byte
+    batches once drove the device's live bytes below zero: 'full' ever after, peak 0-5 MiB.)"""
     prog = build(tmp_path, "handoff.c", "-pthread")
     pol = write_policy(tmp_path, pmem, {"handoff.c:handoff": "pmem", "handoff.c:handoff_again": "pmem"})
     stats = tmp_path / "stats.json"

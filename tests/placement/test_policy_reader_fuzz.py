@@ -89,19 +89,6 @@ def rendering(data: bytes) -> str:
     return " ".join(parts)
 
 
-# Disagreements between the C reader and decode() that are known runtime/decoder bugs, each
-# pinned by an xfail(strict=True) test below. Everything else must agree.
-def known_disagreement(c_verdict: str, reference: str) -> str | None:
-    if c_verdict.startswith("accept") and reference.startswith("reject"):
-        if "is misplaced in a" in reference or "devices_off" in reference:
-            return "tables-overlap"
-        if "not UTF-8" in reference:
-            return "utf8"
-    if (c_verdict == "reject file device without an absolute directory" and reference.startswith("accept")):
-        return "relative-file-path"
-    return None
-
-
 def minimal_compiled() -> bytes:
     """Only the built-in system device: no modules, no rules (empty tables at one offset)."""
     return compile_policy(from_dict({"version": 1}, "minimal.toml"), TOPO, SiteResolver(None))
@@ -211,28 +198,22 @@ def test_reader_survives_damaged_files_and_agrees_with_decode(harness, tmp_path)
 
 
 def compare_with_decode(harness: Path, tmp_path: Path, blobs: list[tuple[str, bytes]]) -> tuple[int, int]:
-    """Run every blob through the harness; assert the C verdicts agree with decode() except
-    for the known disagreements. Returns (accepted, rejected) by the C reader."""
+    """Run every blob through the harness; assert every C verdict agrees with decode() (and
+    every field, when both accept). Returns (accepted, rejected) by the C reader."""
     files = write_cases(tmp_path, blobs)
     verdicts = run_harness(harness, files)
     accepted = rejected = 0
-    known: dict[str, list[str]] = {}
-    unexplained = []
+    disagree = []
     for f, (_, data) in zip(files, blobs):
         c, ref = verdicts[str(f)], rendering(data)
         accepted += c.startswith("accept")
         rejected += c.startswith("reject")
         if c.startswith("reject") and ref.startswith("reject"):
             continue  # both refuse (the reasons are worded differently)
-        if c == ref:
-            continue
-        bug = known_disagreement(c, ref)
-        if bug:
-            known.setdefault(bug, []).append(f.name)
-        else:
-            unexplained.append(f"{f.name}: C {c[:200]!r} vs decode {ref[:200]!r}")
+        if c != ref:
+            disagree.append(f"{f.name}: C {c[:200]!r} vs decode {ref[:200]!r}")
     assert accepted + rejected == len(blobs)
-    assert not unexplained, "\n".join(unexplained[:20])
+    assert not disagree, "\n".join(disagree[:20])
     return accepted, rejected
 
 
@@ -271,7 +252,7 @@ def test_libfuzzer_finds_no_crash_in_20_seconds(tmp_path):
     compare_with_decode(gcc_harness, harness_dir, [("libfuzzer", k) for k in kept])
 
 
-# ---- the known disagreements, each with a minimal reproducer --------------------------------
+# ---- disagreements the fuzzing found (fixed in the runtime and decode()), as minimal files ----
 
 
 def two_devices() -> bytes:
@@ -292,9 +273,6 @@ def verdict_of(harness: Path, tmp_path: Path, data: bytes) -> str:
     return run_harness(harness, [f])[str(f)]
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/policy.c does not check that tables are in order and do not "
-                                       "overlap (docs/policy.md: a reader must reject tables that overlap): "
-                                       "a rule table laid over the device table is accepted")
 def test_reader_rejects_overlapping_tables(harness, tmp_path):
     data = two_devices()
     assert decode(data).rules == ()
@@ -304,8 +282,6 @@ def test_reader_rejects_overlapping_tables(harness, tmp_path):
     assert verdict_of(harness, tmp_path, bad).startswith("reject")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/policy.c accepts devices_off other than 64 "
-                                       "(docs/policy.md: devices_off = 64), decode() refuses it")
 def test_reader_rejects_devices_table_not_right_after_the_header(harness, tmp_path):
     data = two_devices()
     h = HEADER.unpack(data)
@@ -315,8 +291,6 @@ def test_reader_rejects_devices_table_not_right_after_the_header(harness, tmp_pa
     assert verdict_of(harness, tmp_path, bad).startswith("reject")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/policy.c does not check that strings are UTF-8; "
-                                       "decode() refuses a device name that is not")
 def test_reader_rejects_strings_that_are_not_utf8(harness, tmp_path):
     data = bytearray(two_devices())
     h = HEADER.unpack(data)
@@ -327,8 +301,6 @@ def test_reader_rejects_strings_that_are_not_utf8(harness, tmp_path):
     assert verdict_of(harness, tmp_path, bad).startswith("reject")
 
 
-@pytest.mark.xfail(strict=True, reason="decode() accepts a file device whose directory is not absolute; "
-                                       "runtime/policy.c refuses it (compile_policy only writes absolute paths)")
 def test_reader_and_decode_agree_on_a_relative_file_directory(harness, tmp_path):
     policy = from_dict({"version": 1, "devices": {"pm": {"kind": "file", "path": "/tmp"}}}, "f.toml")
     data = bytearray(compile_policy(policy, TOPO, SiteResolver(None)))
