@@ -257,7 +257,9 @@ def test_sites_without_a_program_are_warnings(write, sys1):
 def test_a_32_bit_program_is_an_error(write, sys1, tmp_path):
     src = tmp_path / "t32.c"
     src.write_text("int main(void) { return 0; }\n")
-    if subprocess.run(["gcc", "-m32", "-o", tmp_path / "t32", src], capture_output=True).returncode:
-        pytest.skip("gcc -m32 cannot link here (Debian package gcc-multilib)")
+    # The i686 cross gcc coexists with the aarch64 one on Debian; gcc -m32 (gcc-multilib) does not.
+    cc = ["i686-linux-gnu-gcc"] if shutil.which("i686-linux-gnu-gcc") else ["gcc", "-m32"]
+    if subprocess.run([*cc, "-o", tmp_path / "t32", src], capture_output=True).returncode:
+        pytest.skip("no i386 compiler links here (Debian packages gcc-i686-linux-gnu and libc6-dev-i386-cross)")
     p = write('[[rules]]\nsize = "..4KiB"\ndevice = "system"\n')
     only(problems(p, sys1, exe=tmp_path / "t32"), "error", "32-bit program", file="t32")

@@ -44,6 +44,19 @@ def need(tool: str, package: str) -> None:
         pytest.skip(f"{tool} not installed (Debian package {package})")
 
 
+def i386_compiler(tmp: Path) -> tuple[str, list[str]]:
+    """(compiler, flags) that build i386 programs here: the i686 cross gcc (which coexists
+    with the aarch64 cross gcc on Debian), else `gcc -m32`; skip if neither links."""
+    probe = tmp / "probe32.c"
+    probe.write_text("int main(void){return 0;}\n")
+    for cc, flags in (("i686-linux-gnu-gcc", []), ("gcc", ["-m32"])):
+        if shutil.which(cc) and subprocess.run([cc, *flags, "-o", str(tmp / "probe32"), str(probe)],
+                                               capture_output=True).returncode == 0:
+            return cc, flags
+    pytest.skip("no i386 compiler that links (Debian packages gcc-i686-linux-gnu, libc6-dev-i386-cross"
+                " and libc6-i386)")
+
+
 def build(tmp: Path, src: str, out: str, *flags: str, cc: str = "gcc") -> Path:
     """Compile PROGS/src (or several, space separated) into tmp/out."""
     exe = tmp / out

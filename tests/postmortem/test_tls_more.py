@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-
-import pytest
-
-from postmortem_support import build, crash, found, memplace_json, need, printed
+from postmortem_support import build, crash, found, i386_compiler, memplace_json, need, printed
 from test_tls_glibc import VARS, _expect
 
 
@@ -52,19 +48,11 @@ def test_musl_static(tmp_path):
     assert _expect(doc, out, VARS[:-1]) == 5 * (len(VARS) - 1)
 
 
-def _m32_or_skip(tmp_path):
-    need("gcc", "gcc")
-    (tmp_path / "m.c").write_text("int main(void){return 0;}\n")
-    r = subprocess.run(["gcc", "-m32", "-o", str(tmp_path / "m"), str(tmp_path / "m.c")], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip("gcc -m32 cannot link (Debian package gcc-multilib)")
-
-
 def test_i386_glibc_gdt_path(tmp_path):
-    _m32_or_skip(tmp_path)
-    build(tmp_path, "libt.c", "libt.so", "-m32", "-shared", "-fPIC")
-    exe = build(tmp_path, "tlsprog.c", "prog", "-m32", "-DWITH_LIB", "-pthread", f"-L{tmp_path}", "-lt",
-                f"-Wl,-rpath,{tmp_path}")
+    cc, m32 = i386_compiler(tmp_path)
+    build(tmp_path, "libt.c", "libt.so", *m32, "-shared", "-fPIC", cc=cc)
+    exe = build(tmp_path, "tlsprog.c", "prog", *m32, "-DWITH_LIB", "-pthread", f"-L{tmp_path}", "-lt",
+                f"-Wl,-rpath,{tmp_path}", cc=cc)
     core, out = crash(tmp_path, exe)
     doc = memplace_json("tls", str(core), *VARS)
     assert doc["arch"] == "i386" and doc["libc"] == "glibc"
@@ -72,11 +60,11 @@ def test_i386_glibc_gdt_path(tmp_path):
 
 
 def test_i386_keys(tmp_path):
-    _m32_or_skip(tmp_path)
+    cc, m32 = i386_compiler(tmp_path)
     from test_keys import _check
 
-    build(tmp_path, "libbad.c", "libbad.so", "-m32", "-shared", "-fPIC", "-pthread")
-    exe = build(tmp_path, "keysprog.c", "prog", "-m32", "-pthread", f"-L{tmp_path}", "-lbad",
-                f"-Wl,-rpath,{tmp_path}")
+    build(tmp_path, "libbad.c", "libbad.so", *m32, "-shared", "-fPIC", "-pthread", cc=cc)
+    exe = build(tmp_path, "keysprog.c", "prog", *m32, "-pthread", f"-L{tmp_path}", "-lbad",
+                f"-Wl,-rpath,{tmp_path}", cc=cc)
     core, out = crash(tmp_path, exe)
     _check(memplace_json("keys", str(core)), out)
