@@ -11,6 +11,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +24,19 @@ def build(source: Path, out: Path, *flags: str) -> Path:
 
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, user+sys CPU seconds, stdout) of one run; fails loudly on error."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out = proc.stdout.read().decode()
-    err = proc.stderr.read().decode()
-    proc.stdout.close()
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
+    """(wall seconds, user+sys CPU seconds, stdout) of one run; fails loudly on error.
+    Output goes to files, not pipes: a chatty program must not block on a full pipe."""
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out_f, stderr=err_f)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_f.seek(0)
+        err_f.seek(0)
+        out = out_f.read().decode(errors="replace")
+        err = err_f.read().decode(errors="replace")
+    code = proc.returncode
     if code != 0:
         raise SystemExit(f"{' '.join(argv)} failed with status {code}: {err.strip()}")
     return wall, usage.ru_utime + usage.ru_stime, out

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import build, line_of, run_placed, stats_of, where
+from placement_support import build, line_of, run_placed, stats_of, where
 
 
 def fill_policy(tmp_path, pmem, small="fast", extra=""):

@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from conftest import build, calls_to, line_of, run_placed, stats_of, where
+from placement_support import build, calls_to, line_of, run_placed, stats_of, where
 
 
 def policy(tmp_path, text):

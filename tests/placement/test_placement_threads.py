@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from placement_helpers import build, calls_to, line_of, run_placed, stats_of
+from placement_support import build, calls_to, line_of, run_placed, stats_of
 
 THREADS = 8
 

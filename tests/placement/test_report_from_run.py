@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from placement_helpers import build, line_of, run_placed
+from placement_support import build, line_of, run_placed
 
 
 def memplace(*args: str) -> subprocess.CompletedProcess:

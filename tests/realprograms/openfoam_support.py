@@ -77,17 +77,10 @@ def iterations(log: str) -> int:
     return len(re.findall(r"(?m)^Time = ", log))
 
 
-def runtime_profiler() -> bool:
-    """True when `memplace profile` has its runtime engine (much faster than valgrind)."""
-    import memplace.launch
-    return hasattr(memplace.launch, "run_profiled")
-
-
 def profile_case(case: Path, argv: list[str], env: dict, out: Path) -> list[Path]:
-    """Profile one run of the solver in `case`: the runtime engine when it exists, else
-    valgrind's DHAT. Returns the profile files (one per process)."""
-    engine = [] if runtime_profiler() else ["--engine", "dhat"]
-    r = subprocess.run([sys.executable, "-m", "memplace", "profile", *engine, "--out", str(out),
+    """Profile one run of the solver in `case` with the runtime engine (bytes per site are
+    all a largest-sites policy needs). Returns the profile files (one per process)."""
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(out),
                         "--", *argv], cwd=case, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
