@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -107,3 +108,19 @@ def report(comparisons: list[Comparison], baseline: str, target: float | None,
               f"{cpu[baseline]:.3f}s -> {cpu[row['variant']]:.3f}s{'':<10} "
               + ("" if target is None else f"<= {target}x {'met' if row['met'] else 'MISSED'}"))
     return ok
+
+
+def call_sites(binary: str | Path, callees: tuple[str, ...]) -> list[int]:
+    """Return-address offsets of every call to one of `callees` (PLT names, e.g. "malloc")
+    in `binary`, from `objdump -d`: real call sites for rules."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)],
+                         capture_output=True, text=True, check=True).stdout
+    sites, pending = [], False
+    for line in out.splitlines():
+        insn = re.match(r"\s+([0-9a-f]+):", line)
+        if not insn:
+            continue
+        if pending:
+            sites.append(int(insn.group(1), 16))
+        pending = "call" in line and any(f"<{c}@plt>" in line for c in callees)
+    return sites

@@ -103,38 +103,31 @@ MP_EXPORT int posix_memalign(void **out, size_t align, size_t n)
     return mp_next.posix_memalign(out, align, n);
 }
 
-/* glibc rounds a non-power-of-two alignment up for memalign/aligned_alloc. */
-static size_t round_alignment(size_t align)
+/* memalign and aligned_alloc as glibc does them: a non-power-of-two alignment is rounded
+ * up, one too large for that is EINVAL. */
+static void *rounded_aligned(size_t align, size_t n, uintptr_t ra)
 {
-    if (align <= 16)
-        return 16;
-    size_t a = 1;
-    while (a < align && a)
+    if (align > (SIZE_MAX >> 1) + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_t a = 16;
+    while (a < align)
         a <<= 1;
-    return a;
+    return aligned(a, n, ra);
 }
 
 MP_EXPORT void *aligned_alloc(size_t align, size_t n)
 {
-    if (SPECIAL) {
-        if (align > (SIZE_MAX >> 1) + 1) {
-            errno = EINVAL;
-            return NULL;
-        }
-        return aligned(round_alignment(align), n, CALLER);
-    }
+    if (SPECIAL)
+        return rounded_aligned(align, n, CALLER);
     return mp_next.aligned_alloc(align, n);
 }
 
 MP_EXPORT void *memalign(size_t align, size_t n)
 {
-    if (SPECIAL) {
-        if (align > (SIZE_MAX >> 1) + 1) {
-            errno = EINVAL;
-            return NULL;
-        }
-        return aligned(round_alignment(align), n, CALLER);
-    }
+    if (SPECIAL)
+        return rounded_aligned(align, n, CALLER);
     return mp_next.memalign(align, n);
 }
 

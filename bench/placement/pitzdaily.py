@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "realprograms"))
-from benchlib import Comparison, report  # noqa: E402
+from benchlib import Comparison, call_sites, report  # noqa: E402
 from openfoam_support import (all_residuals, foam_env, iterations, missing,  # noqa: E402
                               prepare, profile_case, set_end_time, site_bytes)
 
@@ -47,7 +47,6 @@ RULES = 100
 LARGEST = 10                      # sites that go to the big device
 PROFILED_STEPS = 3
 PADDING_MODULES = ("libOpenFOAM.so", "libfiniteVolume.so")
-OPERATOR_NEW = "<_Znwm@plt>"
 
 
 def timed(argv: list[str], env: dict, log: Path) -> tuple[float, float, str]:
@@ -74,17 +73,7 @@ def library_paths(exe: str, env: dict) -> dict[str, str]:
 
 def operator_new_sites(path: str) -> list[int]:
     """Return-address offsets of every `call _Znwm@plt` (operator new) in the library."""
-    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", path], capture_output=True,
-                         text=True, check=True).stdout
-    sites, pending = [], False
-    for line in out.splitlines():
-        insn = re.match(r"\s+([0-9a-f]+):", line)
-        if not insn:
-            continue
-        if pending:
-            sites.append(int(insn.group(1), 16))
-        pending = "call" in line and OPERATOR_NEW in line
-    return sites
+    return call_sites(path, ("_Znwm",))
 
 
 def choose_rules(profiled: dict[str, int], libraries: dict[str, str]) -> tuple[list, list]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from benchlib import build, compare, report  # noqa: E402
+from benchlib import build, call_sites, compare, report  # noqa: E402
 
 WORKLOADS = ["churn-small", "churn-medium", "realloc-growth", "cross-thread", "larson"]
 # allocations per run at scale 1.0, for the per-allocation capture cost
@@ -36,23 +35,8 @@ TARGET = 1.10
 ALLOC_FUNCTIONS = ("malloc", "calloc", "realloc")
 
 
-def call_sites(binary: Path) -> list[int]:
-    """Return-address offsets of every call to the malloc family in `binary`."""
-    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)],
-                         capture_output=True, text=True, check=True).stdout
-    sites, pending = [], False
-    for line in out.splitlines():
-        insn = re.match(r"\s+([0-9a-f]+):", line)
-        if not insn:
-            continue
-        if pending:
-            sites.append(int(insn.group(1), 16))
-        pending = "call" in line and any(f"<{f}@plt>" in line for f in ALLOC_FUNCTIONS)
-    return sites
-
-
 def policy_text(binary: Path, device: str, nrules: int = 100) -> str:
-    sites = call_sites(binary)
+    sites = call_sites(binary, ALLOC_FUNCTIONS)
     lines = ["version = 1", "[devices.dram]", 'kind = "numa"', "nodes = [0]",
              'capacity = "4GiB"', ""]
     for off in sites:
