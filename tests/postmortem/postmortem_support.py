@@ -89,6 +89,38 @@ def crash(tmp: Path, exe: Path, *args: str, env: dict | None = None, timeout: fl
     return cores[0], r.stdout
 
 
+AARCH64_SYSROOT = "/usr/aarch64-linux-gnu"
+
+
+def need_aarch64() -> None:
+    """Skip unless the aarch64 cross gcc, its libc and qemu-user are installed."""
+    need("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+    need("qemu-aarch64", "qemu-user")
+    if not Path(AARCH64_SYSROOT, "lib", "libc.so.6").is_file():
+        pytest.skip(f"no aarch64 glibc under {AARCH64_SYSROOT} (Debian package libc6-dev-arm64-cross)")
+
+
+def qemu_crash(tmp: Path, exe: Path, *args: str, timeout: float = 120) -> tuple[Path, str]:
+    """Run an aarch64 exe under qemu-user in tmp until it crashes; return (guest core, stdout).
+
+    qemu writes the guest's core itself as qemu_PROG_DATE_PID.core in the cwd, whatever
+    the kernel's core_pattern; the kernel may then dump qemu's own (host) core as `core`:
+    a directory of that name makes the kernel skip it."""
+    for old in tmp.glob("qemu_*.core"):
+        old.unlink()
+    host_core = tmp / "core"
+    if not host_core.exists():
+        host_core.mkdir()
+    r = subprocess.run(["qemu-aarch64", "-L", AARCH64_SYSROOT, str(exe), *args], cwd=tmp, capture_output=True,
+                       text=True, timeout=timeout, preexec_fn=_unlimited_core)
+    if host_core.is_file():
+        host_core.unlink()
+    assert r.returncode != 0, f"{exe.name} did not crash under qemu\n{r.stderr}"
+    cores = sorted(tmp.glob("qemu_*.core"))
+    assert len(cores) == 1, f"qemu wrote no guest core for {exe.name}: {r.stderr}"
+    return cores[0], r.stdout
+
+
 def memplace_run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True, text=True,

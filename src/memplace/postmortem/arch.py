@@ -45,6 +45,10 @@ class Arch:
     tp_reg: int | None  # index of the register that *is* the thread pointer (fs_base)
     gs_reg: int | None  # i386: index of %gs, a selector into the NT_386_TLS entries
     tls_above_tp: bool  # TLS variant I (aarch64) vs variant II (x86)
+    # glibc's struct pthread relative to the TP: at it (x86), or just below it (variant I),
+    # `_thread_db_const_thread_area` bytes down: aarch64's DB_THREAD_SELF is
+    # CONST_THREAD_AREA(64, sizeof(struct pthread)); on x86_64 that symbol is a register index.
+    glibc_pthread_below_tp: bool
     glibc_tcb_dtv: int  # tcbhead_t.dtv relative to the thread pointer
     musl_dtv: int  # where musl keeps the dtv pointer, relative to the thread pointer
     musl_tls_gap: int  # musl: bytes between TP and the first TLS block (TLS_ABOVE_TP)
@@ -55,19 +59,19 @@ ARCHES: dict[int, Arch] = {
     EM_X86_64: Arch(
         "x86_64", word=8, prstatus_size=336, prstatus_sig=12, prstatus_tid=32,
         prstatus_regs=112, reg_size=8, pc_reg=16, tp_reg=21, gs_reg=None,
-        tls_above_tp=False, glibc_tcb_dtv=8, musl_dtv=8,
+        tls_above_tp=False, glibc_pthread_below_tp=False, glibc_tcb_dtv=8, musl_dtv=8,
         musl_tls_gap=0, glibc_tls_gap=0,
     ),
     EM_386: Arch(
         "i386", word=4, prstatus_size=144, prstatus_sig=12, prstatus_tid=24,
         prstatus_regs=72, reg_size=4, pc_reg=12, tp_reg=None, gs_reg=10,
-        tls_above_tp=False, glibc_tcb_dtv=4, musl_dtv=4,
+        tls_above_tp=False, glibc_pthread_below_tp=False, glibc_tcb_dtv=4, musl_dtv=4,
         musl_tls_gap=0, glibc_tls_gap=0,
     ),
     EM_AARCH64: Arch(
         "aarch64", word=8, prstatus_size=392, prstatus_sig=12, prstatus_tid=32,
         prstatus_regs=112, reg_size=8, pc_reg=32, tp_reg=None, gs_reg=None,
-        tls_above_tp=True, glibc_tcb_dtv=0, musl_dtv=-8,
+        tls_above_tp=True, glibc_pthread_below_tp=True, glibc_tcb_dtv=0, musl_dtv=-8,
         musl_tls_gap=16, glibc_tls_gap=16,
     ),
 }

@@ -232,6 +232,8 @@ class ElfFile:
                     if info & 0xF != STT_TLS or not shndx or not st_name:
                         continue
                     name = self._str(stroff, st_name).split("@", 1)[0]
+                    if name.startswith("$") or name == "_TLS_MODULE_BASE_":
+                        continue  # ARM mapping symbols ($d) and the TLS-descriptor anchor: not variables
                     seen.setdefault(name, Symbol(name, value, sz, STT_TLS, shndx))
         return sorted(seen.values(), key=lambda s: (s.value, s.name))
 

@@ -58,6 +58,16 @@ class GlibcLayout:
     def sizeof(self, name: str) -> int:
         return self.sizes[name]
 
+    @property
+    def pthread_below_tp(self) -> int:
+        """Variant I (aarch64): bytes from struct pthread up to the thread pointer, as this
+        glibc's `const_thread_area` states it (else its sizeof(struct pthread)).
+
+        >>> lay.pthread_below_tp                       # doctest: +SKIP
+        1856
+        """
+        return self.sizes.get("const_thread_area") or self.sizes["pthread"]
+
 
 def glibc_layout(elf: ElfFile) -> GlibcLayout | None:
     """The layout described by `_thread_db_*` symbols in `elf`, or None if it has none."""

@@ -90,9 +90,7 @@ def open_pid(pid: int) -> Target:
     tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
     tps: dict[int, int] = {}
     if target.glibc is not None:
-        extra = target.glibc.sizeof("pthread") if arch.tls_above_tp else 0
-        tps = {tid: pd + extra for tid, pd in
-               glibc_threads_in_memory(mem, target.glibc, target.rtld_global, arch).items()}
+        tps = {tid: pd - target.pthread_offset for tid, pd in glibc_threads_in_memory(target).items()}
     missing = [t for t in tids if t not in tps]
     if missing and arch.name == "x86_64":
         tps.update(_ptrace_fs_base(missing))

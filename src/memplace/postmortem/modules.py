@@ -54,13 +54,22 @@ class Module:
         return any(p.type == PT_LOAD and p.vaddr <= v < p.vaddr + p.memsz for p in self.elf.phdrs)
 
 
-def resolve_path(name: str, sysroot: str | None, mapped: list[str] = ()) -> str | None:
-    """The file to open for a module the process knew as `name`."""
+def resolve_path(name: str, sysroot: str | None, mapped: list[str] = (), as_is: bool = False) -> str | None:
+    """The file to open for a module the process knew as `name`.
+
+    Under `sysroot` first; with `as_is`, then at `name` itself, the way qemu-user's
+    `-L` prefix works (its cores list no mapped files to search by basename).
+
+    >>> resolve_path("/lib/libc.so.6", "/usr/aarch64-linux-gnu")      # doctest: +SKIP
+    '/usr/aarch64-linux-gnu/lib/libc.so.6'
+    """
     candidates = []
     if sysroot:
         candidates.append(os.path.join(sysroot, name.lstrip("/")))
         base = os.path.basename(name)
         candidates += [os.path.join(sysroot, p.lstrip("/")) for p in mapped if os.path.basename(p) == base]
+        if as_is:
+            candidates.append(name)
     else:
         candidates.append(name)
         base = os.path.basename(name)
@@ -156,11 +165,15 @@ def load_modules(mem: Memory, exe_path: str, sysroot: str | None, at_phdr: int |
             mods[0].link_map = lm
             first = False
         elif name and name not in VDSO_NAMES and not name.startswith("linux-"):
-            path = resolve_path(name, sysroot, mapped)
+            # No mapped-file list (a qemu-user core): a library not under the sysroot is
+            # looked for at its own path, as qemu's -L did when the process ran.
+            path = resolve_path(name, sysroot, mapped, as_is=not mapped)
             if path is None:
                 hint = " under --sysroot " + sysroot if sysroot else "; pass --sysroot DIR"
                 raise UserError(f"{where}: library {name} not found{hint}")
             elf = ElfFile(path)
+            if elf.machine != exe.machine or elf.word != exe.word:
+                raise UserError(f"{path}: library for another machine than {where} (wrong file or --sysroot)")
             if check:
                 check_build_id(mem, elf, l_addr, "core" if hasattr(mem, "threads") else "process")
             if register:

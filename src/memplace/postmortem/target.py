@@ -51,9 +51,24 @@ class Target:
     @property
     def pthread_offset(self) -> int:
         """struct pthread address minus thread pointer (glibc variant I puts it below the TP)."""
-        if self.libc == "glibc" and self.arch.tls_above_tp and self.glibc is not None:
-            return -self.glibc.sizeof("pthread")
+        if self.libc == "glibc" and self.arch.glibc_pthread_below_tp and self.glibc is not None:
+            return -self.glibc.pthread_below_tp
         return 0
+
+    def glibc_global(self, name: str) -> int | None:
+        """Address of one of ld.so's globals (`_dl_stack_used`, `_dl_tls_dtv_slotinfo_list`):
+        a field of `_rtld_global` in a dynamic program, a variable of its own in a static one.
+
+        >>> hex(target.glibc_global("_dl_stack_used"))           # doctest: +SKIP
+        '0x7f5e1c02d0a8'
+        """
+        lay = self.glibc
+        if lay is None:
+            return None
+        if self.rtld_global is not None:
+            f = "rtld_global_" + name
+            return self.rtld_global + lay.off(f) if lay.has(f) else None
+        return _symbol_address(self.modules, name) if lay.has(name) else None
 
 
 def open_core(path: str, exe: str | None = None, sysroot: str | None = None) -> Target:
@@ -88,11 +103,10 @@ def fill_thread_pointers_from_memory(target: Target, threads: list[Thread]) -> N
     if target.glibc is None:
         target.notes.append("no thread-pointer notes in the core and no glibc thread list: TLS unavailable")
         return
-    pds = glibc_threads_in_memory(target.mem, target.glibc, target.rtld_global, target.arch)
-    extra = target.glibc.sizeof("pthread") if target.arch.tls_above_tp else 0
+    pds = glibc_threads_in_memory(target)
     for t in threads:
         if t.tp is None and t.tid in pds:
-            t.tp = pds[t.tid] + extra
+            t.tp = pds[t.tid] - target.pthread_offset
 
 
 def identify_libc(target: Target) -> None:

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64, Arch
-from memplace.postmortem.elfcore import CoreThread, Memory, MemoryFault
+from memplace.postmortem.elfcore import CoreThread, MemoryFault
 
 
 @dataclass
@@ -64,18 +64,24 @@ def thread_pointer(target, thread: Thread | int) -> int | None:
     return None
 
 
-def glibc_threads_in_memory(mem: Memory, layout, rtld_global: int | None, arch: Arch) -> dict[int, int]:
+def glibc_threads_in_memory(target) -> dict[int, int]:
     """tid -> struct pthread address from glibc's `_dl_stack_used`/`_dl_stack_user` lists.
 
     Exited-but-unjoined threads stay on those lists; their tid field is then 0 or
-    stale, so a caller matching live tids gets only real threads."""
-    if rtld_global is None or not layout.has("rtld_global__dl_stack_used", "pthread_list", "pthread_tid"):
+    stale, so a caller matching live tids gets only real threads.
+
+    >>> {tid: hex(pd) for tid, pd in glibc_threads_in_memory(target).items()}   # doctest: +SKIP
+    {14563: '0x5502873cc0', 14565: '0x55032741a0'}
+    """
+    layout, mem = target.glibc, target.mem
+    if layout is None or not layout.has("pthread_list", "pthread_tid"):
         return {}
     out: dict[int, int] = {}
     list_off = layout.off("pthread_list")
     tid_off = layout.off("pthread_tid")
-    for head_name in ("rtld_global__dl_stack_used", "rtld_global__dl_stack_user"):
-        head = rtld_global + layout.off(head_name)
+    for head in (target.glibc_global("_dl_stack_used"), target.glibc_global("_dl_stack_user")):
+        if head is None:
+            continue
         try:
             node = mem.read_word(head)
             seen = 0

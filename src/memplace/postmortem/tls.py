@@ -105,12 +105,13 @@ def slotinfo_generation(target, modid: int) -> int | None:
         return cache[modid]
     lay = target.glibc
     gen = None
-    if target.rtld_global is not None and lay.has(
-            "rtld_global__dl_tls_dtv_slotinfo_list", "dtv_slotinfo_list_len", "dtv_slotinfo_list_next",
+    head = target.glibc_global("_dl_tls_dtv_slotinfo_list")
+    if head is not None and lay.has(
+            "dtv_slotinfo_list_len", "dtv_slotinfo_list_next",
             "dtv_slotinfo_list_slotinfo", "dtv_slotinfo_gen", "dtv_slotinfo"):
         mem = target.mem
         try:
-            lst = mem.read_word(target.rtld_global + lay.off("rtld_global__dl_tls_dtv_slotinfo_list"))
+            lst = mem.read_word(head)
             idx, hops = modid, 0
             while lst and hops < 1 << 16:
                 length = mem.read_word(lst + lay.off("dtv_slotinfo_list_len"))

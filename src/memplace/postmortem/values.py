@@ -16,7 +16,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from memplace.postmortem.elfcore import ElfFile
+from memplace.postmortem.elfcore import ElfFile, Symbol
 
 DW_OP_addr, DW_OP_const4u, DW_OP_const8u, DW_OP_constu = 0x03, 0x0C, 0x0E, 0x10
 DW_OP_form_tls_address, DW_OP_GNU_push_tls_address = 0x9B, 0xE0
@@ -243,15 +243,21 @@ def dwarf_tls_variables(elf: ElfFile, names: set[str] | None = None) -> list[Tls
         return _drgn_tls_variables(elf, dbg, names)
     if dbg.path in _DWARF_CACHE:
         return _DWARF_CACHE[dbg.path]
-    out = _pyelftools_tls_variables(dbg.path, elf.word)
+    syms = {s.name: s for s in elf.tls_symbols}
+    syms.update({s.name: s for s in dbg.tls_symbols if s.name not in syms})
+    out = _pyelftools_tls_variables(dbg.path, elf.word, syms)
     _DWARF_CACHE[dbg.path] = out
     return out
 
 
-def _pyelftools_tls_variables(path: str, word: int) -> list[TlsVar] | None:
+def _pyelftools_tls_variables(path: str, word: int, symbols: dict[str, Symbol]) -> list[TlsVar] | None:
+    """TLS variables from DWARF. Those with a TLS location expression carry their offset;
+    GCC on aarch64 gives TLS variables no DW_AT_location at all, so a located-nowhere
+    variable definition takes its offset from the module's STT_TLS symbol of that name."""
     from elftools.elf.elffile import ELFFile  # deferred: only modules with DWARF pay for it
 
     out: list[TlsVar] = []
+    unlocated: dict[str, list] = {}  # symbol name -> [(qualified name, type)] of location-less definitions
     try:
         with open(path, "rb") as f:
             ef = ELFFile(f)
@@ -261,7 +267,11 @@ def _pyelftools_tls_variables(path: str, word: int) -> list[TlsVar] | None:
             builder = _TypeBuilder(word)
             for cu in dwarf.iter_CUs():
                 for die in cu.iter_DIEs():
-                    if die.tag != "DW_TAG_variable" or "DW_AT_location" not in die.attributes:
+                    if die.tag != "DW_TAG_variable":
+                        continue
+                    if "DW_AT_location" not in die.attributes:
+                        if symbols and "DW_AT_declaration" not in die.attributes and "DW_AT_name" in die.attributes:
+                            _note_unlocated(die, symbols, builder, unlocated)
                         continue
                     loc = die.attributes["DW_AT_location"]
                     if loc.form not in ("DW_FORM_exprloc", "DW_FORM_block1", "DW_FORM_block"):
@@ -282,7 +292,31 @@ def _pyelftools_tls_variables(path: str, word: int) -> list[TlsVar] | None:
                     out.append(TlsVar(name, off, size, ctype))
     except Exception:  # noqa: BLE001 - corrupt DWARF: fall back to symbols, never crash
         return None
+    located = {v.name for v in out}
+    for sym_name, defs in unlocated.items():
+        # One definition per symbol, else we cannot tell which CU's static it is: raw bytes then.
+        if len(defs) == 1 and defs[0][0] not in located:
+            name, ctype = defs[0]
+            s = symbols[sym_name]
+            size = (ctype.size if ctype.kind == "array" else ctype.strip().size) if ctype else s.size
+            out.append(TlsVar(name, s.value, size or s.size, ctype))
     return out
+
+
+def _note_unlocated(die, symbols: dict[str, Symbol], builder: "_TypeBuilder", unlocated: dict) -> None:
+    """Remember a location-less variable definition whose (linkage) name is an STT_TLS symbol."""
+    link = _attr(die, "DW_AT_linkage_name") or _attr(die, "DW_AT_MIPS_linkage_name")
+    link = link.decode("utf-8", "replace") if isinstance(link, bytes) else link
+    name = _attr(die, "DW_AT_name", b"")
+    name = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+    sym = link if link in symbols else name if name in symbols else None
+    if sym is None:
+        return
+    ctype = builder.ref(die)
+    if ctype is not None and symbols[sym].size and ctype.strip().size not in (0, symbols[sym].size) \
+            and ctype.kind != "array":
+        return  # a same-named variable of another size: not this TLS symbol
+    unlocated.setdefault(sym, []).append((_qualified_name(die), ctype))
 
 
 _DRGN_PROGS: dict[str, object] = {}
