@@ -332,7 +332,10 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         } else if (!t->dead) {
             void *p = tier_alloc(t, dev, size, align, zero);
             if (p) {
-                count(self, dev, size, (int64_t)mi_usable_size(p));
+                /* below 512 KiB mimalloc's size classes give the usable size without asking
+                 * the block's page (checked against mi_usable_size for mimalloc 3.4) */
+                size_t usable = !align && size < EXACT_BYTES ? mi_good_size(size) : mi_usable_size(p);
+                count(self, dev, size, (int64_t)usable);
                 *served = dev;
                 return p;
             }
