@@ -146,6 +146,28 @@ def test_keys_equal_getspecific_and_misuse_flagged(tmp_path):
     _check(doc, out)
 
 
+def test_drgn_helpers_on_a_qemu_core(a64_core):
+    drgn = pytest.importorskip("drgn")
+    import logging
+
+    from memplace.postmortem.drgn_helpers import memplace_target, thread_pointer, tls_object
+
+    _, exe, core, out = a64_core
+    logging.getLogger("drgn").setLevel(logging.CRITICAL)
+    prog = drgn.Program()
+    prog.set_core_dump(str(core))
+    memplace_target(prog, exe=str(exe), sysroot=AARCH64_SYSROOT)  # drgn alone finds no module here
+    want = printed(out)
+    for tid, tp in _printed_tps(out).items():
+        assert thread_pointer(prog, tid) == tp
+        pt = tls_object(prog, "t_pt", thread=tid)
+        x, y, tag = want[(tid, "t_pt")].split()
+        assert (pt.x.value_(), pt.y.value_(), pt.tag.string_().decode()) == (int(x), int(y), tag)
+        assert tls_object(prog, "lib_counter", thread=tid).value_() == int(want[(tid, "lib_counter")])
+        ptr = tls_object(prog, "t_ptr", thread=tid)
+        assert ptr.value_() == int(want[(tid, "t_ptr")]) and (not ptr.value_() or ptr[0].value_() == 7)
+
+
 # -- a kernel-style core: the same core with one NT_ARM_TLS note after each NT_PRSTATUS -------
 
 def _with_arm_tls_notes(core: Path, tps: dict[int, int], dest: Path) -> None:

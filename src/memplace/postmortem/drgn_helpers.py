@@ -12,6 +12,10 @@ variable's address in a thread with memplace, and hand back a real drgn
     >>> tls_object(prog, "t_pt", thread=5636).x
     (int)1
     >>> pthread_key_values(prog).findings
+
+A core without NT_FILE (qemu-user's guest cores) tells drgn nothing about its
+modules; `memplace_target(prog, exe=..., sysroot=...)` first opens it with the
+executable and sysroot memplace needs, and gives drgn those modules and files.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from __future__ import annotations
 from memplace.errors import UserError
 
 
-def memplace_target(prog):
-    """The memplace Target for the core (or live process) a drgn Program is attached to, cached."""
-    cached = getattr(prog, "_memplace_target", None)
+def memplace_target(prog, exe: str | None = None, sysroot: str | None = None):
+    """The memplace Target for the core (or live process) a drgn Program is attached to, cached.
+
+    >>> memplace_target(prog, exe="./prog", sysroot="/usr/aarch64-linux-gnu")   # doctest: +SKIP
+    """
+    cached = getattr(prog, "_memplace_target", None) or _CACHE.get(id(prog))
     if cached is not None:
         return cached
     import drgn
@@ -36,7 +43,8 @@ def memplace_target(prog):
         path = prog.core_dump_path
         if not path:
             raise UserError("this drgn Program has no core dump or process attached")
-        target = open_core(path)
+        target = open_core(path, exe=exe, sysroot=sysroot)
+        _give_drgn_modules(prog, target)
     try:
         prog._memplace_target = target
     except AttributeError:  # drgn.Program may not take attributes: cache by id instead
@@ -45,6 +53,30 @@ def memplace_target(prog):
 
 
 _CACHE: dict[int, object] = {}
+
+
+def _give_drgn_modules(prog, target) -> None:
+    """Tell drgn memplace's modules (address range and file) when drgn found none itself."""
+    import drgn
+
+    try:
+        if prog.main_module().loaded_file_status == drgn.ModuleFileStatus.HAVE:
+            return
+    except LookupError:
+        pass
+    from memplace.postmortem.elfcore import PT_LOAD
+
+    for m in target.modules:
+        loads = [p for p in m.elf.phdrs if p.type == PT_LOAD]
+        if not loads:
+            continue
+        # An extra module's bias is its start minus the file's first segment: memplace's l_addr.
+        dm = prog.extra_module(m.name, 0, create=True)
+        dm.address_range = (m.bias + min(p.vaddr for p in loads), m.bias + max(p.vaddr + p.memsz for p in loads))
+        try:
+            dm.try_file(m.elf.path, force=True)
+        except Exception:  # noqa: BLE001 - a file drgn cannot use leaves that module without types
+            continue
 
 
 def _target(prog):
