@@ -175,8 +175,10 @@ def _with_arm_tls_notes(core: Path, tps: dict[int, int], dest: Path) -> None:
     data = bytearray(core.read_bytes())
     phoff, = struct.unpack_from("<Q", data, 32)
     phentsize, phnum = struct.unpack_from("<HH", data, 54)
-    ph = next(phoff + i * phentsize for i in range(phnum) if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 4)
-    off, size = struct.unpack_from("<QQ", data, ph + 8)[0], struct.unpack_from("<Q", data, ph + 32)[0]
+    phdrs = [phoff + i * phentsize for i in range(phnum)]
+    ph = next(p for p in phdrs if struct.unpack_from("<I", data, p)[0] == 4)  # PT_NOTE
+    off, = struct.unpack_from("<Q", data, ph + 8)  # p_offset
+    size, = struct.unpack_from("<Q", data, ph + 32)  # p_filesz
     notes, new, pos = bytes(data[off:off + size]), bytearray(), 0
     while pos + 12 <= len(notes):
         namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
