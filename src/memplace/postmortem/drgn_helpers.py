@@ -28,7 +28,7 @@ def memplace_target(prog, exe: str | None = None, sysroot: str | None = None):
 
     >>> memplace_target(prog, exe="./prog", sysroot="/usr/aarch64-linux-gnu")   # doctest: +SKIP
     """
-    cached = getattr(prog, "_memplace_target", None) or _CACHE.get(id(prog))
+    cached = _cached(prog)
     if cached is not None:
         return cached
     import drgn
@@ -45,14 +45,21 @@ def memplace_target(prog, exe: str | None = None, sysroot: str | None = None):
             raise UserError("this drgn Program has no core dump or process attached")
         target = open_core(path, exe=exe, sysroot=sysroot)
         _give_drgn_modules(prog, target)
-    try:
-        prog._memplace_target = target
-    except AttributeError:  # drgn.Program may not take attributes: cache by id instead
-        _CACHE[id(prog)] = target
+    _CACHE[id(prog)] = (prog, target)
+    while len(_CACHE) > _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]
     return target
 
 
-_CACHE: dict[int, object] = {}
+# drgn.Program takes neither attributes nor weak references: cache by id, holding the Program
+# itself so that its id cannot be reused by a new Program while the entry lives.
+_CACHE: dict[int, tuple] = {}
+_CACHE_SIZE = 8
+
+
+def _cached(prog):
+    entry = _CACHE.get(id(prog))
+    return entry[1] if entry is not None and entry[0] is prog else None
 
 
 def _give_drgn_modules(prog, target) -> None:
@@ -80,7 +87,7 @@ def _give_drgn_modules(prog, target) -> None:
 
 
 def _target(prog):
-    return _CACHE.get(id(prog)) or memplace_target(prog)
+    return _cached(prog) or memplace_target(prog)
 
 
 def _tid(prog, thread) -> int:
