@@ -100,19 +100,27 @@ def need_aarch64() -> None:
         pytest.skip(f"no aarch64 glibc under {AARCH64_SYSROOT} (Debian package libc6-dev-arm64-cross)")
 
 
-def qemu_crash(tmp: Path, exe: Path, *args: str, timeout: float = 120) -> tuple[Path, str]:
+def qemu_crash(tmp: Path, exe: Path, *args: str, stack_kib: int | None = None,
+               timeout: float = 120) -> tuple[Path, str]:
     """Run an aarch64 exe under qemu-user in tmp until it crashes; return (guest core, stdout).
 
     qemu writes the guest's core itself as qemu_PROG_DATE_PID.core in the cwd, whatever
     the kernel's core_pattern; the kernel may then dump qemu's own (host) core as `core`:
-    a directory of that name makes the kernel skip it."""
+    a directory of that name makes the kernel skip it. `stack_kib` shrinks the main and
+    thread stacks (qemu -s, RLIMIT_STACK), and so the core."""
     for old in tmp.glob("qemu_*.core"):
         old.unlink()
     host_core = tmp / "core"
     if not host_core.exists():
         host_core.mkdir()
-    r = subprocess.run(["qemu-aarch64", "-L", AARCH64_SYSROOT, str(exe), *args], cwd=tmp, capture_output=True,
-                       text=True, timeout=timeout, preexec_fn=_unlimited_core)
+    def limits():
+        _unlimited_core()
+        if stack_kib:
+            resource.setrlimit(resource.RLIMIT_STACK, (stack_kib << 10, resource.RLIM_INFINITY))
+
+    stack = ["-s", str(stack_kib << 10)] if stack_kib else []
+    r = subprocess.run(["qemu-aarch64", *stack, "-L", AARCH64_SYSROOT, str(exe), *args], cwd=tmp,
+                       capture_output=True, text=True, timeout=timeout, preexec_fn=limits)
     if host_core.is_file():
         host_core.unlink()
     assert r.returncode != 0, f"{exe.name} did not crash under qemu\n{r.stderr}"

@@ -8,6 +8,8 @@ through the link_map under --sysroot. Each program prints what each thread sees
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import struct
 from pathlib import Path
@@ -233,3 +235,68 @@ def test_library_of_another_machine_under_sysroot(a64_core, tmp_path):
     (lib / "libc.so.6").symlink_to(x86_libc)
     r = memplace_run("tls", str(core), "t_long", "--exe", str(exe), "--sysroot", str(tmp_path / "root"), check=False)
     _one_line_error(r, "libc.so.6", "another machine")
+
+
+# -- hostile input where the qemu path reads: thread lists, struct pthread, DTVs, link_maps ---
+
+@pytest.fixture(scope="module")
+def small_a64_core(tmp_path_factory):
+    """A small qemu core (256 KiB stacks) and the file offsets of what memplace reads there."""
+    from memplace.postmortem.target import open_core
+
+    need_aarch64()
+    tmp = tmp_path_factory.mktemp("a64fuzz")
+    build(tmp, "libt.c", "libt.so", "-shared", "-fPIC", cc=CC)
+    exe = build(tmp, "tlsprog.c", "prog", "-DWITH_LIB", "-pthread", f"-L{tmp}", "-lt", f"-Wl,-rpath,{tmp}", cc=CC)
+    core, _ = qemu_crash(tmp, exe, stack_kib=256)
+    t = open_core(str(core), exe=str(exe), sysroot=AARCH64_SYSROOT)
+    lay, w = t.glibc, 8
+    addrs = [t.glibc_global(n) for n in ("_dl_stack_used", "_dl_stack_user", "_dl_tls_dtv_slotinfo_list")]
+    for th in t.threads:
+        pd = th.tp + t.pthread_offset
+        addrs += [pd + lay.off(f) for f in ("pthread_list", "pthread_tid", "pthread_dtvp", "pthread_specific")]
+        addrs += [pd + lay.off("pthread_list") + w]
+        dtv = t.mem.read_word(th.tp)
+        addrs += [dtv - 2 * w, dtv] + [dtv + 2 * w * k for k in range(1, 4)]
+    for m in t.modules:
+        if m.link_map:
+            addrs += [m.link_map + i * w for i in range(4)]
+            addrs += [m.link_map + lay.off("link_map_l_tls_modid"), m.link_map + lay.off("link_map_l_tls_offset")]
+    offsets = []
+    for a in filter(None, addrs):
+        p = next((p for p in t.mem.loads if p.vaddr <= a < p.vaddr + p.filesz), None)
+        if p is not None:
+            offsets.append(p.offset + a - p.vaddr)
+    assert len(offsets) > 40
+    return exe, core.read_bytes(), tmp, sorted(set(offsets))
+
+
+@pytest.mark.slow
+def test_hostile_thread_lists_and_dtvs_give_an_answer_or_one_line(small_a64_core):
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from test_fuzz import _run
+
+    exe, data, tmp, offsets = small_a64_core
+    poke = st.tuples(st.sampled_from(offsets), st.integers(-8, 8), st.binary(min_size=1, max_size=8))
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(pokes=st.lists(poke, min_size=1, max_size=4), cmd=st.sampled_from(["tls", "keys"]))
+    def run(pokes, cmd):
+        buf = bytearray(data)
+        for off, delta, payload in pokes:
+            at = max(0, off + delta)
+            buf[at:at + len(payload)] = payload
+        path = tmp / "mutated.core"
+        path.write_bytes(bytes(buf))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = _run([cmd, str(path), "--exe", str(exe), "--sysroot", AARCH64_SYSROOT, "--json"])
+        assert code in (0, 2), (code, err.getvalue())
+        if code == 2:
+            text = err.getvalue()
+            assert text.count("\n") == 1 and text.startswith("memplace: "), text
+
+    run()
