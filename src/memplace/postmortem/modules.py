@@ -54,6 +54,15 @@ class Module:
         return any(p.type == PT_LOAD and p.vaddr <= v < p.vaddr + p.memsz for p in self.elf.phdrs)
 
 
+def printable(name: str) -> str:
+    r"""A name read from a core, fit for a one-line message: control characters escaped.
+
+    >>> print(printable("lib\nx.so"))
+    lib\nx.so
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 def resolve_path(name: str, sysroot: str | None, mapped: list[str] = (), as_is: bool = False) -> str | None:
     """The file to open for a module the process knew as `name`.
 
@@ -129,7 +138,7 @@ def find_executable(exe: str | None, sysroot: str | None, files: list, at_phdr: 
         p = resolve_path(n, sysroot)
         if p:
             return p
-    hint = names[0] if names else fname or "?"
+    hint = printable(names[0] if names else fname or "?")
     raise UserError(f"{where}: executable {hint} not found; pass --exe PATH (and --sysroot DIR for another machine's core)")
 
 
@@ -170,7 +179,7 @@ def load_modules(mem: Memory, exe_path: str, sysroot: str | None, at_phdr: int |
             path = resolve_path(name, sysroot, mapped, as_is=not mapped)
             if path is None:
                 hint = " under --sysroot " + sysroot if sysroot else "; pass --sysroot DIR"
-                raise UserError(f"{where}: library {name} not found{hint}")
+                raise UserError(f"{where}: library {printable(name)} not found{hint}")
             elf = ElfFile(path)
             if elf.machine != exe.machine or elf.word != exe.word:
                 raise UserError(f"{path}: library for another machine than {where} (wrong file or --sysroot)")
