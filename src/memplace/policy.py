@@ -53,6 +53,11 @@ class Problem:
     level: str  # "error" or "warning"
     message: str
 
+    def __post_init__(self):
+        # names come from the user's file: a newline in one must not make two lines
+        if any(c in self.message for c in "\n\r\t\x00"):
+            object.__setattr__(self, "message", self.message.encode("unicode_escape").decode("ascii"))
+
     def __str__(self) -> str:
         return f"{self.level}: {self.message}"
 
