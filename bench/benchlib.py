@@ -1,7 +1,10 @@
 """Shared by the benchmarks: build a C workload, time commands side by side, print ratios.
 
-Machines here are noisy, so variants are run interleaved (ABBA order, round after round)
-and compared by medians; a lone absolute time is never the result.
+Machines here are noisy (a virtual machine whose CPU time itself jitters by 10-20% from
+run to run), so variants are run interleaved (ABBA order, round after round) and a ratio
+is the median over rounds of variant/baseline measured side by side in that round: slow
+phases of the machine then hit both sides of a pair. A lone absolute time is never the
+result.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class Comparison:
         return statistics.median(s[metric] for s in self.variants[variant])
 
     def ratio(self, variant: str, baseline: str, metric: int) -> float:
-        return self.median(variant, metric) / self.median(baseline, metric)
+        """Median of the per-round ratios (rounds pair runs made one after the other)."""
+        pairs = zip(self.variants[variant], self.variants[baseline])
+        return statistics.median(v[metric] / b[metric] for v, b in pairs)
 
 
 def compare(workload: str, argv: list[str], envs: dict[str, dict[str, str]], runs: int,

@@ -23,16 +23,25 @@ MP_EXPORT void *malloc(size_t n)
     return mp_next.malloc(n);
 }
 
+MP_COLD static void free_special(void *p)
+{
+    if (mp_tiers_own(p))
+        mp_tiers_free(p);
+    else if (!mp_boot_owns(p)) {
+        if (mp_mode == MP_PROFILING)
+            mp_profile_forget(p);
+        mp_next.free(p);
+    }
+}
+
 MP_EXPORT void free(void *p)
 {
-    if (mp_unlikely(mp_tiers_own(p))) {
-        mp_tiers_free(p);
+    if (SPECIAL) {
+        free_special(p);
         return;
     }
     if (mp_unlikely(mp_boot_owns(p)))
         return; /* boot blocks are never reused */
-    if (mp_unlikely(mp_mode == MP_PROFILING))
-        mp_profile_forget(p);
     mp_next.free(p);
 }
 

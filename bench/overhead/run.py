@@ -24,7 +24,7 @@ TARGET = 1.03
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--scale", type=float, default=1.0, help="work per run (1.0 = ~0.5 s)")
     ap.add_argument("--workload", action="append", choices=WORKLOADS)
     ap.add_argument("--json", action="store_true")

@@ -49,7 +49,7 @@ def policy_text(binary: Path, device: str, nrules: int = 100) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--workload", action="append", choices=WORKLOADS)
     ap.add_argument("--json", action="store_true")
