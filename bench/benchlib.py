@@ -129,3 +129,36 @@ def call_sites(binary: str | Path, callees: tuple[str, ...]) -> list[int]:
             sites.append(int(insn.group(1), 16))
         pending = "call" in line and any(f"<{c}@plt>" in line for c in callees)
     return sites
+
+
+def instructions(argv: list[str], env: dict[str, str]) -> int:
+    """Instructions executed by one run, counted by valgrind's callgrind: exact and
+    repeatable whatever else the machine does (but instructions, not time)."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                       env=env, capture_output=True, text=True)
+    m = re.search(r"refs:\s+([\d,]+)", r.stderr)
+    if r.returncode != 0 or not m:
+        raise SystemExit(f"callgrind failed on {' '.join(argv)}: {r.stderr[-500:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def report_instructions(workloads: list[str], argv_of, envs: dict[str, dict[str, str]],
+                        baseline: str, as_json: bool) -> None:
+    """Instruction counts of every variant of every workload, as ratios to the baseline."""
+    rows = []
+    for w in workloads:
+        counts = {name: instructions(argv_of(w), env) for name, env in envs.items()}
+        for name, n in counts.items():
+            if name != baseline:
+                rows.append({"workload": w, "variant": name, "instructions": n,
+                             "baseline_instructions": counts[baseline],
+                             "instruction_ratio": round(n / counts[baseline], 4)})
+        print(".", end="", file=sys.stderr, flush=True)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(file=sys.stderr)
+    print(f"{'workload':<16} {'variant':<14} {'instructions (callgrind)':>26} {'ratio':>8}")
+    for r in rows:
+        print(f"{r['workload']:<16} {r['variant']:<14} {r['instructions']:>26,} "
+              f"{r['instruction_ratio']:>7.3f}x")
