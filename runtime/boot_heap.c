@@ -10,6 +10,7 @@
 
 MP_HIDDEN unsigned char mp_boot_area[BOOT_AREA_SIZE] __attribute__((aligned(4096)));
 static size_t boot_used;
+static size_t boot_live; /* blocks handed out and not yet freed or moved by realloc */
 
 void *mp_boot_alloc(size_t size, size_t align)
 {
@@ -31,6 +32,7 @@ void *mp_boot_alloc(size_t size, size_t align)
                                         __ATOMIC_RELAXED)) {
             unsigned char *p = mp_boot_area + start;
             *(size_t *)(p - BOOT_HEADER) = size;
+            __atomic_fetch_add(&boot_live, 1, __ATOMIC_RELAXED);
             return p; /* static storage: already zero, so calloc needs no memset */
         }
     }
@@ -40,3 +42,11 @@ size_t mp_boot_usable_size(const void *p)
 {
     return *(const size_t *)((const unsigned char *)p - BOOT_HEADER);
 }
+
+void mp_boot_release(const void *p)
+{
+    (void)p;
+    __atomic_fetch_sub(&boot_live, 1, __ATOMIC_RELAXED);
+}
+
+size_t mp_boot_live(void) { return __atomic_load_n(&boot_live, __ATOMIC_ACQUIRE); }

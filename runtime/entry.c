@@ -1,9 +1,12 @@
 /* Every symbol the runtime exports: the malloc family and memplace's own API.
  * This file is the whole public surface; `nm -D libmemplace.so` lists exactly these.
  *
- * Transparent mode (no policy): each entry point is a test of the placing flag, a test of
- * the boot-heap range (for the pointer-taking ones) and a tail call into the next
- * allocator. Placement mode: place.c, told where the call returns to. */
+ * malloc, free, calloc and realloc are one indirect jump through `hot`, chosen once at
+ * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free
+ * and realloc keep a boot-area check only if boot blocks are still alive), otherwise to
+ * the general versions below, which dispatch on the mode. Because the exported function
+ * jumps rather than calls, __builtin_return_address(0) in the target is still the
+ * program's return address: the call site. The other entry points test the mode. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
@@ -13,10 +16,40 @@
 #include "tiers.h"
 
 #define CALLER ((uintptr_t)__builtin_return_address(0))
+
+static void *general_malloc(size_t n);
+static void general_free(void *p);
+static void *general_calloc(size_t n, size_t size);
+static void *general_realloc(void *p, size_t n);
+
+static struct {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+} hot = {general_malloc, general_free, general_calloc, general_realloc};
+
+MP_EXPORT void *malloc(size_t n) { return hot.malloc(n); }
+MP_EXPORT void free(void *p) { hot.free(p); }
+MP_EXPORT void *calloc(size_t n, size_t size) { return hot.calloc(n, size); }
+MP_EXPORT void *realloc(void *p, size_t n) { return hot.realloc(p, n); }
+
+/* Once the mode is known: in transparent mode, jump straight to the next allocator. */
+void mp_entry_choose(void)
+{
+    if (mp_mode != MP_TRANSPARENT || mp_resolve_next() != 0)
+        return;
+    __atomic_store_n(&hot.malloc, mp_next.malloc, __ATOMIC_RELEASE);
+    __atomic_store_n(&hot.calloc, mp_next.calloc, __ATOMIC_RELEASE);
+    if (mp_boot_live() == 0) { /* no boot block can ever reach free or realloc */
+        __atomic_store_n(&hot.free, mp_next.free, __ATOMIC_RELEASE);
+        __atomic_store_n(&hot.realloc, mp_next.realloc, __ATOMIC_RELEASE);
+    }
+}
 #define SPECIAL mp_unlikely(mp_mode)    /* placing or profiling */
 #define PLACING (mp_mode == MP_PLACING)
 
-MP_EXPORT void *malloc(size_t n)
+static void *general_malloc(size_t n)
 {
     if (SPECIAL)
         return PLACING ? mp_place_malloc(n, CALLER) : mp_profile_malloc(n, CALLER);
@@ -34,18 +67,20 @@ MP_COLD static void free_special(void *p)
     }
 }
 
-MP_EXPORT void free(void *p)
+static void general_free(void *p)
 {
     if (SPECIAL) {
         free_special(p);
         return;
     }
-    if (mp_unlikely(mp_boot_owns(p)))
-        return; /* boot blocks are never reused */
+    if (mp_unlikely(mp_boot_owns(p))) {
+        mp_boot_release(p); /* boot blocks are never reused */
+        return;
+    }
     mp_next.free(p);
 }
 
-MP_EXPORT void *calloc(size_t n, size_t size)
+static void *general_calloc(size_t n, size_t size)
 {
     if (SPECIAL)
         return PLACING ? mp_place_calloc(n, size, CALLER) : mp_profile_calloc(n, size, CALLER);
@@ -62,10 +97,12 @@ MP_COLD static void *realloc_boot_block(void *p, size_t n)
         size_t old = mp_boot_usable_size(p);
         memcpy(q, p, old < n ? old : n);
     }
+    if (q || n == 0)
+        mp_boot_release(p);
     return q;
 }
 
-MP_EXPORT void *realloc(void *p, size_t n)
+static void *general_realloc(void *p, size_t n)
 {
     if (mp_unlikely(mp_boot_owns(p)))
         return realloc_boot_block(p, n);

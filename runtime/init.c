@@ -145,6 +145,7 @@ __attribute__((constructor)) static void mp_init(void)
     }
     if (mp_mode != MP_TRANSPARENT)
         pthread_atfork(fork_prepare, fork_parent, fork_child);
+    mp_entry_choose();
     stats_dir = getenv("MEMPLACE_STATS");
     const char *status = getenv("MEMPLACE_STATUS");
     if (status && *status)

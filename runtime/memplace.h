@@ -66,6 +66,11 @@ static inline int mp_boot_owns(const void *p)
 }
 MP_HIDDEN void *mp_boot_alloc(size_t size, size_t align);
 MP_HIDDEN size_t mp_boot_usable_size(const void *p);
+/* A boot block was freed (or moved by realloc); how many are still alive. */
+MP_HIDDEN void mp_boot_release(const void *p);
+MP_HIDDEN size_t mp_boot_live(void);
+/* Point the hot entry points straight at the next allocator where the mode allows. */
+MP_HIDDEN void mp_entry_choose(void);
 
 /* Zeroed memory for the runtime's own tables; never from malloc, never freed. */
 MP_HIDDEN void *mp_internal_alloc(size_t size);

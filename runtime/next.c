@@ -93,8 +93,11 @@ static void resolve(void)
     t.valloc = dlsym(RTLD_NEXT, "valloc");
     t.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
     t.usable_size = dlsym(RTLD_NEXT, "malloc_usable_size");
-    t.free_sized = dlsym(RTLD_NEXT, "free_sized");
-    t.free_aligned_sized = dlsym(RTLD_NEXT, "free_aligned_sized");
+    /* free_sized and free_aligned_sized are free with a hint (C23 lets them be exactly
+     * free). Not looking them up keeps dlsym from failing, and a failing dlsym leaves
+     * boot blocks alive (dlerror's state) that would keep a range check in every free. */
+    t.free_sized = NULL;
+    t.free_aligned_sized = NULL;
     if (!t.malloc || !t.free || !t.calloc || !t.realloc || !t.memalign ||
         !t.posix_memalign || !t.usable_size || !t.valloc) {
         static const char msg[] =
@@ -155,8 +158,12 @@ static void *boot_malloc(size_t n)
 
 static void boot_free(void *p)
 {
-    if (p == NULL || mp_boot_owns(p))
+    if (p == NULL)
         return;
+    if (mp_boot_owns(p)) {
+        mp_boot_release(p);
+        return;
+    }
     if (mp_resolve_next() == 0)
         mp_next.free(p);
     /* else: a foreign block freed by the resolver itself; leaking it is the safe choice */
