@@ -34,6 +34,10 @@ struct mp_thread {
     struct mp_thread *next_all, *next_free;
     uintptr_t stack_top; /* 0: unknown, do not scan the stack */
     struct mp_device_counters devices[MP_MAX_DEVICES];
+    /* mimalloc's thread-local heap of each device's newest arena heap, for this thread
+     * (allocating through it skips mimalloc's own lookup); reset when the block is reused */
+    void *theaps[MP_MAX_DEVICES];
+    int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };

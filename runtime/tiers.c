@@ -175,6 +175,22 @@ static void *heap_alloc(mi_heap_t *h, size_t size, size_t align, int zero)
     return zero ? mi_heap_zalloc(h, size) : mi_heap_malloc(h, size);
 }
 
+/* The common case: a plain allocation from this thread's theap of the newest arena. */
+static inline void *theap_alloc(struct mp_thread *self, struct tier *t, int dev, size_t size)
+{
+    int n = __atomic_load_n(&t->narenas, __ATOMIC_ACQUIRE);
+    if (!self || n == 0)
+        return NULL;
+    if (mp_unlikely(self->theap_of[dev] != n)) {
+        self->theaps[dev] = mi_heap_theap(t->heaps[n - 1]);
+        self->theap_of[dev] = n;
+    }
+    mi_theap_t *h = self->theaps[dev];
+    if (!h)
+        return NULL;
+    return size <= MI_SMALL_SIZE_MAX ? mi_theap_malloc_small(h, size) : mi_theap_malloc(h, size);
+}
+
 static void *tier_alloc(struct tier *t, int idx, size_t size, size_t align, int zero)
 {
     int n = __atomic_load_n(&t->narenas, __ATOMIC_ACQUIRE);
@@ -330,7 +346,9 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
             }
             reason = MP_ALIGNMENT;
         } else if (!t->dead) {
-            void *p = tier_alloc(t, dev, size, align, zero);
+            void *p = !align && !zero ? theap_alloc(self, t, dev, size) : NULL;
+            if (!p)
+                p = tier_alloc(t, dev, size, align, zero);
             if (p) {
                 /* below 512 KiB mimalloc's size classes give the usable size without asking
                  * the block's page (checked against mi_usable_size for mimalloc 3.4) */
