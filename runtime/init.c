@@ -49,15 +49,6 @@ int mp_open_for_append(const char *path)
 static size_t page_size;
 size_t mp_page_size(void) { return page_size; }
 
-void mp_warn_once(int *flag, const char *msg)
-{
-    if (__atomic_exchange_n(flag, 1, __ATOMIC_RELAXED))
-        return;
-    mp_write_all(2, "memplace: ", 10);
-    mp_write_all(2, msg, strlen(msg));
-    mp_write_all(2, "\n", 1);
-}
-
 /* Append "<pid> <key>=<value>..." to the launcher's status file; silently skip on error. */
 static void write_status(const char *path)
 {

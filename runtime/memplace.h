@@ -80,7 +80,6 @@ MP_HIDDEN void mp_internal_fork_release(void);
 /* Small helpers that never allocate and never touch stdio. */
 MP_HIDDEN void mp_write_all(int fd, const char *s, size_t n);
 MP_HIDDEN size_t mp_fmt_u64(char *buf, uint64_t v);
-MP_HIDDEN void mp_warn_once(int *flag, const char *msg);
 MP_HIDDEN int mp_open_for_append(const char *path); /* O_CREAT, O_APPEND, O_CLOEXEC */
 MP_HIDDEN size_t mp_page_size(void);
 

@@ -62,17 +62,12 @@ void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
 
 void *mp_place_aligned(size_t align, size_t n, uintptr_t ra) { return place(n, align, ALIGNED, ra); }
 
-void mp_place_free(void *p)
+static void place_free(void *p)
 {
     if (mp_tiers_own(p))
         mp_tiers_free(p);
     else
         mp_next.free(p);
-}
-
-size_t mp_place_usable_size(void *p)
-{
-    return mp_tiers_own(p) ? mp_tiers_usable_size(p) : mp_next.usable_size(p);
 }
 
 /* realloc's call site decides where the block goes; across devices it is moved by copy. */
@@ -81,7 +76,7 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     if (p == NULL)
         return place(n, 0, PLAIN, ra);
     if (n == 0) { /* as glibc: free and return NULL */
-        mp_place_free(p);
+        place_free(p);
         return NULL;
     }
     const void *sp = __builtin_frame_address(0);
@@ -103,7 +98,7 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     if (!mine)
         old = mp_next.usable_size(p);
     memcpy(q, p, old < n ? old : n);
-    mp_place_free(p);
+    place_free(p);
     return q;
 }
 

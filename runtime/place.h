@@ -14,7 +14,5 @@ void *mp_place_malloc(size_t n, uintptr_t ra);
 void *mp_place_calloc(size_t n, size_t size, uintptr_t ra);
 void *mp_place_realloc(void *p, size_t n, uintptr_t ra);
 void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
-void mp_place_free(void *p);
-size_t mp_place_usable_size(void *p);
 
 #endif

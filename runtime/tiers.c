@@ -255,7 +255,7 @@ static int over_capacity(struct tier *t, size_t size)
 
 /* Blocks aligned above 64 KiB (mimalloc arenas cannot): a mapping of their own in the upper
  * half of the device's slot, backed and bound like an arena. First fit, under the lock. */
-static void *direct_alloc(struct tier *t, int idx, size_t size, size_t align)
+static void *direct_alloc(struct tier *t, size_t size, size_t align)
 {
     uint64_t half = 1ull << (mp_slot_shift - 1), page = mp_page_size();
     uint64_t length = (size + page - 1) & ~(page - 1);
@@ -300,7 +300,6 @@ static void *direct_alloc(struct tier *t, int idx, size_t size, size_t align)
         }
     }
     unlock(&t->lock);
-    (void)idx;
     return p;
 }
 
@@ -338,7 +337,7 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         if (t->capacity && over_capacity(t, size)) {
             reason = MP_FULL;
         } else if (!t->dead && align > MI_ALIGN_MAX) {
-            void *p = direct_alloc(t, dev, size, align); /* fresh mapping: already zero */
+            void *p = direct_alloc(t, size, align); /* fresh mapping: already zero */
             if (p) {
                 count(self, dev, size, (int64_t)direct_length(t, p, 0));
                 *served = dev;
