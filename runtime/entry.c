@@ -34,10 +34,32 @@ MP_EXPORT void free(void *p) { hot.free(p); }
 MP_EXPORT void *calloc(size_t n, size_t size) { return hot.calloc(n, size); }
 MP_EXPORT void *realloc(void *p, size_t n) { return hot.realloc(p, n); }
 
-/* Once the mode is known: in transparent mode, jump straight to the next allocator. */
+static void *placed_malloc(size_t n) { return mp_place_malloc(n, CALLER); }
+static void *placed_calloc(size_t n, size_t size) { return mp_place_calloc(n, size, CALLER); }
+
+static void placed_free(void *p)
+{
+    if (mp_tiers_own(p))
+        mp_tiers_free(p);
+    else if (mp_unlikely(mp_boot_owns(p)))
+        mp_boot_release(p);
+    else
+        mp_next.free(p);
+}
+
+/* Once the mode is known: in transparent mode, jump straight to the next allocator; in
+ * placement mode, straight to placement. */
 void mp_entry_choose(void)
 {
-    if (mp_mode != MP_TRANSPARENT || mp_resolve_next() != 0)
+    if (mp_resolve_next() != 0)
+        return;
+    if (mp_mode == MP_PLACING) {
+        __atomic_store_n(&hot.malloc, placed_malloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&hot.calloc, placed_calloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&hot.free, placed_free, __ATOMIC_RELEASE);
+        return;
+    }
+    if (mp_mode != MP_TRANSPARENT)
         return;
     __atomic_store_n(&hot.malloc, mp_next.malloc, __ATOMIC_RELEASE);
     __atomic_store_n(&hot.calloc, mp_next.calloc, __ATOMIC_RELEASE);
