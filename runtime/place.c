@@ -32,7 +32,8 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, con
 
 enum how { PLAIN, ZEROED, ALIGNED };
 
-static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
+/* flatten: the whole placement path (site lookup, device choice, counters) in one body */
+__attribute__((flatten)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
 {
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
