@@ -3,8 +3,9 @@
  *
  * malloc, free, calloc and realloc are one indirect jump through `hot`, chosen once at
  * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free
- * and realloc keep a boot-area check only if boot blocks are still alive), otherwise to
- * the general versions below, which dispatch on the mode. Because the exported function
+ * and realloc keep a boot-area check only if boot blocks are still alive), in placement
+ * mode straight to placement, otherwise (and until start-up is done) to the general
+ * versions below, which dispatch on the mode. Because the exported function
  * jumps rather than calls, __builtin_return_address(0) in the target is still the
  * program's return address: the call site. The other entry points test the mode. */
 #define _GNU_SOURCE
@@ -68,6 +69,7 @@ void mp_entry_choose(void)
         __atomic_store_n(&hot.realloc, mp_next.realloc, __ATOMIC_RELEASE);
     }
 }
+
 #define SPECIAL mp_unlikely(mp_mode)    /* placing or profiling */
 #define PLACING (mp_mode == MP_PLACING)
 
