@@ -12,13 +12,6 @@ static unsigned char *chunk;
 static size_t chunk_left;
 static int lock;
 
-static void spin_lock(int *l)
-{
-    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
-        mp_cpu_relax();
-}
-static void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
-
 void *mp_internal_alloc(size_t size)
 {
     size = (size + 63) & ~(size_t)63;
@@ -26,11 +19,11 @@ void *mp_internal_alloc(size_t size)
         void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         return p == MAP_FAILED ? NULL : p;
     }
-    spin_lock(&lock);
+    mp_lock(&lock);
     if (size > chunk_left) {
         void *p = mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) {
-            spin_unlock(&lock);
+            mp_unlock(&lock);
             return NULL;
         }
         chunk = p;
@@ -39,9 +32,9 @@ void *mp_internal_alloc(size_t size)
     void *out = chunk;
     chunk += size;
     chunk_left -= size;
-    spin_unlock(&lock);
+    mp_unlock(&lock);
     return out; /* fresh anonymous memory: zeroed */
 }
 
-void mp_internal_fork_prepare(void) { spin_lock(&lock); }
-void mp_internal_fork_release(void) { spin_unlock(&lock); }
+void mp_internal_fork_prepare(void) { mp_lock(&lock); }
+void mp_internal_fork_release(void) { mp_unlock(&lock); }

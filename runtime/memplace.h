@@ -24,6 +24,15 @@
 #else
 #define mp_cpu_relax() ((void)0)
 #endif
+/* A spin lock for the runtime's short critical sections (never held across a call into
+ * the program or the next allocator, so it cannot deadlock with them). */
+static inline void mp_lock(int *l)
+{
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+        mp_cpu_relax();
+}
+static inline void mp_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
 #define MP_TLS __thread __attribute__((tls_model("initial-exec")))
 
 /* The next allocator's entry points. Before resolution they point at boot_* functions

@@ -8,6 +8,7 @@
 #include "policy.h"
 #include "sites.h"
 #include "thread.h"
+#include "writer.h"
 #include "tiers.h"
 
 MP_HIDDEN int mp_mode;
@@ -105,31 +106,6 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
 
 /* ---- stats: one text file per process, turned into JSON by `memplace run --stats` ---- */
 
-struct out { char buf[8192]; size_t n; int fd; };
-
-static void put(struct out *o, const char *s)
-{
-    size_t len = strlen(s);
-    if (o->n + len > sizeof o->buf) {
-        mp_write_all(o->fd, o->buf, o->n);
-        o->n = 0;
-    }
-    if (len > sizeof o->buf) {
-        mp_write_all(o->fd, s, len);
-        return;
-    }
-    memcpy(o->buf + o->n, s, len);
-    o->n += len;
-}
-
-static void put_u64(struct out *o, uint64_t v)
-{
-    char b[24];
-    b[0] = ' ';
-    b[1 + mp_fmt_u64(b + 1, v)] = 0;
-    put(o, b);
-}
-
 void mp_place_write_stats(const char *dir)
 {
     if (!policy)
@@ -143,38 +119,39 @@ void mp_place_write_stats(const char *dir)
     d += 7;
     d += mp_fmt_u64(path + d, (uint64_t)getpid());
     memcpy(path + d, ".txt", 5);
-    struct out o = {.n = 0};
+    static struct mp_writer o; /* 16 KiB: not on the stack of an exiting program */
+    o.n = 0;
     int saved = errno;
     o.fd = mp_open_for_append(path);
     if (o.fd < 0) {
         errno = saved;
         return;
     }
-    put(&o, "memplace-stats 1\npid");
-    put_u64(&o, (uint64_t)getpid());
-    put(&o, "\n");
+    mp_put(&o, "memplace-stats 1\npid");
+    mp_put_u64(&o, (uint64_t)getpid());
+    mp_put(&o, "\n");
     /* device IDX allocations bytes live peak full bind backing alignment NAME */
     mp_sites_flush();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
         struct mp_tier_stats st;
         const struct mp_tier_stats *s = &st;
         mp_tiers_stats((int)i, &st);
-        put(&o, "device");
-        put_u64(&o, i);
-        put_u64(&o, s->allocations), put_u64(&o, s->bytes), put_u64(&o, s->live), put_u64(&o, s->peak);
+        mp_put(&o, "device");
+        mp_put_u64(&o, i);
+        mp_put_u64(&o, s->allocations), mp_put_u64(&o, s->bytes), mp_put_u64(&o, s->live), mp_put_u64(&o, s->peak);
         for (int r = 0; r < MP_REASONS; r++)
-            put_u64(&o, s->fallbacks[r]);
-        put(&o, " "), put(&o, policy->devices[i].name), put(&o, "\n");
+            mp_put_u64(&o, s->fallbacks[r]);
+        mp_put(&o, " "), mp_put(&o, policy->devices[i].name), mp_put(&o, "\n");
     }
     /* rule IDX hits bytes NAME */
     for (uint32_t i = 0; i < policy->nrules; i++) {
         const struct mp_rule_stats *s = mp_sites_rule_stats(i);
-        put(&o, "rule");
-        put_u64(&o, i), put_u64(&o, s->hits), put_u64(&o, s->bytes);
-        put(&o, " "), put(&o, policy->rules[i].name), put(&o, "\n");
+        mp_put(&o, "rule");
+        mp_put_u64(&o, i), mp_put_u64(&o, s->hits), mp_put_u64(&o, s->bytes);
+        mp_put(&o, " "), mp_put(&o, policy->rules[i].name), mp_put(&o, "\n");
     }
-    put(&o, "end\n");
-    mp_write_all(o.fd, o.buf, o.n);
+    mp_put(&o, "end\n");
+    mp_flush(&o);
     close(o.fd);
     errno = saved;
 }

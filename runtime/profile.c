@@ -17,6 +17,7 @@
 #include "modules.h"
 #include "profile.h"
 #include "thread.h"
+#include "writer.h"
 
 #define SHARDS 64
 #define SHARD_SLOTS (1u << 18)    /* 16M blocks in all; beyond that blocks go untracked */
@@ -50,13 +51,6 @@ static char dir[3072];
 static char rank[32];
 static int written;
 
-static void lock(int *l)
-{
-    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
-        mp_cpu_relax();
-}
-static void unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
-
 static uint64_t now(void)
 {
     struct timespec ts;
@@ -78,7 +72,7 @@ static uint32_t site_id(const uintptr_t *frames, int n)
 {
     uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2] ^ mix(frames[3]))));
     uint32_t id = UINT32_MAX;
-    lock(&sites_lock);
+    mp_lock(&sites_lock);
     for (uint32_t i = 0; i < SITE_SLOTS; i++) {
         uint32_t *slot = &site_slots[(h + i) & (SITE_SLOTS - 1)];
         if (*slot == 0) {
@@ -102,7 +96,7 @@ static uint32_t site_id(const uintptr_t *frames, int n)
             break;
         }
     }
-    unlock(&sites_lock);
+    mp_unlock(&sites_lock);
     return id;
 }
 
@@ -183,7 +177,7 @@ static void record(void *p, size_t size, uintptr_t ra, const void *sp)
     }
     uint64_t t = now();
     struct shard *sh = &shards[mix((uintptr_t)p) % SHARDS];
-    lock(&sh->lock);
+    mp_lock(&sh->lock);
     int stored = 0;
     if (sh->used < SHARD_SLOTS - SHARD_SLOTS / 8) {
         uint32_t i = (uint32_t)(mix((uintptr_t)p) >> 20) & (SHARD_SLOTS - 1);
@@ -194,12 +188,12 @@ static void record(void *p, size_t size, uintptr_t ra, const void *sp)
         sh->slots[i] = (struct block){(uintptr_t)p, size, t, id};
         stored = 1;
     }
-    unlock(&sh->lock);
+    mp_unlock(&sh->lock);
     if (!stored)
         __atomic_fetch_add(&untracked, 1, __ATOMIC_RELAXED);
     struct site *s = sites[id];
     uint32_t w = window_now(t);
-    lock(&s->lock);
+    mp_lock(&s->lock);
     advance(s, w);
     s->allocations++;
     s->bytes += size;
@@ -211,19 +205,19 @@ static void record(void *p, size_t size, uintptr_t ra, const void *sp)
         if (s->live > s->timeline[w])
             s->timeline[w] = s->live;
     }
-    unlock(&s->lock);
+    mp_unlock(&s->lock);
 }
 
 /* Remove p from its shard (linear probing, backward-shift deletion); 0 if unknown. */
 static int take(uintptr_t p, struct block *out)
 {
     struct shard *sh = &shards[mix(p) % SHARDS];
-    lock(&sh->lock);
+    mp_lock(&sh->lock);
     uint32_t i = (uint32_t)(mix(p) >> 20) & (SHARD_SLOTS - 1);
     while (sh->slots[i].p && sh->slots[i].p != p)
         i = (i + 1) & (SHARD_SLOTS - 1);
     if (!sh->slots[i].p) {
-        unlock(&sh->lock);
+        mp_unlock(&sh->lock);
         return 0;
     }
     *out = sh->slots[i];
@@ -239,7 +233,7 @@ static int take(uintptr_t p, struct block *out)
     }
     sh->slots[hole].p = 0;
     sh->used--;
-    unlock(&sh->lock);
+    mp_unlock(&sh->lock);
     return 1;
 }
 
@@ -252,14 +246,14 @@ void mp_profile_forget(void *p)
     uint64_t life = t - b.born;
     struct site *s = sites[b.site];
     uint32_t w = window_now(t);
-    lock(&s->lock);
+    mp_lock(&s->lock);
     advance(s, w);
     s->frees++;
     s->live -= b.size;
     s->life_sum += life;
     if (life < s->life_min) s->life_min = life;
     if (life > s->life_max) s->life_max = life;
-    unlock(&s->lock);
+    mp_unlock(&s->lock);
 }
 
 void *mp_profile_malloc(size_t n, uintptr_t ra)
@@ -295,51 +289,6 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
 
 /* ---- output: "<dir>/profile.<pid>.txt", written without locks or malloc ---- */
 
-struct out { char buf[16384]; size_t n; int fd; };
-
-static void flush(struct out *o)
-{
-    mp_write_all(o->fd, o->buf, o->n);
-    o->n = 0;
-}
-
-static void put(struct out *o, const char *s)
-{
-    for (size_t len = strlen(s); len; ) {
-        if (o->n == sizeof o->buf)
-            flush(o);
-        size_t k = sizeof o->buf - o->n < len ? sizeof o->buf - o->n : len;
-        memcpy(o->buf + o->n, s, k);
-        o->n += k;
-        s += k;
-        len -= k;
-    }
-}
-
-static void put_u64(struct out *o, uint64_t v)
-{
-    char b[24];
-    b[0] = ' ';
-    b[1 + mp_fmt_u64(b + 1, v)] = 0;
-    put(o, b);
-}
-
-static void put_hex(struct out *o, uint64_t v)
-{
-    char b[20] = " 0x";
-    static const char hex[] = "0123456789abcdef";
-    int n = 0;
-    char tmp[16];
-    do {
-        tmp[n++] = hex[v & 15];
-        v >>= 4;
-    } while (v);
-    for (int i = 0; i < n; i++)
-        b[3 + i] = tmp[n - 1 - i];
-    b[3 + n] = 0;
-    put(o, b);
-}
-
 void mp_profile_write(void)
 {
     if (__atomic_exchange_n(&written, 1, __ATOMIC_ACQ_REL))
@@ -352,7 +301,7 @@ void mp_profile_write(void)
     d += 9;
     d += mp_fmt_u64(path + d, (uint64_t)getpid());
     memcpy(path + d, ".txt", 5);
-    static struct out o; /* static: a signal handler's stack may be small */
+    static struct mp_writer o; /* static: a signal handler's stack may be small */
     o.n = 0;
     o.fd = mp_open_for_append(path);
     if (o.fd < 0) {
@@ -361,48 +310,48 @@ void mp_profile_write(void)
     }
     uint64_t t = now();
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
-    put(&o, "memplace-profile 1\npid");
-    put_u64(&o, (uint64_t)getpid());
-    put(&o, "\nrank "), put(&o, rank[0] ? rank : "-");
-    put(&o, "\nclock_ns"), put_u64(&o, t - t0);
-    put(&o, "\nwindow_ns"), put_u64(&o, window_base << e);
-    put(&o, "\nwindows"), put_u64(&o, window_now(t) + 1);
-    put(&o, "\nuntracked"), put_u64(&o, untracked);
+    mp_put(&o, "memplace-profile 1\npid");
+    mp_put_u64(&o, (uint64_t)getpid());
+    mp_put(&o, "\nrank "), mp_put(&o, rank[0] ? rank : "-");
+    mp_put(&o, "\nclock_ns"), mp_put_u64(&o, t - t0);
+    mp_put(&o, "\nwindow_ns"), mp_put_u64(&o, window_base << e);
+    mp_put(&o, "\nwindows"), mp_put_u64(&o, window_now(t) + 1);
+    mp_put(&o, "\nuntracked"), mp_put_u64(&o, untracked);
     char exe[4096];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[len > 0 ? len : 0] = 0;
-    put(&o, "\nexe "), put(&o, exe);
-    put(&o, "\n");
+    mp_put(&o, "\nexe "), mp_put(&o, exe);
+    mp_put(&o, "\n");
     /* every module ever seen: "module BASE BUILD_ID|- PATH" */
     for (struct mp_modules *m = mp_modules(); m; m = m->previous)
         for (int i = 0; i < m->n; i++) {
-            put(&o, "module"), put_hex(&o, m->modules[i].base), put_hex(&o, m->modules[i].lo),
-                put_hex(&o, m->modules[i].hi);
-            put(&o, " "), put(&o, m->modules[i].build_id[0] ? m->modules[i].build_id : "-");
-            put(&o, " "), put(&o, m->modules[i].path ? m->modules[i].path : ""), put(&o, "\n");
+            mp_put(&o, "module"), mp_put_hex(&o, m->modules[i].base), mp_put_hex(&o, m->modules[i].lo),
+                mp_put_hex(&o, m->modules[i].hi);
+            mp_put(&o, " "), mp_put(&o, m->modules[i].build_id[0] ? m->modules[i].build_id : "-");
+            mp_put(&o, " "), mp_put(&o, m->modules[i].path ? m->modules[i].path : ""), mp_put(&o, "\n");
         }
     uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t);
     for (uint32_t id = 0; id < count; id++) {
         struct site *s = sites[id];
         advance(s, w); /* unlocked: the program is ending */
-        put(&o, "site"), put_u64(&o, id), put_u64(&o, (uint64_t)s->nframes);
+        mp_put(&o, "site"), mp_put_u64(&o, id), mp_put_u64(&o, (uint64_t)s->nframes);
         for (int f = 0; f < s->nframes; f++)
-            put_hex(&o, s->frames[f]);
-        put(&o, " counts"), put_u64(&o, s->allocations), put_u64(&o, s->frees), put_u64(&o, s->bytes),
-            put_u64(&o, s->live), put_u64(&o, s->peak);
-        put(&o, " life"), put_u64(&o, s->life_sum), put_u64(&o, s->frees ? s->life_min : 0),
-            put_u64(&o, s->life_max);
-        put(&o, " hist");
+            mp_put_hex(&o, s->frames[f]);
+        mp_put(&o, " counts"), mp_put_u64(&o, s->allocations), mp_put_u64(&o, s->frees), mp_put_u64(&o, s->bytes),
+            mp_put_u64(&o, s->live), mp_put_u64(&o, s->peak);
+        mp_put(&o, " life"), mp_put_u64(&o, s->life_sum), mp_put_u64(&o, s->frees ? s->life_min : 0),
+            mp_put_u64(&o, s->life_max);
+        mp_put(&o, " hist");
         for (int b = 0; b < BUCKETS; b++)
             if (s->hist[b])
-                put_u64(&o, (uint64_t)b), put_u64(&o, s->hist[b]);
-        put(&o, " timeline");
+                mp_put_u64(&o, (uint64_t)b), mp_put_u64(&o, s->hist[b]);
+        mp_put(&o, " timeline");
         for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
-            put_u64(&o, s->timeline[i]);
-        put(&o, "\n");
+            mp_put_u64(&o, s->timeline[i]);
+        mp_put(&o, "\n");
     }
-    put(&o, "end\n");
-    flush(&o);
+    mp_put(&o, "end\n");
+    mp_flush(&o);
     close(o.fd);
     errno = saved;
 }
@@ -481,14 +430,14 @@ int mp_profile_start(const char *d, const char **why)
 
 void mp_profile_fork_prepare(void)
 {
-    lock(&sites_lock);
+    mp_lock(&sites_lock);
     for (int i = 0; i < SHARDS; i++)
-        lock(&shards[i].lock);
+        mp_lock(&shards[i].lock);
 }
 
 void mp_profile_fork_release(void)
 {
     for (int i = SHARDS - 1; i >= 0; i--)
-        unlock(&shards[i].lock);
-    unlock(&sites_lock);
+        mp_unlock(&shards[i].lock);
+    mp_unlock(&sites_lock);
 }

@@ -14,22 +14,15 @@ static pthread_key_t exit_key;
 static int have_exit_key;
 extern void *__libc_stack_end;
 
-static void lock(void)
-{
-    while (__atomic_exchange_n(&list_lock, 1, __ATOMIC_ACQUIRE))
-        mp_cpu_relax();
-}
-static void unlock(void) { __atomic_store_n(&list_lock, 0, __ATOMIC_RELEASE); }
-
 static void detach(void *p)
 {
     struct mp_thread *t = p;
     if (mp_mode == MP_PLACING)
         mp_tiers_thread_exit(t);
-    lock();
+    mp_lock(&list_lock);
     t->next_free = free_list;
     free_list = t;
-    unlock();
+    mp_unlock(&list_lock);
     mp_self = NULL;
 }
 
@@ -64,18 +57,18 @@ struct mp_thread *mp_thread_attach(const void *sp)
     if (attaching)
         return NULL;
     attaching = 1;
-    lock();
+    mp_lock(&list_lock);
     struct mp_thread *t = free_list;
     if (t)
         free_list = t->next_free;
-    unlock();
+    mp_unlock(&list_lock);
     if (!t) {
         t = mp_internal_alloc(sizeof *t);
         if (t) {
-            lock();
+            mp_lock(&list_lock);
             t->next_all = all;
             __atomic_store_n(&all, t, __ATOMIC_RELEASE);
-            unlock();
+            mp_unlock(&list_lock);
         }
     }
     if (t) {
@@ -90,5 +83,5 @@ struct mp_thread *mp_thread_attach(const void *sp)
     return t;
 }
 
-void mp_threads_fork_prepare(void) { lock(); }
-void mp_threads_fork_release(void) { unlock(); }
+void mp_threads_fork_prepare(void) { mp_lock(&list_lock); }
+void mp_threads_fork_release(void) { mp_unlock(&list_lock); }

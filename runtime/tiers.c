@@ -44,13 +44,6 @@ static int ntiers;
 static int system_dev = -1; /* where allocations that reach the end of a chain are counted */
 static int warned[MP_MAX_DEVICES];
 
-static void lock(int *l)
-{
-    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
-        mp_cpu_relax();
-}
-static void unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
-
 /* Address space a device's arenas may use: room beyond the capacity for mimalloc's
  * per-thread pages and metadata (anonymous memory is only reserved; file arenas are
  * added, and their blocks allocated on disk, only when the ones before are full). */
@@ -200,12 +193,12 @@ static void *tier_alloc(struct tier *t, int idx, size_t size, size_t align, int 
             return p;
     }
     void *p = NULL;
-    lock(&t->lock);
+    mp_lock(&t->lock);
     if (t->narenas != n) /* another thread grew it meanwhile */
         p = heap_alloc(t->heaps[t->narenas - 1], size, align, zero);
     while (!p && grow(t, idx))
         p = heap_alloc(t->heaps[t->narenas - 1], size, align, zero);
-    unlock(&t->lock);
+    mp_unlock(&t->lock);
     return p;
 }
 
@@ -262,7 +255,7 @@ static void *direct_alloc(struct tier *t, size_t size, size_t align)
     if (length == 0 || length > half)
         return NULL;
     void *p = NULL;
-    lock(&t->lock);
+    mp_lock(&t->lock);
     if (t->ndirect < MAX_DIRECT) {
         uint64_t at = half; /* offsets within the slot */
         int i = 0;
@@ -299,7 +292,7 @@ static void *direct_alloc(struct tier *t, size_t size, size_t align)
             }
         }
     }
-    unlock(&t->lock);
+    mp_unlock(&t->lock);
     return p;
 }
 
@@ -312,7 +305,7 @@ static int is_direct(const void *p)
 static uint64_t direct_length(struct tier *t, const void *p, int forget)
 {
     uint64_t offset = (uint64_t)((const unsigned char *)p - t->slot), length = 0;
-    lock(&t->lock);
+    mp_lock(&t->lock);
     for (int i = 0; i < t->ndirect; i++)
         if (t->direct[i].offset == offset) {
             length = t->direct[i].length;
@@ -322,7 +315,7 @@ static uint64_t direct_length(struct tier *t, const void *p, int forget)
             }
             break;
         }
-    unlock(&t->lock);
+    mp_unlock(&t->lock);
     return length;
 }
 
@@ -445,13 +438,13 @@ void mp_tiers_count_system(struct mp_thread *self, int dev, size_t size)
 void mp_tiers_fork_prepare(void)
 {
     for (int i = 0; i < ntiers; i++)
-        lock(&tiers[i].lock);
+        mp_lock(&tiers[i].lock);
 }
 
 void mp_tiers_fork_parent(void)
 {
     for (int i = ntiers - 1; i >= 0; i--)
-        unlock(&tiers[i].lock);
+        mp_unlock(&tiers[i].lock);
 }
 
 /* MAP_SHARED file memory would stay shared with the parent after fork, unlike every other
