@@ -33,8 +33,8 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, con
 
 enum how { PLAIN, ZEROED, ALIGNED };
 
-/* flatten: the whole placement path (site lookup, device choice, counters) in one body */
-__attribute__((flatten)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
+/* The general path: any site, size, alignment or device state. */
+__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
 {
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
@@ -50,7 +50,35 @@ __attribute__((flatten)) static void *place(size_t n, size_t align, enum how how
     }
 }
 
-void *mp_place_malloc(size_t n, uintptr_t ra) { return place(n, 0, PLAIN, ra); }
+/* The fast path: a site seen before on this thread, whose device does not depend on the
+ * size, served by the next allocator or that device's theap. No stack scan, no rule scan,
+ * no fallback: NULL sends the allocation to place(). */
+static inline void *place_fast(size_t n, int zero, uintptr_t ra)
+{
+    struct mp_thread *self = mp_self;
+    if (mp_unlikely(!self))
+        return NULL;
+    struct mp_site_entry *e = mp_sites_fixed(self, ra);
+    if (mp_unlikely(!e))
+        return NULL;
+    void *p;
+    if (e->fixed == MP_FIXED_SYSTEM) {
+        p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
+        if (mp_likely(p != NULL))
+            mp_tiers_count_system(self, e->device, n);
+    } else {
+        p = mp_tiers_alloc_fast(self, e->device, n, zero);
+    }
+    if (mp_likely(p != NULL))
+        mp_sites_count(e, n);
+    return p;
+}
+
+void *mp_place_malloc(size_t n, uintptr_t ra)
+{
+    void *p = place_fast(n, 0, ra);
+    return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra);
+}
 
 void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
 {
@@ -59,7 +87,8 @@ void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
         errno = ENOMEM;
         return NULL;
     }
-    return place(total, 0, ZEROED, ra);
+    void *p = place_fast(total, 1, ra);
+    return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra);
 }
 
 void *mp_place_aligned(size_t align, size_t n, uintptr_t ra) { return place(n, align, ALIGNED, ra); }

@@ -21,6 +21,7 @@ struct view {
     struct abs_frame *frames; /* nrules x MP_MAX_FRAMES */
 };
 
+MP_HIDDEN uint32_t mp_sites_generation;
 static const struct mp_policy *policy;
 static struct view *current;
 static int depth; /* frames the rules need: the largest nframes */
@@ -90,7 +91,8 @@ static struct view *fresh_view(void)
     struct view *n = make_view(mods);
     if (!n)
         return v;
-    __atomic_compare_exchange_n(&current, &v, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    if (__atomic_compare_exchange_n(&current, &v, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        __atomic_store_n(&mp_sites_generation, n->generation, __ATOMIC_RELEASE);
     return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
 }
 
@@ -128,6 +130,8 @@ int mp_sites_init(const struct mp_policy *p, const char **why)
             depth = (int)p->rules[r].nframes;
     rule_stats = mp_internal_alloc((p->nrules + 1) * sizeof *rule_stats);
     current = make_view(mp_modules());
+    if (current)
+        mp_sites_generation = current->generation;
     if (!current || !rule_stats) {
         *why = "out of memory for the call-site tables";
         return -1;
@@ -145,17 +149,16 @@ static void count(int rule, size_t size)
 static void flush_entry(struct mp_site_entry *e)
 {
     for (int i = 0; i < e->ncand; i++)
-        if (e->hits[i]) {
-            __atomic_fetch_add(&rule_stats[e->cand[i]].hits, e->hits[i], __ATOMIC_RELAXED);
-            __atomic_fetch_add(&rule_stats[e->cand[i]].bytes, e->bytes[i], __ATOMIC_RELAXED);
-            e->hits[i] = e->bytes[i] = 0;
+        if (e->count[i].hits) {
+            __atomic_fetch_add(&rule_stats[e->cand[i]].hits, e->count[i].hits, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&rule_stats[e->cand[i]].bytes, e->count[i].bytes, __ATOMIC_RELAXED);
+            e->count[i].hits = e->count[i].bytes = 0;
         }
 }
 
 static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frames)
 {
-    uintptr_t h = frames[0] ^ (frames[1] * 31) ^ (frames[2] * 1009) ^ (frames[3] * 65537);
-    return &self->cache[(h ^ (h >> 12)) % MP_SITE_CACHE];
+    return &self->cache[mp_sites_slot(frames[0], frames[1], frames[2], frames[3])];
 }
 
 /* (Re)fill a cache entry: the rules whose frames match, in priority order. With `raw`,
@@ -163,11 +166,13 @@ static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frame
 static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n, int raw)
 {
     flush_entry(e);
+    memset(e->count, 0, sizeof e->count); /* a fixed entry without rules counted in count[0] */
     struct view *v = fresh_view();
     memcpy(e->frames, frames, sizeof e->frames);
     e->generation = v->generation;
     e->ncand = 0;
     e->needs_scan = 0;
+    e->fixed = 0;
     if (raw) {
         const struct mp_module *m = mp_module_of(v->modules, frames[0]);
         if (m && m->skip) {
@@ -183,6 +188,12 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
             }
             e->cand[e->ncand++] = (uint16_t)r;
         }
+    /* the fast path's case: one frame decides, and the first candidate takes every size */
+    if (depth == 1 && (e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
+                                          policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {
+        e->device = e->ncand ? (int)policy->rules[e->cand[0]].device : (int)policy->default_device;
+        e->fixed = policy->devices[e->device].kind == MP_SYSTEM ? MP_FIXED_SYSTEM : MP_FIXED_ARENA;
+    }
     return v;
 }
 
@@ -198,8 +209,8 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
     }
     for (int i = 0; i < e->ncand; i++)
         if (size_fits(e->cand[i], size)) {
-            e->hits[i]++;
-            e->bytes[i] += size;
+            e->count[i].hits++;
+            e->count[i].bytes += size;
             return e->cand[i];
         }
     return -1;

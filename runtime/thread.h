@@ -10,17 +10,24 @@
 #include "policy.h"
 
 #define MP_SITE_CACHE 256
-#define MP_MAX_CANDIDATES 6
+#define MP_MAX_CANDIDATES 4
+enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_SYSTEM = 2 };
 
+/* 128 bytes, so the fast path (frames[0] .. count[0].hits) reads one cache line. */
 struct mp_site_entry {
     uintptr_t frames[MP_MAX_FRAMES];
     uint32_t generation;              /* 0 = empty */
     int16_t ncand;                    /* -1: too many candidates, scan the rules */
-    uint16_t needs_scan;              /* keyed by a return address into libc/libstdc++:
+    uint8_t needs_scan;               /* keyed by a return address into libc/libstdc++:
                                          the site's frames come from the stack scan */
+    uint8_t fixed;                    /* one-frame policy, and the size does not matter:
+                                         every allocation here goes to `device`, an arena
+                                         (MP_FIXED_ARENA) or the next allocator (_SYSTEM) */
+    int32_t device;                   /* when fixed: cand[0]'s device, or the default */
+    struct { uint64_t hits, bytes; } count[MP_MAX_CANDIDATES]; /* of cand[i], not yet in
+                                                                  the totals */
     uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
-    uint64_t hits[MP_MAX_CANDIDATES], bytes[MP_MAX_CANDIDATES]; /* not yet in the totals */
-};
+} __attribute__((aligned(64)));
 
 struct mp_device_counters {
     uint64_t allocations, bytes;

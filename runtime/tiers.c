@@ -43,6 +43,8 @@ static struct tier *tiers;
 static int ntiers;
 static int system_dev = -1; /* where allocations that reach the end of a chain are counted */
 static int warned[MP_MAX_DEVICES];
+/* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
+static uint32_t small_usable[MI_SMALL_SIZE_MAX / 8 + 1];
 
 /* Address space a device's arenas may use: room beyond the capacity for mimalloc's
  * per-thread pages and metadata (anonymous memory is only reserved; file arenas are
@@ -87,6 +89,8 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
     for (int i = ntiers - 1; i >= 0; i--)
         if (policy->devices[i].kind == MP_SYSTEM)
             system_dev = i;
+    for (size_t i = 0; i < sizeof small_usable / sizeof small_usable[0]; i++)
+        small_usable[i] = (uint32_t)mi_good_size(i * 8);
     mp_slot_shift = shift;
     mp_region_base = (uintptr_t)base;
     __atomic_store_n(&mp_region_size, size, __ATOMIC_RELEASE);
@@ -213,8 +217,14 @@ static void publish_live(struct tier *t, int64_t delta)
         ;
 }
 
+MP_COLD static void publish_pending(struct tier *t, struct mp_device_counters *c)
+{
+    publish_live(t, c->live_pending);
+    c->live_pending = 0;
+}
+
 /* Counting stays in the thread's own counters: no atomic on the allocation path. */
-static void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
+static inline void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
 {
     struct tier *t = &tiers[dev];
     if (!self) {
@@ -232,10 +242,8 @@ static void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
         return;
     }
     c->live_pending += usable;
-    if (c->live_pending >= LIVE_BATCH || c->live_pending <= -LIVE_BATCH) {
-        publish_live(t, c->live_pending);
-        c->live_pending = 0;
-    }
+    if (mp_unlikely(c->live_pending >= LIVE_BATCH || c->live_pending <= -LIVE_BATCH))
+        publish_pending(t, c);
 }
 
 /* Live bytes are signed: a thread that frees blocks another thread allocated may publish
@@ -244,6 +252,31 @@ static int over_capacity(struct tier *t, size_t size)
 {
     int64_t live = (int64_t)__atomic_load_n(&t->stats.live, __ATOMIC_RELAXED);
     return (live > 0 ? (uint64_t)live : 0) + size > t->capacity;
+}
+
+/* The common case, kept short: a plain block below EXACT_BYTES from this thread's theap of
+ * the device's newest arena, ready since an earlier allocation; NULL for anything else
+ * (mp_tiers_alloc then decides, falls back and counts). */
+void *mp_tiers_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero)
+{
+    struct tier *t = &tiers[dev];
+    mi_theap_t *h = self->theaps[dev];
+    if (mp_unlikely(!h || self->theap_of[dev] != __atomic_load_n(&t->narenas, __ATOMIC_RELAXED) ||
+                    t->dead || size >= EXACT_BYTES || (t->capacity && over_capacity(t, size))))
+        return NULL;
+    void *p;
+    size_t usable;
+    if (size <= MI_SMALL_SIZE_MAX) {
+        p = zero ? mi_theap_zalloc_small(h, size) : mi_theap_malloc_small(h, size);
+        usable = small_usable[(size + 7) / 8];
+    } else {
+        p = zero ? mi_theap_zalloc(h, size) : mi_theap_malloc(h, size);
+        usable = mi_good_size(size);
+    }
+    if (mp_unlikely(!p))
+        return NULL;
+    count(self, dev, size, (int64_t)usable);
+    return p;
 }
 
 /* Blocks aligned above 64 KiB (mimalloc arenas cannot): a mapping of their own in the upper
@@ -381,19 +414,18 @@ void mp_tiers_free(void *p)
         return;
     }
     int dev = mp_tiers_device_of(p);
-    int64_t usable = (int64_t)mi_usable_size(p);
+    size_t block;
+    mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
+    int64_t usable = (int64_t)block;
     struct mp_thread *self = mp_self;
-    if (self && usable < (int64_t)EXACT_BYTES) {
+    if (mp_likely(self && usable < (int64_t)EXACT_BYTES)) {
         struct mp_device_counters *c = &self->devices[dev];
         c->live_pending -= usable;
-        if (c->live_pending <= -LIVE_BATCH) {
-            publish_live(&tiers[dev], c->live_pending);
-            c->live_pending = 0;
-        }
+        if (mp_unlikely(c->live_pending <= -LIVE_BATCH))
+            publish_pending(&tiers[dev], c);
     } else {
         publish_live(&tiers[dev], -usable);
     }
-    mi_free(p);
 }
 
 size_t mp_tiers_usable_size(const void *p)

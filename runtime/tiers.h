@@ -32,6 +32,9 @@ struct mp_thread;
  * ends at the next allocator (*served = the "system" device, or -1); counts in `self`. */
 void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
                      int *served);
+/* The fast path: `dev` itself, plain or zeroed blocks of common sizes; NULL means "ask
+ * mp_tiers_alloc" (nothing was counted). */
+void *mp_tiers_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero);
 void mp_tiers_free(void *p);
 size_t mp_tiers_usable_size(const void *p);
 int mp_tiers_device_of(const void *p);
