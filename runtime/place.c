@@ -101,7 +101,8 @@ static void place_free(void *p)
         mp_next.free(p);
 }
 
-/* realloc's call site decides where the block goes; across devices it is moved by copy. */
+/* realloc's call site decides where the block goes; across devices it is moved by copy.
+ * A block that grows moves to a growth area (tiers.h), where it can keep growing in place. */
 void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
 {
     if (p == NULL)
@@ -114,10 +115,12 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     struct mp_thread *self = mp_thread(sp);
     int dev = device_for(self, n, ra, sp), served;
     int mine = mp_tiers_own(p);
-    size_t old = mine ? mp_tiers_usable_size(p) : 0;
-    if (mine && mp_tiers_device_of(p) == dev && n <= old && n >= old / 2)
+    if (mine && mp_tiers_device_of(p) == dev && mp_tiers_resize(p, n))
         return p; /* fits where it is */
-    void *q = mp_tiers_alloc(self, dev, n, 0, 0, &served);
+    size_t old = mine ? mp_tiers_usable_size(p) : mp_next.usable_size(p);
+    void *q = n > old ? mp_tiers_alloc_growing(self, dev, n) : NULL;
+    if (!q)
+        q = mp_tiers_alloc(self, dev, n, 0, 0, &served);
     if (!q) {
         mp_tiers_count_system(self, served, n);
         if (!mine)
@@ -126,8 +129,6 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
         if (!q)
             return NULL; /* p is left untouched, as realloc must */
     }
-    if (!mine)
-        old = mp_next.usable_size(p);
     memcpy(q, p, old < n ? old : n);
     place_free(p);
     return q;

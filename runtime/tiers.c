@@ -23,6 +23,12 @@
 #define MAX_DIRECT 256 /* live blocks aligned above MI_ALIGN_MAX, per device */
 #define LIVE_BATCH (1ll << 20) /* a thread publishes its live-bytes change in steps this big */
 #define EXACT_BYTES (256u << 10) /* blocks this big are counted against capacity at once */
+#define GROWTH_AREA (1u << 20)   /* room a growing block gets, and grows in place within */
+#define GROWTH_MIN 512           /* below this, realloc copies within mimalloc's classes */
+#define MAX_GROWTH 16            /* growth areas per device, growing or spare */
+#define MAX_SPARE 4
+
+enum { DIRECT_ALIGNED, DIRECT_GROWING, DIRECT_SPARE };
 
 struct tier {
     const struct mp_device_spec *spec;
@@ -31,8 +37,11 @@ struct tier {
     uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
     int narenas, dead, lock;
     mi_heap_t *heaps[MAX_ARENAS];
-    struct direct { uint64_t offset, length; } direct[MAX_DIRECT]; /* in use, by offset */
-    int ndirect;
+    struct direct {
+        uint64_t offset, length, used; /* used: live bytes (aligned: length) */
+        int kind;
+    } direct[MAX_DIRECT];          /* by offset */
+    int ndirect, ngrowth, nspare;
     struct mp_tier_stats stats;
 } __attribute__((aligned(64)));
 
@@ -279,9 +288,23 @@ void *mp_tiers_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero
     return p;
 }
 
-/* Blocks aligned above 64 KiB (mimalloc arenas cannot): a mapping of their own in the upper
- * half of the device's slot, backed and bound like an arena. First fit, under the lock. */
-static void *direct_alloc(struct tier *t, size_t size, size_t align)
+/* ---- direct blocks: mappings of their own in the upper half of the device's slot, backed
+ * and bound like an arena, for what mimalloc's arenas cannot do:
+ *   aligned   blocks aligned above 64 KiB;
+ *   growing   a block realloc grows gets a GROWTH_AREA mapping and grows in place there (as
+ *             glibc grows the block at the top of its heap), instead of being copied into a
+ *             larger size class at every step; only its size counts as live, the untouched
+ *             rest of the area costs address space only;
+ *   spare     a freed growth area kept, touched pages and all, for the next growing block
+ *             (at most MAX_SPARE per device), so steady growth makes no system call.
+ * First fit by offset, under the tier's lock. */
+
+static int is_direct(const void *p)
+{
+    return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
+}
+
+static void *direct_map(struct tier *t, size_t size, size_t align, int kind, uint64_t used)
 {
     uint64_t half = 1ull << (mp_slot_shift - 1), page = mp_page_size();
     uint64_t length = (size + page - 1) & ~(page - 1);
@@ -289,7 +312,7 @@ static void *direct_alloc(struct tier *t, size_t size, size_t align)
         return NULL;
     void *p = NULL;
     mp_lock(&t->lock);
-    if (t->ndirect < MAX_DIRECT) {
+    if (t->ndirect < MAX_DIRECT && (kind != DIRECT_GROWING || t->ngrowth < MAX_GROWTH)) {
         uint64_t at = half; /* offsets within the slot */
         int i = 0;
         for (;; i++) {
@@ -317,8 +340,9 @@ static void *direct_alloc(struct tier *t, size_t size, size_t align)
                 err = mp_os_bind(q, length, s->mode, s->nodemask, MP_NODEMASK_WORDS);
             if (!err) {
                 memmove(&t->direct[i + 1], &t->direct[i], (size_t)(t->ndirect - i) * sizeof t->direct[0]);
-                t->direct[i] = (struct direct){at, length};
+                t->direct[i] = (struct direct){at, length, kind == DIRECT_GROWING ? used : length, kind};
                 t->ndirect++;
+                t->ngrowth += kind == DIRECT_GROWING;
                 p = q;
             } else {
                 mp_os_back_anonymous(q, length, -1, 0); /* back to reserved-only */
@@ -329,27 +353,98 @@ static void *direct_alloc(struct tier *t, size_t size, size_t align)
     return p;
 }
 
-static int is_direct(const void *p)
+/* The direct block at p. Under the tier's lock. */
+static struct direct *direct_find(struct tier *t, const void *p)
 {
-    return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
+    uint64_t offset = (uint64_t)((const unsigned char *)p - t->slot);
+    for (int i = 0; i < t->ndirect; i++)
+        if (t->direct[i].offset == offset && t->direct[i].kind != DIRECT_SPARE)
+            return &t->direct[i];
+    return NULL;
 }
 
-/* Length of the direct block at p, and forget it (free=1). Under the tier's lock. */
-static uint64_t direct_length(struct tier *t, const void *p, int forget)
+/* The live bytes of the direct block at p (0: none there). */
+static uint64_t direct_used(struct tier *t, const void *p)
 {
-    uint64_t offset = (uint64_t)((const unsigned char *)p - t->slot), length = 0;
+    mp_lock(&t->lock);
+    struct direct *d = direct_find(t, p);
+    uint64_t used = d ? d->used : 0;
+    mp_unlock(&t->lock);
+    return used;
+}
+
+/* A growing block of n bytes on the device itself (no fallback), in a spare area if there
+ * is one; NULL when the device cannot take it. */
+static void *growing_alloc(struct mp_thread *self, struct tier *t, int dev, size_t n)
+{
+    if (t->spec->kind == MP_SYSTEM || t->dead || n < GROWTH_MIN || n > GROWTH_AREA / 2 ||
+        (t->capacity && over_capacity(t, n)))
+        return NULL;
+    void *p = NULL;
     mp_lock(&t->lock);
     for (int i = 0; i < t->ndirect; i++)
-        if (t->direct[i].offset == offset) {
-            length = t->direct[i].length;
-            if (forget) {
-                memmove(&t->direct[i], &t->direct[i + 1], (size_t)(t->ndirect - i - 1) * sizeof t->direct[0]);
-                t->ndirect--;
-            }
+        if (t->direct[i].kind == DIRECT_SPARE) {
+            t->direct[i].kind = DIRECT_GROWING;
+            t->direct[i].used = n;
+            t->nspare--;
+            p = t->slot + t->direct[i].offset;
             break;
         }
     mp_unlock(&t->lock);
-    return length;
+    if (!p)
+        p = direct_map(t, GROWTH_AREA, mp_page_size(), DIRECT_GROWING, n);
+    if (p) {
+        count(self, dev, n, 0);
+        publish_live(t, (int64_t)n);
+    }
+    return p;
+}
+
+/* Free a direct block; returns its live bytes. A growth area is kept as a spare while
+ * there are few. */
+static uint64_t direct_release(struct tier *t, void *p)
+{
+    mp_lock(&t->lock);
+    struct direct *d = direct_find(t, p);
+    uint64_t used = 0, length = 0;
+    if (d) {
+        used = d->used, length = d->length;
+        if (d->kind == DIRECT_GROWING && t->nspare < MAX_SPARE) {
+            d->kind = DIRECT_SPARE;
+            t->nspare++;
+            length = 0; /* kept mapped */
+        } else {
+            t->ngrowth -= d->kind == DIRECT_GROWING;
+            memmove(d, d + 1, (size_t)(&t->direct[t->ndirect - 1] - d) * sizeof *d);
+            t->ndirect--;
+        }
+    }
+    mp_unlock(&t->lock);
+    if (length)
+        mp_os_back_anonymous(p, length, -1, 0); /* memory returned, address kept reserved */
+    return used;
+}
+
+/* Resize a direct block in place if it has room: a growing block up to its area (and the
+ * device's capacity), an aligned one within its length (shrinking at most by half). */
+static int direct_resize(struct tier *t, void *p, size_t n)
+{
+    int64_t delta = 0;
+    int done = 0;
+    mp_lock(&t->lock);
+    struct direct *d = direct_find(t, p);
+    if (d && d->kind == DIRECT_GROWING && n <= d->length &&
+        !(n > d->used && t->capacity && over_capacity(t, n - d->used))) {
+        delta = (int64_t)n - (int64_t)d->used;
+        d->used = n;
+        done = 1;
+    } else if (d && d->kind == DIRECT_ALIGNED && n <= d->length && n >= d->length / 2) {
+        done = 1;
+    }
+    mp_unlock(&t->lock);
+    if (delta)
+        publish_live(t, delta);
+    return done;
 }
 
 void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
@@ -363,9 +458,9 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         if (t->capacity && over_capacity(t, size)) {
             reason = MP_FULL;
         } else if (!t->dead && align > MI_ALIGN_MAX) {
-            void *p = direct_alloc(t, size, align); /* fresh mapping: already zero */
+            void *p = direct_map(t, size, align, DIRECT_ALIGNED, 0); /* fresh: already zero */
             if (p) {
-                count(self, dev, size, (int64_t)direct_length(t, p, 0));
+                count(self, dev, size, (int64_t)direct_used(t, p));
                 *served = dev;
                 return p;
             }
@@ -397,20 +492,13 @@ int mp_tiers_device_of(const void *p)
     return (int)(((uintptr_t)p - mp_region_base) >> mp_slot_shift);
 }
 
-static void direct_free(void *p)
-{
-    struct tier *t = &tiers[mp_tiers_device_of(p)];
-    uint64_t length = direct_length(t, p, 1);
-    if (!length)
-        return; /* not a live direct block: ignore rather than crash */
-    mp_os_back_anonymous(p, length, -1, 0); /* memory returned, address kept reserved */
-    publish_live(t, -(int64_t)length);
-}
-
 void mp_tiers_free(void *p)
 {
     if (mp_unlikely(is_direct(p))) {
-        direct_free(p);
+        struct tier *t = &tiers[mp_tiers_device_of(p)];
+        uint64_t used = direct_release(t, p); /* 0: not a live direct block, ignored */
+        if (used)
+            publish_live(t, -(int64_t)used);
         return;
     }
     int dev = mp_tiers_device_of(p);
@@ -431,8 +519,21 @@ void mp_tiers_free(void *p)
 size_t mp_tiers_usable_size(const void *p)
 {
     if (mp_unlikely(is_direct(p)))
-        return (size_t)direct_length(&tiers[mp_tiers_device_of(p)], p, 0);
+        return (size_t)direct_used(&tiers[mp_tiers_device_of(p)], p);
     return mi_usable_size(p);
+}
+
+int mp_tiers_resize(void *p, size_t n)
+{
+    if (mp_unlikely(is_direct(p)))
+        return direct_resize(&tiers[mp_tiers_device_of(p)], p, n);
+    size_t usable = mi_usable_size(p);
+    return n <= usable && n >= usable / 2;
+}
+
+void *mp_tiers_alloc_growing(struct mp_thread *self, int dev, size_t n)
+{
+    return growing_alloc(self, &tiers[dev], dev, n);
 }
 
 /* A thread ends: its pending live bytes become the devices' (so peaks see them). */
