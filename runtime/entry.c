@@ -1,4 +1,5 @@
-/* Every symbol the runtime exports: the malloc family and memplace's own API.
+/* Every symbol the runtime exports: the malloc family, C++ operator new, and memplace's
+ * own API.
  * This file is the whole public surface; `nm -D libmemplace.so` lists exactly these.
  *
  * malloc, free, calloc and realloc are one indirect jump through `hot`, chosen once at
@@ -9,7 +10,9 @@
  * jumps rather than calls, __builtin_return_address(0) in the target is still the
  * program's return address: the call site. The other entry points test the mode. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include "memplace.h"
 #include "place.h"
@@ -248,6 +251,49 @@ MP_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
     }
     mp_next.free_aligned_sized(p, align, n);
 }
+
+/* ---- C++ operator new (plain and array, throwing and nothrow) ----
+ * Interposed so that the return address is the program's own call site: without this,
+ * malloc is called from libstdc++ and every C++ allocation pays for a stack scan. What
+ * placement cannot serve, and everything in transparent mode, goes to the next
+ * definition (the C++ runtime's), which calls malloc itself and runs the new-handler or
+ * throws std::bad_alloc as the language requires. A program that replaces operator new
+ * keeps its own: the executable comes before a preloaded library in symbol lookup. */
+
+enum { NEW, NEW_ARRAY, NEW_NOTHROW, NEW_ARRAY_NOTHROW };
+typedef void *(*new_fn)(size_t, const void *);
+static new_fn next_new[4];
+
+MP_COLD static new_fn resolve_new(int which)
+{
+    static const char *const names[] = {"_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t",
+                                        "_ZnamRKSt9nothrow_t"};
+    new_fn f = (new_fn)dlsym(RTLD_NEXT, names[which]); /* found: its caller is C++ code */
+    __atomic_store_n(&next_new[which], f, __ATOMIC_RELEASE);
+    return f;
+}
+
+static inline void *cxx_new(int which, size_t n, const void *nothrow, uintptr_t ra)
+{
+    if (SPECIAL) {
+        void *p = PLACING ? mp_place_malloc(n, ra) : mp_profile_malloc(n, ra);
+        if (mp_likely(p != NULL))
+            return p;
+    }
+    new_fn f = __atomic_load_n(&next_new[which], __ATOMIC_ACQUIRE);
+    if (mp_unlikely(!f) && !(f = resolve_new(which))) {
+        void *p = mp_next.malloc(n ? n : 1); /* no C++ runtime after us: nothing to throw */
+        if (!p && which < NEW_NOTHROW)
+            abort();
+        return p;
+    }
+    return f(n, nothrow);
+}
+
+MP_EXPORT void *_Znwm(size_t n) { return cxx_new(NEW, n, NULL, CALLER); }
+MP_EXPORT void *_Znam(size_t n) { return cxx_new(NEW_ARRAY, n, NULL, CALLER); }
+MP_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { return cxx_new(NEW_NOTHROW, n, nt, CALLER); }
+MP_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *nt) { return cxx_new(NEW_ARRAY_NOTHROW, n, nt, CALLER); }
 
 /* ---- memplace's own API ---- */
 

@@ -7,15 +7,16 @@ from support import PROGRAMS, preloaded
 MALLOC_FAMILY = {"malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
                  "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
                  "free_sized", "free_aligned_sized"}
+OPERATOR_NEW = {"_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t"}
 
 
-def test_exports_exactly_the_malloc_family_and_memplace_api(runtime):
+def test_exports_exactly_the_malloc_family_operator_new_and_memplace_api(runtime):
     out = subprocess.run(["nm", "-D", "--defined-only", runtime], capture_output=True,
                          text=True, check=True).stdout
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    assert names - MALLOC_FAMILY == {n for n in names if n.startswith("memplace_")}
-    assert MALLOC_FAMILY <= names
-    assert not any(n.startswith(("mi_", "_mi_", "_Z")) for n in names)
+    assert names - MALLOC_FAMILY - OPERATOR_NEW == {n for n in names if n.startswith("memplace_")}
+    assert MALLOC_FAMILY | OPERATOR_NEW <= names
+    assert not any(n.startswith(("mi_", "_mi_")) for n in names)
 
 
 def test_runtime_needs_only_libc_and_the_loader(runtime):
@@ -41,6 +42,30 @@ def test_cxx_operators(cc, runtime):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout == subprocess.run([prog], capture_output=True, text=True).stdout
     assert "failures=0" in r.stdout
+
+
+def test_cxx_operators_when_placing(cc, tmp_path, runtime):
+    """The same program with every allocation placed: operator new goes through placement,
+    failures still reach the new-handler and bad_alloc."""
+    import sys
+    prog = cc("cxx_ops.cc", None, compiler="g++")
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\ndefault = "fast"\n[devices.fast]\nkind = "numa"\nnodes = [0]\n')
+    stats = tmp_path / "stats.json"
+    r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", policy, "--stats",
+                        stats, "--", prog], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout == subprocess.run([prog], capture_output=True, text=True).stdout
+    import json
+    fast = [d for d in json.loads(stats.read_text())["totals"]["devices"] if d["name"] == "fast"]
+    assert fast[0]["allocations"] > 40000  # the strings, vectors and map nodes were placed
+
+
+def test_a_program_that_replaces_operator_new_keeps_it(cc, runtime):
+    prog = cc("own_new.cc", None, compiler="g++")
+    r = subprocess.run([prog], capture_output=True, text=True, env=preloaded(runtime))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "own operator new calls: all\n"
 
 
 def test_foreign_blocks_go_to_the_next_allocator(cc, tmp_path, runtime):

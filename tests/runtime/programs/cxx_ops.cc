@@ -1,4 +1,5 @@
-// C++ allocation through every operator form: plain, array, sized, aligned, nothrow.
+// C++ allocation through every operator form: plain, array, sized, aligned, nothrow; and
+// allocation failure: nothrow returns null, the new-handler runs, bad_alloc is thrown.
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -44,6 +45,13 @@ int main()
     try { volatile size_t n = SIZE_MAX / 2; char *volatile c = new char[n]; delete[] c; }
     catch (const std::bad_alloc &) { threw = true; }
     if (!threw) failures++;
+    // the new-handler runs on each failure until it gives up; then bad_alloc
+    static int handler_calls;
+    std::set_new_handler([] { if (++handler_calls == 3) std::set_new_handler(nullptr); });
+    threw = false;
+    try { volatile size_t n = SIZE_MAX / 4; char *volatile c = new char[n]; delete[] c; }
+    catch (const std::bad_alloc &) { threw = true; }
+    if (!threw || handler_calls != 3) failures++;
     std::printf("words=%zu keys=%zu shared=%d failures=%d\n", words.size(), m.size(), (*shared)[999], failures);
     return failures != 0;
 }
