@@ -14,11 +14,19 @@
 
 struct abs_frame { uintptr_t lo, hi; int valid; };
 
+/* A rule's innermost frame, absolute: the index that finds a site's rules. */
+struct span { uintptr_t lo, hi; uint32_t rule; };
+
 /* The rules' frames made absolute for one modules snapshot. */
 struct view {
     struct mp_modules *modules;
     uint32_t generation;
     struct abs_frame *frames; /* nrules x MP_MAX_FRAMES */
+    struct span *spans;       /* by lo */
+    uint32_t nspans;
+    uintptr_t widest;         /* the largest hi - lo among the spans */
+    uint32_t *frameless;      /* rules with no frames (size only): candidates everywhere */
+    uint32_t nframeless;
 };
 
 MP_HIDDEN uint32_t mp_sites_generation;
@@ -57,6 +65,40 @@ static const struct mp_module *find_spec_module(const struct mp_modules *t,
     return NULL;
 }
 
+/* Shell sort by lo (no qsort: it may call malloc, and we are inside it). */
+static void sort_spans(struct span *a, uint32_t n)
+{
+    static const uint32_t gaps[] = {1750, 701, 301, 132, 57, 23, 10, 4, 1};
+    for (size_t g = 0; g < sizeof gaps / sizeof gaps[0]; g++)
+        for (uint32_t i = gaps[g]; i < n; i++) {
+            struct span x = a[i];
+            uint32_t j = i;
+            for (; j >= gaps[g] && a[j - gaps[g]].lo > x.lo; j -= gaps[g])
+                a[j] = a[j - gaps[g]];
+            a[j] = x;
+        }
+}
+
+static int index_view(struct view *v)
+{
+    v->spans = mp_internal_alloc((policy->nrules + 1) * sizeof *v->spans);
+    v->frameless = mp_internal_alloc((policy->nrules + 1) * sizeof *v->frameless);
+    if (!v->spans || !v->frameless)
+        return -1;
+    for (uint32_t r = 0; r < policy->nrules; r++) {
+        const struct abs_frame *a = &v->frames[r * MP_MAX_FRAMES];
+        if (policy->rules[r].nframes == 0) {
+            v->frameless[v->nframeless++] = r;
+        } else if (a->valid) {
+            v->spans[v->nspans++] = (struct span){a->lo, a->hi, r};
+            if (a->hi - a->lo > v->widest)
+                v->widest = a->hi - a->lo;
+        }
+    }
+    sort_spans(v->spans, v->nspans);
+    return 0;
+}
+
 static struct view *make_view(struct mp_modules *mods)
 {
     struct view *v = mp_internal_alloc(sizeof *v);
@@ -78,7 +120,7 @@ static struct view *make_view(struct mp_modules *mods)
                 a->valid = 1;
             }
         }
-    return v;
+    return index_view(v) ? NULL : v;
 }
 
 /* The view for the current modules, remade if modules came or went. */
@@ -107,6 +149,38 @@ static int frames_match(const struct view *v, uint32_t r, const uintptr_t *frame
             return 0;
     }
     return 1;
+}
+
+/* The rules whose frames match, in priority order, into out[MP_MAX_CANDIDATES]; -1 when
+ * there are more. A binary search over the spans, not a pass over every rule. */
+static int matching_rules(const struct view *v, const uintptr_t *frames, int n, uint16_t *out)
+{
+    uint32_t found[MP_MAX_CANDIDATES + 1];
+    int count = 0;
+    for (uint32_t i = 0; i < v->nframeless && count <= MP_MAX_CANDIDATES; i++)
+        found[count++] = v->frameless[i];
+    uint32_t lo = 0, hi = v->nspans; /* first span with lo > frames[0] */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v->spans[mid].lo <= frames[0])
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (uint32_t j = lo; j-- > 0 && frames[0] - v->spans[j].lo <= v->widest && count <= MP_MAX_CANDIDATES;)
+        if (frames[0] <= v->spans[j].hi && frames_match(v, v->spans[j].rule, frames, n))
+            found[count++] = v->spans[j].rule;
+    if (count > MP_MAX_CANDIDATES)
+        return -1;
+    for (int i = 1; i < count; i++) /* priority: the policy's order */
+        for (int j = i; j > 0 && found[j - 1] > found[j]; j--) {
+            uint32_t t = found[j];
+            found[j] = found[j - 1];
+            found[j - 1] = t;
+        }
+    for (int i = 0; i < count; i++)
+        out[i] = (uint16_t)found[i];
+    return count;
 }
 
 static int size_fits(uint32_t r, size_t size)
@@ -180,14 +254,7 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
             return v;
         }
     }
-    for (uint32_t r = 0; r < policy->nrules; r++)
-        if (frames_match(v, r, frames, n)) {
-            if (e->ncand == MP_MAX_CANDIDATES) {
-                e->ncand = -1;
-                break;
-            }
-            e->cand[e->ncand++] = (uint16_t)r;
-        }
+    e->ncand = (int16_t)matching_rules(v, frames, n, e->cand);
     /* the fast path's case: one frame decides, and the first candidate takes every size */
     if (depth == 1 && (e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
                                           policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {

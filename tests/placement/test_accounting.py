@@ -100,3 +100,43 @@ def test_many_growing_blocks_across_threads_keep_their_contents(tmp_path, pmem):
     assert s["rules"]["grow"]["hits"] > 40 * 100
     procs = json.loads(stats.read_text())["processes"]
     assert [d["live_at_exit"] for p in procs for d in p["devices"] if d["name"] == "pmem"] == [0]
+
+
+def test_rules_apply_in_policy_order_size_only_rules_included(tmp_path, pmem):
+    """A size-only rule ahead of two rules for the same site: each allocation takes the
+    first rule that matches it, in the policy's order."""
+    prog = build(tmp_path, "sizes.c")
+    site = f"sizes.c:{line_of('sizes.c', 'sizes_malloc')}"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+[[rules]]
+name = "tiny"
+size = "..64"
+device = "pmem"
+[[rules]]
+name = "mid"
+site = ["{site}"]
+size = "65..1000"
+device = "fast"
+[[rules]]
+name = "rest"
+site = ["{site}"]
+device = "pmem"
+""")
+    stats = tmp_path / "stats.json"
+    r = run_placed(prog, policy, stats=stats)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "sizes bad=0\n"
+    rules = stats_of(stats)["rules"]
+    assert rules["tiny"]["hits"] >= 2 * 65            # sizes 0..64 from both sites
+    assert rules["mid"]["hits"] == 1000 - 65 + 1
+    assert rules["mid"]["bytes"] == sum(range(65, 1001))
+    assert rules["rest"]["hits"] == MAX + 1 - 65 - 936
+    assert stats_of(stats)["devices"]["fast"]["allocations"] == 936
