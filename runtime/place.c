@@ -113,9 +113,12 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     }
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
-    int dev = device_for(self, n, ra, sp), served;
+    struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
+    int dev = e ? e->device : device_for(self, n, ra, sp), served;
+    if (e)
+        mp_sites_count(e, n);
     int mine = mp_tiers_own(p);
-    if (mine && mp_tiers_device_of(p) == dev && mp_tiers_resize(p, n))
+    if (mine && mp_tiers_device_of(p) == dev && mp_tiers_resize(self, p, n))
         return p; /* fits where it is */
     size_t old = mine ? mp_tiers_usable_size(p) : mp_next.usable_size(p);
     void *q = n > old ? mp_tiers_alloc_growing(self, dev, n) : NULL;

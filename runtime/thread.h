@@ -34,6 +34,11 @@ struct mp_device_counters {
     int64_t live_pending; /* usable bytes allocated minus freed, not yet in the device's live */
 };
 
+/* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
+#define MP_TCACHE_DEVICES 4
+#define MP_TCACHE_BINS (1024 / 8 + 1) /* by usable size / 8, up to mimalloc's small blocks */
+struct mp_tcache_bin { void *head; uint32_t count; };
+
 #define MP_PROFILE_CACHE 64
 struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one; };
 
@@ -46,6 +51,7 @@ struct mp_thread {
     void *theaps[MP_MAX_DEVICES];
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
+    struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };
 

@@ -27,6 +27,7 @@
 #define GROWTH_MIN 512           /* below this, realloc copies within mimalloc's classes */
 #define MAX_GROWTH 16            /* growth areas per device, growing or spare */
 #define MAX_SPARE 4
+#define TCACHE_MAX 8             /* freed blocks a thread keeps per device and size class */
 
 enum { DIRECT_ALIGNED, DIRECT_GROWING, DIRECT_SPARE };
 
@@ -232,6 +233,19 @@ MP_COLD static void publish_pending(struct tier *t, struct mp_device_counters *c
     c->live_pending = 0;
 }
 
+/* A change of a device's live bytes, in the thread's batch when there is a thread. */
+static inline void adjust_live(struct mp_thread *self, int dev, int64_t delta)
+{
+    if (!self) {
+        publish_live(&tiers[dev], delta);
+        return;
+    }
+    struct mp_device_counters *c = &self->devices[dev];
+    c->live_pending += delta;
+    if (mp_unlikely(c->live_pending >= LIVE_BATCH || c->live_pending <= -LIVE_BATCH))
+        publish_pending(&tiers[dev], c);
+}
+
 /* Counting stays in the thread's own counters: no atomic on the allocation path. */
 static inline void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
 {
@@ -263,6 +277,31 @@ static int over_capacity(struct tier *t, size_t size)
     return (live > 0 ? (uint64_t)live : 0) + size > t->capacity;
 }
 
+/* A thread's cache of freed small blocks, as glibc's tcache: a block one thread frees is
+ * reused by that thread's next allocation of its size class, instead of going back to its
+ * mimalloc page, which takes an atomic operation when another thread allocated it. */
+static inline void *tcache_pop(struct mp_thread *self, int dev, size_t usable)
+{
+    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
+    void *p = b->head;
+    if (p) {
+        b->head = *(void **)p;
+        b->count--;
+    }
+    return p;
+}
+
+static inline int tcache_push(struct mp_thread *self, int dev, void *p, size_t usable)
+{
+    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
+    if (b->count >= TCACHE_MAX)
+        return 0;
+    *(void **)p = b->head;
+    b->head = p;
+    b->count++;
+    return 1;
+}
+
 /* The common case, kept short: a plain block below EXACT_BYTES from this thread's theap of
  * the device's newest arena, ready since an earlier allocation; NULL for anything else
  * (mp_tiers_alloc then decides, falls back and counts). */
@@ -276,8 +315,10 @@ void *mp_tiers_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero
     void *p;
     size_t usable;
     if (size <= MI_SMALL_SIZE_MAX) {
-        p = zero ? mi_theap_zalloc_small(h, size) : mi_theap_malloc_small(h, size);
         usable = small_usable[(size + 7) / 8];
+        p = !zero && dev < MP_TCACHE_DEVICES ? tcache_pop(self, dev, usable) : NULL;
+        if (!p)
+            p = zero ? mi_theap_zalloc_small(h, size) : mi_theap_malloc_small(h, size);
     } else {
         p = zero ? mi_theap_zalloc(h, size) : mi_theap_malloc(h, size);
         usable = mi_good_size(size);
@@ -393,10 +434,8 @@ static void *growing_alloc(struct mp_thread *self, struct tier *t, int dev, size
     mp_unlock(&t->lock);
     if (!p)
         p = direct_map(t, GROWTH_AREA, mp_page_size(), DIRECT_GROWING, n);
-    if (p) {
-        count(self, dev, n, 0);
-        publish_live(t, (int64_t)n);
-    }
+    if (p)
+        count(self, dev, n, (int64_t)n);
     return p;
 }
 
@@ -427,8 +466,9 @@ static uint64_t direct_release(struct tier *t, void *p)
 
 /* Resize a direct block in place if it has room: a growing block up to its area (and the
  * device's capacity), an aligned one within its length (shrinking at most by half). */
-static int direct_resize(struct tier *t, void *p, size_t n)
+static int direct_resize(struct mp_thread *self, int dev, void *p, size_t n)
 {
+    struct tier *t = &tiers[dev];
     int64_t delta = 0;
     int done = 0;
     mp_lock(&t->lock);
@@ -443,7 +483,7 @@ static int direct_resize(struct tier *t, void *p, size_t n)
     }
     mp_unlock(&t->lock);
     if (delta)
-        publish_live(t, delta);
+        adjust_live(self, dev, delta);
     return done;
 }
 
@@ -495,17 +535,23 @@ int mp_tiers_device_of(const void *p)
 void mp_tiers_free(void *p)
 {
     if (mp_unlikely(is_direct(p))) {
-        struct tier *t = &tiers[mp_tiers_device_of(p)];
-        uint64_t used = direct_release(t, p); /* 0: not a live direct block, ignored */
+        int dev = mp_tiers_device_of(p);
+        uint64_t used = direct_release(&tiers[dev], p); /* 0: not a live direct block */
         if (used)
-            publish_live(t, -(int64_t)used);
+            adjust_live(mp_self, dev, -(int64_t)used);
         return;
     }
     int dev = mp_tiers_device_of(p);
-    size_t block;
-    mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
-    int64_t usable = (int64_t)block;
     struct mp_thread *self = mp_self;
+    size_t block;
+    if (self && dev < MP_TCACHE_DEVICES) {
+        block = mi_usable_size(p);
+        if (block > MI_SMALL_SIZE_MAX || !tcache_push(self, dev, p, block))
+            mi_free(p);
+    } else {
+        mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
+    }
+    int64_t usable = (int64_t)block;
     if (mp_likely(self && usable < (int64_t)EXACT_BYTES)) {
         struct mp_device_counters *c = &self->devices[dev];
         c->live_pending -= usable;
@@ -523,10 +569,10 @@ size_t mp_tiers_usable_size(const void *p)
     return mi_usable_size(p);
 }
 
-int mp_tiers_resize(void *p, size_t n)
+int mp_tiers_resize(struct mp_thread *self, void *p, size_t n)
 {
     if (mp_unlikely(is_direct(p)))
-        return direct_resize(&tiers[mp_tiers_device_of(p)], p, n);
+        return direct_resize(self, mp_tiers_device_of(p), p, n);
     size_t usable = mi_usable_size(p);
     return n <= usable && n >= usable / 2;
 }
@@ -539,6 +585,16 @@ void *mp_tiers_alloc_growing(struct mp_thread *self, int dev, size_t n)
 /* A thread ends: its pending live bytes become the devices' (so peaks see them). */
 void mp_tiers_thread_exit(struct mp_thread *self)
 {
+    for (int d = 0; d < MP_TCACHE_DEVICES; d++) /* cached blocks go back to mimalloc */
+        for (int b = 0; b < MP_TCACHE_BINS; b++) {
+            struct mp_tcache_bin *bin = &self->tcache[d][b];
+            while (bin->head) {
+                void *p = bin->head;
+                bin->head = *(void **)p;
+                mi_free(p);
+            }
+            bin->count = 0;
+        }
     for (int i = 0; i < ntiers; i++)
         if (self->devices[i].live_pending) {
             publish_live(&tiers[i], self->devices[i].live_pending);

@@ -38,7 +38,7 @@ void *mp_tiers_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero
 void mp_tiers_free(void *p);
 size_t mp_tiers_usable_size(const void *p);
 /* Resize block p in place to n bytes if it has the room; 1 if done. */
-int mp_tiers_resize(void *p, size_t n);
+int mp_tiers_resize(struct mp_thread *self, void *p, size_t n);
 /* A block that realloc grows to n bytes, given room to keep growing in place, on device
  * `dev` itself; NULL if the device cannot take it (mp_tiers_alloc then decides). */
 void *mp_tiers_alloc_growing(struct mp_thread *self, int dev, size_t n);
