@@ -7,20 +7,31 @@ from placement_support import build, line_of, run_placed, stats_of, where
 MAX = 20000
 
 
-def test_every_size_is_counted_and_live_bytes_return_to_zero(tmp_path, pmem):
-    prog = build(tmp_path, "sizes.c")
+def two_devices(tmp_path, pmem, rules: str, default: str = "system"):
+    """A policy with a node-0 device "fast" and a file device "pmem", and these rules."""
     policy = tmp_path / "policy.toml"
-    # calloc's rule covers only part of the sizes: the rest go to the default device
     policy.write_text(f"""
 version = 1
-default = "pmem"
+default = "{default}"
 [devices.fast]
 kind = "numa"
 nodes = [0]
 [devices.pmem]
 kind = "file"
 path = "{pmem}"
-[[rules]]
+{rules}""")
+    return policy
+
+
+def live_at_exit(stats, device: str) -> list[int]:
+    procs = json.loads(stats.read_text())["processes"]
+    return [d["live_at_exit"] for p in procs for d in p["devices"] if d["name"] == device]
+
+
+def test_every_size_is_counted_and_live_bytes_return_to_zero(tmp_path, pmem):
+    prog = build(tmp_path, "sizes.c")
+    # calloc's rule covers only part of the sizes: the rest go to the default device
+    policy = two_devices(tmp_path, pmem, f"""[[rules]]
 name = "malloc"
 site = ["sizes.c:{line_of('sizes.c', 'sizes_malloc')}"]
 device = "fast"
@@ -29,7 +40,7 @@ name = "calloc"
 site = ["sizes.c:{line_of('sizes.c', 'sizes_calloc')}"]
 size = "100..5000"
 device = "fast"
-""")
+""", default="pmem")
     stats = tmp_path / "stats.json"
     r = run_placed(prog, policy, stats=stats)
     assert r.returncode == 0, r.stderr
@@ -47,26 +58,15 @@ device = "fast"
     # pmem: the other calloc sizes, plus the program's own start-up allocations (stdio)
     assert pm["allocations"] >= MAX + 1 - len(in_range)
     assert fast["peak"] >= sum(sizes) + sum(in_range)  # all were live at once
-    procs = json.loads(stats.read_text())["processes"]
-    assert [d["live_at_exit"] for p in procs for d in p["devices"] if d["name"] == "fast"] == [0]
+    assert live_at_exit(stats, "fast") == [0]
 
 
 def grow_policy(tmp_path, pmem, site, device="fast"):
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f"""
-version = 1
-[devices.fast]
-kind = "numa"
-nodes = [0]
-[devices.pmem]
-kind = "file"
-path = "{pmem}"
-[[rules]]
+    return two_devices(tmp_path, pmem, f"""[[rules]]
 name = "grow"
 site = ["grow.c:{line_of('grow.c', site)}"]
 device = "{device}"
 """)
-    return policy
 
 
 def test_a_growing_block_grows_in_place_on_its_device(tmp_path, pmem):
@@ -84,8 +84,7 @@ def test_a_growing_block_grows_in_place_on_its_device(tmp_path, pmem):
         assert w[label]["policy"] == "bind:0" and w[label]["node"] == "0", (label, w[label])
     s = stats_of(stats)
     assert s["devices"]["fast"]["peak"] >= 3 << 20
-    procs = json.loads(stats.read_text())["processes"]
-    assert [d["live_at_exit"] for p in procs for d in p["devices"] if d["name"] == "fast"] == [0]
+    assert live_at_exit(stats, "fast") == [0]
 
 
 def test_many_growing_blocks_across_threads_keep_their_contents(tmp_path, pmem):
@@ -98,8 +97,7 @@ def test_many_growing_blocks_across_threads_keep_their_contents(tmp_path, pmem):
     assert r.stdout == "bad=0\n"
     s = stats_of(stats)
     assert s["rules"]["grow"]["hits"] > 40 * 100
-    procs = json.loads(stats.read_text())["processes"]
-    assert [d["live_at_exit"] for p in procs for d in p["devices"] if d["name"] == "pmem"] == [0]
+    assert live_at_exit(stats, "pmem") == [0]
 
 
 def test_rules_apply_in_policy_order_size_only_rules_included(tmp_path, pmem):
@@ -107,16 +105,7 @@ def test_rules_apply_in_policy_order_size_only_rules_included(tmp_path, pmem):
     first rule that matches it, in the policy's order."""
     prog = build(tmp_path, "sizes.c")
     site = f"sizes.c:{line_of('sizes.c', 'sizes_malloc')}"
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f"""
-version = 1
-[devices.fast]
-kind = "numa"
-nodes = [0]
-[devices.pmem]
-kind = "file"
-path = "{pmem}"
-[[rules]]
+    policy = two_devices(tmp_path, pmem, f"""[[rules]]
 name = "tiny"
 size = "..64"
 device = "pmem"
