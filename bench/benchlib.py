@@ -122,9 +122,10 @@ def report(comparisons: list[Comparison], baseline: str, target: float | None,
     return ok
 
 
-def call_sites(binary: str | Path, callees: tuple[str, ...]) -> list[int]:
-    """Return-address offsets of every call to one of `callees` (PLT names, e.g. "malloc")
-    in `binary`, from `objdump -d`: real call sites for rules."""
+def call_sites(binary: str | Path, callees: tuple[str, ...], plt: bool = True) -> list[int]:
+    """Return-address offsets of every call to one of `callees` in `binary`, from
+    `objdump -d`: real call sites for rules. plt: the callees are imported functions (PLT
+    names, e.g. "malloc"); else functions of the binary itself."""
     out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(binary)],
                          capture_output=True, text=True, check=True).stdout
     sites, pending = [], False
@@ -134,7 +135,9 @@ def call_sites(binary: str | Path, callees: tuple[str, ...]) -> list[int]:
             continue
         if pending:
             sites.append(int(insn.group(1), 16))
-        pending = "call" in line and any(f"<{c}@plt>" in line for c in callees)
+        pending = "call" in line and any(f"<{c}@plt>" in line if plt else
+                                         re.search(rf"<{re.escape(c)}(\.\w+)*>", line)
+                                         for c in callees)
     return sites
 
 

@@ -7,9 +7,13 @@ Variants:
   placed          100 rules; the workload's own malloc-family call sites go to a device
                   bound to NUMA node 0 (mimalloc arenas), 96 other rules never match
   sited->system   the same rules, but the matching ones name the "system" device: every
-                  allocation pays for call-site capture and matching, then goes to the next
+                  allocation pays for finding its site and rule, then goes to the next
                   allocator, so (sited->system - transparent) / allocations is the cost of
-                  call-site capture per allocation
+                  call-site capture per allocation for one-frame rules (a per-thread cache
+                  keyed by the return address)
+  2 frames        rules of two frames (the allocation call and the call of the workload
+                  function in main), to "system": every allocation scans its stack for the
+                  second frame, the cost for rules of 2-4 frames
 Target: placed at most 1.10x of no runtime on every workload (the other variants are shown
 for reference).
 
@@ -36,12 +40,19 @@ TARGET = 1.10
 ALLOC_FUNCTIONS = ("malloc", "calloc", "realloc")
 
 
-def policy_text(binary: Path, device: str, nrules: int = 100) -> str:
-    sites = call_sites(binary, ALLOC_FUNCTIONS)
+WORKLOAD_FUNCTIONS = ("churn", "realloc_growth", "cross_thread", "larson")
+
+
+def policy_text(binary: Path, device: str, nrules: int = 100, frames: int = 1) -> str:
+    sites = [[f"{binary.name}+{off:#x}"] for off in call_sites(binary, ALLOC_FUNCTIONS)]
+    if frames == 2:  # each allocation site under each call of a workload function in main
+        callers = call_sites(binary, WORKLOAD_FUNCTIONS, plt=False)
+        sites = [s + [f"{binary.name}+{c:#x}"] for s in sites for c in callers][:nrules]
     lines = ["version = 1", "[devices.dram]", 'kind = "numa"', "nodes = [0]",
              'capacity = "4GiB"', ""]
-    for off in sites:
-        lines += ["[[rules]]", f'site = ["{binary.name}+{off:#x}"]', f'device = "{device}"', ""]
+    for site in sites:
+        quoted = ", ".join(f'"{f}"' for f in site)
+        lines += ["[[rules]]", f"site = [{quoted}]", f'device = "{device}"', ""]
     for i in range(nrules - len(sites)):  # rules that exist but never match
         lines += ["[[rules]]", f'site = ["{binary.name}+{0x100000 + 16 * i:#x}"]',
                   'device = "dram"', ""]
@@ -65,22 +76,26 @@ def main() -> int:
         prog = build(HERE.parent / "overhead" / "workloads.c", tmp / "workloads", "-pthread")
         base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         envs = {"no runtime": base, "transparent": dict(base, LD_PRELOAD=runtime)}
-        for name, device in (("placed", "dram"), ("sited->system", "system")):
-            toml = tmp / f"{device}.toml"
-            toml.write_text(policy_text(prog, device))
-            compiled = tmp / f"{device}.mpc"
+        for name, device, frames in (("placed", "dram", 1), ("sited->system", "system", 1),
+                                     ("2 frames", "system", 2)):
+            toml = tmp / f"{device}{frames}.toml"
+            toml.write_text(policy_text(prog, device, frames=frames))
+            compiled = tmp / f"{device}{frames}.mpc"
             prepare(toml, prog, compiled)
             envs[name] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(compiled))
         results = [compare(w, [str(prog), w, str(args.scale)], envs, args.runs)
                    for w in (args.workload or WORKLOADS)]
     ok = report(results, "no runtime", TARGET, args.json, targeted=("placed",))
     if not args.json:
-        print("\ncall-site capture + matching, per allocation (sited->system - transparent, "
-              "median of per-round CPU-time differences):")
+        print("\ncall-site capture + matching, per allocation (variant - transparent, median "
+              "of per-round CPU-time differences):")
+        print(f"  {'workload':<16} {'one frame':>10} {'two frames':>11}")
         for c in results:
             if c.workload in ALLOCATIONS:
-                extra = c.difference("sited->system", "transparent", 1)
-                print(f"  {c.workload:<16} {extra / (ALLOCATIONS[c.workload] * args.scale) * 1e9:6.1f} ns")
+                n = ALLOCATIONS[c.workload] * args.scale
+                one, two = (c.difference(v, "transparent", 1) / n * 1e9
+                            for v in ("sited->system", "2 frames"))
+                print(f"  {c.workload:<16} {one:8.1f} ns {two:8.1f} ns")
     return 0 if ok else 1
 
 
