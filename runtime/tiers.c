@@ -25,11 +25,11 @@
 #define EXACT_BYTES (256u << 10) /* blocks this big are counted against capacity at once */
 #define GROWTH_AREA (1u << 20)   /* room a growing block gets, and grows in place within */
 #define GROWTH_MIN 512           /* below this, realloc copies within mimalloc's classes */
-#define MAX_GROWTH 16            /* growth areas per device, growing or spare */
+#define MAX_GROWTH 16            /* growth areas per device */
 #define MAX_SPARE 4
 #define TCACHE_MAX 8             /* freed blocks a thread keeps per device and size class */
 
-enum { DIRECT_ALIGNED, DIRECT_GROWING, DIRECT_SPARE };
+enum { UNMAPPED, SPARE, GROWING };
 
 struct tier {
     const struct mp_device_spec *spec;
@@ -38,11 +38,9 @@ struct tier {
     uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
     int narenas, dead, lock;
     mi_heap_t *heaps[MAX_ARENAS];
-    struct direct {
-        uint64_t offset, length, used; /* used: live bytes (aligned: length) */
-        int kind;
-    } direct[MAX_DIRECT];          /* by offset */
-    int ndirect, ngrowth, nspare;
+    struct direct { uint64_t offset, length; } direct[MAX_DIRECT]; /* in use, by offset */
+    int ndirect, nspare;
+    struct growth { uint64_t used; int state; } growth[MAX_GROWTH];
     struct mp_tier_stats stats;
 } __attribute__((aligned(64)));
 
@@ -74,7 +72,7 @@ int mp_tiers_init(const struct mp_policy *policy, const char **why)
         if (c > largest)
             largest = c;
     }
-    unsigned shift = 27; /* at least 128 MiB per slot: arenas below half, direct mappings above */
+    unsigned shift = 27; /* at least 128 MiB per slot: arenas below half, own mappings above */
     while ((1ull << (shift - 1)) < largest)
         shift++;
     if (shift > 45) {
@@ -329,32 +327,106 @@ void *mp_tiers_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero
     return p;
 }
 
-/* ---- direct blocks: mappings of their own in the upper half of the device's slot, backed
- * and bound like an arena, for what mimalloc's arenas cannot do:
- *   aligned   blocks aligned above 64 KiB;
- *   growing   a block realloc grows gets a GROWTH_AREA mapping and grows in place there (as
- *             glibc grows the block at the top of its heap), instead of being copied into a
- *             larger size class at every step; only its size counts as live, the untouched
- *             rest of the area costs address space only;
- *   spare     a freed growth area kept, touched pages and all, for the next growing block
- *             (at most MAX_SPARE per device), so steady growth makes no system call.
- * First fit by offset, under the tier's lock. */
+/* ---- the upper half of a device's slot: mappings of their own, backed and bound like an
+ * arena, for what mimalloc's arenas cannot do. It starts with MAX_GROWTH growth areas of
+ * GROWTH_AREA bytes each; direct blocks (aligned above 64 KiB) take the rest. ---- */
 
-static int is_direct(const void *p)
+static uint64_t half_slot(void) { return 1ull << (mp_slot_shift - 1); }
+
+static int in_upper_half(const void *p)
 {
     return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
 }
 
-static void *direct_map(struct tier *t, size_t size, size_t align, int kind, uint64_t used)
+static uint64_t offset_in_slot(const struct tier *t, const void *p)
 {
-    uint64_t half = 1ull << (mp_slot_shift - 1), page = mp_page_size();
+    return (uint64_t)((const unsigned char *)p - t->slot);
+}
+
+/* Back [q, q+length) with the device's kind of memory and bind it; 0 or an errno value. */
+static int back(struct tier *t, unsigned char *q, uint64_t length)
+{
+    const struct mp_device_spec *s = t->spec;
+    int err = s->kind == MP_FILE ? mp_os_back_file(q, length, s->path)
+                                 : mp_os_back_anonymous(q, length, (s->flags & MP_FLAG_HUGETLB) ? 1 :
+                                                        (s->flags & MP_FLAG_THP) ? 2 : 0,
+                                                        (int)((s->flags >> 8) & 0xff));
+    if (!err && (s->kind == MP_NUMA || (s->kind == MP_HUGEPAGES && (s->nodemask[0] | s->nodemask[1]))))
+        err = mp_os_bind(q, length, s->mode, s->nodemask, MP_NODEMASK_WORDS);
+    if (err)
+        mp_os_back_anonymous(q, length, -1, 0); /* back to reserved-only */
+    return err;
+}
+
+/* Growth areas: a block that realloc grows past GROWTH_MIN moves, once, to an area of its
+ * own and grows in place there (as glibc grows the block at the top of its heap) instead of
+ * being copied into a larger size class at every step. Only its size counts as live; the
+ * untouched rest of the area costs address space only. A freed area stays mapped as a spare
+ * (at most MAX_SPARE per device), so steady growth makes no system call. The area's slot
+ * is its address, so growing in place takes no lock: the block is the program's. */
+
+static struct growth *growth_of(struct tier *t, const void *p)
+{
+    uint64_t at = offset_in_slot(t, p) - half_slot();
+    if (at >= (uint64_t)MAX_GROWTH * GROWTH_AREA || at % GROWTH_AREA)
+        return NULL;
+    struct growth *g = &t->growth[at / GROWTH_AREA];
+    return __atomic_load_n(&g->state, __ATOMIC_ACQUIRE) == GROWING ? g : NULL;
+}
+
+static void *growing_alloc(struct mp_thread *self, struct tier *t, int dev, size_t n)
+{
+    if (t->spec->kind == MP_SYSTEM || t->dead || n < GROWTH_MIN || n > GROWTH_AREA / 2 ||
+        (t->capacity && over_capacity(t, n)))
+        return NULL;
+    unsigned char *p = NULL;
+    mp_lock(&t->lock);
+    int pick = -1;
+    for (int i = 0; i < MAX_GROWTH; i++) /* a spare first: no system call */
+        if (t->growth[i].state == SPARE || (pick < 0 && t->growth[i].state == UNMAPPED))
+            pick = i;
+    if (pick >= 0) {
+        struct growth *g = &t->growth[pick];
+        unsigned char *q = t->slot + half_slot() + (uint64_t)pick * GROWTH_AREA;
+        if (g->state == SPARE || back(t, q, GROWTH_AREA) == 0) {
+            t->nspare -= g->state == SPARE;
+            g->used = n;
+            __atomic_store_n(&g->state, GROWING, __ATOMIC_RELEASE);
+            p = q;
+        }
+    }
+    mp_unlock(&t->lock);
+    if (p)
+        count(self, dev, n, (int64_t)n);
+    return p;
+}
+
+/* Free a growth area's block; returns its size. */
+static uint64_t growth_release(struct tier *t, struct growth *g, void *p)
+{
+    mp_lock(&t->lock);
+    uint64_t used = g->used;
+    int keep = t->nspare < MAX_SPARE;
+    __atomic_store_n(&g->state, keep ? SPARE : UNMAPPED, __ATOMIC_RELEASE);
+    t->nspare += keep;
+    if (!keep)
+        mp_os_back_anonymous(p, GROWTH_AREA, -1, 0); /* memory returned, address kept */
+    mp_unlock(&t->lock);
+    return used;
+}
+
+/* Direct blocks: first fit by offset after the growth areas, under the tier's lock. */
+static void *direct_map(struct tier *t, size_t size, size_t align)
+{
+    uint64_t half = half_slot(), page = mp_page_size();
     uint64_t length = (size + page - 1) & ~(page - 1);
-    if (length == 0 || length > half)
+    uint64_t first = half + (uint64_t)MAX_GROWTH * GROWTH_AREA;
+    if (length == 0 || length > 2 * half - first)
         return NULL;
     void *p = NULL;
     mp_lock(&t->lock);
-    if (t->ndirect < MAX_DIRECT && (kind != DIRECT_GROWING || t->ngrowth < MAX_GROWTH)) {
-        uint64_t at = half; /* offsets within the slot */
+    if (t->ndirect < MAX_DIRECT) {
+        uint64_t at = first; /* offsets within the slot */
         int i = 0;
         for (;; i++) {
             uint64_t start = (((uint64_t)(uintptr_t)t->slot + at + align - 1) & ~(uint64_t)(align - 1)) -
@@ -370,121 +442,33 @@ static void *direct_map(struct tier *t, size_t size, size_t align, int kind, uin
             }
             at = t->direct[i].offset + t->direct[i].length;
         }
-        if (at) {
-            const struct mp_device_spec *s = t->spec;
-            unsigned char *q = t->slot + at;
-            int err = s->kind == MP_FILE ? mp_os_back_file(q, length, s->path)
-                                         : mp_os_back_anonymous(q, length, (s->flags & MP_FLAG_HUGETLB) ? 1 :
-                                                                (s->flags & MP_FLAG_THP) ? 2 : 0,
-                                                                (int)((s->flags >> 8) & 0xff));
-            if (!err && (s->kind == MP_NUMA || (s->kind == MP_HUGEPAGES && (s->nodemask[0] | s->nodemask[1]))))
-                err = mp_os_bind(q, length, s->mode, s->nodemask, MP_NODEMASK_WORDS);
-            if (!err) {
-                memmove(&t->direct[i + 1], &t->direct[i], (size_t)(t->ndirect - i) * sizeof t->direct[0]);
-                t->direct[i] = (struct direct){at, length, kind == DIRECT_GROWING ? used : length, kind};
-                t->ndirect++;
-                t->ngrowth += kind == DIRECT_GROWING;
-                p = q;
-            } else {
-                mp_os_back_anonymous(q, length, -1, 0); /* back to reserved-only */
-            }
+        if (at && back(t, t->slot + at, length) == 0) {
+            memmove(&t->direct[i + 1], &t->direct[i], (size_t)(t->ndirect - i) * sizeof t->direct[0]);
+            t->direct[i] = (struct direct){at, length};
+            t->ndirect++;
+            p = t->slot + at;
         }
     }
     mp_unlock(&t->lock);
     return p;
 }
 
-/* The direct block at p. Under the tier's lock. */
-static struct direct *direct_find(struct tier *t, const void *p)
+/* Length of the direct block at p (0: none), and forget it (forget=1). */
+static uint64_t direct_length(struct tier *t, const void *p, int forget)
 {
-    uint64_t offset = (uint64_t)((const unsigned char *)p - t->slot);
-    for (int i = 0; i < t->ndirect; i++)
-        if (t->direct[i].offset == offset && t->direct[i].kind != DIRECT_SPARE)
-            return &t->direct[i];
-    return NULL;
-}
-
-/* The live bytes of the direct block at p (0: none there). */
-static uint64_t direct_used(struct tier *t, const void *p)
-{
-    mp_lock(&t->lock);
-    struct direct *d = direct_find(t, p);
-    uint64_t used = d ? d->used : 0;
-    mp_unlock(&t->lock);
-    return used;
-}
-
-/* A growing block of n bytes on the device itself (no fallback), in a spare area if there
- * is one; NULL when the device cannot take it. */
-static void *growing_alloc(struct mp_thread *self, struct tier *t, int dev, size_t n)
-{
-    if (t->spec->kind == MP_SYSTEM || t->dead || n < GROWTH_MIN || n > GROWTH_AREA / 2 ||
-        (t->capacity && over_capacity(t, n)))
-        return NULL;
-    void *p = NULL;
+    uint64_t offset = offset_in_slot(t, p), length = 0;
     mp_lock(&t->lock);
     for (int i = 0; i < t->ndirect; i++)
-        if (t->direct[i].kind == DIRECT_SPARE) {
-            t->direct[i].kind = DIRECT_GROWING;
-            t->direct[i].used = n;
-            t->nspare--;
-            p = t->slot + t->direct[i].offset;
+        if (t->direct[i].offset == offset) {
+            length = t->direct[i].length;
+            if (forget) {
+                memmove(&t->direct[i], &t->direct[i + 1], (size_t)(t->ndirect - i - 1) * sizeof t->direct[0]);
+                t->ndirect--;
+            }
             break;
         }
     mp_unlock(&t->lock);
-    if (!p)
-        p = direct_map(t, GROWTH_AREA, mp_page_size(), DIRECT_GROWING, n);
-    if (p)
-        count(self, dev, n, (int64_t)n);
-    return p;
-}
-
-/* Free a direct block; returns its live bytes. A growth area is kept as a spare while
- * there are few. */
-static uint64_t direct_release(struct tier *t, void *p)
-{
-    mp_lock(&t->lock);
-    struct direct *d = direct_find(t, p);
-    uint64_t used = 0, length = 0;
-    if (d) {
-        used = d->used, length = d->length;
-        if (d->kind == DIRECT_GROWING && t->nspare < MAX_SPARE) {
-            d->kind = DIRECT_SPARE;
-            t->nspare++;
-            length = 0; /* kept mapped */
-        } else {
-            t->ngrowth -= d->kind == DIRECT_GROWING;
-            memmove(d, d + 1, (size_t)(&t->direct[t->ndirect - 1] - d) * sizeof *d);
-            t->ndirect--;
-        }
-    }
-    mp_unlock(&t->lock);
-    if (length)
-        mp_os_back_anonymous(p, length, -1, 0); /* memory returned, address kept reserved */
-    return used;
-}
-
-/* Resize a direct block in place if it has room: a growing block up to its area (and the
- * device's capacity), an aligned one within its length (shrinking at most by half). */
-static int direct_resize(struct mp_thread *self, int dev, void *p, size_t n)
-{
-    struct tier *t = &tiers[dev];
-    int64_t delta = 0;
-    int done = 0;
-    mp_lock(&t->lock);
-    struct direct *d = direct_find(t, p);
-    if (d && d->kind == DIRECT_GROWING && n <= d->length &&
-        !(n > d->used && t->capacity && over_capacity(t, n - d->used))) {
-        delta = (int64_t)n - (int64_t)d->used;
-        d->used = n;
-        done = 1;
-    } else if (d && d->kind == DIRECT_ALIGNED && n <= d->length && n >= d->length / 2) {
-        done = 1;
-    }
-    mp_unlock(&t->lock);
-    if (delta)
-        adjust_live(self, dev, delta);
-    return done;
+    return length;
 }
 
 void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
@@ -498,9 +482,9 @@ void *mp_tiers_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
         if (t->capacity && over_capacity(t, size)) {
             reason = MP_FULL;
         } else if (!t->dead && align > MI_ALIGN_MAX) {
-            void *p = direct_map(t, size, align, DIRECT_ALIGNED, 0); /* fresh: already zero */
+            void *p = direct_map(t, size, align); /* fresh mapping: already zero */
             if (p) {
-                count(self, dev, size, (int64_t)direct_used(t, p));
+                count(self, dev, size, (int64_t)direct_length(t, p, 0));
                 *served = dev;
                 return p;
             }
@@ -534,14 +518,17 @@ int mp_tiers_device_of(const void *p)
 
 void mp_tiers_free(void *p)
 {
-    if (mp_unlikely(is_direct(p))) {
-        int dev = mp_tiers_device_of(p);
-        uint64_t used = direct_release(&tiers[dev], p); /* 0: not a live direct block */
-        if (used)
-            adjust_live(mp_self, dev, -(int64_t)used);
+    int dev = mp_tiers_device_of(p);
+    if (mp_unlikely(in_upper_half(p))) {
+        struct tier *t = &tiers[dev];
+        struct growth *g = growth_of(t, p);
+        uint64_t gone = g ? growth_release(t, g, p) : direct_length(t, p, 1);
+        if (gone && !g)
+            mp_os_back_anonymous(p, gone, -1, 0); /* memory returned, address kept */
+        if (gone) /* 0: not a live block of ours; ignored rather than crash */
+            adjust_live(mp_self, dev, -(int64_t)gone);
         return;
     }
-    int dev = mp_tiers_device_of(p);
     struct mp_thread *self = mp_self;
     size_t block;
     if (self && dev < MP_TCACHE_DEVICES) {
@@ -564,15 +551,30 @@ void mp_tiers_free(void *p)
 
 size_t mp_tiers_usable_size(const void *p)
 {
-    if (mp_unlikely(is_direct(p)))
-        return (size_t)direct_used(&tiers[mp_tiers_device_of(p)], p);
+    if (mp_unlikely(in_upper_half(p))) {
+        struct tier *t = &tiers[mp_tiers_device_of(p)];
+        struct growth *g = growth_of(t, p);
+        return g ? (size_t)g->used : (size_t)direct_length(t, p, 0);
+    }
     return mi_usable_size(p);
 }
 
 int mp_tiers_resize(struct mp_thread *self, void *p, size_t n)
 {
-    if (mp_unlikely(is_direct(p)))
-        return direct_resize(self, mp_tiers_device_of(p), p, n);
+    if (mp_unlikely(in_upper_half(p))) {
+        int dev = mp_tiers_device_of(p);
+        struct tier *t = &tiers[dev];
+        struct growth *g = growth_of(t, p);
+        if (!g) {
+            uint64_t length = direct_length(t, p, 0);
+            return n <= length && n >= length / 2;
+        }
+        if (n > GROWTH_AREA || (n > g->used && t->capacity && over_capacity(t, n - g->used)))
+            return 0;
+        adjust_live(self, dev, (int64_t)n - (int64_t)g->used);
+        g->used = n;
+        return 1;
+    }
     size_t usable = mi_usable_size(p);
     return n <= usable && n >= usable / 2;
 }
@@ -658,6 +660,9 @@ void mp_tiers_fork_child(void)
                 privatize(t->slot, t->arranged);
             for (int d = 0; d < t->ndirect; d++)
                 privatize(t->slot + t->direct[d].offset, t->direct[d].length);
+            for (int g = 0; g < MAX_GROWTH; g++)
+                if (t->growth[g].state != UNMAPPED)
+                    privatize(t->slot + half_slot() + (uint64_t)g * GROWTH_AREA, GROWTH_AREA);
         }
     }
     mp_tiers_fork_parent();
