@@ -195,12 +195,15 @@ static int after_call(const struct mp_module *m, uintptr_t ra)
 }
 
 int mp_capture(const struct mp_modules *t, uintptr_t ra, const void *sp, uintptr_t top,
-               int depth, uintptr_t *out)
+               int depth, uintptr_t *out, const uintptr_t **slots)
 {
     int n = 0;
     const struct mp_module *m = mp_module_of(t, ra);
-    if (!m || !m->skip)
+    if (!m || !m->skip) {
+        if (slots)
+            slots[n] = NULL;
         out[n++] = ra;
+    }
     if (n >= depth || !top)
         return n;
     const uintptr_t *w = (const uintptr_t *)(((uintptr_t)sp + 7) & ~(uintptr_t)7);
@@ -214,6 +217,8 @@ int mp_capture(const struct mp_modules *t, uintptr_t ra, const void *sp, uintptr
         const struct mp_module *am = mp_module_of(t, a);
         if (!am || am->skip || !after_call(am, a))
             continue;
+        if (slots)
+            slots[n] = w;
         out[n++] = a;
     }
     return n;

@@ -31,8 +31,9 @@ struct mp_modules *mp_modules_fresh(void);
 const struct mp_module *mp_module_of(const struct mp_modules *t, uintptr_t address);
 /* Up to `depth` return addresses of the call that returns to `ra`, skipping allocator
  * and runtime-library frames: `ra` itself unless it is in one, then a bounded scan of the
- * stack from `sp` up to `stack_top` (0: no scan). Returns how many were found. */
+ * stack from `sp` up to `stack_top` (0: no scan). Returns how many were found; `slots`
+ * (if not NULL) gets the stack word each came from (NULL for `ra` itself). */
 int mp_capture(const struct mp_modules *t, uintptr_t ra, const void *sp, uintptr_t stack_top,
-               int depth, uintptr_t *out);
+               int depth, uintptr_t *out, const uintptr_t **slots);
 
 #endif

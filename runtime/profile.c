@@ -108,7 +108,7 @@ static uint32_t site_of(uintptr_t ra, const void *sp)
     struct mp_modules *mods = mp_modules();
     if (!self || !mods)
         return UINT32_MAX;
-    int n = mp_capture(mods, ra, sp, self->stack_top, depth, frames);
+    int n = mp_capture(mods, ra, sp, self->stack_top, depth, frames, NULL);
     if (n == 0) { /* no frame outside the runtime libraries: the raw caller stands for it */
         frames[0] = ra;
         n = 1;
@@ -121,7 +121,7 @@ static uint32_t site_of(uintptr_t ra, const void *sp)
         /* a new site in a module loaded since the snapshot: capture again with it */
         mods = mp_modules();
         memset(frames, 0, sizeof frames);
-        n = mp_capture(mods, ra, sp, self->stack_top, depth, frames);
+        n = mp_capture(mods, ra, sp, self->stack_top, depth, frames, NULL);
         if (n == 0)
             frames[0] = ra, n = 1;
     }

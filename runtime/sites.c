@@ -283,6 +283,29 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
     return -1;
 }
 
+static int memo_holds(const struct mp_scan_memo *m)
+{
+    for (int i = 0; i < m->n; i++)
+        if (m->slots[i] && *m->slots[i] != m->frames[i])
+            return 0;
+    return 1;
+}
+
+/* The site's frames: the thread's last scan if it still applies, else a new scan. */
+static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, const void *sp,
+                   uintptr_t *frames)
+{
+    struct mp_scan_memo *m = &self->scan;
+    if (m->ra == ra && m->sp == sp && m->modules == v->modules && memo_holds(m)) {
+        memcpy(frames, m->frames, sizeof m->frames);
+        return m->n;
+    }
+    m->n = mp_capture(v->modules, ra, sp, self->stack_top, depth, frames, m->slots);
+    memcpy(m->frames, frames, sizeof m->frames);
+    m->ra = ra, m->sp = sp, m->modules = v->modules;
+    return m->n;
+}
+
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size)
 {
     if (policy->nrules == 0)
@@ -303,7 +326,7 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t 
         if (!e->needs_scan)
             return choose(v, e, frames, 1, size);
     }
-    int n = mp_capture(v->modules, ra, sp, self->stack_top, depth, frames);
+    int n = capture(self, v, ra, sp, frames);
     e = slot(self, frames);
     if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
         v = fill(e, frames, n, 0);

@@ -75,6 +75,7 @@ struct mp_thread *mp_thread_attach(const void *sp)
         t->stack_top = stack_top(sp);
         memset(t->theaps, 0, sizeof t->theaps); /* the previous thread's, now gone */
         memset(t->theap_of, 0, sizeof t->theap_of);
+        memset(&t->scan, 0, sizeof t->scan); /* its stack words were the previous thread's */
         if (have_exit_key)
             pthread_setspecific(exit_key, t); /* our own key, created at start-up */
         mp_self = t;

@@ -42,6 +42,17 @@ struct mp_tcache_bin { void *head; uint32_t count; };
 #define MP_PROFILE_CACHE 64
 struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one; };
 
+/* The last stack scan: an allocation from the same return address with the same stack
+ * pointer has the same callers, as long as the stack words they were found in still hold
+ * them (checked on use). Loops allocate this way, and skip the scan. */
+struct mp_scan_memo {
+    uintptr_t ra;
+    const void *sp, *modules;
+    int n;
+    uintptr_t frames[MP_MAX_FRAMES];
+    const uintptr_t *slots[MP_MAX_FRAMES];
+};
+
 struct mp_thread {
     struct mp_thread *next_all, *next_free;
     uintptr_t stack_top; /* 0: unknown, do not scan the stack */
@@ -51,6 +62,7 @@ struct mp_thread {
     void *theaps[MP_MAX_DEVICES];
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
+    struct mp_scan_memo scan;
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };

@@ -129,3 +129,27 @@ device = "pmem"
     assert rules["mid"]["bytes"] == sum(range(65, 1001))
     assert rules["rest"]["hits"] == MAX + 1 - 65 - 936
     assert stats_of(stats)["devices"]["fast"]["allocations"] == 936
+
+
+def test_two_frame_rules_tell_callers_apart_at_the_same_stack_depth(tmp_path, pmem):
+    """The stack scan's per-thread memo (same return address, same stack pointer) must not
+    hand one caller's frames to the other: alternating calls each take their own rule."""
+    prog = build(tmp_path, "two_callers.c")
+    site = f"two_callers.c:{line_of('two_callers.c', 'tc_alloc')}"
+    policy = two_devices(tmp_path, pmem, f"""[[rules]]
+name = "first"
+site = ["{site}", "two_callers.c:{line_of('two_callers.c', 'tc_first')}"]
+device = "fast"
+[[rules]]
+name = "second"
+site = ["{site}", "two_callers.c:{line_of('two_callers.c', 'tc_second')}"]
+device = "pmem"
+""")
+    stats = tmp_path / "stats.json"
+    r = run_placed(prog, policy, stats=stats)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "done\n"
+    s = stats_of(stats)
+    assert s["rules"]["first"]["hits"] == 5000 and s["rules"]["second"]["hits"] == 5000
+    assert s["devices"]["fast"]["allocations"] == 5000
+    assert s["devices"]["pmem"]["allocations"] == 5000
