@@ -24,9 +24,15 @@ int mp_place_start(const char *path, const char **why)
     return 0;
 }
 
-/* The device for an allocation of `n` bytes returning to `ra`; counts the rule's hit. */
+/* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
+ * device, else the rules'; counts the rule's hit. */
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, const void *sp)
 {
+    struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
+    if (e) {
+        mp_sites_count(e, n);
+        return e->device;
+    }
     int rule = mp_sites_match(self, ra, sp, n);
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
@@ -113,10 +119,7 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     }
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
-    struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
-    int dev = e ? e->device : device_for(self, n, ra, sp), served;
-    if (e)
-        mp_sites_count(e, n);
+    int dev = device_for(self, n, ra, sp), served;
     int mine = mp_tiers_own(p);
     if (mine && mp_tiers_device_of(p) == dev && mp_tiers_resize(self, p, n))
         return p; /* fits where it is */

@@ -246,7 +246,7 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
     e->generation = v->generation;
     e->ncand = 0;
     e->needs_scan = 0;
-    e->fixed = 0;
+    e->fixed = MP_FIXED_NOT;
     if (raw) {
         const struct mp_module *m = mp_module_of(v->modules, frames[0]);
         if (m && m->skip) {

@@ -10,7 +10,6 @@
 
 /* Prepare rule matching for `policy` (module table, absolute ranges, thread caches). */
 int mp_sites_init(const struct mp_policy *policy, const char **why);
-struct mp_thread;
 /* The rule index for an allocation of `size` whose malloc-family call returns to `ra`,
  * or -1 when no rule matches; counts the hit. `sp` is where the stack scan starts. */
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size);

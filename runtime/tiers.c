@@ -53,6 +53,7 @@ static int system_dev = -1; /* where allocations that reach the end of a chain a
 static int warned[MP_MAX_DEVICES];
 /* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
 static uint32_t small_usable[MI_SMALL_SIZE_MAX / 8 + 1];
+_Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8 + 1, "a bin for each small usable size");
 
 /* Address space a device's arenas may use: room beyond the capacity for mimalloc's
  * per-thread pages and metadata (anonymous memory is only reserved; file arenas are
@@ -231,11 +232,13 @@ MP_COLD static void publish_pending(struct tier *t, struct mp_device_counters *c
     c->live_pending = 0;
 }
 
-/* A change of a device's live bytes, in the thread's batch when there is a thread. */
-static inline void adjust_live(struct mp_thread *self, int dev, int64_t delta)
+/* A change of a device's live bytes: at once for big blocks (or without a thread block),
+ * else in the thread's batch, so the allocation path takes no atomic. */
+static inline void add_live(struct mp_thread *self, int dev, int64_t delta)
 {
-    if (!self) {
-        publish_live(&tiers[dev], delta);
+    if (!self || delta >= (int64_t)EXACT_BYTES || delta <= -(int64_t)EXACT_BYTES) {
+        if (delta)
+            publish_live(&tiers[dev], delta);
         return;
     }
     struct mp_device_counters *c = &self->devices[dev];
@@ -244,27 +247,17 @@ static inline void adjust_live(struct mp_thread *self, int dev, int64_t delta)
         publish_pending(&tiers[dev], c);
 }
 
-/* Counting stays in the thread's own counters: no atomic on the allocation path. */
+/* An allocation of `size` bytes (`usable` of them live) served for device `dev`. */
 static inline void count(struct mp_thread *self, int dev, size_t size, int64_t usable)
 {
-    struct tier *t = &tiers[dev];
-    if (!self) {
-        __atomic_fetch_add(&t->stats.allocations, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&t->stats.bytes, size, __ATOMIC_RELAXED);
-        if (usable)
-            publish_live(t, usable);
-        return;
+    if (self) {
+        self->devices[dev].allocations++;
+        self->devices[dev].bytes += size;
+    } else {
+        __atomic_fetch_add(&tiers[dev].stats.allocations, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&tiers[dev].stats.bytes, size, __ATOMIC_RELAXED);
     }
-    struct mp_device_counters *c = &self->devices[dev];
-    c->allocations++;
-    c->bytes += size;
-    if (usable >= (int64_t)EXACT_BYTES) {
-        publish_live(t, usable);
-        return;
-    }
-    c->live_pending += usable;
-    if (mp_unlikely(c->live_pending >= LIVE_BATCH || c->live_pending <= -LIVE_BATCH))
-        publish_pending(t, c);
+    add_live(self, dev, usable);
 }
 
 /* Live bytes are signed: a thread that frees blocks another thread allocated may publish
@@ -343,6 +336,11 @@ static uint64_t offset_in_slot(const struct tier *t, const void *p)
     return (uint64_t)((const unsigned char *)p - t->slot);
 }
 
+static unsigned char *growth_area(const struct tier *t, int i)
+{
+    return t->slot + half_slot() + (uint64_t)i * GROWTH_AREA;
+}
+
 /* Back [q, q+length) with the device's kind of memory and bind it; 0 or an errno value. */
 static int back(struct tier *t, unsigned char *q, uint64_t length)
 {
@@ -374,8 +372,9 @@ static struct growth *growth_of(struct tier *t, const void *p)
     return __atomic_load_n(&g->state, __ATOMIC_ACQUIRE) == GROWING ? g : NULL;
 }
 
-static void *growing_alloc(struct mp_thread *self, struct tier *t, int dev, size_t n)
+void *mp_tiers_alloc_growing(struct mp_thread *self, int dev, size_t n)
 {
+    struct tier *t = &tiers[dev];
     if (t->spec->kind == MP_SYSTEM || t->dead || n < GROWTH_MIN || n > GROWTH_AREA / 2 ||
         (t->capacity && over_capacity(t, n)))
         return NULL;
@@ -387,7 +386,7 @@ static void *growing_alloc(struct mp_thread *self, struct tier *t, int dev, size
             pick = i;
     if (pick >= 0) {
         struct growth *g = &t->growth[pick];
-        unsigned char *q = t->slot + half_slot() + (uint64_t)pick * GROWTH_AREA;
+        unsigned char *q = growth_area(t, pick);
         if (g->state == SPARE || back(t, q, GROWTH_AREA) == 0) {
             t->nspare -= g->state == SPARE;
             g->used = n;
@@ -525,8 +524,7 @@ void mp_tiers_free(void *p)
         uint64_t gone = g ? growth_release(t, g, p) : direct_length(t, p, 1);
         if (gone && !g)
             mp_os_back_anonymous(p, gone, -1, 0); /* memory returned, address kept */
-        if (gone) /* 0: not a live block of ours; ignored rather than crash */
-            adjust_live(mp_self, dev, -(int64_t)gone);
+        add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
         return;
     }
     struct mp_thread *self = mp_self;
@@ -538,15 +536,7 @@ void mp_tiers_free(void *p)
     } else {
         mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
     }
-    int64_t usable = (int64_t)block;
-    if (mp_likely(self && usable < (int64_t)EXACT_BYTES)) {
-        struct mp_device_counters *c = &self->devices[dev];
-        c->live_pending -= usable;
-        if (mp_unlikely(c->live_pending <= -LIVE_BATCH))
-            publish_pending(&tiers[dev], c);
-    } else {
-        publish_live(&tiers[dev], -usable);
-    }
+    add_live(self, dev, -(int64_t)block);
 }
 
 size_t mp_tiers_usable_size(const void *p)
@@ -571,17 +561,12 @@ int mp_tiers_resize(struct mp_thread *self, void *p, size_t n)
         }
         if (n > GROWTH_AREA || (n > g->used && t->capacity && over_capacity(t, n - g->used)))
             return 0;
-        adjust_live(self, dev, (int64_t)n - (int64_t)g->used);
+        add_live(self, dev, (int64_t)n - (int64_t)g->used);
         g->used = n;
         return 1;
     }
     size_t usable = mi_usable_size(p);
     return n <= usable && n >= usable / 2;
-}
-
-void *mp_tiers_alloc_growing(struct mp_thread *self, int dev, size_t n)
-{
-    return growing_alloc(self, &tiers[dev], dev, n);
 }
 
 /* A thread ends: its pending live bytes become the devices' (so peaks see them). */
@@ -598,10 +583,8 @@ void mp_tiers_thread_exit(struct mp_thread *self)
             bin->count = 0;
         }
     for (int i = 0; i < ntiers; i++)
-        if (self->devices[i].live_pending) {
-            publish_live(&tiers[i], self->devices[i].live_pending);
-            self->devices[i].live_pending = 0;
-        }
+        if (self->devices[i].live_pending)
+            publish_pending(&tiers[i], &self->devices[i]);
 }
 
 void mp_tiers_stats(int dev, struct mp_tier_stats *out)
@@ -662,7 +645,7 @@ void mp_tiers_fork_child(void)
                 privatize(t->slot + t->direct[d].offset, t->direct[d].length);
             for (int g = 0; g < MAX_GROWTH; g++)
                 if (t->growth[g].state != UNMAPPED)
-                    privatize(t->slot + half_slot() + (uint64_t)g * GROWTH_AREA, GROWTH_AREA);
+                    privatize(growth_area(t, g), GROWTH_AREA);
         }
     }
     mp_tiers_fork_parent();
