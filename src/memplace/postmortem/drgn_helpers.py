@@ -107,8 +107,13 @@ def thread_pointer(prog, thread=None) -> int | None:
 
 
 def tls_address(prog, name: str, thread=None) -> int:
-    """Address of thread-local variable `name` in a thread; LookupError with the reason if none."""
-    from memplace.postmortem.tls import select_variables, tls_block
+    """Address of thread-local variable `name` in a thread; LookupError with the reason if none.
+
+    >>> hex(tls_address(prog, "errno", thread=5636))                     # doctest: +SKIP
+    '0x7f49780126b8'
+    """
+    from memplace.postmortem.tls import select_variables
+    from memplace.postmortem.tls_location import NoTlsBlock, tls_address as address_in_thread
 
     target = _target(prog)
     tid = _tid(prog, thread)
@@ -116,10 +121,10 @@ def tls_address(prog, name: str, thread=None) -> int:
     if th is None:
         raise LookupError(f"no thread {tid}")
     module, var = select_variables(target, [name])[0]
-    blk = tls_block(target, th, module)
-    if blk.address is None:
-        raise LookupError(f"{name} in thread {tid}: {blk.state}")
-    return blk.address + var.offset
+    try:
+        return address_in_thread(target, th, module, var.offset)
+    except NoTlsBlock as e:
+        raise LookupError(f"{name} in thread {tid}: {e.state}") from None
 
 
 def tls_object(prog, name: str, thread=None):

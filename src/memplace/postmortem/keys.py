@@ -23,6 +23,7 @@ from memplace.errors import UserError
 from memplace.postmortem.elfcore import MemoryFault
 from memplace.postmortem.layouts import musl_statics
 from memplace.postmortem.modules import describe_address, module_at
+from memplace.postmortem.tls_location import pthread_address
 
 
 @dataclass
@@ -119,7 +120,7 @@ def _glibc(target) -> KeysReport:
     for th in target.threads:
         if th.tp is None:
             continue
-        pd = th.tp + target.pthread_offset
+        pd = pthread_address(target, th)
         try:
             blocks = bytes(mem.read(pd + spec.offset, nblocks * w))
         except MemoryFault:
@@ -169,7 +170,7 @@ def _musl(target) -> KeysReport:
         if th.tp is None:
             continue
         try:
-            tsd = mem.read_word(th.tp + lay.tsd)
+            tsd = mem.read_word(pthread_address(target, th) + lay.tsd)
             if not tsd:
                 continue
             vals = [mem.read_word(tsd + k * w) for k in range(n)]
