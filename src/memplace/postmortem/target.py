@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memplace.errors import UserError
 from memplace.postmortem.arch import AT_PHDR, Arch
 from memplace.postmortem.elfcore import Core, Memory
 from memplace.postmortem.layouts import (

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memplace.errors import UserError
-from memplace.postmortem.elfcore import MemoryFault
 from memplace.postmortem.tls_location import OK, UNREADABLE, tls_address, tls_block
+from memplace.postmortem.tls_variables import tls_variables
+from memplace.postmortem.values import read_block, target_renderer, value_decoder, variable_bytes
 
 
 @dataclass
@@ -32,8 +33,6 @@ class VarValue:
 
 def select_variables(target, names: list[str] | None):
     """(module, TlsVar) pairs for the requested names (all TLS variables when none)."""
-    from memplace.postmortem.values import tls_variables
-
     short = {n.rpartition(":")[2] if "::" not in n else n.rsplit("::", 1)[-1] for n in names or ()}
     pairs = [(m, v) for m in target.modules if m.tls is not None for v in tls_variables(m, short or None)]
     if not names:
@@ -55,9 +54,6 @@ def tls_values(target, names: list[str] | None = None, tids: list[int] | None = 
     >>> for th, vals in tls_values(target, ["tv"]):            # doctest: +SKIP
     ...     print(th.tid, vals[0].text)
     """
-    from memplace.postmortem.modules import describe_address
-    from memplace.postmortem.values import Renderer
-
     pairs = select_variables(target, names)
     threads = target.threads
     if tids:
@@ -66,50 +62,28 @@ def tls_values(target, names: list[str] | None = None, tids: list[int] | None = 
             if tid not in known:
                 raise UserError(f"{target.where}: no thread {tid}")
         threads = [t for t in threads if t.tid in tids]
-    r = Renderer(target.mem.endian, lambda a: describe_address(target.modules, a), target.mem.read_cstr)
+    r = target_renderer(target)
+    mem = target.mem
     by_module: dict[int, list] = {}
     for m, v in pairs:
         tname = v.type.display() if v.type is not None else f"<no debug info, {v.size} bytes>"
-        by_module.setdefault(id(m), [m, m.short, []])[2].append((v, tname, _fast_decoder(v, target.mem.endian)))
+        by_module.setdefault(id(m), [m, m.short, []])[2].append((v, tname, value_decoder(v, r, mem.endian)))
     out = []
-    mem = target.mem
     for th in threads:
         vals = []
         for m, short, vs in by_module.values():
             blk = tls_block(target, th, m)
-            data = None
-            if blk.address is not None:
-                try:
-                    data = bytes(mem.read(blk.address, m.tls.memsz))
-                except MemoryFault:
-                    data = None
-            for v, tname, fast in vs:
+            data = read_block(mem, blk.address, m.tls.memsz) if blk.address is not None else None
+            for v, tname, decode in vs:
                 if blk.address is None:
                     vals.append(VarValue(short, v.name, tname, None, blk.state))
                     continue
                 addr = tls_address(target, th, m, v.offset, blk)
-                end = v.offset + v.size
-                chunk = data[v.offset:end] if data is not None and end <= len(data) else None
+                chunk = variable_bytes(mem, data, v.offset, v.size, addr)
                 if chunk is None:
-                    try:
-                        chunk = bytes(mem.read(addr, v.size))
-                    except MemoryFault:
-                        vals.append(VarValue(short, v.name, tname, addr, UNREADABLE))
-                        continue
-                if fast is not None:
-                    val = fast(chunk)
-                    vals.append(VarValue(short, v.name, tname, addr, OK, val, str(val)))
-                else:
-                    val, text = r.render(v.type, chunk)
-                    vals.append(VarValue(short, v.name, tname, addr, OK, val, text))
+                    vals.append(VarValue(short, v.name, tname, addr, UNREADABLE))
+                    continue
+                val, text = decode(chunk)
+                vals.append(VarValue(short, v.name, tname, addr, OK, val, text))
         out.append((th, vals))
     return out
-
-
-def _fast_decoder(v, endian: str):
-    """A direct int decoder for plain integer variables (the common case), else None."""
-    t = v.type.strip() if v.type is not None else None
-    if t is None or t.kind != "base" or t.size not in (2, 4, 8) or t.encoding not in (5, 7):
-        return None
-    order, signed = ("little" if endian == "<" else "big"), t.signed
-    return lambda b: int.from_bytes(b, order, signed=signed)
