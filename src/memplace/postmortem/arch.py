@@ -11,6 +11,7 @@ architecture is adding a row to each table, not editing logic.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 EM_386 = 3
@@ -26,6 +27,11 @@ NT_SIGINFO = 0x53494749
 NT_386_TLS = 0x200  # owner "LINUX": 3 x struct user_desc, one per thread
 NT_ARM_TLS = 0x401  # owner "LINUX": tpidr_el0 [, tpidr2_el0]
 NT_GNU_BUILD_ID = 3  # owner "GNU", in ELF files
+
+# Layouts inside the per-thread TLS notes.
+USER_DESC = struct.Struct("<IIII")  # NT_386_TLS entry: entry_number, base_addr, limit, flags
+ARM_TLS_TPIDR = struct.Struct("<Q")  # NT_ARM_TLS starts with tpidr_el0
+SELECTOR_INDEX_SHIFT = 3  # an x86 segment selector is index << 3 | TI << 2 | RPL
 
 AT_PHDR = 3
 AT_ENTRY = 9

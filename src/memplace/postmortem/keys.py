@@ -61,7 +61,14 @@ class KeysReport:
 
 
 def pthread_keys(target) -> KeysReport:
-    """Keys in use, every thread's non-NULL values, and misuse findings."""
+    """Keys in use, every thread's non-NULL values, and misuse findings.
+
+    >>> rep = pthread_keys(open_core("core"))                          # doctest: +SKIP
+    >>> [(v.tid, v.key, v.status) for v in rep.values][:1]              # doctest: +SKIP
+    [(5636, 0, 'ok')]
+    >>> [f.message for f in rep.findings][:1]                           # doctest: +SKIP
+    ['key 0 was created by prog (destructor prog:destroy), but ...']
+    """
     if target.libc == "glibc":
         rep = _glibc(target)
     elif target.libc == "musl":
