@@ -2,6 +2,7 @@
 
 Per architecture (`TLS_ABIS`): the TLS variant, where the DTV pointer and the first
 static block sit relative to the thread pointer, and where glibc's struct pthread is.
+
 glibc (any version that has them: libc.so.6 >= 2.34, libpthread.so.0 before, or
 a static executable's .symtab) describes its internals for libthread_db as
 `uint32_t[3] = {bits, count, offset}` per field and `uint32_t` per sizeof. We read
