@@ -2,16 +2,18 @@
 
 drgn reads a core's types and memory but returns `<not implemented>` for every
 thread-local variable. These helpers take the drgn `Program`, resolve the
-variable's address in a thread with memplace, and hand back a real drgn
-`Object` of drgn's own type, so everything drgn does with objects works.
+variable's address in a thread with memplace (tls_location.tls_address, the same
+function `memplace tls` uses), and hand back a real drgn `Object` of drgn's own
+type, so everything drgn does with objects works.
 
     $ drgn -c core -e prog
-    >>> from memplace.postmortem.drgn_helpers import tls_object, pthread_key_values
-    >>> tls_object(prog, "errno")                        # crashed thread
+    >>> from memplace.postmortem.drgn_helpers import tls_object, pthread_key_values   # doctest: +SKIP
+    >>> tls_object(prog, "errno")                        # crashed thread   # doctest: +SKIP
     (int)0
-    >>> tls_object(prog, "t_pt", thread=5636).x
+    >>> tls_object(prog, "t_pt", thread=5636).x                             # doctest: +SKIP
     (int)1
-    >>> pthread_key_values(prog).findings
+    >>> pthread_key_values(prog).findings                                   # doctest: +SKIP
+    []
 
 A core without NT_FILE (qemu-user's guest cores) tells drgn nothing about its
 modules; `memplace_target(prog, exe=..., sysroot=...)` first opens it with the
@@ -100,15 +102,26 @@ def _tid(prog, thread) -> int:
 
 
 def thread_pointer(prog, thread=None) -> int | None:
-    """The thread pointer of a thread (drgn Thread, tid, or None for the crashed thread)."""
+    """The thread pointer of a thread (drgn Thread, tid, or None for the crashed thread).
+
+    >>> hex(thread_pointer(prog, 5636))                                  # doctest: +SKIP
+    '0x7f49780126c0'
+    >>> thread_pointer(prog) == thread_pointer(prog, prog.crashed_thread())   # doctest: +SKIP
+    True
+    """
     from memplace.postmortem.threads import thread_pointer as tp
 
     return tp(_target(prog), _tid(prog, thread))
 
 
 def tls_address(prog, name: str, thread=None) -> int:
-    """Address of thread-local variable `name` in a thread; LookupError with the reason if none."""
-    from memplace.postmortem.tls import select_variables, tls_block
+    """Address of thread-local variable `name` in a thread; LookupError with the reason if none.
+
+    >>> hex(tls_address(prog, "errno", thread=5636))                     # doctest: +SKIP
+    '0x7f49780126b8'
+    """
+    from memplace.postmortem.tls import select_variables
+    from memplace.postmortem.tls_location import NoTlsBlock, tls_address as address_in_thread
 
     target = _target(prog)
     tid = _tid(prog, thread)
@@ -116,14 +129,18 @@ def tls_address(prog, name: str, thread=None) -> int:
     if th is None:
         raise LookupError(f"no thread {tid}")
     module, var = select_variables(target, [name])[0]
-    blk = tls_block(target, th, module)
-    if blk.address is None:
-        raise LookupError(f"{name} in thread {tid}: {blk.state}")
-    return blk.address + var.offset
+    try:
+        return address_in_thread(target, th, module, var.offset)
+    except NoTlsBlock as e:
+        raise LookupError(f"{name} in thread {tid}: {e.state}") from None
 
 
 def tls_object(prog, name: str, thread=None):
-    """A drgn Object for thread-local variable `name` in a thread (default: the crashed one)."""
+    """A drgn Object for thread-local variable `name` in a thread (default: the crashed one).
+
+    >>> tls_object(prog, "tv", thread=5636)                              # doctest: +SKIP
+    (long)42
+    """
     import drgn
 
     addr = tls_address(prog, name, thread)
@@ -138,7 +155,11 @@ def tls_object(prog, name: str, thread=None):
 
 
 def pthread_key_values(prog):
-    """memplace's KeysReport (keys, per-thread values, misuse findings) for this Program."""
+    """memplace's KeysReport (keys, per-thread values, misuse findings) for this Program.
+
+    >>> [(k.key, k.destructor_name) for k in pthread_key_values(prog).keys]   # doctest: +SKIP
+    [(0, 'prog:destroy')]
+    """
     from memplace.postmortem.keys import pthread_keys
 
     return pthread_keys(_target(prog))

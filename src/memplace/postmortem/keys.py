@@ -23,6 +23,7 @@ from memplace.errors import UserError
 from memplace.postmortem.elfcore import MemoryFault
 from memplace.postmortem.layouts import musl_statics
 from memplace.postmortem.modules import describe_address, module_at
+from memplace.postmortem.tls_location import pthread_address
 
 
 @dataclass
@@ -60,7 +61,14 @@ class KeysReport:
 
 
 def pthread_keys(target) -> KeysReport:
-    """Keys in use, every thread's non-NULL values, and misuse findings."""
+    """Keys in use, every thread's non-NULL values, and misuse findings.
+
+    >>> rep = pthread_keys(open_core("core"))                          # doctest: +SKIP
+    >>> [(v.tid, v.key, v.status) for v in rep.values][:1]              # doctest: +SKIP
+    [(5636, 0, 'ok')]
+    >>> [f.message for f in rep.findings][:1]                           # doctest: +SKIP
+    ['key 0 was created by prog (destructor prog:destroy), but ...']
+    """
     if target.libc == "glibc":
         rep = _glibc(target)
     elif target.libc == "musl":
@@ -119,7 +127,7 @@ def _glibc(target) -> KeysReport:
     for th in target.threads:
         if th.tp is None:
             continue
-        pd = th.tp + target.pthread_offset
+        pd = pthread_address(target, th)
         try:
             blocks = bytes(mem.read(pd + spec.offset, nblocks * w))
         except MemoryFault:
@@ -169,7 +177,7 @@ def _musl(target) -> KeysReport:
         if th.tp is None:
             continue
         try:
-            tsd = mem.read_word(th.tp + lay.tsd)
+            tsd = mem.read_word(pthread_address(target, th) + lay.tsd)
             if not tsd:
                 continue
             vals = [mem.read_word(tsd + k * w) for k in range(n)]

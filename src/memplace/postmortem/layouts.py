@@ -1,4 +1,7 @@
-"""libc-internal layouts: glibc read from its own `_thread_db_*` symbols, musl from tables.
+"""Where a libc keeps thread state, as data: per-arch TLS ABI, glibc and musl layouts.
+
+Per architecture (`TLS_ABIS`): the TLS variant, where the DTV pointer and the first
+static block sit relative to the thread pointer, and where glibc's struct pthread is.
 
 glibc (any version that has them: libc.so.6 >= 2.34, libpthread.so.0 before, or
 a static executable's .symtab) describes its internals for libthread_db as
@@ -22,6 +25,54 @@ from dataclasses import dataclass
 from memplace.postmortem.elfcore import ElfFile
 
 DB_PREFIX = "_thread_db_"
+
+
+# -- TLS ABI per architecture -------------------------------------------------
+
+@dataclass(frozen=True)
+class TlsAbi:
+    """Where thread-local storage sits around the thread pointer on one machine."""
+
+    tls_above_tp: bool  # TLS variant I (aarch64) vs variant II (x86)
+    # glibc's struct pthread relative to the TP: at it (x86), or just below it (variant I),
+    # `_thread_db_const_thread_area` bytes down: aarch64's DB_THREAD_SELF is
+    # CONST_THREAD_AREA(64, sizeof(struct pthread)); on x86_64 that symbol is a register index.
+    glibc_pthread_below_tp: bool
+    glibc_tcb_dtv: int  # tcbhead_t.dtv relative to the thread pointer
+    musl_dtv: int  # where musl keeps the dtv pointer, relative to the thread pointer
+    musl_tls_gap: int  # musl: bytes between TP and the first TLS block (TLS_ABOVE_TP)
+    glibc_tls_gap: int  # glibc variant I: TLS_TCB_SIZE before the first block
+
+
+# Keyed by Arch.name (arch.py), like MUSL_LAYOUTS below.
+TLS_ABIS: dict[str, TlsAbi] = {
+    "x86_64": TlsAbi(tls_above_tp=False, glibc_pthread_below_tp=False, glibc_tcb_dtv=8, musl_dtv=8,
+                     musl_tls_gap=0, glibc_tls_gap=0),
+    "i386": TlsAbi(tls_above_tp=False, glibc_pthread_below_tp=False, glibc_tcb_dtv=4, musl_dtv=4,
+                   musl_tls_gap=0, glibc_tls_gap=0),
+    "aarch64": TlsAbi(tls_above_tp=True, glibc_pthread_below_tp=True, glibc_tcb_dtv=0, musl_dtv=-8,
+                      musl_tls_gap=16, glibc_tls_gap=16),
+}
+
+
+def tls_abi(arch) -> TlsAbi:
+    """The TLS ABI row for an `arch.Arch`.
+
+    >>> from memplace.postmortem.arch import ARCHES, EM_AARCH64
+    >>> tls_abi(ARCHES[EM_AARCH64]).tls_above_tp
+    True
+    """
+    return TLS_ABIS[arch.name]
+
+
+# -- glibc -------------------------------------------------------------------
+
+# link_map.l_tls_offset values that mean "no static block" (NO_TLS_OFFSET,
+# FORCED_DYNAMIC_TLS_OFFSET), and the DTV pointer of a block not yet allocated
+# (TLS_DTV_UNALLOCATED); -1 is read back as an all-ones word.
+GLIBC_NO_TLS_OFFSET = 0
+GLIBC_FORCED_DYNAMIC_TLS_OFFSET = -1
+GLIBC_TLS_DTV_UNALLOCATED = -1
 
 
 @dataclass(frozen=True)
@@ -68,6 +119,16 @@ class GlibcLayout:
         """
         return self.sizes.get("const_thread_area") or self.sizes["pthread"]
 
+    def dtv_entry_size(self, word: int) -> int:
+        """Bytes per dtv_t entry (a union of a counter and {pointer, is_static}: two words
+        when this glibc does not describe it)."""
+        return self.field("dtv_dtv").size if self.has("dtv_dtv") else 2 * word
+
+    @property
+    def dtv_pointer_offset(self) -> int:
+        """Offset of the block pointer inside a dtv_t entry."""
+        return self.off("dtv_t_pointer_val") if self.has("dtv_t_pointer_val") else 0
+
 
 def glibc_layout(elf: ElfFile) -> GlibcLayout | None:
     """The layout described by `_thread_db_*` symbols in `elf`, or None if it has none."""
@@ -102,6 +163,11 @@ def _glibc_version(elf: ElfFile) -> str | None:
 
 
 # -- musl ------------------------------------------------------------------
+
+# musl's dtv is an array of words: dtv[0] = number of entries, dtv[modid] = block
+# (DTP_OFFSET is 0 on x86 and aarch64).
+MUSL_DTV_ENTRY_WORDS = 1
+
 
 @dataclass(frozen=True)
 class MuslLayout:

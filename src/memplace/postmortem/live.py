@@ -17,11 +17,12 @@ import os
 import struct
 
 from memplace.errors import UserError
-from memplace.postmortem.arch import AT_PHDR, arch_for
+from memplace.postmortem.arch import ARCHES, AT_PHDR, EM_X86_64, arch_for
 from memplace.postmortem.elfcore import ElfFile, Mapping, Memory, MemoryFault
 from memplace.postmortem.modules import load_modules
-from memplace.postmortem.target import Target, assign_tls_modules, identify_libc
+from memplace.postmortem.target import Target, identify_libc
 from memplace.postmortem.threads import Thread, glibc_threads_in_memory
+from memplace.postmortem.tls_location import assign_tls_modules
 
 PTRACE_GETREGS, PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 12, 17, 0x4206, 0x4207
 __WALL = 0x40000000
@@ -104,7 +105,8 @@ def _ptrace_fs_base(tids: list[int]) -> dict[int, int]:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.ptrace.restype = ctypes.c_long
     libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    regs = (ctypes.c_ulonglong * 27)()
+    x86_64 = ARCHES[EM_X86_64]  # struct user_regs_struct is NT_PRSTATUS's pr_reg
+    regs = (ctypes.c_ulonglong * x86_64.nregs)()
     out = {}
     for tid in tids:
         if libc.ptrace(PTRACE_SEIZE, tid, None, None) != 0:
@@ -114,7 +116,7 @@ def _ptrace_fs_base(tids: list[int]) -> dict[int, int]:
                 continue
             os.waitpid(tid, __WALL)
             if libc.ptrace(PTRACE_GETREGS, tid, None, ctypes.addressof(regs)) == 0:
-                out[tid] = regs[21]
+                out[tid] = regs[x86_64.tp_reg]
         except ChildProcessError:
             pass
         finally:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from memplace.errors import UserError
 from memplace.postmortem.arch import AT_PHDR, Arch
-from memplace.postmortem.elfcore import Core, Memory, MemoryFault
+from memplace.postmortem.elfcore import Core, Memory
 from memplace.postmortem.layouts import (
     GlibcLayout, MuslLayout, glibc_layout, musl_layout, musl_version,
 )
 from memplace.postmortem.modules import Module, find_executable, load_modules, resolve_path
 from memplace.postmortem.threads import Thread, glibc_threads_in_memory, thread_pointer_from_notes
+from memplace.postmortem.tls_location import assign_tls_modules, pthread_offset
 
 
 @dataclass
@@ -50,10 +50,8 @@ class Target:
 
     @property
     def pthread_offset(self) -> int:
-        """struct pthread address minus thread pointer (glibc variant I puts it below the TP)."""
-        if self.libc == "glibc" and self.arch.glibc_pthread_below_tp and self.glibc is not None:
-            return -self.glibc.pthread_below_tp
-        return 0
+        """struct pthread address minus thread pointer (tls_location.pthread_offset)."""
+        return pthread_offset(self)
 
     def glibc_global(self, name: str) -> int | None:
         """Address of one of ld.so's globals (`_dl_stack_used`, `_dl_tls_dtv_slotinfo_list`):
@@ -147,56 +145,3 @@ def _symbol_address(mods: list[Module], name: str) -> int | None:
         if s is not None:
             return m.bias + s.value
     return None
-
-
-def static_offset_variant2(memsz: int, vaddr: int, align: int, prev: int = 0) -> int:
-    """glibc/musl rule for a TLS block below the thread pointer (x86): offset from TP.
-
-    >>> static_offset_variant2(0x1c, 0x3dd8, 8)
-    32
-    """
-    align = max(align, 1)
-    firstbyte = (-vaddr) & (align - 1)
-    return ((prev + memsz - firstbyte + align - 1) // align) * align + firstbyte
-
-
-def assign_tls_modules(target: Target) -> None:
-    """Give every module with PT_TLS its module id and static offset, as its libc did."""
-    mods = target.modules
-    w = target.arch.word
-    if target.libc == "glibc" and target.glibc is not None and target.glibc.has(
-            "link_map_l_tls_modid", "link_map_l_tls_offset"):
-        lay = target.glibc
-        for m in mods:
-            if m.tls is None:
-                continue
-            if m.link_map is not None:
-                try:
-                    m.tls_modid = target.mem.read_word(m.link_map + lay.off("link_map_l_tls_modid"))
-                    off = target.mem.read_word(m.link_map + lay.off("link_map_l_tls_offset"))
-                except MemoryFault:
-                    raise UserError(f"{target.where}: link_map of {m.name} is not in the core") from None
-                # NO_TLS_OFFSET (0) and FORCED_DYNAMIC_TLS_OFFSET (-1): no static block.
-                m.tls_offset = None if off in (0, (1 << (8 * w)) - 1) else off
-            elif m.is_exe:  # static executable: module 1, the first static block
-                m.tls_modid = 1
-                m.tls_offset = _abi_exe_offset(target, m)
-        return
-    # musl numbers modules with PT_TLS in load order, the executable first; glibc without
-    # layout (unknown libc) falls back to the same numbering and the ABI offset rule.
-    n = 0
-    for m in mods:
-        if m.tls is not None:
-            n += 1
-            m.tls_modid = n
-            if m.is_exe:
-                m.tls_offset = _abi_exe_offset(target, m)
-
-
-def _abi_exe_offset(target: Target, m: Module) -> int:
-    t = m.tls
-    if target.arch.tls_above_tp:
-        gap = target.arch.musl_tls_gap if target.libc == "musl" else target.arch.glibc_tls_gap
-        a = max(t.align, 1)
-        return ((gap + a - 1) // a) * a
-    return static_offset_variant2(t.memsz, t.vaddr, t.align)

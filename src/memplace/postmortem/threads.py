@@ -11,10 +11,11 @@ glibc's own thread lists in memory give every `struct pthread` and its tid.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64, Arch
+from memplace.postmortem.arch import (
+    ARM_TLS_TPIDR, EM_386, EM_AARCH64, EM_X86_64, SELECTOR_INDEX_SHIFT, USER_DESC, Arch,
+)
 from memplace.postmortem.elfcore import CoreThread, MemoryFault
 
 
@@ -39,15 +40,15 @@ def thread_pointer_from_notes(arch: Arch, machine: int, t: CoreThread) -> int | 
     if machine == EM_386:
         if t.tls_note is None or len(t.regs) <= arch.gs_reg:
             return None
-        index = t.regs[arch.gs_reg] >> 3
-        for off in range(0, len(t.tls_note) - 15, 16):  # struct user_desc
-            number, base, _limit, _flags = struct.unpack_from("<IIII", t.tls_note, off)
+        index = t.regs[arch.gs_reg] >> SELECTOR_INDEX_SHIFT
+        for off in range(0, len(t.tls_note) - USER_DESC.size + 1, USER_DESC.size):
+            number, base, _limit, _flags = USER_DESC.unpack_from(t.tls_note, off)
             if number == index:
                 return base
         return None
     if machine == EM_AARCH64:
-        if t.tls_note is not None and len(t.tls_note) >= 8:
-            return struct.unpack_from("<Q", t.tls_note, 0)[0]
+        if t.tls_note is not None and len(t.tls_note) >= ARM_TLS_TPIDR.size:
+            return ARM_TLS_TPIDR.unpack_from(t.tls_note, 0)[0]
         return None
     return None
 
@@ -55,7 +56,10 @@ def thread_pointer_from_notes(arch: Arch, machine: int, t: CoreThread) -> int | 
 def thread_pointer(target, thread: Thread | int) -> int | None:
     """The thread pointer of a thread (a Thread or a tid) of a target.
 
-    >>> thread_pointer(target, target.threads[0].tid)                  # doctest: +SKIP
+    >>> hex(thread_pointer(target, target.threads[0].tid))             # doctest: +SKIP
+    '0x7f4978013740'
+    >>> thread_pointer(target, 99999) is None                           # doctest: +SKIP
+    True
     """
     tid = thread if isinstance(thread, int) else thread.tid
     for t in target.threads:
