@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 
-from memplace.elf import STB_GLOBAL, STT_FUNC, STT_GNU_IFUNC, ElfFile, dwarf, elf_info
+from memplace.elf import STB_GLOBAL, STT_FUNC, ElfFile, dwarf, elf_info
 from memplace.errors import UserError
 from memplace.profiling.profile import Frame, Profile, Symbol
 
@@ -60,7 +60,9 @@ class ModuleSymbols:
         fns = {f[0]: f for f in self._fns}  # a debug file adds to the module's own
         for table in (".symtab", ".dynsym"):
             for name, sym in elf.iter_symbols(table):
-                if sym.type not in (STT_FUNC, STT_GNU_IFUNC) or not sym.value:
+                # STT_FUNC only: pyelftools, used before, named IFUNC (10) "STT_LOOS", so
+                # IFUNC resolvers were never read; kept so (no behaviour change).
+                if sym.type != STT_FUNC or not sym.value:
                     continue
                 start = sym.value
                 end = start + max(sym.size, 1)
