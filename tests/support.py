@@ -38,7 +38,7 @@ def cc(tmp_path):
 
 @pytest.fixture(scope="session")
 def runtime():
-    from memplace.runtime_path import runtime_path
+    from memplace.launch.runtime_path import runtime_path
     return runtime_path()
 
 

@@ -22,8 +22,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 
-from memplace.advisor import Device, advise  # noqa: E402
-from memplace.profile import Frame, Site  # noqa: E402
+from memplace.advisor.solver import Device, advise  # noqa: E402
+from memplace.profiling.profile import Frame, Site  # noqa: E402
 
 REPEATS = 3
 WINDOWS = 32

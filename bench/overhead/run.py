@@ -34,7 +34,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.runs < 5:
         ap.error("--runs must be at least 5")
-    from memplace.runtime_path import runtime_path
+    from memplace.launch.runtime_path import runtime_path
     runtime = runtime_path()
     with tempfile.TemporaryDirectory() as tmp:
         prog = build(Path(__file__).with_name("workloads.c"), Path(tmp) / "workloads", "-pthread")

@@ -119,7 +119,7 @@ def find_profiles(given: str | None, tmp: Path, env: dict) -> list[Path]:
 
 def placement_summary(stats_dir: Path, runs: int) -> dict:
     """Per run: bytes each device served, and how many rules matched anything."""
-    from memplace import stats
+    from memplace.placement import stats
     totals = stats.totals(stats.collect(stats_dir))
     return {
         "devices": {d["name"]: {"allocations": d["allocations"] // runs,
@@ -142,8 +142,8 @@ def main() -> int:
         ap.error("--runs must be at least 5")
     if missing():
         raise SystemExit(f"pitzdaily: {missing()}")
-    from memplace.policy_compile import prepare as compile_policy
-    from memplace.runtime_path import runtime_path
+    from memplace.placement.policy_compile import prepare as compile_policy
+    from memplace.launch.runtime_path import runtime_path
     runtime = runtime_path()
     env = foam_env()
     env.pop("LD_PRELOAD", None)

@@ -68,8 +68,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.runs < 5:
         ap.error("--runs must be at least 5")
-    from memplace.policy_compile import prepare
-    from memplace.runtime_path import runtime_path
+    from memplace.placement.policy_compile import prepare
+    from memplace.launch.runtime_path import runtime_path
     runtime = runtime_path()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -1,6 +1,6 @@
 """The `memplace` command tree.
 
-Subcommands live in their own modules and are imported only when invoked, so that
+Subcommands live in their own modules (memplace.commands) and are imported only when invoked, so that
 `memplace tls` or `memplace run` do not pay for the imports of the others.
 """
 
@@ -16,16 +16,16 @@ from memplace.errors import UserError
 
 # name -> "module:attribute" of a click command; imported on first use.
 SUBCOMMANDS = {
-    "tls": "memplace.postmortem.cli:tls_command",
-    "keys": "memplace.postmortem.cli:keys_command",
-    "run": "memplace.launch:run_command",
-    "devices": "memplace.devices_cli:devices_command",
-    "policy": "memplace.policy_cli:policy_group",
-    "advise": "memplace.advise_cli:advise_command",
-    "profile": "memplace.profile_cli:profile_group",
-    "interop": "memplace.interop:interop_group",
-    "report": "memplace.report:report_command",
-    "demo": "memplace.demo:demo_command",
+    "tls": "memplace.commands.postmortem:tls_command",
+    "keys": "memplace.commands.postmortem:keys_command",
+    "run": "memplace.commands.run:run_command",
+    "devices": "memplace.commands.devices:devices_command",
+    "policy": "memplace.commands.policy:policy_group",
+    "advise": "memplace.commands.advise:advise_command",
+    "profile": "memplace.commands.profile:profile_group",
+    "interop": "memplace.commands.interop:interop_group",
+    "report": "memplace.commands.report:report_command",
+    "demo": "memplace.commands.demo:demo_command",
 }
 
 

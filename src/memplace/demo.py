@@ -1,4 +1,4 @@
-"""`memplace demo`: the whole loop on a built-in example, in under a minute.
+"""The demo (`memplace demo`): the whole loop on a built-in example, in under a minute.
 
 A bundled program with hot and cold arrays is built, profiled with valgrind's DHAT (which
 counts the bytes each site's blocks read and write), advised onto a small fast device
@@ -17,20 +17,22 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-
-import click
+from typing import Callable
 
 from memplace.errors import UserError
+
+# How the demo says what it does: echo(text, bold=False, fg=None, nl=True), on stderr.
+Echo = Callable[..., None]
 
 HOT = ("grid", "next", "rhs")
 COLD = ("input", "history")
 
 
-def _step(n: int, what: str, argv: list[str]) -> None:
+def _step(echo: Echo, n: int, what: str, argv: list[str]) -> None:
     shown = " ".join("memplace" if a == "-m" else a for a in argv
                      if a not in (sys.executable, "memplace.cli")).replace("memplace memplace", "memplace")
-    click.secho(f"\n[{n}/5] {what}", bold=True, err=True)
-    click.echo(f"  $ {shown}", err=True)
+    echo(f"\n[{n}/5] {what}", bold=True)
+    echo(f"  $ {shown}")
 
 
 def _memplace(*args: str) -> list[str]:
@@ -56,7 +58,7 @@ def parse_where(stdout: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def run_demo(workdir: Path) -> int:
+def run_demo(workdir: Path, echo: Echo) -> int:
     for tool, package in (("gcc", "gcc"), ("valgrind", "valgrind")):
         if shutil.which(tool) is None:
             raise UserError(f"the demo needs {tool}: apt-get install {package}")
@@ -68,13 +70,13 @@ def run_demo(workdir: Path) -> int:
     exe = workdir / "hotcold"
     source = resources.files("memplace").joinpath("demo/hotcold.c")
     argv = ["gcc", "-O1", "-g", "-o", str(exe), str(source)]
-    _step(1, "build the example (hot: grid, next, rhs; cold: input, history)", argv)
+    _step(echo, 1, "build the example (hot: grid, next, rhs; cold: input, history)", argv)
     _run(argv)
 
     prof_dir = workdir / "profile"
     shutil.rmtree(prof_dir, ignore_errors=True)
     argv = _memplace("profile", "--engine", "dhat", "--out", str(prof_dir), "--", str(exe))
-    _step(2, "profile: allocation sites and the bytes they read and write (valgrind DHAT)", argv)
+    _step(echo, 2, "profile: allocation sites and the bytes they read and write (valgrind DHAT)", argv)
     _run(argv, capture=True)
     profile = next(iter(sorted(prof_dir.glob("*.json"))), None)
     if profile is None:
@@ -85,28 +87,28 @@ def run_demo(workdir: Path) -> int:
                      "--device", "fast=numa:0,latency=80ns,capacity=64MiB,fallback=slow",
                      "--device", f"slow=file:{pmem},latency=300ns",
                      "--default", "slow", "--top", "8")
-    _step(3, "advise: 64 MiB of fast memory (node 0) for the hottest data, a file for the rest", argv)
+    _step(echo, 3, "advise: 64 MiB of fast memory (node 0) for the hottest data, a file for the rest", argv)
     _run(argv)
 
     stats = workdir / "stats.json"
     argv = _memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe))
-    _step(4, "run with the policy; the program reports where the kernel put each array", argv)
+    _step(echo, 4, "run with the policy; the program reports where the kernel put each array", argv)
     r = _run(argv, capture=True)
-    click.echo("".join(f"    {l}\n" for l in r.stdout.splitlines()), err=True, nl=False)
+    echo("".join(f"    {l}\n" for l in r.stdout.splitlines()), nl=False)
 
     html = workdir / "report.html"
     argv = _memplace("report", "--profile", str(profile), "--stats", str(stats), "--policy",
                      str(policy), "--html", str(html))
-    _step(5, "report", argv)
+    _step(echo, 5, "report", argv)
     _run(argv)
 
     where = parse_where(r.stdout)
     ok = True
-    click.secho("\nWhat happened, as the kernel reports it:", bold=True, err=True)
+    echo("\nWhat happened, as the kernel reports it:", bold=True)
     for name in HOT + COLD:
         w = where.get(name)
         if w is None:
-            click.echo(f"  {name:<8} not reported", err=True)
+            echo(f"  {name:<8} not reported")
             ok = False
             continue
         on_fast = w["policy"] == "bind" and w["nodemask"] == "0x1"
@@ -117,21 +119,12 @@ def run_demo(workdir: Path) -> int:
         place = "node 0 (bound)" if on_fast else f"file {w['file']}" if in_file else \
             f"policy {w['policy']}, file {w['file']}"
         mark = "ok" if good else "UNEXPECTED"
-        click.echo(f"  {name:<8} {'hot ' if expect_fast else 'cold'} -> {place:<60} {mark}", err=True)
+        echo(f"  {name:<8} {'hot ' if expect_fast else 'cold'} -> {place:<60} {mark}")
     doc = json.loads(stats.read_text())
     for d in doc["totals"]["devices"]:
-        click.echo(f"  device {d['name']:<7} {d['allocations']:>6} allocations, "
-                   f"{d['bytes'] / 2**20:8.1f} MiB, peak {d['peak'] / 2**20:6.1f} MiB", err=True)
-    click.echo(f"\nreport: {html}\npolicy: {policy}\ndone in {time.monotonic() - start:.1f} s",
-               err=True)
+        echo(f"  device {d['name']:<7} {d['allocations']:>6} allocations, "
+             f"{d['bytes'] / 2**20:8.1f} MiB, peak {d['peak'] / 2**20:6.1f} MiB")
+    echo(f"\nreport: {html}\npolicy: {policy}\ndone in {time.monotonic() - start:.1f} s")
     if not ok:
-        click.secho("the placement did not match the advice: see above", fg="red", err=True)
+        echo("the placement did not match the advice: see above", fg="red")
     return 0 if ok else 1
-
-
-@click.command("demo")
-@click.option("--dir", "workdir", default="memplace-demo", show_default=True,
-              type=click.Path(file_okay=False), help="Where to build, profile and report.")
-def demo_command(workdir: str) -> None:
-    """Profile, advise, place and report a built-in example with hot and cold data."""
-    raise SystemExit(run_demo(Path(workdir)))

@@ -25,11 +25,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import click
-
-from memplace.elfinfo import elf_info
+from memplace.elf import elf_info
 from memplace.errors import UserError
-from memplace.profile import MAX_FRAMES
+from memplace.profiling.profile import MAX_FRAMES
 from memplace.units import format_size
 
 try:
@@ -166,7 +164,7 @@ def locations_to_policy(
     definitions: dict[str, Definition] | None = None,
 ) -> str:
     """A memplace policy (TOML text) with one rule per location, in file order."""
-    from memplace.advise_cli import _toml_str, _toml_value
+    from memplace.advisor.policy_writer import toml_str, toml_value
 
     allocator_devices = dict(allocator_devices or {})
     specs = {d.name: d for d in (device_specs or [])}
@@ -216,12 +214,12 @@ def locations_to_policy(
             raise UserError(f"--allocator maps to device {dev!r}, which no --device describes")
     lines = [f"# Imported by `memplace interop import` from {source}.", "", "version = 1", 'default = "system"']
     for name, table in devices.items():
-        lines += ["", f"# {comments[name]}", f"[devices.{_toml_str(name)}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines += ["", f"# {comments[name]}", f"[devices.{toml_str(name)}]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     for loc, dev in rules:
         lines += ["", f"# {source} line {loc.line}: {loc.allocator}" + "".join(f"; {n}" for n in loc.notes),
-                  "[[rules]]", f"name = {_toml_str(f'line {loc.line}')}",
-                  f"site = {_toml_value(loc.frames)}", f"device = {_toml_str(dev)}"]
+                  "[[rules]]", f"name = {toml_str(f'line {loc.line}')}",
+                  f"site = {toml_value(loc.frames)}", f"device = {toml_str(dev)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +232,7 @@ class Export:
 
 def policy_to_locations(policy_path: str, form: str = "auto", allocators: dict[str, str] | None = None) -> Export:
     """A FlexMalloc locations file (and memory definitions) from a memplace policy."""
-    from memplace import policy as pol
+    from memplace.placement import policy as pol
 
     p = pol.load(policy_path)
     errors = [x for x in p.problems if x.level == "error"]
@@ -298,10 +296,11 @@ def policy_to_locations(policy_path: str, form: str = "auto", allocators: dict[s
     return Export("\n".join(out) + "\n", skipped, "\n".join(defs) + ("\n" if defs else ""))
 
 
-# ---- commands ---------------------------------------------------------------------------
+# ---- files ------------------------------------------------------------------------------
 
 
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """`NAME=VALUE` option values -> dict (UserError naming the option)."""
     out = {}
     for v in values:
         k, eq, val = v.partition("=")
@@ -311,7 +310,7 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="strict") as f:
             return f.read()
@@ -321,7 +320,7 @@ def _read(path: str) -> str:
         raise UserError(f"{path}: not a text file") from None
 
 
-def _write(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
     try:
         with open(path, "w") as f:
             f.write(text)
@@ -329,54 +328,26 @@ def _write(path: str, text: str) -> None:
         raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
-@click.group("interop")
-def interop_group():
-    """Read FlexMalloc / ecoHMEM placement files as policies, and write them."""
+def import_locations(locations: str, output: str, definitions: str | None, allocators: tuple[str, ...],
+                     devices: tuple[str, ...]) -> list[Location]:
+    """Read a locations file (and definitions), write the checked policy to `output`."""
+    from memplace.advisor.device_specs import parse_device
+    from memplace.advisor.policy_writer import check_policy_text
 
-
-@interop_group.command("import")
-@click.argument("locations", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Policy TOML to write.")
-@click.option("--definitions", type=click.Path(dir_okay=False), help="FlexMalloc memory-definitions file.")
-@click.option("--allocator", "allocators", multiple=True, metavar="ALLOC=DEVICE", help="Device serving an allocator.")
-@click.option("--device", "devices", multiple=True, metavar="NAME=SPEC", help="A device, as in `memplace advise`.")
-@click.option("--json", "as_json", is_flag=True)
-def import_command(locations, output, definitions, allocators, devices, as_json):
-    """FlexMalloc locations file or ecoHMEM advisor output -> memplace policy."""
-    from memplace.advise_cli import check_policy_text, parse_device
-
-    locs = parse_locations(_read(locations), locations)
-    defs = parse_definitions(_read(definitions), definitions) if definitions else {}
+    locs = parse_locations(read_text(locations), locations)
+    defs = parse_definitions(read_text(definitions), definitions) if definitions else {}
     specs = [parse_device(d) for d in devices]
-    text = locations_to_policy(locs, locations, _pairs(allocators, "--allocator"), specs, defs)
+    text = locations_to_policy(locs, locations, parse_pairs(allocators, "--allocator"), specs, defs)
     check_policy_text(text, output)
-    _write(output, text)
-    notes = [f"line {l.line}: {n}" for l in locs for n in l.notes]
-    if as_json:
-        click.echo(json.dumps({"policy": output, "rules": len(locs), "form": locs[0].form if locs else None,
-                               "notes": notes}, indent=2))
-    else:
-        for n in notes:
-            click.echo(f"note: {n}", err=True)
-        click.echo(f"{len(locs)} location(s) -> {output}")
+    write_text(output, text)
+    return locs
 
 
-@interop_group.command("export")
-@click.argument("policy", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Locations file to write.")
-@click.option("--form", type=click.Choice(["auto", "raw", "source"]), default="auto", show_default=True)
-@click.option("--allocator", "allocators", multiple=True, metavar="DEVICE=ALLOC", help="FlexMalloc allocator of a device.")
-@click.option("--definitions-out", type=click.Path(dir_okay=False), help="Also write a memory-definitions file.")
-@click.option("--json", "as_json", is_flag=True)
-def export_command(policy, output, form, allocators, definitions_out, as_json):
-    """memplace policy -> FlexMalloc locations file."""
-    ex = policy_to_locations(policy, form, _pairs(allocators, "--allocator"))
-    _write(output, ex.text)
+def export_policy(policy: str, output: str, form: str, allocators: dict[str, str],
+                  definitions_out: str | None) -> Export:
+    """Write a policy's FlexMalloc locations file (and, if asked, memory definitions)."""
+    ex = policy_to_locations(policy, form, allocators)
+    write_text(output, ex.text)
     if definitions_out:
-        _write(definitions_out, ex.definitions)
-    if as_json:
-        click.echo(json.dumps({"locations": output, "definitions": definitions_out, "skipped": ex.skipped}, indent=2))
-    else:
-        for s in ex.skipped:
-            click.echo(f"skipped: {s}", err=True)
-        click.echo(f"{sum(1 for l in ex.text.splitlines() if l and not l.startswith('#'))} location(s) -> {output}")
+        write_text(definitions_out, ex.definitions)
+    return ex

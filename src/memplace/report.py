@@ -1,4 +1,4 @@
-"""`memplace report`: what a profile and a run's statistics say, in the terminal or as a page.
+"""What a profile and a run's statistics say: a Summary, its JSON, and a self-contained HTML page.
 
     memplace report --profile profile.4242.json --policy app.toml --html report.html
     memplace report --stats stats.json --html report.html
@@ -8,7 +8,7 @@ The HTML page is one self-contained file (inline CSS and SVG, no scripts or font
 the network): bytes per device, top sites by accesses and by bytes, live bytes over
 time, fallbacks, and the policy's rules.
 
-Run statistics are what `memplace run --policy P --stats OUT.json` writes (memplace.stats):
+Run statistics are what `memplace run --policy P --stats OUT.json` writes (memplace.placement.stats):
 the totals over all processes are read::
 
     {"version": 1, "command": ["./app"], "policy": "/abs/app.toml", "returncode": 0,
@@ -31,12 +31,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
-
-from memplace import profile as prof
-from memplace.advisor import fmt_bytes
 from memplace.errors import UserError
-from memplace.stats import FALLBACK_REASONS
+from memplace.placement.stats import FALLBACK_REASONS
+from memplace.profiling import profile as prof
+from memplace.units import format_ns, format_size
 
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
 # Layers of the timeline: distinct from the device colours so the two never get confused.
@@ -111,7 +109,7 @@ class Summary:
 
 @dataclass
 class RunStats:
-    """The totals of `memplace run --stats` (see memplace.stats)."""
+    """The totals of `memplace run --stats` (see memplace.placement.stats)."""
 
     command: list[str]
     policy: str | None
@@ -189,8 +187,8 @@ def load_stats(path: str) -> RunStats:
 
 def _policy_facts(policy_path: str) -> tuple[dict[str, int], dict[str, str]]:
     """Capacities in bytes (devices with a limit) and the device of each named rule."""
-    from memplace import policy as pol
-    from memplace.devices import read_topology
+    from memplace.placement import policy as pol
+    from memplace.placement.devices import read_topology
 
     p = pol.load(policy_path)
     if any(x.level == "error" for x in p.problems):
@@ -207,7 +205,7 @@ def _policy_facts(policy_path: str) -> tuple[dict[str, int], dict[str, str]]:
 def _policy_devices(profile: prof.Profile, policy_path: str) -> tuple[dict[tuple, str], list[DeviceUse], str]:
     """Which device each profiled site goes to under a policy (MODULE+0xOFF rules, first
     match wins), and the modelled peak bytes per device."""
-    from memplace import policy as pol
+    from memplace.placement import policy as pol
 
     p = pol.load(policy_path)
     errors = [x for x in p.problems if x.level == "error"]
@@ -256,7 +254,7 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
     profile = None
     if profile_path:
         profile = prof.load(profile_path)
-        from memplace.symbolize import symbolize_profile
+        from memplace.profiling.symbolize import symbolize_profile
 
         symbolize_profile(profile)
         sm.sources.append(profile_path)
@@ -302,7 +300,7 @@ def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _reasons(d: DeviceUse) -> str:
+def reasons_text(d: DeviceUse) -> str:
     """'full 3, bind_failed 1': the reasons that occurred, in the runtime's order."""
     order = [*FALLBACK_REASONS, *sorted(set(d.fallback_reasons) - set(FALLBACK_REASONS))]
     return ", ".join(f"{k} {d.fallback_reasons[k]}" for k in order if d.fallback_reasons.get(k)) or "-"
@@ -344,14 +342,14 @@ def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: in
         out.append(f'<text x="{label_w - 10}" y="{y + 20}" text-anchor="end" class="dev">{_esc(d.name)}</text>')
         if d.capacity:
             out.append(f'<rect x="{label_w}" y="{y + 6}" width="{bar_w * d.capacity / top:.1f}" height="20" rx="4" '
-                       f'class="track"><title>capacity {_esc(fmt_bytes(d.capacity))}</title></rect>')
+                       f'class="track"><title>capacity {_esc(format_size(d.capacity))}</title></rect>')
         w = bar_w * d.peak_bytes / top
         out.append(f'<rect x="{label_w}" y="{y + 6}" width="{max(w, 1.5 if d.peak_bytes else 0):.1f}" height="20" '
-                   f'rx="4" fill="{c}"><title>peak {_esc(fmt_bytes(d.peak_bytes))}</title></rect>')
-        cap = f" of {fmt_bytes(d.capacity)}" if d.capacity else " (no limit)"
-        fb = f" · {d.fallbacks} fallback(s): {_reasons(d)}" if d.fallbacks else ""
-        out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(fmt_bytes(d.peak_bytes))}{_esc(cap)} · '
-                   f'{d.allocations} allocation(s), {_esc(fmt_bytes(d.bytes))} in all{_esc(fb)}</text>')
+                   f'rx="4" fill="{c}"><title>peak {_esc(format_size(d.peak_bytes))}</title></rect>')
+        cap = f" of {format_size(d.capacity)}" if d.capacity else " (no limit)"
+        fb = f" · {d.fallbacks} fallback(s): {reasons_text(d)}" if d.fallbacks else ""
+        out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(format_size(d.peak_bytes))}{_esc(cap)} · '
+                   f'{d.allocations} allocation(s), {_esc(format_size(d.bytes))} in all{_esc(fb)}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -378,7 +376,7 @@ def timeline_svg(sites: list[SiteRow], colours: dict[str, str], window: float | 
     for frac in (0, 0.5, 1):
         yy = y(peak * frac)
         out.append(f'<line x1="{left}" x2="{width - 10}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid"/>'
-                   f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="axis">{_esc(fmt_bytes(peak * frac))}</text>')
+                   f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="axis">{_esc(format_size(peak * frac))}</text>')
     base = [0] * n
     for k, (label, series) in enumerate(layers):
         upper = [b + v for b, v in zip(base, series)]
@@ -390,9 +388,7 @@ def timeline_svg(sites: list[SiteRow], colours: dict[str, str], window: float | 
                    f'<text x="{left + 18}" y="{ly + 11}" class="lbl">{_esc(label)}</text>')
         base = upper
     if window and unit == "ns":
-        from memplace.advisor import fmt_ns
-
-        span = fmt_ns(window * n)
+        span = format_ns(window * n)
     else:
         span = f"{window * n:.3g} {unit}" if window and unit else f"{n} windows"
     out.append(f'<text x="{left}" y="{height - 4}" class="axis">start</text>'
@@ -422,7 +418,7 @@ th{color:#4a5568;font-weight:600} td.n{text-align:right;font-variant-numeric:tab
 def _bytes_cell(n: int | None) -> str:
     if n is None:
         return '<td class="n">–</td>'
-    return f'<td class="n" data-bytes="{n}" title="{n} bytes">{_esc(fmt_bytes(n))}</td>'
+    return f'<td class="n" data-bytes="{n}" title="{n} bytes">{_esc(format_size(n))}</td>'
 
 
 def devices_table(devices: list[DeviceUse]) -> str:
@@ -454,7 +450,7 @@ def html_page(sm: Summary) -> str:
         return colours.get(s.device, grey) if s.device else PALETTE[0]
 
     def tip(s: SiteRow) -> str:
-        return f"{s.label} — {s.frame}; device {s.device or '?'}; peak {fmt_bytes(s.peak)}; accessed {fmt_bytes(s.accessed or 0)}"
+        return f"{s.label} — {s.frame}; device {s.device or '?'}; peak {format_size(s.peak)}; accessed {format_size(s.accessed or 0)}"
 
     by_acc = sorted([s for s in sm.sites if s.accessed], key=lambda s: -(s.accessed or 0))[:15]
     by_bytes = sorted(sm.sites, key=lambda s: -s.peak)[:15]
@@ -464,14 +460,14 @@ def html_page(sm: Summary) -> str:
     total_acc = sum(s.accessed or 0 for s in sm.sites)
     cards = []
     if sm.sites:
-        cards += [(str(len(sm.sites)), "allocation sites"), (fmt_bytes(sum(s.bytes for s in sm.sites)), "allocated"),
-                  (fmt_bytes(total_peak), "sum of site peaks")]
+        cards += [(str(len(sm.sites)), "allocation sites"), (format_size(sum(s.bytes for s in sm.sites)), "allocated"),
+                  (format_size(total_peak), "sum of site peaks")]
     if total_acc:
-        cards.append((fmt_bytes(total_acc), "read + written"))
+        cards.append((format_size(total_acc), "read + written"))
     if sm.device_origin == "run statistics":
         placed = [d for d in sm.devices if d.name != "system"]
         cards += [(str(sum(d.allocations for d in placed)), "allocations on devices"),
-                  (fmt_bytes(sum(d.bytes for d in placed)), "placed on devices")]
+                  (format_size(sum(d.bytes for d in placed)), "placed on devices")]
         if sm.processes is not None:
             cards.append((str(sm.processes), "processes"))
         if sm.returncode is not None:
@@ -481,8 +477,8 @@ def html_page(sm: Summary) -> str:
     legend = " ".join(f'<span class="chip" style="background:{c}">{_esc(n)}</span>' for n, c in colours.items())
     rows = "".join(
         f"<tr><td>{i}</td><td>{_esc(s.function or '?')}</td><td>{_esc(s.location or '?')}</td><td><code>{_esc(s.frame)}</code></td>"
-        f'<td class="n">{s.allocations}</td><td class="n">{_esc(fmt_bytes(s.peak))}</td>'
-        f'<td class="n">{_esc(fmt_bytes(s.accessed) if s.accessed is not None else "–")}</td>'
+        f'<td class="n">{s.allocations}</td><td class="n">{_esc(format_size(s.peak))}</td>'
+        f'<td class="n">{_esc(format_size(s.accessed) if s.accessed is not None else "–")}</td>'
         f"<td>{f'<span class=chip style=background:{colour(s)}>{_esc(s.device)}</span>' if s.device else '–'}</td></tr>"
         for i, s in enumerate(sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:40], 1)
     )
@@ -493,9 +489,9 @@ def html_page(sm: Summary) -> str:
     if sm.sites:
         sections += [
             ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
-             hbar_svg([(s.label, s.accessed or 0, colour(s), tip(s)) for s in by_acc], fmt_bytes)),
+             hbar_svg([(s.label, s.accessed or 0, colour(s), tip(s)) for s in by_acc], format_size)),
             ("Top sites by bytes", "Peak bytes live at once from each site; colour = device.",
-             hbar_svg([(s.label, s.peak, colour(s), tip(s)) for s in by_bytes], fmt_bytes)),
+             hbar_svg([(s.label, s.peak, colour(s), tip(s)) for s in by_bytes], format_size)),
             ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
              timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
         ]
@@ -507,8 +503,8 @@ def html_page(sm: Summary) -> str:
     if sm.rules:
         sections.append(("Rules", "Allocations each rule of the policy matched, and their bytes; colour = its device.",
                          hbar_svg([(r.name, r.bytes, colours.get(r.device or "", grey),
-                                    f"{r.name}: {r.hits} hit(s), {fmt_bytes(r.bytes)}") for r in sm.rules],
-                                  fmt_bytes) + rules_table(sm.rules, colours)))
+                                    f"{r.name}: {r.hits} hit(s), {format_size(r.bytes)}") for r in sm.rules],
+                                  format_size) + rules_table(sm.rules, colours)))
     if sm.devices:
         sections.insert(1, ("Devices", f"Exact counts ({_esc(sm.device_origin)}).", devices_table(sm.devices)))
     body = "".join(f"<section><h2>{t}</h2><p class=sub>{sub}</p>{svg}</section>" for t, sub, svg in sections)
@@ -526,65 +522,10 @@ def html_page(sm: Summary) -> str:
 """
 
 
-def print_summary(sm: Summary, top: int = 15) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 110)
-    run = ""
-    if sm.processes is not None:
-        run = f"  {sm.processes} process(es)" + (f", exit status {sm.returncode}" if sm.returncode is not None else "")
-    console.print(f"[bold]memplace report[/bold]: {' '.join(sm.command)}{run}  [dim]({', '.join(sm.sources)})[/dim]")
-    if sm.devices:
-        t = Table(title=f"Devices ({sm.device_origin})", title_justify="left")
-        for c in ("device", "allocations", "bytes", "peak", "capacity", "fallbacks"):
-            t.add_column(c, justify="left" if c in ("device", "fallbacks") else "right")
-        for d in sm.devices:
-            t.add_row(d.name, str(d.allocations), fmt_bytes(d.bytes), fmt_bytes(d.peak_bytes),
-                      fmt_bytes(d.capacity) if d.capacity else "-",
-                      _reasons(d) if d.fallback_reasons else str(d.fallbacks))
-        console.print(t)
-    if sm.rules:
-        t = Table(title="Rules (allocations matched)", title_justify="left")
-        for c in ("rule", "device", "hits", "bytes"):
-            t.add_column(c, justify="right" if c in ("hits", "bytes") else "left")
-        for r in sm.rules:
-            t.add_row(r.name, r.device or "-", str(r.hits), fmt_bytes(r.bytes))
-        console.print(t)
-    if sm.sites:
-        t = Table(title=f"Top sites ({len(sm.sites)} in all)", title_justify="left")
-        for c in ("function", "file:line", "site", "allocs", "peak", "accessed", "device"):
-            t.add_column(c, justify="right" if c in ("allocs", "peak", "accessed") else "left")
-        for s in sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:top]:
-            t.add_row(s.function or "?", s.location or "?", s.frame, str(s.allocations), fmt_bytes(s.peak),
-                      "-" if s.accessed is None else fmt_bytes(s.accessed), s.device or "-")
-        console.print(t)
-    for n in sm.notes:
-        console.print(f"[yellow]note:[/yellow] {n}")
-
-
-@click.command("report")
-@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), help="A profile (memplace profile).")
-@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="Run statistics (memplace run).")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
-              help="Place the profile's sites by this policy; with --stats, capacities and rule devices from it.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page here.")
-@click.option("--top", type=int, default=15, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def report_command(profile_path, stats_path, policy_path, html_out, top, as_json):
-    """Summarise a profile and/or a run's statistics; optionally as an HTML page."""
-    sm = summarize(profile_path, stats_path, policy_path)
-    if html_out:
-        try:
-            with open(html_out, "w") as f:
-                f.write(html_page(sm))
-        except OSError as e:
-            raise UserError(f"{html_out}: cannot write: {e.strerror or e}") from None
-    if as_json:
-        click.echo(json.dumps({**sm.to_json(), "html": html_out}, indent=2))
-    else:
-        print_summary(sm, top)
-        if html_out:
-            click.echo(f"HTML report: {html_out}")
+def write_html(sm: Summary, path: str) -> None:
+    """The self-contained page, written to `path` (UserError if it cannot be)."""
+    try:
+        with open(path, "w") as f:
+            f.write(html_page(sm))
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None

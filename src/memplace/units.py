@@ -1,4 +1,4 @@
-"""Sizes as people write them: "8GiB", "1.5T", "50%", "1MiB..64MiB".
+"""Sizes as people write them: "8GiB", "1.5T", "50%", "1MiB..64MiB"; durations in ns.
 
 Every unit is a power of 1024 (memory is sized in binary units; "8GB" of DRAM
 means 8 GiB), so K, KB and KiB all mean 1024 bytes.
@@ -118,9 +118,14 @@ def parse_size_range(value: object, *, what: str) -> tuple[int, int]:
 def format_size(size: int) -> str:
     """A short human form, exact when the size is a whole number of units.
 
+    The one size formatter of memplace: tables, reports, messages and policy files.
+    Fractions of a byte (a modelled or averaged size) are dropped.
+
     >>> format_size(1536), format_size(1000), format_size(0)
     ('1.5KiB', '1000B', '0B')
     """
+    if not isinstance(size, int):
+        size = int(size)
     for unit in "EPTGMK":
         scale = 1024 ** _POWERS[unit]
         if size >= scale:
@@ -130,6 +135,18 @@ def format_size(size: int) -> str:
             hundredths = size * 100 // scale
             return f"{hundredths // 100}.{hundredths % 100:02d}".rstrip("0").rstrip(".") + f"{unit}iB"
     return f"{size}B"
+
+
+def format_ns(ns: float) -> str:
+    """A duration given in nanoseconds, in the largest unit that fits.
+
+    >>> format_ns(2.5e6), format_ns(80)
+    ('2.5 ms', '80 ns')
+    """
+    for unit, f in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= f:
+            return f"{ns / f:.3g} {unit}"
+    return f"{ns:.3g} ns"
 
 
 def format_range(lo: int, hi: int) -> str:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from advisor_support import assert_one_line_error, memplace
-from memplace import profile as prof
+from memplace.profiling import profile as prof
 
 try:
     import tomllib

@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from memplace.advisor import Device, advise, brute_force, build_problem, solve_greedy, solve_milp
+from memplace.advisor.solver import Device, advise, brute_force, build_problem, solve_greedy, solve_milp
 from memplace.errors import UserError
-from memplace.profile import Frame, Site
+from memplace.profiling.profile import Frame, Site
 
 
 def random_instance(rng: random.Random, n: int, m: int, windows: int):

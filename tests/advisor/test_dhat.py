@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from advisor_support import memplace, needs_valgrind
-from memplace import profile as prof
-from memplace.symbolize import symbolize
+from memplace.profiling import profile as prof
+from memplace.profiling.symbolize import symbolize
 
 pytestmark = [needs_valgrind, pytest.mark.slow]
 

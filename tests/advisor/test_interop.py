@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from advisor_support import assert_one_line_error, memplace
-from memplace.elfinfo import elf_info
+from memplace.elf import elf_info
 from memplace.interop import flexmalloc_base, parse_locations
 
 try:

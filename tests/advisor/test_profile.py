@@ -7,9 +7,9 @@ import json
 import pytest
 
 from advisor_support import assert_one_line_error, memplace
-from memplace import profile as prof
+from memplace.profiling import profile as prof
 from memplace.errors import UserError
-from memplace.profile_merge import merge
+from memplace.profiling.merge import merge
 
 
 def sample(pid=1, rank=0, live=(0, 100, 50, 0)) -> prof.Profile:

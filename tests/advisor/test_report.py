@@ -8,7 +8,7 @@ import re
 import pytest
 
 from advisor_support import assert_one_line_error, memplace
-from memplace import profile as prof
+from memplace.profiling import profile as prof
 
 
 @pytest.fixture

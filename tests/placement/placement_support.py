@@ -84,5 +84,5 @@ def pmem(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def runtime():
-    from memplace.runtime_path import runtime_path
+    from memplace.launch.runtime_path import runtime_path
     return runtime_path()

@@ -23,11 +23,11 @@ import pytest
 sys.path.append(str(Path(__file__).resolve().parents[1] / "placement_py"))
 from fuzz_corpus import mutations_with_kind, reseal, sample_compiled  # noqa: E402
 
-from memplace.devices import Node, Topology  # noqa: E402
-from memplace.policy import from_dict  # noqa: E402
-from memplace.policy_compile import (DEVICE, HEADER, KIND_CODES, MODE_CODES, NO_STRING,  # noqa: E402
+from memplace.placement.devices import Node, Topology  # noqa: E402
+from memplace.placement.policy import from_dict  # noqa: E402
+from memplace.placement.policy_compile import (DEVICE, HEADER, KIND_CODES, MODE_CODES, NO_STRING,  # noqa: E402
                                      CompiledPolicyError, compile_policy, decode)
-from memplace.sites import SiteResolver  # noqa: E402
+from memplace.placement.sites import SiteResolver  # noqa: E402
 
 PROGRAMS = Path(__file__).parent / "programs"
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"

@@ -152,10 +152,10 @@ def sample_compiled() -> bytes:
     src = Path(__file__).resolve().parents[2] / "src"
     if str(src) not in sys.path:
         sys.path.insert(0, str(src))
-    from memplace.devices import Node, Topology
-    from memplace.policy import from_dict
-    from memplace.policy_compile import compile_policy
-    from memplace.sites import SiteResolver
+    from memplace.placement.devices import Node, Topology
+    from memplace.placement.policy import from_dict
+    from memplace.placement.policy_compile import compile_policy
+    from memplace.placement.sites import SiteResolver
 
     topo = Topology(sysfs="(sample)", nodes=[Node(0, 8 << 30, 4 << 30, "0-1", [0, 1]), Node(1, 8 << 30, 8 << 30)])
     policy = from_dict({

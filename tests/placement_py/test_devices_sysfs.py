@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fakesys import make_sysfs
-from memplace.devices import parse_list, read_topology
+from memplace.placement.devices import parse_list, read_topology
 from memplace.errors import UserError
 
 GiB = 1 << 30

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from memplace.policy_compile import decode
+from memplace.placement.policy_compile import decode
 
 GOOD = """\
 default = "dram"

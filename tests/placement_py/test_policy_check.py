@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-from memplace.devices import read_topology
+from memplace.placement.devices import read_topology
 from memplace.errors import UserError
-from memplace.policy import check, load
-from memplace.sites import SiteResolver
+from memplace.placement.policy import check, load
+from memplace.placement.sites import SiteResolver
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import zlib
 import pytest
 
 from fakesys import make_sysfs
-from memplace.devices import read_topology
+from memplace.placement.devices import read_topology
 from memplace.errors import UserError
-from memplace.policy_compile import CompiledPolicyError, decode, prepare
+from memplace.placement.policy_compile import CompiledPolicyError, decode, prepare
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed (Debian package gcc)")
 

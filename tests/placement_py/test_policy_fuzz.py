@@ -8,11 +8,11 @@ from collections import Counter
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from fuzz_corpus import KINDS, mutations, mutations_with_kind, sample_compiled
-from memplace.devices import HugePagePool, Node, Topology
+from memplace.placement.devices import HugePagePool, Node, Topology
 from memplace.errors import UserError
-from memplace.policy import check, from_dict, load
-from memplace.policy_compile import CompiledPolicyError, compile_policy, decode
-from memplace.sites import SiteResolver
+from memplace.placement.policy import check, from_dict, load
+from memplace.placement.policy_compile import CompiledPolicyError, compile_policy, decode
+from memplace.placement.sites import SiteResolver
 
 TOPO = Topology(sysfs="(test)", nodes=[Node(0, 8 << 30, 4 << 30, "0-1", [0, 1]), Node(1, 4 << 30, 4 << 30)],
                 hugepages=[HugePagePool(2 << 20, 64, 64)], thp="madvise", weighted_interleave=True)

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from memplace.sites import SiteResolver, parse_frame
+from memplace.placement.sites import SiteResolver, parse_frame
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed (Debian package gcc)")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memplace import profile as prof
+from memplace.profiling import profile as prof
 
 PROGRAMS = Path(__file__).parent / "programs"
 

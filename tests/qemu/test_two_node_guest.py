@@ -114,7 +114,7 @@ def test_guest_shows_node1_without_cpus(first_boot, guest_sysfs):
 
 
 def test_devices_reads_the_guest_topology(first_boot, guest_sysfs):
-    from memplace.devices import read_topology
+    from memplace.placement.devices import read_topology
 
     topo = read_topology(sysfs=guest_sysfs)
     assert [n.id for n in topo.nodes] == [0, 1]
@@ -207,9 +207,9 @@ RUNS = [("plain", False, None), ("plain-prefer1", False, 1),
 
 @pytest.fixture(scope="module")
 def placement_boot(guest_sysfs, tmp_path_factory):
-    from memplace.devices import read_topology
-    from memplace.policy_compile import decode, prepare
-    from memplace.runtime_path import runtime_path
+    from memplace.placement.devices import read_topology
+    from memplace.placement.policy_compile import decode, prepare
+    from memplace.launch.runtime_path import runtime_path
 
     work = tmp_path_factory.mktemp("guest2")
     g = _guest(work)

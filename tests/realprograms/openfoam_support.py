@@ -92,7 +92,7 @@ def profile_case(case: Path, argv: list[str], env: dict, out: Path) -> list[Path
 def site_bytes(profiles: list[Path]) -> Counter:
     """Bytes allocated per innermost frame ("MODULE+0xOFF", MODULE a basename) over all the
     profiles' sites: the one-frame call sites a policy rule can name."""
-    from memplace import profile as prof
+    from memplace.profiling import profile as prof
     total: Counter = Counter()
     for path in profiles:
         for site in prof.load(path).sites:

@@ -13,7 +13,7 @@ change between runs under ASLR, so the same site gets the same identity every ru
 
 Example:
 
-    >>> from memplace.profile import Frame, Site, Profile, load, save
+    >>> from memplace.profiling.profile import Frame, Site, Profile, load, save
     >>> exe = Frame("/usr/bin/app", None, 0x11a7)
     >>> s = Site(frames=(exe,), allocations=2, bytes=4096, peak_live_bytes=4096)
     >>> p = Profile(engine="runtime", command=["app"], sites=[s])

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from memplace import profile as prof
+from memplace.profiling import profile as prof
 from memplace.errors import UserError
 
 
@@ -107,12 +107,12 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
 def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[prof.Profile], list[str]]:
     """Run `command` under the profiling runtime; write one profile per process into
     `out_dir`. Returns (exit status, negative for a signal; profiles; their paths)."""
-    from memplace.launch import child_environment, wait_forwarding_signals
-    from memplace.runtime_path import runtime_path
-    from memplace.symbolize import symbolize_profile
-    from memplace.target import describe_target
+    from memplace.launch.process import child_environment, wait_forwarding_signals
+    from memplace.launch.program import describe_program
+    from memplace.launch.runtime_path import runtime_path
+    from memplace.profiling.symbolize import symbolize_profile
 
-    describe_target(command[0])
+    describe_program(command[0])
     with tempfile.TemporaryDirectory(prefix="memplace-profile-") as work:
         env = child_environment(runtime_path(), {"MEMPLACE_PROFILE": work,
                                                  "MEMPLACE_PROFILE_DEPTH": str(depth)})

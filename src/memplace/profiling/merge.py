@@ -1,4 +1,4 @@
-"""`memplace profile merge A B ... -o OUT`: one profile from several processes or ranks.
+"""One profile from several processes or ranks (`memplace profile merge`).
 
 Sites are matched by identity (their frames). Counts add up (allocations, bytes,
 reads, writes): they say how much the program as a whole does. Peaks do not add up: a
@@ -6,7 +6,7 @@ policy's capacities are per process, so a merged site's peak is the largest any 
 process had, and its timeline is the per-window maximum over processes after putting
 every run on the same normalised clock (SPMD ranks run in step).
 
-    >>> from memplace.profile import Frame, Profile, Site
+    >>> from memplace.profiling.profile import Frame, Profile, Site
     >>> f = (Frame("/app", None, 0x10),)
     >>> a = Profile("runtime", sites=[Site(f, allocations=1, bytes=8, peak_live_bytes=8)], pid=1, rank=0)
     >>> b = Profile("runtime", sites=[Site(f, allocations=2, bytes=16, peak_live_bytes=16)], pid=2, rank=1)
@@ -21,9 +21,7 @@ import json
 import math
 from typing import Sequence
 
-import click
-
-from memplace import profile as prof
+from memplace.profiling import profile as prof
 from memplace.errors import UserError
 
 
@@ -123,22 +121,12 @@ def _opt(f, a, b):
     return f(a, b)
 
 
-@click.command("merge")
-@click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged profile to write.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def merge_command(profiles, output, as_json):
-    """Combine the profiles of several ranks or processes (sites merged by identity)."""
-    loaded = [prof.load(p) for p in profiles]
-    merged = merge(loaded, profiles)
+def merge_files(paths: Sequence[str], output: str) -> prof.Profile:
+    """Load, merge and save; the merged profile is returned."""
+    loaded = [prof.load(p) for p in paths]
+    merged = merge(loaded, paths)
     try:
         prof.save(merged, output)
     except OSError as e:
         raise UserError(f"{output}: cannot write: {e.strerror or e}") from None
-    summary = {"output": output, "inputs": list(profiles), "processes": merged.processes,
-               "sites": len(merged.sites), "engine": merged.engine}
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        click.echo(f"Merged {len(profiles)} profile(s) of {merged.processes} process(es): "
-                   f"{len(merged.sites)} site(s) -> {output}")
+    return merged

@@ -95,10 +95,11 @@ def _tls_plain(target, rows) -> None:
 
 
 def _tls_rich(target, rows) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from memplace.console import console
+
+    con = console()
     con.print(f"[bold]{target.where}[/]: {target.arch.name}, {target.libc}, {len(rows)} threads")
     for th, vals in rows:
         t = Table(title=_thread_title(th), title_justify="left", show_edge=False)
@@ -128,10 +129,11 @@ def keys_command(core, exe, sysroot, pid, as_json):
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console(highlight=False)
+    from memplace.console import console
+
+    con = console(highlight=False)
     con.print(f"[bold]{target.where}[/]: {target.libc}, {len(rep.keys)} keys in use, {len(rep.values)} values")
     t = Table("key", "seq", "destructor", show_edge=False)
     for k in rep.keys:

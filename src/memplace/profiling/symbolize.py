@@ -5,7 +5,7 @@ of the call instruction just before: offset - 1. Debug info is taken from the mo
 from its separate debug file (/usr/lib/debug/.build-id/xx/yyyy.debug). Each module is
 read once per process (cached).
 
-    >>> from memplace.profile import Frame
+    >>> from memplace.profiling.profile import Frame
     >>> symbolize(Frame("/nonexistent", None, 0x10)) is None
     True
 """
@@ -18,12 +18,9 @@ import os
 import shutil
 import subprocess
 
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-
-from memplace.elfinfo import elf_info
-from memplace.profile import Frame, Profile, Symbol
+from memplace.elf import STB_GLOBAL, STT_FUNC, ElfFile, dwarf, elf_info
+from memplace.errors import UserError
+from memplace.profiling.profile import Frame, Profile, Symbol
 
 DEBUG_ROOTS = ("/usr/lib/debug",)
 
@@ -48,39 +45,38 @@ class ModuleSymbols:
                     break
 
     def _load(self, path: str) -> None:
+        from elftools.common.exceptions import DWARFError, ELFError
+
         try:
-            with open(path, "rb") as f:
-                elf = ELFFile(f)
-                self._load_symbols(elf)
-                if elf.has_dwarf_info():
-                    self._load_lines(elf)
-        except (OSError, ELFError, DWARFError, ValueError, KeyError, IndexError, AssertionError):
+            self._load_symbols(ElfFile(path))
+            with dwarf(path) as info:
+                if info is not None:
+                    self._load_lines(info)
+        except (UserError, OSError, ELFError, DWARFError, ValueError, KeyError, IndexError, AssertionError):
             # Damaged or unusual debug info: keep whatever was read before.
             pass
 
-    def _load_symbols(self, elf: ELFFile) -> None:
+    def _load_symbols(self, elf: ElfFile) -> None:
         fns = {f[0]: f for f in self._fns}  # a debug file adds to the module's own
-        for name in (".symtab", ".dynsym"):
-            sec = elf.get_section_by_name(name)
-            if not isinstance(sec, SymbolTableSection):
-                continue
-            for sym in sec.iter_symbols():
-                if sym["st_info"]["type"] not in ("STT_FUNC", "STT_GNU_IFUNC") or not sym["st_value"]:
+        for table in (".symtab", ".dynsym"):
+            for name, sym in elf.iter_symbols(table):
+                # STT_FUNC only: pyelftools, used before, named IFUNC (10) "STT_LOOS", so
+                # IFUNC resolvers were never read; kept so (no behaviour change).
+                if sym.type != STT_FUNC or not sym.value:
                     continue
-                start = sym["st_value"]
-                end = start + max(sym["st_size"], 1)
+                start = sym.value
+                end = start + max(sym.size, 1)
                 # Prefer the global name and the larger size when aliases share a start.
                 old = fns.get(start)
-                if old is None or (sym["st_info"]["bind"] == "STB_GLOBAL" and not old[2].startswith("_")):
-                    fns[start] = (start, max(end, old[1]) if old else end, sym.name)
+                if old is None or (sym.bind == STB_GLOBAL and not old[2].startswith("_")):
+                    fns[start] = (start, max(end, old[1]) if old else end, name)
         self._fns = sorted(fns.values())
         self._fn_starts = [f[0] for f in self._fns]
 
-    def _load_lines(self, elf: ELFFile) -> None:
-        dwarf = elf.get_dwarf_info()
+    def _load_lines(self, info) -> None:
         rows: list[tuple[int, str | None, int]] = []
-        for cu in dwarf.iter_CUs():
-            lp = dwarf.line_program_for_CU(cu)
+        for cu in info.iter_CUs():
+            lp = info.line_program_for_CU(cu)
             if lp is None:
                 continue
             files = lp.header["file_entry"]

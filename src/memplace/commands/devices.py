@@ -7,19 +7,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from memplace.devices import Node, Topology, read_topology
+from memplace.placement.devices import Node, Topology, read_topology
+from memplace.console import table_console as console
 from memplace.units import format_size
-
-
-def console() -> Console:
-    # Off a terminal, rich would squeeze tables into 80 columns: give them room instead.
-    return Console() if sys.stdout.isatty() else Console(width=200, color_system=None)
 
 
 @click.command("devices")

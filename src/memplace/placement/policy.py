@@ -23,9 +23,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from memplace.devices import Topology
+from memplace.placement.devices import Topology
 from memplace.errors import UserError
-from memplace.sites import SiteResolver, parse_frame
+from memplace.placement.sites import SiteResolver, parse_frame
 from memplace.units import Percent, format_size, parse_capacity, parse_size, parse_size_range
 
 SYSTEM = "system"  # the built-in device: the next allocator

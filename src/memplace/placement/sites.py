@@ -24,18 +24,17 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
+from memplace.elf import STT_FUNC, dwarf, open_elf, separate_debug_file
 from memplace.errors import UserError
 
-DEBUG_ROOT = "/usr/lib/debug/.build-id"
 _OFFSET = r"(0[xX][0-9a-fA-F]+|\d+)"
 _BUILD_ID = re.compile(rf"^build-id:([0-9a-fA-F]+)\+{_OFFSET}$")
 _NAME_OFF = re.compile(rf"^(.+)\+{_OFFSET}$")
 _FILE_LINE = re.compile(r"^(.+):(\d+)$")
 _SO_NAME = re.compile(r"\.so(\.\d+)*$")
-_SYMBOL_TYPES = ("STT_FUNC", "STT_GNU_IFUNC")
+# Functions only. (Written before as ("STT_FUNC", "STT_GNU_IFUNC") for pyelftools, which
+# names type 10 "STT_LOOS": IFUNC resolvers were never matched. Kept so; see issue 9 notes.)
+_SYMBOL_TYPES = (STT_FUNC,)
 # Libraries whose frames the runtime skips (allocator, libc, C++ runtime): their source
 # lines are never a site, and their separate debug files are large and slow to scan.
 _RUNTIME_LIBS = re.compile(r"^(libc|libm|libpthread|libdl|librt|libstdc\+\+|libgcc_s|ld-linux[\w.-]*|ld-musl[\w.-]*)\.so")
@@ -125,7 +124,7 @@ class _Elf:
     def symbols(self) -> dict[str, set[tuple[int, int]]]:
         if self._symbols is None:
             self._symbols = _read_symbols(self.path)
-            separate = _separate_debug(self.build_id)
+            separate = separate_debug_file(self.build_id)
             if separate and not self.has_symtab:  # stripped: the debug file has the full table
                 for name, defs in _read_symbols(separate).items():
                     self._symbols.setdefault(name, set()).update(defs)
@@ -136,7 +135,7 @@ class _Elf:
         """Where the DWARF lines are: the file itself or its separate debug file."""
         if self.has_lines:
             return self.path
-        separate = _separate_debug(self.build_id)
+        separate = separate_debug_file(self.build_id)
         return separate if separate and _has_section(separate, ".debug_line") else None
 
 
@@ -297,64 +296,30 @@ class SiteResolver:
 
 
 def _read_elf(path: str) -> _Elf | None:
-    try:
-        with open(path, "rb") as f:
-            elf = ELFFile(f)
-            return _Elf(path, _build_id(elf), elf.elfclass,
-                        has_symtab=elf.get_section_by_name(".symtab") is not None,
-                        has_lines=elf.get_section_by_name(".debug_line") is not None)
-    except (OSError, ELFError, ValueError):
+    elf = open_elf(path)
+    if elf is None:
         return None
+    bid = elf.build_id
+    return _Elf(path, bid.hex() if bid is not None else None, elf.bits,
+                has_symtab=elf.has_section(".symtab"), has_lines=elf.has_section(".debug_line"))
 
 
 def _has_section(path: str, name: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return ELFFile(f).get_section_by_name(name) is not None
-    except (OSError, ELFError, ValueError):
-        return False
+    elf = open_elf(path)
+    return elf is not None and elf.has_section(name)
 
 
 def _read_symbols(path: str) -> dict[str, set[tuple[int, int]]]:
-    try:
-        with open(path, "rb") as f:
-            return _symbols(ELFFile(f))
-    except (OSError, ELFError, ValueError):
+    elf = open_elf(path)
+    if elf is None:
         return {}
-
-
-def _build_id(elf: ELFFile) -> str | None:
-    for section in elf.iter_sections():
-        if section.header.sh_type == "SHT_NOTE":
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID":
-                    return note["n_desc"].lower()
-    return None
-
-
-def _symbols(elf: ELFFile) -> dict[str, set[tuple[int, int]]]:
     out: dict[str, set[tuple[int, int]]] = {}
-    for name in (".symtab", ".dynsym"):
-        table = elf.get_section_by_name(name)
-        if table is None or not hasattr(table, "iter_symbols"):
-            continue
-        for sym in table.iter_symbols():
-            if (
-                sym.name
-                and sym["st_info"]["type"] in _SYMBOL_TYPES
-                and sym["st_shndx"] != "SHN_UNDEF"
-                and sym["st_value"]
-            ):
+    for table in (".symtab", ".dynsym"):
+        for full, sym in elf.iter_symbols(table):
+            if sym.type in _SYMBOL_TYPES and sym.shndx != 0 and sym.value:
                 # Versioned names ("memcpy@@GLIBC_2.14") are matched without the version.
-                out.setdefault(sym.name.split("@")[0], set()).add((sym["st_value"], sym["st_size"]))
+                out.setdefault(sym.name, set()).add((sym.value, sym.size))
     return out
-
-
-def _separate_debug(build_id: str | None) -> str | None:
-    if not build_id or len(build_id) < 3:
-        return None
-    path = os.path.join(DEBUG_ROOT, build_id[:2], build_id[2:] + ".debug")
-    return path if os.path.isfile(path) else None
 
 
 def _read_lines(path: str, wanted: str) -> dict[str, list[tuple[int, int, int]]]:
@@ -362,12 +327,13 @@ def _read_lines(path: str, wanted: str) -> dict[str, list[tuple[int, int, int]]]
 
     Only line programs that name such a file are decoded: big libraries stay cheap.
     """
+    from elftools.common.exceptions import ELFError
+
     out: dict[str, list[tuple[int, int, int]]] = {}
     try:
-        with open(path, "rb") as f:
-            dwarf = ELFFile(f).get_dwarf_info()
-            for cu in dwarf.iter_CUs():
-                program = dwarf.line_program_for_CU(cu)
+        with dwarf(path) as info:
+            for cu in (info.iter_CUs() if info is not None else ()):
+                program = info.line_program_for_CU(cu)
                 if program is None:
                     continue
                 comp_dir = _decode(cu.get_top_DIE().attributes.get("DW_AT_comp_dir"))
@@ -465,14 +431,8 @@ def _loader_list(exe: str) -> list[str]:
 
 
 def _interpreter(exe: str) -> str | None:
-    try:
-        with open(exe, "rb") as f:
-            for seg in ELFFile(f).iter_segments():
-                if seg.header.p_type == "PT_INTERP":
-                    return seg.get_interp_name()
-    except (OSError, ELFError, ValueError):
-        pass
-    return None
+    elf = open_elf(exe)
+    return elf.interp if elf is not None else None
 
 
 def _same_file(a: str, b: str) -> bool:

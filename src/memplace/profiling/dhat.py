@@ -21,11 +21,13 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
-from memplace.elfinfo import elf_info
+from memplace.elf import elf_info
 from memplace.errors import UserError
-from memplace.profile import MAX_FRAMES, Frame, Lifetime, Profile, Site, Symbol, is_allocator_module
+from memplace.profiling.profile import (MAX_FRAMES, Frame, Lifetime, Profile, Site, Symbol, is_allocator_module,
+                                        profile_filename, save)
 
 # Valgrind's unwinder stores caller frames as (return address - 1) so that they point
 # into the call instruction; sites use the return address itself.
@@ -253,3 +255,21 @@ def collect(workdir: str, rank: int | None = None) -> list[Profile]:
         log = os.path.join(workdir, f"valgrind.{pid}.log")
         out.append(convert(path, log if os.path.exists(log) else None, rank=rank))
     return out
+
+
+def profile(command: list[str], out_dir: str) -> tuple[int, list[Profile], list[str]]:
+    """Run `command` under DHAT; write one profile per process into `out_dir`. Returns
+    (exit status, negative for a signal; profiles; their paths), like runtime_engine.run."""
+    rank = mpi_rank()
+    work = tempfile.mkdtemp(prefix=".dhat-", dir=out_dir)
+    try:
+        status = run(command, work)
+        profiles = collect(work, rank=rank)
+        written = []
+        for p in profiles:
+            path = os.path.join(out_dir, profile_filename(p.pid or 0, rank))
+            save(p, path)
+            written.append(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return status, profiles, written

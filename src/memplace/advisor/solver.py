@@ -13,7 +13,7 @@ The model (what "best" means here):
   value density (ecoHMEM's method: sites in order of cost saved per byte, each onto the
   fastest device where it still fits).
 
-    >>> from memplace.profile import Frame, Site
+    >>> from memplace.profiling.profile import Frame, Site
     >>> hot = Site((Frame("app", None, 1),), bytes=100, peak_live_bytes=100, reads=10_000, writes=0)
     >>> cold = Site((Frame("app", None, 2),), bytes=100, peak_live_bytes=100, reads=10, writes=0)
     >>> fast = Device("hbm", read_latency=80, write_latency=80, capacity=150)
@@ -33,7 +33,8 @@ from typing import Sequence
 import numpy as np
 
 from memplace.errors import UserError
-from memplace.profile import Site
+from memplace.profiling.profile import Site
+from memplace.units import format_ns, format_size
 
 LINE = 64  # bytes per modelled access (one cache line)
 EXACT_MAX_VARIABLES = 4_000  # sites x devices up to which the whole MILP is solved
@@ -440,10 +441,10 @@ def _reason(pb: Problem, s: int, d: int, devices, load, density, base, cost, dna
     if d != pb.default:
         saved = base - cost
         pct = 100 * saved / base if base else 0
-        where = f"{_fmt_bytes(size)} peak fits in {devices[d].name}"
+        where = f"{format_size(size)} peak fits in {devices[d].name}"
         if math.isfinite(pb.capacity[d]):
-            where += f" ({_fmt_bytes(load[d].max())} of {_fmt_bytes(pb.capacity[d])} used at peak)"
-        return f"{density:.3g} accessed B per byte; saves {_fmt_ns(saved)} ({pct:.0f}%) vs {dname}; {where}"
+            where += f" ({format_size(load[d].max())} of {format_size(pb.capacity[d])} used at peak)"
+        return f"{density:.3g} accessed B per byte; saves {format_ns(saved)} ({pct:.0f}%) vs {dname}; {where}"
     # On the default device: say why not on each cheaper one.
     why = []
     for e in np.argsort(pb.cost[s]):
@@ -453,35 +454,9 @@ def _reason(pb: Problem, s: int, d: int, devices, load, density, base, cost, dna
         if np.any(over > 1e-6):
             w = int(np.argmax(over))
             why.append(
-                f"{devices[e].name} full ({_fmt_bytes(load[e][w])} of {_fmt_bytes(pb.capacity[e])} taken by "
-                f"sites worth more; {_fmt_bytes(pb.demand[s][w])} more would not fit)"
+                f"{devices[e].name} full ({format_size(load[e][w])} of {format_size(pb.capacity[e])} taken by "
+                f"sites worth more; {format_size(pb.demand[s][w])} more would not fit)"
             )
         else:
-            why.append(f"{devices[e].name} would save {_fmt_ns(pb.cost[s, d] - pb.cost[s, e])} but was not chosen")
+            why.append(f"{devices[e].name} would save {format_ns(pb.cost[s, d] - pb.cost[s, e])} but was not chosen")
     return f"{density:.3g} accessed B per byte; stays on {dname}: " + "; ".join(why or ["cheapest here"])
-
-
-def _fmt_bytes(n: float) -> str:
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _fmt_ns(ns: float) -> str:
-    for unit, f in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if abs(ns) >= f:
-            return f"{ns / f:.3g} {unit}"
-    return f"{ns:.3g} ns"
-
-
-def fmt_bytes(n: float) -> str:
-    """Human size: 1536 -> '1.5 KiB'."""
-    return _fmt_bytes(n)
-
-
-def fmt_ns(ns: float) -> str:
-    """Human duration from ns: 2.5e6 -> '2.5 ms'."""
-    return _fmt_ns(ns)

@@ -17,10 +17,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from memplace.devices import Topology, read_topology
+from memplace.placement.devices import Topology, read_topology
 from memplace.errors import UserError
-from memplace.policy import SYSTEM, Policy, Problem, capacity_bytes, check, load, site_modules
-from memplace.sites import ResolvedFrame, SiteResolver
+from memplace.placement.policy import SYSTEM, Policy, Problem, capacity_bytes, check, load, site_modules
+from memplace.placement.sites import ResolvedFrame, SiteResolver
 from memplace.units import U64_MAX
 
 MAGIC = b"MPLCPOL\0"

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 
 import click
 
-from memplace import profile as prof
+from memplace.console import console as make_console
 from memplace.errors import UserError
-from memplace.profile_merge import merge_command
+from memplace.profiling import profile as prof
+from memplace.profiling.merge import merge_files
+from memplace.units import format_size
 
 
 class _ProfileGroup(click.Group):
@@ -43,12 +43,9 @@ def profile_group():
 
 
 def _summary_table(profiles: list[prof.Profile], paths: list[str]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    from memplace.advisor import fmt_bytes
-
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     for p, path in zip(profiles, paths):
         t = Table(title=f"{path}: {len(p.sites)} site(s), pid {p.pid}" + (f", rank {p.rank}" if p.rank is not None else ""),
                   title_justify="left")
@@ -56,8 +53,8 @@ def _summary_table(profiles: list[prof.Profile], paths: list[str]) -> None:
             t.add_column(col, justify="left" if col in ("site", "function", "file:line") else "right")
         for s in sorted(p.sites, key=lambda s: -((s.accesses or 0) or s.bytes))[:10]:
             t.add_row(str(s.frames[0]), s.function or "?", s.location or "?", str(s.allocations),
-                      fmt_bytes(s.bytes), fmt_bytes(s.peak_live_bytes),
-                      "-" if s.reads is None else fmt_bytes(s.reads), "-" if s.writes is None else fmt_bytes(s.writes))
+                      format_size(s.bytes), format_size(s.peak_live_bytes),
+                      "-" if s.reads is None else format_size(s.reads), "-" if s.writes is None else format_size(s.writes))
         console.print(t)
 
 
@@ -92,24 +89,13 @@ def run_command(engine, out_dir, as_json, command):
     except OSError as e:
         raise UserError(f"{out_dir}: cannot create: {e.strerror or e}") from None
     if engine == "runtime":
-        from memplace import runtime_profile
+        from memplace.profiling import runtime_engine
 
-        status, profiles, written = runtime_profile.run(command, out_dir)
+        status, profiles, written = runtime_engine.run(command, out_dir)
     else:
-        from memplace import dhat
+        from memplace.profiling import dhat
 
-        rank = dhat.mpi_rank()
-        work = tempfile.mkdtemp(prefix=".dhat-", dir=out_dir)
-        try:
-            status = dhat.run(command, work)
-            profiles = dhat.collect(work, rank=rank)
-            written = []
-            for p in profiles:
-                path = os.path.join(out_dir, prof.profile_filename(p.pid or 0, rank))
-                prof.save(p, path)
-                written.append(path)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        status, profiles, written = dhat.profile(command, out_dir)
     if not written:  # the program ran: keep its exit status, and say why there is nothing
         click.echo(f"memplace: {command[0]}: no profile was written: the program ended without "
                    "running exit handlers (_exit, exec of a static program) or allocated nothing",
@@ -122,6 +108,22 @@ def run_command(engine, out_dir, as_json, command):
     else:
         click.echo(f"memplace: profile(s) written: {', '.join(written)}", err=True)
     _exit_like(status)
+
+
+@click.command("merge")
+@click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged profile to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def merge_command(profiles, output, as_json):
+    """Combine the profiles of several ranks or processes (sites merged by identity)."""
+    merged = merge_files(profiles, output)
+    summary = {"output": output, "inputs": list(profiles), "processes": merged.processes,
+               "sites": len(merged.sites), "engine": merged.engine}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"Merged {len(profiles)} profile(s) of {merged.processes} process(es): "
+                   f"{len(merged.sites)} site(s) -> {output}")
 
 
 profile_group.add_command(merge_command)

@@ -13,12 +13,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from memplace.devices import read_topology
-from memplace.devices_cli import console
+from memplace.placement.devices import read_topology
+from memplace.console import table_console as console
 from memplace.errors import UserError
-from memplace.policy import Policy, check, load, site_modules
-from memplace.policy_compile import MAGIC, CompiledPolicy, CompiledPolicyError, decode, prepare
-from memplace.sites import SiteResolver
+from memplace.placement.policy import Policy, check, load, site_modules
+from memplace.placement.policy_compile import MAGIC, CompiledPolicy, CompiledPolicyError, decode, prepare
+from memplace.placement.sites import SiteResolver
 from memplace.units import U64_MAX, format_range, format_size
 
 _exe = click.option("--exe", "exe", metavar="PROGRAM",

@@ -1,0 +1,1 @@
+"""Advice: device specs + a profile -> an assignment of sites to devices -> a policy file."""

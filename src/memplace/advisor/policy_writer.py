@@ -1,0 +1,153 @@
+"""The policy TOML `memplace advise` writes (and `memplace interop import` reuses): devices,
+default, one commented rule per placed site, checked by the policy loader before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+from memplace.advisor import solver as adv
+from memplace.advisor.device_specs import DeviceSpec
+from memplace.errors import UserError
+from memplace.profiling import profile as prof
+from memplace.units import format_ns, format_size
+
+
+def toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return toml_str(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def rule_frames(advice: adv.Advice) -> dict[int, list[prof.Frame]]:
+    """For each placed site, the shortest frame prefix that no site on another device
+    shares: short rules match the runtime's capture even when deep frames vary."""
+    out: dict[int, list[prof.Frame]] = {}
+    placements = advice.placements
+    for i, p in enumerate(placements):
+        if p.device == advice.default:
+            continue
+        frames = p.site.frames
+        for k in range(1, len(frames) + 1):
+            prefix = tuple(f.key for f in frames[:k])
+            clash = any(
+                q.device != p.device and tuple(f.key for f in q.site.frames[:k]) == prefix
+                for q in placements
+                if q is not p
+            )
+            if not clash:
+                break
+        out[i] = list(frames[:k])
+    return out
+
+
+def _fallbacks(specs: list[DeviceSpec], advice: adv.Advice, model: str) -> dict[str, str]:
+    """Each limited device overflows to the next slower device, ending at the default."""
+    order = sorted(specs, key=lambda d: sum(d.model.line_costs(model)))
+    names = [d.name for d in order]
+    out = {}
+    for i, d in enumerate(order):
+        if d.fallback:
+            if d.fallback not in names and d.fallback != "system":
+                raise UserError(f"--device {d.name}: fallback {d.fallback!r} is not a device")
+            out[d.name] = d.fallback
+        elif d.name != advice.default:
+            slower = [n for n in names[i + 1 :] if n != d.name]
+            out[d.name] = slower[0] if slower else advice.default
+    return out
+
+
+def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str:
+    """The policy TOML: devices, default, one commented rule per placed site."""
+    fallbacks = _fallbacks(specs, advice, advice.model)
+    saved = advice.default_cost - advice.cost
+    pct = 100 * saved / advice.default_cost if advice.default_cost else 0.0
+    gap = advice.gap
+    lines = [
+        f"# Written by `memplace advise` from {source}.",
+        f"# Model: {advice.model}; solved by {advice.method}"
+        + (" (optimal)" if advice.optimal else f" (within {100 * gap:.3g}% of optimal)" if gap is not None else "")
+        + ".",
+        f"# Modelled access cost {format_ns(advice.cost)}, against {format_ns(advice.default_cost)} with "
+        f"everything on {advice.default} ({pct:.1f}% less).",
+    ]
+    lines += [f"# {n}" for n in advice.notes]
+    lines += ["", "version = 1", f"default = {toml_str(advice.default)}"]
+    for d in specs:
+        if d.builtin:
+            continue
+        lines += ["", f"[devices.{toml_str(d.name)}]"]
+        peak = advice.peak.get(d.name, 0)
+        for k, v in d.table.items():
+            lines.append(f"{k} = {toml_value(v)}")
+        if d.model.capacity is not None:
+            lines.append(f"capacity = {toml_value(d.capacity_text or format_size(d.model.capacity))}"
+                         f"  # modelled peak use: {format_size(peak)}")
+        if d.name in fallbacks:
+            lines.append(f"fallback = {toml_str(fallbacks[d.name])}")
+    frames = rule_frames(advice)
+    seen: set[tuple] = set()
+    for i, p in enumerate(advice.placements):
+        if i not in frames:
+            continue
+        key = (p.device, tuple(f.key for f in frames[i]))
+        if key in seen:  # another site with the same prefix and device: one rule serves both
+            continue
+        seen.add(key)
+        if any(f.module.startswith("[") for f in frames[i]):
+            lines += ["", f"# not written: {p.site.label} has a frame in no known module"]
+            continue
+        s = p.site
+        lines += [
+            "",
+            f"# {s.label}: {format_size(s.peak_live_bytes)} peak live, {s.allocations} allocation(s),",
+            f"#   {format_size(s.accesses or 0)} read+written. {p.reason}",
+            "[[rules]]",
+            f"name = {toml_str(_rule_name(s))}",
+            f"site = {toml_value([f'{f.module}+0x{f.offset:x}' for f in frames[i]])}",
+            f"device = {toml_str(p.device)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _rule_name(s: prof.Site) -> str:
+    if s.function and s.location:
+        return f"{s.function.split('(')[0]}@{os.path.basename(s.location)}"
+    return s.function or str(s.frames[0])
+
+
+def check_policy_text(text: str, path: str) -> None:
+    """Parse what we wrote with the policy loader: an error here is memplace's own bug,
+    reported rather than left for `memplace run` to find."""
+    from memplace.placement import policy as pol
+
+    p = pol.from_dict(tomllib.loads(text), path)
+    errors = [x for x in p.problems if x.level == "error"]
+    if errors:
+        raise UserError(f"internal error: the written policy does not validate: {errors[0].message}")
+
+
+def write_policy(advice: adv.Advice, specs: list[DeviceSpec], source: str, path: str) -> None:
+    """The policy text, checked by the policy loader, written to `path` (UserError if it cannot be)."""
+    text = policy_text(advice, specs, source)
+    check_policy_text(text, path)
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None

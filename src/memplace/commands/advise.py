@@ -1,0 +1,84 @@
+"""`memplace advise PROFILE --policy-out FILE`: a policy from a profile, with reasons.
+
+    $ memplace advise profile.4242.json --policy-out app.toml \\
+          --device hbm=numa:1,latency=80ns,capacity=2GiB \\
+          --device ddr=numa:0,latency=140ns
+
+Devices come from `--device NAME=SPEC` (SPEC: a kind — numa:N[+M|-K], file:DIR,
+hugepages[:SIZE], system — then key=value items: latency, read-latency, write-latency
+(ns), bandwidth, read-bandwidth, write-bandwidth (GB/s), capacity, mode, fallback), or,
+without any, from the machine's NUMA nodes and their HMAT attributes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from memplace.advisor import solver as adv
+from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
+from memplace.advisor.policy_writer import write_policy
+from memplace.console import console as make_console
+from memplace.units import format_ns, format_size
+
+
+def print_table(advice: adv.Advice, top: int) -> None:
+    from rich.table import Table
+
+    console = make_console(min_width=120)  # piped: do not fold paths into slivers
+    t = Table(title="Placement advice", title_justify="left")
+    for col, just in (("#", "right"), ("site", "left"), ("function", "left"), ("file:line", "left"),
+                      ("peak bytes", "right"), ("accessed", "right"), ("density", "right"), ("device", "left")):
+        t.add_column(col, justify=just, overflow="fold")
+    for i, p in enumerate(advice.placements[:top], 1):
+        style = "bold green" if p.device != advice.default else None
+        fn = p.site.function or "?"
+        t.add_row(str(i), str(p.site.frames[0]), fn if len(fn) <= 40 else fn[:39] + "…", p.site.location or "?",
+                  format_size(p.site.peak_live_bytes), format_size(p.site.accesses or 0),
+                  f"{p.density:.3g}", p.device, style=style)
+    console.print(t)
+    more = len(advice.placements) - top
+    if more > 0:
+        console.print(f"… and {more} more site(s) (--top N shows more; --json shows all)")
+    for d in advice.devices:
+        cap = f" of {format_size(d.capacity)}" if d.capacity is not None else ""
+        console.print(f"  {d.name}: {len(advice.on(d.name))} site(s), modelled peak {format_size(advice.peak[d.name])}{cap}")
+    saved = advice.default_cost - advice.cost
+    pct = 100 * saved / advice.default_cost if advice.default_cost else 0.0
+    gap = advice.gap
+    how = "optimal" if advice.optimal else (f"within {100 * gap:.3g}% of optimal" if gap is not None else "heuristic")
+    console.print(f"Modelled cost {format_ns(advice.cost)} vs {format_ns(advice.default_cost)} all on "
+                  f"{advice.default} ({pct:.1f}% less); {advice.method}, {how}, {advice.seconds:.2f} s.")
+
+
+@click.command("advise")
+@click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--policy-out", "policy_out", type=click.Path(dir_okay=False), help="Write the policy TOML here.")
+@click.option("--device", "devices", multiple=True, metavar="NAME=SPEC",
+              help="A device: NAME=numa:N|file:DIR|hugepages|system[,latency=NS][,bandwidth=GB/s][,capacity=SIZE]...")
+@click.option("--capacity", "capacities", multiple=True, metavar="NAME=SIZE", help="Set or override a device's capacity.")
+@click.option("--default", "default", metavar="NAME", help="Device for everything not placed (default: cheapest unlimited).")
+@click.option("--model", type=click.Choice(["latency", "bandwidth"]), default="latency", show_default=True)
+@click.option("--method", type=click.Choice(["auto", "milp", "greedy"]), default="auto", show_default=True)
+@click.option("--time-limit", type=float, default=3.0, show_default=True, help="Seconds the solver may take.")
+@click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
+def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, as_json):
+    """Assign a profile's allocation sites to devices and write the policy.
+
+    Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
+    devices' capacities, counting only bytes that are live at the same time.
+    """
+    specs = device_specs(devices, capacities, default)
+    advice = run_advice(load_profiles(profiles), specs, model, method, default, time_limit)
+    if policy_out:
+        write_policy(advice, specs, ", ".join(profiles), policy_out)
+    if as_json:
+        click.echo(json.dumps(advice_json(advice, policy_out), indent=2))
+    else:
+        print_table(advice, top)
+        if policy_out:
+            click.echo(f"Policy written to {policy_out}")
+        else:
+            click.echo("(no --policy-out: nothing written)", err=True)

@@ -1,0 +1,33 @@
+"""The one place rich consoles are made, and how library code says a line on stderr.
+
+Commands print tables through these; libraries never import click, so the few lines
+they say on their own (warnings, progress) go through `say`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def table_console():
+    """For wide tables on stdout: off a terminal, rich would squeeze them into 80
+    columns, so give them room (and no colour) instead."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200, color_system=None)
+
+
+def console(*, min_width: int | None = None, stderr: bool = False, highlight: bool = True):
+    """A rich console; piped, it is at least `min_width` wide (do not fold paths into slivers)."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=highlight)
+    if min_width is not None and not out.is_terminal:
+        out.width = max(out.width, min_width)
+    return out
+
+
+def say(text: str) -> None:
+    """One line on stderr, flushed (what click.echo(text, err=True) does for plain text)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,421 @@
+"""The one ELF reader: headers, program headers, sections, symbols, notes, build-id.
+
+A small, strict reader written for speed and for hostile input: every offset is checked
+against the file, and anything malformed becomes one `UserError` naming the file. It
+serves the run side (what a program is, its build-id, its symbols for policy sites), the
+profile side (load extents, symbols for symbolizing) and the post-mortem side (cores are
+ELF files too: memplace.postmortem.elfcore reads their notes and memory on top of it).
+DWARF (line tables, types) is read with pyelftools, opened here by `dwarf()`.
+
+    >>> info = elf_info("/bin/sh")
+    >>> info.size > 0
+    True
+    >>> len(build_id("/bin/sh") or "") in (0, 40)
+    True
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import functools
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from functools import cached_property
+
+from memplace.errors import UserError
+
+ET_EXEC, ET_DYN, ET_CORE = 2, 3, 4
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_PHDR, PT_TLS = 1, 2, 3, 4, 6, 7
+PF_X = 1
+SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM = 2, 8, 11
+STT_OBJECT, STT_FUNC, STT_TLS, STT_GNU_IFUNC = 1, 2, 6, 10
+STB_GLOBAL = 1
+NT_GNU_BUILD_ID = 3
+DEBUG_ROOT = "/usr/lib/debug/.build-id"
+
+# (header, program header, section header, symbol) layouts per ELF class, and
+# the order their fields come in, so one parser serves 32- and 64-bit files.
+_EHDR = {1: "16sHHIIIIIHHHHHH", 2: "16sHHIQQQIHHHHHH"}
+_PHDR = {1: "IIIIIIII", 2: "IIQQQQQQ"}  # 32-bit order differs: see _phdr()
+_SHDR = {1: "IIIIIIIIII", 2: "IIQQQQIIQQ"}
+_SYM = {1: "IIIBBH", 2: "IBBHQQ"}
+
+
+@dataclass(frozen=True)
+class Phdr:
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+    align: int
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    value: int
+    size: int
+    type: int  # STT_*
+    shndx: int
+    bind: int = 0  # STB_* (filled in by iter_symbols)
+
+
+class ElfFile:
+    """An ELF file opened read-only with mmap.
+
+    >>> libc = ElfFile("/lib/x86_64-linux-gnu/libc.so.6")    # doctest: +SKIP
+    >>> libc.symbol("__pthread_keys").size                   # doctest: +SKIP
+    16384
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise UserError(f"{path}: cannot open: {e.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < 52:
+                raise UserError(f"{path}: not an ELF file (only {size} bytes)")
+            self.data = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot map: {e}") from None
+        finally:
+            os.close(fd)
+        d = self.data
+        if d[:4] != b"\x7fELF" or d[4] not in (1, 2) or d[5] not in (1, 2):
+            raise UserError(f"{path}: not an ELF file")
+        self.elfclass = d[4]
+        self.bits = 32 * self.elfclass
+        self.endian = "<" if d[5] == 1 else ">"
+        self.word = 4 * self.elfclass
+        (_, self.type, self.machine, _, self.entry, phoff, shoff, _, _, phentsize, phnum,
+         shentsize, shnum, shstrndx) = self._unpack(_EHDR[self.elfclass], 0)
+        self.phoff = phoff
+        self.phdrs = self._phdrs(phoff, phentsize, phnum)
+        self._shoff, self._shentsize, self._shnum, self._shstrndx = shoff, shentsize, shnum, shstrndx
+
+    # -- raw access -------------------------------------------------------
+    def _unpack(self, fmt: str, off: int) -> tuple:
+        try:
+            return struct.unpack_from(self.endian + fmt, self.data, off)
+        except struct.error:
+            raise UserError(f"{self.path}: truncated or corrupt ELF (offset {off:#x})") from None
+
+    def _phdrs(self, off: int, entsize: int, num: int) -> list[Phdr]:
+        fmt = _PHDR[self.elfclass]
+        if num and entsize < struct.calcsize(fmt):
+            raise UserError(f"{self.path}: corrupt ELF program headers")
+        out = []
+        for i in range(num):
+            t = self._unpack(fmt, off + i * entsize)
+            if self.elfclass == 1:  # p_type p_offset p_vaddr p_paddr p_filesz p_memsz p_flags p_align
+                out.append(Phdr(t[0], t[6], t[1], t[2], t[4], t[5], t[7]))
+            else:  # p_type p_flags p_offset p_vaddr p_paddr p_filesz p_memsz p_align
+                out.append(Phdr(t[0], t[1], t[2], t[3], t[5], t[6], t[7]))
+        return out
+
+    def phdr(self, ptype: int) -> Phdr | None:
+        """The first program header of a type (PT_TLS, PT_DYNAMIC, ...), or None."""
+        return next((p for p in self.phdrs if p.type == ptype), None)
+
+    @cached_property
+    def load_base(self) -> int:
+        """Lowest PT_LOAD address rounded down to a page: what the bias is relative to."""
+        loads = [p.vaddr - p.offset for p in self.phdrs if p.type == PT_LOAD]
+        return min(loads) if loads else 0
+
+    @cached_property
+    def sections(self) -> list[tuple[str, int, int, int, int, int, int]]:
+        """(name, type, addr, offset, size, link, entsize) for every section."""
+        fmt = _SHDR[self.elfclass]
+        if not self._shoff or not self._shnum or self._shentsize < struct.calcsize(fmt):
+            return []
+        raw = [self._unpack(fmt, self._shoff + i * self._shentsize) for i in range(self._shnum)]
+        names = raw[self._shstrndx] if self._shstrndx < len(raw) else None
+        out = []
+        for s in raw:
+            if self.elfclass == 1:
+                name, typ, _, addr, off, size, link, _, _, entsize = s
+            else:
+                name, typ, _, addr, off, size, link, _, _, entsize = s
+            out.append((self._str(names[4], name) if names else "", typ, addr, off, size, link, entsize))
+        return out
+
+    def _str(self, table_off: int, idx: int) -> str:
+        start = table_off + idx
+        end = self.data.find(b"\0", start, start + 4096)
+        if start >= len(self.data) or end < 0:
+            return ""
+        return self.data[start:end].decode("utf-8", "replace")
+
+    def section(self, name: str):
+        return next((s for s in self.sections if s[0] == name), None)
+
+    def _symtab(self, want: int) -> dict[str, Symbol]:
+        out: dict[str, Symbol] = {}
+        secs = self.sections
+        fmt = self.endian + _SYM[self.elfclass]
+        n = struct.calcsize(fmt)
+        for name, typ, _, off, size, link, _ in secs:
+            if typ != want or link >= len(secs) or off + size > len(self.data):
+                continue
+            stroff = secs[link][3]
+            data = self.data
+            for i in range(off + n, off + size - n + 1, n):  # entry 0 is the null symbol
+                if self.elfclass == 1:
+                    st_name, value, sz, info, _, shndx = struct.unpack_from(fmt, data, i)
+                else:
+                    st_name, info, _, shndx, value, sz = struct.unpack_from(fmt, data, i)
+                if not st_name:
+                    continue
+                s = self._str(stroff, st_name)
+                if "@" in s:
+                    s = s.split("@", 1)[0]
+                if s not in out or (out[s].shndx == 0 and shndx):
+                    out[s] = Symbol(s, value, sz, info & 0xF, shndx)
+        return out
+
+    def iter_symbols(self, table: str):
+        """Every named entry of ".symtab" or ".dynsym", in table order: (full name, Symbol)
+        with the name as written ("memcpy@@GLIBC_2.14"), undefined ones included."""
+        want = {".symtab": SHT_SYMTAB, ".dynsym": SHT_DYNSYM}[table]
+        secs = self.sections
+        fmt = self.endian + _SYM[self.elfclass]
+        n = struct.calcsize(fmt)
+        for name, typ, _, off, size, link, _ in secs:
+            if typ != want or name != table or link >= len(secs) or off + size > len(self.data):
+                continue
+            stroff = secs[link][3]
+            for i in range(off + n, off + size - n + 1, n):  # entry 0 is the null symbol
+                if self.elfclass == 1:
+                    st_name, value, sz, info, _, shndx = struct.unpack_from(fmt, self.data, i)
+                else:
+                    st_name, info, _, shndx, value, sz = struct.unpack_from(fmt, self.data, i)
+                if not st_name:
+                    continue
+                full = self._str(stroff, st_name)
+                yield full, Symbol(full.split("@", 1)[0], value, sz, info & 0xF, shndx, info >> 4)
+
+    @cached_property
+    def dynsym(self) -> dict[str, Symbol]:
+        return self._symtab(SHT_DYNSYM)
+
+    @cached_property
+    def symtab(self) -> dict[str, Symbol]:
+        return self._symtab(SHT_SYMTAB)
+
+    def symbol(self, name: str) -> Symbol | None:
+        """A defined symbol by name from .dynsym, then .symtab (None if absent or undefined)."""
+        for table in (self.dynsym, self.symtab):
+            s = table.get(name)
+            if s is not None and s.shndx != 0:
+                return s
+        return None
+
+    def symbols_with_prefix(self, prefix: str) -> dict[str, Symbol]:
+        out = {}
+        for table in (self.symtab, self.dynsym):
+            for k, s in table.items():
+                if k.startswith(prefix) and s.shndx != 0:
+                    out[k] = s
+        return out
+
+    @cached_property
+    def tls_symbols(self) -> list[Symbol]:
+        """Defined STT_TLS symbols (st_value = offset in the module's TLS block).
+
+        Scans the raw tables and decodes only TLS entries' names: a libc debug file
+        has tens of thousands of symbols and a handful of TLS ones."""
+        seen: dict[str, Symbol] = {}
+        fmt = self.endian + _SYM[self.elfclass]
+        n = struct.calcsize(fmt)
+        secs = self.sections
+        for want in (SHT_DYNSYM, SHT_SYMTAB):
+            for _, typ, _, off, size, link, _ in secs:
+                if typ != want or link >= len(secs) or off + size > len(self.data) or size < n:
+                    continue
+                stroff = secs[link][3]
+                count = size // n
+                for ent in struct.iter_unpack(fmt, self.data[off:off + count * n]):
+                    if self.elfclass == 1:
+                        st_name, value, sz, info, _, shndx = ent
+                    else:
+                        st_name, info, _, shndx, value, sz = ent
+                    if info & 0xF != STT_TLS or not shndx or not st_name:
+                        continue
+                    name = self._str(stroff, st_name).split("@", 1)[0]
+                    if name.startswith("$") or name == "_TLS_MODULE_BASE_":
+                        continue  # ARM mapping symbols ($d) and the TLS-descriptor anchor: not variables
+                    seen.setdefault(name, Symbol(name, value, sz, STT_TLS, shndx))
+        return sorted(seen.values(), key=lambda s: (s.value, s.name))
+
+    @cached_property
+    def address_symbols(self) -> tuple[list[int], list[Symbol]]:
+        """Functions and objects sorted by address, for naming what a pointer points at."""
+        syms = {}
+        for table in (self.dynsym, self.symtab):
+            for s in table.values():
+                if s.type in (STT_FUNC, STT_OBJECT) and s.shndx != 0 and s.value:
+                    syms.setdefault(s.value, s)
+        keys = sorted(syms)
+        return keys, [syms[k] for k in keys]
+
+    def symbolize(self, vaddr: int) -> str | None:
+        """'name+off' for a link-time address inside a function or object, else None."""
+        keys, syms = self.address_symbols
+        i = bisect.bisect_right(keys, vaddr) - 1
+        if i < 0:
+            return None
+        s = syms[i]
+        off = vaddr - s.value
+        if off < max(s.size, 1):
+            return s.name if off == 0 else f"{s.name}+{off:#x}"
+        return None
+
+    @cached_property
+    def build_id(self) -> bytes | None:
+        """The GNU build-id note: from the PT_NOTE segments, else (a file without them)
+        from the SHT_NOTE sections. The one build-id reader of memplace."""
+        for p in self.phdrs:
+            if p.type == PT_NOTE and p.offset + p.filesz <= len(self.data):
+                for owner, ntype, desc in parse_notes(bytes(self.data[p.offset:p.offset + p.filesz]), self.endian):
+                    if owner == b"GNU" and ntype == NT_GNU_BUILD_ID:
+                        return desc
+        try:
+            sections = self.sections
+        except UserError:  # corrupt section headers: no build-id rather than an error
+            return None
+        for _, typ, _, off, size, _, _ in sections:
+            if typ == SHT_NOTE and off + size <= len(self.data):
+                for owner, ntype, desc in parse_notes(bytes(self.data[off:off + size]), self.endian):
+                    if owner == b"GNU" and ntype == NT_GNU_BUILD_ID:
+                        return desc
+        return None
+
+    def has_section(self, name: str) -> bool:
+        return self.section(name) is not None
+
+    @cached_property
+    def interp(self) -> str | None:
+        p = self.phdr(PT_INTERP)
+        if p is None:
+            return None
+        return bytes(self.data[p.offset:p.offset + p.filesz]).split(b"\0")[0].decode("utf-8", "replace")
+
+    def file_bytes(self, vaddr: int, size: int) -> bytes | None:
+        """Bytes at a link-time address from the file's PT_LOAD contents (zeros in .bss)."""
+        for p in self.phdrs:
+            if p.type == PT_LOAD and p.vaddr <= vaddr and vaddr + size <= p.vaddr + p.memsz:
+                rel = vaddr - p.vaddr
+                have = max(0, min(size, p.filesz - rel))
+                out = bytes(self.data[p.offset + rel:p.offset + rel + have]) if have else b""
+                return out + bytes(size - len(out))
+        return None
+
+
+def parse_notes(data: bytes, endian: str = "<") -> list[tuple[bytes, int, bytes]]:
+    """(owner, type, descriptor) for each note in a PT_NOTE segment; stops at corruption."""
+    out = []
+    off, n = 0, len(data)
+    while off + 12 <= n:
+        namesz, descsz, ntype = struct.unpack_from(endian + "III", data, off)
+        off += 12
+        name_end = off + namesz
+        desc_off = off + ((namesz + 3) & ~3)
+        desc_end = desc_off + descsz
+        if desc_end > n:
+            break
+        out.append((data[off:name_end].rstrip(b"\0"), ntype, data[desc_off:desc_end]))
+        off = desc_off + ((descsz + 3) & ~3)
+    return out
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """Link-time view of a module: [lo, hi) covers its PT_LOAD segments."""
+
+    path: str
+    build_id: str | None
+    lo: int  # lowest PT_LOAD p_vaddr
+    hi: int  # end of the highest PT_LOAD (p_vaddr + p_memsz)
+    exec_vaddr: int  # p_vaddr of the first executable PT_LOAD, page-aligned down
+    pie_or_shared: bool  # ET_DYN: loaded at a bias; ET_EXEC: bias 0
+    first_load_executable: bool
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+
+@functools.lru_cache(maxsize=256)
+def _elf_info(path: str, _mtime: float, _size: int) -> ElfInfo | None:
+    try:
+        elf = ElfFile(path)
+    except UserError:
+        return None
+    loads = [p for p in elf.phdrs if p.type == PT_LOAD]
+    if not loads:
+        return None
+    execs = [p for p in loads if p.flags & PF_X]
+    page = 0x1000
+    bid = elf.build_id
+    return ElfInfo(
+        path=path,
+        build_id=bid.hex() if bid is not None else None,
+        lo=min(p.vaddr for p in loads),
+        hi=max(p.vaddr + p.memsz for p in loads),
+        exec_vaddr=(execs[0].vaddr & ~(page - 1)) if execs else 0,
+        pie_or_shared=elf.type == ET_DYN,
+        first_load_executable=bool(loads[0].flags & PF_X),
+    )
+
+
+def elf_info(path: str) -> ElfInfo | None:
+    """ElfInfo of the file at `path`, or None when it cannot be read as ELF (cached)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _elf_info(path, st.st_mtime, st.st_size)
+
+
+def open_elf(path: str) -> ElfFile | None:
+    """The file as ElfFile, or None when it cannot be read as ELF."""
+    try:
+        return ElfFile(path)
+    except UserError:
+        return None
+
+
+def build_id(path: str) -> str | None:
+    """The GNU build-id of the file at `path` as lowercase hex (None: none, or not ELF)."""
+    info = elf_info(path)
+    return info.build_id if info is not None else None
+
+
+def separate_debug_file(build_id_hex: str | None) -> str | None:
+    """/usr/lib/debug/.build-id/xx/yyyy.debug for a build-id, if that file exists."""
+    if not build_id_hex or len(build_id_hex) < 3:
+        return None
+    path = os.path.join(DEBUG_ROOT, build_id_hex[:2], build_id_hex[2:] + ".debug")
+    return path if os.path.isfile(path) else None
+
+
+@contextlib.contextmanager
+def dwarf(path: str):
+    """pyelftools' DWARFInfo of the file (None when it has none), valid inside the block.
+
+    Errors opening or parsing propagate (OSError, ELFError, ...): callers that read
+    debug info decide what a damaged file means to them."""
+    from elftools.elf.elffile import ELFFile  # deferred: only DWARF readers pay for pyelftools
+
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        yield elf.get_dwarf_info() if elf.has_dwarf_info() else None

@@ -1,0 +1,87 @@
+"""Run a program with the runtime preloaded (`memplace run`), placing per a policy.
+
+The command's stdout, stderr and exit status are its own. When nothing has to happen
+after it exits, memplace simply execs it (same pid, same signals, same status). When
+something does (--verbose, --policy), memplace waits for it and then ends the way it
+ended: by the same signal (so the shell reports it as usual) or with the same exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+from memplace.console import say
+from memplace.errors import UserError
+from memplace.launch.process import child_environment, end_like, read_status, wait_forwarding_signals
+from memplace.launch.program import describe_program
+from memplace.launch.runtime_path import runtime_path
+
+
+def check_stats_destination(stats: str) -> None:
+    parent = os.path.dirname(os.path.abspath(stats))
+    if not os.path.isdir(parent):
+        raise UserError(f"--stats {stats}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--stats {stats}: directory {parent} is not writable")
+
+
+def run(argv: list[str], verbose: bool = False, policy: str | None = None,
+        stats: str | None = None) -> None:
+    """Run `argv` under the runtime (placing per `policy` if given); never returns."""
+    if not argv:
+        raise UserError("run: no command given (usage: memplace run [OPTIONS] -- CMD [ARGS...])")
+    target = describe_program(argv[0])
+    runtime = runtime_path()
+    if stats is not None:
+        if policy is None:
+            raise UserError("--stats needs --policy (transparent mode keeps no statistics)")
+        check_stats_destination(stats)
+    if not verbose and policy is None:
+        env = child_environment(runtime)
+        sys.stdout.flush()
+        try:
+            os.execvpe(argv[0], argv, env)
+        except OSError as e:
+            raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
+
+    with tempfile.TemporaryDirectory(prefix="memplace-") as tmp:
+        extra = {}
+        if verbose:
+            extra["MEMPLACE_STATUS"] = os.path.join(tmp, "status")
+            open(extra["MEMPLACE_STATUS"], "w").close()
+        if policy is not None:
+            from memplace.placement.policy_compile import prepare
+            extra["MEMPLACE_POLICY"] = os.path.join(tmp, "policy.mpc")
+            exe = target.path if target.kind == "elf" else None
+            for warning in prepare(policy, exe, extra["MEMPLACE_POLICY"]):
+                say(f"memplace: {warning}")
+            extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
+            os.mkdir(extra["MEMPLACE_STATS"])
+        env = child_environment(runtime, extra)
+        try:
+            proc = subprocess.Popen(argv, env=env)
+        except OSError as e:
+            raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
+        returncode = wait_forwarding_signals(proc)
+        status = read_status(extra["MEMPLACE_STATUS"]) if verbose else {}
+        if stats is not None:
+            from memplace.placement import stats as run_stats
+            run_stats.write_report(stats, argv, os.path.abspath(policy), returncode,
+                                   run_stats.collect(extra["MEMPLACE_STATS"]))
+    if verbose:
+        report_status(status, proc.pid, runtime, argv[0])
+    end_like(returncode)
+
+
+def report_status(status: dict, pid: int, runtime: str, cmd: str) -> None:
+    mine = status.get(pid)
+    if mine is None:
+        say(f"memplace: the runtime did not report from {cmd}: it exited before the "
+            "runtime initialised, or its loader ignored LD_PRELOAD")
+    else:
+        say(f"memplace: runtime {runtime} (version {mine.get('version', '?')}, "
+            f"{mine.get('mode', '?')}); next allocator from {mine.get('next') or '?'}"
+            + (f"; {len(status)} processes" if len(status) > 1 else ""))

@@ -1,0 +1,1 @@
+"""Profiling: the profile model, the two engines (runtime, DHAT), merging and symbolizing."""
