@@ -1,5 +1,7 @@
-/* Process start: resolve the next allocator early (outside any malloc call when possible)
- * and, when the launcher asked for it, append one status line to MEMPLACE_STATUS.
+/* Process start and end, and fork: the top of the runtime, it calls into every layer.
+ * At start: resolve the next allocator early (outside any malloc call when possible),
+ * choose the mode and, when the launcher asked for it, append one status line to
+ * MEMPLACE_STATUS. At exit: the stats file or the profile.
  * The file is opened, written and closed here, never kept: the program's descriptors
  * stay exactly its own. */
 #define _GNU_SOURCE
@@ -8,46 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "memplace.h"
-#include "place.h"
-#include "profile.h"
-#include "thread.h"
-#include "tiers.h"
 #include <pthread.h>
-
-void mp_write_all(int fd, const char *s, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
-size_t mp_fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
-int mp_open_for_append(const char *path)
-{
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-}
-
-static size_t page_size;
-size_t mp_page_size(void) { return page_size; }
+#include "internal.h"
 
 /* Append "<pid> <key>=<value>..." to the launcher's status file; silently skip on error. */
 static void write_status(const char *path)
@@ -90,7 +54,7 @@ static const char *stats_dir;
 static void fork_prepare(void)
 {
     if (mp_mode == MP_PLACING)
-        mp_tiers_fork_prepare();
+        mp_device_heaps_fork_prepare();
     if (mp_mode == MP_PROFILING)
         mp_profile_fork_prepare();
     mp_threads_fork_prepare();
@@ -104,7 +68,7 @@ static void fork_parent(void)
     if (mp_mode == MP_PROFILING)
         mp_profile_fork_release();
     if (mp_mode == MP_PLACING)
-        mp_tiers_fork_parent();
+        mp_device_heaps_fork_parent();
 }
 
 static void fork_child(void)
@@ -114,19 +78,20 @@ static void fork_child(void)
     if (mp_mode == MP_PROFILING)
         mp_profile_fork_release();
     if (mp_mode == MP_PLACING)
-        mp_tiers_fork_child();
+        mp_device_heaps_fork_child();
 }
 
 __attribute__((constructor)) static void mp_init(void)
 {
-    long ps = sysconf(_SC_PAGESIZE);
-    page_size = ps > 0 ? (size_t)ps : 4096;
+    mp_page_size_init();
     mp_resolve_next();
     const char *policy = getenv("MEMPLACE_POLICY");
     const char *profile = getenv("MEMPLACE_PROFILE");
     const char *why = "";
     if (policy && *policy) {
-        if (mp_place_start(policy, &why) != 0)
+        if (mp_place_start(policy, &why) == 0)
+            __atomic_store_n(&mp_mode, MP_PLACING, __ATOMIC_RELEASE);
+        else
             refuse("policy", policy, why);
     } else if (profile && *profile) {
         if (mp_profile_start(profile, &why) == 0)

@@ -1,4 +1,4 @@
-"""The runtime's compiled-policy reader (runtime/policy.c) under ASan and UBSan.
+"""The runtime's compiled-policy reader (runtime/os/policy.c) under ASan and UBSan.
 
 Thousands of damaged compiled files (tests/placement_py/fuzz_corpus.py) go through the
 C reader in one harness process (programs/policy_fuzz.c): no crash and no sanitizer
@@ -31,6 +31,8 @@ from memplace.placement.sites import SiteResolver  # noqa: E402
 
 PROGRAMS = Path(__file__).parent / "programs"
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
+INCLUDE = RUNTIME / "include"
+READER = [str(RUNTIME / "os" / "policy.c"), str(RUNTIME / "util" / "crc32.c")]  # the runtime's own reader and crc32
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 SANITIZER_ENV = {"ASAN_OPTIONS": "abort_on_error=0:halt_on_error=1:detect_leaks=1",
                  "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
@@ -45,9 +47,9 @@ def harness(request, tmp_path_factory) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed (Debian package gcc)")
     out = tmp_path_factory.mktemp("harness") / f"policy_fuzz_{request.param}"
-    sources = [str(PROGRAMS / "policy_fuzz.c"), str(RUNTIME / "policy.c")]
-    sources += [str(RUNTIME / "internal_alloc.c")] if request.param == "internal_alloc" else ["-DHARNESS_HEAP_ALLOC"]
-    subprocess.run(["gcc", *SANITIZE, "-g", "-O1", "-Wall", "-Werror", "-I", str(RUNTIME), "-o", str(out), *sources],
+    sources = [str(PROGRAMS / "policy_fuzz.c"), *READER]
+    sources += [str(RUNTIME / "os" / "internal_alloc.c")] if request.param == "internal_alloc" else ["-DHARNESS_HEAP_ALLOC"]
+    subprocess.run(["gcc", *SANITIZE, "-g", "-O1", "-Wall", "-Werror", "-I", str(INCLUDE), "-o", str(out), *sources],
                    check=True, capture_output=True, text=True)
     return out
 
@@ -226,8 +228,8 @@ def test_libfuzzer_finds_no_crash_in_20_seconds(tmp_path):
         pytest.skip("clang not installed (Debian packages clang, libclang-rt-14-dev)")
     fuzzer = tmp_path / "policy_libfuzzer"
     build = subprocess.run(["clang", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", "-g", "-O1",
-                            "-DLIBFUZZER", "-DHARNESS_HEAP_ALLOC", "-I", str(RUNTIME), "-o", str(fuzzer),
-                            str(PROGRAMS / "policy_fuzz.c"), str(RUNTIME / "policy.c")], capture_output=True, text=True)
+                            "-DLIBFUZZER", "-DHARNESS_HEAP_ALLOC", "-I", str(INCLUDE), "-o", str(fuzzer),
+                            str(PROGRAMS / "policy_fuzz.c"), *READER], capture_output=True, text=True)
     if build.returncode != 0 and "libclang_rt.fuzzer" in build.stderr + build.stdout:
         pytest.skip("libFuzzer runtime missing (Debian package libclang-rt-14-dev)")
     assert build.returncode == 0, build.stderr
@@ -246,8 +248,8 @@ def test_libfuzzer_finds_no_crash_in_20_seconds(tmp_path):
     harness_dir = tmp_path / "cases"
     harness_dir.mkdir()
     gcc_harness = tmp_path / "policy_fuzz"
-    subprocess.run(["gcc", *SANITIZE, "-g", "-O1", "-I", str(RUNTIME), "-o", str(gcc_harness),
-                    str(PROGRAMS / "policy_fuzz.c"), str(RUNTIME / "policy.c"), "-DHARNESS_HEAP_ALLOC"],
+    subprocess.run(["gcc", *SANITIZE, "-g", "-O1", "-I", str(INCLUDE), "-o", str(gcc_harness),
+                    str(PROGRAMS / "policy_fuzz.c"), *READER, "-DHARNESS_HEAP_ALLOC"],
                    check=True, capture_output=True, text=True)
     compare_with_decode(gcc_harness, harness_dir, [("libfuzzer", k) for k in kept])
 

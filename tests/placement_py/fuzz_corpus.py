@@ -1,4 +1,4 @@
-"""Mutated compiled policies, for fuzzing the runtime's reader (runtime/policy.c).
+"""Mutated compiled policies, for fuzzing the runtime's reader (runtime/os/policy.c).
 
     from fuzz_corpus import mutations, sample_compiled
     for blob in mutations(sample_compiled(), n=1000, seed=1):

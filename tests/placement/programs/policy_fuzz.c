@@ -1,8 +1,9 @@
-/* Fuzz harness for the runtime's compiled-policy reader (runtime/policy.c).
+/* Fuzz harness for the runtime's compiled-policy reader (runtime/os/policy.c).
  *
- * Built with the reader and runtime/internal_alloc.c under ASan/UBSan:
- *     gcc -fsanitize=address,undefined -fno-sanitize-recover=all -g -I runtime \
- *         policy_fuzz.c runtime/policy.c runtime/internal_alloc.c
+ * Built with the reader, the runtime's crc32 and runtime/os/internal_alloc.c under
+ * ASan/UBSan:
+ *     gcc -fsanitize=address,undefined -fno-sanitize-recover=all -g -I runtime/include \
+ *         policy_fuzz.c runtime/os/policy.c runtime/util/crc32.c runtime/os/internal_alloc.c
  *
  * Reads file paths, one per line, on stdin (many per run: the test feeds thousands),
  * copies each file into a heap buffer of exactly its size (so ASan sees any read past
@@ -14,18 +15,19 @@
  * can compare every decoded field with Python's decode().
  * With -l, files are read through mp_policy_load (open + mmap) instead.
  *
- * -DHARNESS_HEAP_ALLOC replaces runtime/internal_alloc.c (a bump allocator over mmap, whose
+ * -DHARNESS_HEAP_ALLOC replaces runtime/os/internal_alloc.c (a bump allocator over mmap, whose
  * neighbouring tables would hide an overflow) by one heap block per table, freed after
  * each file, so ASan also guards the reader's writes into its tables.
  *
  * -DLIBFUZZER makes a libFuzzer target (clang -fsanitize=fuzzer,address,undefined): each
  * input is parsed as it is and once more with file_size and crc32 fixed up, so that the
- * fuzzer's mutations reach the checks behind the checksum. */
+ * fuzzer's mutations reach the checks behind the checksum (with the runtime's own crc32
+ * and the header layout of runtime/include/policy_format.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "policy.h"
+#include "internal.h"
 
 #ifdef HARNESS_HEAP_ALLOC
 static void *tables[16];
@@ -44,7 +46,7 @@ static void free_tables(void)
         free(tables[--ntables]);
 }
 #else
-static void free_tables(void) {} /* runtime/internal_alloc.c never frees */
+static void free_tables(void) {} /* runtime/os/internal_alloc.c never frees */
 #endif
 
 static void put_hex(const char *s)
@@ -92,16 +94,6 @@ static void print_policy(const struct mp_policy *p)
 }
 
 #ifdef LIBFUZZER
-static uint32_t crc32(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    while (n--) {
-        c ^= *p++;
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
-    }
-    return ~c;
-}
 
 /* Read every field the runtime will use: ASan checks each string pointer. */
 static void touch(const struct mp_policy *p)
@@ -144,11 +136,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     unsigned char *copy = malloc(size ? size : 1);
     memcpy(copy, data, size);
     parse_one(copy, size);
-    if (size >= 64) {
+    const size_t header = sizeof(struct mp_policy_header);
+    if (size >= header) {
         uint64_t n = size;
-        memcpy(copy + 56, &n, 8);
-        uint32_t c = crc32(copy + 64, size - 64);
-        memcpy(copy + 52, &c, 4);
+        memcpy(copy + offsetof(struct mp_policy_header, file_size), &n, sizeof n);
+        uint32_t c = mp_crc32(copy + header, size - header);
+        memcpy(copy + offsetof(struct mp_policy_header, crc32), &c, sizeof c);
         parse_one(copy, size);
     }
     free(copy);

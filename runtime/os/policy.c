@@ -6,33 +6,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "memplace.h"
-#include "policy.h"
+#include "internal.h"
 
-#define HEADER_SIZE 64
-#define DEVICE_SIZE 160
-#define MODULE_SIZE 16
-#define RULE_SIZE 128
-#define NO_STRING 0xFFFFFFFFu
-#define MAX_MODULES 4096
-#define MAX_RULES 65536
+#define HEADER_SIZE sizeof(struct mp_policy_header)
+#define DEVICE_SIZE sizeof(struct mp_policy_device)
+#define MODULE_SIZE sizeof(struct mp_policy_module)
+#define RULE_SIZE sizeof(struct mp_policy_rule)
 
-static const char MAGIC[8] = "MPLCPOL";
-
-static uint32_t rd32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t rd64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-
-/* zlib's CRC-32 (the one Python's zlib.crc32 computes), bitwise: runs once at start-up. */
-static uint32_t crc32(const unsigned char *p, uint64_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    while (n--) {
-        c ^= *p++;
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
-    }
-    return ~c;
-}
+static const char MAGIC[8] = MP_POLICY_MAGIC;
 
 struct reader {
     const unsigned char *data;
@@ -83,21 +64,23 @@ struct mp_policy *mp_policy_parse(const unsigned char *d, uint64_t size, const c
 {
     if (size < HEADER_SIZE)
         FAIL("truncated (shorter than its header)");
-    if (memcmp(d, MAGIC, 8) != 0)
+    struct mp_policy_header h;
+    memcpy(&h, d, sizeof h); /* a copy: the mapping's records need not be aligned */
+    if (memcmp(h.magic, MAGIC, 8) != 0)
         FAIL("not a compiled memplace policy (bad magic)");
-    if (rd32(d + 8) != 1)
+    if (h.version != MP_POLICY_VERSION)
         FAIL("compiled by another memplace version (format version mismatch)");
-    if (rd32(d + 12) != HEADER_SIZE)
+    if (h.header_size != HEADER_SIZE)
         FAIL("bad header size");
-    if (rd64(d + 56) != size)
+    if (h.file_size != size)
         FAIL("truncated or padded (size differs from the header)");
-    if (crc32(d + HEADER_SIZE, size - HEADER_SIZE) != rd32(d + 52))
+    if (mp_crc32(d + HEADER_SIZE, size - HEADER_SIZE) != h.crc32)
         FAIL("corrupt (checksum mismatch)");
 
-    struct reader r = {d, size, rd32(d + 44), rd32(d + 48)};
-    uint32_t ndev = rd32(d + 16), nmod = rd32(d + 20), nrule = rd32(d + 24), def = rd32(d + 28);
-    uint32_t dev_off = rd32(d + 32), mod_off = rd32(d + 36), rule_off = rd32(d + 40);
-    if (ndev < 1 || ndev > MP_MAX_DEVICES || nmod > MAX_MODULES || nrule > MAX_RULES)
+    struct reader r = {d, size, h.strtab_off, h.strtab_size};
+    uint32_t ndev = h.ndevices, nmod = h.nmodules, nrule = h.nrules, def = h.default_device;
+    uint32_t dev_off = h.devices_off, mod_off = h.modules_off, rule_off = h.rules_off;
+    if (ndev < 1 || ndev > MP_MAX_DEVICES || nmod > MP_MAX_MODULES || nrule > MP_MAX_RULES)
         FAIL("bad table counts");
     if (def >= ndev)
         FAIL("default device out of range");
@@ -119,24 +102,25 @@ struct mp_policy *mp_policy_parse(const unsigned char *d, uint64_t size, const c
         FAIL("out of memory reading the policy");
 
     for (uint32_t i = 0; i < ndev; i++) {
-        const unsigned char *e = d + dev_off + (uint64_t)i * DEVICE_SIZE;
+        struct mp_policy_device e;
+        memcpy(&e, d + dev_off + (uint64_t)i * DEVICE_SIZE, sizeof e);
         struct mp_device_spec *s = &devs[i];
-        s->kind = rd32(e);
-        s->mode = rd32(e + 4);
-        s->capacity = rd64(e + 8);
-        s->fallback = (int32_t)rd32(e + 16);
-        s->name = string_at(&r, rd32(e + 20));
-        uint32_t path = rd32(e + 24);
-        s->path = path == NO_STRING ? NULL : string_at(&r, path);
-        s->flags = rd32(e + 28);
-        memcpy(s->nodemask, e + 32, sizeof s->nodemask);
+        s->kind = e.kind;
+        s->mode = e.mode;
+        s->capacity = e.capacity;
+        s->fallback = e.fallback;
+        s->name = string_at(&r, e.name_off);
+        uint32_t path = e.path_off;
+        s->path = path == MP_NO_STRING ? NULL : string_at(&r, path);
+        s->flags = e.flags;
+        memcpy(s->nodemask, e.nodemask, sizeof s->nodemask);
         if (s->kind > MP_HUGEPAGES || s->mode > 4 || !s->name)
             FAIL("bad device record");
         if (s->fallback < -1 || s->fallback >= (int32_t)ndev)
             FAIL("device fallback out of range");
-        if (s->kind == MP_FILE && (path == NO_STRING || !s->path || s->path[0] != '/'))
+        if (s->kind == MP_FILE && (path == MP_NO_STRING || !s->path || s->path[0] != '/'))
             FAIL("file device without an absolute directory");
-        if (path != NO_STRING && !s->path)
+        if (path != MP_NO_STRING && !s->path)
             FAIL("bad device path string");
     }
     /* The fallback graph must be acyclic: every chain ends within ndev steps. */
@@ -149,28 +133,29 @@ struct mp_policy *mp_policy_parse(const unsigned char *d, uint64_t size, const c
         }
     }
     for (uint32_t i = 0; i < nmod; i++) {
-        const unsigned char *e = d + mod_off + (uint64_t)i * MODULE_SIZE;
-        uint32_t bid = rd32(e + 4);
-        mods[i].path = string_at(&r, rd32(e));
-        mods[i].build_id = bid == NO_STRING ? NULL : string_at(&r, bid);
-        if (!mods[i].path || (bid != NO_STRING && !mods[i].build_id))
+        struct mp_policy_module e;
+        memcpy(&e, d + mod_off + (uint64_t)i * MODULE_SIZE, sizeof e);
+        uint32_t bid = e.build_id_off;
+        mods[i].path = string_at(&r, e.path_off);
+        mods[i].build_id = bid == MP_NO_STRING ? NULL : string_at(&r, bid);
+        if (!mods[i].path || (bid != MP_NO_STRING && !mods[i].build_id))
             FAIL("bad module record");
     }
     for (uint32_t i = 0; i < nrule; i++) {
-        const unsigned char *e = d + rule_off + (uint64_t)i * RULE_SIZE;
+        struct mp_policy_rule e;
+        memcpy(&e, d + rule_off + (uint64_t)i * RULE_SIZE, sizeof e);
         struct mp_rule_spec *s = &rules[i];
-        s->device = rd32(e);
-        s->nframes = rd32(e + 4);
-        s->size_min = rd64(e + 8);
-        s->size_max = rd64(e + 16);
-        s->name = string_at(&r, rd32(e + 120));
+        s->device = e.device;
+        s->nframes = e.nframes;
+        s->size_min = e.size_min;
+        s->size_max = e.size_max;
+        s->name = string_at(&r, e.name_off);
         if (s->device >= ndev || s->nframes > MP_MAX_FRAMES || s->size_min > s->size_max || !s->name)
             FAIL("bad rule record");
         for (uint32_t f = 0; f < s->nframes; f++) {
-            const unsigned char *fe = e + 24 + f * 24;
-            s->frame[f].module = rd32(fe);
-            s->frame[f].lo = rd64(fe + 8);
-            s->frame[f].hi = rd64(fe + 16);
+            s->frame[f].module = e.frames[f].module;
+            s->frame[f].lo = e.frames[f].lo;
+            s->frame[f].hi = e.frames[f].hi;
             if (s->frame[f].module >= nmod || s->frame[f].lo > s->frame[f].hi)
                 FAIL("bad rule frame");
         }

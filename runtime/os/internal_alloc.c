@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
-#include "memplace.h"
+#include "internal.h"
 
 #define CHUNK (1u << 20)
 

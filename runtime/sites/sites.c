@@ -1,16 +1,14 @@
-/* Rule matching (see sites.h): which rule an allocation's call site and size select.
+/* Rule matching (see internal.h): which rule an allocation's call site and size select.
  *
  * Rules name module-relative return-address ranges; they are translated to absolute
- * ranges for each snapshot of the loaded modules (modules.c), so modules dlopen'ed later
- * are matched too. A per-thread cache (thread.h) maps a site's frames to the rules they can
+ * ranges for each snapshot of the loaded modules (os/modules.c), so modules dlopen'ed later
+ * are matched too. A per-thread cache (types.h) maps a site's frames to the rules they can
  * match, so the rule scan runs once per site and thread; for one-frame policies the cache
  * is keyed by the raw return address and the stack is scanned only for calls that return
  * into libc or libstdc++ (operator new). */
 #define _GNU_SOURCE
 #include <string.h>
-#include "modules.h"
-#include "sites.h"
-#include "thread.h"
+#include "internal.h"
 
 struct abs_frame { uintptr_t lo, hi; int valid; };
 
@@ -259,7 +257,7 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
     if (depth == 1 && (e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
                                           policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {
         e->device = e->ncand ? (int)policy->rules[e->cand[0]].device : (int)policy->default_device;
-        e->fixed = policy->devices[e->device].kind == MP_SYSTEM ? MP_FIXED_SYSTEM : MP_FIXED_ARENA;
+        e->fixed = policy->devices[e->device].kind == MP_NEXT_ALLOCATOR ? MP_FIXED_NEXT : MP_FIXED_ARENA;
     }
     return v;
 }

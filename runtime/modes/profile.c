@@ -1,4 +1,4 @@
-/* Profiling mode (see profile.h).
+/* Profiling mode (`memplace profile`, see internal.h).
  *
  * Blocks are remembered in a side table keyed by address (never a header: the blocks are
  * the next allocator's), sharded with one spin lock per shard; sites in a table keyed by
@@ -14,10 +14,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-#include "modules.h"
-#include "profile.h"
-#include "thread.h"
-#include "writer.h"
+#include "internal.h"
 
 #define SHARDS 64
 #define SHARD_SLOTS (1u << 18)    /* 16M blocks in all; beyond that blocks go untracked */

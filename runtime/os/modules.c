@@ -1,4 +1,4 @@
-/* Loaded modules and call-site capture (see modules.h).
+/* Loaded modules and call-site capture (see internal.h).
  *
  * Frame 0 is the return address of the malloc-family call. Deeper frames, and the first
  * frame past libc / libstdc++ / libgcc (C++ allocations arrive through operator new), come
@@ -9,7 +9,7 @@
 #define _GNU_SOURCE
 #include <link.h>
 #include <string.h>
-#include "modules.h"
+#include "internal.h"
 
 #define MAX_SCAN_WORDS 1024
 

@@ -3,7 +3,7 @@
  * a block stores its size in the 16 bytes before it so realloc and malloc_usable_size work.
  * Blocks are never reused: free of a boot block is a no-op, forever. */
 #include <errno.h>
-#include "memplace.h"
+#include "internal.h"
 
 #define BOOT_AREA_SIZE MP_BOOT_AREA_SIZE
 #define BOOT_HEADER 16u

@@ -14,12 +14,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include "memplace.h"
-#include "place.h"
-#include "profile.h"
-#include "tiers.h"
+#include "internal.h"
 
 #define CALLER ((uintptr_t)__builtin_return_address(0))
+
+/* The mode lives here, where it is dispatched on; init.c sets it once at start-up. */
+MP_HIDDEN int mp_mode;
 
 static void *general_malloc(size_t n);
 static void general_free(void *p);
@@ -43,8 +43,8 @@ static void *placed_calloc(size_t n, size_t size) { return mp_place_calloc(n, si
 
 static void placed_free(void *p)
 {
-    if (mp_tiers_own(p))
-        mp_tiers_free(p);
+    if (mp_device_heap_owns(p))
+        mp_device_heap_free(p);
     else if (mp_unlikely(mp_boot_owns(p)))
         mp_boot_release(p);
     else
@@ -85,8 +85,8 @@ static void *general_malloc(size_t n)
 
 MP_COLD static void free_special(void *p)
 {
-    if (mp_tiers_own(p))
-        mp_tiers_free(p);
+    if (mp_device_heap_owns(p))
+        mp_device_heap_free(p);
     else if (!mp_boot_owns(p)) {
         if (mp_mode == MP_PROFILING)
             mp_profile_forget(p);
@@ -227,8 +227,8 @@ MP_EXPORT void *pvalloc(size_t n)
 
 MP_EXPORT size_t malloc_usable_size(void *p)
 {
-    if (mp_unlikely(mp_tiers_own(p)))
-        return mp_tiers_usable_size(p);
+    if (mp_unlikely(mp_device_heap_owns(p)))
+        return mp_device_heap_usable_size(p);
     if (mp_unlikely(mp_boot_owns(p)))
         return mp_boot_usable_size(p);
     return mp_next.usable_size(p);
@@ -236,7 +236,7 @@ MP_EXPORT size_t malloc_usable_size(void *p)
 
 MP_EXPORT void free_sized(void *p, size_t n)
 {
-    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p) || mp_mode)) {
+    if (mp_unlikely(mp_device_heap_owns(p) || mp_boot_owns(p) || mp_mode)) {
         free(p);
         return;
     }
@@ -245,7 +245,7 @@ MP_EXPORT void free_sized(void *p, size_t n)
 
 MP_EXPORT void free_aligned_sized(void *p, size_t align, size_t n)
 {
-    if (mp_unlikely(mp_tiers_own(p) || mp_boot_owns(p) || mp_mode)) {
+    if (mp_unlikely(mp_device_heap_owns(p) || mp_boot_owns(p) || mp_mode)) {
         free(p);
         return;
     }

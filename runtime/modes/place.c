@@ -1,26 +1,20 @@
-/* Placement mode (see place.h): pick the device from the call site and size, allocate
+/* Placement mode (see internal.h): pick the device from the call site and size, allocate
  * there or along the device's fallback chain, and end at the next allocator, so the
  * program never sees NULL while any device or the next allocator can serve. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
-#include "place.h"
-#include "policy.h"
-#include "sites.h"
-#include "thread.h"
-#include "writer.h"
-#include "tiers.h"
+#include "internal.h"
 
-MP_HIDDEN int mp_mode;
 static struct mp_policy *policy;
 
 int mp_place_start(const char *path, const char **why)
 {
     policy = mp_policy_load(path, why);
-    if (!policy || mp_tiers_init(policy, why) || mp_sites_init(policy, why))
+    if (!policy || mp_device_heaps_init(policy, why) || mp_sites_init(policy, why))
         return -1;
     mp_threads_init();
-    __atomic_store_n(&mp_mode, MP_PLACING, __ATOMIC_RELEASE);
+    mp_threads_on_exit(mp_device_heaps_thread_exit);
     return 0;
 }
 
@@ -45,10 +39,10 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
     int served;
-    void *p = mp_tiers_alloc(self, device_for(self, n, ra, sp), n, align, how == ZEROED, &served);
+    void *p = mp_device_heap_alloc(self, device_for(self, n, ra, sp), n, align, how == ZEROED, &served);
     if (p)
         return p;
-    mp_tiers_count_system(self, served, n);
+    mp_device_heap_count_next(self, served, n);
     switch (how) {
     case ZEROED: return mp_next.calloc(1, n);
     case ALIGNED: return mp_next.memalign(align, n);
@@ -68,12 +62,12 @@ static inline void *place_fast(size_t n, int zero, uintptr_t ra)
     if (mp_unlikely(!e))
         return NULL;
     void *p;
-    if (e->fixed == MP_FIXED_SYSTEM) {
+    if (e->fixed == MP_FIXED_NEXT) {
         p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
         if (mp_likely(p != NULL))
-            mp_tiers_count_system(self, e->device, n);
+            mp_device_heap_count_next(self, e->device, n);
     } else {
-        p = mp_tiers_alloc_fast(self, e->device, n, zero);
+        p = mp_device_heap_alloc_fast(self, e->device, n, zero);
     }
     if (mp_likely(p != NULL))
         mp_sites_count(e, n);
@@ -101,14 +95,14 @@ void *mp_place_aligned(size_t align, size_t n, uintptr_t ra) { return place(n, a
 
 static void place_free(void *p)
 {
-    if (mp_tiers_own(p))
-        mp_tiers_free(p);
+    if (mp_device_heap_owns(p))
+        mp_device_heap_free(p);
     else
         mp_next.free(p);
 }
 
 /* realloc's call site decides where the block goes; across devices it is moved by copy.
- * A block that grows moves to a growth area (tiers.h), where it can keep growing in place. */
+ * A block that grows moves to a growth area (heaps/growth_area.c), where it can keep growing in place. */
 void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
 {
     if (p == NULL)
@@ -120,15 +114,15 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
     int dev = device_for(self, n, ra, sp), served;
-    int mine = mp_tiers_own(p);
-    if (mine && mp_tiers_device_of(p) == dev && mp_tiers_resize(self, p, n))
+    int mine = mp_device_heap_owns(p);
+    if (mine && mp_device_of(p) == dev && mp_device_heap_resize(self, p, n))
         return p; /* fits where it is */
-    size_t old = mine ? mp_tiers_usable_size(p) : mp_next.usable_size(p);
-    void *q = n > old ? mp_tiers_alloc_growing(self, dev, n) : NULL;
+    size_t old = mine ? mp_device_heap_usable_size(p) : mp_next.usable_size(p);
+    void *q = n > old ? mp_growth_area_alloc(self, dev, n) : NULL;
     if (!q)
-        q = mp_tiers_alloc(self, dev, n, 0, 0, &served);
+        q = mp_device_heap_alloc(self, dev, n, 0, 0, &served);
     if (!q) {
-        mp_tiers_count_system(self, served, n);
+        mp_device_heap_count_next(self, served, n);
         if (!mine)
             return mp_next.realloc(p, n); /* stays with the next allocator */
         q = mp_next.malloc(n);
@@ -169,9 +163,9 @@ void mp_place_write_stats(const char *dir)
     /* device IDX allocations bytes live peak full bind backing alignment NAME */
     mp_sites_flush();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
-        struct mp_tier_stats st;
-        const struct mp_tier_stats *s = &st;
-        mp_tiers_stats((int)i, &st);
+        struct mp_device_stats st;
+        const struct mp_device_stats *s = &st;
+        mp_device_heap_stats((int)i, &st);
         mp_put(&o, "device");
         mp_put_u64(&o, i);
         mp_put_u64(&o, s->allocations), mp_put_u64(&o, s->bytes), mp_put_u64(&o, s->live), mp_put_u64(&o, s->peak);

@@ -1,5 +1,7 @@
-/* OS primitives for device memory (see os_memory.h). Raw syscalls, no libnuma: the
- * runtime depends on libc alone. No descriptor outlives the call that opened it. */
+/* Every contact with the OS about device memory: reserving address space, backing it
+ * with anonymous, file or huge-page memory, and binding it to NUMA nodes (see internal.h).
+ * Raw syscalls, no libnuma: the runtime depends on libc alone. No descriptor outlives the
+ * call that opened it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -7,8 +9,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "memplace.h"
-#include "os_memory.h"
+#include "internal.h"
 
 #ifndef MAP_HUGE_SHIFT
 #define MAP_HUGE_SHIFT 26
@@ -109,4 +110,17 @@ int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, i
     static const int mpol[] = {2, 1, 3, 6, 5};
     long r = syscall(SYS_mbind, at, size, mpol[mode], nodemask, (unsigned long)words * 64 + 1, 0);
     return r == 0 ? 0 : errno;
+}
+
+int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size)
+{
+    int err = s->kind == MP_FILE ? mp_os_back_file(at, size, s->path)
+                                 : mp_os_back_anonymous(at, size, (s->flags & MP_FLAG_HUGETLB) ? 1 :
+                                                        (s->flags & MP_FLAG_THP) ? 2 : 0,
+                                                        (int)((s->flags >> 8) & 0xff));
+    if (!err && (s->kind == MP_NUMA || (s->kind == MP_HUGEPAGES && (s->nodemask[0] | s->nodemask[1]))))
+        err = mp_os_bind(at, size, s->mode, s->nodemask, MP_NODEMASK_WORDS);
+    if (err)
+        mp_os_back_anonymous(at, size, -1, 0); /* back to reserved-only */
+    return err;
 }

@@ -1,10 +1,10 @@
-/* Per-thread blocks (see thread.h). Created on a thread's first placed allocation,
- * returned to a free list by a pthread key destructor at thread exit. */
+/* Per-thread blocks (layout: types.h). Created on a thread's first placed or profiled
+ * allocation, returned to a free list by a pthread key destructor at thread exit. What a
+ * mode must do for an ending thread is its hook, so this file calls no mode. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
-#include "thread.h"
-#include "tiers.h"
+#include "internal.h"
 
 MP_HIDDEN MP_TLS struct mp_thread *mp_self;
 static MP_TLS int attaching;
@@ -12,13 +12,14 @@ static struct mp_thread *all, *free_list;
 static int list_lock;
 static pthread_key_t exit_key;
 static int have_exit_key;
+static void (*exit_hook)(struct mp_thread *);
 extern void *__libc_stack_end;
 
 static void detach(void *p)
 {
     struct mp_thread *t = p;
-    if (mp_mode == MP_PLACING)
-        mp_tiers_thread_exit(t);
+    if (exit_hook)
+        exit_hook(t);
     mp_lock(&list_lock);
     t->next_free = free_list;
     free_list = t;
@@ -30,6 +31,8 @@ void mp_threads_init(void)
 {
     have_exit_key = pthread_key_create(&exit_key, detach) == 0;
 }
+
+void mp_threads_on_exit(void (*hook)(struct mp_thread *)) { exit_hook = hook; }
 
 struct mp_thread *mp_threads_all(void) { return __atomic_load_n(&all, __ATOMIC_ACQUIRE); }
 

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
-#include "memplace.h"
+#include "internal.h"
 
 enum { UNRESOLVED, RESOLVING, RESOLVED };
 static int state = UNRESOLVED;

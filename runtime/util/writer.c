@@ -1,7 +1,7 @@
-/* Buffered writer (see writer.h). */
+/* A buffered text writer for the runtime's exit files (stats, profiles): no malloc, no
+ * stdio, no lock, so it also runs in a fatal signal's handler. */
 #include <string.h>
-#include "memplace.h"
-#include "writer.h"
+#include "internal.h"
 
 void mp_flush(struct mp_writer *w)
 {

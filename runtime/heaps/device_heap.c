@@ -1,0 +1,178 @@
+/* Device heaps: allocation on a device or along its fallback chain, the fast path, free,
+ * usable size and in-place resize. The top file of heaps/: it routes a block to the
+ * device's arenas (arena.c), a growth area (growth_area.c) or a direct mapping
+ * (direct_map.c), keeps freed small blocks in the thread's cache (block_cache.c) and
+ * counts live bytes against the capacity (accounting.c). */
+#define _GNU_SOURCE
+#include <mimalloc.h>
+#include "internal.h"
+
+#define MI_ALIGN_MAX (64u << 10)
+
+static int next_dev = -1; /* the next allocator's device: where allocations that reach the
+                             end of a chain are counted */
+/* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
+static uint32_t small_usable[MI_SMALL_SIZE_MAX / 8 + 1];
+_Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8 + 1, "a bin for each small usable size");
+
+int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
+{
+    if (mp_arenas_init(policy, why))
+        return -1;
+    for (int i = mp_ndevices - 1; i >= 0; i--)
+        if (policy->devices[i].kind == MP_NEXT_ALLOCATOR)
+            next_dev = i;
+    for (size_t i = 0; i < sizeof small_usable / sizeof small_usable[0]; i++)
+        small_usable[i] = (uint32_t)mi_good_size(i * 8);
+    return 0;
+}
+
+/* The common case: a plain allocation from this thread's theap of the newest arena. */
+static inline void *theap_alloc(struct mp_thread *self, struct mp_device_heap *h, int dev, size_t size)
+{
+    int n = __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE);
+    if (!self || n == 0)
+        return NULL;
+    if (mp_unlikely(self->theap_of[dev] != n)) {
+        self->theaps[dev] = mi_heap_theap(h->heaps[n - 1]);
+        self->theap_of[dev] = n;
+    }
+    mi_theap_t *th = self->theaps[dev];
+    if (!th)
+        return NULL;
+    return size <= MI_SMALL_SIZE_MAX ? mi_theap_malloc_small(th, size) : mi_theap_malloc(th, size);
+}
+
+/* The common case, kept short: a plain block below MP_EXACT_BYTES from this thread's theap
+ * of the device's newest arena, ready since an earlier allocation; NULL for anything else
+ * (mp_device_heap_alloc then decides, falls back and counts). */
+void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero)
+{
+    struct mp_device_heap *h = &mp_device_heaps[dev];
+    mi_theap_t *th = self->theaps[dev];
+    if (mp_unlikely(!th || self->theap_of[dev] != __atomic_load_n(&h->narenas, __ATOMIC_RELAXED) ||
+                    h->dead || size >= MP_EXACT_BYTES || (h->capacity && mp_over_capacity(h, size))))
+        return NULL;
+    void *p;
+    size_t usable;
+    if (size <= MI_SMALL_SIZE_MAX) {
+        usable = small_usable[(size + 7) / 8];
+        p = !zero && dev < MP_TCACHE_DEVICES ? mp_block_cache_pop(self, dev, usable) : NULL;
+        if (!p)
+            p = zero ? mi_theap_zalloc_small(th, size) : mi_theap_malloc_small(th, size);
+    } else {
+        p = zero ? mi_theap_zalloc(th, size) : mi_theap_malloc(th, size);
+        usable = mi_good_size(size);
+    }
+    if (mp_unlikely(!p))
+        return NULL;
+    mp_count(self, dev, size, (int64_t)usable);
+    return p;
+}
+
+void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t align, int zero,
+                           int *served)
+{
+    for (int hops = 0; dev >= 0 && hops <= mp_ndevices; hops++) {
+        struct mp_device_heap *h = &mp_device_heaps[dev];
+        if (h->spec->kind == MP_NEXT_ALLOCATOR)
+            break;
+        int reason = MP_FULL;
+        if (h->capacity && mp_over_capacity(h, size)) {
+            reason = MP_FULL;
+        } else if (!h->dead && align > MI_ALIGN_MAX) {
+            void *p = mp_direct_map(h, size, align); /* fresh mapping: already zero */
+            if (p) {
+                mp_count(self, dev, size, (int64_t)mp_direct_length(h, p, 0));
+                *served = dev;
+                return p;
+            }
+            reason = MP_ALIGNMENT;
+        } else if (!h->dead) {
+            void *p = !align && !zero ? theap_alloc(self, h, dev, size) : NULL;
+            if (!p)
+                p = mp_arena_alloc(h, dev, size, align, zero);
+            if (p) {
+                /* below 512 KiB mimalloc's size classes give the usable size without asking
+                 * the block's page (checked against mi_usable_size for mimalloc 3.4) */
+                size_t usable = !align && size < MP_EXACT_BYTES ? mi_good_size(size) : mi_usable_size(p);
+                mp_count(self, dev, size, (int64_t)usable);
+                *served = dev;
+                return p;
+            }
+        }
+        if (h->dead)
+            reason = h->dead;
+        __atomic_fetch_add(&h->stats.fallbacks[reason], 1, __ATOMIC_RELAXED);
+        dev = h->spec->fallback;
+    }
+    *served = dev >= 0 ? dev : next_dev; /* the next allocator serves */
+    return NULL;
+}
+
+int mp_device_of(const void *p)
+{
+    return (int)(((uintptr_t)p - mp_region_base) >> mp_slot_shift);
+}
+
+void mp_device_heap_free(void *p)
+{
+    int dev = mp_device_of(p);
+    if (mp_unlikely(mp_in_upper_half(p))) {
+        struct mp_device_heap *h = &mp_device_heaps[dev];
+        struct mp_growth *g = mp_growth_of(h, p);
+        uint64_t gone = g ? mp_growth_release(h, g, p) : mp_direct_length(h, p, 1);
+        if (gone && !g)
+            mp_os_back_anonymous(p, gone, -1, 0); /* memory returned, address kept */
+        mp_add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
+        return;
+    }
+    struct mp_thread *self = mp_self;
+    size_t block;
+    if (self && dev < MP_TCACHE_DEVICES) {
+        block = mi_usable_size(p);
+        if (block > MI_SMALL_SIZE_MAX || !mp_block_cache_push(self, dev, p, block))
+            mi_free(p);
+    } else {
+        mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
+    }
+    mp_add_live(self, dev, -(int64_t)block);
+}
+
+size_t mp_device_heap_usable_size(const void *p)
+{
+    if (mp_unlikely(mp_in_upper_half(p))) {
+        struct mp_device_heap *h = &mp_device_heaps[mp_device_of(p)];
+        struct mp_growth *g = mp_growth_of(h, p);
+        return g ? (size_t)g->used : (size_t)mp_direct_length(h, p, 0);
+    }
+    return mi_usable_size(p);
+}
+
+int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n)
+{
+    if (mp_unlikely(mp_in_upper_half(p))) {
+        int dev = mp_device_of(p);
+        struct mp_device_heap *h = &mp_device_heaps[dev];
+        struct mp_growth *g = mp_growth_of(h, p);
+        if (!g) {
+            uint64_t length = mp_direct_length(h, p, 0);
+            return n <= length && n >= length / 2;
+        }
+        if (n > MP_GROWTH_AREA || (n > g->used && h->capacity && mp_over_capacity(h, n - g->used)))
+            return 0;
+        mp_add_live(self, dev, (int64_t)n - (int64_t)g->used);
+        g->used = n;
+        return 1;
+    }
+    size_t usable = mi_usable_size(p);
+    return n <= usable && n >= usable / 2;
+}
+
+void mp_device_heaps_thread_exit(struct mp_thread *self)
+{
+    mp_block_cache_drain(self);
+    for (int i = 0; i < mp_ndevices; i++)
+        if (self->devices[i].live_pending)
+            mp_publish_pending(&mp_device_heaps[i], &self->devices[i]);
+}

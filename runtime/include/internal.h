@@ -1,0 +1,351 @@
+/* Every function and variable one runtime file offers another, grouped under the file
+ * that defines it (as mimalloc's internal.h), in layer order from the top:
+ *
+ *   init.c            constructor, destructor, fork handlers
+ *   entry/            exported entry points and mode dispatch
+ *   modes/            placement and profiling
+ *   sites/, heaps/    site matching; device heaps
+ *   thread/           per-thread state
+ *   os/               loaded modules, next allocator, boot heap, policy reader, OS memory
+ *   util/             signal-safe output and I/O helpers, crc32
+ *   include/types.h   shared layouts and macros
+ *
+ * A file calls only into its own layer or the ones below (tests/runtime/test_layers.py
+ * checks it). Declared here bottom-up, so each static inline helper comes after what it
+ * uses; those helpers live here because the allocation path uses them from several
+ * files (with LTO the rest inlines across files too). */
+#ifndef MEMPLACE_INTERNAL_H
+#define MEMPLACE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "types.h"
+
+/* ======== signal-safe output and I/O helpers ======== */
+
+// "util/crc32.c"
+/* zlib's CRC-32 (the one Python's zlib.crc32 computes). */
+MP_HIDDEN uint32_t mp_crc32(const unsigned char *p, uint64_t n);
+
+// "util/io.c" -- small helpers that never allocate and never touch stdio
+MP_HIDDEN void mp_write_all(int fd, const char *s, size_t n);
+MP_HIDDEN size_t mp_fmt_u64(char *buf, uint64_t v);
+MP_HIDDEN int mp_open_for_append(const char *path); /* O_CREAT, O_APPEND, O_CLOEXEC */
+MP_HIDDEN void mp_page_size_init(void);             /* once, at start-up */
+MP_HIDDEN size_t mp_page_size(void);
+
+// "util/writer.c" -- a buffered text writer for the exit files (stats, profiles): no
+// malloc, no stdio, no lock, so it also runs in a fatal signal's handler
+MP_HIDDEN void mp_put(struct mp_writer *w, const char *s);
+MP_HIDDEN void mp_put_u64(struct mp_writer *w, uint64_t v); /* " <decimal>" */
+MP_HIDDEN void mp_put_hex(struct mp_writer *w, uint64_t v); /* " 0x<hex>" */
+MP_HIDDEN void mp_flush(struct mp_writer *w);
+
+/* ======== modules, next allocator, policy reader, OS memory ======== */
+
+// "os/internal_alloc.c" -- zeroed memory for the runtime's own tables; never from
+// malloc, never freed
+MP_HIDDEN void *mp_internal_alloc(size_t size);
+MP_HIDDEN void mp_internal_fork_prepare(void);
+MP_HIDDEN void mp_internal_fork_release(void);
+
+// "os/os_memory.c" -- every contact with the OS about device memory
+/* Reserve `size` bytes of address space aligned to `align` (inaccessible until backed). */
+MP_HIDDEN void *mp_os_reserve(size_t size, size_t align);
+/* Back [at, at+size) with anonymous memory; huge: 0 none, 1 MAP_HUGETLB, 2 madvise THP,
+ * -1 release the memory and leave the range reserved again.
+ * Returns 0 or an errno value. */
+MP_HIDDEN int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift);
+/* Back [at, at+size) with a new file in `dir`, allocated on disk and already unlinked. */
+MP_HIDDEN int mp_os_back_file(void *at, size_t size, const char *dir);
+/* mbind [at, at+size) before first touch; mode as in the compiled policy. */
+MP_HIDDEN int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words);
+/* Back [at, at+size) with device `s`'s kind of memory and bind it; on failure the range
+ * is left reserved-only. 0 or an errno value. */
+MP_HIDDEN int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size);
+
+// "os/policy.c" -- reads and validates the compiled policy (records: policy_format.h)
+/* Read and validate the compiled policy at `path`. On any problem, returns NULL and sets
+ * *why to a static one-line reason; the runtime then stays transparent. */
+MP_HIDDEN struct mp_policy *mp_policy_load(const char *path, const char **why);
+/* The same validation over a buffer (for the fuzz harness). */
+MP_HIDDEN struct mp_policy *mp_policy_parse(const unsigned char *data, uint64_t size, const char **why);
+
+// "os/boot_heap.c" -- a static, lock-free bump area for allocations made while the next
+// allocator is being resolved; blocks are never reused
+MP_HIDDEN extern unsigned char mp_boot_area[MP_BOOT_AREA_SIZE];
+static inline int mp_boot_owns(const void *p)
+{
+    return (uintptr_t)p - (uintptr_t)mp_boot_area < MP_BOOT_AREA_SIZE;
+}
+MP_HIDDEN void *mp_boot_alloc(size_t size, size_t align);
+MP_HIDDEN size_t mp_boot_usable_size(const void *p);
+/* A boot block was freed (or moved by realloc); how many are still alive. */
+MP_HIDDEN void mp_boot_release(const void *p);
+MP_HIDDEN size_t mp_boot_live(void);
+
+// "os/next.c" -- the allocator we forward to, resolved once
+MP_HIDDEN extern struct mp_allocator mp_next;
+/* Resolve mp_next (idempotent, thread-safe). Returns 0 when resolved, -1 when this thread
+ * is inside the resolution itself (the caller must then use the boot heap). */
+MP_HIDDEN int mp_resolve_next(void);
+/* Path of the object the next allocator came from ("" before resolution). */
+MP_HIDDEN const char *mp_next_provider(void);
+
+// "os/modules.c" -- the loaded modules and their code ranges; call-site capture
+/* The current snapshot (taken on first use). */
+MP_HIDDEN struct mp_modules *mp_modules(void);
+/* The current snapshot, retaken first if modules were loaded or unloaded since. */
+MP_HIDDEN struct mp_modules *mp_modules_fresh(void);
+MP_HIDDEN const struct mp_module *mp_module_of(const struct mp_modules *t, uintptr_t address);
+/* Up to `depth` return addresses of the call that returns to `ra`, skipping allocator
+ * and runtime-library frames: `ra` itself unless it is in one, then a bounded scan of the
+ * stack from `sp` up to `stack_top` (0: no scan). Returns how many were found; `slots`
+ * (if not NULL) gets the stack word each came from (NULL for `ra` itself). */
+MP_HIDDEN int mp_capture(const struct mp_modules *t, uintptr_t ra, const void *sp,
+                         uintptr_t stack_top, int depth, uintptr_t *out, const uintptr_t **slots);
+
+/* ======== per-thread state ======== */
+
+// "thread/thread.c" -- created on a thread's first placed or profiled allocation, returned
+// to a free list by a pthread key destructor at thread exit
+MP_HIDDEN extern MP_TLS struct mp_thread *mp_self;
+MP_HIDDEN struct mp_thread *mp_thread_attach(const void *sp);
+MP_HIDDEN void mp_threads_init(void);
+/* What a mode does when a thread ends (before its block is recycled); set once at start. */
+MP_HIDDEN void mp_threads_on_exit(void (*hook)(struct mp_thread *));
+MP_HIDDEN void mp_threads_fork_prepare(void);
+MP_HIDDEN void mp_threads_fork_release(void);
+/* Every block ever made (live and recycled), for totals at exit. */
+MP_HIDDEN struct mp_thread *mp_threads_all(void);
+
+/* This thread's block, made on first use; NULL while it is being made (allocations the
+ * set-up itself makes, e.g. in pthread_getattr_np, then go unplaced). */
+static inline struct mp_thread *mp_thread(const void *sp)
+{
+    struct mp_thread *t = mp_self;
+    if (mp_likely(t != NULL))
+        return t;
+    return mp_thread_attach(sp);
+}
+
+/* ======== site matching and device heaps ======== */
+
+// "heaps/arena.c" -- the device table and region; each device's mimalloc arenas
+MP_HIDDEN extern struct mp_device_heap *mp_device_heaps;
+MP_HIDDEN extern int mp_ndevices;
+MP_HIDDEN extern uintptr_t mp_region_base;
+MP_HIDDEN extern uintptr_t mp_region_size; /* 0 in transparent mode: nothing is ours */
+MP_HIDDEN extern unsigned mp_slot_shift;
+/* Reserve one slot per device of `policy` and fill the table. 0 on success. */
+MP_HIDDEN int mp_arenas_init(const struct mp_policy *policy, const char **why);
+/* A block from the device's arenas, made bigger when full; NULL when it cannot grow. */
+MP_HIDDEN void *mp_arena_alloc(struct mp_device_heap *h, int dev, size_t size, size_t align,
+                               int zero);
+
+static inline int mp_device_heap_owns(const void *p)
+{
+    return (uintptr_t)p - mp_region_base < mp_region_size;
+}
+
+static inline uint64_t mp_half_slot(void) { return 1ull << (mp_slot_shift - 1); }
+
+static inline int mp_in_upper_half(const void *p)
+{
+    return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
+}
+
+static inline uint64_t mp_offset_in_slot(const struct mp_device_heap *h, const void *p)
+{
+    return (uint64_t)((const unsigned char *)p - h->slot);
+}
+
+static inline unsigned char *mp_growth_area(const struct mp_device_heap *h, int i)
+{
+    return h->slot + mp_half_slot() + (uint64_t)i * MP_GROWTH_AREA;
+}
+
+// "heaps/accounting.c" -- capacity, live bytes, peaks and stats
+MP_HIDDEN void mp_publish_live(struct mp_device_heap *h, int64_t delta);
+MP_HIDDEN MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c);
+/* Stats of device `dev`, summed over every thread (at exit). */
+MP_HIDDEN void mp_device_heap_stats(int dev, struct mp_device_stats *out);
+/* Count an allocation the next allocator served on behalf of device `dev`. */
+MP_HIDDEN void mp_device_heap_count_next(struct mp_thread *self, int dev, size_t size);
+
+/* A change of a device's live bytes: at once for big blocks (or without a thread block),
+ * else in the thread's batch, so the allocation path takes no atomic. */
+static inline void mp_add_live(struct mp_thread *self, int dev, int64_t delta)
+{
+    if (!self || delta >= (int64_t)MP_EXACT_BYTES || delta <= -(int64_t)MP_EXACT_BYTES) {
+        if (delta)
+            mp_publish_live(&mp_device_heaps[dev], delta);
+        return;
+    }
+    struct mp_device_counters *c = &self->devices[dev];
+    c->live_pending += delta;
+    if (mp_unlikely(c->live_pending >= MP_LIVE_BATCH || c->live_pending <= -MP_LIVE_BATCH))
+        mp_publish_pending(&mp_device_heaps[dev], c);
+}
+
+/* An allocation of `size` bytes (`usable` of them live) served for device `dev`. */
+static inline void mp_count(struct mp_thread *self, int dev, size_t size, int64_t usable)
+{
+    if (self) {
+        self->devices[dev].allocations++;
+        self->devices[dev].bytes += size;
+    } else {
+        __atomic_fetch_add(&mp_device_heaps[dev].stats.allocations, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&mp_device_heaps[dev].stats.bytes, size, __ATOMIC_RELAXED);
+    }
+    mp_add_live(self, dev, usable);
+}
+
+/* Live bytes are signed: a thread that frees blocks another thread allocated may publish
+ * its decrease before the other publishes the increase. */
+static inline int mp_over_capacity(struct mp_device_heap *h, size_t size)
+{
+    int64_t live = (int64_t)__atomic_load_n(&h->stats.live, __ATOMIC_RELAXED);
+    return (live > 0 ? (uint64_t)live : 0) + size > h->capacity;
+}
+
+// "heaps/block_cache.c" -- a thread's freed small blocks, per device and size class
+MP_HIDDEN void mp_block_cache_drain(struct mp_thread *self);
+
+/* A thread's cache of freed small blocks, as glibc's tcache: a block one thread frees is
+ * reused by that thread's next allocation of its size class, instead of going back to its
+ * mimalloc page, which takes an atomic operation when another thread allocated it. */
+static inline void *mp_block_cache_pop(struct mp_thread *self, int dev, size_t usable)
+{
+    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
+    void *p = b->head;
+    if (p) {
+        b->head = *(void **)p;
+        b->count--;
+    }
+    return p;
+}
+
+static inline int mp_block_cache_push(struct mp_thread *self, int dev, void *p, size_t usable)
+{
+    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
+    if (b->count >= MP_TCACHE_MAX)
+        return 0;
+    *(void **)p = b->head;
+    b->head = p;
+    b->count++;
+    return 1;
+}
+
+// "heaps/direct_map.c" -- blocks aligned above what mimalloc's arenas can do
+MP_HIDDEN void *mp_direct_map(struct mp_device_heap *h, size_t size, size_t align);
+/* Length of the direct block at p (0: none), and forget it (forget=1). */
+MP_HIDDEN uint64_t mp_direct_length(struct mp_device_heap *h, const void *p, int forget);
+
+// "heaps/growth_area.c" -- areas where a block realloc grows keeps growing in place
+/* A block that realloc grows to n bytes, given room to keep growing in place, on device
+ * `dev` itself; NULL if the device cannot take it (mp_device_heap_alloc then decides). */
+MP_HIDDEN void *mp_growth_area_alloc(struct mp_thread *self, int dev, size_t n);
+/* The growth area whose block is p, or NULL. */
+MP_HIDDEN struct mp_growth *mp_growth_of(struct mp_device_heap *h, const void *p);
+/* Free a growth area's block; returns its size. */
+MP_HIDDEN uint64_t mp_growth_release(struct mp_device_heap *h, struct mp_growth *g, void *p);
+
+// "heaps/fork.c" -- pthread_atfork handlers (registered by init.c)
+MP_HIDDEN void mp_device_heaps_fork_prepare(void);
+MP_HIDDEN void mp_device_heaps_fork_parent(void);
+MP_HIDDEN void mp_device_heaps_fork_child(void);
+
+// "heaps/device_heap.c" -- a device heap's allocation, free and resize; the fallback chain
+/* Set up the devices of `policy` (no memory is touched yet). 0 on success. */
+MP_HIDDEN int mp_device_heaps_init(const struct mp_policy *policy, const char **why);
+/* Allocate on device `dev`, or along its fallback chain. Returns NULL when the chain
+ * ends at the next allocator (*served = the next allocator's device, or -1); counts in
+ * `self`. */
+MP_HIDDEN void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t align,
+                                     int zero, int *served);
+/* The fast path: `dev` itself, plain or zeroed blocks of common sizes; NULL means "ask
+ * mp_device_heap_alloc" (nothing was counted). */
+MP_HIDDEN void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero);
+MP_HIDDEN void mp_device_heap_free(void *p);
+MP_HIDDEN size_t mp_device_heap_usable_size(const void *p);
+/* Resize block p in place to n bytes if it has the room; 1 if done. */
+MP_HIDDEN int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n);
+MP_HIDDEN int mp_device_of(const void *p);
+/* A thread ends (the hook placement registers with thread.c): its cached blocks go back
+ * to mimalloc, its pending live bytes become the devices' (so peaks see them). */
+MP_HIDDEN void mp_device_heaps_thread_exit(struct mp_thread *self);
+
+// "sites/sites.c" -- which rule an allocation matches, from its return addresses
+/* Prepare rule matching for `policy` (module table, absolute ranges, thread caches). */
+MP_HIDDEN int mp_sites_init(const struct mp_policy *policy, const char **why);
+/* The rule index for an allocation of `size` whose malloc-family call returns to `ra`,
+ * or -1 when no rule matches; counts the hit. `sp` is where the stack scan starts. */
+MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size);
+/* The generation of the rules' absolute addresses; cache entries of another are stale. */
+MP_HIDDEN extern uint32_t mp_sites_generation;
+/* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */
+MP_HIDDEN const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule);
+MP_HIDDEN void mp_sites_flush(void);
+
+/* A thread's cache slot for a site's frames. */
+static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, uintptr_t f3)
+{
+    uintptr_t h = f0 ^ (f1 * 31) ^ (f2 * 1009) ^ (f3 * 65537);
+    return (unsigned)((h ^ (h >> 12)) % MP_SITE_CACHE);
+}
+
+/* The fast path's lookup: the cached entry of a site whose one frame is `ra` and whose
+ * device does not depend on the size (e->device), or NULL: then mp_sites_match decides.
+ * The caller counts the hit with mp_sites_count once the allocation succeeded. */
+static inline struct mp_site_entry *mp_sites_fixed(struct mp_thread *self, uintptr_t ra)
+{
+    struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
+    if (mp_likely(e->frames[0] == ra && e->fixed &&
+                  e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED)))
+        return e;
+    return NULL;
+}
+
+static inline void mp_sites_count(struct mp_site_entry *e, size_t size)
+{
+    e->count[0].hits++; /* a fixed entry's rule is cand[0], or none */
+    e->count[0].bytes += size;
+}
+
+/* ======== modes ======== */
+
+// "modes/profile.c" -- `memplace profile`: every allocation is forwarded to the next
+// allocator and recorded against its call site; one text file per process at exit, or
+// when the program dies of a signal.
+/* Start profiling into directory `dir`; 0 on success, else *why says why not. */
+MP_HIDDEN int mp_profile_start(const char *dir, const char **why);
+MP_HIDDEN void mp_profile_write(void);
+MP_HIDDEN void *mp_profile_malloc(size_t n, uintptr_t ra);
+MP_HIDDEN void *mp_profile_calloc(size_t n, size_t size, uintptr_t ra);
+MP_HIDDEN void *mp_profile_realloc(void *p, size_t n, uintptr_t ra);
+MP_HIDDEN void *mp_profile_aligned(size_t align, size_t n, uintptr_t ra);
+MP_HIDDEN void mp_profile_forget(void *p); /* p is being freed */
+MP_HIDDEN void mp_profile_fork_prepare(void);
+MP_HIDDEN void mp_profile_fork_release(void);
+
+// "modes/place.c" -- the malloc family when a policy is in force (entry.c dispatches here)
+/* Start placing with the compiled policy at `path`; 0 on success, else *why says why not.
+ * The caller then sets mp_mode to MP_PLACING. */
+MP_HIDDEN int mp_place_start(const char *path, const char **why);
+MP_HIDDEN void mp_place_write_stats(const char *dir);
+MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra);
+MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra);
+MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra);
+MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
+
+/* ======== entry ======== */
+
+// "entry/entry.c"
+/* The mode (MP_TRANSPARENT, MP_PLACING, MP_PROFILING), set once by init.c. */
+MP_HIDDEN extern int mp_mode;
+/* Point the hot entry points straight at the next allocator or placement, as the mode
+ * allows. */
+MP_HIDDEN void mp_entry_choose(void);
+
+#endif

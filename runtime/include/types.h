@@ -1,0 +1,228 @@
+/* Layouts and macros shared by the runtime's files (as mimalloc's types.h): no function
+ * is declared here (see internal.h). The lowest layer: it includes nothing of ours but
+ * the compiled policy's file format. */
+#ifndef MEMPLACE_TYPES_H
+#define MEMPLACE_TYPES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "policy_format.h"
+
+/* ---- macros ---- */
+
+#define MP_HIDDEN __attribute__((visibility("hidden")))
+#define MP_EXPORT __attribute__((visibility("default")))
+#define MP_COLD __attribute__((noinline, cold))
+#define mp_likely(x) __builtin_expect(!!(x), 1)
+#define mp_unlikely(x) __builtin_expect(!!(x), 0)
+#if defined(__x86_64__) || defined(__i386__)
+#define mp_cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define mp_cpu_relax() __asm__ volatile("yield" ::: "memory")
+#else
+#define mp_cpu_relax() ((void)0)
+#endif
+/* A spin lock for the runtime's short critical sections (never held across a call into
+ * the program or the next allocator, so it cannot deadlock with them). */
+static inline void mp_lock(int *l)
+{
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+        mp_cpu_relax();
+}
+static inline void mp_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+#define MP_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* What the entry points do beyond forwarding: nothing (transparent), place (a policy is
+ * in force) or record (profiling). Set once at start-up. */
+enum { MP_TRANSPARENT = 0, MP_PLACING = 1, MP_PROFILING = 2 };
+
+/* ---- the next allocator (os/next.c) ---- */
+
+/* The next allocator's entry points. Before resolution they point at boot_* functions
+ * that resolve and then re-dispatch, so the hot path never tests "are we initialised". */
+struct mp_allocator {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+    void *(*reallocarray)(void *, size_t, size_t);
+    int (*posix_memalign)(void **, size_t, size_t);
+    void *(*aligned_alloc)(size_t, size_t);
+    void *(*memalign)(size_t, size_t);
+    void *(*valloc)(size_t);
+    void *(*pvalloc)(size_t);
+    size_t (*usable_size)(void *);
+    void (*free_sized)(void *, size_t);
+    void (*free_aligned_sized)(void *, size_t, size_t);
+};
+
+#define MP_BOOT_AREA_SIZE (256u * 1024u)
+
+/* ---- the compiled policy, as read (os/policy.c; the file's records: policy_format.h) ---- */
+
+struct mp_device_spec {
+    uint32_t kind, mode;
+    uint64_t capacity;           /* bytes; 0 = no limit */
+    int32_t fallback;            /* device index, -1 = the next allocator */
+    uint32_t flags;
+    const char *name, *path;     /* path: directory of a file device, else NULL */
+    uint64_t nodemask[MP_NODEMASK_WORDS];
+};
+
+struct mp_module_spec {
+    const char *path;            /* "" = the main executable */
+    const char *build_id;        /* lowercase hex, or NULL */
+};
+
+struct mp_frame_spec {
+    uint32_t module;
+    uint64_t lo, hi;             /* module-relative return-address range, inclusive */
+};
+
+struct mp_rule_spec {
+    uint32_t device, nframes;
+    uint64_t size_min, size_max;
+    struct mp_frame_spec frame[MP_MAX_FRAMES];
+    const char *name;
+};
+
+struct mp_policy {
+    uint32_t ndevices, nmodules, nrules, default_device;
+    struct mp_device_spec *devices;
+    struct mp_module_spec *modules;
+    struct mp_rule_spec *rules;
+};
+
+/* ---- loaded modules (os/modules.c) ---- */
+
+struct mp_module {
+    uintptr_t base, lo, hi; /* load bias; executable range [lo, hi) */
+    int skip;               /* libc, libstdc++, libgcc, ld.so, ourselves: not a call site */
+    const char *path;       /* "" for the main program */
+    char build_id[41];
+};
+
+/* A snapshot of the loaded modules. Snapshots are never freed (readers need no lock);
+ * each keeps a link to the one it replaced, so every module ever seen stays known. */
+struct mp_modules {
+    unsigned long long adds, subs; /* the loader's counters when it was taken */
+    uint32_t generation;
+    int n;
+    uintptr_t lo, hi; /* union of the executable ranges: quick rejection of data words */
+    struct mp_module *modules;
+    struct mp_modules *previous;
+};
+
+/* ---- per-thread state (thread/thread.c) ----
+ * The call-site cache and the device counters, kept per thread so the allocation path
+ * takes no lock and no atomic. Blocks are never freed: a block of an exited thread is
+ * reused by a new thread, counters and cache intact (both stay valid), so summing every
+ * block ever made gives the process totals at exit. */
+
+#define MP_SITE_CACHE 256
+#define MP_MAX_CANDIDATES 4
+enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2 };
+
+/* 128 bytes, so the fast path (frames[0] .. count[0].hits) reads one cache line. */
+struct mp_site_entry {
+    uintptr_t frames[MP_MAX_FRAMES];
+    uint32_t generation;              /* 0 = empty */
+    int16_t ncand;                    /* -1: too many candidates, scan the rules */
+    uint8_t needs_scan;               /* keyed by a return address into libc/libstdc++:
+                                         the site's frames come from the stack scan */
+    uint8_t fixed;                    /* one-frame policy, and the size does not matter:
+                                         every allocation here goes to `device`, an arena
+                                         (MP_FIXED_ARENA) or the next allocator (_NEXT) */
+    int32_t device;                   /* when fixed: cand[0]'s device, or the default */
+    struct { uint64_t hits, bytes; } count[MP_MAX_CANDIDATES]; /* of cand[i], not yet in
+                                                                  the totals */
+    uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
+} __attribute__((aligned(64)));
+
+struct mp_device_counters {
+    uint64_t allocations, bytes;
+    int64_t live_pending; /* usable bytes allocated minus freed, not yet in the device's live */
+};
+
+/* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
+#define MP_TCACHE_DEVICES 4
+#define MP_TCACHE_BINS (1024 / 8 + 1) /* by usable size / 8, up to mimalloc's small blocks */
+#define MP_TCACHE_MAX 8               /* freed blocks kept per device and size class */
+struct mp_tcache_bin { void *head; uint32_t count; };
+
+#define MP_PROFILE_CACHE 64
+struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one; };
+
+/* The last stack scan: an allocation from the same return address with the same stack
+ * pointer has the same callers, as long as the stack words they were found in still hold
+ * them (checked on use). Loops allocate this way, and skip the scan. */
+struct mp_scan_memo {
+    uintptr_t ra;
+    const void *sp, *modules;
+    int n;
+    uintptr_t frames[MP_MAX_FRAMES];
+    const uintptr_t *slots[MP_MAX_FRAMES];
+};
+
+struct mp_thread {
+    struct mp_thread *next_all, *next_free;
+    uintptr_t stack_top; /* 0: unknown, do not scan the stack */
+    struct mp_device_counters devices[MP_MAX_DEVICES];
+    /* mimalloc's thread-local heap of each device's newest arena heap, for this thread
+     * (allocating through it skips mimalloc's own lookup); reset when the block is reused */
+    void *theaps[MP_MAX_DEVICES];
+    int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
+    struct mp_site_entry cache[MP_SITE_CACHE];
+    struct mp_scan_memo scan;
+    struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
+    struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
+};
+
+/* ---- site matching (sites/sites.c) ---- */
+
+struct mp_rule_stats { uint64_t hits, bytes; };
+
+/* ---- device heaps (heaps/) ----
+ * One heap per memory device, on mimalloc exclusive arenas over memory memplace maps and
+ * binds itself. All devices live in one reserved address range, one equal-sized slot per
+ * device, so "is this block ours, and whose" is a subtraction and a shift. The lower half
+ * of a slot holds the arenas; the upper half starts with MP_MAX_GROWTH growth areas of
+ * MP_GROWTH_AREA bytes each, and direct blocks (aligned above 64 KiB) take the rest. */
+
+#define MP_MAX_ARENAS 64
+#define MP_MAX_DIRECT 256            /* live blocks aligned above 64 KiB, per device */
+#define MP_MAX_GROWTH 16             /* growth areas per device */
+#define MP_GROWTH_AREA (1u << 20)    /* room a growing block gets, and grows in place within */
+#define MP_LIVE_BATCH (1ll << 20)    /* a thread publishes its live-bytes change in steps this big */
+#define MP_EXACT_BYTES (256u << 10)  /* blocks this big are counted against capacity at once */
+
+enum mp_fallback_reason { MP_FULL, MP_BIND_FAILED, MP_BACKING_FAILED, MP_ALIGNMENT, MP_REASONS };
+
+struct mp_device_stats {
+    uint64_t allocations, bytes, live, peak;
+    uint64_t fallbacks[MP_REASONS]; /* allocations this device passed on, by reason */
+};
+
+enum { MP_GROWTH_UNMAPPED, MP_GROWTH_SPARE, MP_GROWTH_GROWING };
+
+struct mi_heap_s; /* mimalloc's mi_heap_t, without mimalloc.h for the files that need none */
+
+struct mp_device_heap {
+    const struct mp_device_spec *spec;
+    unsigned char *slot;
+    uint64_t capacity;           /* limit on live bytes; 0 = none */
+    uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
+    int narenas, dead, lock;
+    struct mi_heap_s *heaps[MP_MAX_ARENAS];
+    struct mp_direct { uint64_t offset, length; } direct[MP_MAX_DIRECT]; /* in use, by offset */
+    int ndirect, nspare;
+    struct mp_growth { uint64_t used; int state; } growth[MP_MAX_GROWTH];
+    struct mp_device_stats stats;
+} __attribute__((aligned(64)));
+
+/* ---- signal-safe output (util/writer.c) ---- */
+
+struct mp_writer { char buf[16384]; size_t n; int fd; };
+
+#endif
