@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from memplace.policy_compile import (DEVICE, FRAME, HEADER, MAGIC, MAX_DEVICES, MAX_FRAMES, MAX_MODULES,
+from memplace.placement.policy_compile import (DEVICE, FRAME, HEADER, MAGIC, MAX_DEVICES, MAX_FRAMES, MAX_MODULES,
                                      MAX_RULES, MODULE, NO_STRING, NODEMASK_WORDS, RULE, VERSION, KIND_CODES,
                                      FLAG_HUGETLB, FLAG_THP)
 

@@ -1,7 +1,7 @@
 """The compiled policy: the small binary file the runtime reads (docs/policy.md).
 
 Layouts are declared once, as tables, below; `compile_policy` writes them and
-`decode` reads and validates them (the same checks runtime/policy.c makes).
+`decode` reads and validates them (the same checks runtime/os/policy.c makes).
 
 >>> problems = prepare("policy.toml", "./a.out", "/tmp/p.mpc")   # doctest: +SKIP
 >>> decode(open("/tmp/p.mpc", "rb").read()).devices[0].name       # doctest: +SKIP

@@ -2,7 +2,7 @@
 allocation site, and turn the runtime's per-process files into profiles
 (memplace.profile), with module-relative frames that are stable across runs.
 
-Runtime file format (runtime/profile.c), one per process, `profile.<pid>.txt`:
+Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.txt`:
     memplace-profile 1
     pid <pid> / rank <rank|-> / clock_ns <n> / window_ns <n> / windows <n> / untracked <n>
     exe <path of the main program>
