@@ -81,10 +81,37 @@ static void fork_child(void)
         mp_device_heaps_fork_child();
 }
 
+/* Where the unwind tables are: $MEMPLACE_UNWIND (set by memplace run and profile; ""
+ * for none), else the cache memplace keeps them in (launch/unwind_tables.py: cache_dir), so
+ * that a program preloaded by hand finds the tables of modules memplace has seen. */
+static void unwind_tables(void)
+{
+    const char *set = getenv("MEMPLACE_UNWIND");
+    if (set) {
+        mp_unwind_init(set);
+        return;
+    }
+    static const struct { const char *var, *tail; } roots[] = {
+        {"MEMPLACE_CACHE", "/unwind"}, {"XDG_CACHE_HOME", "/memplace/unwind"},
+        {"HOME", "/.cache/memplace/unwind"}};
+    for (size_t i = 0; i < sizeof roots / sizeof roots[0]; i++) {
+        const char *root = getenv(roots[i].var);
+        size_t n = root ? strlen(root) : 0, t = strlen(roots[i].tail);
+        char path[512];
+        if (n == 0 || n + t >= sizeof path)
+            continue;
+        memcpy(path, root, n);
+        memcpy(path + n, roots[i].tail, t + 1);
+        mp_unwind_init(path);
+        return;
+    }
+}
+
 __attribute__((constructor)) static void mp_init(void)
 {
     mp_page_size_init();
     mp_resolve_next();
+    unwind_tables(); /* before the first module snapshot */
     const char *policy = getenv("MEMPLACE_POLICY");
     const char *profile = getenv("MEMPLACE_PROFILE");
     const char *why = "";

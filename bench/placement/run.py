@@ -12,8 +12,9 @@ Variants:
                   call-site capture per allocation for one-frame rules (a per-thread cache
                   keyed by the return address)
   2 frames        rules of two frames (the allocation call and the call of the workload
-                  function in main), to "system": every allocation scans its stack for the
-                  second frame, the cost for rules of 2-4 frames
+                  function in main), to "system": every allocation unwinds to the second
+                  frame (a thread's repeated walk is replayed), the cost for rules of 2-4
+                  frames
 Target: placed at most 1.10x of no runtime on every workload (the other variants are shown
 for reference).
 
@@ -68,13 +69,16 @@ def main() -> int:
     args = ap.parse_args()
     if args.runs < 5:
         ap.error("--runs must be at least 5")
-    from memplace.placement.policy_compile import prepare
+    from memplace.launch.program import describe_program
     from memplace.launch.runtime_path import runtime_path
+    from memplace.launch.unwind_tables import program_tables
+    from memplace.placement.policy_compile import prepare
     runtime = runtime_path()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         prog = build(HERE.parent / "overhead" / "workloads.c", tmp / "workloads", "-pthread")
         base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        base["MEMPLACE_UNWIND"] = program_tables(describe_program(str(prog)), runtime).directory
         envs = {"no runtime": base, "transparent": dict(base, LD_PRELOAD=runtime)}
         for name, device, frames in (("placed", "dram", 1), ("sited->system", "system", 1),
                                      ("2 frames", "system", 2)):

@@ -92,18 +92,62 @@ MP_HIDDEN int mp_resolve_next(void);
 /* Path of the object the next allocator came from ("" before resolution). */
 MP_HIDDEN const char *mp_next_provider(void);
 
+// "os/unwind.c" -- unwind tables (mapped from the files Python wrote) and one-frame steps
+/* Where the tables are ($MEMPLACE_UNWIND, or memplace's cache); "" leaves every module
+ * without one. */
+MP_HIDDEN void mp_unwind_init(const char *dir);
+/* Map the table of the module with this build-id (hex); NULL when there is none or it is
+ * not valid. Makes system calls: for module snapshots, never per allocation. */
+MP_HIDDEN const struct mp_unwind_table *mp_unwind_load(const char *build_id);
+/* The rule for module-relative address `rel`; NULL outside the table. */
+MP_HIDDEN const struct mp_unwind_rule *mp_unwind_find(const struct mp_unwind_table *t,
+                                                      uintptr_t rel);
+enum { MP_STEP_OK = 0, MP_STEP_END = 1, MP_STEP_UNKNOWN = 2 };
+/* Replace `r` by the caller's registers, reading only inside [stack_lo, stack_hi); the
+ * words read are added to `trace` (if not NULL). */
+MP_HIDDEN int mp_unwind_step(const struct mp_unwind_rule *rule, struct mp_unwind_regs *r,
+                             uintptr_t stack_lo, uintptr_t stack_hi, struct mp_unwind_trace *trace);
+/* Do the traced words still hold the values the walk read? */
+static inline int mp_unwind_trace_holds(const struct mp_unwind_trace *t)
+{
+    if (t->n < 0)
+        return 0;
+    for (int i = 0; i < t->n; i++)
+        if (*t->addr[i] != t->value[i])
+            return 0;
+    return 1;
+}
+/* The registers at this point of the calling function: where a walk starts. */
+#if defined(__x86_64__)
+#define MP_UNWIND_HERE(r)                                                                  \
+    do {                                                                                   \
+        __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2"              \
+                         : "=r"((r).pc), "=r"((r).sp), "=r"((r).fp));                      \
+        (r).exact = 1;                                                                     \
+    } while (0)
+#define MP_UNWIND_SUPPORTED 1
+#else /* no walk: sites are the raw return address */
+#define MP_UNWIND_HERE(r) ((r).pc = (r).sp = (r).fp = 0, (void)((r).exact = 1))
+#define MP_UNWIND_SUPPORTED 0
+#endif
+
 // "os/modules.c" -- the loaded modules and their code ranges; call-site capture
 /* The current snapshot (taken on first use). */
 MP_HIDDEN struct mp_modules *mp_modules(void);
 /* The current snapshot, retaken first if modules were loaded or unloaded since. */
 MP_HIDDEN struct mp_modules *mp_modules_fresh(void);
 MP_HIDDEN const struct mp_module *mp_module_of(const struct mp_modules *t, uintptr_t address);
-/* Up to `depth` return addresses of the call that returns to `ra`, skipping allocator
- * and runtime-library frames: `ra` itself unless it is in one, then a bounded scan of the
- * stack from `sp` up to `stack_top` (0: no scan). Returns how many were found; `slots`
- * (if not NULL) gets the stack word each came from (NULL for `ra` itself). */
-MP_HIDDEN int mp_capture(const struct mp_modules *t, uintptr_t ra, const void *sp,
-                         uintptr_t stack_top, int depth, uintptr_t *out, const uintptr_t **slots);
+/* Why a capture ended before `depth` frames: the thread's first frame, or a frame that
+ * could not be unwound (no table for its module, no rule for its address). */
+enum { MP_CAPTURE_FULL = 0, MP_CAPTURE_OUTERMOST = 1, MP_CAPTURE_CUT = 2 };
+/* Up to `depth` return addresses of the allocation, innermost first, by unwinding real
+ * frames from `r` (the registers at the capture point, inside the runtime) and leaving
+ * out the frames of allocator and runtime libraries. Reads only the thread's stack below
+ * `stack_top` (0: unknown, no unwinding); `cache` is the thread's (or NULL). Returns how
+ * many were found; `*end` (if not NULL) says why the walk stopped. */
+MP_HIDDEN int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r,
+                         uintptr_t stack_top, struct mp_unwind_cache *cache, int depth,
+                         uintptr_t *out, int *end);
 
 /* ======== per-thread state ======== */
 
@@ -280,8 +324,8 @@ MP_HIDDEN void mp_device_heaps_thread_exit(struct mp_thread *self);
 /* Prepare rule matching for `policy` (module table, absolute ranges, thread caches). */
 MP_HIDDEN int mp_sites_init(const struct mp_policy *policy, const char **why);
 /* The rule index for an allocation of `size` whose malloc-family call returns to `ra`,
- * or -1 when no rule matches; counts the hit. `sp` is where the stack scan starts. */
-MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size);
+ * or -1 when no rule matches; counts the hit. Deeper frames come from unwinding. */
+MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size);
 /* The generation of the rules' absolute addresses; cache entries of another are stale. */
 MP_HIDDEN extern uint32_t mp_sites_generation;
 /* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */

@@ -94,6 +94,61 @@ struct mp_policy {
     struct mp_rule_spec *rules;
 };
 
+/* ---- unwind tables (os/unwind.c) ----
+ * Written by Python (launch/unwind_tables.py) from a module's .eh_frame, one file per
+ * build-id: for every code address, how to find the caller's registers. */
+
+/* How to find the caller's registers at one address (12 bytes; Python's RULE struct). */
+struct mp_unwind_rule {
+    int32_t cfa_off;
+    int16_t fp_off, ra_off;
+    uint8_t cfa_base, fp_rule, ra_rule, reserved;
+};
+_Static_assert(sizeof(struct mp_unwind_rule) == 12, "unwind rule layout");
+enum { MP_CFA_UNKNOWN = 0, MP_CFA_SP = 1, MP_CFA_FP = 2, MP_CFA_OUTERMOST = 3, MP_CFA_SIGNAL = 4 };
+enum { MP_FP_SAME = 0, MP_FP_SAVED = 1, MP_FP_LOST = 2 };
+enum { MP_RA_SAVED = 1, MP_RA_IN_REGISTER = 2 };
+
+/* A module's table, mapped read-only from its file. */
+struct mp_unwind_table {
+    uint32_t nrows, nrules;
+    const uint32_t *pcs;   /* sorted module-relative addresses where rows start */
+    const uint32_t *index; /* each row's rule */
+    const struct mp_unwind_rule *rules;
+};
+
+/* The registers a walk needs. `exact`: pc is the current instruction (the first frame,
+ * or one a signal interrupted), not a return address. */
+struct mp_unwind_regs {
+    uintptr_t pc, sp, fp;
+    int exact;
+};
+
+/* The stack words a walk read. A walk is a function of its starting registers and of
+ * these words: when both are unchanged, so are the frames it found. */
+#define MP_UNWIND_TRACE 32
+struct mp_unwind_trace {
+    int n; /* -1: more words than fit, the walk cannot be replayed */
+    const uintptr_t *addr[MP_UNWIND_TRACE];
+    uintptr_t value[MP_UNWIND_TRACE];
+};
+
+/* A thread's unwinding memory: the rules it used last, by address (most steps skip the
+ * module search and the binary search), and its last walk (a loop allocating from one
+ * call chain repeats it exactly, and only re-reads the words it depended on). */
+#define MP_UNWIND_CACHE 64
+#define MP_UNWIND_FRAMES 8
+struct mp_unwind_cache {
+    const void *modules; /* the snapshot the entries and the last walk belong to */
+    struct { uintptr_t pc; const struct mp_unwind_rule *rule; int skip; } e[MP_UNWIND_CACHE];
+    struct {
+        uintptr_t pc, sp, fp;
+        int depth, n, end;
+        uintptr_t frames[MP_UNWIND_FRAMES];
+        struct mp_unwind_trace trace;
+    } last;
+};
+
 /* ---- loaded modules (os/modules.c) ---- */
 
 struct mp_module {
@@ -101,6 +156,7 @@ struct mp_module {
     int skip;               /* libc, libstdc++, libgcc, ld.so, ourselves: not a call site */
     const char *path;       /* "" for the main program */
     char build_id[41];
+    const struct mp_unwind_table *unwind; /* NULL: no table, a walk stops in this module */
 };
 
 /* A snapshot of the loaded modules. Snapshots are never freed (readers need no lock);
@@ -130,7 +186,7 @@ struct mp_site_entry {
     uint32_t generation;              /* 0 = empty */
     int16_t ncand;                    /* -1: too many candidates, scan the rules */
     uint8_t needs_scan;               /* keyed by a return address into libc/libstdc++:
-                                         the site's frames come from the stack scan */
+                                         the site's frames come from unwinding */
     uint8_t fixed;                    /* one-frame policy, and the size does not matter:
                                          every allocation here goes to `device`, an arena
                                          (MP_FIXED_ARENA) or the next allocator (_NEXT) */
@@ -154,27 +210,16 @@ struct mp_tcache_bin { void *head; uint32_t count; };
 #define MP_PROFILE_CACHE 64
 struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one; };
 
-/* The last stack scan: an allocation from the same return address with the same stack
- * pointer has the same callers, as long as the stack words they were found in still hold
- * them (checked on use). Loops allocate this way, and skip the scan. */
-struct mp_scan_memo {
-    uintptr_t ra;
-    const void *sp, *modules;
-    int n;
-    uintptr_t frames[MP_MAX_FRAMES];
-    const uintptr_t *slots[MP_MAX_FRAMES];
-};
-
 struct mp_thread {
     struct mp_thread *next_all, *next_free;
-    uintptr_t stack_top; /* 0: unknown, do not scan the stack */
+    uintptr_t stack_top; /* 0: unknown, do not unwind */
     struct mp_device_counters devices[MP_MAX_DEVICES];
     /* mimalloc's thread-local heap of each device's newest arena heap, for this thread
      * (allocating through it skips mimalloc's own lookup); reset when the block is reused */
     void *theaps[MP_MAX_DEVICES];
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
-    struct mp_scan_memo scan;
+    struct mp_unwind_cache unwind;
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };

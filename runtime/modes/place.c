@@ -20,14 +20,14 @@ int mp_place_start(const char *path, const char **why)
 
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device, else the rules'; counts the rule's hit. */
-static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, const void *sp)
+static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra)
 {
     struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
     if (e) {
         mp_sites_count(e, n);
         return e->device;
     }
-    int rule = mp_sites_match(self, ra, sp, n);
+    int rule = mp_sites_match(self, ra, n);
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
 
@@ -39,7 +39,7 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
     int served;
-    void *p = mp_device_heap_alloc(self, device_for(self, n, ra, sp), n, align, how == ZEROED, &served);
+    void *p = mp_device_heap_alloc(self, device_for(self, n, ra), n, align, how == ZEROED, &served);
     if (p)
         return p;
     mp_device_heap_count_next(self, served, n);
@@ -51,7 +51,7 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
 }
 
 /* The fast path: a site seen before on this thread, whose device does not depend on the
- * size, served by the next allocator or that device's theap. No stack scan, no rule scan,
+ * size, served by the next allocator or that device's theap. No unwinding, no rule scan,
  * no fallback: NULL sends the allocation to place(). */
 static inline void *place_fast(size_t n, int zero, uintptr_t ra)
 {
@@ -113,7 +113,7 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     }
     const void *sp = __builtin_frame_address(0);
     struct mp_thread *self = mp_thread(sp);
-    int dev = device_for(self, n, ra, sp), served;
+    int dev = device_for(self, n, ra), served;
     int mine = mp_device_heap_owns(p);
     if (mine && mp_device_of(p) == dev && mp_device_heap_resize(self, p, n))
         return p; /* fits where it is */

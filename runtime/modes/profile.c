@@ -105,8 +105,10 @@ static uint32_t site_of(uintptr_t ra, const void *sp)
     struct mp_modules *mods = mp_modules();
     if (!self || !mods)
         return UINT32_MAX;
-    int n = mp_capture(mods, ra, sp, self->stack_top, depth, frames, NULL);
-    if (n == 0) { /* no frame outside the runtime libraries: the raw caller stands for it */
+    struct mp_unwind_regs r;
+    MP_UNWIND_HERE(r);
+    int n = mp_capture(mods, &r, self->stack_top, &self->unwind, depth, frames, NULL);
+    if (n == 0) { /* nothing unwound (no tables): the raw caller stands for the site */
         frames[0] = ra;
         n = 1;
     }
@@ -118,7 +120,8 @@ static uint32_t site_of(uintptr_t ra, const void *sp)
         /* a new site in a module loaded since the snapshot: capture again with it */
         mods = mp_modules();
         memset(frames, 0, sizeof frames);
-        n = mp_capture(mods, ra, sp, self->stack_top, depth, frames, NULL);
+        MP_UNWIND_HERE(r);
+        n = mp_capture(mods, &r, self->stack_top, &self->unwind, depth, frames, NULL);
         if (n == 0)
             frames[0] = ra, n = 1;
     }

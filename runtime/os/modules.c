@@ -1,17 +1,18 @@
 /* Loaded modules and call-site capture (see internal.h).
  *
- * Frame 0 is the return address of the malloc-family call. Deeper frames, and the first
- * frame past libc / libstdc++ / libgcc (C++ allocations arrive through operator new), come
- * from a bounded scan of the stack for words that point just after a call instruction in a
- * loaded module: Debian's libraries have no frame pointers, so a frame-pointer walk would
- * read garbage, and an unwinder is 10-1000x slower. The scan never reads past the thread's
- * stack. A snapshot is retaken (without locks) when the loader's counters change. */
+ * A site's frames come from unwinding real frames, from the capture point inside the
+ * runtime outwards, one table lookup per frame (os/unwind.c); the frames of the runtime,
+ * libc, libstdc++, libgcc and ld.so are walked through but left out of the site. A frame
+ * that cannot be unwound (its module has no table, or no rule covers its address) ends
+ * the site there: it is never completed from stack words that merely look like return
+ * addresses. A snapshot is retaken (without locks) when the loader's counters change,
+ * and maps the unwind tables of modules it has not seen before. */
 #define _GNU_SOURCE
 #include <link.h>
 #include <string.h>
 #include "internal.h"
 
-#define MAX_SCAN_WORDS 1024
+#define MAX_STEPS 64 /* frames walked at most, runtime and libc ones included */
 
 static struct mp_modules *current;
 
@@ -94,6 +95,7 @@ static int collect_module(struct dl_phdr_info *info, size_t size, void *arg)
     m->path = copy_string(info->dlpi_name ? info->dlpi_name : "");
     m->skip = m->path ? is_skipped(m->path) : 0;
     read_build_id(info, m->build_id);
+    m->unwind = NULL; /* loaded in take(), outside the loader's lock */
     c->n++;
     return 0;
 }
@@ -104,6 +106,17 @@ static int counters_only(struct dl_phdr_info *info, size_t size, void *arg)
     c->adds = info->dlpi_adds;
     c->subs = info->dlpi_subs;
     return 1;
+}
+
+/* A module's unwind table: the one an earlier snapshot mapped for it, or mapped now. */
+static const struct mp_unwind_table *unwind_table_of(const struct mp_module *m,
+                                                     const struct mp_modules *previous)
+{
+    for (const struct mp_modules *p = previous; p; p = p->previous)
+        for (int i = 0; i < p->n; i++)
+            if (p->modules[i].base == m->base && strcmp(p->modules[i].build_id, m->build_id) == 0)
+                return p->modules[i].unwind;
+    return mp_unwind_load(m->build_id);
 }
 
 static struct mp_modules *take(uint32_t generation, struct mp_modules *previous)
@@ -129,6 +142,7 @@ static struct mp_modules *take(uint32_t generation, struct mp_modules *previous)
     for (int i = 0; i < c.n; i++) {
         if (c.out[i].lo < t->lo) t->lo = c.out[i].lo;
         if (c.out[i].hi > t->hi) t->hi = c.out[i].hi;
+        c.out[i].unwind = unwind_table_of(&c.out[i], previous);
     }
     return t;
 }
@@ -170,56 +184,78 @@ const struct mp_module *mp_module_of(const struct mp_modules *t, uintptr_t a)
     return NULL;
 }
 
-/* Does `ra` follow a call instruction? (x86_64: call rel32 / call r/m; aarch64: bl / blr) */
-static int after_call(const struct mp_module *m, uintptr_t ra)
+/* The rule for the frame at `r` and whether its module is left out of sites, through the
+ * thread's cache; NULL rule: the frame cannot be unwound (*skip still set if known). */
+static const struct mp_unwind_rule *rule_at(const struct mp_modules *t, const struct mp_unwind_regs *r,
+                                            struct mp_unwind_cache *cache, int *skip)
 {
-#if defined(__x86_64__)
-    if (ra < m->lo + 7)
-        return 0;
-    const unsigned char *c = (const unsigned char *)ra;
-    if (c[-5] == 0xE8)
-        return 1;
-    for (int len = 2; len <= 7; len++)
-        if (c[-len] == 0xFF && ((c[-len + 1] >> 3) & 7) == 2)
-            return 1;
-    return 0;
-#elif defined(__aarch64__)
-    if (ra < m->lo + 4 || ra & 3)
-        return 0;
-    uint32_t insn;
-    memcpy(&insn, (const void *)(ra - 4), 4);
-    return (insn & 0xFC000000u) == 0x94000000u || (insn & 0xFFFFFC1Fu) == 0xD63F0000u;
-#else
-    return 0;
-#endif
+    /* a return address belongs to the call before it: look up the call's last byte */
+    uintptr_t pc = r->pc - (r->exact ? 0 : 1);
+    unsigned slot = (unsigned)((pc ^ (pc >> 7)) % MP_UNWIND_CACHE);
+    if (cache && cache->modules == t && cache->e[slot].pc == pc) {
+        *skip = cache->e[slot].skip;
+        return cache->e[slot].rule;
+    }
+    const struct mp_module *m = mp_module_of(t, r->pc);
+    if (!m) {
+        *skip = -1; /* code outside every module (generated code) */
+        return NULL;
+    }
+    *skip = m->skip;
+    const struct mp_unwind_rule *rule = m->unwind ? mp_unwind_find(m->unwind, pc - m->base) : NULL;
+    if (cache) {
+        cache->e[slot].pc = pc, cache->e[slot].rule = rule, cache->e[slot].skip = m->skip;
+    }
+    return rule;
 }
 
-int mp_capture(const struct mp_modules *t, uintptr_t ra, const void *sp, uintptr_t top,
-               int depth, uintptr_t *out, const uintptr_t **slots)
+int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r, uintptr_t top,
+               struct mp_unwind_cache *cache, int depth, uintptr_t *out, int *end)
 {
-    int n = 0;
-    const struct mp_module *m = mp_module_of(t, ra);
-    if (!m || !m->skip) {
-        if (slots)
-            slots[n] = NULL;
-        out[n++] = ra;
+    if (depth > MP_UNWIND_FRAMES)
+        depth = MP_UNWIND_FRAMES;
+    struct mp_unwind_trace *trace = NULL;
+    if (cache) {
+        if (cache->modules != t) {
+            memset(cache, 0, sizeof *cache);
+            cache->modules = t;
+        }
+        if (cache->last.pc == r->pc && cache->last.sp == r->sp && cache->last.fp == r->fp &&
+            cache->last.depth == depth && mp_unwind_trace_holds(&cache->last.trace)) {
+            memcpy(out, cache->last.frames, (size_t)cache->last.n * sizeof *out);
+            if (end)
+                *end = cache->last.end;
+            return cache->last.n;
+        }
+        cache->last.pc = r->pc, cache->last.sp = r->sp, cache->last.fp = r->fp;
+        cache->last.depth = depth;
+        trace = &cache->last.trace;
+        trace->n = 0;
     }
-    if (n >= depth || !top)
-        return n;
-    const uintptr_t *w = (const uintptr_t *)(((uintptr_t)sp + 7) & ~(uintptr_t)7);
-    const uintptr_t *end = (const uintptr_t *)top;
-    if (end - w > MAX_SCAN_WORDS)
-        end = w + MAX_SCAN_WORDS;
-    for (; w < end && n < depth; w++) {
-        uintptr_t a = *w;
-        if (a - t->lo >= t->hi - t->lo || a == ra || (n && a == out[n - 1]))
-            continue;
-        const struct mp_module *am = mp_module_of(t, a);
-        if (!am || am->skip || !after_call(am, a))
-            continue;
-        if (slots)
-            slots[n] = w;
-        out[n++] = a;
+    int n = 0, why = MP_CAPTURE_CUT;
+    const uintptr_t lo = r->sp;
+    for (int step = 0; step < MAX_STEPS && top; step++) {
+        int skip;
+        const struct mp_unwind_rule *rule = rule_at(t, r, cache, &skip);
+        if (skip < 0)
+            break;
+        if (!skip)
+            out[n++] = r->pc;
+        if (n == depth) {
+            why = MP_CAPTURE_FULL;
+            break;
+        }
+        int s = rule ? mp_unwind_step(rule, r, lo, top, trace) : MP_STEP_UNKNOWN;
+        if (s != MP_STEP_OK) {
+            why = s == MP_STEP_END ? MP_CAPTURE_OUTERMOST : MP_CAPTURE_CUT;
+            break;
+        }
     }
+    if (cache) {
+        memcpy(cache->last.frames, out, (size_t)n * sizeof *out);
+        cache->last.n = n, cache->last.end = why;
+    }
+    if (end)
+        *end = why;
     return n;
 }

@@ -4,7 +4,7 @@
  * ranges for each snapshot of the loaded modules (os/modules.c), so modules dlopen'ed later
  * are matched too. A per-thread cache (types.h) maps a site's frames to the rules they can
  * match, so the rule scan runs once per site and thread; for one-frame policies the cache
- * is keyed by the raw return address and the stack is scanned only for calls that return
+ * is keyed by the raw return address and frames are unwound only for calls that return
  * into libc or libstdc++ (operator new). */
 #define _GNU_SOURCE
 #include <string.h>
@@ -234,7 +234,7 @@ static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frame
 }
 
 /* (Re)fill a cache entry: the rules whose frames match, in priority order. With `raw`,
- * frames[0] is an unchecked return address: mark the entry if it needs the stack scan. */
+ * frames[0] is an unchecked return address: mark the entry if its frames must be unwound. */
 static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n, int raw)
 {
     flush_entry(e);
@@ -281,30 +281,22 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
     return -1;
 }
 
-static int memo_holds(const struct mp_scan_memo *m)
+/* The site's frames, by unwinding from here; frame 0 is `ra` when nothing can be unwound
+ * (no unwind tables) and `ra` is the program's own return address. */
+static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, uintptr_t *frames)
 {
-    for (int i = 0; i < m->n; i++)
-        if (m->slots[i] && *m->slots[i] != m->frames[i])
-            return 0;
-    return 1;
-}
-
-/* The site's frames: the thread's last scan if it still applies, else a new scan. */
-static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, const void *sp,
-                   uintptr_t *frames)
-{
-    struct mp_scan_memo *m = &self->scan;
-    if (m->ra == ra && m->sp == sp && m->modules == v->modules && memo_holds(m)) {
-        memcpy(frames, m->frames, sizeof m->frames);
-        return m->n;
+    struct mp_unwind_regs r;
+    MP_UNWIND_HERE(r);
+    int n = mp_capture(v->modules, &r, self->stack_top, &self->unwind, depth, frames, NULL);
+    if (n == 0) {
+        const struct mp_module *m = mp_module_of(v->modules, ra);
+        if (!m || !m->skip)
+            frames[0] = ra, n = 1;
     }
-    m->n = mp_capture(v->modules, ra, sp, self->stack_top, depth, frames, m->slots);
-    memcpy(m->frames, frames, sizeof m->frames);
-    m->ra = ra, m->sp = sp, m->modules = v->modules;
-    return m->n;
+    return n;
 }
 
-int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t size)
+int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size)
 {
     if (policy->nrules == 0)
         return -1;
@@ -324,7 +316,7 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, const void *sp, size_t 
         if (!e->needs_scan)
             return choose(v, e, frames, 1, size);
     }
-    int n = capture(self, v, ra, sp, frames);
+    int n = capture(self, v, ra, frames);
     e = slot(self, frames);
     if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
         v = fill(e, frames, n, 0);

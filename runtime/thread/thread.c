@@ -36,7 +36,7 @@ void mp_threads_on_exit(void (*hook)(struct mp_thread *)) { exit_hook = hook; }
 
 struct mp_thread *mp_threads_all(void) { return __atomic_load_n(&all, __ATOMIC_ACQUIRE); }
 
-/* The top of this thread's stack, so the call-site scan never reads past it. */
+/* The top of this thread's stack, so unwinding never reads past it. */
 static uintptr_t stack_top(const void *sp)
 {
     uintptr_t s = (uintptr_t)sp, end = (uintptr_t)__libc_stack_end;
@@ -78,7 +78,7 @@ struct mp_thread *mp_thread_attach(const void *sp)
         t->stack_top = stack_top(sp);
         memset(t->theaps, 0, sizeof t->theaps); /* the previous thread's, now gone */
         memset(t->theap_of, 0, sizeof t->theap_of);
-        memset(&t->scan, 0, sizeof t->scan); /* its stack words were the previous thread's */
+        t->unwind.modules = NULL; /* its entries were the previous thread's */
         if (have_exit_key)
             pthread_setspecific(exit_key, t); /* our own key, created at start-up */
         mp_self = t;

@@ -21,7 +21,9 @@ import contextlib
 import functools
 import mmap
 import os
+import re
 import struct
+import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -419,3 +421,41 @@ def dwarf(path: str):
     with open(path, "rb") as f:
         elf = ELFFile(f)
         yield elf.get_dwarf_info() if elf.has_dwarf_info() else None
+
+
+_LIST_ARROW = re.compile(r"^\s*(\S+)\s+=>\s+(/\S+)\s+\(0x[0-9a-fA-F]+\)")
+_LIST_PLAIN = re.compile(r"^\s*(/\S+)\s+\(0x[0-9a-fA-F]+\)")
+
+
+def loader_list(exe: str) -> list[str]:
+    """The libraries the program's own dynamic loader maps at start (`ld.so --list`), in
+    load order. A static program, or one whose loader cannot run here, has none.
+
+        >>> "libc.so.6" in " ".join(loader_list("/bin/sh"))
+        True
+    """
+    elf = open_elf(exe)
+    interp = elf.interp if elf is not None else None
+    if not interp or not os.path.exists(interp):
+        return []
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LD_AUDIT")}
+    try:
+        run = subprocess.run([interp, "--list", exe], capture_output=True, text=True,
+                             timeout=30, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    libs = []
+    for line in run.stdout.splitlines():
+        m = _LIST_ARROW.match(line) or _LIST_PLAIN.match(line)
+        if m:
+            path = m.group(m.lastindex)
+            if path not in libs and not _same_file(path, exe):
+                libs.append(path)
+    return libs
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -58,6 +58,10 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             exe = target.path if target.kind == "elf" else None
             for warning in prepare(policy, exe, extra["MEMPLACE_POLICY"]):
                 say(f"memplace: {warning}")
+            from memplace.launch.unwind_tables import program_tables
+            from memplace.placement.policy import load, site_modules
+            named = site_modules(load(policy))  # modules the rules name: dlopen'ed ones too
+            extra["MEMPLACE_UNWIND"] = program_tables(target, runtime, named).directory
             extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
             os.mkdir(extra["MEMPLACE_STATS"])
         env = child_environment(runtime, extra)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memplace.elf import STT_FUNC, dwarf, open_elf, separate_debug_file
+from memplace.elf import STT_FUNC, dwarf, loader_list, open_elf, separate_debug_file
 from memplace.errors import UserError
 
 _OFFSET = r"(0[xX][0-9a-fA-F]+|\d+)"
@@ -161,7 +160,7 @@ class SiteResolver:
     def libraries(self) -> list[str]:
         """The program's libraries in load order, then modules named by absolute path."""
         if self._libraries is None:
-            found = _loader_list(self.exe) if self.exe else []
+            found = loader_list(self.exe) if self.exe else []
             self._libraries = []
             for path in found + self._extra:
                 if path not in self._libraries and path != self.exe and self._load(path):
@@ -400,39 +399,6 @@ def _merge(frames: list[ResolvedFrame]) -> list[ResolvedFrame]:
         else:
             out.append(f)
     return out
-
-
-# -- the dynamic loader's view ------------------------------------------------
-
-_LIST_ARROW = re.compile(r"^\s*(\S+)\s+=>\s+(/\S+)\s+\(0x[0-9a-fA-F]+\)")
-_LIST_PLAIN = re.compile(r"^\s*(/\S+)\s+\(0x[0-9a-fA-F]+\)")
-
-
-def _loader_list(exe: str) -> list[str]:
-    """The libraries the program's own dynamic loader loads (`ld.so --list`), in load order.
-
-    A static program, or one whose loader cannot run here, has none.
-    """
-    interp = _interpreter(exe)
-    if not interp or not os.path.exists(interp):
-        return []
-    try:
-        run = subprocess.run([interp, "--list", exe], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    libs = []
-    for line in run.stdout.splitlines():
-        m = _LIST_ARROW.match(line) or _LIST_PLAIN.match(line)
-        if m:
-            path = m.group(m.lastindex)
-            if not _same_file(path, exe) and path not in libs:
-                libs.append(path)
-    return libs
-
-
-def _interpreter(exe: str) -> str | None:
-    elf = open_elf(exe)
-    return elf.interp if elf is not None else None
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -110,12 +110,16 @@ def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[pro
     from memplace.launch.process import child_environment, wait_forwarding_signals
     from memplace.launch.program import describe_program
     from memplace.launch.runtime_path import runtime_path
+    from memplace.launch.unwind_tables import program_tables, tables_for_late_modules
     from memplace.profiling.symbolize import symbolize_profile
 
-    describe_program(command[0])
+    program = describe_program(command[0])
+    runtime = runtime_path()
+    tables = program_tables(program, runtime)
     with tempfile.TemporaryDirectory(prefix="memplace-profile-") as work:
-        env = child_environment(runtime_path(), {"MEMPLACE_PROFILE": work,
-                                                 "MEMPLACE_PROFILE_DEPTH": str(depth)})
+        env = child_environment(runtime, {"MEMPLACE_PROFILE": work,
+                                          "MEMPLACE_PROFILE_DEPTH": str(depth),
+                                          "MEMPLACE_UNWIND": tables.directory})
         try:
             proc = subprocess.Popen(command, env=env)
         except OSError as e:
@@ -125,6 +129,9 @@ def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[pro
         for path in sorted(Path(work).glob("profile.*.txt")):
             p = convert(path.read_text(errors="replace"), str(path), command)
             symbolize_profile(p)
+            late = tables_for_late_modules(p, tables)
+            if late:  # sites there end at their first frame; the next profile follows them
+                p.meta["modules_without_unwind_table"] = late
             dest = os.path.join(out_dir, prof.profile_filename(p.pid or 0, p.rank))
             prof.save(p, dest)
             profiles.append(p)
