@@ -103,9 +103,11 @@ def run_command(engine, out_dir, as_json, command):
         _exit_like(status)
     late = sorted({m for p in profiles for m in p.meta.get("modules_without_unwind_table", [])})
     if late:
-        click.echo(f"memplace: sites in {', '.join(os.path.basename(m) for m in late)} (loaded "
-                   "after start) end at their first frame there; their unwind tables are made "
-                   "now: profile again to follow their callers", err=True)
+        names = ", ".join(os.path.basename(m) for m in late[:4])
+        more = f" and {len(late) - 4} more" if len(late) > 4 else ""
+        click.echo(f"memplace: sites in {len(late)} module(s) loaded after start ({names}{more}) "
+                   "end at their first frame there; their unwind tables are made now: profile "
+                   "again to follow their callers", err=True)
     if as_json:
         click.echo(json.dumps({"engine": engine, "profiles": written, "exit_status": status}), err=True)
     elif sys.stderr.isatty() or os.environ.get("MEMPLACE_SUMMARY"):
