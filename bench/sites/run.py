@@ -4,9 +4,9 @@
      iteration through 1-3 helper frames) placed by the advisor's own policy: profile ->
      advise (fast device: NUMA node 0 with a third of the profile's peak; the rest on a
      file device) -> placed run, against the bare program. Target: placed <= 1.10x.
-  2. Capture + matching per allocation for rules of 1-4 frames (the num_alloc call site
-     and its callers, to the "system" device, so only finding the site is measured):
-     (variant - transparent) / allocations.
+  2. Capture + matching per allocation for rules of 1-4 frames (one rule per distinct
+     chain of the num_alloc call site and its callers, to the "system" device, so only
+     finding the site and its rule is measured): (variant - transparent) / allocations.
   3. Start-up: `memplace run --policy P -- bignum 0` against `bignum 0` (wall time; the
      compiled policy and unwind tables are cached after the first run).
 
@@ -43,14 +43,18 @@ def allocations_per_iteration(profile: dict, iterations: int) -> float:
 
 
 def frame_rules(profile: dict, frames: int) -> str:
-    """Rules of `frames` frames for every site, all to the next allocator."""
+    """One rule of `frames` frames (file:line) per distinct call chain, to the next
+    allocator, so that only finding the site and its rule is measured."""
     lines = ["version = 1", "[devices.dram]", 'kind = "numa"', "nodes = [0]", ""]
-    for i, site in enumerate(profile["sites"]):
+    chains = []
+    for site in profile["sites"]:
         fr = [f for f in site["frames"] if f.get("file")][:frames]
-        if len(fr) < frames:
-            continue
-        quoted = ", ".join(f'"{os.path.basename(f["file"])}:{f["line"]}"' for f in fr)
-        lines += ["[[rules]]", f'name = "site{i}"', f"site = [{quoted}]", 'device = "system"', ""]
+        chain = [f'{os.path.basename(f["file"])}:{f["line"]}' for f in fr]
+        if len(chain) == frames and chain not in chains:
+            chains.append(chain)
+    for i, chain in enumerate(chains):
+        quoted = ", ".join(f'"{f}"' for f in chain)
+        lines += ["[[rules]]", f'name = "chain{i}"', f"site = [{quoted}]", 'device = "system"', ""]
     return "\n".join(lines)
 
 
@@ -64,6 +68,7 @@ def main() -> int:
     from memplace.launch.runtime_path import runtime_path
     from memplace.launch.unwind_tables import program_tables
     from memplace.placement.policy_compile import prepare
+    from memplace.profiling import runtime_engine
 
     runtime = runtime_path()
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +78,10 @@ def main() -> int:
         memplace("profile", "--out", str(tmp / "prof"), "--", str(prog), n)
         prof_path, = (tmp / "prof").glob("*.json")
         profile = json.loads(prof_path.read_text())
+        # the same run with 4 frames per site, for the rules of 4 frames
+        (tmp / "prof4").mkdir()
+        runtime_engine.run([str(prog), n], str(tmp / "prof4"), depth=4)
+        profile4 = json.loads(next((tmp / "prof4").glob("*.json")).read_text())
         peak = sum(s["peak_live_bytes"] for s in profile["sites"])
         pmem = tmp / "pmem"
         pmem.mkdir()
@@ -88,7 +97,7 @@ def main() -> int:
         envs["advised policy"] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(compiled))
         for frames in (1, 2, 3, 4):
             toml = tmp / f"frames{frames}.toml"
-            toml.write_text(frame_rules(profile, frames))
+            toml.write_text(frame_rules(profile4, frames))
             out = tmp / f"frames{frames}.mpc"
             prepare(toml, prog, out)
             envs[f"{frames}-frame rules"] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(out))
