@@ -58,16 +58,19 @@ FORMAT = "memplace-profile"
 VERSION = 1
 MAX_FRAMES = 4
 
-# Modules whose frames are never frame 0 of a site: the allocator and the language
-# runtimes that call it on the program's behalf (the runtime skips the same ones).
+# Modules whose frames are never part of a site: the allocator and the language runtimes
+# that call it on the program's behalf (the runtime walks through the same ones and
+# leaves them out, at every depth).
 _SKIPPED_MODULES = re.compile(
     r"^(?:libc\.so(?:\.\d+)*|libc\.musl-.*|ld-musl-.*|libstdc\+\+\.so(?:\.\d+)*"
-    r"|libgcc_s\.so(?:\.\d+)*|libmemplace[^/]*\.so.*|vgpreload_.*)$"
+    r"|libgcc_s\.so(?:\.\d+)*|libmemplace[^/]*\.so.*|vgpreload_.*"
+    # the rest of runtime/os/modules.c's is_skipped: the two engines leave out the same frames
+    r"|ld-linux.*|libc\+\+(?:abi)?\.so(?:\.\d+)*)$"
 )
 
 
 def is_allocator_module(path: str) -> bool:
-    """True for modules that a site's frame 0 must lie outside of.
+    """True for modules whose frames no site includes (at any depth).
 
     >>> is_allocator_module("/lib/x86_64-linux-gnu/libc.so.6"), is_allocator_module("/bin/app")
     (True, False)
