@@ -459,3 +459,89 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+# -- inlined calls (DWARF DW_TAG_inlined_subroutine) -------------------------
+#
+# An optimised C++ program calls operator new from code inlined into its own function:
+# the return address's line row names the innermost inlined line (new_allocator.h), and
+# the program's own line, where it called push_back or make_shared, exists only as the
+# call_file:call_line of the DW_TAG_inlined_subroutine entries around that address.
+
+
+@dataclass(frozen=True)
+class InlinedCall:
+    """One inlined body: its address ranges [lo, hi), how many inlined bodies enclose it,
+    where it was called from (line-program file index, line), and its DIE (for a name)."""
+
+    ranges: tuple[tuple[int, int], ...]
+    depth: int
+    call_file: int
+    call_line: int
+    die: object
+
+
+def die_ranges(info, cu, die) -> list[tuple[int, int]]:
+    """A DIE's address ranges [lo, hi): DW_AT_low_pc/high_pc, or DW_AT_ranges (DWARF 2-5)."""
+    at = die.attributes
+    if "DW_AT_low_pc" in at and "DW_AT_high_pc" in at:
+        lo = at["DW_AT_low_pc"].value
+        high = at["DW_AT_high_pc"]
+        return [(lo, high.value if high.form == "DW_FORM_addr" else lo + high.value)]
+    if "DW_AT_ranges" not in at or at["DW_AT_ranges"].form == "DW_FORM_rnglistx":
+        return []  # rnglistx is only in split DWARF, which is not read
+    lists = info.range_lists()
+    if lists is None:
+        return []
+    from elftools.dwarf.ranges import BaseAddressEntry
+
+    top = cu.get_top_DIE().attributes
+    base = top["DW_AT_low_pc"].value if "DW_AT_low_pc" in top else 0
+    out = []
+    for e in lists.get_range_list_at_offset(at["DW_AT_ranges"].value, cu=cu):
+        if isinstance(e, BaseAddressEntry):
+            base = e.base_address
+        elif getattr(e, "is_absolute", False):
+            out.append((e.begin_offset, e.end_offset))
+        else:
+            out.append((base + e.begin_offset, base + e.end_offset))
+    return [(lo, hi) for lo, hi in out if hi > lo]
+
+
+def inlined_calls(info, cu) -> list[InlinedCall]:
+    """Every inlined body of one compilation unit (outer ones have smaller depth)."""
+    out: list[InlinedCall] = []
+    stack = [(cu.get_top_DIE(), 0)]
+    while stack:
+        die, depth = stack.pop()
+        for child in die.iter_children():
+            inner = depth
+            if child.tag == "DW_TAG_inlined_subroutine":
+                at = child.attributes
+                ranges = die_ranges(info, cu, child)
+                if ranges and "DW_AT_call_line" in at:
+                    out.append(InlinedCall(tuple(ranges), depth, at["DW_AT_call_file"].value
+                                           if "DW_AT_call_file" in at else 0,
+                                           at["DW_AT_call_line"].value, child))
+                inner = depth + 1
+            if child.has_children:
+                stack.append((child, inner))
+    return out
+
+
+def inlined_name(die) -> str | None:
+    """The linkage or plain name of an inlined body's function (through its abstract origin
+    and specification)."""
+    for _ in range(4):
+        at = die.attributes
+        for key in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"):
+            if key in at:
+                v = at[key].value
+                return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+        for ref in ("DW_AT_abstract_origin", "DW_AT_specification"):
+            if ref in at:
+                die = die.get_DIE_from_attribute(ref)
+                break
+        else:
+            return None
+    return None

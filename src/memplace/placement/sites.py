@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memplace.elf import STT_FUNC, dwarf, loader_list, open_elf, separate_debug_file
+from memplace.elf import STT_FUNC, dwarf, inlined_calls, loader_list, open_elf, separate_debug_file
 from memplace.errors import UserError
 
 _OFFSET = r"(0[xX][0-9a-fA-F]+|\d+)"
@@ -322,9 +322,11 @@ def _read_symbols(path: str) -> dict[str, set[tuple[int, int]]]:
 
 
 def _read_lines(path: str, wanted: str) -> dict[str, list[tuple[int, int, int]]]:
-    """The DWARF line rows of the source files matching `wanted`: full path -> [(line, start, end)].
+    """The DWARF line rows of the source files matching `wanted`: full path -> [(line, start, end)],
+    and the address ranges of calls inlined at a line of them.
 
-    Only line programs that name such a file are decoded: big libraries stay cheap.
+    Only compilation units whose line programs name such a file are decoded: big
+    libraries stay cheap.
     """
     from elftools.common.exceptions import ELFError
 
@@ -349,6 +351,14 @@ def _read_lines(path: str, wanted: str) -> dict[str, list[tuple[int, int, int]]]
                         if source is not None:
                             out.setdefault(source, []).append((previous.line, previous.address, state.address))
                     previous = None if state.end_sequence else state
+                # A call the compiler inlined at a line of the file (push_back, make_shared):
+                # the line rows of its body name the header it came from, so the body's
+                # ranges stand for the line too; a call in it returns into (lo, hi].
+                for call in inlined_calls(info, cu):
+                    source = names.get(call.call_file)
+                    if source is not None:
+                        for lo, hi in call.ranges:
+                            out.setdefault(source, []).append((call.call_line, lo, hi))
     except (OSError, ELFError, ValueError, KeyError, AttributeError):
         pass  # bad or unsupported DWARF: the line is then simply not found
     return out

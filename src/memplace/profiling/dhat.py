@@ -107,7 +107,8 @@ def _parse_frame(s: str) -> tuple[int, Symbol | None, str | None] | None:
 def _site_frames(
     stack: list[str], modules: ModuleMap
 ) -> tuple[tuple[Frame, ...], tuple[Symbol | None, ...]] | None:
-    """The site of one DHAT stack: physical frames outside the allocator, up to 4."""
+    """The site of one DHAT stack: physical frames outside the allocator and the language
+    runtimes (the modules the runtime engine leaves out), up to 4."""
     physical: list[tuple[int, Symbol | None, str | None]] = []
     for s in stack:
         pf = _parse_frame(s)
@@ -129,9 +130,18 @@ def _site_frames(
             path, build_id, offset = mod.path, mod.build_id, ra - mod.bias
         elif named_module is not None:
             path, build_id, offset = os.path.realpath(named_module), None, ra
+        elif modules._mods:
+            # Outside every module the log names: a word valgrind took for a return
+            # address past the outermost frame (_start, a thread's start). The runtime
+            # ends a site at such a frame; so does this.
+            break
         else:
             path, build_id, offset = "[unknown]", None, ra
-        if not frames and is_allocator_module(path):
+        # Left out at every depth, as the runtime's capture (os/modules.c) walks through
+        # libc, libstdc++, ld.so... frames without recording them: otherwise a site behind a
+        # signal trampoline, raise() or __libc_start_call_main gets libc frames the runtime
+        # never reports, and a rule written from this profile never matches when placed.
+        if is_allocator_module(path):
             continue
         frames.append(Frame(path, build_id, offset))
         symbols.append(sym)

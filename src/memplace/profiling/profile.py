@@ -58,16 +58,19 @@ FORMAT = "memplace-profile"
 VERSION = 1
 MAX_FRAMES = 4
 
-# Modules whose frames are never frame 0 of a site: the allocator and the language
-# runtimes that call it on the program's behalf (the runtime skips the same ones).
+# Modules whose frames are never part of a site: the allocator and the language runtimes
+# that call it on the program's behalf (the runtime walks through the same ones and
+# leaves them out, at every depth).
 _SKIPPED_MODULES = re.compile(
     r"^(?:libc\.so(?:\.\d+)*|libc\.musl-.*|ld-musl-.*|libstdc\+\+\.so(?:\.\d+)*"
-    r"|libgcc_s\.so(?:\.\d+)*|libmemplace[^/]*\.so.*|vgpreload_.*)$"
+    r"|libgcc_s\.so(?:\.\d+)*|libmemplace[^/]*\.so.*|vgpreload_.*"
+    # the rest of runtime/os/modules.c's is_skipped: the two engines leave out the same frames
+    r"|ld-linux.*|libc\+\+(?:abi)?\.so(?:\.\d+)*)$"
 )
 
 
 def is_allocator_module(path: str) -> bool:
-    """True for modules that a site's frame 0 must lie outside of.
+    """True for modules whose frames no site includes (at any depth).
 
     >>> is_allocator_module("/lib/x86_64-linux-gnu/libc.so.6"), is_allocator_module("/bin/app")
     (True, False)
@@ -108,11 +111,18 @@ class Frame(NamedTuple):
 
 
 class Symbol(NamedTuple):
-    """What a frame is in the source: function and file:line (any may be unknown)."""
+    """What a frame is in the source: function and file:line (any may be unknown).
+
+    file:line is the innermost line of the return address's call; when that call is in
+    code the compiler inlined, `inlined` holds the calls it was inlined at, innermost
+    first, each (function it is in, file, line): for operator new called from an inlined
+    std::vector::push_back, file:line is in new_allocator.h and the program's own
+    push_back line is in `inlined`."""
 
     function: str | None
     file: str | None
     line: int | None
+    inlined: tuple[tuple[str | None, str | None, int | None], ...] = ()
 
     @property
     def location(self) -> str | None:
@@ -253,7 +263,10 @@ def to_json(p: Profile) -> dict[str, Any]:
             d: dict[str, Any] = {"module": f.module, "build_id": f.build_id, "offset": f"0x{f.offset:x}"}
             sym = s.symbol(i)
             if sym is not None:
-                d.update({k: v for k, v in sym._asdict().items() if v is not None})
+                d.update({k: v for k, v in sym._asdict().items() if v is not None and k != "inlined"})
+                if sym.inlined:
+                    d["inlined"] = [{k: v for k, v in zip(("function", "file", "line"), call) if v is not None}
+                                    for call in sym.inlined]
             frames.append(d)
         d = {
             "frames": frames,
@@ -399,7 +412,14 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
             fn = r.get(fd, "function", (str,), fw, required=False)
             fl = r.get(fd, "file", (str,), fw, required=False)
             ln = r.count(fd, "line", fw, required=False)
-            symbols.append(Symbol(fn, fl, ln) if (fn or fl) else None)
+            inlined = []
+            for call in r.get(fd, "inlined", (list,), fw, required=False, default=[]):
+                if not isinstance(call, dict):
+                    raise r.fail(fw, "inlined entry is not an object")
+                inlined.append((r.get(call, "function", (str,), fw, required=False),
+                                r.get(call, "file", (str,), fw, required=False),
+                                r.count(call, "line", fw, required=False)))
+            symbols.append(Symbol(fn, fl, ln, tuple(inlined)) if (fn or fl) else None)
         hist: dict[int, int] = {}
         for pair in r.get(sd, "size_histogram", (list,), where, required=False, default=[]):
             if (

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 
-from memplace.elf import STB_GLOBAL, STT_FUNC, ElfFile, dwarf, elf_info
+from memplace.elf import STB_GLOBAL, STT_FUNC, ElfFile, die_ranges, dwarf, elf_info, inlined_calls, inlined_name
 from memplace.errors import UserError
 from memplace.profiling.profile import Frame, Profile, Symbol
 
@@ -34,6 +34,8 @@ class ModuleSymbols:
         self._fns: list[tuple[int, int, str]] = []  # (start, end, name)
         self._row_addrs: list[int] = []
         self._rows: list[tuple[int, str | None, int]] = []  # (address, file, line); file None = gap
+        self._dwarf_path: str | None = None  # the file whose DWARF gave the rows
+        self._chains: dict[int, tuple] = {}  # address -> inlined calls (see Symbol.inlined)
         info = elf_info(path)
         self._load(path)
         if not self._rows and info is not None and info.build_id:
@@ -52,6 +54,8 @@ class ModuleSymbols:
             with dwarf(path) as info:
                 if info is not None:
                     self._load_lines(info)
+                    if self._rows:
+                        self._dwarf_path = path
         except (UserError, OSError, ELFError, DWARFError, ValueError, KeyError, IndexError, AssertionError):
             # Damaged or unusual debug info: keep whatever was read before.
             pass
@@ -110,13 +114,55 @@ class ModuleSymbols:
             return None
         return name, line
 
-    def lookup(self, offset: int) -> Symbol | None:
+    def inlined(self, addrs: list[int]) -> dict[int, tuple]:
+        """The inlined calls around each address (Symbol.inlined), innermost first. Only
+        the compilation units that hold one of the addresses are read, once each."""
+        want = sorted({a for a in addrs if a not in self._chains})
+        if want and self._dwarf_path is not None:
+            from elftools.common.exceptions import DWARFError, ELFError
+
+            try:
+                with dwarf(self._dwarf_path) as info:
+                    if info is not None:
+                        self._read_chains(info, want)
+            except (UserError, OSError, ELFError, DWARFError, ValueError, KeyError, IndexError, AssertionError):
+                pass  # damaged or unusual debug info: no inline chains
+        for a in want:
+            self._chains.setdefault(a, ())
+        return {a: self._chains.get(a, ()) for a in addrs}
+
+    def _read_chains(self, info, want: list[int]) -> None:
+        for cu in info.iter_CUs():
+            spans = die_ranges(info, cu, cu.get_top_DIE())
+            hits = [a for a in want if any(lo <= a < hi for lo, hi in spans)]
+            if not hits:
+                continue
+            lp = info.line_program_for_CU(cu)
+            files = lp.header["file_entry"] if lp is not None else []
+            base = 0 if lp is not None and lp.header["version"] >= 5 else 1
+            calls = inlined_calls(info, cu)
+            for a in hits:
+                inside = sorted((c for c in calls if any(lo <= a < hi for lo, hi in c.ranges)),
+                                key=lambda c: -c.depth)
+                chain = []
+                for k, c in enumerate(inside):
+                    # the call is in the next outer inlined body, else in the real function
+                    fn = inlined_name(inside[k + 1].die) if k + 1 < len(inside) else self.function(a)
+                    i = c.call_file - base
+                    name = files[i].name.decode(errors="replace") if 0 <= i < len(files) else None
+                    chain.append((demangle(fn) if fn else None, name, c.call_line or None))
+                self._chains[a] = tuple(chain)
+
+    def lookup(self, offset: int, inlined: tuple | None = None) -> Symbol | None:
         addr = offset - 1 if offset > 0 else offset  # the call instruction, not the one after
         fn = self.function(addr)
         fl = self.line(addr)
         if fn is None and fl is None:
             return None
-        return Symbol(demangle(fn) if fn else None, fl[0] if fl else None, fl[1] if fl else None)
+        if inlined is None:
+            inlined = self.inlined([addr])[addr]
+        return Symbol(demangle(fn) if fn else None, fl[0] if fl else None, fl[1] if fl else None,
+                      inlined)
 
 
 @functools.lru_cache(maxsize=64)
@@ -146,6 +192,16 @@ def symbolize(frame: Frame) -> Symbol | None:
 def symbolize_profile(profile: Profile) -> int:
     """Fill in the symbols a profile lacks (in place); returns how many frames got one."""
     filled = 0
+    # the inline chains of every frame of a module in one pass over its debug info
+    wanted: dict[str, list[int]] = {}
+    for site in profile.sites:
+        for i, frame in enumerate(site.frames):
+            if site.symbol(i) is None and frame.offset > 0:
+                wanted.setdefault(frame.module, []).append(frame.offset - 1)
+    for path, addrs in wanted.items():
+        ms = module_symbols(path)
+        if ms is not None:
+            ms.inlined(addrs)
     for site in profile.sites:
         syms = list(site.symbols) + [None] * (len(site.frames) - len(site.symbols))
         for i, frame in enumerate(site.frames):
