@@ -447,9 +447,9 @@ def build_table(path: str) -> Table:
 
 def cache_dir() -> str:
     """Where tables are kept, one file per build-id ($MEMPLACE_CACHE or the XDG cache)."""
-    root = os.environ.get("MEMPLACE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "memplace")
-    return os.path.join(root, "unwind")
+    from memplace.cache import cache_root
+
+    return os.path.join(cache_root(), "unwind")
 
 
 def prepare_tables(modules: list[str], directory: str | None = None) -> str:
@@ -488,16 +488,23 @@ class PreparedTables:
     build_ids: frozenset[str]
 
 
-def program_tables(program, runtime: str, extra_modules: list[str] = ()) -> PreparedTables:
-    """Tables for a run of `program` (launch.program's description of the command): the
-    runtime, the program, the libraries it links and `extra_modules` (those a policy
-    names, say)."""
+def table_modules(program, runtime: str, extra_modules: list[str] = (),
+                  libraries: list[str] | None = None) -> list[str]:
+    """The modules a run of `program` (launch.program's description of the command) needs
+    tables of: the runtime, `extra_modules` (those a policy names, say), the program and
+    the libraries it links (`libraries` if the caller has them, else `ld.so --list`)."""
     from memplace.elf import loader_list
 
     modules = [runtime, *extra_modules]
     if program.kind == "elf":
-        modules += [program.path, *loader_list(program.path)]
-    directory = prepare_tables(modules)
+        modules += [program.path, *(loader_list(program.path) if libraries is None else libraries)]
+    return list(dict.fromkeys(modules))
+
+
+def program_tables(program, runtime: str, extra_modules: list[str] = (),
+                   directory: str | None = None) -> PreparedTables:
+    """Tables for a run of `program` (see `table_modules`), in `directory` (the cache)."""
+    directory = prepare_tables(table_modules(program, runtime, extra_modules), directory)
     return PreparedTables(directory, frozenset(os.listdir(directory)))
 
 

@@ -357,6 +357,21 @@ def prepare(policy_path: str | os.PathLike, exe_path: str | os.PathLike | None, 
     errors; nothing is written then. `exe_path` None: only MODULE+0xOFF and
     build-id frames can be compiled.
     """
+    return prepare_inputs(policy_path, exe_path, out_path, topology).warnings
+
+
+@dataclass
+class Prepared:
+    """What `prepare` compiled from: the cache of `memplace run` records these inputs."""
+
+    warnings: list[Problem]
+    policy: Policy
+    resolver: SiteResolver  # its modules() are the program and the libraries read
+
+
+def prepare_inputs(policy_path: str | os.PathLike, exe_path: str | os.PathLike | None,
+                   out_path: str | os.PathLike, topology: Topology | None = None) -> Prepared:
+    """`prepare`, returning also the policy and the resolver it used."""
     policy = load(policy_path)
     topology = topology or read_topology()
     resolver = SiteResolver(exe_path, extra_modules=site_modules(policy))
@@ -366,7 +381,7 @@ def prepare(policy_path: str | os.PathLike, exe_path: str | os.PathLike | None, 
         more = f" (and {len(errors) - 1} more: run memplace policy check)" if len(errors) > 1 else ""
         raise UserError(errors[0].message + more)
     write_atomic(out_path, compile_policy(policy, topology, resolver))
-    return [p for p in problems if p.level == "warning"]
+    return Prepared([p for p in problems if p.level == "warning"], policy, resolver)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

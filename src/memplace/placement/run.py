@@ -53,15 +53,16 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             extra["MEMPLACE_STATUS"] = os.path.join(tmp, "status")
             open(extra["MEMPLACE_STATUS"], "w").close()
         if policy is not None:
-            from memplace.placement.policy_compile import prepare
-            extra["MEMPLACE_POLICY"] = os.path.join(tmp, "policy.mpc")
-            exe = target.path if target.kind == "elf" else None
-            for warning in prepare(policy, exe, extra["MEMPLACE_POLICY"]):
+            # Compiled once per policy, program and machine, then from the cache.
+            from memplace.placement.compile_cache import prepare_run
+            prepared = prepare_run(policy, target, runtime, tmp)
+            for warning in prepared.warnings:
                 say(f"memplace: {warning}")
-            from memplace.launch.unwind_tables import program_tables
-            from memplace.placement.policy import load, site_modules
-            named = site_modules(load(policy))  # modules the rules name: dlopen'ed ones too
-            extra["MEMPLACE_UNWIND"] = program_tables(target, runtime, named).directory
+            if verbose:
+                say(f"memplace: compiled policy {prepared.policy_file}"
+                    + (" (from the cache)" if prepared.hit else ""))
+            extra["MEMPLACE_POLICY"] = prepared.policy_file
+            extra["MEMPLACE_UNWIND"] = prepared.unwind_dir
             extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
             os.mkdir(extra["MEMPLACE_STATS"])
         env = child_environment(runtime, extra)
