@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-PROGRAMS = Path(__file__).parent / "programs"
+import sites_support as support
+from sites_support import memplace
+
+PROGRAMS = support.PROGRAMS
 SOURCE = PROGRAMS / "containers.cc"
 SITES = ["vector_reserve", "vector_push", "string", "map", "make_shared"]
 CALLER = {"vector_push": "vector_reserve"}  # both in use_vector: one call line
@@ -25,21 +26,11 @@ INSERTS = 37
 
 
 def marker_line(kind: str, name: str) -> int:
-    for i, text in enumerate(SOURCE.read_text().splitlines(), 1):
-        if re.search(rf"/\* {kind} {name} \*/", text):
-            return i
-    raise AssertionError(f"{kind} {name} not in {SOURCE.name}")
+    return support.marker_line(SOURCE, kind, name)
 
 
 def build(tmp_path: Path, flags: list[str]) -> Path:
-    out = tmp_path / "containers"
-    subprocess.run(["g++", "-g", *flags, "-o", str(out), str(SOURCE)], check=True)
-    return out
-
-
-def memplace(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True,
-                          text=True, timeout=300)
+    return support.build(tmp_path, SOURCE, flags)
 
 
 def printed(stdout: str) -> dict[str, int]:

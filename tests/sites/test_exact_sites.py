@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-PROGRAMS = Path(__file__).parent / "programs"
+import sites_support as support
+from sites_support import memplace
+
+PROGRAMS = support.PROGRAMS
 SOURCE = PROGRAMS / "libc_sites.c"
 SITES = ["qsort", "strdup", "printf", "fopen", "getline", "handler"]
 # bytes where libc's choice does not depend on the machine
@@ -25,21 +27,11 @@ CALLER = {"handler": ("SITE", "raise"), "getline": ("CALLER", "fopen")}
 
 
 def marker_line(kind: str, name: str) -> int:
-    for i, text in enumerate(SOURCE.read_text().splitlines(), 1):
-        if re.search(rf"/\* {kind} {name} \*/", text):
-            return i
-    raise AssertionError(f"{kind} {name} not in {SOURCE.name}")
+    return support.marker_line(SOURCE, kind, name)
 
 
 def build(tmp_path: Path, flags: list[str]) -> Path:
-    out = tmp_path / "libc_sites"
-    subprocess.run(["gcc", "-g", *flags, "-o", str(out), str(SOURCE)], check=True)
-    return out
-
-
-def memplace(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True,
-                          text=True, timeout=300)
+    return support.build(tmp_path, SOURCE, flags)
 
 
 def frame_lines(site: dict) -> list[tuple[str | None, int | None]]:

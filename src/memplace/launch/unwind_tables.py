@@ -86,7 +86,8 @@ class _Reader:
         self.p += n
         return v
 
-    def uleb(self) -> int:
+    def _leb128(self) -> tuple[int, int, int]:
+        """(value, bits, last byte) of one LEB128 number."""
         v = shift = 0
         b = self.b
         while True:
@@ -95,18 +96,14 @@ class _Reader:
             v |= (byte & 0x7F) << shift
             shift += 7
             if byte < 0x80:
-                return v
+                return v, shift, byte
+
+    def uleb(self) -> int:
+        return self._leb128()[0]
 
     def sleb(self) -> int:
-        v = shift = 0
-        b = self.b
-        while True:
-            byte = b[self.p]
-            self.p += 1
-            v |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return v - (1 << shift) if byte & 0x40 else v
+        v, bits, last = self._leb128()
+        return v - (1 << bits) if last & 0x40 else v
 
     def cstr(self) -> bytes:
         end = self.b.index(b"\0", self.p)

@@ -1,0 +1,33 @@
+"""Helpers shared by the call-site tests: marked lines of the test programs, building
+them, running the memplace command line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def marker_line(source: Path, kind: str, name: str) -> int:
+    """The line of `source` carrying the comment `/* KIND NAME */`."""
+    for i, text in enumerate(source.read_text().splitlines(), 1):
+        if re.search(rf"/\* {kind} {name} \*/", text):
+            return i
+    raise AssertionError(f"{kind} {name} not in {source.name}")
+
+
+def build(tmp_path: Path, source: Path, flags: list[str]) -> Path:
+    """`source` compiled with debug information and `flags` (g++ for C++)."""
+    out = tmp_path / source.stem
+    compiler = "g++" if source.suffix == ".cc" else "gcc"
+    subprocess.run([compiler, "-g", *flags, "-o", str(out), str(source)], check=True)
+    return out
+
+
+def memplace(*args: str, **kw) -> subprocess.CompletedProcess:
+    """The memplace command line, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True,
+                          text=True, timeout=300, **kw)
