@@ -263,3 +263,17 @@ def test_a_32_bit_program_is_an_error(write, sys1, tmp_path):
         pytest.skip("no i386 compiler links here (Debian packages gcc-i686-linux-gnu and libc6-dev-i386-cross)")
     p = write('[[rules]]\nsize = "..4KiB"\ndevice = "system"\n')
     only(problems(p, sys1, exe=tmp_path / "t32"), "error", "32-bit program", file="t32")
+
+
+def test_names_that_are_not_unicode_text_are_errors_not_tracebacks():
+    """A dict built in Python (the advisor's, an API user's) can hold a lone surrogate,
+    which TOML cannot: check reports it, so compile never meets it."""
+    from memplace.placement.policy import from_dict
+
+    policy = from_dict({"version": 1, "default": "fast",
+                        "devices": {"fast": {"kind": "numa", "nodes": [0]},
+                                    "\ud800": {"kind": "numa", "nodes": [0]}},
+                        "rules": [{"device": "fast", "name": "\udfff", "size": "1..2"}]}, "p")
+    errors = [p.message for p in check(policy, read_topology()) if p.level == "error"]
+    assert any("device '\\ud800': the name must be Unicode text" in e for e in errors), errors
+    assert any("name = '\\udfff' must be a string of Unicode text" in e for e in errors), errors

@@ -137,7 +137,7 @@ def valid_policies(draw):
                        st.builds("build-id:{:x}+{}".format, st.integers(1, 1 << 160), st.integers(0, 1 << 40)))
     rules = draw(st.lists(st.fixed_dictionaries(
         {"device": st.sampled_from(names + ["system"])},
-        optional={"name": st.text(st.characters(blacklist_characters="\0"), max_size=10), "site": st.lists(frames, min_size=1, max_size=4),
+        optional={"name": st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=10), "site": st.lists(frames, min_size=1, max_size=4),
                   "size": st.builds("{}..{}".format, st.integers(0, 1 << 20), st.integers(1 << 20, 1 << 40))}),
         max_size=8).filter(lambda rs: all("site" in r or "size" in r for r in rs)))
     return {"version": 1, "default": draw(st.sampled_from(names + ["system"])), "devices": devices, "rules": rules}

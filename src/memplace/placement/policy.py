@@ -190,6 +190,9 @@ def _load_device(name: str, spec: object, base: str, err: _Reporter) -> Device:
         return dev
     kind = spec.get("kind")
     dev = Device(name, kind if kind in KINDS else SYSTEM)
+    if not _is_text(name):
+        err("the name must be Unicode text", where, dev)
+        return dev
     if kind not in KINDS:
         err(f"kind = {kind!r} is not one of {', '.join(KINDS)}", where, dev)
         return dev
@@ -256,14 +259,24 @@ def _load_device(name: str, spec: object, base: str, err: _Reporter) -> Device:
     return dev
 
 
+def _is_text(s: str) -> bool:
+    """Unicode scalar values only, as in TOML: a dict made in Python (the advisor's, or an
+    API user's) may hold a lone surrogate, which the compiled file cannot encode."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _load_rule(index: int, spec: object, err: _Reporter) -> Rule:
     rule = Rule(index)
     if not isinstance(spec, dict):
         err("must be a table ([[rules]] with device = ...)", rule.label, rule)
         return rule
     name = spec.get("name", "")
-    if not isinstance(name, str) or "\0" in name:
-        err(f"name = {name!r} must be a string without NUL characters", rule.label, rule)
+    if not isinstance(name, str) or "\0" in name or not _is_text(name):
+        err(f"name = {name!r} must be a string of Unicode text without NUL characters", rule.label, rule)
     else:
         rule.name = name
     where = rule.label
