@@ -192,7 +192,7 @@ static const struct mp_unwind_rule *rule_at(const struct mp_modules *t, const st
     /* a return address belongs to the call before it: look up the call's last byte */
     uintptr_t pc = r->pc - (r->exact ? 0 : 1);
     unsigned slot = (unsigned)((pc ^ (pc >> 7)) % MP_UNWIND_CACHE);
-    if (cache && cache->modules == t && cache->e[slot].pc == pc) {
+    if (cache && cache->e[slot].pc == pc) { /* mp_capture keeps it to this snapshot */
         *skip = cache->e[slot].skip;
         return cache->e[slot].rule;
     }

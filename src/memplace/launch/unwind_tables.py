@@ -68,6 +68,11 @@ class Table:
     data: bytes
 
 
+# DW_EH_PE value formats of a fixed size: absptr, udata2/4/8, sdata2/4/8
+_FIXED_POINTERS = {0x00: "<Q", 0x02: "<H", 0x03: "<I", 0x04: "<Q", 0x0A: "<h", 0x0B: "<i",
+                   0x0C: "<q"}
+
+
 class _Reader:
     """Cursor over a section's bytes; `base` is the section's vaddr (for pc-relative)."""
 
@@ -81,9 +86,9 @@ class _Reader:
         self.p += 1
         return v
 
-    def fixed(self, fmt: str, n: int) -> int:
+    def fixed(self, fmt: str) -> int:
         v = struct.unpack_from(fmt, self.b, self.p)[0]
-        self.p += n
+        self.p += struct.calcsize(fmt)
         return v
 
     def _leb128(self) -> tuple[int, int, int]:
@@ -115,24 +120,12 @@ class _Reader:
         """A pointer in DW_EH_PE encoding `enc` (pc-relative and absolute only)."""
         where = self.base + self.p
         fmt = enc & 0x0F
-        if fmt == 0x00:
-            v = self.fixed("<Q", 8)
-        elif fmt == 0x01:
+        if fmt == 0x01:
             v = self.uleb()
-        elif fmt == 0x02:
-            v = self.fixed("<H", 2)
-        elif fmt == 0x03:
-            v = self.fixed("<I", 4)
-        elif fmt == 0x04:
-            v = self.fixed("<Q", 8)
         elif fmt == 0x09:
             v = self.sleb()
-        elif fmt == 0x0A:
-            v = self.fixed("<h", 2)
-        elif fmt == 0x0B:
-            v = self.fixed("<i", 4)
-        elif fmt == 0x0C:
-            v = self.fixed("<q", 8)
+        elif fmt in _FIXED_POINTERS:
+            v = self.fixed(_FIXED_POINTERS[fmt])
         else:
             raise ValueError(f"pointer encoding {enc:#x}")
         app = enc & 0x70
@@ -238,7 +231,7 @@ def _run(program: bytes, cie: _Cie, state: _State, initial: _State | None, pc: i
         if op == 0x00:  # nop
             continue
         if op in (0x02, 0x03, 0x04):  # advance_loc1/2/4
-            delta = r.u8() if op == 0x02 else r.fixed("<H", 2) if op == 0x03 else r.fixed("<I", 4)
+            delta = r.u8() if op == 0x02 else r.fixed("<H") if op == 0x03 else r.fixed("<I")
             emit_row()
             pc += delta * ca
         elif op == 0x01:  # set_loc
@@ -336,16 +329,16 @@ def _fde_rows(data: bytes, base: int, regs: tuple[int, int, int]) -> list[tuple[
     fdes = []
     while r.p + 4 <= len(data):
         start = r.p
-        length = r.fixed("<I", 4)
+        length = r.fixed("<I")
         if length == 0:
             break  # terminator
         if length == 0xFFFFFFFF:
-            length = r.fixed("<Q", 8)
+            length = r.fixed("<Q")
         body = r.p
         end = body + length
         if end > len(data):
             raise ValueError("record runs past the section")
-        cie_ptr = r.fixed("<I", 4)
+        cie_ptr = r.fixed("<I")
         if cie_ptr == 0:
             cies[start] = _parse_cie(r, end)
         else:
@@ -354,9 +347,9 @@ def _fde_rows(data: bytes, base: int, regs: tuple[int, int, int]) -> list[tuple[
             if cie is None:
                 save = r.p
                 r.p = cie_at
-                length2 = r.fixed("<I", 4)
+                length2 = r.fixed("<I")
                 r.p += 8 if length2 == 0xFFFFFFFF else 0
-                r.fixed("<I", 4)
+                r.fixed("<I")
                 cie = cies[cie_at] = _parse_cie(r, r.p - 8 + length2 + 4)
                 r.p = save
             pc_begin = r.pointer(cie.fde_enc)

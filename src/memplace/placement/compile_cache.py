@@ -156,12 +156,12 @@ def _lookup(directory: str, key: str) -> Prepared | None:
         with open(mpc, "rb") as f:
             if hashlib.sha256(f.read()).hexdigest() != record["mpc_sha256"]:
                 return None
-        unwind = _unwind_dir()
+        from memplace.launch.unwind_tables import cache_dir, prepare_tables
+
+        unwind = cache_dir()
         missing = [path for path, bid in record["unwind"]
                    if bid and not os.path.exists(os.path.join(unwind, bid))]
         if missing:  # tables deleted since (the cache cleared in part): make just those
-            from memplace.launch.unwind_tables import prepare_tables
-
             prepare_tables([path for path, _ in record["unwind"]], unwind)
         return Prepared(mpc, unwind, [str(w) for w in record["warnings"]], hit=True)
     except (OSError, ValueError, KeyError, TypeError):
@@ -183,12 +183,6 @@ def _directory_holds(entry: list) -> bool:
         return _directory_facts(path, capacity) == facts
     except OSError:
         return False
-
-
-def _unwind_dir() -> str:
-    from memplace.cache import cache_root
-
-    return os.path.join(cache_root(), "unwind")
 
 
 # -- a miss ---------------------------------------------------------------------------
