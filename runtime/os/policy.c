@@ -22,15 +22,27 @@ struct reader {
 };
 
 /* Names and paths are UTF-8, as Python wrote them. */
+/* Well-formed UTF-8 as Python's decoder (and so decode()) sees it: no overlong forms, no
+ * surrogates (U+D800-DFFF), nothing above U+10FFFF. The second byte's range depends on
+ * the first; later bytes are plain continuation bytes. */
 static int utf8(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 :
-                (*p & 0xF8) == 0xF0 ? 3 : -1;
-        if (n < 0 || (n == 1 && *p < 0xC2))
+        unsigned c = *p++, n, lo = 0x80, hi = 0xBF;
+        if (c < 0x80)
+            continue;
+        if (c >= 0xC2 && c <= 0xDF)
+            n = 1;
+        else if (c >= 0xE0 && c <= 0xEF)
+            n = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4)
+            n = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        else
             return 0;
-        for (p++; n > 0; n--, p++)
+        if (*p < lo || *p > hi)
+            return 0;
+        for (p++, n--; n > 0; n--, p++)
             if ((*p & 0xC0) != 0x80)
                 return 0;
     }

@@ -303,6 +303,22 @@ def test_reader_rejects_strings_that_are_not_utf8(harness, tmp_path):
     assert verdict_of(harness, tmp_path, bad).startswith("reject")
 
 
+@pytest.mark.parametrize("seq", [b"\xe0\x80\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                                 b"\xf0\x80\x80\x80", b"\xc1\xbf", b"\xf5\x80\x80\x80"],
+                         ids=["overlong-3", "surrogate", "above-10ffff", "overlong-4", "overlong-2",
+                              "f5-lead"])
+def test_reader_rejects_utf8_that_python_rejects(harness, tmp_path, seq):
+    """libFuzzer found names the C reader took and decode() refused: overlong forms,
+    encoded surrogates and code points above U+10FFFF are not UTF-8 to either."""
+    data = two_devices()
+    h = HEADER.unpack(data)
+    name_off = DEVICE.unpack(data, h["devices_off"])["name_off"]
+    at = h["strtab_off"] + name_off
+    bad = bytes(reseal(bytearray(data[:at] + seq + data[at + len(seq):])))  # over "dram"
+    assert rendering(bad) == "reject (device 0 name: string is not UTF-8)"
+    assert verdict_of(harness, tmp_path, bad).startswith("reject")
+
+
 def test_reader_and_decode_agree_on_a_relative_file_directory(harness, tmp_path):
     policy = from_dict({"version": 1, "devices": {"pm": {"kind": "file", "path": "/tmp"}}}, "f.toml")
     data = bytearray(compile_policy(policy, TOPO, SiteResolver(None)))
