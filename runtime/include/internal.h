@@ -324,8 +324,10 @@ MP_HIDDEN void mp_device_heaps_thread_exit(struct mp_thread *self);
 /* Prepare rule matching for `policy` (module table, absolute ranges, thread caches). */
 MP_HIDDEN int mp_sites_init(const struct mp_policy *policy, const char **why);
 /* The rule index for an allocation of `size` whose malloc-family call returns to `ra`,
- * or -1 when no rule matches; counts the hit. Deeper frames come from unwinding. */
-MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size);
+ * or -1 when no rule matches; counts the hit. Deeper frames come from unwinding, from the
+ * program's frame (sp, fp) when known, else from here. */
+MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                             size_t size);
 /* The generation of the rules' absolute addresses; cache entries of another are stale. */
 MP_HIDDEN extern uint32_t mp_sites_generation;
 /* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */
@@ -378,9 +380,11 @@ MP_HIDDEN void mp_profile_fork_release(void);
  * The caller then sets mp_mode to MP_PLACING. */
 MP_HIDDEN int mp_place_start(const char *path, const char **why);
 MP_HIDDEN void mp_place_write_stats(const char *dir);
-MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra);
-MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra);
-MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra);
+/* `ra` is the call site; `sp` and `fp` the program's stack and frame pointers at the call
+ * (sp: as after the call returns), where unwinding starts; sp 0: unwind from here. */
+MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
 
 /* ======== entry ======== */

@@ -20,26 +20,27 @@ int mp_place_start(const char *path, const char **why)
 
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device, else the rules'; counts the rule's hit. */
-static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra)
+static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
+                             uintptr_t fp)
 {
     struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
     if (e) {
         mp_sites_count(e, n);
         return e->device;
     }
-    int rule = mp_sites_match(self, ra, n);
+    int rule = mp_sites_match(self, ra, sp, fp, n);
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
 
 enum how { PLAIN, ZEROED, ALIGNED };
 
 /* The general path: any site, size, alignment or device state. */
-__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
+__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra,
+                                             uintptr_t sp, uintptr_t fp)
 {
-    const void *sp = __builtin_frame_address(0);
-    struct mp_thread *self = mp_thread(sp);
-    int served;
-    void *p = mp_device_heap_alloc(self, device_for(self, n, ra), n, align, how == ZEROED, &served);
+    struct mp_thread *self = mp_thread(__builtin_frame_address(0));
+    int served, dev = device_for(self, n, ra, sp, fp);
+    void *p = mp_device_heap_alloc(self, dev, n, align, how == ZEROED, &served);
     if (p)
         return p;
     mp_device_heap_count_next(self, served, n);
@@ -74,13 +75,13 @@ static inline void *place_fast(size_t n, int zero, uintptr_t ra)
     return p;
 }
 
-void *mp_place_malloc(size_t n, uintptr_t ra)
+void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     void *p = place_fast(n, 0, ra);
-    return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra);
+    return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra, sp, fp);
 }
 
-void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
+void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total)) {
@@ -88,10 +89,13 @@ void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
         return NULL;
     }
     void *p = place_fast(total, 1, ra);
-    return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra);
+    return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra, sp, fp);
 }
 
-void *mp_place_aligned(size_t align, size_t n, uintptr_t ra) { return place(n, align, ALIGNED, ra); }
+void *mp_place_aligned(size_t align, size_t n, uintptr_t ra)
+{
+    return place(n, align, ALIGNED, ra, 0, 0);
+}
 
 static void place_free(void *p)
 {
@@ -103,17 +107,16 @@ static void place_free(void *p)
 
 /* realloc's call site decides where the block goes; across devices it is moved by copy.
  * A block that grows moves to a growth area (heaps/growth_area.c), where it can keep growing in place. */
-void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
+void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (p == NULL)
-        return place(n, 0, PLAIN, ra);
+        return place(n, 0, PLAIN, ra, sp, fp);
     if (n == 0) { /* as glibc: free and return NULL */
         place_free(p);
         return NULL;
     }
-    const void *sp = __builtin_frame_address(0);
-    struct mp_thread *self = mp_thread(sp);
-    int dev = device_for(self, n, ra), served;
+    struct mp_thread *self = mp_thread(__builtin_frame_address(0));
+    int dev = device_for(self, n, ra, sp, fp), served;
     int mine = mp_device_heap_owns(p);
     if (mine && mp_device_of(p) == dev && mp_device_heap_resize(self, p, n))
         return p; /* fits where it is */

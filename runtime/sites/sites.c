@@ -281,12 +281,19 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
     return -1;
 }
 
-/* The site's frames, by unwinding from here; frame 0 is `ra` when nothing can be unwound
- * (no unwind tables) and `ra` is the program's own return address. */
-static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, uintptr_t *frames)
+/* The site's frames, by unwinding from the program's frame (or from here, through the
+ * runtime's own frames, when the entry point could not say where it was); frame 0 is `ra`
+ * when nothing can be unwound (no unwind tables) and `ra` is the program's own return
+ * address. */
+static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, uintptr_t sp,
+                   uintptr_t fp, uintptr_t *frames)
 {
     struct mp_unwind_regs r;
-    MP_UNWIND_HERE(r);
+    if (sp) {
+        r.pc = ra, r.sp = sp, r.fp = fp, r.exact = 0;
+    } else {
+        MP_UNWIND_HERE(r);
+    }
     int n = mp_capture(v->modules, &r, self->stack_top, &self->unwind, depth, frames, NULL);
     if (n == 0) {
         const struct mp_module *m = mp_module_of(v->modules, ra);
@@ -296,7 +303,7 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
     return n;
 }
 
-int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size)
+int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
     if (policy->nrules == 0)
         return -1;
@@ -316,7 +323,7 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size)
         if (!e->needs_scan)
             return choose(v, e, frames, 1, size);
     }
-    int n = capture(self, v, ra, frames);
+    int n = capture(self, v, ra, sp, fp, frames);
     e = slot(self, frames);
     if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
         v = fill(e, frames, n, 0);
