@@ -141,11 +141,12 @@ MP_HIDDEN const struct mp_module *mp_module_of(const struct mp_modules *t, uintp
  * could not be unwound (no table for its module, no rule for its address). */
 enum { MP_CAPTURE_FULL = 0, MP_CAPTURE_OUTERMOST = 1, MP_CAPTURE_CUT = 2 };
 /* Up to `depth` return addresses of the allocation, innermost first, by unwinding real
- * frames from `r` (the registers at the capture point, inside the runtime) and leaving
+ * frames from `r` (the registers where unwinding starts: the program's frame, or the
+ * capture point inside the runtime; not changed) and leaving
  * out the frames of allocator and runtime libraries. Reads only the thread's stack below
  * `stack_top` (0: unknown, no unwinding); `cache` is the thread's (or NULL). Returns how
  * many were found; `*end` (if not NULL) says why the walk stopped. */
-MP_HIDDEN int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r,
+MP_HIDDEN int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *r,
                          uintptr_t stack_top, struct mp_unwind_cache *cache, int depth,
                          uintptr_t *out, int *end);
 
@@ -333,6 +334,15 @@ MP_HIDDEN extern uint32_t mp_sites_generation;
 /* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */
 MP_HIDDEN const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule);
 MP_HIDDEN void mp_sites_flush(void);
+
+/* Frames the policy's rules look at (the most any rule has); 1: the return address
+ * alone decides. */
+MP_HIDDEN extern int mp_sites_depth;
+/* The fast path's lookup for policies of several frames: the site's frames, unwound from
+ * the program's frame (sp, fp as for mp_sites_match), and their cached entry when it is
+ * fixed (as mp_sites_fixed), else NULL. */
+MP_HIDDEN struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra,
+                                                    uintptr_t sp, uintptr_t fp);
 
 /* A thread's cache slot for a site's frames. */
 static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, uintptr_t f3)

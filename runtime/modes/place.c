@@ -23,7 +23,7 @@ int mp_place_start(const char *path, const char **why)
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
                              uintptr_t fp)
 {
-    struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
+    struct mp_site_entry *e = self && mp_sites_depth <= 1 ? mp_sites_fixed(self, ra) : NULL;
     if (e) {
         mp_sites_count(e, n);
         return e->device;
@@ -52,14 +52,15 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
 }
 
 /* The fast path: a site seen before on this thread, whose device does not depend on the
- * size, served by the next allocator or that device's theap. No unwinding, no rule scan,
- * no fallback: NULL sends the allocation to place(). */
-static inline void *place_fast(size_t n, int zero, uintptr_t ra)
+ * size, served by the next allocator or that device's theap. No rule scan, no fallback,
+ * and for one-frame policies no unwinding: NULL sends the allocation to place(). */
+static inline void *place_fast(size_t n, int zero, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
     if (mp_unlikely(!self))
         return NULL;
-    struct mp_site_entry *e = mp_sites_fixed(self, ra);
+    struct mp_site_entry *e = mp_likely(mp_sites_depth <= 1) ? mp_sites_fixed(self, ra)
+                              : sp ? mp_sites_fixed_deep(self, ra, sp, fp) : NULL;
     if (mp_unlikely(!e))
         return NULL;
     void *p;
@@ -77,7 +78,7 @@ static inline void *place_fast(size_t n, int zero, uintptr_t ra)
 
 void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
-    void *p = place_fast(n, 0, ra);
+    void *p = place_fast(n, 0, ra, sp, fp);
     return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra, sp, fp);
 }
 
@@ -88,7 +89,7 @@ void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr
         errno = ENOMEM;
         return NULL;
     }
-    void *p = place_fast(total, 1, ra);
+    void *p = place_fast(total, 1, ra, sp, fp);
     return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra, sp, fp);
 }
 
