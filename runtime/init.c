@@ -77,8 +77,10 @@ static void fork_child(void)
     mp_threads_fork_release();
     if (mp_mode == MP_PROFILING)
         mp_profile_fork_release();
-    if (mp_mode == MP_PLACING)
+    if (mp_mode == MP_PLACING) {
         mp_device_heaps_fork_child();
+        mp_accounting_fork_child();
+    }
 }
 
 /* Where the unwind tables are: $MEMPLACE_UNWIND (set by memplace run and profile; ""
@@ -139,6 +141,8 @@ __attribute__((destructor)) static void mp_fini(void)
 {
     if (stats_dir && *stats_dir && mp_mode == MP_PLACING)
         mp_place_write_stats(stats_dir);
+    if (mp_mode == MP_PLACING)
+        mp_accounting_leave();
     if (mp_mode == MP_PROFILING)
         mp_profile_write();
 }

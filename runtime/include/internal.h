@@ -49,6 +49,11 @@ MP_HIDDEN void *mp_internal_alloc(size_t size);
 MP_HIDDEN void mp_internal_fork_prepare(void);
 MP_HIDDEN void mp_internal_fork_release(void);
 
+// "os/shared_page.c" -- counters shared by the processes of a job on this node
+/* The file at `path` mapped shared, created (zeroed) if missing and grown to `size`;
+ * NULL if it cannot be. */
+MP_HIDDEN void *mp_shared_page(const char *path, size_t size);
+
 // "os/os_memory.c" -- every contact with the OS about device memory
 /* Reserve `size` bytes of address space aligned to `align` (inaccessible until backed). */
 MP_HIDDEN void *mp_os_reserve(size_t size, size_t align);
@@ -211,6 +216,14 @@ static inline unsigned char *mp_growth_area(const struct mp_device_heap *h, int 
 }
 
 // "heaps/accounting.c" -- capacity, live bytes, peaks and stats
+/* Point each device's capacity at its live bytes: the process's, or for a device of node
+ * scope the counters shared at `shared` (MEMPLACE_SHARED; NULL or unusable: the process's,
+ * said once on stderr). */
+MP_HIDDEN void mp_accounting_init(const char *shared);
+/* The process ends (leave) or is a new fork child (join): take its live bytes out of the
+ * node's counters, or add the copy it inherited. */
+MP_HIDDEN void mp_accounting_leave(void);
+MP_HIDDEN void mp_accounting_fork_child(void);
 MP_HIDDEN void mp_publish_live(struct mp_device_heap *h, int64_t delta);
 MP_HIDDEN MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c);
 /* Stats of device `dev`, summed over every thread (at exit). */
@@ -250,7 +263,7 @@ static inline void mp_count(struct mp_thread *self, int dev, size_t size, int64_
  * its decrease before the other publishes the increase. */
 static inline int mp_over_capacity(struct mp_device_heap *h, size_t size)
 {
-    int64_t live = (int64_t)__atomic_load_n(&h->stats.live, __ATOMIC_RELAXED);
+    int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
     return (live > 0 ? (uint64_t)live : 0) + size > h->capacity;
 }
 

@@ -253,10 +253,21 @@ enum { MP_GROWTH_UNMAPPED, MP_GROWTH_SPARE, MP_GROWTH_GROWING };
 
 struct mi_heap_s; /* mimalloc's mi_heap_t, without mimalloc.h for the files that need none */
 
+/* Live bytes of the devices whose capacity is the node's (policy scope "node"), shared
+ * by every process of the job on this node through a mapped file (os/shared_page.c).
+ * A process adds what it publishes, and takes its live bytes back when it ends. */
+struct mp_node_counters {
+    uint64_t users; /* processes that have it mapped */
+    uint64_t reserved[7];
+    struct { uint64_t live, peak, reserved[6]; } device[MP_MAX_DEVICES];
+};
+
 struct mp_device_heap {
     const struct mp_device_spec *spec;
     unsigned char *slot;
     uint64_t capacity;           /* limit on live bytes; 0 = none */
+    uint64_t *limit_live;        /* the live bytes the capacity limits: &stats.live, or the
+                                    node's (struct mp_node_counters) */
     uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
     int narenas, dead, lock;
     struct mi_heap_s *heaps[MP_MAX_ARENAS];

@@ -2,6 +2,7 @@
  * there or along the device's fallback chain, and end at the next allocator, so the
  * program never sees NULL while any device or the next allocator can serve. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "internal.h"
@@ -13,6 +14,7 @@ int mp_place_start(const char *path, const char **why)
     policy = mp_policy_load(path, why);
     if (!policy || mp_device_heaps_init(policy, why) || mp_sites_init(policy, why))
         return -1;
+    mp_accounting_init(getenv("MEMPLACE_SHARED"));
     mp_threads_init();
     mp_threads_on_exit(mp_device_heaps_thread_exit);
     return 0;

@@ -71,6 +71,20 @@ def test_capacity_override_moves_sites(profile_path):
     assert all(p["device"] == "hbm" for p in json.loads(r.stdout)["placements"])
 
 
+def test_ranks_per_node_share_the_capacity(tmp_path, profile_path):
+    """Two ranks on a node: each is planned with half of hbm's 8KiB, so the 4KiB site (which
+    fits in 8KiB, see above) no longer does; the policy keeps the node's 8KiB, scope "node"."""
+    out = tmp_path / "policy.toml"
+    r = memplace("advise", str(profile_path), *DEVICES, "--capacity", "hbm=8KiB", "--ranks-per-node", "2",
+                 "--policy-out", str(out), "--json", check=True)
+    placed = json.loads(r.stdout)["placements"]
+    assert sorted(p["device"] for p in placed) == ["ddr", "hbm", "hbm"]
+    assert json.loads(r.stdout)["devices"]["hbm"]["peak"] <= 4096
+    doc = tomllib.loads(out.read_text())
+    assert doc["devices"]["hbm"]["capacity"] == "8KiB" and doc["devices"]["hbm"]["scope"] == "node"
+    assert memplace("policy", "check", str(out)).returncode == 0
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [

@@ -95,7 +95,12 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
         peak = advice.peak.get(d.name, 0)
         for k, v in d.table.items():
             lines.append(f"{k} = {toml_value(v)}")
-        if d.model.capacity is not None:
+        if d.model.capacity is not None and d.ranks > 1:
+            node = d.model.capacity * d.ranks
+            lines.append(f"capacity = {toml_value(d.capacity_text or format_size(node))}"
+                         f"  # modelled peak use: {format_size(peak)} per rank, {d.ranks} ranks per node")
+            lines.append('scope = "node"')
+        elif d.model.capacity is not None:
             lines.append(f"capacity = {toml_value(d.capacity_text or format_size(d.model.capacity))}"
                          f"  # modelled peak use: {format_size(peak)}")
         if d.name in fallbacks:

@@ -18,6 +18,7 @@ import click
 
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
+from memplace.advisor.device_specs import share_among_ranks
 from memplace.advisor.policy_writer import write_policy
 from memplace.console import console as make_console
 from memplace.units import format_ns, format_size
@@ -63,14 +64,19 @@ def print_table(advice: adv.Advice, top: int) -> None:
 @click.option("--method", type=click.Choice(["auto", "milp", "greedy"]), default="auto", show_default=True)
 @click.option("--time-limit", type=float, default=3.0, show_default=True, help="Seconds the solver may take.")
 @click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
+@click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="MPI ranks sharing each node: capacities become the node's (policy scope \"node\"), "
+                   "each rank planned with its share.")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
-def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, as_json):
+def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, ranks,
+                   as_json):
     """Assign a profile's allocation sites to devices and write the policy.
 
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
     devices' capacities, counting only bytes that are live at the same time.
     """
     specs = device_specs(devices, capacities, default)
+    share_among_ranks(specs, ranks)
     advice = run_advice(load_profiles(profiles), specs, model, method, default, time_limit)
     if policy_out:
         write_policy(advice, specs, ", ".join(profiles), policy_out)

@@ -119,7 +119,7 @@ def _policy_json(policy: Policy) -> dict:
         "default": policy.default,
         "devices": [{"name": d.name, "kind": d.kind, "nodes": d.nodes, "mode": d.mode,
                      "capacity": d.capacity if isinstance(d.capacity, (int, type(None))) else str(d.capacity),
-                     "fallback": d.fallback, "path": d.path,
+                     "scope": d.scope, "fallback": d.fallback, "path": d.path,
                      "pagesize": "transparent" if d.transparent else d.pagesize}
                     for d in policy.devices.values()],
         "rules": [{"index": r.index, "name": r.name, "site": r.site,
@@ -140,7 +140,8 @@ def _show_policy(policy: Policy) -> None:
             where = size + (f" on nodes {','.join(map(str, d.nodes))}" if d.nodes else "")
         else:
             where = f"nodes {','.join(map(str, d.nodes))}" if d.nodes else ""
-        devices.add_row(d.name, d.kind, where, d.mode if d.nodes else "", _capacity(d.capacity), d.fallback)
+        capacity = _capacity(d.capacity) + (" per node" if d.scope == "node" else "")
+        devices.add_row(d.name, d.kind, where, d.mode if d.nodes else "", capacity, d.fallback)
     out.print(devices)
     rules = Table(title="Rules (first match wins)")
     for col in ("#", "Name", "Site (innermost first)", "Size", "Device"):

@@ -34,6 +34,7 @@ KIND_CODES = {"system": 0, "numa": 1, "file": 2, "hugepages": 3}
 MODE_CODES = {"bind": 0, "preferred": 1, "interleave": 2, "weighted-interleave": 3, "preferred-many": 4}
 FLAG_HUGETLB = 1 << 0  # mmap(MAP_HUGETLB)
 FLAG_THP = 1 << 1  # madvise(MADV_HUGEPAGE)
+FLAG_NODE_SCOPE = 1 << 2  # the capacity is shared by the job's processes on the node
 FLAG_PAGESHIFT = 8  # bits 8..15: log2(huge page size), 0 = the default size
 NODEMASK_WORDS = 16
 
@@ -179,6 +180,8 @@ def compile_policy(policy: Policy, topology: Topology, resolver: SiteResolver) -
             else:
                 shift = dev.pagesize.bit_length() - 1 if dev.pagesize else 0
                 flags = FLAG_HUGETLB | (shift << FLAG_PAGESHIFT)
+        if dev.scope == "node":
+            flags |= FLAG_NODE_SCOPE
         mode = dev.mode if dev.kind in ("numa", "hugepages") else "bind"
         devices.append(_device_record(strings, name, dev.kind, mode, capacity_bytes(dev, topology),
                                       fallback, dev.path if dev.kind == "file" else None, flags, dev.nodes))
