@@ -81,8 +81,6 @@ def write_report(out: str | os.PathLike, command: list[str], policy: str, return
                  procs: list[dict]) -> None:
     doc = {"version": 1, "command": command, "policy": policy, "returncode": returncode,
            "processes": procs, "totals": totals(procs)}
-    tmp = f"{out}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, out)
+    from memplace.output_files import write_whole
+
+    write_whole(out, json.dumps(doc, indent=2) + "\n")
