@@ -71,6 +71,21 @@ def test_capacity_override_moves_sites(profile_path):
     assert all(p["device"] == "hbm" for p in json.loads(r.stdout)["placements"])
 
 
+def test_every_rule_has_its_own_short_name(tmp_path):
+    """Two sites in one C++ function without line numbers (a stripped Debian library):
+    names without return type, templates and parameters, and still one per rule."""
+    exe = "/opt/app/bin/app"
+    fn = "Foam::tmp<Foam::Field<double> > Foam::operator*<double>(Foam::UList<double> const&) const"
+    sites = [prof.Site((prof.Frame(exe, None, off),), allocations=1, bytes=64, peak_live_bytes=64,
+                       reads=1000, writes=0, symbols=(prof.Symbol(fn, None, None),)) for off in (0x1100, 0x1180)]
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["app"], sites, pid=1, clock_unit="instr"), path)
+    out = tmp_path / "policy.toml"
+    memplace("advise", str(path), "--policy-out", str(out), *DEVICES, check=True)
+    names = [r["name"] for r in tomllib.loads(out.read_text())["rules"]]
+    assert sorted(names) == ["Foam::operator*", "Foam::operator*#2"]
+
+
 def test_ranks_per_node_share_the_capacity(tmp_path, profile_path):
     """Two ranks on a node: each is planned with half of hbm's 8KiB, so the 4KiB site (which
     fits in 8KiB, see above) no longer does; the policy keeps the node's 8KiB, scope "node"."""

@@ -17,6 +17,7 @@ from memplace.advisor import solver as adv
 from memplace.advisor.device_specs import DeviceSpec
 from memplace.errors import UserError
 from memplace.profiling import profile as prof
+from memplace.profiling.symbolize import short_function
 from memplace.units import format_ns, format_size
 
 
@@ -106,6 +107,7 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
             lines.append(f"fallback = {toml_str(fallbacks[d.name])}")
     frames = rule_frames(advice)
     seen: set[tuple] = set()
+    names: dict[str, int] = {}
     for i, p in enumerate(advice.placements):
         if i not in frames:
             continue
@@ -117,22 +119,34 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
             lines += ["", f"# not written: {p.site.label} has a frame in no known module"]
             continue
         s = p.site
+        name = _rule_name(s, len(frames[i]))
+        names[name] = names.get(name, 0) + 1
+        if names[name] > 1:  # every rule its own name: stats and reports trace hits to it
+            name = f"{name}#{names[name]}"
+        accessed = f"{format_size(s.accesses)} read+written" if s.accesses is not None else "accesses not measured"
         lines += [
             "",
             f"# {s.label}: {format_size(s.peak_live_bytes)} peak live, {s.allocations} allocation(s),",
-            f"#   {format_size(s.accesses or 0)} read+written. {p.reason}",
+            f"#   {accessed}. {p.reason}",
             "[[rules]]",
-            f"name = {toml_str(_rule_name(s))}",
+            f"name = {toml_str(name)}",
             f"site = {toml_value([f'{f.module}+0x{f.offset:x}' for f in frames[i]])}",
             f"device = {toml_str(p.device)}",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _rule_name(s: prof.Site) -> str:
-    if s.function and s.location:
-        return f"{s.function.split('(')[0]}@{os.path.basename(s.location)}"
-    return s.function or str(s.frames[0])
+def _rule_name(s: prof.Site, frames: int = 1) -> str:
+    """function@file:line of each of the rule's frames, innermost first ("<" between)."""
+    parts = []
+    for i in range(frames):
+        sym = s.symbol(i)
+        function = short_function(sym.function) if sym and sym.function else None
+        if function and sym.location:
+            parts.append(f"{function}@{os.path.basename(sym.location)}")
+        else:
+            parts.append(function or str(s.frames[i]))
+    return "<".join(parts)
 
 
 def check_policy_text(text: str, path: str) -> None:
