@@ -48,7 +48,7 @@ class DeviceUse:
     capacity: int | None = None
     allocations: int = 0
     bytes: int = 0
-    peak_bytes: int = 0
+    peak_bytes: int | None = 0  # None: not tracked (the next allocator's frees are not seen)
     fallbacks: int = 0  # allocations this device passed on, all reasons
     fallback_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count (run statistics)
 
@@ -162,7 +162,8 @@ def load_stats(path: str) -> RunStats:
             devices.append(DeviceUse(_name(x.get("name"), f"{where}.name"), None,
                                      _count(x.get("allocations"), f"{where}.allocations"),
                                      _count(x.get("bytes"), f"{where}.bytes"),
-                                     _count(x.get("peak"), f"{where}.peak"),
+                                     # frees of the next allocator's blocks pass unseen
+                                     None if x.get("name") == "system" else _count(x.get("peak"), f"{where}.peak"),
                                      sum(reasons.values()), reasons))
         rules = []
         for i, x in enumerate(totals["rules"]):
@@ -296,6 +297,10 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
 # ---- SVG --------------------------------------------------------------------------------
 
 
+RULES_CHARTED = 30  # bars in the rules chart (every rule is in the table below it)
+SITES_LISTED = 40
+
+
 def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
@@ -304,6 +309,19 @@ def reasons_text(d: DeviceUse) -> str:
     """'full 3, bind_failed 1': the reasons that occurred, in the runtime's order."""
     order = [*FALLBACK_REASONS, *sorted(set(d.fallback_reasons) - set(FALLBACK_REASONS))]
     return ", ".join(f"{k} {d.fallback_reasons[k]}" for k in order if d.fallback_reasons.get(k)) or "-"
+
+
+def peak_text(d: DeviceUse) -> str:
+    return "not tracked" if d.peak_bytes is None else format_size(d.peak_bytes)
+
+
+def unique_labels(labels: list[str], extra: list[str]) -> list[str]:
+    """Labels that repeat (two sites of one function and line, told apart by their callers)
+    get their `extra` (e.g. the site's frame) added, so no legend names two things alike."""
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [f"{label} [{x}]" if seen[label] > 1 else label for label, x in zip(labels, extra)]
 
 
 def hbar_svg(items: list[tuple[str, float, str, str]], fmt, width: int = 760) -> str:
@@ -333,7 +351,7 @@ def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: in
         return '<p class="empty">no devices (give --stats, or --policy with --profile)</p>'
     row, label_w = 54, 150
     bar_w = width - label_w - 20
-    top = max([d.capacity or 0 for d in devices] + [d.peak_bytes for d in devices] + [d.bytes for d in devices]) or 1
+    top = max([d.capacity or 0 for d in devices] + [d.peak_bytes or 0 for d in devices] + [d.bytes for d in devices]) or 1
     out = [f'<svg viewBox="0 0 {width} {row * len(devices) + 10}" width="100%" role="img" '
            f'xmlns="http://www.w3.org/2000/svg">']
     for i, d in enumerate(devices):
@@ -343,12 +361,12 @@ def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: in
         if d.capacity:
             out.append(f'<rect x="{label_w}" y="{y + 6}" width="{bar_w * d.capacity / top:.1f}" height="20" rx="4" '
                        f'class="track"><title>capacity {_esc(format_size(d.capacity))}</title></rect>')
-        w = bar_w * d.peak_bytes / top
+        w = bar_w * (d.peak_bytes or 0) / top
         out.append(f'<rect x="{label_w}" y="{y + 6}" width="{max(w, 1.5 if d.peak_bytes else 0):.1f}" height="20" '
-                   f'rx="4" fill="{c}"><title>peak {_esc(format_size(d.peak_bytes))}</title></rect>')
+                   f'rx="4" fill="{c}"><title>peak {_esc(peak_text(d))}</title></rect>')
         cap = f" of {format_size(d.capacity)}" if d.capacity else " (no limit)"
         fb = f" · {d.fallbacks} fallback(s): {reasons_text(d)}" if d.fallbacks else ""
-        out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(format_size(d.peak_bytes))}{_esc(cap)} · '
+        out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(peak_text(d))}{_esc(cap)} · '
                    f'{d.allocations} allocation(s), {_esc(format_size(d.bytes))} in all{_esc(fb)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -427,7 +445,9 @@ def devices_table(devices: list[DeviceUse]) -> str:
                                               *FALLBACK_REASONS))
     rows = "".join(
         f'<tr data-device="{_esc(d.name)}"><td>{_esc(d.name)}</td><td class="n">{d.allocations}</td>'
-        f"{_bytes_cell(d.bytes)}{_bytes_cell(d.peak_bytes)}{_bytes_cell(d.capacity)}"
+        f"{_bytes_cell(d.bytes)}"
+        + (_bytes_cell(d.peak_bytes) if d.peak_bytes is not None else '<td class="n">not tracked</td>')
+        + f"{_bytes_cell(d.capacity)}"
         + "".join(f'<td class="n" data-reason="{k}">{d.fallback_reasons.get(k, 0)}</td>' for k in FALLBACK_REASONS)
         + "</tr>" for d in devices)
     return f"<table><tr>{head}</tr>{rows}</table>"
@@ -454,6 +474,9 @@ def html_page(sm: Summary) -> str:
 
     by_acc = sorted([s for s in sm.sites if s.accessed], key=lambda s: -(s.accessed or 0))[:15]
     by_bytes = sorted(sm.sites, key=lambda s: -s.peak)[:15]
+    acc_labels = unique_labels([s.label for s in by_acc], [s.frame for s in by_acc])
+    byte_labels = unique_labels([s.label for s in by_bytes], [s.frame for s in by_bytes])
+    top_rules = sorted(sm.rules, key=lambda r: -r.bytes)[:RULES_CHARTED]
     fallback_items = [(f"{d.name}: {reason}", n, colours.get(d.name, grey), f"{d.name}: {n} allocation(s) passed on ({reason})")
                       for d in sm.devices for reason, n in d.fallback_reasons.items() if n]
     total_peak = sum(s.peak for s in sm.sites)
@@ -480,18 +503,21 @@ def html_page(sm: Summary) -> str:
         f'<td class="n">{s.allocations}</td><td class="n">{_esc(format_size(s.peak))}</td>'
         f'<td class="n">{_esc(format_size(s.accessed) if s.accessed is not None else "–")}</td>'
         f"<td>{f'<span class=chip style=background:{colour(s)}>{_esc(s.device)}</span>' if s.device else '–'}</td></tr>"
-        for i, s in enumerate(sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:40], 1)
+        for i, s in enumerate(sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:SITES_LISTED], 1)
     )
     sections = [
         ("Bytes per device", f"Peak bytes on each device ({_esc(sm.device_origin or 'no device data')}); "
          "the dashed track is the capacity.", device_bars_svg(sm.devices, colours)),
     ]
     if sm.sites:
+        if by_acc:
+            sections.append(
+                ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
+                 hbar_svg([(lb, s.accessed or 0, colour(s), tip(s)) for lb, s in zip(acc_labels, by_acc)],
+                          format_size)))
         sections += [
-            ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
-             hbar_svg([(s.label, s.accessed or 0, colour(s), tip(s)) for s in by_acc], format_size)),
             ("Top sites by bytes", "Peak bytes live at once from each site; colour = device.",
-             hbar_svg([(s.label, s.peak, colour(s), tip(s)) for s in by_bytes], format_size)),
+             hbar_svg([(lb, s.peak, colour(s), tip(s)) for lb, s in zip(byte_labels, by_bytes)], format_size)),
             ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
              timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
         ]
@@ -501,14 +527,18 @@ def html_page(sm: Summary) -> str:
          hbar_svg(fallback_items, lambda v: f"{v:.0f}") if fallback_items else
          f'<p class="empty">{"no fallbacks" if sm.device_origin == "run statistics" else "no run statistics given (--stats)"}</p>'))
     if sm.rules:
-        sections.append(("Rules", "Allocations each rule of the policy matched, and their bytes; colour = its device.",
+        shown = "" if len(sm.rules) <= RULES_CHARTED else \
+            f" The chart shows the {RULES_CHARTED} rules with the most bytes of {len(sm.rules)}; the table lists all."
+        sections.append(("Rules", "Allocations each rule of the policy matched, and their bytes; colour = its device."
+                         + shown,
                          hbar_svg([(r.name, r.bytes, colours.get(r.device or "", grey),
-                                    f"{r.name}: {r.hits} hit(s), {format_size(r.bytes)}") for r in sm.rules],
+                                    f"{r.name}: {r.hits} hit(s), {format_size(r.bytes)}") for r in top_rules],
                                   format_size) + rules_table(sm.rules, colours)))
     if sm.devices:
         sections.insert(1, ("Devices", f"Exact counts ({_esc(sm.device_origin)}).", devices_table(sm.devices)))
     body = "".join(f"<section><h2>{t}</h2><p class=sub>{sub}</p>{svg}</section>" for t, sub, svg in sections)
-    sites = ("<section><h2>Sites</h2><p class=sub>Ordered by accesses, then peak bytes (first 40).</p><table><tr>"
+    order = "accesses, then peak bytes" if any(s.accessed for s in sm.sites) else "peak bytes (no accesses measured)"
+    sites = (f"<section><h2>Sites</h2><p class=sub>Ordered by {order} (first {SITES_LISTED}).</p><table><tr>"
              "<th>#</th><th>function</th><th>file:line</th><th>site</th><th>allocs</th><th>peak</th><th>accessed</th>"
              f"<th>device</th></tr>{rows}</table></section>") if sm.sites else ""
     notes = "".join(f'<p class="notes">{_esc(n)}</p>' for n in sm.notes)

@@ -12,7 +12,7 @@ import json
 import click
 
 from memplace.console import console as make_console
-from memplace.report import Summary, reasons_text, summarize, write_html
+from memplace.report import Summary, peak_text, reasons_text, summarize, write_html
 from memplace.units import format_size
 
 
@@ -29,17 +29,19 @@ def print_summary(sm: Summary, top: int = 15) -> None:
         for c in ("device", "allocations", "bytes", "peak", "capacity", "fallbacks"):
             t.add_column(c, justify="left" if c in ("device", "fallbacks") else "right")
         for d in sm.devices:
-            t.add_row(d.name, str(d.allocations), format_size(d.bytes), format_size(d.peak_bytes),
+            t.add_row(d.name, str(d.allocations), format_size(d.bytes), peak_text(d),
                       format_size(d.capacity) if d.capacity else "-",
                       reasons_text(d) if d.fallback_reasons else str(d.fallbacks))
         console.print(t)
     if sm.rules:
-        t = Table(title="Rules (allocations matched)", title_justify="left")
+        t = Table(title=f"Rules by bytes matched ({len(sm.rules)} in all)", title_justify="left")
         for c in ("rule", "device", "hits", "bytes"):
             t.add_column(c, justify="right" if c in ("hits", "bytes") else "left")
-        for r in sm.rules:
+        for r in sorted(sm.rules, key=lambda r: -r.bytes)[:top]:
             t.add_row(r.name, r.device or "-", str(r.hits), format_size(r.bytes))
         console.print(t)
+        if len(sm.rules) > top:
+            console.print(f"… and {len(sm.rules) - top} more rule(s) (--top N shows more; --json shows all)")
     if sm.sites:
         t = Table(title=f"Top sites ({len(sm.sites)} in all)", title_justify="left")
         for c in ("function", "file:line", "site", "allocs", "peak", "accessed", "device"):
