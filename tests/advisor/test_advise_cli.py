@@ -121,3 +121,30 @@ def test_missing_and_foreign_profiles(tmp_path):
     foreign = tmp_path / "policy.toml"
     foreign.write_text("version = 1\n")
     assert_one_line_error(memplace("advise", str(foreign), *DEVICES), "policy.toml", "not a memplace profile")
+
+
+def test_progress_on_a_terminal_only(profile_path):
+    """Long steps say what they do on a terminal's stderr (erased after); piped, nothing."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    primary, secondary = pty.openpty()
+    r = subprocess.run([sys.executable, "-m", "memplace", "advise", str(profile_path), *DEVICES],
+                       stdout=subprocess.DEVNULL, stderr=secondary, timeout=120)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(primary)
+    assert r.returncode == 0
+    assert b"memplace: placing 3 sites on 2 devices" in seen and b"\x1b[K" in seen
+    piped = memplace("advise", str(profile_path), *DEVICES, check=True)
+    assert "placing" not in piped.stderr

@@ -11,7 +11,7 @@ import json
 
 import click
 
-from memplace.console import console as make_console
+from memplace.console import console as make_console, phase
 from memplace.report import Summary, peak_text, reasons_text, summarize, write_html
 from memplace.units import format_size
 
@@ -64,9 +64,11 @@ def print_summary(sm: Summary, top: int = 15) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def report_command(profile_path, stats_path, policy_path, html_out, top, as_json):
     """Summarise a profile and/or a run's statistics; optionally as an HTML page."""
-    sm = summarize(profile_path, stats_path, policy_path)
+    with phase("reading and summarizing"):
+        sm = summarize(profile_path, stats_path, policy_path)
     if html_out:
-        write_html(sm, html_out)
+        with phase(f"writing {html_out}"):
+            write_html(sm, html_out)
     if as_json:
         click.echo(json.dumps({**sm.to_json(), "html": html_out}, indent=2))
     else:
