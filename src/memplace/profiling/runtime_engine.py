@@ -104,6 +104,12 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
         meta={"untracked_blocks": raw.get("untracked", 0)})
 
 
+def _image_order(path: Path) -> tuple[int, int]:
+    """profile.<pid>.txt, then profile.<pid>.<n>.txt: the images of one pid in exec order."""
+    parts = path.name.split(".")[1:-1]
+    return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if all(x.isdigit() for x in parts) else (0, 0)
+
+
 def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[prof.Profile], list[str]]:
     """Run `command` under the profiling runtime; write one profile per process into
     `out_dir`. Returns (exit status, negative for a signal; profiles; their paths)."""
@@ -126,13 +132,17 @@ def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[pro
             raise UserError(f"{command[0]}: cannot execute: {e.strerror}") from None
         status = wait_forwarding_signals(proc)
         profiles, written = [], []
-        for path in sorted(Path(work).glob("profile.*.txt")):
+        for path in sorted(Path(work).glob("profile.*.txt"), key=_image_order):
             p = convert(path.read_text(errors="replace"), str(path), command)
             symbolize_profile(p)
             late = tables_for_late_modules(p, tables)
             if late:  # sites there end at their first frame; the next profile follows them
                 p.meta["modules_without_unwind_table"] = late
             dest = os.path.join(out_dir, prof.profile_filename(p.pid or 0, p.rank))
+            image = 1
+            while dest in written:  # a later image of the same pid (it exec'd a program)
+                dest = os.path.join(out_dir, prof.profile_filename(p.pid or 0, p.rank)[:-5] + f".{image}.json")
+                image += 1
             prof.save(p, dest)
             profiles.append(p)
             written.append(dest)
