@@ -193,3 +193,15 @@ def test_unknown_runtime_stats_version_is_refused_with_one_line(tmp_path):
     with pytest.raises(UserError) as e:
         run_stats.collect(tmp_path)
     assert "format version 9" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_profile_mode_writes_a_profile_for__exit_children_and_each_exec_image(tmp_path):
+    """memplace profile uses the same hook: _exit children and exec'd images have profiles."""
+    fork_exit = compile_c(tmp_path, "fork_exit", FORK_EXIT)
+    chain = compile_c(tmp_path, "exec_chain", EXEC_CHAIN)
+    for prog, args, count, status in ((fork_exit, ["5"], 6, 0), (chain, ["x", "first"], 2, 5)):
+        out = tmp_path / f"prof-{prog.name}"
+        r = subprocess.run([sys.executable, "-m", "memplace", "profile", "run", "--out", str(out), "--",
+                            str(prog), *args], capture_output=True, text=True, timeout=300)
+        assert r.returncode == status, r.stderr
+        assert len(list(out.glob("profile.*.json"))) == count, sorted(out.iterdir())
