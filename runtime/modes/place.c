@@ -159,6 +159,31 @@ static size_t put_path(char *out, size_t cap, const char *p)
     return n;
 }
 
+/* A forked child starts with its parent's counters: say what they were, so that the
+ * reader counts only what the child did (live bytes and peaks stay: the inherited blocks
+ * are live in the child too).
+ * inherited device IDX allocations bytes full bind backing alignment / inherited rule IDX hits bytes */
+static void put_inherited(void)
+{
+    mp_sites_flush();
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        struct mp_device_stats st;
+        mp_device_heap_stats((int)i, &st);
+        mp_put(&o, "inherited device"), mp_put_u64(&o, i);
+        mp_put_u64(&o, st.allocations), mp_put_u64(&o, st.bytes);
+        for (int r = 0; r < MP_REASONS; r++)
+            mp_put_u64(&o, st.fallbacks[r]);
+        mp_put(&o, "\n");
+    }
+    for (uint32_t i = 0; i < policy->nrules; i++) {
+        const struct mp_rule_stats *r = mp_sites_rule_stats(i);
+        if (r->hits == 0)
+            continue;
+        mp_put(&o, "inherited rule"), mp_put_u64(&o, i), mp_put_u64(&o, r->hits), mp_put_u64(&o, r->bytes);
+        mp_put(&o, "\n");
+    }
+}
+
 void mp_place_stats_begin(const char *dir, const char *began)
 {
     if (!policy)
@@ -191,6 +216,8 @@ void mp_place_stats_begin(const char *dir, const char *began)
     mp_put(&o, "\nparent"), mp_put_u64(&o, (uint64_t)getppid());
     mp_put(&o, "\nbegan "), mp_put(&o, began);
     mp_put(&o, "\nexe "), mp_put(&o, line), mp_put(&o, "\n");
+    if (began[0] == 'f')
+        put_inherited();
     mp_flush(&o);
     close(o.fd);
     errno = saved;

@@ -22,6 +22,10 @@ FORK_EXIT = r"""
 #include <unistd.h>
 int main(int argc, char **argv) {
     int n = atoi(argv[1]);
+    for (int i = 0; i < 10; i++) { /* the parent's, before any fork: not the children's */
+        char *volatile p = malloc(50);
+        p[0] = 1;
+    }
     for (int i = 0; i < n; i++)
         if (fork() == 0) {
             char *volatile p = malloc(100 + i); /* one allocation the rule matches, 100+i bytes */
@@ -52,10 +56,14 @@ def test_children_ending_by__exit_are_all_in_the_stats(tmp_path):
     assert parent[0]["ended"] == "exit" and parent[0]["status"] == 0  # main returned: from the wait status
     assert all(c["parent"] == parent[0]["pid"] and c["complete"] and c["ended"] == "_exit" for c in children)
     assert sorted(c["status"] for c in children) == sorted(i % 7 for i in range(80))
-    # each child's own allocation is counted in its own file: 100..179 bytes, once each
+    # each child's own allocation is counted in its own file: 100..179 bytes, once each, and
+    # not the 10 x 50 bytes it inherited from its parent
     child_rules = [{r["name"]: r for r in c["rules"]}["small"] for c in children]
     assert all(r["hits"] == 1 for r in child_rules)
     assert sorted(r["bytes"] for r in child_rules) == list(range(100, 180))
+    assert all({d["name"]: d for d in c["devices"]}["fast"]["allocations"] == 1 for c in children)
+    parent_rule = {r["name"]: r for r in parent[0]["rules"]}["small"]
+    assert parent_rule["hits"] >= 10 and parent_rule["bytes"] >= 500
     report = subprocess.run([sys.executable, "-m", "memplace", "report", "--stats", str(stats)],
                             capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr

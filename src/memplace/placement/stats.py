@@ -8,6 +8,8 @@ the n-th later image of the same pid, after an exec):
     parent <ppid>
     began start|fork                 # a new image (the run's command, an exec, a spawn) or a fork
     exe <path>
+    inherited device <idx> <allocations> <bytes> <full> <bind> <backing> <alignment>   # fork only:
+    inherited rule <idx> <hits> <bytes>          # the parent's counts the child started with
     aside <pid> <reason> <path>[TAB<script interpreter>]   # any number, as they happen
     device <idx> <allocations> <bytes> <live> <peak> <full> <bind> <backing> <alignment> <name>
     rule <idx> <hits> <bytes> <name>
@@ -59,10 +61,15 @@ def parse_process(text: str, origin: str) -> dict:
     complete = lines[-1] == "end"
     proc = {"pid": None, "parent": None, "began": None, "exe": None, "ended": None, "status": None,
             "exec": None, "complete": complete, "devices": [], "rules": {}, "stepped_aside": []}
+    inherited_devices: dict[int, list[int]] = {}
+    inherited_rules: dict[int, list[int]] = {}
     try:
         for line in lines[1:-1 if complete else None]:
             kind, _, rest = line.partition(" ")
-            if kind in ("pid", "parent"):
+            if kind == "inherited":
+                what, idx, *nums = rest.split(" ")
+                (inherited_devices if what == "device" else inherited_rules)[int(idx)] = [int(x) for x in nums]
+            elif kind in ("pid", "parent"):
                 proc[kind] = int(rest)
             elif kind in ("began", "exe"):
                 proc[kind] = rest
@@ -76,6 +83,11 @@ def parse_process(text: str, origin: str) -> dict:
             elif kind == "device":
                 fields = rest.split(" ", 9)
                 nums = [int(x) for x in fields[:9]]
+                base = inherited_devices.get(nums[0])
+                if base:  # a forked child: only what it did itself
+                    nums[1] -= base[0]
+                    nums[2] -= base[1]
+                    nums[5:9] = [n - b for n, b in zip(nums[5:9], base[2:6])]
                 proc["devices"].append({
                     "name": fields[9], "allocations": nums[1], "bytes": nums[2],
                     "live_at_exit": nums[3], "peak": nums[4],
@@ -85,8 +97,9 @@ def parse_process(text: str, origin: str) -> dict:
                 idx, hits, nbytes, *name = rest.split(" ", 3)
                 label = name[0] if name and name[0] else f"rule {idx}"
                 r = proc["rules"].setdefault(label, {"name": label, "hits": 0, "bytes": 0})
-                r["hits"] += int(hits)
-                r["bytes"] += int(nbytes)
+                base = inherited_rules.get(int(idx), [0, 0])
+                r["hits"] += int(hits) - base[0]
+                r["bytes"] += int(nbytes) - base[1]
             elif kind == "ended":
                 how, _, more = rest.partition(" ")
                 proc["ended"] = how
