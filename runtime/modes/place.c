@@ -270,13 +270,14 @@ void mp_place_stats_rollback(void)
         truncate(stats_path, stats_mark);
     stats_mark = -1;
     if (stats_pid == getpid())
-        stats_ended = 0; /* its end is still to come */
+        __atomic_store_n(&stats_ended, 0, __ATOMIC_RELEASE); /* its end is still to come */
     errno = saved;
 }
 
 void mp_place_write_stats(const char *how, int status, const char *target)
 {
-    if (!policy || !stats_path[0] || stats_pid != getpid() || stats_ended)
+    if (!policy || !stats_path[0] || stats_pid != getpid() ||
+        __atomic_exchange_n(&stats_ended, 1, __ATOMIC_ACQ_REL)) /* two threads' _exit: one writes */
         return;
     int saved = errno;
     o.n = 0;
@@ -285,7 +286,6 @@ void mp_place_write_stats(const char *how, int status, const char *target)
         errno = saved;
         return;
     }
-    stats_ended = 1;
     /* device IDX allocations bytes live peak full bind backing alignment NAME */
     mp_sites_flush();
     for (uint32_t i = 0; i < policy->ndevices; i++) {

@@ -168,3 +168,19 @@ int main(void) { const char *p = getenv("LD_PRELOAD"); printf("LD_PRELOAD=%s\n",
                             text=True, cwd=tmp_path, env=env)
     assert plain.stdout == f"LD_PRELOAD={other}\n"
     assert (placed.stdout, placed.stderr, placed.returncode) == (plain.stdout, plain.stderr, plain.returncode)
+
+
+def test_a_top_level_script_whose_interpreter_cannot_host_is_refused_in_one_line(tmp_path):
+    """`memplace run -- ./script` starts the script itself (not through the runtime): the
+    launcher judges the interpreter as the runtime would, and says so as for a program."""
+    import subprocess
+    import sys
+
+    interp = compile_c(tmp_path, "musl_interp", TARGET, "musl")
+    script = tmp_path / "top.script"
+    script.write_text(f"#!{interp}\n")
+    script.chmod(0o755)
+    r = subprocess.run([sys.executable, "-m", "memplace", "run", "--", str(script)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"memplace: {script}: a script whose interpreter {interp}: {WHY['musl']}\n"

@@ -86,8 +86,9 @@ def _read_elf(path: str, head: bytes) -> Program:
     return Program(path=path, kind="elf", machine=machine, interpreter=interp)
 
 
-def describe_program(cmd: str) -> Program:
-    """Resolve `cmd` and refuse what LD_PRELOAD cannot reach (one-line UserError)."""
+def describe_program(cmd: str, _depth: int = 0) -> Program:
+    """Resolve `cmd` and refuse what LD_PRELOAD cannot reach (one-line UserError); for a
+    script, its interpreter too (nested up to 4, as the kernel)."""
     path = resolve_command(cmd)
     st = os.stat(path)
     if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
@@ -106,5 +107,11 @@ def describe_program(cmd: str) -> Program:
         return program
     if head.startswith(b"#!"):
         line = head[2:].split(b"\n", 1)[0].decode(errors="replace").strip()
-        return Program(path=path, kind="script", interpreter=line.split()[0] if line else None)
+        interpreter = line.split()[0] if line else None
+        if interpreter and os.path.isabs(interpreter) and _depth < 4:
+            try:
+                describe_program(interpreter, _depth + 1)
+            except UserError as e:
+                raise UserError(f"{path}: a script whose interpreter {e}") from None
+        return Program(path=path, kind="script", interpreter=interpreter)
     raise UserError(f"{path}: not an ELF executable or a script")
