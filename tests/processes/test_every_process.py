@@ -64,10 +64,13 @@ def test_children_ending_by__exit_are_all_in_the_stats(tmp_path):
     assert all({d["name"]: d for d in c["devices"]}["fast"]["allocations"] == 1 for c in children)
     parent_rule = {r["name"]: r for r in parent[0]["rules"]}["small"]
     assert parent_rule["hits"] >= 10 and parent_rule["bytes"] >= 500
-    report = subprocess.run([sys.executable, "-m", "memplace", "report", "--stats", str(stats)],
-                            capture_output=True, text=True, timeout=120)
+    page = tmp_path / "report.html"
+    report = subprocess.run([sys.executable, "-m", "memplace", "report", "--stats", str(stats), "--html",
+                             str(page)], capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     assert "81 images" in report.stdout and "_exit 80, exit 1" in report.stdout
+    html = page.read_text()
+    assert html.count("<tr data-pid=") == 81 and html.count("<td>_exit ") == 80
 
 
 EXEC_CHAIN = r"""

@@ -112,16 +112,12 @@ def test_sh_c_and_a_shell_script(tmp_path, targets, kind):
 
 @pytest.mark.parametrize("how", ["execvp", "execl", "execve", "spawn", "spawnp", "system", "vfork"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_exec_family_and_posix_spawn(tmp_path, targets, kind, how):
+def test_exec_family_and_posix_spawn(tmp_path, targets, kind, how, monkeypatch):
     target = targets(kind)
     launcher = compile_c(tmp_path, "launcher", LAUNCHER)
-    name = target.name if how in ("execvp", "spawnp") else str(target)
-    env_path = f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-    os.environ["PATH"], saved = env_path, os.environ.get("PATH")
-    try:
-        doc = same_as_without_memplace(tmp_path, str(launcher), how, name)
-    finally:
-        os.environ["PATH"] = saved or ""
+    name = target.name if how in ("execvp", "spawnp") else str(target)  # found in PATH
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    doc = same_as_without_memplace(tmp_path, str(launcher), how, name)
     assert_stepped_aside(doc, target, kind)
 
 
@@ -184,3 +180,13 @@ def test_a_top_level_script_whose_interpreter_cannot_host_is_refused_in_one_line
                        text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == f"memplace: {script}: a script whose interpreter {interp}: {WHY['musl']}\n"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Debian package openmpi-bin")
+def test_mpirun_starting_musl_ranks(tmp_path, targets, monkeypatch):
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    target = targets("musl")
+    doc = same_as_without_memplace(tmp_path, "mpirun", "--oversubscribe", "-np", "2", str(target))
+    assert len([a for a in doc["stepped_aside"] if a["path"] == str(target)]) == 2
