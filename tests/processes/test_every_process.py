@@ -186,6 +186,29 @@ def test_the_command_killed_by_a_signal_is_named_by_its_signal(tmp_path):
     assert (proc["ended"], proc["signal"], proc["complete"]) == ("signal", 9, False)
 
 
+WAYS_OUT = r"""
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    if (fork() == 0) quick_exit(4);
+    if (fork() == 0) _Exit(5);
+    if (fork() == 0) exit(6);
+    while (wait(NULL) > 0) {}
+    return 0;
+}
+"""
+
+
+def test_quick_exit_and__Exit_and_exit_with_their_status(tmp_path):
+    prog = compile_c(tmp_path, "ways_out", WAYS_OUT)
+    stats = tmp_path / "stats.json"
+    r = memplace_run(tmp_path, str(prog), stats=stats)
+    assert (r.returncode, r.stderr) == (0, "")
+    ends = sorted((p["ended"], p["status"]) for p in stats_doc(stats)["processes"] if p["began"] == "fork")
+    assert ends == [("_exit", 5), ("exit", 6), ("quick_exit", 4)]
+
+
 @pytest.mark.skipif(shutil.which("stress-ng") is None, reason="needs Debian package stress-ng")
 def test_stress_ng_workers_are_counted(tmp_path):
     stats = tmp_path / "stats.json"

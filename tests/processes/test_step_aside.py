@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
 
 LAUNCHER = r"""
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,14 @@ int main(int argc, char **argv) {
     if (!strcmp(how, "execvp")) execvp(target, args);
     if (!strcmp(how, "execl")) execl(target, target, "via-launcher", (char *)NULL);
     if (!strcmp(how, "execve")) execve(target, args, environ);
+    if (!strcmp(how, "execvpe")) execvpe(target, args, environ);
+    if (!strcmp(how, "execlp")) execlp(target, target, "via-launcher", (char *)NULL);
+    if (!strcmp(how, "execle")) execle(target, target, "via-launcher", (char *)NULL, environ);
+    if (!strcmp(how, "execveat")) execveat(AT_FDCWD, target, args, environ, 0);
+    if (!strcmp(how, "fexecve")) {
+        int fd = open(target, O_RDONLY | O_CLOEXEC);
+        fexecve(fd, args, environ);
+    }
     pid_t pid;
     int st, r = -1;
     if (!strcmp(how, "spawn")) r = posix_spawn(&pid, target, NULL, NULL, args, environ);
@@ -90,7 +99,7 @@ def same_as_without_memplace(tmp_path, *cmd: str) -> dict:
 
 
 def assert_stepped_aside(doc: dict, target, kind: str) -> None:
-    aside = [a for a in doc["stepped_aside"] if a["path"].endswith(target.name)]
+    aside = [a for a in doc["stepped_aside"] if a["path"].endswith(target.name)]  # fexecve: /proc's link
     assert aside, doc["stepped_aside"]
     assert all(a["reason"] == reason_of(kind) and a["pid"] > 0 for a in aside)
     # and it is not among the processes the runtime ran in
@@ -110,12 +119,13 @@ def test_sh_c_and_a_shell_script(tmp_path, targets, kind):
     assert any(p["exe"].endswith(("/dash", "/sh", "/bash")) for p in doc["processes"])  # the shell is placed
 
 
-@pytest.mark.parametrize("how", ["execvp", "execl", "execve", "spawn", "spawnp", "system", "vfork"])
+@pytest.mark.parametrize("how", ["execvp", "execvpe", "execl", "execlp", "execle", "execve", "execveat",
+                                 "fexecve", "spawn", "spawnp", "system", "vfork"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_exec_family_and_posix_spawn(tmp_path, targets, kind, how, monkeypatch):
     target = targets(kind)
     launcher = compile_c(tmp_path, "launcher", LAUNCHER)
-    name = target.name if how in ("execvp", "spawnp") else str(target)  # found in PATH
+    name = target.name if how in ("execvp", "execvpe", "execlp", "spawnp") else str(target)  # found in PATH
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     doc = same_as_without_memplace(tmp_path, str(launcher), how, name)
     assert_stepped_aside(doc, target, kind)
