@@ -36,6 +36,9 @@ typedef Elf32_Phdr Phdr;
 #endif
 
 #define SCRIPT_DEPTH 4 /* the kernel's own limit on nested interpreters */
+/* A FIFO or a terminal named as the program must not block us or become our terminal: exec
+ * refuses anything but a regular file, and so does verdict_fd before reading. */
+#define OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
 
 static int read_at(int fd, void *buf, size_t n, off_t at)
 {
@@ -128,7 +131,7 @@ static int verdict_fd(int fd, struct mp_exec_verdict *v, int depth)
     char interp[sizeof v->interpreter];
     if (script_interpreter(head, (size_t)n, interp, sizeof interp) != 0)
         return 0;
-    int ifd = open(interp, O_RDONLY | O_CLOEXEC);
+    int ifd = open(interp, OPEN_FLAGS);
     if (ifd < 0)
         return 0;
     int r = verdict_fd(ifd, v, depth + 1);
@@ -150,7 +153,7 @@ int mp_exec_verdict_fd(int fd, struct mp_exec_verdict *v)
 int mp_exec_verdict_path(int dirfd, const char *path, int flags, struct mp_exec_verdict *v)
 {
     memset(v, 0, sizeof *v);
-    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0));
+    int fd = openat(dirfd, path, OPEN_FLAGS | (flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0));
     if (fd < 0)
         return 0;
     int r = mp_exec_verdict_fd(fd, v);

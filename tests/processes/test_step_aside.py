@@ -200,3 +200,15 @@ def test_mpirun_starting_musl_ranks(tmp_path, targets, monkeypatch):
     target = targets("musl")
     doc = same_as_without_memplace(tmp_path, "mpirun", "--oversubscribe", "-np", "2", str(target))
     assert len([a for a in doc["stepped_aside"] if a["path"] == str(target)]) == 2
+
+
+def test_exec_of_a_fifo_fails_as_without_memplace(tmp_path):
+    """Inspecting the target must not block on a FIFO (the kernel refuses it: EACCES)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o755)
+    cmd = ["sh", "-c", f"{fifo}; echo status $?"]
+    plain = plain_run(*cmd, cwd=tmp_path, timeout=60)
+    placed = memplace_run(tmp_path, *cmd, cwd=tmp_path, timeout=60)
+    assert (placed.stdout, placed.stderr, placed.returncode) == (plain.stdout, plain.stderr, plain.returncode)
+    assert plain.stdout == "status 126\n"
