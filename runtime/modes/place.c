@@ -228,7 +228,7 @@ void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *
     if (!stats_path[0])
         return;
     static const char *const words[] = {"?", "musl", "static", "machine", "setid", "loader"};
-    char line[1024];
+    char line[1280]; /* room for the reason, two 400-byte paths */
     size_t n = 0;
     memcpy(line, "aside ", 6), n = 6;
     n += mp_fmt_u64(line + n, (uint64_t)pid);
@@ -240,6 +240,10 @@ void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *
         n += mp_fmt_u64(line + n, v->machine);
         line[n++] = ':';
         n += mp_fmt_u64(line + n, v->bits);
+    } else if (v->reason == MP_ASIDE_LOADER) { /* loader=PATH, a space in it as '?' */
+        line[n++] = '=';
+        for (const char *p = v->loader; *p && n < 300; p++)
+            line[n++] = *p == ' ' || *p == '\n' || *p == '\t' ? '?' : *p;
     }
     line[n++] = ' ';
     n += put_path(line + n, 400, path); /* then, if a script: a tab and its interpreter */

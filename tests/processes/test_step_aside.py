@@ -212,3 +212,20 @@ def test_exec_of_a_fifo_fails_as_without_memplace(tmp_path):
     placed = memplace_run(tmp_path, *cmd, cwd=tmp_path, timeout=60)
     assert (placed.stdout, placed.stderr, placed.returncode) == (plain.stdout, plain.stderr, plain.returncode)
     assert plain.stdout == "status 126\n"
+
+
+def test_a_program_with_another_dynamic_loader(tmp_path):
+    """PT_INTERP not named as glibc's loader: the runtime steps aside and says which."""
+    import subprocess
+
+    if not os.path.exists("/lib64/ld-linux-x86-64.so.2"):
+        pytest.skip("written for x86_64 glibc (/lib64/ld-linux-x86-64.so.2)")
+    loader = tmp_path / "my-loader.so"
+    os.symlink(os.path.realpath("/lib64/ld-linux-x86-64.so.2"), loader)
+    (tmp_path / "t.c").write_text(TARGET)
+    prog = tmp_path / "target_loader"
+    subprocess.run(["gcc", "-O1", f"-Wl,--dynamic-linker={loader}", "-o", str(prog), str(tmp_path / "t.c")],
+                   check=True)
+    doc = same_as_without_memplace(tmp_path, "sh", "-c", f"./{prog.name} x")
+    (aside,) = doc["stepped_aside"]
+    assert aside["reason"] == f"its dynamic loader {loader} is not glibc's; the memplace runtime is built for glibc"
