@@ -1,6 +1,6 @@
-/* Every symbol the runtime exports: the malloc family, C++ operator new, and memplace's
- * own API.
- * This file is the whole public surface; `nm -D libmemplace.so` lists exactly these.
+/* The allocation symbols the runtime exports: the malloc family, C++ operator new, and
+ * memplace's own API. With entry/process.c (exit, _exit, quick_exit) and entry/exec.c (the
+ * exec family, posix_spawn) this is the whole public surface (runtime/exports.map).
  *
  * malloc, free, calloc and realloc are one indirect jump through `mp_hot`, chosen once at
  * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free

@@ -65,8 +65,7 @@ static void node_share(int sign)
 
 void mp_accounting_leave(void) { node_share(-1); }
 
-/* The child's copies of the parent's blocks are its own from now on. */
-void mp_accounting_fork_child(void) { node_share(1); }
+void mp_accounting_join(void) { node_share(1); }
 
 /* Publish a thread's pending live bytes into the device's live total and peak. */
 void mp_publish_live(struct mp_device_heap *h, int64_t delta)

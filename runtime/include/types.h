@@ -281,4 +281,17 @@ struct mp_device_heap {
 
 struct mp_writer { char buf[16384]; size_t n; int fd; };
 
+/* ---- programs the runtime steps aside for (os/exec_target.c) ---- */
+
+/* Why a program about to be executed cannot host the runtime (0: it can). The stats file
+ * spells them as words (modes/place.c), Python as sentences (launch/program.py). */
+enum { MP_ASIDE_MUSL = 1, MP_ASIDE_STATIC, MP_ASIDE_MACHINE, MP_ASIDE_SETID, MP_ASIDE_LOADER };
+
+struct mp_exec_verdict {
+    int reason;             /* MP_ASIDE_*, or 0 */
+    unsigned machine, bits; /* MP_ASIDE_MACHINE: e_machine and 32/64 */
+    char loader[256];       /* PT_INTERP of the program judged */
+    char interpreter[256];  /* a script's `#!` interpreter, when the verdict is its */
+};
+
 #endif

@@ -2,8 +2,10 @@
  * there or along the device's fallback chain, and end at the next allocator, so the
  * program never sees NULL while any device or the next allocator can serve. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -140,32 +142,160 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t 
     return q;
 }
 
-/* ---- stats: one text file per process, turned into JSON by `memplace run --stats` ---- */
+/* ---- stats: one text file per process image, turned into JSON by `memplace run --stats` ----
+ * Created when the image starts (or the process is forked) with a header and no "end", so
+ * a process killed by a signal is still listed, marked as ended without final counts; the
+ * counts and how it ended are appended when it ends (exit, _exit, exec). Lines naming
+ * programs the runtime stepped aside for are appended as that happens. */
 
-void mp_place_write_stats(const char *dir)
+static char stats_dir[3072];
+static char stats_path[4096];
+static int stats_pid;     /* the process the file is about (a vfork child is not it) */
+static int stats_ended;   /* the final counts are written */
+static off_t stats_mark = -1;
+static struct mp_writer o; /* 16 KiB: not on the stack of an exiting program */
+
+/* A path on one line of its own: a newline or tab in it becomes '?'. */
+static size_t put_path(char *out, size_t cap, const char *p)
+{
+    size_t n = 0;
+    for (; p && *p && n + 1 < cap; p++)
+        out[n++] = *p == '\n' || *p == '\t' ? '?' : *p;
+    out[n] = 0;
+    return n;
+}
+
+/* A forked child starts with its parent's counters: say what they were, so that the
+ * reader counts only what the child did (live bytes and peaks stay: the inherited blocks
+ * are live in the child too).
+ * inherited device IDX allocations bytes full bind backing alignment / inherited rule IDX hits bytes */
+static void put_inherited(void)
+{
+    mp_sites_flush();
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        struct mp_device_stats st;
+        mp_device_heap_stats((int)i, &st);
+        mp_put(&o, "inherited device"), mp_put_u64(&o, i);
+        mp_put_u64(&o, st.allocations), mp_put_u64(&o, st.bytes);
+        for (int r = 0; r < MP_REASONS; r++)
+            mp_put_u64(&o, st.fallbacks[r]);
+        mp_put(&o, "\n");
+    }
+    for (uint32_t i = 0; i < policy->nrules; i++) {
+        const struct mp_rule_stats *r = mp_sites_rule_stats(i);
+        if (r->hits == 0)
+            continue;
+        mp_put(&o, "inherited rule"), mp_put_u64(&o, i), mp_put_u64(&o, r->hits), mp_put_u64(&o, r->bytes);
+        mp_put(&o, "\n");
+    }
+}
+
+void mp_place_stats_begin(const char *dir, const char *began)
 {
     if (!policy)
         return;
-    char path[4096];
-    size_t d = strlen(dir);
-    if (d + 40 > sizeof path)
+    if (dir) {
+        size_t d = strlen(dir);
+        if (d >= sizeof stats_dir)
+            return;
+        memcpy(stats_dir, dir, d + 1);
+    }
+    stats_path[0] = 0;
+    stats_ended = 0;
+    stats_mark = -1;
+    if (!stats_dir[0])
         return;
-    memcpy(path, dir, d);
-    memcpy(path + d, "/stats.", 7);
-    d += 7;
-    d += mp_fmt_u64(path + d, (uint64_t)getpid());
-    memcpy(path + d, ".txt", 5);
-    static struct mp_writer o; /* 16 KiB: not on the stack of an exiting program */
-    o.n = 0;
     int saved = errno;
-    o.fd = mp_open_for_append(path);
+    o.n = 0;
+    o.fd = mp_create_numbered(stats_path, sizeof stats_path, stats_dir, "stats");
+    if (o.fd < 0) {
+        stats_path[0] = 0;
+        errno = saved;
+        return;
+    }
+    stats_pid = getpid();
+    char exe[4096], line[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[len > 0 ? len : 0] = 0;
+    put_path(line, sizeof line, exe);
+    mp_put(&o, "memplace-stats 2\npid"), mp_put_u64(&o, (uint64_t)stats_pid);
+    mp_put(&o, "\nparent"), mp_put_u64(&o, (uint64_t)getppid());
+    mp_put(&o, "\nbegan "), mp_put(&o, began);
+    mp_put(&o, "\nexe "), mp_put(&o, line), mp_put(&o, "\n");
+    if (began[0] == 'f')
+        put_inherited();
+    mp_flush(&o);
+    close(o.fd);
+    errno = saved;
+}
+
+void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *path)
+{
+    if (!stats_path[0])
+        return;
+    static const char *const words[] = {"?", "musl", "static", "machine", "setid", "loader"};
+    char line[1280]; /* room for the reason, two 400-byte paths */
+    size_t n = 0;
+    memcpy(line, "aside ", 6), n = 6;
+    n += mp_fmt_u64(line + n, (uint64_t)pid);
+    line[n++] = ' ';
+    const char *w = v->reason > 0 && v->reason <= MP_ASIDE_LOADER ? words[v->reason] : "?";
+    memcpy(line + n, w, strlen(w)), n += strlen(w);
+    if (v->reason == MP_ASIDE_MACHINE) { /* machine=E_MACHINE:BITS */
+        line[n++] = '=';
+        n += mp_fmt_u64(line + n, v->machine);
+        line[n++] = ':';
+        n += mp_fmt_u64(line + n, v->bits);
+    } else if (v->reason == MP_ASIDE_LOADER) { /* loader=PATH, a space in it as '?' */
+        line[n++] = '=';
+        for (const char *p = v->loader; *p && n < 300; p++)
+            line[n++] = *p == ' ' || *p == '\n' || *p == '\t' ? '?' : *p;
+    }
+    line[n++] = ' ';
+    n += put_path(line + n, 400, path); /* then, if a script: a tab and its interpreter */
+    if (v->interpreter[0]) {
+        line[n++] = '\t';
+        n += put_path(line + n, 400, v->interpreter);
+    }
+    line[n++] = '\n';
+    int saved = errno;
+    int fd = open(stats_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+        mp_write_all(fd, line, n); /* one write with O_APPEND: whole lines */
+        close(fd);
+    }
+    errno = saved;
+}
+
+void mp_place_stats_checkpoint(void)
+{
+    struct stat st;
+    stats_mark = stats_path[0] && stat(stats_path, &st) == 0 ? st.st_size : -1;
+}
+
+void mp_place_stats_rollback(void)
+{
+    int saved = errno;
+    if (stats_mark >= 0)
+        truncate(stats_path, stats_mark);
+    stats_mark = -1;
+    if (stats_pid == getpid())
+        __atomic_store_n(&stats_ended, 0, __ATOMIC_RELEASE); /* its end is still to come */
+    errno = saved;
+}
+
+void mp_place_write_stats(const char *how, int status, const char *target)
+{
+    if (!policy || !stats_path[0] || stats_pid != getpid() ||
+        __atomic_exchange_n(&stats_ended, 1, __ATOMIC_ACQ_REL)) /* two threads' _exit: one writes */
+        return;
+    int saved = errno;
+    o.n = 0;
+    o.fd = open(stats_path, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (o.fd < 0) {
         errno = saved;
         return;
     }
-    mp_put(&o, "memplace-stats 1\npid");
-    mp_put_u64(&o, (uint64_t)getpid());
-    mp_put(&o, "\n");
     /* device IDX allocations bytes live peak full bind backing alignment NAME */
     mp_sites_flush();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
@@ -186,7 +316,16 @@ void mp_place_write_stats(const char *dir)
         mp_put_u64(&o, i), mp_put_u64(&o, s->hits), mp_put_u64(&o, s->bytes);
         mp_put(&o, " "), mp_put(&o, policy->rules[i].name), mp_put(&o, "\n");
     }
-    mp_put(&o, "end\n");
+    /* ended exit|_exit|quick_exit [STATUS] | ended exec PATH */
+    mp_put(&o, "ended "), mp_put(&o, how);
+    if (status >= 0)
+        mp_put_u64(&o, (uint64_t)status);
+    if (target) {
+        char line[4096];
+        put_path(line, sizeof line, target);
+        mp_put(&o, " "), mp_put(&o, line);
+    }
+    mp_put(&o, "\nend\n");
     mp_flush(&o);
     close(o.fd);
     errno = saved;

@@ -39,7 +39,7 @@ from memplace.units import format_ns, format_size
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
 # Layers of the timeline: distinct from the device colours so the two never get confused.
 LAYERS = ["#90cdf4", "#fbd38d", "#9ae6b4", "#d6bcfa", "#feb2b2", "#81e6d9", "#cbd5e0"]
-STATS_VERSION = 1
+STATS_VERSIONS = (1, 2)  # 2 adds each process's end and the programs the runtime stepped aside for
 
 
 @dataclass
@@ -84,6 +84,8 @@ class Summary:
     sites: list[SiteRow] = field(default_factory=list)
     rules: list[RuleUse] = field(default_factory=list)
     processes: int | None = None  # run statistics: processes that wrote statistics
+    process_list: list[ProcessRow] = field(default_factory=list)
+    stepped_aside: list[AsideRow] = field(default_factory=list)
     returncode: int | None = None
     device_origin: str = ""  # "run statistics" | "policy (modelled)" | ""
     clock_unit: str | None = None
@@ -100,11 +102,35 @@ class Summary:
             "devices": [d.__dict__ for d in self.devices],
             "rules": [r.__dict__ for r in self.rules],
             "sites": [{k: v for k, v in s.__dict__.items() if k != "live"} for s in self.sites],
+            "process_list": [p.__dict__ for p in self.process_list],
+            "stepped_aside": [a.__dict__ for a in self.stepped_aside],
             "notes": self.notes,
         }
 
 
 # ---- inputs -----------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessRow:
+    """One process image of a run: who started it, how it ended."""
+
+    pid: int
+    parent: int | None
+    began: str | None  # start, fork, exec
+    exe: str | None
+    ended: str  # 'exit 0', '_exit 3', 'exec PATH', or why there are no final counts
+    complete: bool  # its final counts were written
+
+
+@dataclass
+class AsideRow:
+    """A program the runtime stepped aside for (it could not host the runtime)."""
+
+    pid: int
+    path: str
+    reason: str
+    interpreter: str | None = None  # a script's interpreter, when the reason is its
 
 
 @dataclass
@@ -117,6 +143,8 @@ class RunStats:
     processes: int
     devices: list[DeviceUse]
     rules: list[RuleUse]
+    process_list: list[ProcessRow] = field(default_factory=list)
+    stepped_aside: list[AsideRow] = field(default_factory=list)
 
 
 def _count(value: Any, where: str) -> int:
@@ -149,9 +177,9 @@ def load_stats(path: str) -> RunStats:
             or not isinstance(totals.get("rules"), list):
         raise UserError(f"{path}: not memplace run statistics (no totals of devices and rules; "
                         "they are written by memplace run --policy P --stats FILE)")
-    if d.get("version") != STATS_VERSION:
+    if d.get("version") not in STATS_VERSIONS:
         raise UserError(f"{path}: run statistics version {d.get('version')!r}; "
-                        f"this memplace reads version {STATS_VERSION}")
+                        f"this memplace reads versions {', '.join(map(str, STATS_VERSIONS))}")
     try:
         devices = []
         for i, x in enumerate(totals["devices"]):
@@ -180,10 +208,41 @@ def load_stats(path: str) -> RunStats:
         processes = d.get("processes", [])
         if not isinstance(processes, list):
             raise ValueError("processes must be a list")
+        process_rows = [_process_row(x, f"processes[{i}]") for i, x in enumerate(processes)]
+        aside = d.get("stepped_aside", [])
+        if not isinstance(aside, list):
+            raise ValueError("stepped_aside must be a list")
+        aside_rows = [_aside_row(x, f"stepped_aside[{i}]") for i, x in enumerate(aside)]
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     return RunStats([str(a) for a in command], policy if isinstance(policy, str) else None,
-                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules)
+                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules,
+                    process_rows, aside_rows)
+
+
+def _process_row(x: Any, where: str) -> ProcessRow:
+    from memplace.placement.stats import how_ended
+
+    if not isinstance(x, dict):
+        raise ValueError(f"{where} must be an object")
+    pid = _count(x.get("pid"), f"{where}.pid")
+    parent = x.get("parent")
+    if "ended" not in x:  # version 1: written at exit, how is not known
+        return ProcessRow(pid, None, None, None, "exit (version 1 statistics: no more known)", True)
+    for key in ("began", "exe", "ended", "exec", "note"):
+        if x.get(key) is not None and not isinstance(x[key], str):
+            raise ValueError(f"{where}.{key} must be a string")
+    return ProcessRow(pid, _count(parent, f"{where}.parent") if parent is not None else None,
+                      x.get("began"), x.get("exe"), how_ended(x), bool(x.get("complete", True)))
+
+
+def _aside_row(x: Any, where: str) -> AsideRow:
+    if not isinstance(x, dict):
+        raise ValueError(f"{where} must be an object")
+    interp = x.get("interpreter")
+    return AsideRow(_count(x.get("pid"), f"{where}.pid"), _name(x.get("path"), f"{where}.path"),
+                    _name(x.get("reason"), f"{where}.reason"),
+                    _name(interp, f"{where}.interpreter") if interp is not None else None)
 
 
 def _policy_facts(policy_path: str) -> tuple[dict[str, int], dict[str, str]]:
@@ -273,6 +332,11 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
         sm.command = sm.command or stats.command
         sm.devices, sm.rules = stats.devices, stats.rules
         sm.processes, sm.returncode = stats.processes, stats.returncode
+        sm.process_list, sm.stepped_aside = stats.process_list, stats.stepped_aside
+        cut = sum(not p.complete for p in stats.process_list)
+        if cut:
+            sm.notes.append(f"{cut} process(es) ended without final counts (killed by a signal?): "
+                            "their allocations are not in the totals")
         sm.device_origin = "run statistics"
         facts_from = policy_path or stats.policy
         if facts_from:
@@ -461,6 +525,22 @@ def rules_table(rules: list[RuleUse], colours: dict[str, str]) -> str:
     return f"<table><tr><th>rule</th><th>device</th><th>hits</th><th>bytes</th></tr>{rows}</table>"
 
 
+def processes_table(rows: list[ProcessRow]) -> str:
+    body = "".join(
+        f'<tr data-pid="{p.pid}"><td class="n">{p.pid}</td><td class="n">{p.parent if p.parent is not None else "–"}</td>'
+        f"<td>{_esc(p.began or '–')}</td><td><code>{_esc(p.exe or '?')}</code></td><td>{_esc(p.ended)}</td></tr>"
+        for p in rows)
+    return f"<table><tr><th>pid</th><th>parent</th><th>began</th><th>program</th><th>ended</th></tr>{body}</table>"
+
+
+def aside_table(rows: list[AsideRow]) -> str:
+    body = "".join(
+        f'<tr data-pid="{a.pid}"><td class="n">{a.pid}</td><td><code>{_esc(a.path)}</code></td>'
+        f"<td>{_esc(a.reason)}{_esc(f' (its interpreter {a.interpreter})' if a.interpreter else '')}</td></tr>"
+        for a in rows)
+    return f"<table><tr><th>pid</th><th>program</th><th>why</th></tr>{body}</table>"
+
+
 def html_page(sm: Summary) -> str:
     names = [d.name for d in sm.devices] + sorted({s.device for s in sm.sites if s.device} - {d.name for d in sm.devices})
     colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
@@ -534,6 +614,12 @@ def html_page(sm: Summary) -> str:
                          hbar_svg([(r.name, r.bytes, colours.get(r.device or "", grey),
                                     f"{r.name}: {r.hits} hit(s), {format_size(r.bytes)}") for r in top_rules],
                                   format_size) + rules_table(sm.rules, colours)))
+    if sm.process_list:
+        sections.append(("Processes", "Every process image of the run (an exec starts a new image of the same pid), "
+                         "who started it and how it ended.", processes_table(sm.process_list)))
+    if sm.stepped_aside:
+        sections.append(("Stepped aside", "Programs the command started that cannot host the runtime: they ran "
+                         "without it, exactly as they would without memplace.", aside_table(sm.stepped_aside)))
     if sm.devices:
         sections.insert(1, ("Devices", f"Exact counts ({_esc(sm.device_origin)}).", devices_table(sm.devices)))
     body = "".join(f"<section><h2>{t}</h2><p class=sub>{sub}</p>{svg}</section>" for t, sub, svg in sections)

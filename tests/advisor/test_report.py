@@ -86,8 +86,13 @@ def test_bad_inputs(tmp_path, inputs):
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "not memplace run statistics")
     bad.write_text('{"version": 1, "totals": {"devi')
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "truncated")
-    bad.write_text('{"version": 2, "totals": {"devices": [], "rules": []}}')
-    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "version 2")
+    bad.write_text('{"version": 3, "totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "version 3")
+    bad.write_text('{"version": 2, "processes": [{"pid": 1, "ended": 7}], "totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "processes[0].ended")
+    bad.write_text('{"version": 2, "stepped_aside": [{"pid": 1, "path": null, "reason": "x"}], '
+                   '"totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "stepped_aside[0].path")
     bad.write_text('{"version": 1, "totals": {"devices": [{"name": "x", "allocations": -1, "bytes": 0, '
                    '"peak": 0, "fallbacks": {}}], "rules": []}}')
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "totals.devices[0].allocations")

@@ -85,8 +85,8 @@ def run_command(engine, out_dir, as_json, command):
 
         status, profiles, written = dhat.profile(command, out_dir)
     if not written:  # the program ran: keep its exit status, and say why there is nothing
-        click.echo(f"memplace: {command[0]}: no profile was written: the program ended without "
-                   "running exit handlers (_exit, exec of a static program) or allocated nothing",
+        click.echo(f"memplace: {command[0]}: no profile was written: the program was killed by a "
+                   "signal it handles itself, left by a raw exit system call, or allocated nothing",
                    err=True)
         end_like(status)
     late = sorted({m for p in profiles for m in p.meta.get("modules_without_unwind_table", [])})

@@ -50,6 +50,29 @@ def print_summary(sm: Summary, top: int = 15) -> None:
             t.add_row(s.function or "?", s.location or "?", s.frame, str(s.allocations), format_size(s.peak),
                       "-" if s.accessed is None else format_size(s.accessed), s.device or "-")
         console.print(t)
+    if sm.process_list:
+        t = Table(title=f"Processes ({len(sm.process_list)} images)", title_justify="left")
+        for c in ("pid", "parent", "began", "program", "ended"):
+            t.add_column(c, justify="right" if c in ("pid", "parent") else "left")
+        shown = sm.process_list if len(sm.process_list) <= top else \
+            [p for p in sm.process_list if not p.complete][:top] or sm.process_list[:top]
+        for p in shown:
+            t.add_row(str(p.pid), "-" if p.parent is None else str(p.parent), p.began or "-", p.exe or "?", p.ended)
+        console.print(t)
+        if len(shown) < len(sm.process_list):
+            ends: dict[str, int] = {}
+            for p in sm.process_list:
+                ends[p.ended.split(" ")[0] if p.complete else "no final counts"] = \
+                    ends.get(p.ended.split(" ")[0] if p.complete else "no final counts", 0) + 1
+            console.print(f"  {len(sm.process_list) - len(shown)} more not shown (--json lists all); ended by: "
+                          + ", ".join(f"{k} {v}" for k, v in sorted(ends.items())))
+    if sm.stepped_aside:
+        t = Table(title="Stepped aside for (ran without the runtime)", title_justify="left")
+        for c in ("pid", "program", "why"):
+            t.add_column(c, justify="right" if c == "pid" else "left")
+        for a in sm.stepped_aside:
+            t.add_row(str(a.pid), a.path, a.reason + (f" (its interpreter {a.interpreter})" if a.interpreter else ""))
+        console.print(t)
     for n in sm.notes:
         console.print(f"[yellow]note:[/yellow] {n}")
 

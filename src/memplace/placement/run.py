@@ -81,7 +81,7 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         if stats is not None:
             from memplace.placement import stats as run_stats
             run_stats.write_report(stats, argv, os.path.abspath(policy), returncode,
-                                   run_stats.collect(extra["MEMPLACE_STATS"]))
+                                   run_stats.collect(extra["MEMPLACE_STATS"], proc.pid, returncode))
     if verbose:
         report_status(status, proc.pid, runtime, argv[0])
     end_like(returncode)
