@@ -188,9 +188,60 @@ def totals(procs: list[dict]) -> dict:
 
 def write_report(out: str | os.PathLike, command: list[str], policy: str, returncode: int,
                  procs: list[dict]) -> None:
-    aside = [{**a, "by": p["pid"]} for p in procs for a in p.get("stepped_aside", [])]
-    doc = {"version": 2, "command": command, "policy": policy, "returncode": returncode,
-           "processes": procs, "stepped_aside": aside, "totals": totals(procs)}
+    """The run's statistics document. The ranks of an MPI job, each run by its own memplace
+    with the same --stats file, write one document together: each adds its processes
+    (marked with its rank) to what the others of the same job wrote before it."""
+    from memplace.launch.mpi import in_job, job_key, mpi_rank
     from memplace.output_files import write_whole
 
-    write_whole(out, json.dumps(doc, indent=2) + "\n")
+    rank = mpi_rank()
+    if rank is not None:
+        procs = [{**p, "rank": rank} for p in procs]
+    ranks = {str(rank): returncode} if rank is not None else {}
+    job = job_key() if in_job() else None
+    with _directory_locked(os.path.dirname(os.path.abspath(out))):
+        before = _same_job(out, job)
+        if before:
+            procs = before["processes"] + procs
+            ranks = {**before.get("ranks", {}), **ranks}
+            returncode = returncode or before.get("returncode", 0)
+        aside = [{**a, "by": p["pid"]} for p in procs for a in p.get("stepped_aside", [])]
+        doc = {"version": 2, "command": command, "policy": policy, "returncode": returncode,
+               "job": job, "ranks": ranks, "processes": procs, "stepped_aside": aside,
+               "totals": totals(procs)}
+        write_whole(out, json.dumps(doc, indent=2) + "\n")
+
+
+def _same_job(path: str | os.PathLike, job: str | None) -> dict | None:
+    """The document at `path` if an earlier rank of the same job wrote it."""
+    if not job:
+        return None
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read(64 << 20))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(doc, dict) and doc.get("job") == job and isinstance(doc.get("processes"), list)
+    return doc if ok else None
+
+
+class _directory_locked:
+    """flock on the directory: ranks finishing together add their processes one at a time
+    (where the filesystem cannot lock, they go on unlocked)."""
+
+    def __init__(self, directory: str):
+        self.directory, self.fd = directory, None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
