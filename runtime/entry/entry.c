@@ -1,6 +1,7 @@
 /* Every symbol the runtime exports: the malloc family, C++ operator new, and memplace's
  * own API.
- * This file is the whole public surface; `nm -D libmemplace.so` lists exactly these.
+ * With fork and _Fork (entry/fork.c), the whole public surface; `nm -D libmemplace.so`
+ * lists exactly these.
  *
  * malloc, free, calloc and realloc are one indirect jump through `hot`, chosen once at
  * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free
