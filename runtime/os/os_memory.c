@@ -9,6 +9,7 @@
 #include <time.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
@@ -101,6 +102,10 @@ int mp_os_back_file(void *at, size_t size, const char *dir)
     if (e == 0) {
         void *p = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
         e = p == MAP_FAILED ? errno : 0;
+        if (!e) /* a fault reads its page only: read-around (8 MiB on some disks) would
+                 * fill the page cache with zeros of never-written blocks, which a fork's
+                 * copy would then take for data (mp_os_private_file_copy) */
+            madvise(at, size, MADV_RANDOM);
     }
     close(fd);
     return e;
@@ -152,13 +157,23 @@ int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir)
     int dst = open_unlinked(dir);
     if (dst < 0)
         return -dst;
-    int e = posix_fallocate(dst, 0, (off_t)size); /* as mp_os_back_file: no SIGBUS later */
+    /* Blocks on disk: allocating all of them now (as mp_os_back_file does, so that a full
+     * filesystem is never a SIGBUS at a later first touch) costs milliseconds per 256 MiB
+     * at every fork, and as much again at the child's exit. With ample free space (twice
+     * the range) the file stays sparse and blocks come at first write. */
+    struct statfs fs;
+    int e = fstatfs(dst, &fs) == 0 && (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize / 2 > size
+                ? (ftruncate(dst, (off_t)size) ? errno : 0)
+                : posix_fallocate(dst, 0, (off_t)size);
     /* The source file, to skip what was never written (SEEK_DATA/SEEK_HOLE): reachable
      * only through /proc/self/map_files, which needs CAP_CHECKPOINT_RESTORE or
      * CAP_SYS_ADMIN; without it every used byte is copied. */
     char name[64];
     map_files_name(name, (uintptr_t)at, (uintptr_t)at + size);
     int src = e ? -1 : open(name, O_RDONLY | O_CLOEXEC);
+    if (src >= 0) /* no readahead: it would fill the page cache over never-written blocks
+                   * with zeros, which SEEK_DATA then counts as data, at every later fork */
+        posix_fadvise(src, 0, 0, POSIX_FADV_RANDOM);
     off_t pos = 0, end = (off_t)used;
     while (!e && pos < end) {
         off_t data = pos, hole = end;
@@ -177,6 +192,8 @@ int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir)
         close(src);
     if (!e && mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, dst, 0) == MAP_FAILED)
         e = errno;
+    if (!e)
+        madvise(at, size, MADV_RANDOM);
     close(dst);
     return e;
 }

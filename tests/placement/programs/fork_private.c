@@ -138,6 +138,9 @@ static void *forker(void *arg)
 
 static int stress(void)
 {
+    void *held[24]; /* 3 MiB live throughout: the small device overflows onto the file */
+    for (int i = 0; i < 24; i++)
+        fill(held[i] = malloc(128 << 10), 128 << 10, i);
     pthread_t a[2], f[2];
     for (long t = 0; t < 2; t++)
         pthread_create(&a[t], NULL, allocator, (void *)t);
@@ -148,6 +151,9 @@ static int stress(void)
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     for (int t = 0; t < 2; t++)
         pthread_join(a[t], NULL);
+    for (int i = 0; i < 24; i++)
+        child_bad += !intact(held[i], 128 << 10, i);
+    report_blocks("held", held, 24);
     printf("forks=%d failed=%ld bad=%ld\n", 2 * FORKS, forks_failed, child_bad);
     return child_bad != 0 || forks_failed != 0;
 }
