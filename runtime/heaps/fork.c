@@ -24,7 +24,7 @@ enum { TALK_WAITING, TALK_PRIVATE, TALK_FAILED };
 
 /* The page of the fork this thread is making (entry/fork.c); the child inherits the
  * pointer from the thread that forked. */
-static __thread int *talk;
+static MP_TLS int *talk;
 
 static int has_file_device(void)
 {

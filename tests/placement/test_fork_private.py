@@ -7,9 +7,14 @@ which a plain fork does not need)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from placement_support import build, run_placed
 
@@ -35,14 +40,30 @@ def both(prog: Path, policy: Path, *args: str):
     return plain, placed
 
 
-def test_parent_and_child_see_only_their_own_writes_under_an_address_space_limit(tmp_path, pmem):
+@pytest.mark.parametrize("how", ["privacy", "privacy_Fork"])
+def test_parent_and_child_see_only_their_own_writes_under_an_address_space_limit(tmp_path, pmem, how):
+    """fork, and _Fork (which runs no atfork handlers)."""
     prog = build(tmp_path, "fork_private.c", "-pthread")
-    plain, placed = both(prog, file_policy(tmp_path, pmem), "privacy")
+    plain, placed = both(prog, file_policy(tmp_path, pmem), how)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert plain.stdout == ("child: fork-time data intact, sees p[0]=B p[1]=A p[end]=A s=child!\n"
                             "parent: child status 0, sees p[0]=A p[1]=C s=parent2\n")
     assert (placed.returncode, placed.stdout) == (0, plain.stdout), placed.stderr[-3000:]
     # both blocks (an arena block and one grown in place) really were on the file device
+    assert f"PLACED privacy file:{pmem}=2" in placed.stderr.splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_privacy_without_the_capability_to_open_map_files(tmp_path, pmem):
+    """Without CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE /proc/self/map_files cannot be
+    opened: the child copies every used byte from the mapping instead; same result."""
+    prog = build(tmp_path, "fork_private.c", "-pthread")
+    plain, _ = both(prog, file_policy(tmp_path, pmem), "privacy")
+    placed = subprocess.run(["setpriv", "--bounding-set", "-sys_admin,-checkpoint_restore", "--",
+                             sys.executable, "-m", "memplace", "run", "--policy",
+                             str(file_policy(tmp_path, pmem)), "--", str(prog), "privacy"],
+                            capture_output=True, text=True, timeout=300)
+    assert (placed.returncode, placed.stdout) == (0, plain.stdout), placed.stderr[-3000:]
     assert f"PLACED privacy file:{pmem}=2" in placed.stderr.splitlines()
 
 
@@ -67,7 +88,6 @@ capacity = "2MiB"
     placed = run_placed(prog, policy, "stress", stats=stats)
     assert plain.stdout == "forks=120 failed=0 bad=0\n" and plain.returncode == 0
     assert (placed.returncode, placed.stdout) == (0, plain.stdout), placed.stderr[-3000:]
-    import json
     devices = {d["name"]: d for d in json.loads(stats.read_text())["totals"]["devices"]}
     assert devices["pmem"]["allocations"] > 0  # the file device was in use while forking
     assert f"file:{pmem}=" in next(l for l in placed.stderr.splitlines() if l.startswith("PLACED held"))

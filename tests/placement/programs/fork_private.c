@@ -4,6 +4,7 @@
  *                           process uses now + 32 MiB): parent and child each write after
  *                           fork; each must see only its own writes and the data of the
  *                           fork time (an arena block, a block grown in place by realloc)
+ *   fork_private privacy_Fork   the same with _Fork (no atfork handlers)
  *   fork_private stress     2 threads allocate and free while 2 threads fork 60 times each;
  *                           every child checks a block the forking thread filled, writes
  *                           it, allocates, and exits; the parent checks its block is intact
@@ -18,6 +19,7 @@
 #include "placed.h"
 
 extern char **environ;
+extern pid_t _Fork(void); /* glibc 2.34+, not declared by every unistd.h */
 
 static void set_address_space_limit(void)
 {
@@ -34,7 +36,7 @@ static void set_address_space_limit(void)
         printf("cannot limit address space\n");
 }
 
-static int privacy(void)
+static int privacy(int underscore)
 {
     size_t big = 4 << 20;
     char *p = malloc(big);
@@ -51,7 +53,7 @@ static int privacy(void)
     if (pipe(to_parent) || pipe(to_child))
         return 1;
     fflush(stdout);
-    pid_t pid = fork();
+    pid_t pid = underscore ? _Fork() : fork();
     if (pid < 0) {
         printf("fork failed: %s\n", strerror(errno));
         return 1;
@@ -225,13 +227,15 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
     if (strcmp(mode, "privacy") == 0)
-        return privacy();
+        return privacy(0);
+    if (strcmp(mode, "privacy_Fork") == 0)
+        return privacy(1);
     if (strcmp(mode, "stress") == 0)
         return stress();
     if (strcmp(mode, "nofile") == 0)
         return nofile();
     if (strcmp(mode, "spawn") == 0)
         return spawn();
-    fprintf(stderr, "usage: fork_private privacy|stress|nofile|spawn\n");
+    fprintf(stderr, "usage: fork_private privacy|privacy_Fork|stress|nofile|spawn\n");
     return 2;
 }
