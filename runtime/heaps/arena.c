@@ -12,7 +12,7 @@
 #include "internal.h"
 
 #define ANON_ARENA (16ull << 30)  /* anonymous memory is only reserved: take big arenas */
-#define BACKED_ARENA (256ull << 20) /* files and huge pages are real resources: grow slowly */
+#define BACKED_ARENA MP_BACKED_ARENA /* files and huge pages are real resources: grow slowly */
 #define DEFAULT_CAPACITY (64ull << 30)
 
 MP_HIDDEN struct mp_device_heap *mp_device_heaps;

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "types.h"
 
 /* ======== signal-safe output and I/O helpers ======== */
@@ -77,6 +78,18 @@ MP_HIDDEN void *mp_os_reserve(size_t size, size_t align);
 MP_HIDDEN int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift);
 /* Back [at, at+size) with a new file in `dir`, allocated on disk and already unlinked. */
 MP_HIDDEN int mp_os_back_file(void *at, size_t size, const char *dir);
+/* Replace the MAP_SHARED file mapping [at, at+size) with a new unlinked file in `dir`
+ * holding a copy of its first `used` bytes (only their data extents when the source file
+ * can be opened), allocated on disk and mapped at the same place: a forked child's own
+ * copy. No address space beyond the range. 0 or an errno value. */
+MP_HIDDEN int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir);
+/* A page shared with children forked after this call (a fork's handshake); NULL if none. */
+MP_HIDDEN void *mp_os_shared_page(void);
+MP_HIDDEN void mp_os_unmap(void *at, size_t size);
+/* Wait (at most `nanoseconds`, < 1 s) while *word == value; wake one waiter. Across
+ * processes: the word may be in a shared page. */
+MP_HIDDEN void mp_os_wait_word(int *word, int value, long nanoseconds);
+MP_HIDDEN void mp_os_wake_word(int *word);
 /* mbind [at, at+size) before first touch; mode as in the compiled policy. */
 MP_HIDDEN int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words);
 /* Back [at, at+size) with device `s`'s kind of memory and bind it; on failure the range
@@ -323,7 +336,16 @@ MP_HIDDEN struct mp_growth *mp_growth_of(struct mp_device_heap *h, const void *p
 /* Free a growth area's block; returns its size. */
 MP_HIDDEN uint64_t mp_growth_release(struct mp_device_heap *h, struct mp_growth *g, void *p);
 
-// "heaps/fork.c" -- pthread_atfork handlers (registered by init.c)
+// "heaps/fork.c" -- pthread_atfork handlers (registered by init.c) and the handshake
+// by which entry/fork.c learns whether the child's copy of file devices is private
+/* Before asking the kernel for a fork: a page the child reports on; -1 if none could be
+ * had while file devices exist (fork must then fail with ENOMEM). */
+MP_HIDDEN int mp_fork_talk_open(void);
+/* After it, in the parent (child = its pid, or -1 if the fork failed) and in the child
+ * (child = 0): waits for the child's report; -1 when its copy could not be made private
+ * (the child has then exited with status 127 and awaits reaping). `gone` says whether
+ * the child has ended without reporting. */
+MP_HIDDEN int mp_fork_talk_close(pid_t child, int (*gone)(pid_t));
 MP_HIDDEN void mp_device_heaps_fork_prepare(void);
 MP_HIDDEN void mp_device_heaps_fork_parent(void);
 MP_HIDDEN void mp_device_heaps_fork_child(void);
@@ -463,5 +485,8 @@ MP_HIDDEN extern int mp_mode;
 /* Point the hot entry points straight at the next allocator or placement, as the mode
  * allows. */
 MP_HIDDEN void mp_entry_choose(void);
+
+// "entry/fork.c" -- fork and _Fork: fail with ENOMEM rather than give a child that shares
+// file-device memory with its parent (no internal callers)
 
 #endif

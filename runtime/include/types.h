@@ -236,6 +236,7 @@ struct mp_rule_stats { uint64_t hits, bytes; };
  * MP_GROWTH_AREA bytes each, and direct blocks (aligned above 64 KiB) take the rest. */
 
 #define MP_MAX_ARENAS 64
+#define MP_BACKED_ARENA (256ull << 20) /* arena size for files and huge pages (arena.c) */
 #define MP_MAX_DIRECT 256            /* live blocks aligned above 64 KiB, per device */
 #define MP_MAX_GROWTH 16             /* growth areas per device */
 #define MP_GROWTH_AREA (1u << 20)    /* room a growing block gets, and grows in place within */
