@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64
 from memplace.postmortem.dwarf_types import CType, TypeBuilder, attr, from_drgn_type
 from memplace.postmortem.elfcore import ElfFile, Symbol
+from memplace.postmortem.tls_index import module_tls_variables
 
 DW_OP_addr, DW_OP_const4u, DW_OP_const8u, DW_OP_constu = 0x03, 0x0C, 0x0E, 0x10
 DW_OP_form_tls_address, DW_OP_GNU_push_tls_address = 0x9B, 0xE0
@@ -236,19 +237,29 @@ def _qualified_name(die) -> str:
 
 
 def tls_variables(module, names: set[str] | None = None) -> list[TlsVar]:
-    """Every TLS variable of a module: DWARF-typed where debug info exists, else STT_TLS symbols."""
+    """Every TLS variable of a module: DWARF-typed where debug info exists, else STT_TLS symbols.
+
+    Kept on disk per build (tls_index.py). `names` only lets a module whose symbols show
+    that none of them is there skip reading big DWARF at all."""
     if module.tls is None:
         return []
-    syms = module.elf.tls_symbols
+    dbg = _debug_file(module.elf)
     if names:
-        dbg = _debug_file(module.elf)
-        known = {s.name for s in syms} | ({s.name for s in dbg.tls_symbols} if dbg is not None else set())
+        known = {s.name for s in module.elf.tls_symbols} | ({s.name for s in dbg.tls_symbols} if dbg is not None else set())
         small = dbg is not None and dbg.section(".debug_info")[4] <= SMALL_DWARF
         if not small and not (known & names):
             return []  # the symbols say the names are not here: skip the DWARF
-    dw = dwarf_tls_variables(module.elf, names)
+    return module_tls_variables(module.elf, dbg.path if dbg is not None else None,
+                                lambda: _all_tls_variables(module.elf), TlsVar)
+
+
+def _all_tls_variables(elf: ElfFile) -> list[TlsVar]:
+    syms = elf.tls_symbols
+    dw = dwarf_tls_variables(elf)
     if dw is None:
         return [TlsVar(s.name, s.value, s.size, None) for s in syms]
-    # DWARF may omit variables from objects built without -g: add their symbols raw.
+    # DWARF may omit variables from objects built without -g: add their symbols raw. A symbol
+    # at a DWARF variable's offset is that variable (a C++ static member's mangled name).
     have = {v.name for v in dw} | {v.name.rsplit("::", 1)[-1] for v in dw}
-    return dw + [TlsVar(s.name, s.value, s.size, None) for s in syms if s.name not in have]
+    at = {v.offset for v in dw if v.type is not None}
+    return dw + [TlsVar(s.name, s.value, s.size, None) for s in syms if s.name not in have and s.value not in at]
