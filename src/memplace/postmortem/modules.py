@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 from memplace.errors import UserError
 from memplace.postmortem.elfcore import (
@@ -52,6 +53,39 @@ class Module:
     def contains(self, addr: int) -> bool:
         v = addr - self.bias
         return any(p.type == PT_LOAD and p.vaddr <= v < p.vaddr + p.memsz for p in self.elf.phdrs)
+
+    @cached_property
+    def debug(self) -> ElfFile | None:
+        """The file holding this module's DWARF and full symbols (debug_file)."""
+        return debug_file(self.elf)
+
+    def symbolize(self, vaddr: int) -> str | None:
+        """'name+off' for a link-time address: the module's own symbols, else its debug file's
+        (.symtab of libc6-dbg names `_nl_global_locale`, `main_arena`, which .dynsym lacks)."""
+        sym = self.elf.symbolize(vaddr)
+        if sym is None and self.debug is not None and self.debug is not self.elf:
+            sym = self.debug.symbolize(vaddr)
+        return sym
+
+
+def debug_file(elf: ElfFile) -> ElfFile | None:
+    """The file holding `elf`'s DWARF: itself, or <debug root>/.build-id/xx/rest.debug
+    ($MEMPLACE_DEBUG_ROOT, else /usr/lib/debug); None without debug info."""
+    if elf.section(".debug_info") is not None:
+        return elf
+    b = elf.build_id
+    if b is not None and len(b) > 1:
+        h = b.hex()
+        root = os.environ.get("MEMPLACE_DEBUG_ROOT", "/usr/lib/debug")
+        p = os.path.join(root, ".build-id", h[:2], h[2:] + ".debug")
+        if os.path.isfile(p):
+            try:
+                dbg = ElfFile(p)
+            except Exception:  # noqa: BLE001 - unusable debug file: as if absent
+                return None
+            if dbg.section(".debug_info") is not None:
+                return dbg
+    return None
 
 
 def printable(name: str) -> str:
@@ -242,5 +276,5 @@ def describe_address(mods: list[Module], addr: int) -> str | None:
     m = module_at(mods, addr)
     if m is None:
         return None
-    sym = m.elf.symbolize(addr - m.bias)
+    sym = m.symbolize(addr - m.bias)
     return f"{m.short}:{sym}" if sym else f"{m.short}+{addr - m.bias:#x}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64
 from memplace.postmortem.dwarf_types import CType, TypeBuilder, attr, from_drgn_type
 from memplace.postmortem.elfcore import ElfFile, Symbol
+from memplace.postmortem.modules import debug_file
 from memplace.postmortem.tls_index import module_tls_variables
 
 DW_OP_addr, DW_OP_const4u, DW_OP_const8u, DW_OP_constu = 0x03, 0x0C, 0x0E, 0x10
@@ -60,31 +61,12 @@ _DWARF_CACHE: dict[str, list[TlsVar] | None] = {}
 SMALL_DWARF = 256 << 10  # .debug_info bytes (often compressed) below which a pyelftools scan is quick
 
 
-def _debug_file(elf: ElfFile) -> ElfFile | None:
-    """The file holding `elf`'s DWARF: itself, or /usr/lib/debug/.build-id/xx/rest.debug."""
-    if elf.section(".debug_info") is not None:
-        return elf
-    b = elf.build_id
-    if b is not None and len(b) > 1:
-        h = b.hex()
-        root = os.environ.get("MEMPLACE_DEBUG_ROOT", "/usr/lib/debug")
-        p = os.path.join(root, ".build-id", h[:2], h[2:] + ".debug")
-        if os.path.isfile(p):
-            try:
-                dbg = ElfFile(p)
-            except Exception:  # noqa: BLE001 - unusable debug file: as if absent
-                return None
-            if dbg.section(".debug_info") is not None:
-                return dbg
-    return None
-
-
 def dwarf_tls_variables(elf: ElfFile, names: set[str] | None = None) -> list[TlsVar] | None:
     """TLS variables described by DWARF for a module (None if it has no debug info).
 
     Small DWARF is scanned whole with pyelftools; large DWARF (a libc with its
     -dbg package) is asked through drgn's index, one STT_TLS symbol at a time."""
-    dbg = _debug_file(elf)
+    dbg = debug_file(elf)
     if dbg is None:
         return None
     info = dbg.section(".debug_info")
@@ -243,7 +225,7 @@ def tls_variables(module, names: set[str] | None = None) -> list[TlsVar]:
     that none of them is there skip reading big DWARF at all."""
     if module.tls is None:
         return []
-    dbg = _debug_file(module.elf)
+    dbg = module.debug
     if names:
         known = {s.name for s in module.elf.tls_symbols} | ({s.name for s in dbg.tls_symbols} if dbg is not None else set())
         small = dbg is not None and dbg.section(".debug_info")[4] <= SMALL_DWARF
