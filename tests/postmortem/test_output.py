@@ -128,3 +128,26 @@ def test_cxx_static_member_once_and_typed(tmp_path):
     doc = memplace_json("tls", str(core))
     mine = [v for v in doc["threads"][0]["variables"] if v["module"] == "k"]
     assert [(v["name"], v["type"], v["value"]) for v in mine] == [("K::another_thread_local", "int", 43)]
+
+
+def _heavy_imports(*args: str, env: dict) -> list[str]:
+    """Which of numpy, rich, pyelftools and drgn `memplace ARGS` imported."""
+    code = ("import sys\nfrom memplace.cli import main\nsys.argv = ['memplace', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write(' '.join(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'numpy', 'rich', 'elftools', 'drgn'})))\n")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       env=dict(env, PYTHONPATH=SRC))
+    return r.stderr.split()
+
+
+def test_help_and_warm_tls_import_no_heavy_modules(owner_core, tmp_path):
+    core, _ = owner_core
+    env = dict(os.environ, MEMPLACE_CACHE=str(tmp_path / "cache"))
+    assert _heavy_imports("--help", env=env) == []
+    first = _heavy_imports("tls", str(core), env=env)  # builds libc's TLS index from its DWARF
+    if _libc_debug_file():
+        assert "drgn" in first
+    assert _heavy_imports("tls", str(core), env=env) == []  # the index on disk: no DWARF reader
+    assert _heavy_imports("keys", str(core), env=env) == []
+    assert list((tmp_path / "cache" / "tls").glob("*.json"))
