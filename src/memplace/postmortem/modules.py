@@ -42,7 +42,7 @@ class Module:
     tls_modid: int | None = None
     tls_offset: int | None = None  # static-TLS offset as the libc stores it; None = dynamic
 
-    @property
+    @cached_property
     def tls(self) -> Phdr | None:
         return self.elf.phdr(PT_TLS)
 

@@ -52,13 +52,17 @@ class Target:
         >>> target.describe(0x7f88c8b91560)                       # doctest: +SKIP
         'libc.so.6:_nl_global_locale'
         """
+        memo = self.__dict__.setdefault("_described", {})  # threads share most pointers (locale, arenas)
+        if addr in memo:
+            return memo[addr]
         d = describe_address(self.modules, addr)
-        if d is not None:
-            return d
-        is_heap = self.__dict__.get("_is_heap")
-        if is_heap is None:
-            is_heap = self.__dict__["_is_heap"] = heap_test(self)
-        return "heap" if is_heap(addr) else None
+        if d is None:
+            is_heap = self.__dict__.get("_is_heap")
+            if is_heap is None:
+                is_heap = self.__dict__["_is_heap"] = heap_test(self)
+            d = "heap" if is_heap(addr) else None
+        memo[addr] = d
+        return d
 
     def module(self, name: str) -> Module | None:
         """A module by path or basename."""
