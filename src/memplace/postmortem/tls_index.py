@@ -13,7 +13,7 @@ A record whose files' sizes and mtimes differ (a rebuilt program without a build
 debug package installed since) is a miss and is rewritten. A cache that cannot be
 written only loses the speed-up. The hit path imports neither pyelftools nor drgn.
 
->>> vars_ = module_tls_variables(module.elf, None, build, TlsVar)        # doctest: +SKIP
+>>> lookup(module.elf, None, TlsVar) or record(module.elf, None, build())      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,32 +32,39 @@ def index_dir() -> str:
     return os.path.join(cache_root(), "tls")
 
 
-def module_tls_variables(elf, debug_path: str | None, build, make):
-    """The TLS variables of the module `elf`: from the index when its record still holds
-    (each made by `make(name, offset, size, ctype)`), else `build()`'s list (of objects
-    with those four attributes), recorded."""
+def _files_and_path(elf, debug_path: str | None) -> tuple[list, str]:
     files = [[os.path.realpath(elf.path), file_stamp(elf.path)]]
     if debug_path is not None and debug_path != elf.path:
         files.append([os.path.realpath(debug_path), file_stamp(debug_path)])
     bid = elf.build_id
     name = bid.hex() if bid else hashlib.sha256(files[0][0].encode()).hexdigest()[:40]
-    path = os.path.join(index_dir(), name + ".json")
+    return files, os.path.join(index_dir(), name + ".json")
+
+
+def lookup(elf, debug_path: str | None, make) -> list | None:
+    """The module's TLS variables from the index (each made by `make(name, offset, size,
+    ctype)`), or None when there is no record or it no longer holds."""
+    files, path = _files_and_path(elf, debug_path)
     record = _read(path)
-    if record is not None and record.get("format") == INDEX_FORMAT and record.get("files") == files:
-        try:
-            types = decode_types(record["types"])
-            return [make(n, off, size, None if t is None else types[t]) for n, off, size, t in record["vars"]]
-        except (KeyError, IndexError, TypeError, ValueError):
-            pass  # a damaged record: rebuild it
-    out = build()
+    if record is None or record.get("format") != INDEX_FORMAT or record.get("files") != files:
+        return None
+    try:
+        types = decode_types(record["types"])
+        return [make(n, off, size, None if t is None else types[t]) for n, off, size, t in record["vars"]]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None  # a damaged record: rebuilt
+
+
+def record(elf, debug_path: str | None, variables: list) -> None:
+    """Keep `variables` (objects with name, offset, size and type) as the module's record."""
+    files, path = _files_and_path(elf, debug_path)
     if all(st is not None for _, st in files) and make_dir(index_dir()):
         table: dict[int, int] = {}
         types: list = []
         rows = [[v.name, v.offset, v.size, None if v.type is None else encode_type(v.type, table, types)]
-                for v in out]
+                for v in variables]
         write_atomic(path, json.dumps({"format": INDEX_FORMAT, "files": files, "vars": rows,
                                        "types": types}, separators=(",", ":")).encode())
-    return out
 
 
 def _read(path: str) -> dict | None:

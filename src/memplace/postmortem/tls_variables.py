@@ -20,7 +20,7 @@ from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64
 from memplace.postmortem.dwarf_types import CType, TypeBuilder, attr, from_drgn_type
 from memplace.postmortem.elfcore import ElfFile, Symbol
 from memplace.postmortem.modules import debug_file
-from memplace.postmortem.tls_index import module_tls_variables
+from memplace.postmortem.tls_index import lookup, record
 
 DW_OP_addr, DW_OP_const4u, DW_OP_const8u, DW_OP_constu = 0x03, 0x0C, 0x0E, 0x10
 DW_OP_form_tls_address, DW_OP_GNU_push_tls_address = 0x9B, 0xE0
@@ -223,16 +223,45 @@ def tls_variables(module, names: set[str] | None = None) -> list[TlsVar]:
 
     Kept on disk per build (tls_index.py). `names` only lets a module whose symbols show
     that none of them is there skip reading big DWARF at all."""
-    if module.tls is None:
-        return []
-    dbg = module.debug
-    if names:
-        known = {s.name for s in module.elf.tls_symbols} | ({s.name for s in dbg.tls_symbols} if dbg is not None else set())
-        small = dbg is not None and dbg.section(".debug_info")[4] <= SMALL_DWARF
-        if not small and not (known & names):
-            return []  # the symbols say the names are not here: skip the DWARF
-    return module_tls_variables(module.elf, dbg.path if dbg is not None else None,
-                                lambda: _all_tls_variables(module.elf), TlsVar)
+    return tls_variables_of([module], names)[0]
+
+
+def tls_variables_of(modules: list, names: set[str] | None = None) -> list[list[TlsVar]]:
+    """tls_variables of each module. Modules missing from the index are read from DWARF in
+    threads of their own: drgn releases the GIL while it indexes libc's debug file, so the
+    program's own DWARF is read by pyelftools meanwhile."""
+    out: list = [None] * len(modules)
+    todo = []
+    for i, m in enumerate(modules):
+        if m.tls is None:
+            out[i] = []
+            continue
+        dbg = m.debug
+        if names:
+            known = {s.name for s in m.elf.tls_symbols} | ({s.name for s in dbg.tls_symbols} if dbg else set())
+            if not (dbg is not None and dbg.section(".debug_info")[4] <= SMALL_DWARF) and not (known & names):
+                out[i] = []  # the symbols say the names are not here: skip the DWARF
+                continue
+        out[i] = lookup(m.elf, dbg.path if dbg is not None else None, TlsVar)
+        if out[i] is None:
+            todo.append(i)
+
+    def build(i: int) -> list[TlsVar]:
+        m = modules[i]
+        found = _all_tls_variables(m.elf)
+        record(m.elf, m.debug.path if m.debug is not None else None, found)
+        return found
+
+    if len(todo) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            for i, found in zip(todo, pool.map(build, todo)):
+                out[i] = found
+    else:
+        for i in todo:
+            out[i] = build(i)
+    return out
 
 
 def _all_tls_variables(elf: ElfFile) -> list[TlsVar]:
