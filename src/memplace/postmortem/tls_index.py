@@ -18,7 +18,6 @@ written only loses the speed-up. The hit path imports neither pyelftools nor drg
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -37,7 +36,12 @@ def _files_and_path(elf, debug_path: str | None) -> tuple[list, str]:
     if debug_path is not None and debug_path != elf.path:
         files.append([os.path.realpath(debug_path), file_stamp(debug_path)])
     bid = elf.build_id
-    name = bid.hex() if bid else hashlib.sha256(files[0][0].encode()).hexdigest()[:40]
+    if bid:
+        name = bid.hex()
+    else:
+        import hashlib  # only for modules without a build-id
+
+        name = hashlib.sha256(files[0][0].encode()).hexdigest()[:40]
     return files, os.path.join(index_dir(), name + ".json")
 
 

@@ -94,7 +94,9 @@ def _pyelftools_tls_variables(path: str, word: int, symbols: dict[str, Symbol]) 
             ef = ELFFile(f)
             if not ef.has_dwarf_info():
                 return None
-            dwarf = ef.get_dwarf_info()
+            # Only relocatable objects have relocations against their DWARF; looking for them
+            # walks every section once per debug section (a third of a cold run's DWARF time).
+            dwarf = ef.get_dwarf_info(relocate_dwarf_sections=ef["e_type"] == "ET_REL")
             builder = TypeBuilder(word)
             for cu in dwarf.iter_CUs():
                 for die in cu.iter_DIEs():
@@ -253,11 +255,23 @@ def tls_variables_of(modules: list, names: set[str] | None = None) -> list[list[
         return found
 
     if len(todo) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+        import threading
 
-        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            for i, found in zip(todo, pool.map(build, todo)):
-                out[i] = found
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                out[i] = build(i)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in todo]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
     else:
         for i in todo:
             out[i] = build(i)
