@@ -4,7 +4,8 @@ Reading them costs the DWARF: pyelftools for a program's own debug info, drgn's 
 of libc's separate debug file (0.3-1 s). The answer depends only on the module file and
 its debug file, so it is kept under the cache root (`memplace.cache`) in `tls/`:
 
-  <build-id or path hash>.json   {"format", "files": [[path, [size, mtime_ns]], ...],
+  <build-id or path hash>.json   {"format", "files": [[path, [size, mtime_ns]], ...] (the
+                                  module, its debug file, memplace's DWARF readers),
                                   "vars": [[name, offset, size, type index | null], ...],
                                   "types": [[kind, name, size, encoding, target, members,
                                              dims, enumerators, signed], ...]}
@@ -25,6 +26,10 @@ from memplace.cache import cache_root, file_stamp, make_dir, write_atomic
 from memplace.postmortem.dwarf_types import CType
 
 INDEX_FORMAT = 1  # of the record below; a change makes every old record a miss
+# Sources whose change changes what an index holds (a development install keeps its version
+# number while they change); their stamps are part of every record's files.
+_READER_SOURCES = ("tls_variables.py", "dwarf_types.py", "tls_index.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def index_dir() -> str:
@@ -35,6 +40,7 @@ def _files_and_path(elf, debug_path: str | None) -> tuple[list, str]:
     files = [[os.path.realpath(elf.path), file_stamp(elf.path)]]
     if debug_path is not None and debug_path != elf.path:
         files.append([os.path.realpath(debug_path), file_stamp(debug_path)])
+    files += [[s, file_stamp(os.path.join(_HERE, s))] for s in _READER_SOURCES]
     bid = elf.build_id
     if bid:
         name = bid.hex()
