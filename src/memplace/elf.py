@@ -416,11 +416,11 @@ def build_id(path: str) -> str | None:
     return info.build_id if info is not None else None
 
 
-def separate_debug_file(build_id_hex: str | None) -> str | None:
-    """/usr/lib/debug/.build-id/xx/yyyy.debug for a build-id, if that file exists."""
+def separate_debug_file(build_id_hex: str | None, root: str = DEBUG_ROOT) -> str | None:
+    """<root>/xx/yyyy.debug (root: /usr/lib/debug/.build-id) for a build-id, if that file exists."""
     if not build_id_hex or len(build_id_hex) < 3:
         return None
-    path = os.path.join(DEBUG_ROOT, build_id_hex[:2], build_id_hex[2:] + ".debug")
+    path = os.path.join(root, build_id_hex[:2], build_id_hex[2:] + ".debug")
     return path if os.path.isfile(path) else None
 
 

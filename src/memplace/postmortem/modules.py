@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
+from memplace.elf import separate_debug_file
 from memplace.errors import UserError
 from memplace.postmortem.elfcore import (
     PT_DYNAMIC, PT_LOAD, PT_NOTE, PT_PHDR, PT_TLS, ElfFile, Memory, MemoryFault, Phdr, parse_notes,
@@ -74,18 +75,15 @@ def debug_file(elf: ElfFile) -> ElfFile | None:
     if elf.section(".debug_info") is not None:
         return elf
     b = elf.build_id
-    if b is not None and len(b) > 1:
-        h = b.hex()
-        root = os.environ.get("MEMPLACE_DEBUG_ROOT", "/usr/lib/debug")
-        p = os.path.join(root, ".build-id", h[:2], h[2:] + ".debug")
-        if os.path.isfile(p):
-            try:
-                dbg = ElfFile(p)
-            except Exception:  # noqa: BLE001 - unusable debug file: as if absent
-                return None
-            if dbg.section(".debug_info") is not None:
-                return dbg
-    return None
+    root = os.path.join(os.environ.get("MEMPLACE_DEBUG_ROOT", "/usr/lib/debug"), ".build-id")
+    p = separate_debug_file(b.hex() if b else None, root)
+    if p is None:
+        return None
+    try:
+        dbg = ElfFile(p)
+    except Exception:  # noqa: BLE001 - unusable debug file: as if absent
+        return None
+    return dbg if dbg.section(".debug_info") is not None else None
 
 
 def printable(name: str) -> str:
