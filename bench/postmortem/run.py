@@ -6,7 +6,8 @@ program's 20 and libc's) of all threads in one run, start-up included, twice ove
 from DWARF in that run) and "warm" (the index made by an earlier run). gdb runs
 `thread apply all print vK` for each K on the same core. The three are run
 interleaved, round after round (order reversed every other round); the table shows
-wall-time medians and their ratios gdb/memplace. The values of
+wall-time medians and their ratios gdb/memplace, and CPU-time medians (user + sys of
+the process and its threads: steadier than wall time on a shared machine). The values of
 the 20 variables are checked equal between memplace and gdb. `memplace keys` on the
 same core is timed too (no gdb equivalent: gdb cannot call pthread_getspecific in a
 core).
@@ -92,6 +93,7 @@ def bench_size(tmp: Path, exe: Path, n: int, runs: int, gdb_runs: int) -> str:
     warm_cache = tmp / "warm-cache"
     timed(tls, memplace_env(warm_cache))  # fills the warm cache
     t: dict[str, list[float]] = {"cold": [], "warm": [], "gdb": [], "keys": []}
+    cpu: dict[str, list[float]] = {k: [] for k in t}
     outs: dict[str, str] = {}
     for r in range(max(runs, gdb_runs)):
         order = ["cold", "warm", "gdb", "keys"]
@@ -100,23 +102,26 @@ def bench_size(tmp: Path, exe: Path, n: int, runs: int, gdb_runs: int) -> str:
                 continue
             if which == "cold":
                 cache = tmp / f"cold-cache-{r}"
-                wall, _, out = timed(tls, memplace_env(cache))
+                wall, used, out = timed(tls, memplace_env(cache))
                 shutil.rmtree(cache, ignore_errors=True)
             elif which == "warm":
-                wall, _, out = timed(tls, memplace_env(warm_cache))
+                wall, used, out = timed(tls, memplace_env(warm_cache))
             elif which == "keys":
-                wall, _, out = timed(keys, memplace_env(warm_cache))
+                wall, used, out = timed(keys, memplace_env(warm_cache))
             else:
-                wall, _, out = timed(gdb, dict(os.environ))
+                wall, used, out = timed(gdb, dict(os.environ))
             t[which].append(wall)
+            cpu[which].append(used)
             outs.setdefault(which, out)
         print(".", end="", file=sys.stderr, flush=True)
     a, b = memplace_values(outs["warm"]), gdb_values(outs["gdb"])
     same = len(a) == n * NVARS and a == b and memplace_values(outs["cold"]) == a
     med = {k: statistics.median(v) for k, v in t.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
     core.unlink()
     return (f"{n:>8} {med['cold']:>9.3f} {med['warm']:>9.3f} {med['gdb']:>9.3f} "
             f"{med['gdb'] / med['cold']:>10.2f}x {med['gdb'] / med['warm']:>10.2f}x {med['keys']:>9.3f}"
+            f"  | cpu {mcpu['cold']:>7.3f} {mcpu['warm']:>7.3f} {mcpu['gdb']:>7.3f}"
             f"  {'equal' if same else 'DIFFER'} ({len(a)} vs {len(b)} values)")
 
 
@@ -132,9 +137,10 @@ def main() -> None:
         tmp = Path(d)
         exe = tmp / "manythreads"
         subprocess.run(["gcc", "-O1", "-g", "-pthread", "-o", str(exe), str(HERE / "manythreads.c")], check=True)
-        print("wall seconds, medians; memplace tls prints every TLS variable of every module, gdb the 20 of the program")
+        print("wall seconds, medians (then user+sys CPU seconds, medians: cold, warm, gdb); memplace tls"
+              " prints every TLS variable of every module, gdb the 20 of the program")
         print(f"{'threads':>8} {'mp cold':>9} {'mp warm':>9} {'gdb':>9} {'gdb/cold':>11} {'gdb/warm':>11}"
-              f" {'mp keys':>9}  values")
+              f" {'mp keys':>9}  | cpu    cold    warm     gdb  values")
         for n in (int(s) for s in args.sizes.split(",")):
             work = tmp / f"n{n}"
             work.mkdir()
