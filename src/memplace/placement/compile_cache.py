@@ -34,9 +34,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 from memplace import __version__
+from memplace.cache import file_stamp as _stat
+from memplace.cache import make_dir as _make_dir
+from memplace.cache import write_atomic as _write_atomic
 
 CACHE_FORMAT = 1  # of the record below; a change makes every old record a miss
 # Sources whose change changes what a compile produces (a development install keeps its
@@ -83,16 +85,6 @@ def prepare_run(policy: str, program, runtime: str, tmp: str) -> Prepared:
 
 
 # -- the key --------------------------------------------------------------------------
-
-
-def _stat(path: str) -> list[int] | None:
-    """What tells a changed file: size and mtime (not the inode: a cache shared by nodes of
-    a cluster sees the same library under different inode numbers)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def _topology_facts() -> list:
@@ -247,32 +239,3 @@ def _record(key: str, directory: str, policy: str, program, runtime: str, prepar
               "mpc": mpc_name, "mpc_sha256": hashlib.sha256(data).hexdigest()}
     _write_atomic(os.path.join(directory, key + ".json"), json.dumps(record).encode())
     return mpc
-
-
-def _make_dir(directory: str) -> bool:
-    try:
-        os.makedirs(directory, exist_ok=True)
-        return os.access(directory, os.W_OK | os.X_OK)
-    except OSError:
-        return False
-
-
-def _write_atomic(path: str, data: bytes) -> bool:
-    """Whole or not at all (a unique temporary name per writer, then os.replace); False
-    when the cache cannot be written, which only loses the cache entry."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".tmp")
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from a shared cache
-            f.write(data)
-        os.replace(tmp, path)
-        return True
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        return False
