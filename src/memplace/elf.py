@@ -107,7 +107,7 @@ class ElfFile:
     def _unpack(self, fmt: str, off: int) -> tuple:
         try:
             return struct.unpack_from(self.endian + fmt, self.data, off)
-        except struct.error:
+        except (struct.error, OverflowError):  # an offset past the data, or past any index
             raise UserError(f"{self.path}: truncated or corrupt ELF (offset {off:#x})") from None
 
     def _phdrs(self, off: int, entsize: int, num: int) -> list[Phdr]:
