@@ -14,14 +14,13 @@ import struct
 import tempfile
 
 from memplace.launch.mpi import job_key
-from memplace.placement.policy_compile import FLAG_NODE_SCOPE, decode
 
 
-def counters_path(compiled_policy: str, environ=os.environ) -> str | None:
-    """The counters file for this job and policy, or None when no capacity is of node scope."""
-    data = open(compiled_policy, "rb").read()
-    if not any(d.capacity and d.flags & FLAG_NODE_SCOPE for d in decode(data).devices):
-        return None
+def counters_path(compiled_policy: str, environ=os.environ) -> str:
+    """The counters file for this job and this compiled policy (one with a capacity of
+    scope "node": compile_cache.Prepared.node_scoped)."""
+    with open(compiled_policy, "rb") as f:
+        data = f.read()
     digest = hashlib.sha256(f"{job_key(environ)}\0".encode() + data).hexdigest()[:20]
     directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     return os.path.join(directory, f"memplace-{os.getuid()}-{digest}")
