@@ -37,6 +37,9 @@ void mp_device_heaps_fork_child(void)
         if (h->spec->kind == MP_FILE) {
             if (h->arranged)
                 privatize(h->slot, h->arranged);
+            for (int e = 0; e < mp_nextents; e++)
+                if (mp_extents[e].dev == i && mp_extents[e].arranged)
+                    privatize((unsigned char *)mp_extents[e].base, mp_extents[e].arranged);
             for (int d = 0; d < h->ndirect; d++)
                 privatize(h->slot + h->direct[d].offset, h->direct[d].length);
             for (int g = 0; g < MP_MAX_GROWTH; g++)

@@ -173,6 +173,14 @@ void mp_place_write_stats(const char *dir)
             mp_put_u64(&o, s->fallbacks[r]);
         mp_put(&o, " "), mp_put(&o, policy->devices[i].name), mp_put(&o, "\n");
     }
+    /* reserve IDX BYTES GROWN: address space the device holds, extents it grew into */
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        int grown;
+        uint64_t bytes = mp_arena_reserved((int)i, &grown);
+        mp_put(&o, "reserve");
+        mp_put_u64(&o, i), mp_put_u64(&o, bytes), mp_put_u64(&o, (uint64_t)grown);
+        mp_put(&o, "\n");
+    }
     /* rule IDX hits bytes NAME */
     for (uint32_t i = 0; i < policy->nrules; i++) {
         const struct mp_rule_stats *s = mp_sites_rule_stats(i);
@@ -183,5 +191,34 @@ void mp_place_write_stats(const char *dir)
     mp_put(&o, "end\n");
     mp_flush(&o);
     close(o.fd);
+    errno = saved;
+}
+
+/* A process whose placement could not start: "unplaced RAN WHY" (RAN 1: it ran transparent,
+ * 0: it was stopped before main), so the run's stats list it and say why. */
+void mp_place_write_unplaced(const char *dir, const char *why, int ran)
+{
+    char path[4096];
+    size_t d = strlen(dir);
+    if (d + 40 > sizeof path)
+        return;
+    memcpy(path, dir, d);
+    memcpy(path + d, "/stats.", 7);
+    d += 7;
+    d += mp_fmt_u64(path + d, (uint64_t)getpid());
+    memcpy(path + d, ".txt", 5);
+    static struct mp_writer o;
+    o.n = 0;
+    int saved = errno;
+    o.fd = mp_open_for_append(path);
+    if (o.fd >= 0) {
+        mp_put(&o, "memplace-stats 1\npid");
+        mp_put_u64(&o, (uint64_t)getpid());
+        mp_put(&o, "\nunplaced");
+        mp_put_u64(&o, (uint64_t)ran);
+        mp_put(&o, " "), mp_put(&o, why), mp_put(&o, "\nend\n");
+        mp_flush(&o);
+        close(o.fd);
+    }
     errno = saved;
 }

@@ -117,6 +117,7 @@ class RunStats:
     processes: int
     devices: list[DeviceUse]
     rules: list[RuleUse]
+    unplaced: list[str] = field(default_factory=list)  # processes placement did not start in
 
 
 def _count(value: Any, where: str) -> int:
@@ -179,10 +180,13 @@ def load_stats(path: str) -> RunStats:
         processes = d.get("processes", [])
         if not isinstance(processes, list):
             raise ValueError("processes must be a list")
+        unplaced = [f"process {p.get('pid')}: placement did not start ({_name(p.get('reason'), 'reason')}); "
+                    + ("it ran without placement" if p.get("ran") else "memplace run stopped it (status 2)")
+                    for p in processes if isinstance(p, dict) and p.get("placing") is False]
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     return RunStats([str(a) for a in command], policy if isinstance(policy, str) else None,
-                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules)
+                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules, unplaced)
 
 
 def _policy_facts(policy_path: str) -> tuple[dict[str, int], dict[str, str]]:
@@ -273,6 +277,7 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
         sm.devices, sm.rules = stats.devices, stats.rules
         sm.processes, sm.returncode = stats.processes, stats.returncode
         sm.device_origin = "run statistics"
+        sm.notes.extend(stats.unplaced)
         facts_from = policy_path or stats.policy
         if facts_from:
             try:

@@ -29,7 +29,7 @@ def check_stats_destination(stats: str) -> None:
 
 
 def run(argv: list[str], verbose: bool = False, policy: str | None = None,
-        stats: str | None = None) -> None:
+        stats: str | None = None, best_effort: bool = False) -> None:
     """Run `argv` under the runtime (placing per `policy` if given); never returns."""
     if not argv:
         raise UserError("run: no command given (usage: memplace run [OPTIONS] -- CMD [ARGS...])")
@@ -65,6 +65,10 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             extra["MEMPLACE_UNWIND"] = prepared.unwind_dir
             extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
             os.mkdir(extra["MEMPLACE_STATS"])
+            if not best_effort:
+                # The runtime in the process whose parent this is stops it (status 2, one
+                # line) when placement cannot start; its children run transparent.
+                extra["MEMPLACE_REQUIRE"] = str(os.getpid())
         env = child_environment(runtime, extra)
         try:
             proc = subprocess.Popen(argv, env=env)

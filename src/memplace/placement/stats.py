@@ -5,7 +5,13 @@ Runtime file format (one per process, `stats.<pid>.txt`):
     memplace-stats 1
     pid <pid>
     device <idx> <allocations> <bytes> <live> <peak> <full> <bind> <backing> <alignment> <name>
+    reserve <idx> <bytes> <grown>      (address space the device holds; extents it grew into)
     rule <idx> <hits> <bytes> <name>
+    end
+or, for a process whose placement could not start:
+    memplace-stats 1
+    pid <pid>
+    unplaced <ran> <why>                (ran 1: it ran without placement; 0: memplace run stopped it)
     end
 A source line with several address ranges is several compiled rules with one name: they
 are summed here under that name.
@@ -26,7 +32,7 @@ def parse_process(text: str, origin: str) -> dict:
     lines = text.splitlines()
     if not lines or lines[0] != "memplace-stats 1" or lines[-1] != "end":
         raise UserError(f"{origin}: not a complete memplace runtime stats file")
-    proc = {"pid": None, "devices": [], "rules": {}}
+    proc = {"pid": None, "placing": True, "devices": [], "rules": {}}
     for line in lines[1:-1]:
         kind, _, rest = line.partition(" ")
         if kind == "pid":
@@ -39,6 +45,13 @@ def parse_process(text: str, origin: str) -> dict:
                 "live_at_exit": nums[3], "peak": nums[4],
                 "fallbacks": dict(zip(FALLBACK_REASONS, nums[5:9])),
             })
+        elif kind == "reserve":
+            idx, nbytes, grown = (int(x) for x in rest.split(" ", 2))
+            if 0 <= idx < len(proc["devices"]):
+                proc["devices"][idx].update(reserved=nbytes, grown=grown)
+        elif kind == "unplaced":
+            ran, _, why = rest.partition(" ")
+            proc.update(placing=False, ran=ran == "1", reason=why)
         elif kind == "rule":
             idx, hits, nbytes, *name = rest.split(" ", 3)
             label = name[0] if name and name[0] else f"rule {idx}"
