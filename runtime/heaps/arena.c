@@ -4,7 +4,8 @@
  * cut into units as types.h describes; the next allocator's devices take none. A device's
  * units are turned into arenas on demand, at most 16 GiB each (larger exclusive arenas
  * make mimalloc fail early). When they are full, the device grows into an extent (a
- * further reservation, twice as big each time, within the headroom left); a device that
+ * further reservation, as big as its room so far, while the runtime's reservations stay
+ * within a third of what the limit would leave the program without them); a device that
  * cannot grow sends its allocations down the fallback chain (device_heap.c), as a full
  * arena, a failed mbind or a failed file does. The lowest file of heaps/: the others find
  * a device here. */
@@ -43,11 +44,18 @@ static uint64_t wanted(uint64_t capacity)
     return capacity > UINT64_MAX / 2 ? UINT64_MAX / 2 : capacity + extra;
 }
 
-/* Address space the runtime may still reserve: a third of what RLIMIT_AS leaves. */
+static uint64_t reserved; /* by the runtime for the devices, so far */
+
+/* Address space the runtime may still reserve: in all, a third of what RLIMIT_AS would
+ * leave the program without it. */
 static uint64_t budget(void)
 {
     uint64_t headroom = mp_os_address_headroom();
-    return headroom == UINT64_MAX ? headroom : headroom / 3;
+    if (headroom == UINT64_MAX)
+        return headroom;
+    uint64_t ours = __atomic_load_n(&reserved, __ATOMIC_RELAXED);
+    uint64_t allowed = (headroom + ours) / 3;
+    return allowed > ours ? allowed - ours : 0;
 }
 
 static uint64_t units_of(uint64_t bytes, unsigned shift)
@@ -112,6 +120,7 @@ int mp_arenas_init(const struct mp_policy *policy, const char **why)
     unsigned char *base = NULL, *table = NULL;
     if (total) {
         base = mp_os_reserve((size_t)(total << shift), (size_t)ALIGN);
+        reserved = total << shift;
         table = mp_internal_alloc((size_t)total);
         if (!base || !table) {
             *why = "cannot reserve address space for the devices";
@@ -203,7 +212,8 @@ static int out_of_room(struct mp_device_heap *h)
 static int new_extent(struct mp_device_heap *h, int idx)
 {
     uint64_t unit = 1ull << mp_unit_shift, have = h->span;
-    for (int i = 0; i < mp_nextents; i++)
+    int n = __atomic_load_n(&mp_nextents, __ATOMIC_ACQUIRE); /* other devices may add some */
+    for (int i = 0; i < n; i++)
         if (mp_extents[i].dev == idx)
             have += mp_extents[i].size;
     uint64_t size = have < MAX_EXTENT ? have : MAX_EXTENT, room = budget();
@@ -217,6 +227,7 @@ static int new_extent(struct mp_device_heap *h, int idx)
     void *base = mp_nextents < MP_MAX_EXTENTS ? mp_os_reserve((size_t)size, (size_t)ALIGN) : NULL;
     if (base) {
         mp_extents[mp_nextents] = (struct mp_extent){(uintptr_t)base, size, idx, 0};
+        __atomic_fetch_add(&reserved, size, __ATOMIC_RELAXED);
         h->extent = mp_nextents;
         h->grown++;
         __atomic_store_n(&mp_nextents, mp_nextents + 1, __ATOMIC_RELEASE);

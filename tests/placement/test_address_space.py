@@ -125,13 +125,13 @@ def test_children_of_the_run_stay_best_effort(tmp_path):
     assert child["placing"] is False and child["ran"] is True and "address space" in child["reason"]
 
 
-@pytest.mark.parametrize("kib", [2 << 20, None])
+@pytest.mark.parametrize("kib", [8 << 20, None])
 def test_uncapped_device_grows_past_its_first_reservation(tmp_path, kib):
-    """An uncapped device starts with modest room (1 GiB, or what the limit leaves) and
-    grows into further reservations: every block is still placed."""
+    """An uncapped device starts with modest room (1 GiB) and grows into further
+    reservations, within the limit: every block is still placed."""
     prog = build(tmp_path, "reserve.c")
     stats = tmp_path / "stats.json"
-    count = 700 if kib else 1300  # MiB: more than the first reservation either way
+    count = 1300  # MiB, more than the first reservation; one byte of each block is touched
     bare = limited(kib, [prog, count, MiB])
     r = memplace_run(kib, policy(tmp_path, capacity=None), stats, prog, count, MiB)
     assert r.returncode == bare.returncode == 0, r.stderr
@@ -142,3 +142,24 @@ def test_uncapped_device_grows_past_its_first_reservation(tmp_path, kib):
     fast = proc["devices"][0]
     assert fast["allocations"] == count and sum(fast["fallbacks"].values()) == 0
     assert fast["grown"] >= 1 and fast["reserved"] >= count * MiB
+
+
+def test_device_that_cannot_grow_falls_back_and_says_so_once(tmp_path):
+    """Under ulimit -v 1 GiB the runtime keeps to a third of it: an uncapped device asked
+    for 600 MiB places what fits, then its allocations go to the next allocator, counted
+    as full, with one line on stderr; the program's output is unchanged."""
+    prog = build(tmp_path, "reserve.c")
+    stats = tmp_path / "stats.json"
+    kib, count = 1 << 20, 600
+    bare = limited(kib, [prog, count, MiB])
+    r = memplace_run(kib, policy(tmp_path, capacity=None), stats, prog, count, MiB)
+    assert r.returncode == bare.returncode == 0, r.stderr
+    assert own_lines(r.stdout) == own_lines(bare.stdout)
+    assert where(r.stdout)["first"]["policy"] == "bind:0"
+    assert r.stderr.count("no more address space") == 1, r.stderr
+    [proc] = processes(stats)
+    fast, system = proc["devices"]
+    assert 0 < fast["allocations"] < count
+    assert fast["fallbacks"]["full"] == count - fast["allocations"]
+    assert system["allocations"] >= count - fast["allocations"]
+    assert fast["reserved"] <= (kib << 10) // 3
