@@ -18,7 +18,6 @@
 #define ANON_ARENA (16ull << 30)  /* anonymous memory is only reserved: take big arenas */
 #define BACKED_ARENA (256ull << 20) /* files and huge pages are real resources: grow slowly */
 #define UNIT_SHIFT_MIN 25           /* 32 MiB units: mimalloc's smallest arena */
-#define MAX_UNITS 65536             /* the unit table stays at most 64 KiB */
 #define UNCAPPED_START (1ull << 30) /* a device without capacity starts here and grows */
 #define MAX_EXTENT (64ull << 30)
 #define ALIGN (2ull << 20)          /* 2 MiB pages; also what reserving costs on top, briefly */
@@ -28,7 +27,7 @@ MP_HIDDEN int mp_ndevices;
 MP_HIDDEN uintptr_t mp_region_base;
 MP_HIDDEN uintptr_t mp_region_size;
 MP_HIDDEN unsigned mp_unit_shift;
-MP_HIDDEN unsigned char *mp_units;
+MP_HIDDEN unsigned char mp_units[MP_MAX_UNITS]; /* zero pages until used: costs no memory */
 MP_HIDDEN struct mp_extent mp_extents[MP_MAX_EXTENTS];
 MP_HIDDEN int mp_nextents;
 static int extent_lock;
@@ -89,7 +88,7 @@ int mp_arenas_init(const struct mp_policy *policy, const char **why)
         total = 0;
         for (int i = 0; i < n; i++)
             total += want[i] ? units_of(want[i], shift) + 1 : 0;
-        if (total <= MAX_UNITS)
+        if (total <= MP_MAX_UNITS)
             break;
     }
     uint64_t unit = 1ull << shift, room = budget(), arena_units[MP_MAX_DEVICES] = {0};
@@ -117,12 +116,11 @@ int mp_arenas_init(const struct mp_policy *policy, const char **why)
             return -1;
         }
     }
-    unsigned char *base = NULL, *table = NULL;
+    unsigned char *base = NULL, *table = mp_units;
     if (total) {
         base = mp_os_reserve((size_t)(total << shift), (size_t)ALIGN);
         reserved = total << shift;
-        table = mp_internal_alloc((size_t)total);
-        if (!base || !table) {
+        if (!base) {
             *why = "cannot reserve address space for the devices";
             return -1;
         }
@@ -142,7 +140,6 @@ int mp_arenas_init(const struct mp_policy *policy, const char **why)
     }
     mp_device_heaps = heaps;
     mp_ndevices = n;
-    mp_units = table;
     mp_unit_shift = shift;
     mp_region_base = (uintptr_t)base;
     __atomic_store_n(&mp_region_size, (uintptr_t)(total << shift), __ATOMIC_RELEASE);

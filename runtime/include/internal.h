@@ -184,7 +184,7 @@ MP_HIDDEN extern int mp_ndevices;
 MP_HIDDEN extern uintptr_t mp_region_base;
 MP_HIDDEN extern uintptr_t mp_region_size; /* 0 in transparent mode: nothing is ours */
 MP_HIDDEN extern unsigned mp_unit_shift;
-MP_HIDDEN extern unsigned char *mp_units; /* per unit of the range: device | MP_UNIT_SPECIAL */
+MP_HIDDEN extern unsigned char mp_units[MP_MAX_UNITS]; /* per unit of the range: device | MP_UNIT_SPECIAL */
 MP_HIDDEN extern struct mp_extent mp_extents[MP_MAX_EXTENTS];
 MP_HIDDEN extern int mp_nextents;
 /* Reserve address space for the devices of `policy`, in proportion to their capacities

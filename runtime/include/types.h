@@ -242,6 +242,7 @@ struct mp_rule_stats { uint64_t hits, bytes; };
 #define MP_UNIT_SPECIAL 0x80         /* in the unit table: the device's special part */
 #define MP_UNIT_DEVICE 0x7f
 #define MP_MAX_EXTENTS 32
+#define MP_MAX_UNITS 65536           /* the unit table: 64 KiB */
 
 struct mp_extent { uintptr_t base, size; int dev; uint64_t arranged; };
 
