@@ -163,3 +163,10 @@ def test_device_that_cannot_grow_falls_back_and_says_so_once(tmp_path):
     assert fast["fallbacks"]["full"] == count - fast["allocations"]
     assert system["allocations"] >= count - fast["allocations"]
     assert fast["reserved"] <= (kib << 10) // 3
+
+
+def test_best_effort_needs_a_policy():
+    r = subprocess.run([sys.executable, "-m", "memplace", "run", "--best-effort", "--", "true"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "memplace: --best-effort needs --policy (without one nothing is placed)\n"

@@ -35,6 +35,8 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         raise UserError("run: no command given (usage: memplace run [OPTIONS] -- CMD [ARGS...])")
     target = describe_program(argv[0])
     runtime = runtime_path()
+    if best_effort and policy is None:
+        raise UserError("--best-effort needs --policy (without one nothing is placed)")
     if stats is not None:
         if policy is None:
             raise UserError("--stats needs --policy (transparent mode keeps no statistics)")
