@@ -82,6 +82,12 @@ static int privatize(struct mp_device_heap *h)
         uint64_t n = h->arranged - at < MP_BACKED_ARENA ? h->arranged - at : MP_BACKED_ARENA;
         e = mp_os_private_file_copy(h->slot + at, n, n, dir);
     }
+    for (int x = 0; x < mp_nextents; x++) /* arenas in extents the device grew into */
+        for (uint64_t at = 0; !e && mp_extents[x].dev == h - mp_device_heaps && at < mp_extents[x].arranged;
+             at += MP_BACKED_ARENA) {
+            uint64_t left = mp_extents[x].arranged - at, n = left < MP_BACKED_ARENA ? left : MP_BACKED_ARENA;
+            e = mp_os_private_file_copy((unsigned char *)mp_extents[x].base + at, n, n, dir);
+        }
     for (int d = 0; !e && d < h->ndirect; d++)
         e = mp_os_private_file_copy(h->slot + h->direct[d].offset, h->direct[d].length,
                                     h->direct[d].length, dir);

@@ -72,6 +72,8 @@ MP_HIDDEN void *mp_shared_page(const char *path, size_t size);
 // "os/os_memory.c" -- every contact with the OS about device memory
 /* Reserve `size` bytes of address space aligned to `align` (inaccessible until backed). */
 MP_HIDDEN void *mp_os_reserve(size_t size, size_t align);
+/* Bytes the process may still map under RLIMIT_AS; UINT64_MAX when unlimited. */
+MP_HIDDEN uint64_t mp_os_address_headroom(void);
 /* Back [at, at+size) with anonymous memory; huge: 0 none, 1 MAP_HUGETLB, 2 madvise THP,
  * -1 release the memory and leave the range reserved again.
  * Returns 0 or an errno value. */
@@ -208,29 +210,44 @@ static inline struct mp_thread *mp_thread(const void *sp)
 
 /* ======== site matching and device heaps ======== */
 
-// "heaps/arena.c" -- the device table and region; each device's mimalloc arenas
+// "heaps/arena.c" -- the device table, the reserved range and its extents; each device's
+// mimalloc arenas
 MP_HIDDEN extern struct mp_device_heap *mp_device_heaps;
 MP_HIDDEN extern int mp_ndevices;
 MP_HIDDEN extern uintptr_t mp_region_base;
 MP_HIDDEN extern uintptr_t mp_region_size; /* 0 in transparent mode: nothing is ours */
-MP_HIDDEN extern unsigned mp_slot_shift;
-/* Reserve one slot per device of `policy` and fill the table. 0 on success. */
+MP_HIDDEN extern unsigned mp_unit_shift;
+MP_HIDDEN extern unsigned char mp_units[MP_MAX_UNITS]; /* per unit of the range: device | MP_UNIT_SPECIAL */
+MP_HIDDEN extern struct mp_extent mp_extents[MP_MAX_EXTENTS];
+MP_HIDDEN extern int mp_nextents;
+/* Reserve address space for the devices of `policy`, in proportion to their capacities
+ * and within RLIMIT_AS, and fill the table. 0 on success. */
 MP_HIDDEN int mp_arenas_init(const struct mp_policy *policy, const char **why);
 /* A block from the device's arenas, made bigger when full; NULL when it cannot grow. */
 MP_HIDDEN void *mp_arena_alloc(struct mp_device_heap *h, int dev, size_t size, size_t align,
                                int zero);
+/* The device whose extent holds p, or -1 (pointers outside the reserved range). */
+MP_HIDDEN int mp_extent_of(const void *p);
+/* Address space device `dev` holds (its units and extents); *grown: extents it made. */
+MP_HIDDEN uint64_t mp_arena_reserved(int dev, int *grown);
 
 static inline int mp_device_heap_owns(const void *p)
 {
-    return (uintptr_t)p - mp_region_base < mp_region_size;
+    if ((uintptr_t)p - mp_region_base < mp_region_size)
+        return 1;
+    return mp_unlikely(__atomic_load_n(&mp_nextents, __ATOMIC_ACQUIRE) != 0) && mp_extent_of(p) >= 0;
 }
 
-static inline uint64_t mp_half_slot(void) { return 1ull << (mp_slot_shift - 1); }
-
-static inline int mp_in_upper_half(const void *p)
+/* For a block we own: its device, with MP_UNIT_SPECIAL when it is in the special part. */
+static inline unsigned mp_unit_of(const void *p)
 {
-    return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
+    uintptr_t off = (uintptr_t)p - mp_region_base;
+    if (mp_likely(off < mp_region_size))
+        return mp_units[off >> mp_unit_shift];
+    return (unsigned)mp_extent_of(p);
 }
+
+static inline int mp_device_of(const void *p) { return (int)(mp_unit_of(p) & MP_UNIT_DEVICE); }
 
 static inline uint64_t mp_offset_in_slot(const struct mp_device_heap *h, const void *p)
 {
@@ -239,7 +256,7 @@ static inline uint64_t mp_offset_in_slot(const struct mp_device_heap *h, const v
 
 static inline unsigned char *mp_growth_area(const struct mp_device_heap *h, int i)
 {
-    return h->slot + mp_half_slot() + (uint64_t)i * MP_GROWTH_AREA;
+    return h->slot + h->special + (uint64_t)i * MP_GROWTH_AREA;
 }
 
 // "heaps/accounting.c" -- capacity, live bytes, peaks and stats
@@ -365,7 +382,6 @@ MP_HIDDEN void mp_device_heap_free(void *p);
 MP_HIDDEN size_t mp_device_heap_usable_size(const void *p);
 /* Resize block p in place to n bytes if it has the room; 1 if done. */
 MP_HIDDEN int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n);
-MP_HIDDEN int mp_device_of(const void *p);
 /* A thread ends (the hook placement registers with thread.c): its cached blocks go back
  * to mimalloc, its pending live bytes become the devices' (so peaks see them). */
 MP_HIDDEN void mp_device_heaps_thread_exit(struct mp_thread *self);
@@ -455,6 +471,8 @@ MP_HIDDEN void mp_place_write_stats(const char *how, int status, const char *tar
 MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+/* The stats file of a process that runs (ran=1) or stops (ran=0) without placement, and why. */
+MP_HIDDEN void mp_place_write_unplaced(const char *dir, const char *why, int ran);
 MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
 
 /* ======== entry ======== */

@@ -10,6 +10,7 @@
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
@@ -31,6 +32,26 @@ void *mp_os_reserve(size_t size, size_t align)
     if (tail)
         munmap(start + size, tail);
     return start;
+}
+
+/* The address space this process may still map under RLIMIT_AS (`ulimit -v`): the limit
+ * less the current size from /proc/self/statm; UINT64_MAX without a limit. */
+uint64_t mp_os_address_headroom(void)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    uint64_t used = 0;
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+            used = used * 10 + (uint64_t)(buf[i] - '0');
+        used *= mp_page_size();
+    }
+    return (uint64_t)r.rlim_cur > used ? (uint64_t)r.rlim_cur - used : 0;
 }
 
 int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift)

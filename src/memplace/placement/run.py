@@ -29,12 +29,14 @@ def check_stats_destination(stats: str) -> None:
 
 
 def run(argv: list[str], verbose: bool = False, policy: str | None = None,
-        stats: str | None = None) -> None:
+        stats: str | None = None, best_effort: bool = False) -> None:
     """Run `argv` under the runtime (placing per `policy` if given); never returns."""
     if not argv:
         raise UserError("run: no command given (usage: memplace run [OPTIONS] -- CMD [ARGS...])")
     target = describe_program(argv[0])
     runtime = runtime_path()
+    if best_effort and policy is None:
+        raise UserError("--best-effort needs --policy (without one nothing is placed)")
     if stats is not None:
         if policy is None:
             raise UserError("--stats needs --policy (transparent mode keeps no statistics)")
@@ -68,6 +70,10 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             if prepared.node_scoped:
                 from memplace.placement import node_share
                 extra["MEMPLACE_SHARED"] = node_share.counters_path(prepared.policy_file)
+            if not best_effort:
+                # The runtime in the process whose parent this is stops it (status 2, one
+                # line) when placement cannot start; its children run transparent.
+                extra["MEMPLACE_REQUIRE"] = str(os.getpid())
         env = child_environment(runtime, extra)
         try:
             proc = subprocess.Popen(argv, env=env)

@@ -12,6 +12,7 @@ the n-th later image of the same pid, after an exec):
     inherited rule <idx> <hits> <bytes>          # the parent's counts the child started with
     aside <pid> <reason> <path>[TAB<script interpreter>]   # any number, as they happen
     device <idx> <allocations> <bytes> <live> <peak> <full> <bind> <backing> <alignment> <name>
+    reserve <idx> <bytes> <grown>      (address space the device holds; extents it grew into)
     rule <idx> <hits> <bytes> <name>
     ended exit|_exit|quick_exit [<status>] | ended exec <path>
     end
@@ -20,6 +21,8 @@ _exit, exec): a file without `end` is a process that ended without running any o
 killed by a signal as far as the runtime can tell. A source line with several address
 ranges is several compiled rules with one name: they are summed here under that name.
 `aside` names a program the runtime stepped aside for (launch/program.py's reasons).
+A process whose placement could not start writes the header and `unplaced <ran> <why>`
+(ran 1: it ran without placement; 0: memplace run stopped it before its main), then `end`.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def parse_process(text: str, origin: str) -> dict:
                         f"version {FORMAT_VERSION} (the runtime and memplace come from different installs)")
     complete = lines[-1] == "end"
     proc = {"pid": None, "parent": None, "began": None, "exe": None, "ended": None, "status": None,
-            "exec": None, "complete": complete, "devices": [], "rules": {}, "stepped_aside": []}
+            "exec": None, "complete": complete, "placing": True, "devices": [], "rules": {},
+            "stepped_aside": []}
     inherited_devices: dict[int, list[int]] = {}
     inherited_rules: dict[int, list[int]] = {}
     try:
@@ -78,6 +82,9 @@ def parse_process(text: str, origin: str) -> dict:
                 path, _, interp = where.partition("\t")
                 proc["stepped_aside"].append({"pid": int(pid), "path": path, "interpreter": interp or None,
                                               "reason": aside_reason(reason)})
+            elif kind == "unplaced":
+                ran, _, why = rest.partition(" ")
+                proc.update(placing=False, ran=ran == "1", reason=why)
             elif not complete:
                 continue  # counts cut short: not trusted
             elif kind == "device":
@@ -93,6 +100,10 @@ def parse_process(text: str, origin: str) -> dict:
                     "live_at_exit": nums[3], "peak": nums[4],
                     "fallbacks": dict(zip(FALLBACK_REASONS, nums[5:9])),
                 })
+            elif kind == "reserve":
+                idx, nbytes, grown = (int(x) for x in rest.split(" ", 2))
+                if 0 <= idx < len(proc["devices"]):
+                    proc["devices"][idx].update(reserved=nbytes, grown=grown)
             elif kind == "rule":
                 idx, hits, nbytes, *name = rest.split(" ", 3)
                 label = name[0] if name and name[0] else f"rule {idx}"
