@@ -34,6 +34,11 @@ MP_HIDDEN int mp_open_for_append(const char *path); /* O_CREAT, O_APPEND, O_CLOE
 MP_HIDDEN void mp_page_size_init(void);             /* once, at start-up */
 MP_HIDDEN size_t mp_page_size(void);
 
+// "util/x86_decode.c" -- the memory operand of an x86_64 instruction (signal-safe)
+/* Decode the instruction at c (avail readable bytes); returns its length, 0 if not
+ * decoded (invalid, truncated, or a map we do not know). */
+MP_HIDDEN int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out);
+
 // "util/writer.c" -- a buffered text writer for the exit files (stats, profiles): no
 // malloc, no stdio, no lock, so it also runs in a fatal signal's handler
 MP_HIDDEN void mp_put(struct mp_writer *w, const char *s);

@@ -270,4 +270,24 @@ struct mp_device_heap {
 
 struct mp_writer { char buf[16384]; size_t n; int fd; };
 
+/* ---- one instruction's memory operand (util/x86_decode.c) ---- */
+
+enum { MP_ACCESS_NONE = 0, MP_ACCESS_READ = 1, MP_ACCESS_WRITE = 2 };
+enum { MP_REG_RIP = 16, MP_REG_NONE = 255 };
+
+/* address = base + index * scale + disp (base MP_REG_RIP: the next instruction's address);
+ * registers numbered as in the encoding (0 rax .. 15 r15). */
+struct mp_x86_access {
+    unsigned char length;  /* bytes of the instruction; 0: not decoded */
+    unsigned char memory;  /* it has an explicit memory operand */
+    unsigned char access;  /* MP_ACCESS_* bits */
+    unsigned char size;    /* bytes accessed (255: 255 or more) */
+    unsigned char base, index, scale;
+    unsigned char segment; /* 1 fs, 2 gs: a thread-local address */
+    unsigned char string;  /* the opcode of movs/cmps/stos/lods/scas: rsi and rdi */
+    unsigned char addr32;  /* 67 prefix: 32-bit address */
+    unsigned char vsib;    /* gather/scatter: the index is a vector register */
+    int64_t disp;
+};
+
 #endif

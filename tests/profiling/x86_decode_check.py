@@ -1,0 +1,139 @@
+"""Compare the runtime's x86_64 memory-operand decoder (runtime/util/x86_decode.c) with
+capstone over every instruction of a binary's executable sections. Used by
+tests/profiling/test_x86_decode.py; `python tests/profiling/x86_decode_check.py ELF...`
+prints the disagreements."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Access(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_ubyte) for n in ("length", "memory", "access", "size", "base", "index",
+                                               "scale", "segment", "string", "addr32", "vsib")] + [
+        ("disp", ctypes.c_int64)]
+
+
+def build_decoder(out_dir: Path) -> ctypes.CDLL:
+    lib, wrapper = out_dir / "libx86decode.so", out_dir / "wrapper.c"
+    wrapper.write_text(f'#include "{ROOT / "runtime/util/x86_decode.c"}"\n'
+                       "__attribute__((visibility(\"default\"))) int decode(const unsigned char *c, "
+                       "int n, struct mp_x86_access *o) { return mp_x86_decode(c, n, o); }\n")
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-I", str(ROOT / "runtime/include"),
+                    "-o", str(lib), str(wrapper)], check=True)
+    dll = ctypes.CDLL(str(lib))
+    dll.decode.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(Access)]
+    dll.decode.restype = ctypes.c_int
+    return dll
+
+
+def code_sections(path: str):
+    from elftools.elf.elffile import ELFFile
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for s in elf.iter_sections():
+            if s["sh_flags"] & 0x4 and s["sh_type"] == "SHT_PROGBITS" and s.data_size:
+                yield s.name, s["sh_addr"], s.data()
+
+
+# capstone register ids -> encoding numbers (0 rax .. 15 r15), 16 rip
+def _reg_table():
+    from capstone import x86_const as x
+    names = ["RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI"] + [f"R{i}" for i in range(8, 16)]
+    t = {getattr(x, "X86_REG_" + n): i for i, n in enumerate(names)}
+    e = ["EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI"] + [f"R{i}D" for i in range(8, 16)]
+    t.update({getattr(x, "X86_REG_" + n): i for i, n in enumerate(e)})
+    t[x.X86_REG_RIP] = 16
+    t[x.X86_REG_EIP] = 16
+    return t
+
+
+def compare(dll, path: str, limit: int | None = None) -> dict:
+    """Counts over every instruction capstone decodes: length agreement, memory-operand
+    address agreement (base, index, scale, displacement) and read/write agreement."""
+    import capstone
+    from capstone import x86_const as x
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    md.skipdata = True
+    regs = _reg_table()
+    c = Counter()
+    bad: list[str] = []
+    out = Access()
+    for name, addr, data in code_sections(path):
+        for ins in md.disasm(data, addr):
+            if ins.id == 0:  # skipdata
+                continue
+            off = ins.address - addr
+            chunk = data[off:off + 15]
+            n = dll.decode(chunk, len(chunk), ctypes.byref(out))
+            c["instructions"] += 1
+            if n == 0:
+                c["not_decoded"] += 1
+                continue
+            if n != ins.size:
+                c["length_wrong"] += 1
+                bad.append(f"length {n} != {ins.size}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+                continue
+            mems = [o for o in ins.operands if o.type == x.X86_OP_MEM]
+            if ins.mnemonic == "lea" or ins.mnemonic.startswith("nop") or ins.mnemonic.startswith("prefetch"):
+                mems = []
+            if out.string:
+                c["string"] += 1
+                continue
+            if not mems:
+                if out.memory and out.access:
+                    c["memory_extra"] += 1
+                    bad.append(f"extra operand: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+                continue
+            m = mems[0]
+            c["memory"] += 1
+            if not out.memory:
+                c["memory_missed"] += 1
+                bad.append(f"missed operand: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+                continue
+            base = regs.get(m.mem.base, 255) if m.mem.base else 255
+            index = regs.get(m.mem.index, 255) if m.mem.index else 255
+            vsib = m.mem.index and m.mem.index not in regs
+            ok = (base == out.base and m.mem.disp == out.disp and
+                  (vsib and out.vsib or (index == out.index and (index == 255 or m.mem.scale == out.scale))))
+            if not ok:
+                c["address_wrong"] += 1
+                bad.append(f"address b{out.base} i{out.index}*{out.scale}+{out.disp}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+                continue
+            c["address_right"] += 1
+            want = (1 if m.access & capstone.CS_AC_READ else 0) | (2 if m.access & capstone.CS_AC_WRITE else 0)
+            if want == out.access:
+                c["access_right"] += 1
+            else:
+                c["access_wrong"] += 1
+                bad.append(f"access {out.access} != {want}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+            if m.size == out.size:
+                c["size_right"] += 1
+            else:
+                c["size_wrong"] += 1
+                bad.append(f"size {out.size} != {m.size}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+            if limit and c["instructions"] >= limit:
+                break
+    return {"counts": dict(c), "bad": bad}
+
+
+if __name__ == "__main__":
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        dll = build_decoder(Path(d))
+        for p in sys.argv[1:]:
+            r = compare(dll, p)
+            print(p, r["counts"])
+            kinds = Counter(b.split(":")[0].split(" ")[0] + " " + b.split(": ")[1].split(" ")[-1 if False else 1] if ": " in b else b for b in r["bad"])
+            for b in r["bad"][:0]:
+                print(" ", b)
+            mn = Counter((b.split(" ")[0], b.split(": ", 1)[1].split(" ")[1]) for b in r["bad"])
+            for k, v in mn.most_common(40):
+                print("  ", v, k)
