@@ -48,6 +48,21 @@ MP_HIDDEN void mp_flush(struct mp_writer *w);
 
 /* ======== modules, next allocator, policy reader, OS memory ======== */
 
+// "os/sampler.c" -- CPU-time sampling of the running threads' data accesses
+/* Sample `rate` times per CPU-second of the process; each sample's data access goes to
+ * `hook`. 0 when started, else -1 and mp_sampler_state says why. */
+MP_HIDDEN int mp_sampler_start(int rate, mp_sampler_hook hook);
+/* Stop before the profile is written (the handler stays installed, ignoring). */
+MP_HIDDEN void mp_sampler_finish(void);
+/* The program is installing a handler for `sig`: if it is ours, stop sampling for good.
+ * Returns 1 when `sig` was the sampling signal (its previous disposition was ours). */
+MP_HIDDEN int mp_sampler_yield(int sig);
+/* The sampling signal while our handler is installed, else 0. */
+MP_HIDDEN int mp_sampler_signal(void);
+/* MP_SAMPLER_*; why it is not on; the signal; the rate asked for. */
+MP_HIDDEN int mp_sampler_state(const char **why, int *sig, int *rate);
+MP_HIDDEN const struct mp_sampler_counts *mp_sampler_counts(void);
+
 // "os/internal_alloc.c" -- zeroed memory for the runtime's own tables; never from
 // malloc, never freed
 MP_HIDDEN void *mp_internal_alloc(size_t size);
@@ -107,6 +122,9 @@ MP_HIDDEN const struct mp_unwind_table *mp_unwind_load(const char *build_id);
 /* The rule for module-relative address `rel`; NULL outside the table. */
 MP_HIDDEN const struct mp_unwind_rule *mp_unwind_find(const struct mp_unwind_table *t,
                                                       uintptr_t rel);
+/* The start of the row holding `rel`: an instruction boundary at or below it (rows start
+ * where functions start and where their frame changes); UINTPTR_MAX outside the table. */
+MP_HIDDEN uintptr_t mp_unwind_row_start(const struct mp_unwind_table *t, uintptr_t rel);
 enum { MP_STEP_OK = 0, MP_STEP_END = 1, MP_STEP_UNKNOWN = 2 };
 /* Replace `r` by the caller's registers, reading only inside [stack_lo, stack_hi); the
  * words read are added to `trace` (if not NULL). */

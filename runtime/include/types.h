@@ -287,7 +287,28 @@ struct mp_x86_access {
     unsigned char string;  /* the opcode of movs/cmps/stos/lods/scas: rsi and rdi */
     unsigned char addr32;  /* 67 prefix: 32-bit address */
     unsigned char vsib;    /* gather/scatter: the index is a vector register */
+    uint16_t clobbers;     /* general registers it writes (bit n: register n) */
     int64_t disp;
+};
+
+/* ---- access sampling (os/sampler.c) ---- */
+
+enum { MP_SAMPLER_OFF = 0, MP_SAMPLER_ON = 1, MP_SAMPLER_FAILED = 2, MP_SAMPLER_STOPPED = 3,
+       MP_SAMPLER_FINISHED = 4 };
+
+/* Called in the signal handler for each access a sample found: no lock, no allocation. */
+typedef void (*mp_sampler_hook)(uintptr_t address, int access, unsigned size, uint32_t weight);
+
+/* What the samples were (each counted once; weights in expirations). */
+struct mp_sampler_counts {
+    uint64_t samples;      /* signals handled */
+    uint64_t expirations;  /* timer expirations they stand for (1 + overrun each) */
+    uint64_t in_kernel;    /* the thread was in a system call: kernel time */
+    uint64_t not_decoded;  /* the instruction before the IP not found (no unwind table) or not known */
+    uint64_t no_memory;    /* an instruction without a data access */
+    uint64_t memory;       /* an explicit data access, handed to the hook */
+    uint64_t not_heap;     /* of which the stack, thread-local data, gathers */
+    uint64_t clobbered;    /* of which the address registers were overwritten by it */
 };
 
 #endif

@@ -15,6 +15,8 @@ struct state {
     int opsize16, addr32, rex_w, rex_r, rex_x, rex_b, rep; /* rep: 0, 0xF2 or 0xF3 */
     int vex, evex, vl, evex_b, map;                        /* vl: vector bytes (16/32/64) */
     int pfx;                                               /* SIMD prefix: 0, 0x66, 0xF3, 0xF2 */
+    int vvvv;                                              /* VEX/EVEX extra register */
+    int rex;                                               /* a REX prefix: no AH..BH */
 };
 
 static int vsize(const struct state *s) { return s->rex_w ? 8 : s->opsize16 ? 2 : 4; }
@@ -271,6 +273,43 @@ static int vector(const struct state *s, int op, int reg, int *acc, int *size, i
     return 1;
 }
 
+/* General registers a memory-operand instruction writes (bit n: register n), so that an
+ * address computed from registers after it ran is known to be wrong. */
+static uint16_t clobbers(const struct state *s, int map, int op, int r, int reg)
+{
+    uint16_t dst = (uint16_t)(1u << r), ax = 1, dx = 4;
+    if (map == 3 && (op == 0x61 || op == 0x63)) return 2; /* pcmp[ei]stri: rcx */
+    if (s->vex) {
+        if (map == 2 && (op == 0xF2 || op == 0xF5 || op == 0xF7)) return dst;
+        if (map == 2 && op == 0xF3) return (uint16_t)(1u << s->vvvv);
+        if (map == 2 && op == 0xF6) return (uint16_t)(dst | (1u << s->vvvv));
+        if (map == 1 && (op == 0x2C || op == 0x2D)) return dst;
+        if (map == 3 && op == 0xF0) return dst;
+        return 0;
+    }
+    if (map == 0) {
+        if (!s->rex && r >= 4 && (op == 0x8A || op == 0x86 || (op < 0x40 && (op & 7) == 2)))
+            dst = (uint16_t)(1u << (r - 4)); /* ah, ch, dh, bh */
+        if (op < 0x40 && (op & 6) == 2 && (op & 0x38) != 0x38) return dst;
+        if (op == 0x63 || op == 0x69 || op == 0x6B || op == 0x86 || op == 0x87 || op == 0x8A || op == 0x8B)
+            return dst;
+        if ((op == 0xF6 || op == 0xF7) && reg >= 4) return (uint16_t)(ax | dx);
+        return 0;
+    }
+    if (map == 1) {
+        if ((op >= 0x40 && op <= 0x4F) || op == 0x02 || op == 0x03 || op == 0xAF || op == 0xB6 ||
+            op == 0xB7 || op == 0xBE || op == 0xBF || op == 0xB8 || op == 0xBC || op == 0xBD ||
+            op == 0xC0 || op == 0xC1 || op == 0xB2 || op == 0xB4 || op == 0xB5 ||
+            ((op == 0x2C || op == 0x2D) && (s->pfx == 0xF3 || s->pfx == 0xF2)))
+            return dst;
+        if (op == 0xB0 || op == 0xB1) return ax;
+        if (op == 0xC7 && reg == 1) return (uint16_t)(ax | dx);
+        return 0;
+    }
+    if (map == 2 && ((op == 0xF0) || (op == 0xF1 && s->rep == 0xF2) || op == 0xF6)) return dst;
+    return 0;
+}
+
 int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
 {
     struct state s;
@@ -293,6 +332,7 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
     }
     s.pfx = s.rep ? s.rep : s.opsize16 ? 0x66 : 0;
     if ((c[i] & 0xF0) == 0x40) { /* REX: the last prefix */
+        s.rex = 1;
         s.rex_w = (c[i] >> 3) & 1, s.rex_r = (c[i] >> 2) & 1, s.rex_x = (c[i] >> 1) & 1, s.rex_b = c[i] & 1;
         i++;
         NEED(1);
@@ -306,9 +346,11 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
         int pp;
         if (op == 0xC5) {
             s.rex_r = !(v[0] & 0x80), map = 1, s.vl = (v[0] & 4) ? 32 : 16, pp = v[0] & 3;
+            s.vvvv = (~v[0] >> 3) & 15;
         } else if (op == 0xC4) {
             s.rex_r = !(v[0] & 0x80), s.rex_x = !(v[0] & 0x40), s.rex_b = !(v[0] & 0x20);
             map = v[0] & 0x1F, s.rex_w = v[1] >> 7, s.vl = (v[1] & 4) ? 32 : 16, pp = v[1] & 3;
+            s.vvvv = (~v[1] >> 3) & 15;
         } else {
             s.rex_r = !(v[0] & 0x80), s.rex_x = !(v[0] & 0x40), s.rex_b = !(v[0] & 0x20);
             map = v[0] & 7, s.rex_w = v[1] >> 7, pp = v[1] & 3;
@@ -454,6 +496,7 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
     }
     i += dispsize + imm;
     out->length = (unsigned char)i;
+    out->clobbers = clobbers(&s, map, op, reg | (s.rex_r << 3), reg);
     out->access = (unsigned char)acc;
     out->size = (unsigned char)(size > 255 ? 255 : size);
     out->base = (unsigned char)(base < 0 ? MP_REG_NONE : base);

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Access(ctypes.Structure):
     _fields_ = [(n, ctypes.c_ubyte) for n in ("length", "memory", "access", "size", "base", "index",
                                                "scale", "segment", "string", "addr32", "vsib")] + [
-        ("disp", ctypes.c_int64)]
+        ("clobbers", ctypes.c_uint16), ("disp", ctypes.c_int64)]
 
 
 def build_decoder(out_dir: Path) -> ctypes.CDLL:
@@ -52,6 +52,32 @@ def _reg_table():
     t[x.X86_REG_RIP] = 16
     t[x.X86_REG_EIP] = 16
     return t
+
+
+_GPR = {}
+for _i, _names in enumerate([("rax", "eax", "ax", "al", "ah"), ("rcx", "ecx", "cx", "cl", "ch"),
+                             ("rdx", "edx", "dx", "dl", "dh"), ("rbx", "ebx", "bx", "bl", "bh"),
+                             ("rsp", "esp", "sp", "spl"), ("rbp", "ebp", "bp", "bpl"),
+                             ("rsi", "esi", "si", "sil"), ("rdi", "edi", "di", "dil")]):
+    for _n in _names:
+        _GPR[_n] = _i
+for _i in range(8, 16):
+    for _s in ("", "d", "w", "b"):
+        _GPR[f"r{_i}{_s}"] = _i
+
+
+def gpr_writes(md, ins) -> int:
+    """capstone's general registers written by ins, as a bit mask (rsp left out: push/pop)."""
+    try:
+        _, written = ins.regs_access()
+    except Exception:
+        return 0
+    mask = 0
+    for r in written:
+        n = _GPR.get(md.reg_name(r))
+        if n is not None and n != 4:
+            mask |= 1 << n
+    return mask
 
 
 def compare(dll, path: str, limit: int | None = None) -> dict:
@@ -108,6 +134,10 @@ def compare(dll, path: str, limit: int | None = None) -> dict:
                 bad.append(f"address b{out.base} i{out.index}*{out.scale}+{out.disp}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
                 continue
             c["address_right"] += 1
+            theirs = gpr_writes(md, ins)
+            if theirs & ~out.clobbers:
+                c["clobbers_missed"] += 1
+                bad.append(f"clobbers {out.clobbers:#x} miss {theirs:#x}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
             want = (1 if m.access & capstone.CS_AC_READ else 0) | (2 if m.access & capstone.CS_AC_WRITE else 0)
             if want == out.access:
                 c["access_right"] += 1

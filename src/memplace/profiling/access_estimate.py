@@ -1,0 +1,110 @@
+"""From the runtime's access samples to estimated bytes read and written per site.
+
+The runtime (runtime/os/sampler.c) samples the running threads on a timer of the process's
+CPU time, `rate` expirations per CPU-second. A sample that lands on an instruction reading
+or writing a live block of site S counts for S with its operand size b and its weight w
+(1 + the expirations the kernel coalesced into it). Each expiration stands for
+1/rate CPU-seconds; the estimator assumes that the instructions executed during that
+time access memory like the sampled one, at a nominal NOMINAL_ACCESSES_PER_NS accesses per
+nanosecond of CPU time:
+
+    reads(S)  = sum over S's read samples of  w x b x (1e9 / rate) x NOMINAL_ACCESSES_PER_NS
+    writes(S) = the same over its write samples
+
+in bytes, as DHAT counts them. What sampling measures is the *share of CPU time* spent on
+instructions touching each site, which weighs an access by what it costs (a cache miss
+holds the sample longer than a hit): the ratios between sites are measured, the absolute
+scale rests on the nominal rate (the advisor's choice does not depend on it when every
+site is measured: its objective scales as a whole). Confidence: the number of samples n
+behind a figure is Poisson; the 95% interval on n (Wilson-Hilferty approximation of the
+exact Garwood interval) scales to bytes by the figure's bytes per sample. A figure with
+fewer than FEW_SAMPLES samples is flagged as too uncertain to act on.
+
+    >>> round(poisson_interval(0)[1], 2), [round(x, 1) for x in poisson_interval(100)]
+    (3.69, [81.4, 121.6])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+DEFAULT_RATE = 1000            # samples per CPU-second asked of the timer (the tick caps it)
+NOMINAL_ACCESSES_PER_NS = 1.0  # the estimator's scale (see above)
+FEW_SAMPLES = 10               # fewer samples than this: the figure is too uncertain
+_Z = 1.959963984540054         # 95%
+
+
+def poisson_interval(n: int) -> tuple[float, float]:
+    """95% interval of a Poisson mean given n observed events."""
+    if n <= 0:
+        return 0.0, -math.log(0.025)
+    lo = n * (1 - 1 / (9 * n) - _Z / (3 * math.sqrt(n))) ** 3
+    m = n + 1
+    hi = m * (1 - 1 / (9 * m) + _Z / (3 * math.sqrt(m))) ** 3
+    return max(lo, 0.0), hi
+
+
+def sampling_summary(raw: dict | None, why: str | None) -> dict[str, Any]:
+    """The profile's meta["access_sampling"]: state, why not, and what the samples were."""
+    if raw is None:  # a runtime from before access sampling
+        return {"state": "absent", "why": "this runtime does not sample accesses"}
+    out: dict[str, Any] = {"state": raw["state"]}
+    if why:
+        out["why"] = why
+    for k, v in raw.items():
+        if k != "state":
+            out[k] = v
+    cpu = raw.get("cpu_ns", 0) / 1e9
+    out["cpu_seconds"] = cpu
+    out["samples_per_cpu_second"] = round(raw.get("samples", 0) / cpu, 1) if cpu > 0 else 0.0
+    out["estimator"] = {"accesses_per_ns": NOMINAL_ACCESSES_PER_NS,
+                        "ns_per_expiration": 1e9 / raw["rate"] if raw.get("rate") else None,
+                        "few_samples": FEW_SAMPLES, "interval": "95% Poisson on the sample count"}
+    return out
+
+
+def add_raw(a: dict, b: dict) -> dict:
+    """Two raw site records of the same site (a module loaded twice): accesses summed."""
+    out = dict(a)
+    if a.get("access") and b.get("access"):
+        out["access"] = [x + y for x, y in zip(a["access"], b["access"])]
+        for k in ("read_bytes", "read_samples", "write_bytes", "write_samples"):
+            out[k] = [x + y for x, y in zip(a[k], b[k])]
+    return out
+
+
+def apply(site, raw: dict, sampling: dict, windows: int) -> None:
+    """Set site.reads/writes (estimates) and site.sampled from a raw runtime record; leave
+    them None when sampling did not run to the end (the profile's meta says why)."""
+    access = raw.get("access")
+    rate = sampling.get("rate") or 0
+    if sampling.get("state") != "on" or not access or rate <= 0:
+        return
+    per_byte = 1e9 / rate * NOMINAL_ACCESSES_PER_NS  # estimated accesses per sampled byte-weight
+    n_r, n_w, _w_r, _w_w, b_r, b_w = access
+    reads, writes = round(b_r * per_byte), round(b_w * per_byte)
+    site.reads, site.writes = reads, writes
+
+    def interval(n: int, est: int, fallback_bytes: float) -> list[int]:
+        lo, hi = poisson_interval(n)
+        per_sample = est / n if n else fallback_bytes
+        return [round(lo * per_sample), round(hi * per_sample)]
+
+    # with no sample, the upper bound is for one sample of 8 bytes at the mean weight
+    mean_weight = sampling.get("expirations", 0) / max(sampling.get("samples", 0), 1)
+    empty = 8 * mean_weight * per_byte
+
+    def timeline(values: list[int], scale: float) -> list[int]:
+        v = [round(x * scale) for x in values]
+        return (v + [0] * windows)[:windows]
+
+    site.sampled = {
+        "read_samples": n_r, "write_samples": n_w,
+        "reads_ci95": interval(n_r, reads, empty), "writes_ci95": interval(n_w, writes, empty),
+        "few_samples": n_r + n_w < FEW_SAMPLES,
+        "reads_timeline": timeline(raw["read_bytes"], per_byte),
+        "writes_timeline": timeline(raw["write_bytes"], per_byte),
+        "read_samples_timeline": timeline(raw["read_samples"], 1),
+        "write_samples_timeline": timeline(raw["write_samples"], 1),
+    }
