@@ -62,6 +62,10 @@ MP_HIDDEN int mp_sampler_signal(void);
 /* MP_SAMPLER_*; why it is not on; the signal; the rate asked for. */
 MP_HIDDEN int mp_sampler_state(const char **why, int *sig, int *rate);
 MP_HIDDEN const struct mp_sampler_counts *mp_sampler_counts(void);
+/* libc's sigaction itself, for the runtime's own handlers (the exported one in
+ * entry/signals.c is the program's). */
+struct sigaction;
+MP_HIDDEN int mp_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
 // "os/internal_alloc.c" -- zeroed memory for the runtime's own tables; never from
 // malloc, never freed

@@ -583,7 +583,10 @@ static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTERM, S
 static void on_fatal(int sig)
 {
     mp_profile_write();
-    signal(sig, SIG_DFL);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    mp_sigaction(sig, &dfl, NULL);
     raise(sig);
 }
 
@@ -591,14 +594,14 @@ static void catch_fatal_signals(void)
 {
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
         struct sigaction old;
-        if (sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+        if (mp_sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
             !(old.sa_flags & SA_SIGINFO)) {
             struct sigaction sa;
             memset(&sa, 0, sizeof sa);
             sa.sa_handler = on_fatal;
             sa.sa_flags = SA_RESETHAND | SA_NODEFER;
             sigemptyset(&sa.sa_mask);
-            sigaction(fatal[i], &sa, NULL); /* only where the program kept the default */
+            mp_sigaction(fatal[i], &sa, NULL); /* only where the program kept the default */
         }
     }
 }

@@ -345,3 +345,8 @@ int mp_sampler_state(const char **why, int *sig, int *samples_per_cpu_second)
 }
 
 const struct mp_sampler_counts *mp_sampler_counts(void) { return &counts; }
+
+int mp_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    return __sigaction(sig, act, old);
+}
