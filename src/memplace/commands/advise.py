@@ -50,6 +50,8 @@ def print_table(advice: adv.Advice, top: int) -> None:
     how = "optimal" if advice.optimal else (f"within {100 * gap:.3g}% of optimal" if gap is not None else "heuristic")
     console.print(f"Modelled cost {format_ns(advice.cost)} vs {format_ns(advice.default_cost)} all on "
                   f"{advice.default} ({pct:.1f}% less); {advice.method}, {how}, {advice.seconds:.2f} s.")
+    for note in advice.notes:
+        console.print(f"Note: {note}")
 
 
 @click.command("advise")

@@ -108,3 +108,20 @@ def apply(site, raw: dict, sampling: dict, windows: int) -> None:
         "read_samples_timeline": timeline(raw["read_samples"], 1),
         "write_samples_timeline": timeline(raw["write_samples"], 1),
     }
+
+
+def sampled_access_notes(sites) -> list[str]:
+    """What the advice rests on when the runtime engine estimated the accesses from
+    samples: how many, and which sites have too few samples to act on."""
+    sampled = [s for s in sites if s.sampled is not None]
+    if not sampled:
+        return []
+    n = sum(s.sampled.get("read_samples", 0) + s.sampled.get("write_samples", 0) for s in sampled)
+    notes = [f"reads/writes of {len(sampled)} site(s) are estimates from {n} CPU-time samples "
+             "(runtime engine; 95% intervals in the profile)"]
+    few = [s for s in sampled if s.sampled.get("few_samples") and (s.accesses or 0) > 0]
+    if few:
+        names = ", ".join(s.label for s in few[:5]) + (f" and {len(few) - 5} more" if len(few) > 5 else "")
+        notes.append(f"{len(few)} site(s) have accesses from fewer than {FEW_SAMPLES} samples, too uncertain to act "
+                     f"on: {names} (profile longer or with a higher --rate)")
+    return notes
