@@ -110,6 +110,21 @@ def apply(site, raw: dict, sampling: dict, windows: int) -> None:
     }
 
 
+def merge_sampled(a: dict | None, b: dict) -> dict:
+    """The sample figures of one site in two processes: counts and intervals added
+    (intervals add conservatively), timelines dropped (their clocks differ)."""
+    if a is None:
+        return {k: v for k, v in b.items() if not k.endswith("timeline")}
+    out = dict(a)
+    for k in ("read_samples", "write_samples"):
+        out[k] = a.get(k, 0) + b.get(k, 0)
+    for k in ("reads_ci95", "writes_ci95"):
+        if k in a and k in b:
+            out[k] = [a[k][0] + b[k][0], a[k][1] + b[k][1]]
+    out["few_samples"] = out["read_samples"] + out["write_samples"] < FEW_SAMPLES
+    return out
+
+
 def sampled_access_notes(sites) -> list[str]:
     """What the advice rests on when the runtime engine estimated the accesses from
     samples: how many, and which sites have too few samples to act on."""
