@@ -47,7 +47,7 @@ static double churn(double scale)
         size_t size = (x >> 20) % 4 == 0 ? 1024 + (x >> 32) % (63 * 1024) : 16 + (x >> 32) % 496;
         char *p = malloc(size);
         memset(p, (int)k, size < 256 ? size : 256);
-        sum += p[size / 2];
+        sum += p[(size < 256 ? size : 256) / 2];
         slot[i] = p;
     }
     for (int i = 0; i < SLOTS; i++) free(slot[i]);

@@ -47,8 +47,9 @@ struct site {
     uint64_t hist[BUCKETS];
     uint32_t epoch, last_window; /* timeline width = base << epoch */
     uint64_t timeline[TIMELINE];
-    /* sampled accesses, [0] reads [1] writes: samples, their weights, weight x bytes */
-    uint64_t samples[2], weights[2], sampled_bytes[2];
+    /* sampled accesses, [0] reads [1] writes: samples, their weights, weight x bytes
+     * (weights in 1/MP_SAMPLE_UNIT of a timer expiration) */
+    uint64_t samples[2], weights[2], sampled_bytes[2], last_sample[2];
     int access_lock;              /* taken with a try-lock: by signal handlers only */
     uint32_t access_epoch;
     uint64_t access_bytes[2][TIMELINE];
@@ -294,7 +295,7 @@ static void advance_access(struct site *s, uint32_t e)
 }
 
 /* The sampler's hook, in a signal handler: no lock waited for, no allocation. */
-static void on_access(uintptr_t address, int access, unsigned size, uint32_t weight)
+static void on_access(uintptr_t address, int access, unsigned size, uint32_t weight, uint64_t sample)
 {
     uint32_t id = site_at(address);
     if (id == UINT32_MAX) {
@@ -307,10 +308,14 @@ static void on_access(uintptr_t address, int access, unsigned size, uint32_t wei
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
     uint64_t wide = (t - t0) / (window_base << e);
     uint32_t w = wide < TIMELINE ? (uint32_t)wide : TIMELINE - 1;
+    int fresh[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         if (!(access & (k ? MP_ACCESS_WRITE : MP_ACCESS_READ)))
             continue;
-        __atomic_fetch_add(&s->samples[k], 1, __ATOMIC_RELAXED);
+        /* a sample counts once per site however many of its accesses it credits there */
+        fresh[k] = __atomic_exchange_n(&s->last_sample[k], sample, __ATOMIC_RELAXED) != sample;
+        if (fresh[k])
+            __atomic_fetch_add(&s->samples[k], 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&s->weights[k], weight, __ATOMIC_RELAXED);
         __atomic_fetch_add(&s->sampled_bytes[k], (uint64_t)weight * size, __ATOMIC_RELAXED);
     }
@@ -322,7 +327,7 @@ static void on_access(uintptr_t address, int access, unsigned size, uint32_t wei
     for (int k = 0; k < 2; k++)
         if (access & (k ? MP_ACCESS_WRITE : MP_ACCESS_READ)) {
             s->access_bytes[k][w] += (uint64_t)weight * size;
-            s->access_samples[k][w]++;
+            s->access_samples[k][w] += (uint32_t)fresh[k];
         }
     mp_unlock(&s->access_lock);
 }
@@ -455,7 +460,7 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
 /* ---- output: "<dir>/profile.<pid>.txt", written without locks or malloc ---- */
 
 /* "sampling STATE rate R signal S cpu_ns N samples N expirations N in_kernel N
- * not_decoded N no_memory N memory N not_heap N clobbered N outside N unplaced N timeline_missed N"
+ * not_decoded N no_memory N credited N memory N not_heap N clobbered N outside N unplaced N timeline_missed N"
  * and "sampling_why TEXT" when it is not "on" */
 static void put_sampling(struct mp_writer *o)
 {
@@ -475,6 +480,7 @@ static void put_sampling(struct mp_writer *o)
     mp_put(o, " in_kernel"), mp_put_u64(o, c->in_kernel);
     mp_put(o, " not_decoded"), mp_put_u64(o, c->not_decoded);
     mp_put(o, " no_memory"), mp_put_u64(o, c->no_memory);
+    mp_put(o, " credited"), mp_put_u64(o, c->credited);
     mp_put(o, " memory"), mp_put_u64(o, c->memory);
     mp_put(o, " not_heap"), mp_put_u64(o, c->not_heap);
     mp_put(o, " clobbered"), mp_put_u64(o, c->clobbered);

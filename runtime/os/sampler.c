@@ -27,11 +27,19 @@
 
 extern int __sigaction(int, const struct sigaction *, struct sigaction *); /* glibc's own, not ours */
 
-#define IP_CACHE 8192
-#define MAX_SCAN 65536 /* bytes decoded forward from a row start to find an instruction */
+#define IP_CACHE 4096
+#define MAX_SCAN 65536 /* bytes decoded forward from a row start to reach a sampled IP */
+#define MAX_BLOCK 64   /* instructions of straight-line code credited per sample */
+#define MAX_OPS 12     /* memory operands among them */
 
-/* A sampled IP's instruction and the one before it (length 0: not known). */
-struct ip_entry { uintptr_t ip, check; struct mp_x86_access at, before; };
+/* What a sample at `ip` credits: the memory operands of the straight-line code around
+ * it whose address the interrupted registers still give, and how many instructions that
+ * code has (n_instr 0: not known). */
+struct ip_entry {
+    uintptr_t ip, check;
+    uint16_t n_instr, n_ops, not_heap, clobbered;
+    struct mp_x86_access ops[MAX_OPS];
+};
 
 static struct ip_entry ip_cache[IP_CACHE];
 static mp_sampler_hook hook;
@@ -41,13 +49,14 @@ static const char *reason = "";
 static char reason_buf[96];
 static struct mp_sampler_counts counts;
 
-static uint64_t check_of(uintptr_t ip, const struct ip_entry *e)
+static uint64_t check_of(const struct ip_entry *e)
 {
-    uint64_t x = ip, w[(2 * sizeof(struct mp_x86_access)) / 8];
-    memcpy(w, &e->at, sizeof w);
-    for (size_t i = 0; i < sizeof w / 8; i++)
-        x = (x ^ w[i]) * 0x9e3779b97f4a7c15ull;
-    return x ^ (x >> 29);
+    const unsigned char *p = (const unsigned char *)&e->n_instr;
+    size_t n = (size_t)((const unsigned char *)&e->ops[e->n_ops < MAX_OPS ? e->n_ops : MAX_OPS] - p);
+    uint64_t x = e->ip ^ 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ p[i]) * 0x100000001b3ull;
+    return x;
 }
 
 static void decode_at(uintptr_t ip, struct mp_x86_access *a)
@@ -69,12 +78,47 @@ static void decode_at(uintptr_t ip, struct mp_x86_access *a)
     mp_x86_decode(code, 15, a);
 }
 
-/* The instruction that ends at ip. x86 cannot be decoded backwards, so decode forwards from
- * the start of ip's unwind-table row (a known instruction boundary: where a function or a
- * frame change starts) and keep the one that ends exactly at ip. */
-static void decode_before(uintptr_t ip, struct mp_x86_access *a)
+static uint16_t address_registers(const struct mp_x86_access *a)
 {
-    memset(a, 0, sizeof *a);
+    return (uint16_t)((a->base < 16 ? 1u << a->base : 0) | (a->index < 16 ? 1u << a->index : 0));
+}
+
+/* Take operand `a` into the entry if its address is a heap candidate and `written` (the
+ * registers changed between it and the IP) leaves its address registers intact. */
+static void credit(struct ip_entry *e, const struct mp_x86_access *a, uint16_t written)
+{
+    if (!a->memory || !a->access || a->string)
+        return;
+    if (a->segment || a->vsib || a->base == MP_REG_RIP || (a->base == 4 && a->index == MP_REG_NONE) ||
+        (a->base == MP_REG_NONE && a->index == MP_REG_NONE)) {
+        e->not_heap++; /* thread-local, gathers, globals, the stack, absolute addresses */
+        return;
+    }
+    if (address_registers(a) & written) {
+        e->clobbered++; /* p = p->next: the address is gone */
+        return;
+    }
+    if (e->n_ops < MAX_OPS)
+        e->ops[e->n_ops++] = *a;
+}
+
+/* The straight-line code around `ip`. A timer interrupt is taken once the instruction
+ * holding up retirement has retired, so `ip` is mostly just after the one that took the
+ * time; and the instructions around it ran as often as it did. x86 cannot be decoded
+ * backwards: decode forwards from the start of ip's unwind-table row (a function start or
+ * frame change: an instruction boundary) keeping the instructions since the last branch,
+ * then on from ip to the next branch. Branch targets seen in between cut the code before
+ * ip (another path enters there). Operands before ip count if no instruction from them to
+ * ip rewrote their address registers; after ip, if none before them did. */
+static void block_at(uintptr_t ip, struct ip_entry *e)
+{
+    struct mp_x86_access at;
+    decode_at(ip, &at);
+    if (at.length && at.string) { /* rep movs ... interrupted between two steps */
+        e->n_instr = 1;
+        e->ops[e->n_ops++] = at;
+        return;
+    }
     const struct mp_modules *mods = mp_modules(); /* taken at start-up: a load */
     const struct mp_module *m = mods ? mp_module_of(mods, ip - 1) : NULL;
     if (!m || !m->unwind)
@@ -82,36 +126,81 @@ static void decode_before(uintptr_t ip, struct mp_x86_access *a)
     uintptr_t start = mp_unwind_row_start(m->unwind, ip - 1 - m->base);
     if (start == UINTPTR_MAX || ip - (start + m->base) > MAX_SCAN)
         return;
-    for (uintptr_t pc = start + m->base; pc < ip;) {
+    start += m->base;
+    struct { uintptr_t pc; struct mp_x86_access a; } ring[MAX_BLOCK];
+    int head = 0, n = 0; /* the last n instructions since a branch, oldest at ring[head] */
+    uintptr_t entry = start; /* the latest branch target at or before ip seen so far */
+    uintptr_t pc = start;
+    while (pc < ip) {
         struct mp_x86_access x;
-        int n = mp_x86_decode((const unsigned char *)pc, ip - pc < 15 ? (int)(ip - pc) : 15, &x);
-        if (n == 0)
+        int len = mp_x86_decode((const unsigned char *)pc, ip - pc < 15 ? (int)(ip - pc) : 15, &x);
+        if (len == 0)
             return;
-        pc += (uintptr_t)n;
-        if (pc == ip)
-            *a = x;
+        int slot = (head + n) % MAX_BLOCK;
+        if (n == MAX_BLOCK)
+            head = (head + 1) % MAX_BLOCK, slot = (head + n - 1) % MAX_BLOCK;
+        else
+            n++;
+        ring[slot].pc = pc, ring[slot].a = x;
+        pc += (uintptr_t)len;
+        if (x.branch) {
+            n = 0, head = 0;
+            uintptr_t t = pc + (intptr_t)x.target;
+            if (x.branch != MP_BRANCH_END && t <= ip && t > entry)
+                entry = t;
+        }
     }
+    if (pc != ip)
+        return; /* ip is not where the decoding lands: not an instruction boundary we know */
+    /* after ip: to the next branch, within the module's code */
+    struct mp_x86_access after[MAX_BLOCK];
+    int k = 0;
+    while (k < MAX_BLOCK - n && pc < m->hi) {
+        int len = mp_x86_decode((const unsigned char *)pc, m->hi - pc < 15 ? (int)(m->hi - pc) : 15, &after[k]);
+        if (len == 0)
+            break;
+        pc += (uintptr_t)len;
+        if (after[k++].branch) {
+            uintptr_t t = pc + (intptr_t)after[k - 1].target;
+            if (after[k - 1].branch != MP_BRANCH_END && t <= ip && t > entry)
+                entry = t; /* the loop's back edge */
+            break;
+        }
+    }
+    int first = 0; /* drop what lies before an entry point */
+    while (first < n && ring[(head + first) % MAX_BLOCK].pc < entry)
+        first++;
+    uint16_t written = 0;
+    for (int i = n - 1; i >= first; i--) {
+        const struct mp_x86_access *a = &ring[(head + i) % MAX_BLOCK].a;
+        written |= a->clobbers;
+        credit(e, a, written);
+    }
+    written = 0;
+    for (int i = 0; i < k; i++) {
+        credit(e, &after[i], written);
+        written |= after[i].clobbers;
+    }
+    e->n_instr = (uint16_t)(n - first + k);
 }
 
-/* Both, decoded once per IP: entries are written without a lock by any thread's handler;
- * one torn by a concurrent writer fails its check and is decoded again. */
+/* Decoded once per IP: entries are written without a lock by any thread's handler; one
+ * torn by a concurrent writer fails its check and is decoded again. */
 static const struct ip_entry *decoded(uintptr_t ip, struct ip_entry *copy)
 {
-    struct ip_entry *e = &ip_cache[(ip ^ (ip >> 13)) & (IP_CACHE - 1)];
+    struct ip_entry *e = &ip_cache[(ip ^ (ip >> 12)) & (IP_CACHE - 1)];
     if (e->ip == ip) {
         *copy = *e;
-        if (copy->ip == ip && copy->check == check_of(ip, copy))
+        if (copy->ip == ip && copy->n_ops <= MAX_OPS && copy->check == check_of(copy))
             return copy;
     }
-    decode_at(ip, &copy->at);
-    decode_before(ip, &copy->before);
+    memset(copy, 0, sizeof *copy);
     copy->ip = ip;
-    copy->check = check_of(ip, copy);
+    block_at(ip, copy);
+    copy->check = check_of(copy);
     e->ip = 0;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    e->at = copy->at;
-    e->before = copy->before;
-    e->check = copy->check;
+    memcpy((char *)e + sizeof e->ip, (char *)copy + sizeof copy->ip, sizeof *e - sizeof e->ip);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     e->ip = ip;
     return copy;
@@ -141,53 +230,51 @@ static void on_sample(int sig, siginfo_t *si, void *ucv)
         errno = saved;
         return;
     }
-    /* The interrupt is taken once the instruction holding up retirement (a load waiting
-     * for memory) has retired, so the IP is mostly the one after it: the sample belongs to
-     * the instruction before the IP, with the registers as it left them. A string
-     * instruction at the IP is the exception: interrupted between two of its steps. */
     struct ip_entry copy;
     const struct ip_entry *e = decoded(ip, &copy);
-    struct mp_x86_access a = e->at.string && e->at.length ? e->at : e->before;
-    uintptr_t end = a.string ? ip + a.length : ip;
-    if (!a.length) {
+    if (!e->n_instr) {
         __atomic_fetch_add(&counts.not_decoded, 1, __ATOMIC_RELAXED);
-    } else if (a.string) {
-        uintptr_t si_ = (uintptr_t)g[REG_RSI], di = (uintptr_t)g[REG_RDI];
-        if (a.addr32)
-            si_ = (uint32_t)si_, di = (uint32_t)di;
-        int op = a.string & ~1;
-        __atomic_fetch_add(&counts.memory, 1, __ATOMIC_RELAXED);
-        if (op == 0xA4 || op == 0xA6 || op == 0xAC) /* movs, cmps, lods read [rsi] */
-            hook(si_, MP_ACCESS_READ, a.size, weight);
-        if (op == 0xA4 || op == 0xAA) /* movs, stos write [rdi] */
-            hook(di, MP_ACCESS_WRITE, a.size, weight);
-        if (op == 0xA6 || op == 0xAE) /* cmps, scas read [rdi] */
-            hook(di, MP_ACCESS_READ, a.size, weight);
-    } else if (!a.memory || !a.access) {
+        errno = saved;
+        return;
+    }
+    if (e->not_heap)
+        __atomic_fetch_add(&counts.not_heap, e->not_heap, __ATOMIC_RELAXED);
+    if (e->clobbered)
+        __atomic_fetch_add(&counts.clobbered, e->clobbered, __ATOMIC_RELAXED);
+    if (!e->n_ops) {
         __atomic_fetch_add(&counts.no_memory, 1, __ATOMIC_RELAXED);
-    } else if (a.segment || a.vsib) { /* thread-local data; gathers and scatters */
-        __atomic_fetch_add(&counts.memory, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&counts.not_heap, 1, __ATOMIC_RELAXED);
-    } else if ((a.base != MP_REG_NONE && a.base < 16 && (a.clobbers >> a.base) & 1) ||
-               (a.index != MP_REG_NONE && (a.clobbers >> a.index) & 1)) {
-        /* it overwrote a register of its own address (p = p->next): address lost */
-        __atomic_fetch_add(&counts.memory, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&counts.clobbered, 1, __ATOMIC_RELAXED);
-    } else if (a.base == 4 && a.index == MP_REG_NONE) { /* the stack */
-        __atomic_fetch_add(&counts.memory, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&counts.not_heap, 1, __ATOMIC_RELAXED);
-    } else {
-        uintptr_t addr = (uintptr_t)a.disp;
-        if (a.base == MP_REG_RIP)
-            addr += end;
-        else if (a.base != MP_REG_NONE)
-            addr += (uintptr_t)g[gregs_of[a.base]];
-        if (a.index != MP_REG_NONE)
-            addr += (uintptr_t)g[gregs_of[a.index]] * a.scale;
-        if (a.addr32)
+        errno = saved;
+        return;
+    }
+    __atomic_fetch_add(&counts.memory, e->n_ops, __ATOMIC_RELAXED);
+    /* each of the n instructions ran once per pass: a pass is 1/n of the sample */
+    uint32_t share = weight * MP_SAMPLE_UNIT / e->n_instr;
+    if (share == 0)
+        share = 1;
+    uint64_t sample = __atomic_add_fetch(&counts.credited, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < e->n_ops; i++) {
+        const struct mp_x86_access *a = &e->ops[i];
+        if (a->string) {
+            uintptr_t rs = (uintptr_t)g[REG_RSI], rd = (uintptr_t)g[REG_RDI];
+            if (a->addr32)
+                rs = (uint32_t)rs, rd = (uint32_t)rd;
+            int op = a->string & ~1;
+            if (op == 0xA4 || op == 0xA6 || op == 0xAC) /* movs, cmps, lods read [rsi] */
+                hook(rs, MP_ACCESS_READ, a->size, share, sample);
+            if (op == 0xA4 || op == 0xAA) /* movs, stos write [rdi] */
+                hook(rd, MP_ACCESS_WRITE, a->size, share, sample);
+            if (op == 0xA6 || op == 0xAE) /* cmps, scas read [rdi] */
+                hook(rd, MP_ACCESS_READ, a->size, share, sample);
+            continue;
+        }
+        uintptr_t addr = (uintptr_t)a->disp;
+        if (a->base != MP_REG_NONE)
+            addr += (uintptr_t)g[gregs_of[a->base]];
+        if (a->index != MP_REG_NONE)
+            addr += (uintptr_t)g[gregs_of[a->index]] * a->scale;
+        if (a->addr32)
             addr = (uint32_t)addr;
-        __atomic_fetch_add(&counts.memory, 1, __ATOMIC_RELAXED);
-        hook(addr, a.access, a.size, weight);
+        hook(addr, a->access, a->size, share, sample);
     }
     errno = saved;
 }

@@ -273,41 +273,120 @@ static int vector(const struct state *s, int op, int reg, int *acc, int *size, i
     return 1;
 }
 
-/* General registers a memory-operand instruction writes (bit n: register n), so that an
- * address computed from registers after it ran is known to be wrong. */
-static uint16_t clobbers(const struct state *s, int map, int op, int r, int reg)
+/* General registers a ModRM instruction writes (bit n: register n); `r`, `b`: its reg and
+ * r/m registers with their REX bits, `reg`: the 3-bit reg field (a group's operation). A
+ * register is never left out: an address computed from registers after the instruction
+ * ran is then known to be wrong rather than used. */
+static uint16_t writes_modrm(const struct state *s, int map, int op, int mod, int r, int b, int reg)
 {
-    uint16_t dst = (uint16_t)(1u << r), ax = 1, dx = 4;
-    if (map == 3 && (op == 0x61 || op == 0x63)) return 2; /* pcmp[ei]stri: rcx */
-    if (s->vex) {
-        if (map == 2 && (op == 0xF2 || op == 0xF5 || op == 0xF7)) return dst;
-        if (map == 2 && op == 0xF3) return (uint16_t)(1u << s->vvvv);
-        if (map == 2 && op == 0xF6) return (uint16_t)(dst | (1u << s->vvvv));
-        if (map == 1 && (op == 0x2C || op == 0x2D)) return dst;
-        if (map == 3 && op == 0xF0) return dst;
+    uint16_t R_ = (uint16_t)(1u << r), B = mod == 3 ? (uint16_t)(1u << b) : 0, ax = 1, cx = 2, dx = 4, sp = 16;
+    if (map == 0) {
+        int byte = (op < 0x40 && !(op & 1)) || op == 0x84 || op == 0x86 || op == 0x88 || op == 0x8A ||
+                   op == 0x80 || op == 0xC0 || op == 0xC6 || op == 0xD0 || op == 0xD2 || op == 0xF6 || op == 0xFE;
+        if (byte && !s->rex) { /* ah, ch, dh, bh are the second bytes of rax..rbx */
+            if (r >= 4 && r < 8) R_ = (uint16_t)(1u << (r - 4));
+            if (mod == 3 && b >= 4 && b < 8) B = (uint16_t)(1u << (b - 4));
+        }
+        if (op < 0x40) {
+            if ((op & 0x38) == 0x38) return 0; /* cmp */
+            return (op & 2) ? R_ : B;
+        }
+        switch (op) {
+        case 0x63: case 0x69: case 0x6B: case 0x8A: case 0x8B: case 0x8D: return R_;
+        case 0x86: case 0x87: return (uint16_t)(R_ | B);
+        case 0x88: case 0x89: case 0x8C: case 0xC0: case 0xC1: case 0xC6: case 0xC7:
+        case 0xD0: case 0xD1: case 0xD2: case 0xD3: return B;
+        case 0x8F: return (uint16_t)(B | sp);
+        case 0x80: case 0x81: case 0x83: return reg == 7 ? 0 : B;
+        case 0xF6: case 0xF7: return reg < 2 ? 0 : reg < 4 ? B : op == 0xF6 && reg < 6 ? ax : (uint16_t)(ax | dx);
+        case 0xFE: return reg < 2 ? B : 0;
+        case 0xFF: return reg < 2 ? B : (uint16_t)sp;
+        case 0xDF: return mod == 3 && reg == 4 ? ax : 0; /* fnstsw ax */
+        }
         return 0;
     }
-    if (map == 0) {
-        if (!s->rex && r >= 4 && (op == 0x8A || op == 0x86 || (op < 0x40 && (op & 7) == 2)))
-            dst = (uint16_t)(1u << (r - 4)); /* ah, ch, dh, bh */
-        if (op < 0x40 && (op & 6) == 2 && (op & 0x38) != 0x38) return dst;
-        if (op == 0x63 || op == 0x69 || op == 0x6B || op == 0x86 || op == 0x87 || op == 0x8A || op == 0x8B)
-            return dst;
-        if ((op == 0xF6 || op == 0xF7) && reg >= 4) return (uint16_t)(ax | dx);
+    if (s->vex) {
+        if (map == 1 && (op == 0x2C || op == 0x2D || op == 0x50 || op == 0xD7 || op == 0xC5 ||
+                         ((op == 0x78 || op == 0x79) && s->evex && (s->pfx == 0xF3 || s->pfx == 0xF2))))
+            return R_;
+        if (map == 1 && op == 0x7E && s->pfx == 0x66) return B;
+        if (map == 1 && op == 0x93) return R_; /* kmov to a general register */
+        if (map == 2 && (op == 0xF2 || op == 0xF5 || op == 0xF7)) return R_;
+        if (map == 2 && op == 0xF3) return (uint16_t)(1u << s->vvvv);
+        if (map == 2 && op == 0xF6) return (uint16_t)(R_ | (1u << s->vvvv));
+        if (map == 3 && op >= 0x14 && op <= 0x17) return B;
+        if (map == 3 && op == 0xF0) return R_;
+        if (map == 3 && (op == 0x61 || op == 0x63)) return cx;
         return 0;
     }
     if (map == 1) {
         if ((op >= 0x40 && op <= 0x4F) || op == 0x02 || op == 0x03 || op == 0xAF || op == 0xB6 ||
             op == 0xB7 || op == 0xBE || op == 0xBF || op == 0xB8 || op == 0xBC || op == 0xBD ||
-            op == 0xC0 || op == 0xC1 || op == 0xB2 || op == 0xB4 || op == 0xB5 ||
+            op == 0xB2 || op == 0xB4 || op == 0xB5 || op == 0x50 || op == 0xD7 || op == 0xC5 ||
             ((op == 0x2C || op == 0x2D) && (s->pfx == 0xF3 || s->pfx == 0xF2)))
-            return dst;
-        if (op == 0xB0 || op == 0xB1) return ax;
+            return R_;
+        if ((op >= 0x90 && op <= 0x9F) || op == 0xAB || op == 0xB3 || op == 0xBB || op == 0xA4 ||
+            op == 0xA5 || op == 0xAC || op == 0xAD || (op == 0x7E && s->pfx != 0xF3) ||
+            (op == 0xBA && reg >= 5) || (op == 0xC7 && reg >= 6))
+            return (op >= 0x90 && op <= 0x9F && !s->rex && b >= 4 && b < 8 && mod == 3) ? (uint16_t)(1u << (b - 4)) : B;
+        if (op == 0xB0 || op == 0xB1) return (uint16_t)(ax | B);
+        if (op == 0xC0 || op == 0xC1) return (uint16_t)(R_ | B);
         if (op == 0xC7 && reg == 1) return (uint16_t)(ax | dx);
+        if (op == 0x01 && mod == 3) return (uint16_t)(ax | cx | dx); /* xgetbv, rdtscp, ... */
+        if (op == 0x00 && mod == 3 && reg < 2) return B; /* sldt, str */
         return 0;
     }
-    if (map == 2 && ((op == 0xF0) || (op == 0xF1 && s->rep == 0xF2) || op == 0xF6)) return dst;
+    if (map == 2) {
+        if (op == 0xF0 || (op == 0xF1 && s->rep == 0xF2) || op == 0xF6) return R_;
+        return 0;
+    }
+    if (op >= 0x14 && op <= 0x17) return B; /* pextr*, extractps */
+    if (op == 0x61 || op == 0x63) return cx; /* pcmp[ei]stri */
     return 0;
+}
+
+/* Instructions without ModRM: the registers they write, and whether they end a run of
+ * straight-line code (with the target of a direct branch). `imm` points at the immediate. */
+static void plain(const struct state *s, int map, int op, const unsigned char *imm, int n, struct mp_x86_access *out)
+{
+    uint16_t ax = 1, cx = 2, dx = 4, bx = 8, sp = 16, bp = 32, si = 64, di = 128;
+    int reg = (op & 7) | (s->rex_b << 3);
+    int32_t rel = n == 1 ? (int8_t)imm[0] : n == 4 ? (int32_t)((uint32_t)imm[0] | (uint32_t)imm[1] << 8 |
+                                                               (uint32_t)imm[2] << 16 | (uint32_t)imm[3] << 24) : 0;
+    if (map == 1) {
+        if (op >= 0x80 && op <= 0x8F) out->branch = MP_BRANCH_COND, out->target = rel;
+        else if (op == 0x05 || op == 0x0B || op == 0x34 || op == 0x35 || op == 0x07) out->branch = MP_BRANCH_END;
+        if (op == 0x05) out->clobbers = (uint16_t)(ax | cx | (1u << 11));
+        else if (op == 0xA2) out->clobbers = (uint16_t)(ax | bx | cx | dx);
+        else if (op == 0x31 || op == 0x32 || op == 0x33) out->clobbers = (uint16_t)(ax | dx);
+        else if (op >= 0xC8 && op <= 0xCF) out->clobbers = (uint16_t)(1u << reg);
+        else if (op == 0xA0 || op == 0xA1 || op == 0xA8 || op == 0xA9) out->clobbers = sp;
+        return;
+    }
+    if (map != 0)
+        return;
+    if (op >= 0x70 && op <= 0x7F) out->branch = MP_BRANCH_COND, out->target = rel;
+    else if (op >= 0xE0 && op <= 0xE3) out->branch = MP_BRANCH_COND, out->target = rel, out->clobbers = cx;
+    else if (op == 0xEB || op == 0xE9) out->branch = MP_BRANCH_JUMP, out->target = rel;
+    else if (op == 0xE8) out->branch = MP_BRANCH_END, out->clobbers = sp;
+    else if (op == 0xC2 || op == 0xC3 || op == 0xCA || op == 0xCB || op == 0xCF || op == 0xCC ||
+             op == 0xCD || op == 0xF4 || op == 0xF1)
+        out->branch = MP_BRANCH_END, out->clobbers = sp;
+    else if (op >= 0x50 && op <= 0x57) out->clobbers = sp;
+    else if (op >= 0x58 && op <= 0x5F) out->clobbers = (uint16_t)(sp | (1u << reg));
+    else if (op >= 0x91 && op <= 0x97) out->clobbers = (uint16_t)(ax | (1u << reg));
+    else if (op == 0x90 && s->rex_b) out->clobbers = (uint16_t)(ax | (1u << 8));
+    else if (op == 0x98 || op == 0x9F || op == 0xD7 || op == 0xE4 || op == 0xE5 || op == 0xEC || op == 0xED)
+        out->clobbers = ax;
+    else if (op == 0x99) out->clobbers = (uint16_t)(ax | dx);
+    else if (op == 0xA8 || op == 0xA9) out->clobbers = ax; /* test writes nothing; as capstone: only costs credits */
+    else if (op == 0x9C || op == 0x9D) out->clobbers = sp;
+    else if (op == 0xC8 || op == 0xC9) out->clobbers = (uint16_t)(sp | bp);
+    else if (op >= 0x6C && op <= 0x6F) out->clobbers = (uint16_t)(si | di | cx);
+    else if (op >= 0xB0 && op <= 0xB7) out->clobbers = (uint16_t)(1u << (!s->rex && reg >= 4 ? reg - 4 : reg));
+    else if (op >= 0xB8 && op <= 0xBF) out->clobbers = (uint16_t)(1u << reg);
+    /* the accumulator forms of the ALU ops (04, 05, 0C ...): al/ax/eax/rax, but not cmp, test */
+    else if (op < 0x40 && ((op & 7) == 4 || (op & 7) == 5) && (op & 0x38) != 0x38) out->clobbers = ax;
 }
 
 int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
@@ -411,6 +490,7 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
             out->size = (unsigned char)((op & 1) ? vsize(&s) : 1);
             out->disp = a;
             out->memory = 1; /* no base, no index: disp is the address */
+            out->clobbers = op < 0xA2 ? 1 : 0;
             out->segment = (unsigned char)seg;
             return i;
         }
@@ -418,6 +498,10 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
         case 0xAE: case 0xAF:
             out->length = (unsigned char)i;
             out->string = (unsigned char)op;
+            { /* rsi for movs, cmps, lods; rdi for movs, cmps, stos, scas; rax for lods; rcx with rep */
+                int o = op & ~1, si = o == 0xA4 || o == 0xA6 || o == 0xAC, di = o != 0xAC;
+                out->clobbers = (uint16_t)((si ? 1u << 6 : 0) | (di ? 1u << 7 : 0) | (o == 0xAC ? 1 : 0) | (s.rep ? 2 : 0));
+            }
             out->access = op == 0xAA || op == 0xAB ? W : op == 0xA4 || op == 0xA5 ? RW : R;
             out->size = (unsigned char)((op & 1) ? vsize(&s) : 1);
             out->segment = (unsigned char)seg;
@@ -437,17 +521,23 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
     if (!modrm) {
         NEED(imm);
         out->length = (unsigned char)(i + imm);
+        plain(&s, map, op, c + i, imm, out);
         return i + imm;
     }
     NEED(1);
     int m = c[i++], mod = m >> 6, reg = (m >> 3) & 7, rm = m & 7;
+    out->clobbers = writes_modrm(&s, map, op, mod, reg | (s.rex_r << 3), rm | (s.rex_b << 3), reg);
+    if (map == 0 && op == 0xFF && reg >= 2 && reg <= 5)
+        out->branch = MP_BRANCH_END; /* indirect call or jump */
     if (s.vex) {
         imm = vector(&s, op, reg, &acc, &size, &vsib);
     } else if (map == 0) {
         if (!map1(&s, op, reg, &acc, &size, &imm))
             return 0;
-        if ((op == 0xC6 || op == 0xC7) && m == 0xF8) /* xabort imm8, xbegin rel */
+        if ((op == 0xC6 || op == 0xC7) && m == 0xF8) { /* xabort imm8, xbegin rel */
             imm = op == 0xC6 ? 1 : 4;
+            out->branch = MP_BRANCH_END;
+        }
     } else if (map == 1) {
         map2(&s, op, reg, &acc, &size, &imm);
     } else if (map == 2) {
@@ -496,7 +586,6 @@ int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out)
     }
     i += dispsize + imm;
     out->length = (unsigned char)i;
-    out->clobbers = clobbers(&s, map, op, reg | (s.rex_r << 3), reg);
     out->access = (unsigned char)acc;
     out->size = (unsigned char)(size > 255 ? 255 : size);
     out->base = (unsigned char)(base < 0 ? MP_REG_NONE : base);

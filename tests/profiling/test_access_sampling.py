@@ -128,23 +128,22 @@ RANKING = PRELUDE + r"""
 SITE(make_table) SITE(make_node) SITE(make_stream) SITE(make_once) SITE(make_never)
 struct node { struct node *next; long value, pad[2]; };
 int main(int argc, char **argv) {
-    long n = atol(argv[1]);
-    size_t nt = (1u << 20) / 8, ns = (8u << 20) / 8, nn = 4096;
-    long *table = make_table(nt * 8), *stream = make_stream(ns * 8);
-    char *once = make_once(8 << 20), *never = make_never(8 << 20);
+    long n = atol(argv[1]);               /* every figure scales with n: DHAT may run less */
+    size_t nt = (1u << 20) / 8, nn = 4096;
+    long *table = make_table(nt * 8), *stream = make_stream(n / 2 * 8);
+    char *once = make_once(n), *never = make_never(8 << 20);
     struct node **nodes = calloc(nn, sizeof *nodes);
     for (size_t i = 0; i < nn; i++) nodes[i] = make_node(sizeof(struct node));
     for (size_t i = nn - 1; i > 0; i--) { size_t j = next(&rng) % (i + 1); struct node *x = nodes[i]; nodes[i] = nodes[j]; nodes[j] = x; }
     for (size_t i = 0; i < nn; i++) { nodes[i]->next = nodes[(i + 1) % nn]; nodes[i]->value = i; }
     for (size_t i = 0; i < nt; i++) table[i] = i;
-    for (size_t i = 0; i < ns; i++) stream[i] = i;
-    memset(once, 7, 8 << 20);
     long s = 0;
-    for (long k = 0; k < 16 * n; k++) s += table[next(&rng) % nt];          /* 16n random reads */
+    for (long k = 0; k < 64 * n; k++) s += table[next(&rng) % nt];         /* 512n bytes read */
     struct node *x = nodes[0];
-    for (long k = 0; k < 4 * n; k++) { s += x->value; x = x->next; }        /* 4n chased nodes */
-    for (long k = 0; k < 2 * n; k++) s += stream[k % ns];                   /* 2n streamed */
-    printf("%ld %p\n", s, (void *)never);
+    for (long k = 0; k < 2 * n; k++) { s += x->value; x = x->next; }       /* 32n */
+    for (long k = 0; k < n / 2; k++) stream[k] = k;                         /* 4n, written */
+    memset(once, 7, n);                                                     /* n, written once */
+    printf("%ld %ld %d %p\n", s, stream[n / 4], once[n / 2], (void *)never);
     return 0;
 }
 """
@@ -258,9 +257,9 @@ def test_rate_zero_measures_no_accesses_and_bad_rate_is_refused(tmp_path):
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_runtime_and_dhat_rank_sites_alike(tmp_path):
     exe = build(tmp_path, "ranking", RANKING)
-    r, [rt] = profile(tmp_path, exe, "12000000")
+    r, [rt] = profile(tmp_path, exe, "4000000")
     assert r.returncode == 0, r.stderr
-    r, [dh] = profile(tmp_path, exe, "600000", engine="dhat")
+    r, [dh] = profile(tmp_path, exe, "200000", engine="dhat")
     assert r.returncode == 0, r.stderr
     names = ["make_table", "make_node", "make_stream", "make_once", "make_never"]
     a, b = by_function(rt), by_function(dh)

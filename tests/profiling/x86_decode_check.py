@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Access(ctypes.Structure):
     _fields_ = [(n, ctypes.c_ubyte) for n in ("length", "memory", "access", "size", "base", "index",
-                                               "scale", "segment", "string", "addr32", "vsib")] + [
-        ("clobbers", ctypes.c_uint16), ("disp", ctypes.c_int64)]
+                                               "scale", "segment", "string", "addr32", "vsib",
+                                               "branch")] + [
+        ("clobbers", ctypes.c_uint16), ("target", ctypes.c_int32), ("disp", ctypes.c_int64)]
 
 
 def build_decoder(out_dir: Path) -> ctypes.CDLL:
@@ -133,6 +134,22 @@ def compare(dll, path: str, limit: int | None = None) -> dict:
                 c["length_wrong"] += 1
                 bad.append(f"length {n} != {ins.size}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
                 continue
+            theirs = gpr_writes(md, ins)
+            if theirs & ~out.clobbers:
+                c["clobbers_missed"] += 1
+                bad.append(f"clobbers {out.clobbers:#x} miss {theirs:#x}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+            if ins.group(x.X86_GRP_JUMP) or ins.group(x.X86_GRP_CALL) or ins.group(x.X86_GRP_RET):
+                c["branches"] += 1
+                direct = ins.operands and ins.operands[0].type == x.X86_OP_IMM
+                if not out.branch:
+                    c["branch_missed"] += 1
+                    bad.append(f"branch missed: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+                elif direct and out.branch in (1, 2) and ins.address + ins.size + out.target != ins.operands[0].imm:
+                    c["target_wrong"] += 1
+                    bad.append(f"target: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
+            elif out.branch:
+                c["branch_extra"] += 1
+                bad.append(f"branch extra: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
             mems = [o for o in ins.operands if o.type == x.X86_OP_MEM]
             if ins.mnemonic == "lea" or ins.mnemonic.startswith("nop") or ins.mnemonic.startswith("prefetch"):
                 mems = []
@@ -160,10 +177,6 @@ def compare(dll, path: str, limit: int | None = None) -> dict:
                 bad.append(f"address b{out.base} i{out.index}*{out.scale}+{out.disp}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
                 continue
             c["address_right"] += 1
-            theirs = gpr_writes(md, ins)
-            if theirs & ~out.clobbers:
-                c["clobbers_missed"] += 1
-                bad.append(f"clobbers {out.clobbers:#x} miss {theirs:#x}: {ins.bytes.hex()} {ins.mnemonic} {ins.op_str}")
             want = expected_access(ins, m, mems)
             if want == out.access:
                 c["access_right"] += 1

@@ -30,6 +30,7 @@ import math
 from typing import Any
 
 DEFAULT_RATE = 1000            # samples per CPU-second asked of the timer (the tick caps it)
+SAMPLE_UNIT = 1024             # runtime/include/types.h MP_SAMPLE_UNIT
 NOMINAL_ACCESSES_PER_NS = 1.0  # the estimator's scale (see above)
 FEW_SAMPLES = 10               # fewer samples than this: the figure is too uncertain
 _Z = 1.959963984540054         # 95%
@@ -81,7 +82,8 @@ def apply(site, raw: dict, sampling: dict, windows: int) -> None:
     rate = sampling.get("rate") or 0
     if sampling.get("state") != "on" or not access or rate <= 0:
         return
-    per_byte = 1e9 / rate * NOMINAL_ACCESSES_PER_NS  # estimated accesses per sampled byte-weight
+    # sampled bytes are weighted in 1/SAMPLE_UNIT of a timer expiration
+    per_byte = 1e9 / rate * NOMINAL_ACCESSES_PER_NS / SAMPLE_UNIT
     n_r, n_w, _w_r, _w_w, b_r, b_w = access
     reads, writes = round(b_r * per_byte), round(b_w * per_byte)
     site.reads, site.writes = reads, writes
@@ -93,7 +95,7 @@ def apply(site, raw: dict, sampling: dict, windows: int) -> None:
 
     # with no sample, the upper bound is for one sample of 8 bytes at the mean weight
     mean_weight = sampling.get("expirations", 0) / max(sampling.get("samples", 0), 1)
-    empty = 8 * mean_weight * per_byte
+    empty = 8 * mean_weight * SAMPLE_UNIT * per_byte
 
     def timeline(values: list[int], scale: float) -> list[int]:
         v = [round(x * scale) for x in values]
