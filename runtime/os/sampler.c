@@ -2,13 +2,13 @@
  * process's CPU time (timer_create(CLOCK_PROCESS_CPUTIME_ID)) raises a real-time signal
  * the program does not use; since Linux 6.3 the kernel delivers it to the thread whose
  * CPU time made it expire, so every running thread is sampled, also threads that never
- * allocate, without arming anything per thread. The handler decodes the instruction
- * that retired last before the interrupted user IP (util/x86_decode.c, cached per IP;
- * found by decoding forward from a boundary the unwind table knows), computes the data address
- * from the interrupted registers and hands (address, read/write, bytes, weight) to the
- * mode's hook, which finds the block. The kernel checks CPU timers at its tick, so at most
- * CONFIG_HZ samples per CPU-second arrive; expirations the tick coalesced come as the
- * signal's overrun count and weigh the sample (weight = 1 + overrun).
+ * allocate, without arming anything per thread. The handler credits the memory operands
+ * of the straight-line code around the interrupted user IP (util/x86_decode.c; found by
+ * decoding forward from a boundary the unwind table knows; cached per IP) whose address
+ * the interrupted registers still give, and hands each (address, read/write, bytes, share
+ * of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
+ * at its tick, so at most CONFIG_HZ samples per CPU-second arrive; expirations the tick
+ * coalesced come as the signal's overrun count and weigh the sample (1 + overrun).
  *
  * Never changes the program: SA_RESTART (no EINTR), errno kept, the signal chosen among
  * those still at their default action, and when the program installs a handler for it

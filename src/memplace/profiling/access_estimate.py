@@ -1,22 +1,22 @@
 """From the runtime's access samples to estimated bytes read and written per site.
 
 The runtime (runtime/os/sampler.c) samples the running threads on a timer of the process's
-CPU time, `rate` expirations per CPU-second. A sample that lands on an instruction reading
-or writing a live block of site S counts for S with its operand size b and its weight w
-(1 + the expirations the kernel coalesced into it). Each expiration stands for
-1/rate CPU-seconds; the estimator assumes that the instructions executed during that
-time access memory like the sampled one, at a nominal NOMINAL_ACCESSES_PER_NS accesses per
-nanosecond of CPU time:
+CPU time, `rate` expirations per CPU-second. A sample credits the memory operands of the
+straight-line code around the interrupted IP (n instructions) whose addresses it can
+still compute; a credit to a live block of site S adds, for S, (1 + overrun)/n of the
+sample (in 1/SAMPLE_UNIT) times the operand's bytes. Each expiration stands for 1/rate
+CPU-seconds, which at a nominal NOMINAL_ACCESSES_PER_NS instructions per nanosecond ran
+the n-instruction stretch (1e9/rate)/n times, each access once per pass:
 
-    reads(S)  = sum over S's read samples of  w x b x (1e9 / rate) x NOMINAL_ACCESSES_PER_NS
-    writes(S) = the same over its write samples
+    reads(S)  = sum over S's read credits of  (1 + overrun)/n x bytes x 1e9/rate x NOMINAL
+    writes(S) = the same over its write credits
 
-in bytes, as DHAT counts them. What sampling measures is the *share of CPU time* spent on
-instructions touching each site, which weighs an access by what it costs (a cache miss
-holds the sample longer than a hit): the ratios between sites are measured, the absolute
-scale rests on the nominal rate (the advisor's choice does not depend on it when every
-site is measured: its objective scales as a whole). Confidence: the number of samples n
-behind a figure is Poisson; the 95% interval on n (Wilson-Hilferty approximation of the
+in bytes, as DHAT counts them. The ratios between sites are measured as far as their
+code runs at the same instructions per ns (no counter measures that rate); the absolute
+scale rests on the nominal rate (docs/profiles.md has a measured example: ranking right,
+scale 15x low on a 10-instructions/ns loop). The advisor's choice does not depend on a
+common scale when every site is measured. Confidence: the number of samples that credited
+the site, n_S, is Poisson; the 95% interval on n_S (Wilson-Hilferty approximation of the
 exact Garwood interval) scales to bytes by the figure's bytes per sample. A figure with
 fewer than FEW_SAMPLES samples is flagged as too uncertain to act on.
 
