@@ -64,7 +64,8 @@ def _say_sampling(profiles: list[prof.Profile]) -> None:
     seen = set()
     for p in profiles:
         s = p.meta.get("access_sampling") or {}
-        if s.get("state") in ("failed", "stopped") and s.get("why") not in seen:
+        empty_but_long = s.get("state") == "empty" and s.get("cpu_seconds", 0) >= 0.1  # ~25 ticks
+        if (s.get("state") in ("failed", "stopped") or empty_but_long) and s.get("why") not in seen:
             seen.add(s.get("why"))
             click.echo(f"memplace: access sampling {s['state']} in pid {p.pid}: {s.get('why')}; "
                        "its sites have no read/write figures", err=True)

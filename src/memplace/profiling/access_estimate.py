@@ -58,6 +58,11 @@ def sampling_summary(raw: dict | None, why: str | None) -> dict[str, Any]:
             out[k] = v
     cpu = raw.get("cpu_ns", 0) / 1e9
     out["cpu_seconds"] = cpu
+    if raw["state"] == "on" and raw.get("samples", 0) == 0:
+        # started, but nothing arrived: a short run, or every thread blocks the signal
+        out["state"] = "empty"
+        out["why"] = (f"no sample arrived in {cpu:.3f} CPU-seconds (a shorter run than one "
+                      "timer tick, or threads blocking the sampling signal)")
     out["samples_per_cpu_second"] = round(raw.get("samples", 0) / cpu, 1) if cpu > 0 else 0.0
     out["estimator"] = {"accesses_per_ns": NOMINAL_ACCESSES_PER_NS,
                         "ns_per_expiration": 1e9 / raw["rate"] if raw.get("rate") else None,
@@ -77,7 +82,8 @@ def add_raw(a: dict, b: dict) -> dict:
 
 def apply(site, raw: dict, sampling: dict, windows: int) -> None:
     """Set site.reads/writes (estimates) and site.sampled from a raw runtime record; leave
-    them None when sampling did not run to the end (the profile's meta says why)."""
+    them None when sampling did not run to the end or found nothing (the profile's meta
+    says why)."""
     access = raw.get("access")
     rate = sampling.get("rate") or 0
     if sampling.get("state") != "on" or not access or rate <= 0:
