@@ -279,8 +279,10 @@ static void on_sample(int sig, siginfo_t *si, void *ucv)
     errno = saved;
 }
 #define MP_SAMPLER_SUPPORTED 1
+static void (*on_sample_handler(void))(int, siginfo_t *, void *) { return on_sample; }
 #else
 #define MP_SAMPLER_SUPPORTED 0
+static void (*on_sample_handler(void))(int, siginfo_t *, void *) { return NULL; }
 #endif
 
 static int arm(const char **why)
@@ -402,7 +404,26 @@ static void stop(int new_state, const char *why)
     reason = why;
 }
 
-void mp_sampler_finish(void) { stop(MP_SAMPLER_FINISHED, ""); }
+/* At exit: stop; and if our handler is no longer the signal's (replaced by a raw system
+ * call, which entry/signals.c does not see), say so: the samples stopped back then. */
+void mp_sampler_finish(void)
+{
+    struct sigaction now;
+    if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) == MP_SAMPLER_ON && installed &&
+        __sigaction(signo, NULL, &now) == 0 && now.sa_sigaction != on_sample_handler()) {
+        char *p = reason_buf;
+        const char *t = "the action for signal ";
+        size_t n = strlen(t);
+        memcpy(p, t, n);
+        n += mp_fmt_u64(p + n, (uint64_t)signo);
+        const char *u = " was replaced without sigaction or signal (a raw system call)";
+        memcpy(p + n, u, strlen(u) + 1);
+        installed = 0;
+        stop(MP_SAMPLER_STOPPED, reason_buf);
+        return;
+    }
+    stop(MP_SAMPLER_FINISHED, "");
+}
 
 int mp_sampler_signal(void) { return installed ? signo : 0; }
 
