@@ -73,6 +73,7 @@ static int written;
 static int sampling; /* the sampler started: big blocks go into the chunk table */
 static struct chunk_shard chunk_shards[CHUNK_SHARDS];
 static uint64_t access_outside, access_unplaced, timeline_missed;
+static char profile_path[4096]; /* the file written: "<dir>/profile.<pid>[.<n>].txt" */
 
 static uint64_t now(void)
 {
@@ -457,7 +458,8 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
     return q;
 }
 
-/* ---- output: "<dir>/profile.<pid>.txt", written without locks or malloc ---- */
+/* ---- output: "<dir>/profile.<pid>.txt" (".<pid>.<n>.txt" for a later image of the pid,
+ * after exec), written without locks or malloc ---- */
 
 /* "sampling STATE rate R signal S cpu_ns N samples N expirations N in_kernel N
  * not_decoded N no_memory N credited N memory N not_heap N clobbered N outside N unplaced N timeline_missed N"
@@ -516,17 +518,11 @@ void mp_profile_write(void)
         return;
     int saved = errno;
     mp_sampler_finish();
-    char path[4096];
-    size_t d = strlen(dir);
-    memcpy(path, dir, d);
-    memcpy(path + d, "/profile.", 9);
-    d += 9;
-    d += mp_fmt_u64(path + d, (uint64_t)getpid());
-    memcpy(path + d, ".txt", 5);
     static struct mp_writer o; /* static: a signal handler's stack may be small */
     o.n = 0;
-    o.fd = mp_open_for_append(path);
+    o.fd = mp_create_numbered(profile_path, sizeof profile_path, dir, "profile");
     if (o.fd < 0) {
+        profile_path[0] = 0;
         errno = saved;
         return;
     }
@@ -578,6 +574,18 @@ void mp_profile_write(void)
     mp_put(&o, "end\n");
     mp_flush(&o);
     close(o.fd);
+    errno = saved;
+}
+
+/* An exec that wrote the profile failed: the process goes on, and writes it again at its end. */
+void mp_profile_rollback(void)
+{
+    int saved = errno;
+    if (profile_path[0])
+        unlink(profile_path);
+    profile_path[0] = 0;
+    __atomic_store_n(&written, 0, __ATOMIC_RELEASE);
+    mp_sampler_resume(); /* writing the profile stopped the sampling */
     errno = saved;
 }
 

@@ -425,6 +425,17 @@ void mp_sampler_finish(void)
     stop(MP_SAMPLER_FINISHED, "");
 }
 
+void mp_sampler_resume(void)
+{
+    int was = MP_SAMPLER_FINISHED;
+    const char *why;
+    if (installed && __atomic_compare_exchange_n(&state, &was, MP_SAMPLER_ON, 0, __ATOMIC_ACQ_REL,
+                                                 __ATOMIC_ACQUIRE) && arm(&why) != 0) {
+        reason = why;
+        state = MP_SAMPLER_FAILED;
+    }
+}
+
 int mp_sampler_signal(void) { return installed ? signo : 0; }
 
 int mp_sampler_yield(int sig)
