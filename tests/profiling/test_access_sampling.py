@@ -243,6 +243,40 @@ def test_program_taking_the_sampling_signal_stops_sampling_and_sees_none(tmp_pat
     assert all(site.reads is None and site.writes is None for site in p.sites)
 
 
+RAW_SIGACTION = PRELUDE + r"""
+#include <sys/syscall.h>
+SITE(make_table)
+static volatile long got;
+static void h(int s) { got++; }
+struct kernel_sigaction { void *handler; unsigned long flags; void *restorer; unsigned long mask; };
+extern void restore_rt(void) __asm__("test_restore_rt");
+__asm__(".text\ntest_restore_rt:\n mov $15, %rax\n syscall\n");
+int main(int argc, char **argv) {
+    long iters = atol(argv[1]);
+    for (int s = 34; s <= 64; s++) {  /* past libc's sigaction: memplace cannot see it */
+        struct kernel_sigaction k = {h, 0x04000000 | 0x10000000 /* SA_RESTORER | SA_RESTART */, restore_rt, 0};
+        syscall(SYS_rt_sigaction, s, &k, NULL, 8);
+    }
+    size_t nt = (4u << 20) / 8; long *t = make_table(nt * 8), s = 0;
+    memset(t, 1, nt * 8);
+    for (long k = 0; k < iters; k++) s += t[next(&rng) % nt];
+    printf("%d\n", s != 0);
+    return 0;
+}
+"""
+
+
+def test_handler_replaced_by_raw_system_call_is_reported(tmp_path):
+    # Not prevented (the program then receives our signals: documented), but never
+    # reported as a measurement: the profile says sampling stopped, and why.
+    exe = build(tmp_path, "raw", RAW_SIGACTION)
+    r, [p] = profile(tmp_path, exe, "20000000")
+    assert r.returncode == 0 and r.stdout == "1\n", (r.stdout, r.stderr)
+    s = p.meta["access_sampling"]
+    assert s["state"] == "stopped" and "raw system call" in s["why"], s
+    assert all(site.reads is None for site in p.sites)
+
+
 def test_rate_zero_measures_no_accesses_and_bad_rate_is_refused(tmp_path):
     exe = build(tmp_path, "hot", HOT)
     r, [p] = profile(tmp_path, exe, "1000", rate="0")
