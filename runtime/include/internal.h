@@ -39,6 +39,11 @@ MP_HIDDEN int mp_create_numbered(char *path, size_t cap, const char *dir, const 
 MP_HIDDEN void mp_page_size_init(void);             /* once, at start-up */
 MP_HIDDEN size_t mp_page_size(void);
 
+// "util/x86_decode.c" -- the memory operand of an x86_64 instruction (signal-safe)
+/* Decode the instruction at c (avail readable bytes); returns its length, 0 if not
+ * decoded (invalid, truncated, or a map we do not know). */
+MP_HIDDEN int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out);
+
 // "util/writer.c" -- a buffered text writer for the exit files (stats, profiles): no
 // malloc, no stdio, no lock, so it also runs in a fatal signal's handler
 MP_HIDDEN void mp_put(struct mp_writer *w, const char *s);
@@ -48,6 +53,26 @@ MP_HIDDEN void mp_flush(struct mp_writer *w);
 
 /* ======== modules, next allocator, policy reader, OS memory ======== */
 
+// "os/sampler.c" -- CPU-time sampling of the running threads' data accesses
+/* Sample `rate` times per CPU-second of the process; each sample's data access goes to
+ * `hook`. 0 when started, else -1 and mp_sampler_state says why. */
+MP_HIDDEN int mp_sampler_start(int rate, mp_sampler_hook hook);
+/* Stop before the profile is written (the handler stays installed, ignoring). */
+MP_HIDDEN void mp_sampler_finish(void);
+/* After a failed exec that had written the profile: sample again. */
+MP_HIDDEN void mp_sampler_resume(void);
+/* The program is installing a handler for `sig`: if it is ours, stop sampling for good.
+ * Returns 1 when `sig` was the sampling signal (its previous disposition was ours). */
+MP_HIDDEN int mp_sampler_yield(int sig);
+/* The sampling signal while our handler is installed, else 0. */
+MP_HIDDEN int mp_sampler_signal(void);
+/* MP_SAMPLER_*; why it is not on; the signal; the rate asked for. */
+MP_HIDDEN int mp_sampler_state(const char **why, int *sig, int *rate);
+MP_HIDDEN const struct mp_sampler_counts *mp_sampler_counts(void);
+/* libc's sigaction itself, for the runtime's own handlers (the exported one in
+ * entry/signals.c is the program's). */
+struct sigaction;
+MP_HIDDEN int mp_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 // "os/exec_target.c" -- can a program about to be executed host the runtime? System calls
 // and the caller's buffers only (it runs in vfork children)
 /* The verdict for the file open on `fd` / at `path` (openat's dirfd; AT_SYMLINK_NOFOLLOW
@@ -136,6 +161,9 @@ MP_HIDDEN const struct mp_unwind_table *mp_unwind_load(const char *build_id);
 /* The rule for module-relative address `rel`; NULL outside the table. */
 MP_HIDDEN const struct mp_unwind_rule *mp_unwind_find(const struct mp_unwind_table *t,
                                                       uintptr_t rel);
+/* The start of the row holding `rel`: an instruction boundary at or below it (rows start
+ * where functions start and where their frame changes); UINTPTR_MAX outside the table. */
+MP_HIDDEN uintptr_t mp_unwind_row_start(const struct mp_unwind_table *t, uintptr_t rel);
 enum { MP_STEP_OK = 0, MP_STEP_END = 1, MP_STEP_UNKNOWN = 2 };
 /* Replace `r` by the caller's registers, reading only inside [stack_lo, stack_hi); the
  * words read are added to `trace` (if not NULL). */

@@ -308,4 +308,56 @@ struct mp_exec_verdict {
     char interpreter[256];  /* a script's `#!` interpreter, when the verdict is its */
 };
 
+
+/* ---- one instruction's memory operand (util/x86_decode.c) ---- */
+
+enum { MP_ACCESS_NONE = 0, MP_ACCESS_READ = 1, MP_ACCESS_WRITE = 2 };
+enum { MP_REG_RIP = 16, MP_REG_NONE = 255 };
+/* how an instruction ends a run of straight-line code: not, a conditional direct branch,
+ * a direct jump, or anything else that leaves (call, ret, indirect jump, syscall, trap) */
+enum { MP_BRANCH_NONE = 0, MP_BRANCH_COND = 1, MP_BRANCH_JUMP = 2, MP_BRANCH_END = 3 };
+
+/* address = base + index * scale + disp (base MP_REG_RIP: the next instruction's address);
+ * registers numbered as in the encoding (0 rax .. 15 r15). */
+struct mp_x86_access {
+    unsigned char length;  /* bytes of the instruction; 0: not decoded */
+    unsigned char memory;  /* it has an explicit memory operand */
+    unsigned char access;  /* MP_ACCESS_* bits */
+    unsigned char size;    /* bytes accessed (255: 255 or more) */
+    unsigned char base, index, scale;
+    unsigned char segment; /* 1 fs, 2 gs: a thread-local address */
+    unsigned char string;  /* the opcode of movs/cmps/stos/lods/scas: rsi and rdi */
+    unsigned char addr32;  /* 67 prefix: 32-bit address */
+    unsigned char vsib;    /* gather/scatter: the index is a vector register */
+    unsigned char branch;  /* MP_BRANCH_* */
+    uint16_t clobbers;     /* general registers it writes (bit n: register n) */
+    int32_t target;        /* a direct branch's displacement from the next instruction */
+    int64_t disp;
+};
+
+/* ---- access sampling (os/sampler.c) ---- */
+
+enum { MP_SAMPLER_OFF = 0, MP_SAMPLER_ON = 1, MP_SAMPLER_FAILED = 2, MP_SAMPLER_STOPPED = 3,
+       MP_SAMPLER_FINISHED = 4 };
+
+/* Called in the signal handler for each access a sample credits: no lock, no allocation.
+ * `weight`: the share of the sample's timer expirations, in 1/MP_SAMPLE_UNIT; `sample`:
+ * the sample's number (one sample may credit several accesses to one site). */
+#define MP_SAMPLE_UNIT 1024u
+typedef void (*mp_sampler_hook)(uintptr_t address, int access, unsigned size, uint32_t weight,
+                                uint64_t sample);
+
+/* What the samples were (each counted once; weights in expirations). */
+struct mp_sampler_counts {
+    uint64_t samples;      /* signals handled */
+    uint64_t expirations;  /* timer expirations they stand for (1 + overrun each) */
+    uint64_t in_kernel;    /* the thread was in a system call: kernel time */
+    uint64_t not_decoded;  /* the code around the IP not known (no unwind table, not decoded) */
+    uint64_t no_memory;    /* code around the IP without a heap candidate access */
+    uint64_t credited;     /* samples that credited accesses */
+    uint64_t memory;       /* accesses credited (handed to the hook) */
+    uint64_t not_heap;     /* accesses left out: stack, globals, thread-local data, gathers */
+    uint64_t clobbered;    /* accesses left out: address registers rewritten since */
+};
+
 #endif

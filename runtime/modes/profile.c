@@ -5,7 +5,15 @@
  * their frames, found through a per-thread cache. Per site: allocations, frees, bytes,
  * live and peak live bytes, lifetimes, a power-of-two size histogram and a timeline of
  * peak live bytes in TIMELINE windows whose width doubles as the run grows. The writer
- * takes no lock and does not allocate, so it can run in a fatal signal's handler. */
+ * takes no lock and does not allocate, so it can run in a fatal signal's handler.
+ *
+ * Access sampling (os/sampler.c) hands each sampled data address to `on_access`, in a
+ * signal handler, which finds the live block holding it without a lock: blocks under
+ * BIG bytes by probing the side table for the starts at most BIG bytes below (blocks
+ * start 16-byte aligned), bigger ones in a table of the CHUNK-sized pieces of address
+ * space they cover (filled only while sampling, for blocks of BIG bytes or more, so the
+ * allocation of a small block does no more work than before). Per site: samples, their
+ * weights and sampled bytes, reads and writes apart, in total and per timeline window. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -22,6 +30,11 @@
 #define SITE_SLOTS (1u << 17)
 #define TIMELINE 64
 #define BUCKETS 65
+#define BIG 1024                  /* blocks found through the chunk table from this size */
+#define CHUNK_SHIFT 16            /* 64 KiB pieces of address space */
+#define CHUNK_SHARDS 64
+#define CHUNK_SLOTS (1u << 15)
+#define DEFAULT_RATE 1000         /* samples per CPU-second asked of the timer */
 
 struct block { uintptr_t p; uint64_t size, born; uint32_t site; };
 struct shard { int lock; uint32_t used; struct block *slots; } __attribute__((aligned(64)));
@@ -34,7 +47,17 @@ struct site {
     uint64_t hist[BUCKETS];
     uint32_t epoch, last_window; /* timeline width = base << epoch */
     uint64_t timeline[TIMELINE];
+    /* sampled accesses, [0] reads [1] writes: samples, their weights, weight x bytes
+     * (weights in 1/MP_SAMPLE_UNIT of a timer expiration) */
+    uint64_t samples[2], weights[2], sampled_bytes[2], last_sample[2];
+    int access_lock;              /* taken with a try-lock: by signal handlers only */
+    uint32_t access_epoch;
+    uint64_t access_bytes[2][TIMELINE];
+    uint32_t access_samples[2][TIMELINE];
 };
+
+struct chunk_entry { uintptr_t chunk_plus_one, start, end; uint32_t site; };
+struct chunk_shard { int lock; uint32_t used; struct chunk_entry *slots; } __attribute__((aligned(64)));
 
 static struct shard shards[SHARDS];
 static struct site **sites;   /* by id */
@@ -47,6 +70,9 @@ static int depth = 3;
 static char dir[3072];
 static char rank[32];
 static int written;
+static int sampling; /* the sampler started: big blocks go into the chunk table */
+static struct chunk_shard chunk_shards[CHUNK_SHARDS];
+static uint64_t access_outside, access_unplaced, timeline_missed;
 static char profile_path[4096]; /* the file written: "<dir>/profile.<pid>[.<n>].txt" */
 
 static uint64_t now(void)
@@ -167,6 +193,146 @@ static uint32_t window_now(uint64_t t)
     }
 }
 
+/* ---- big blocks by the 64 KiB chunks they cover ---- */
+
+static uint32_t chunk_home(uintptr_t c) { return (uint32_t)(mix(c) >> 24) & (CHUNK_SLOTS - 1); }
+
+static void chunks_add(uintptr_t p, uint64_t size, uint32_t site)
+{
+    for (uintptr_t c = p >> CHUNK_SHIFT; c <= (p + size - 1) >> CHUNK_SHIFT; c++) {
+        struct chunk_shard *sh = &chunk_shards[mix(c) % CHUNK_SHARDS];
+        mp_lock(&sh->lock);
+        if (sh->used < CHUNK_SLOTS - CHUNK_SLOTS / 8) {
+            uint32_t i = chunk_home(c);
+            while (sh->slots[i].chunk_plus_one)
+                i = (i + 1) & (CHUNK_SLOTS - 1);
+            sh->slots[i].start = p;
+            sh->slots[i].end = p + size;
+            sh->slots[i].site = site;
+            __atomic_store_n(&sh->slots[i].chunk_plus_one, c + 1, __ATOMIC_RELEASE);
+            sh->used++;
+        } else {
+            __atomic_fetch_add(&access_unplaced, 1, __ATOMIC_RELAXED);
+        }
+        mp_unlock(&sh->lock);
+    }
+}
+
+static void chunks_remove(uintptr_t p, uint64_t size)
+{
+    for (uintptr_t c = p >> CHUNK_SHIFT; c <= (p + size - 1) >> CHUNK_SHIFT; c++) {
+        struct chunk_shard *sh = &chunk_shards[mix(c) % CHUNK_SHARDS];
+        mp_lock(&sh->lock);
+        uint32_t i = chunk_home(c);
+        while (sh->slots[i].chunk_plus_one &&
+               !(sh->slots[i].chunk_plus_one == c + 1 && sh->slots[i].start == p))
+            i = (i + 1) & (CHUNK_SLOTS - 1);
+        if (sh->slots[i].chunk_plus_one) { /* backward-shift deletion, as take() */
+            uint32_t hole = i;
+            for (uint32_t j = (i + 1) & (CHUNK_SLOTS - 1); sh->slots[j].chunk_plus_one;
+                 j = (j + 1) & (CHUNK_SLOTS - 1)) {
+                uint32_t home = chunk_home(sh->slots[j].chunk_plus_one - 1);
+                int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+                if (!stays) {
+                    sh->slots[hole] = sh->slots[j];
+                    hole = j;
+                }
+            }
+            __atomic_store_n(&sh->slots[hole].chunk_plus_one, 0, __ATOMIC_RELEASE);
+            sh->used--;
+        }
+        mp_unlock(&sh->lock);
+    }
+}
+
+/* The site of the live block holding address a, or UINT32_MAX. Lock-free reads of tables
+ * other threads may be changing: an entry read half-written is checked (the address must
+ * lie in it, the site must exist), so at worst a sample is lost or, during a concurrent
+ * free, counted to the block just freed. */
+static uint32_t site_at(uintptr_t a)
+{
+    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE);
+    uintptr_t c = a >> CHUNK_SHIFT;
+    const struct chunk_shard *ch = &chunk_shards[mix(c) % CHUNK_SHARDS];
+    uint32_t i = chunk_home(c);
+    for (int k = 0; k < 4096; k++, i = (i + 1) & (CHUNK_SLOTS - 1)) {
+        uintptr_t key = __atomic_load_n(&ch->slots[i].chunk_plus_one, __ATOMIC_ACQUIRE);
+        if (!key)
+            break;
+        const struct chunk_entry *e = &ch->slots[i];
+        if (key == c + 1 && e->start <= a && a < e->end && e->site < count)
+            return e->site;
+    }
+    for (uintptr_t p = a & ~(uintptr_t)15, k = 0; k < BIG / 16 && p; k++, p -= 16) {
+        const struct shard *sh = &shards[mix(p) % SHARDS];
+        uint32_t j = (uint32_t)(mix(p) >> 20) & (SHARD_SLOTS - 1);
+        for (int n = 0; n < 64; n++, j = (j + 1) & (SHARD_SLOTS - 1)) {
+            uintptr_t q = __atomic_load_n(&sh->slots[j].p, __ATOMIC_ACQUIRE);
+            if (!q)
+                break;
+            if (q == p) {
+                const struct block *b = &sh->slots[j];
+                return a < p + b->size && b->site < count ? b->site : UINT32_MAX;
+            }
+        }
+    }
+    return UINT32_MAX;
+}
+
+/* Bring a site's access timeline to the current width; under its access lock. */
+static void advance_access(struct site *s, uint32_t e)
+{
+    while (s->access_epoch < e) {
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < TIMELINE / 2; i++) {
+                s->access_bytes[k][i] = s->access_bytes[k][2 * i] + s->access_bytes[k][2 * i + 1];
+                s->access_samples[k][i] = s->access_samples[k][2 * i] + s->access_samples[k][2 * i + 1];
+            }
+            memset(&s->access_bytes[k][TIMELINE / 2], 0, sizeof s->access_bytes[k] / 2);
+            memset(&s->access_samples[k][TIMELINE / 2], 0, sizeof s->access_samples[k] / 2);
+        }
+        s->access_epoch++;
+    }
+}
+
+/* The sampler's hook, in a signal handler: no lock waited for, no allocation. */
+static void on_access(uintptr_t address, int access, unsigned size, uint32_t weight, uint64_t sample)
+{
+    uint32_t id = site_at(address);
+    if (id == UINT32_MAX) {
+        __atomic_fetch_add(&access_outside, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    struct site *s = sites[id];
+    uint64_t t = now();
+    window_now(t); /* widens the windows first if the run outgrew them */
+    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+    uint64_t wide = (t - t0) / (window_base << e);
+    uint32_t w = wide < TIMELINE ? (uint32_t)wide : TIMELINE - 1;
+    int fresh[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        if (!(access & (k ? MP_ACCESS_WRITE : MP_ACCESS_READ)))
+            continue;
+        /* a sample counts once per site however many of its accesses it credits there */
+        fresh[k] = __atomic_exchange_n(&s->last_sample[k], sample, __ATOMIC_RELAXED) != sample;
+        if (fresh[k])
+            __atomic_fetch_add(&s->samples[k], 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->weights[k], weight, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->sampled_bytes[k], (uint64_t)weight * size, __ATOMIC_RELAXED);
+    }
+    if (__atomic_exchange_n(&s->access_lock, 1, __ATOMIC_ACQUIRE)) {
+        __atomic_fetch_add(&timeline_missed, 1, __ATOMIC_RELAXED); /* another thread's sample of this site, this instant */
+        return;
+    }
+    advance_access(s, e);
+    for (int k = 0; k < 2; k++)
+        if (access & (k ? MP_ACCESS_WRITE : MP_ACCESS_READ)) {
+            s->access_bytes[k][w] += (uint64_t)weight * size;
+            s->access_samples[k][w] += (uint32_t)fresh[k];
+        }
+    mp_unlock(&s->access_lock);
+}
+
 static void record(void *p, size_t size, uintptr_t ra, const void *sp)
 {
     if (!p)
@@ -192,6 +358,8 @@ static void record(void *p, size_t size, uintptr_t ra, const void *sp)
     mp_unlock(&sh->lock);
     if (!stored)
         __atomic_fetch_add(&untracked, 1, __ATOMIC_RELAXED);
+    else if (size >= BIG && __atomic_load_n(&sampling, __ATOMIC_RELAXED))
+        chunks_add((uintptr_t)p, size, id);
     struct site *s = sites[id];
     uint32_t w = window_now(t);
     mp_lock(&s->lock);
@@ -243,6 +411,8 @@ void mp_profile_forget(void *p)
     struct block b;
     if (!p || !take((uintptr_t)p, &b))
         return;
+    if (b.size >= BIG && __atomic_load_n(&sampling, __ATOMIC_RELAXED))
+        chunks_remove(b.p, b.size);
     uint64_t t = now();
     uint64_t life = t - b.born;
     struct site *s = sites[b.site];
@@ -291,11 +461,63 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
 /* ---- output: "<dir>/profile.<pid>.txt" (".<pid>.<n>.txt" for a later image of the pid,
  * after exec), written without locks or malloc ---- */
 
+/* "sampling STATE rate R signal S cpu_ns N samples N expirations N in_kernel N
+ * not_decoded N no_memory N credited N memory N not_heap N clobbered N outside N unplaced N timeline_missed N"
+ * and "sampling_why TEXT" when it is not "on" */
+static void put_sampling(struct mp_writer *o)
+{
+    static const char *names[] = {"off", "on", "failed", "stopped", "on"};
+    const char *why;
+    int sig, rate;
+    int st = mp_sampler_state(&why, &sig, &rate);
+    const struct mp_sampler_counts *c = mp_sampler_counts();
+    struct timespec cpu;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    mp_put(o, "\nsampling "), mp_put(o, names[st]);
+    mp_put(o, " rate"), mp_put_u64(o, (uint64_t)rate);
+    mp_put(o, " signal"), mp_put_u64(o, (uint64_t)sig);
+    mp_put(o, " cpu_ns"), mp_put_u64(o, (uint64_t)cpu.tv_sec * 1000000000ull + (uint64_t)cpu.tv_nsec);
+    mp_put(o, " samples"), mp_put_u64(o, c->samples);
+    mp_put(o, " expirations"), mp_put_u64(o, c->expirations);
+    mp_put(o, " in_kernel"), mp_put_u64(o, c->in_kernel);
+    mp_put(o, " not_decoded"), mp_put_u64(o, c->not_decoded);
+    mp_put(o, " no_memory"), mp_put_u64(o, c->no_memory);
+    mp_put(o, " credited"), mp_put_u64(o, c->credited);
+    mp_put(o, " memory"), mp_put_u64(o, c->memory);
+    mp_put(o, " not_heap"), mp_put_u64(o, c->not_heap);
+    mp_put(o, " clobbered"), mp_put_u64(o, c->clobbered);
+    mp_put(o, " outside"), mp_put_u64(o, access_outside);
+    mp_put(o, " unplaced"), mp_put_u64(o, access_unplaced);
+    mp_put(o, " timeline_missed"), mp_put_u64(o, timeline_missed);
+    if (st != MP_SAMPLER_ON && st != MP_SAMPLER_FINISHED)
+        mp_put(o, "\nsampling_why "), mp_put(o, why);
+}
+
+/* " access N_R N_W WEIGHT_R WEIGHT_W BYTES_R BYTES_W" and the four timelines */
+static void put_accesses(struct mp_writer *o, struct site *s, uint32_t w)
+{
+    advance_access(s, __atomic_load_n(&epoch, __ATOMIC_ACQUIRE)); /* unlocked: the sampler is stopped */
+    mp_put(o, " access");
+    mp_put_u64(o, s->samples[0]), mp_put_u64(o, s->samples[1]);
+    mp_put_u64(o, s->weights[0]), mp_put_u64(o, s->weights[1]);
+    mp_put_u64(o, s->sampled_bytes[0]), mp_put_u64(o, s->sampled_bytes[1]);
+    static const char *names[2][2] = {{" read_bytes", " write_bytes"}, {" read_samples", " write_samples"}};
+    for (int k = 0; k < 2; k++) {
+        mp_put(o, names[0][k]);
+        for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
+            mp_put_u64(o, s->access_bytes[k][i]);
+        mp_put(o, names[1][k]);
+        for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
+            mp_put_u64(o, s->access_samples[k][i]);
+    }
+}
+
 void mp_profile_write(void)
 {
     if (__atomic_exchange_n(&written, 1, __ATOMIC_ACQ_REL))
         return;
     int saved = errno;
+    mp_sampler_finish();
     static struct mp_writer o; /* static: a signal handler's stack may be small */
     o.n = 0;
     o.fd = mp_create_numbered(profile_path, sizeof profile_path, dir, "profile");
@@ -317,6 +539,7 @@ void mp_profile_write(void)
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[len > 0 ? len : 0] = 0;
     mp_put(&o, "\nexe "), mp_put(&o, exe);
+    put_sampling(&o);
     mp_put(&o, "\n");
     /* every module ever seen: "module BASE BUILD_ID|- PATH" */
     for (struct mp_modules *m = mp_modules(); m; m = m->previous)
@@ -344,6 +567,8 @@ void mp_profile_write(void)
         mp_put(&o, " timeline");
         for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
             mp_put_u64(&o, s->timeline[i]);
+        if (sampling)
+            put_accesses(&o, s, w);
         mp_put(&o, "\n");
     }
     mp_put(&o, "end\n");
@@ -360,6 +585,7 @@ void mp_profile_rollback(void)
         unlink(profile_path);
     profile_path[0] = 0;
     __atomic_store_n(&written, 0, __ATOMIC_RELEASE);
+    mp_sampler_resume(); /* writing the profile stopped the sampling */
     errno = saved;
 }
 
@@ -371,7 +597,10 @@ static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTERM, S
 static void on_fatal(int sig)
 {
     mp_profile_write();
-    signal(sig, SIG_DFL);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    mp_sigaction(sig, &dfl, NULL);
     raise(sig);
 }
 
@@ -379,16 +608,43 @@ static void catch_fatal_signals(void)
 {
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
         struct sigaction old;
-        if (sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+        if (mp_sigaction(fatal[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
             !(old.sa_flags & SA_SIGINFO)) {
             struct sigaction sa;
             memset(&sa, 0, sizeof sa);
             sa.sa_handler = on_fatal;
             sa.sa_flags = SA_RESETHAND | SA_NODEFER;
             sigemptyset(&sa.sa_mask);
-            sigaction(fatal[i], &sa, NULL); /* only where the program kept the default */
+            mp_sigaction(fatal[i], &sa, NULL); /* only where the program kept the default */
         }
     }
+}
+
+/* MEMPLACE_SAMPLE_RATE samples per CPU-second (0: none; unset: DEFAULT_RATE). A sampler
+ * that cannot start leaves the profile saying why (put_sampling), never zeros. */
+static void start_sampling(void)
+{
+    const char *r = getenv("MEMPLACE_SAMPLE_RATE");
+    long rate = DEFAULT_RATE;
+    if (r && *r) {
+        rate = 0;
+        for (const char *c = r; *c >= '0' && *c <= '9' && rate < 1000000; c++)
+            rate = rate * 10 + (*c - '0');
+    }
+    if (rate > 0) {
+        for (int i = 0; i < CHUNK_SHARDS; i++) {
+            void *m = mmap(NULL, CHUNK_SLOTS * sizeof(struct chunk_entry), PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (m == MAP_FAILED)
+                rate = -1;
+            else
+                chunk_shards[i].slots = m;
+        }
+        if (rate < 0)
+            return; /* sampling stays off: the profile says "off" with the sampler's reason */
+        __atomic_store_n(&sampling, 1, __ATOMIC_RELEASE);
+    }
+    mp_sampler_start((int)rate, on_access); /* on failure the profile carries the reason */
 }
 
 static const char *rank_variables[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK",
@@ -432,6 +688,7 @@ int mp_profile_start(const char *d, const char **why)
     mp_threads_init();
     t0 = now();
     catch_fatal_signals();
+    start_sampling();
     return 0;
 }
 

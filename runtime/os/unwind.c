@@ -91,6 +91,21 @@ const struct mp_unwind_rule *mp_unwind_find(const struct mp_unwind_table *t, uin
     return &t->rules[t->index[lo]];
 }
 
+uintptr_t mp_unwind_row_start(const struct mp_unwind_table *t, uintptr_t rel)
+{
+    if (rel > UINT32_MAX || t->nrows == 0 || rel < t->pcs[0])
+        return UINTPTR_MAX;
+    uint32_t lo = 0, hi = t->nrows;
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->pcs[mid] <= rel)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return t->pcs[lo];
+}
+
 static int read_traced(uintptr_t a, uintptr_t lo, uintptr_t hi, uintptr_t *out,
                        struct mp_unwind_trace *t)
 {

@@ -34,6 +34,7 @@ from typing import Any
 from memplace.errors import UserError
 from memplace.placement.stats import FALLBACK_REASONS
 from memplace.profiling import profile as prof
+from memplace.profiling.access_estimate import sampled_access_notes
 from memplace.units import format_ns, format_size
 
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
@@ -359,7 +360,11 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
             sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location, assign.get(s.identity),
                                     s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live))
     if profile is not None and not any(s.accessed for s in sm.sites):
-        sm.notes.append("this profile has no access counts (profile with --engine dhat to get them)")
+        why = (profile.meta.get("access_sampling") or {}).get("why")
+        sm.notes.append("this profile has no access counts" + (f" (access sampling: {why})" if why else "")
+                        + " (profile with the runtime engine's access sampling or --engine dhat to get them)")
+    if profile is not None:
+        sm.notes += sampled_access_notes(profile.sites)
     return sm
 
 

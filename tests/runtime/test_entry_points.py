@@ -8,17 +8,18 @@ MALLOC_FAMILY = {"malloc", "free", "calloc", "realloc", "reallocarray", "posix_m
                  "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
                  "free_sized", "free_aligned_sized"}
 OPERATOR_NEW = {"_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t"}
+SIGNALS = {"sigaction", "signal"}  # entry/signals.c: access sampling yields its signal
 # entry/process.c and entry/exec.c: the stats before a process ends, stepping aside at exec
 PROCESS_CALLS = {"_exit", "_Exit", "exit", "quick_exit", "execve", "execv", "execvp", "execvpe",
                  "execl", "execlp", "execle", "fexecve", "execveat", "posix_spawn", "posix_spawnp"}
 FORK = {"fork", "_Fork"}  # entry/fork.c: a child never shares file-device memory
 
 
-def test_exports_exactly_the_malloc_family_operator_new_process_calls_fork_and_memplace_api(runtime):
+def test_exports_exactly_the_malloc_family_operator_new_process_fork_signal_calls_and_memplace_api(runtime):
     out = subprocess.run(["nm", "-D", "--defined-only", runtime], capture_output=True,
                          text=True, check=True).stdout
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    exported = MALLOC_FAMILY | OPERATOR_NEW | PROCESS_CALLS | FORK
+    exported = MALLOC_FAMILY | OPERATOR_NEW | PROCESS_CALLS | FORK | SIGNALS
     assert names - exported == {n for n in names if n.startswith("memplace_")}
     assert exported <= names
     assert not any(n.startswith(("mi_", "_mi_")) for n in names)

@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from memplace.errors import UserError
+from memplace.profiling.access_estimate import sampled_access_notes
 from memplace.profiling.profile import Site
 from memplace.units import format_ns, format_size
 
@@ -373,6 +374,7 @@ def advise(
         notes.append(f"lifetimes: {pb.demand.shape[1]} distinct windows of concurrently live bytes")
     if any(s.reads is None and s.writes is None for s in sites):
         notes.append("some sites have no access counts: each of their bytes counted as written once")
+    notes += sampled_access_notes(sites)
     if method not in ("auto", "milp", "greedy"):
         raise UserError(f"unknown method {method!r} (auto, milp or greedy)")
     assign, used, optimal, bound = None, "greedy", False, None
@@ -418,10 +420,11 @@ def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes,
     for s_i, site in enumerate(sites):
         d = int(assign[s_i])
         cost, base = float(pb.cost[s_i, d]), float(pb.cost[s_i, pb.default])
-        placements.append(
-            Placement(site, devices[d].name, cost, base, float(density[s_i]),
-                      _reason(pb, s_i, d, devices, load, density[s_i], base, cost, dname))
-        )
+        reason = _reason(pb, s_i, d, devices, load, density[s_i], base, cost, dname)
+        if site.sampled is not None and site.sampled.get("few_samples") and (site.accesses or 0) > 0:
+            k = site.sampled.get("read_samples", 0) + site.sampled.get("write_samples", 0)
+            reason += f"; accesses estimated from {k} sample(s): too uncertain to act on"
+        placements.append(Placement(site, devices[d].name, cost, base, float(density[s_i]), reason))
     placements.sort(key=lambda p: (-p.density, -p.site.bytes))
     return Advice(
         placements=placements,

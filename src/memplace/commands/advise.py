@@ -71,6 +71,8 @@ def print_table(advice: adv.Advice, top: int) -> None:
     console.print(f"Modelled access cost ({advice.model} model: accesses x device cost, not a run time): "
                   f"{format_ns(advice.cost)} vs {format_ns(advice.default_cost)} all on {advice.default} "
                   f"({pct:.1f}% less); solved by {advice.method}, {how}, in {advice.seconds:.2f} s.")
+    for note in advice.notes:
+        console.print(f"Note: {note}")
 
 
 @click.command("advise")

@@ -1,6 +1,6 @@
 """`memplace profile`: measure a program's allocation sites, or merge profiles.
 
-    memplace profile [--engine runtime|dhat] [--out DIR] -- CMD [ARGS...]
+    memplace profile [--engine runtime|dhat] [--out DIR] [--rate N] -- CMD [ARGS...]
     memplace profile merge A.json B.json ... -o OUT.json
 
 The first form is the `run` subcommand written without its name: anything after
@@ -19,6 +19,7 @@ from memplace.console import console as make_console
 from memplace.errors import UserError
 from memplace.launch.process import end_like
 from memplace.profiling import profile as prof
+from memplace.profiling.access_estimate import DEFAULT_RATE
 from memplace.profiling.merge import merge_files
 from memplace.units import format_size
 
@@ -58,20 +59,39 @@ def _summary_table(profiles: list[prof.Profile], paths: list[str]) -> None:
         console.print(t)
 
 
+def _say_sampling(profiles: list[prof.Profile]) -> None:
+    """One line per distinct reason access sampling did not give figures."""
+    seen = set()
+    for p in profiles:
+        s = p.meta.get("access_sampling") or {}
+        empty_but_long = s.get("state") == "empty" and s.get("cpu_seconds", 0) >= 0.1  # ~25 ticks
+        if (s.get("state") in ("failed", "stopped") or empty_but_long) and s.get("why") not in seen:
+            seen.add(s.get("why"))
+            click.echo(f"memplace: access sampling {s['state']} in pid {p.pid}: {s.get('why')}; "
+                       "its sites have no read/write figures", err=True)
+
+
 @profile_group.command("run", context_settings={"ignore_unknown_options": True})
 @click.option("--engine", type=click.Choice(["runtime", "dhat"]), default="runtime", show_default=True,
               help="runtime: the preload library; dhat: valgrind's DHAT (adds bytes read/written, ~50x slower).")
 @click.option("--out", "out_dir", default="memplace-profile", show_default=True, type=click.Path(file_okay=False),
               help="Directory for one profile file per process (and MPI rank).")
+@click.option("--rate", type=int, default=None, metavar="N",
+              help="runtime engine: access samples per CPU-second (0: no access sampling) "
+                   "[default: 1000; the kernel's tick caps what arrives, e.g. 250 at HZ=250].")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON (on stderr).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run_command(engine, out_dir, as_json, command):
+def run_command(engine, out_dir, rate, as_json, command):
     """Run CMD and write its per-site allocation profile(s) into DIR."""
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise UserError("no command given: memplace profile [--engine dhat] -- CMD [ARGS...]")
+    if rate is not None and not 0 <= rate <= 100000:
+        raise UserError(f"--rate {rate}: must be 0 (no access sampling) to 100000 samples per CPU-second")
+    if rate is not None and engine == "dhat":
+        raise UserError("--rate: only the runtime engine samples (DHAT counts every access)")
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -79,7 +99,8 @@ def run_command(engine, out_dir, as_json, command):
     if engine == "runtime":
         from memplace.profiling import runtime_engine
 
-        status, profiles, written = runtime_engine.run(command, out_dir)
+        status, profiles, written = runtime_engine.run(
+            command, out_dir, rate=DEFAULT_RATE if rate is None else rate)
     else:
         from memplace.profiling import dhat
 
@@ -96,6 +117,7 @@ def run_command(engine, out_dir, as_json, command):
         click.echo(f"memplace: sites in {len(late)} module(s) loaded after start ({names}{more}) "
                    "end at their first frame there; their unwind tables are made now: profile "
                    "again to follow their callers", err=True)
+    _say_sampling(profiles)
     if as_json:
         click.echo(json.dumps({"engine": engine, "profiles": written, "exit_status": status}), err=True)
     elif sys.stderr.isatty() or os.environ.get("MEMPLACE_SUMMARY"):

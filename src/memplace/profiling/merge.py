@@ -21,6 +21,7 @@ import json
 import math
 from typing import Sequence
 
+from memplace.profiling import access_estimate
 from memplace.profiling import profile as prof
 from memplace.errors import UserError
 
@@ -75,6 +76,8 @@ def merge(profiles: Sequence[prof.Profile], names: Sequence[str] | None = None) 
             m.peak_live_bytes = max(m.peak_live_bytes, s.peak_live_bytes)
             m.reads = _add(m.reads, s.reads)
             m.writes = _add(m.writes, s.writes)
+            if s.sampled is not None:
+                m.sampled = access_estimate.merge_sampled(m.sampled, s.sampled)
             for k, v in s.size_histogram.items():
                 m.size_histogram[k] = m.size_histogram.get(k, 0) + v
             if not m.symbols and s.symbols:

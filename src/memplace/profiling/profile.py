@@ -33,8 +33,16 @@ On disk (`save`/`load`), a profile is one JSON object::
                 "lifetime": {"min": 10.0, "mean": 15.0, "max": 20.0},
                 "size_histogram": [[13, 2]],
                 "reads": 81920, "writes": 4096,
-                "live": [0, 4096, 4096, 0]}],
+                "live": [0, 4096, 4096, 0],
+                "access_samples": {"read_samples": 40, "write_samples": 2,
+                                   "reads_ci95": [58500, 111500], "writes_ci95": [500, 14800],
+                                   "few_samples": false, "reads_timeline": [...], ...}}],
      "meta": {}}
+
+`reads`/`writes` are bytes: counted by DHAT, or estimated from CPU-time samples by the
+runtime engine (then `access_samples` says how many samples are behind them, with 95%
+intervals and per-window figures, and meta["access_sampling"] whether sampling ran;
+profiling/access_estimate.py). Absent: not measured.
 
 `live` is the timeline: the clock's run time is cut into windows of `clock.window`
 units, and `live[i]` is the *peak* number of bytes from the site that were live at
@@ -154,6 +162,9 @@ class Site:
     writes: int | None = None
     live: list[int] | None = None
     symbols: tuple[Symbol | None, ...] = ()
+    # reads/writes estimated from access samples (runtime engine): the samples behind them,
+    # 95% intervals, per-window figures; see profiling/access_estimate.py
+    sampled: dict[str, Any] | None = None
 
     @property
     def identity(self) -> tuple[tuple[str, int], ...]:
@@ -283,6 +294,8 @@ def to_json(p: Profile) -> dict[str, Any]:
             d["writes"] = s.writes
         if s.live is not None:
             d["live"] = list(s.live)
+        if s.sampled is not None:
+            d["access_samples"] = s.sampled
         sites.append(d)
     return {
         "format": FORMAT,
@@ -436,6 +449,10 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
                 nwin = len(live)
             elif len(live) != nwin:
                 raise r.fail(where, f"'live' has {len(live)} windows, other sites have {nwin}")
+        sampled = r.get(sd, "access_samples", (dict,), where, required=False)
+        if sampled is not None:
+            for k in ("read_samples", "write_samples"):
+                r.count(sampled, k, where + " access_samples")
         p.sites.append(
             Site(
                 frames=tuple(frames),
@@ -449,6 +466,7 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
                 writes=r.count(sd, "writes", where, required=False),
                 live=live,
                 symbols=tuple(symbols) if any(symbols) else (),
+                sampled=sampled,
             )
         )
     seen: set = set()

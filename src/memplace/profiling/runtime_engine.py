@@ -7,9 +7,15 @@ Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.t
     pid <pid> / rank <rank|-> / clock_ns <n> / window_ns <n> / windows <n> / untracked <n>
     exe <path of the main program>
     module <base> <lo> <hi> <build-id|-> <path>        ("" path: the main program)
+    sampling <on|off|failed|stopped> rate <n> signal <n> cpu_ns <n> samples <n> ...
+    sampling_why <text>                                  (when not on)
     site <id> <nframes> <addr>... counts <allocs> <frees> <bytes> <live> <peak>
          life <sum> <min> <max> hist [<bucket> <count>]... timeline [<peak live>]...
+         [access <samples r w> <weights r w> <sampled bytes r w>
+          read_bytes [..] read_samples [..] write_bytes [..] write_samples [..]]
     end
+
+The access figures become estimates in profiling/access_estimate.py.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from memplace.profiling import access_estimate
 from memplace.profiling import profile as prof
 from memplace.errors import UserError
 
@@ -43,6 +50,11 @@ def _parse(text: str, origin: str) -> dict:
                                    None if build_id == "-" else build_id, path[0] if path else ""))
         elif key == "site":
             out["sites"].append(_parse_site(rest))
+        elif key == "sampling":
+            words = rest.split()
+            out["sampling"] = {"state": words[0], **{k: int(v) for k, v in zip(words[1::2], words[2::2])}}
+        elif key == "sampling_why":
+            out["sampling_why"] = rest
     return out
 
 
@@ -52,7 +64,9 @@ def _parse_site(rest: str) -> dict:
     site = {"frames": [int(a, 16) for a in words[2:2 + nframes]]}
     i = 2 + nframes
     section = None
-    values: dict[str, list[int]] = {"counts": [], "life": [], "hist": [], "timeline": []}
+    values: dict[str, list[int]] = {"counts": [], "life": [], "hist": [], "timeline": [], "access": [],
+                                    "read_bytes": [], "read_samples": [], "write_bytes": [],
+                                    "write_samples": []}
     for w in words[i:]:
         if w in values:
             section = w
@@ -73,6 +87,7 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
     """One process's runtime file as a Profile (sites with the same identity merged)."""
     raw = _parse(text, origin)
     sites: dict[tuple, prof.Site] = {}
+    sampled: dict[tuple, dict] = {}
     for s in raw["sites"]:
         allocs, frees, nbytes, _live, peak = s["counts"]
         life_sum, life_min, life_max = s["life"]
@@ -92,16 +107,22 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
             for b, c in site.size_histogram.items():
                 a.size_histogram[b] = a.size_histogram.get(b, 0) + c
             a.live = [max(x, y) for x, y in zip(a.live, site.live)]
+            sampled[key] = access_estimate.add_raw(sampled[key], s)
         else:
             sites[key] = site
+            sampled[key] = s
     windows = raw.get("windows", 0)
     for site in sites.values():  # every site the same number of windows
         site.live = (site.live + [site.live[-1] if site.live else 0] * windows)[:windows]
+    meta = {"untracked_blocks": raw.get("untracked", 0)}
+    sampling = access_estimate.sampling_summary(raw.get("sampling"), raw.get("sampling_why"))
+    meta["access_sampling"] = sampling
+    for key, site in sites.items():
+        access_estimate.apply(site, sampled[key], sampling, windows)
     return prof.Profile(
         engine="runtime", command=command, sites=sorted(sites.values(), key=lambda s: -s.bytes),
         pid=raw.get("pid"), rank=raw.get("rank"), clock_unit="ns",
-        duration=raw.get("clock_ns"), window=raw.get("window_ns"),
-        meta={"untracked_blocks": raw.get("untracked", 0)})
+        duration=raw.get("clock_ns"), window=raw.get("window_ns"), meta=meta)
 
 
 def _image_order(path: Path) -> tuple[int, int]:
@@ -110,9 +131,11 @@ def _image_order(path: Path) -> tuple[int, int]:
     return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if all(x.isdigit() for x in parts) else (0, 0)
 
 
-def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[prof.Profile], list[str]]:
+def run(command: list[str], out_dir: str, depth: int = 3,
+        rate: int = access_estimate.DEFAULT_RATE) -> tuple[int, list[prof.Profile], list[str]]:
     """Run `command` under the profiling runtime; write one profile per process into
-    `out_dir`. Returns (exit status, negative for a signal; profiles; their paths)."""
+    `out_dir`. `rate`: access samples per CPU-second (0: none). Returns (exit status,
+    negative for a signal; profiles; their paths)."""
     from memplace.launch.process import child_environment, wait_forwarding_signals
     from memplace.launch.program import describe_program
     from memplace.launch.runtime_path import runtime_path
@@ -126,6 +149,7 @@ def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[pro
     with tempfile.TemporaryDirectory(prefix="memplace-profile-") as work:
         env = child_environment(runtime, {"MEMPLACE_PROFILE": work,
                                           "MEMPLACE_PROFILE_DEPTH": str(depth),
+                                          "MEMPLACE_SAMPLE_RATE": str(rate),
                                           "MEMPLACE_UNWIND": tables.directory})
         try:
             proc = subprocess.Popen(command, env=env)

@@ -1,0 +1,471 @@
+/* Access sampling without hardware counters, root or perf: a POSIX timer on the
+ * process's CPU time (timer_create(CLOCK_PROCESS_CPUTIME_ID)) raises a real-time signal
+ * the program does not use; since Linux 6.3 the kernel delivers it to the thread whose
+ * CPU time made it expire, so every running thread is sampled, also threads that never
+ * allocate, without arming anything per thread. The handler credits the memory operands
+ * of the straight-line code around the interrupted user IP (util/x86_decode.c; found by
+ * decoding forward from a boundary the unwind table knows; cached per IP) whose address
+ * the interrupted registers still give, and hands each (address, read/write, bytes, share
+ * of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
+ * at its tick, so at most CONFIG_HZ samples per CPU-second arrive; expirations the tick
+ * coalesced come as the signal's overrun count and weigh the sample (1 + overrun).
+ *
+ * Never changes the program: SA_RESTART (no EINTR), errno kept, the signal chosen among
+ * those still at their default action, and when the program installs a handler for it
+ * (entry/signals.c calls mp_sampler_yield) sampling stops and the profile says so. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include "internal.h"
+
+extern int __sigaction(int, const struct sigaction *, struct sigaction *); /* glibc's own, not ours */
+
+#define IP_CACHE 4096
+#define MAX_SCAN 65536 /* bytes decoded forward from a row start to reach a sampled IP */
+#define MAX_BLOCK 64   /* instructions of straight-line code credited per sample */
+#define MAX_OPS 12     /* memory operands among them */
+
+/* What a sample at `ip` credits: the memory operands of the straight-line code around
+ * it whose address the interrupted registers still give, and how many instructions that
+ * code has (n_instr 0: not known). */
+struct ip_entry {
+    uintptr_t ip, check;
+    uint16_t n_instr, n_ops, not_heap, clobbered;
+    struct mp_x86_access ops[MAX_OPS];
+};
+
+static struct ip_entry ip_cache[IP_CACHE];
+static mp_sampler_hook hook;
+static timer_t timer;
+static int signo, installed, state = MP_SAMPLER_OFF, rate;
+static const char *reason = "";
+static char reason_buf[96];
+static struct mp_sampler_counts counts;
+
+static uint64_t check_of(const struct ip_entry *e)
+{
+    const unsigned char *p = (const unsigned char *)&e->n_instr;
+    size_t n = (size_t)((const unsigned char *)&e->ops[e->n_ops < MAX_OPS ? e->n_ops : MAX_OPS] - p);
+    uint64_t x = e->ip ^ 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n; i++)
+        x = (x ^ p[i]) * 0x100000001b3ull;
+    return x;
+}
+
+static void decode_at(uintptr_t ip, struct mp_x86_access *a)
+{
+    unsigned char code[16];
+    size_t page = mp_page_size(), room = page - (ip & (page - 1));
+    if (room >= 15) {
+        memcpy(code, (const void *)ip, 15); /* the page being executed is mapped */
+    } else { /* the instruction may cross into a page that is not mapped */
+        struct iovec local = {code, 15}, remote = {(void *)ip, 15};
+        ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+        if (got < (ssize_t)room) {
+            memcpy(code, (const void *)ip, room);
+            got = (ssize_t)room;
+        }
+        if (got < 15)
+            memset(code + got, 0, (size_t)(15 - got));
+    }
+    mp_x86_decode(code, 15, a);
+}
+
+static uint16_t address_registers(const struct mp_x86_access *a)
+{
+    return (uint16_t)((a->base < 16 ? 1u << a->base : 0) | (a->index < 16 ? 1u << a->index : 0));
+}
+
+/* Take operand `a` into the entry if its address is a heap candidate and `written` (the
+ * registers changed between it and the IP) leaves its address registers intact. */
+static void credit(struct ip_entry *e, const struct mp_x86_access *a, uint16_t written)
+{
+    if (!a->memory || !a->access || a->string)
+        return;
+    if (a->segment || a->vsib || a->base == MP_REG_RIP || (a->base == 4 && a->index == MP_REG_NONE) ||
+        (a->base == MP_REG_NONE && a->index == MP_REG_NONE)) {
+        e->not_heap++; /* thread-local, gathers, globals, the stack, absolute addresses */
+        return;
+    }
+    if (address_registers(a) & written) {
+        e->clobbered++; /* p = p->next: the address is gone */
+        return;
+    }
+    if (e->n_ops < MAX_OPS)
+        e->ops[e->n_ops++] = *a;
+}
+
+/* The straight-line code around `ip`. A timer interrupt is taken once the instruction
+ * holding up retirement has retired, so `ip` is mostly just after the one that took the
+ * time; and the instructions around it ran as often as it did. x86 cannot be decoded
+ * backwards: decode forwards from the start of ip's unwind-table row (a function start or
+ * frame change: an instruction boundary) keeping the instructions since the last branch,
+ * then on from ip to the next branch. Branch targets seen in between cut the code before
+ * ip (another path enters there). Operands before ip count if no instruction from them to
+ * ip rewrote their address registers; after ip, if none before them did. */
+static void block_at(uintptr_t ip, struct ip_entry *e)
+{
+    struct mp_x86_access at;
+    decode_at(ip, &at);
+    if (at.length && at.string) { /* rep movs ... interrupted between two steps */
+        e->n_instr = 1;
+        e->ops[e->n_ops++] = at;
+        return;
+    }
+    const struct mp_modules *mods = mp_modules(); /* taken at start-up: a load */
+    const struct mp_module *m = mods ? mp_module_of(mods, ip - 1) : NULL;
+    if (!m || !m->unwind)
+        return;
+    uintptr_t start = mp_unwind_row_start(m->unwind, ip - 1 - m->base);
+    if (start == UINTPTR_MAX || ip - (start + m->base) > MAX_SCAN)
+        return;
+    start += m->base;
+    struct { uintptr_t pc; struct mp_x86_access a; } ring[MAX_BLOCK];
+    int head = 0, n = 0; /* the last n instructions since a branch, oldest at ring[head] */
+    uintptr_t entry = start; /* the latest branch target at or before ip seen so far */
+    uintptr_t pc = start;
+    while (pc < ip) {
+        struct mp_x86_access x;
+        int len = mp_x86_decode((const unsigned char *)pc, ip - pc < 15 ? (int)(ip - pc) : 15, &x);
+        if (len == 0)
+            return;
+        int slot = (head + n) % MAX_BLOCK;
+        if (n == MAX_BLOCK)
+            head = (head + 1) % MAX_BLOCK, slot = (head + n - 1) % MAX_BLOCK;
+        else
+            n++;
+        ring[slot].pc = pc, ring[slot].a = x;
+        pc += (uintptr_t)len;
+        if (x.branch) {
+            n = 0, head = 0;
+            uintptr_t t = pc + (intptr_t)x.target;
+            if (x.branch != MP_BRANCH_END && t <= ip && t > entry)
+                entry = t;
+        }
+    }
+    if (pc != ip)
+        return; /* ip is not where the decoding lands: not an instruction boundary we know */
+    /* after ip: to the next branch, within the module's code */
+    struct mp_x86_access after[MAX_BLOCK];
+    int k = 0;
+    while (k < MAX_BLOCK - n && pc < m->hi) {
+        int len = mp_x86_decode((const unsigned char *)pc, m->hi - pc < 15 ? (int)(m->hi - pc) : 15, &after[k]);
+        if (len == 0)
+            break;
+        pc += (uintptr_t)len;
+        if (after[k++].branch) {
+            uintptr_t t = pc + (intptr_t)after[k - 1].target;
+            if (after[k - 1].branch != MP_BRANCH_END && t <= ip && t > entry)
+                entry = t; /* the loop's back edge */
+            break;
+        }
+    }
+    int first = 0; /* drop what lies before an entry point */
+    while (first < n && ring[(head + first) % MAX_BLOCK].pc < entry)
+        first++;
+    uint16_t written = 0;
+    for (int i = n - 1; i >= first; i--) {
+        const struct mp_x86_access *a = &ring[(head + i) % MAX_BLOCK].a;
+        written |= a->clobbers;
+        credit(e, a, written);
+    }
+    written = 0;
+    for (int i = 0; i < k; i++) {
+        credit(e, &after[i], written);
+        written |= after[i].clobbers;
+    }
+    e->n_instr = (uint16_t)(n - first + k);
+}
+
+/* Decoded once per IP: entries are written without a lock by any thread's handler; one
+ * torn by a concurrent writer fails its check and is decoded again. */
+static const struct ip_entry *decoded(uintptr_t ip, struct ip_entry *copy)
+{
+    struct ip_entry *e = &ip_cache[(ip ^ (ip >> 12)) & (IP_CACHE - 1)];
+    if (e->ip == ip) {
+        *copy = *e;
+        if (copy->ip == ip && copy->n_ops <= MAX_OPS && copy->check == check_of(copy))
+            return copy;
+    }
+    memset(copy, 0, sizeof *copy);
+    copy->ip = ip;
+    block_at(ip, copy);
+    copy->check = check_of(copy);
+    e->ip = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    memcpy((char *)e + sizeof e->ip, (char *)copy + sizeof copy->ip, sizeof *e - sizeof e->ip);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    e->ip = ip;
+    return copy;
+}
+
+#if defined(__x86_64__)
+static const int gregs_of[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
+                                 REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15};
+
+static void on_sample(int sig, siginfo_t *si, void *ucv)
+{
+    int saved = errno;
+    if (si->si_code != SI_TIMER || __atomic_load_n(&state, __ATOMIC_RELAXED) != MP_SAMPLER_ON) {
+        errno = saved;
+        return;
+    }
+    uint32_t weight = 1 + (uint32_t)(si->si_overrun > 0 ? si->si_overrun : 0);
+    __atomic_fetch_add(&counts.samples, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&counts.expirations, weight, __ATOMIC_RELAXED);
+    const greg_t *g = ((ucontext_t *)ucv)->uc_mcontext.gregs;
+    uintptr_t ip = (uintptr_t)g[REG_RIP];
+    size_t page = mp_page_size();
+    /* delivered on the way out of a system call: time the kernel spent for the thread */
+    if ((ip & (page - 1)) >= 2 && ((const unsigned char *)ip)[-2] == 0x0F &&
+        ((const unsigned char *)ip)[-1] == 0x05) {
+        __atomic_fetch_add(&counts.in_kernel, 1, __ATOMIC_RELAXED);
+        errno = saved;
+        return;
+    }
+    struct ip_entry copy;
+    const struct ip_entry *e = decoded(ip, &copy);
+    if (!e->n_instr) {
+        __atomic_fetch_add(&counts.not_decoded, 1, __ATOMIC_RELAXED);
+        errno = saved;
+        return;
+    }
+    if (e->not_heap)
+        __atomic_fetch_add(&counts.not_heap, e->not_heap, __ATOMIC_RELAXED);
+    if (e->clobbered)
+        __atomic_fetch_add(&counts.clobbered, e->clobbered, __ATOMIC_RELAXED);
+    if (!e->n_ops) {
+        __atomic_fetch_add(&counts.no_memory, 1, __ATOMIC_RELAXED);
+        errno = saved;
+        return;
+    }
+    __atomic_fetch_add(&counts.memory, e->n_ops, __ATOMIC_RELAXED);
+    /* each of the n instructions ran once per pass: a pass is 1/n of the sample */
+    uint32_t share = weight * MP_SAMPLE_UNIT / e->n_instr;
+    if (share == 0)
+        share = 1;
+    uint64_t sample = __atomic_add_fetch(&counts.credited, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < e->n_ops; i++) {
+        const struct mp_x86_access *a = &e->ops[i];
+        if (a->string) {
+            uintptr_t rs = (uintptr_t)g[REG_RSI], rd = (uintptr_t)g[REG_RDI];
+            if (a->addr32)
+                rs = (uint32_t)rs, rd = (uint32_t)rd;
+            int op = a->string & ~1;
+            if (op == 0xA4 || op == 0xA6 || op == 0xAC) /* movs, cmps, lods read [rsi] */
+                hook(rs, MP_ACCESS_READ, a->size, share, sample);
+            if (op == 0xA4 || op == 0xAA) /* movs, stos write [rdi] */
+                hook(rd, MP_ACCESS_WRITE, a->size, share, sample);
+            if (op == 0xA6 || op == 0xAE) /* cmps, scas read [rdi] */
+                hook(rd, MP_ACCESS_READ, a->size, share, sample);
+            continue;
+        }
+        uintptr_t addr = (uintptr_t)a->disp;
+        if (a->base != MP_REG_NONE)
+            addr += (uintptr_t)g[gregs_of[a->base]];
+        if (a->index != MP_REG_NONE)
+            addr += (uintptr_t)g[gregs_of[a->index]] * a->scale;
+        if (a->addr32)
+            addr = (uint32_t)addr;
+        hook(addr, a->access, a->size, share, sample);
+    }
+    errno = saved;
+}
+#define MP_SAMPLER_SUPPORTED 1
+static void (*on_sample_handler(void))(int, siginfo_t *, void *) { return on_sample; }
+#else
+#define MP_SAMPLER_SUPPORTED 0
+static void (*on_sample_handler(void))(int, siginfo_t *, void *) { return NULL; }
+#endif
+
+static int arm(const char **why)
+{
+    struct sigevent ev;
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = signo;
+    if (timer_create(CLOCK_PROCESS_CPUTIME_ID, &ev, &timer) != 0) {
+        *why = "timer_create(CLOCK_PROCESS_CPUTIME_ID) failed";
+        return -1;
+    }
+    long ns = 1000000000L / rate;
+    struct itimerspec it = {{ns / 1000000000L, ns % 1000000000L}, {ns / 1000000000L, ns % 1000000000L}};
+    if (timer_settime(timer, 0, &it, NULL) != 0) {
+        timer_delete(timer);
+        *why = "timer_settime failed";
+        return -1;
+    }
+    return 0;
+}
+
+/* A forked child has no timers: arm its own (it counts on from the parent's figures). */
+static void child_after_fork(void)
+{
+    const char *why;
+    if (__atomic_load_n(&state, __ATOMIC_RELAXED) == MP_SAMPLER_ON && arm(&why) != 0) {
+        reason = why;
+        state = MP_SAMPLER_FAILED;
+    }
+}
+
+/* Linux delivers a process CPU timer's signal to the running thread since 6.3; before,
+ * to any thread (mostly the main one, often asleep), which would sample the wrong one. */
+static int kernel_delivers_to_running_thread(void)
+{
+    char buf[128];
+    int fd = open("/proc/sys/kernel/osrelease", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    int major = 0, minor = 0, i = 0;
+    while (buf[i] >= '0' && buf[i] <= '9') major = major * 10 + (buf[i++] - '0');
+    if (buf[i++] != '.')
+        return 0;
+    while (buf[i] >= '0' && buf[i] <= '9') minor = minor * 10 + (buf[i++] - '0');
+    return major > 6 || (major == 6 && minor >= 3);
+}
+
+int mp_sampler_start(int samples_per_cpu_second, mp_sampler_hook h)
+{
+    const char *why = NULL;
+    rate = samples_per_cpu_second;
+    hook = h;
+    if (rate <= 0) {
+        state = MP_SAMPLER_OFF;
+        reason = "sampling not asked for (rate 0)";
+        return -1;
+    }
+    if (rate > 100000)
+        rate = 100000;
+    if (!MP_SAMPLER_SUPPORTED) {
+        why = "no instruction decoder for this architecture (x86_64 only)";
+    } else if (!kernel_delivers_to_running_thread()) {
+        why = "Linux before 6.3 does not deliver CPU-timer signals to the running thread";
+    } else {
+        /* a real-time signal still at its default action, from the top down */
+        for (int s = SIGRTMAX - 2; s >= SIGRTMIN + 4 && !signo; s--) {
+            struct sigaction old;
+            if (__sigaction(s, NULL, &old) == 0 && old.sa_handler == SIG_DFL && !(old.sa_flags & SA_SIGINFO))
+                signo = s;
+        }
+        if (!signo)
+            why = "no real-time signal left at its default action";
+    }
+#if MP_SAMPLER_SUPPORTED
+    if (!why) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sample;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+        sigfillset(&sa.sa_mask); /* one sample at a time per thread; never inside another handler's work */
+        if (__sigaction(signo, &sa, NULL) != 0)
+            why = "sigaction failed";
+        else
+            installed = 1;
+    }
+#endif
+    if (!why) {
+        state = MP_SAMPLER_ON; /* before arming: the first expiry may come at once */
+        if (arm(&why) != 0) {
+            struct sigaction dfl;
+            memset(&dfl, 0, sizeof dfl);
+            dfl.sa_handler = SIG_DFL;
+            __sigaction(signo, &dfl, NULL);
+            installed = 0;
+        }
+    }
+    if (why) {
+        state = MP_SAMPLER_FAILED;
+        reason = why;
+        return -1;
+    }
+    pthread_atfork(NULL, NULL, child_after_fork);
+    return 0;
+}
+
+/* Stop for good: the timer is deleted (its pending signal with it). */
+static void stop(int new_state, const char *why)
+{
+    int was = MP_SAMPLER_ON;
+    if (!__atomic_compare_exchange_n(&state, &was, new_state, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    timer_delete(timer);
+    reason = why;
+}
+
+/* At exit: stop; and if our handler is no longer the signal's (replaced by a raw system
+ * call, which entry/signals.c does not see), say so: the samples stopped back then. */
+void mp_sampler_finish(void)
+{
+    struct sigaction now;
+    if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) == MP_SAMPLER_ON && installed &&
+        __sigaction(signo, NULL, &now) == 0 && now.sa_sigaction != on_sample_handler()) {
+        char *p = reason_buf;
+        const char *t = "the action for signal ";
+        size_t n = strlen(t);
+        memcpy(p, t, n);
+        n += mp_fmt_u64(p + n, (uint64_t)signo);
+        const char *u = " was replaced without sigaction or signal (a raw system call)";
+        memcpy(p + n, u, strlen(u) + 1);
+        installed = 0;
+        stop(MP_SAMPLER_STOPPED, reason_buf);
+        return;
+    }
+    stop(MP_SAMPLER_FINISHED, "");
+}
+
+void mp_sampler_resume(void)
+{
+    int was = MP_SAMPLER_FINISHED;
+    const char *why;
+    if (installed && __atomic_compare_exchange_n(&state, &was, MP_SAMPLER_ON, 0, __ATOMIC_ACQ_REL,
+                                                 __ATOMIC_ACQUIRE) && arm(&why) != 0) {
+        reason = why;
+        state = MP_SAMPLER_FAILED;
+    }
+}
+
+int mp_sampler_signal(void) { return installed ? signo : 0; }
+
+int mp_sampler_yield(int sig)
+{
+    if (!installed || sig != signo)
+        return 0;
+    installed = 0; /* the program's handler replaces ours */
+    if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) == MP_SAMPLER_ON) {
+        char *p = reason_buf;
+        const char *t = "the program set its own action for signal ";
+        size_t n = strlen(t);
+        memcpy(p, t, n);
+        n += mp_fmt_u64(p + n, (uint64_t)sig);
+        p[n] = 0;
+        stop(MP_SAMPLER_STOPPED, reason_buf);
+    }
+    return 1;
+}
+
+int mp_sampler_state(const char **why, int *sig, int *samples_per_cpu_second)
+{
+    *why = reason;
+    *sig = signo;
+    *samples_per_cpu_second = rate;
+    return state;
+}
+
+const struct mp_sampler_counts *mp_sampler_counts(void) { return &counts; }
+
+int mp_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    return __sigaction(sig, act, old);
+}
