@@ -24,11 +24,6 @@ import re
 import stat
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from memplace.errors import UserError
 from memplace.units import format_size
 
@@ -138,6 +133,11 @@ def parse_toml(text: str, path: str, what: str) -> dict:
 
     tomllib recurses on nesting and takes time quadratic in the parts of a dotted key
     (100,000 parts take minutes and gigabytes): both are bounded before parsing."""
+    try:
+        import tomllib  # here: `memplace run` reading its policy from the cache imports no TOML
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
     bare = _TOML_SKIPPED.sub("_", text)
     if _TOML_LONG_KEY.search(bare):
         raise UserError(f"{path}: the {what} has a dotted key of more than {MAX_DEPTH} parts")

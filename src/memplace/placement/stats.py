@@ -18,11 +18,21 @@ import os
 from pathlib import Path
 
 from memplace.errors import UserError
+from memplace.inputs import STATS_LIMIT, read_bytes
+from memplace.units import U64_MAX
 
 FALLBACK_REASONS = ("full", "bind_failed", "backing_failed", "alignment")
 
 
+def _counts(fields: list[str], origin: str, line: str) -> list[int]:
+    if not all(f.isascii() and f.isdigit() and len(f) <= 20 for f in fields) or \
+            any(int(f) > U64_MAX for f in fields):
+        raise UserError(f"{origin}: corrupt line {line[:60]!r}: counts must be integers in 0..2^64-1")
+    return [int(f) for f in fields]
+
+
 def parse_process(text: str, origin: str) -> dict:
+    """One runtime stats file; UserError naming it for anything but what the runtime writes."""
     lines = text.splitlines()
     if not lines or lines[0] != "memplace-stats 1" or lines[-1] != "end":
         raise UserError(f"{origin}: not a complete memplace runtime stats file")
@@ -30,10 +40,12 @@ def parse_process(text: str, origin: str) -> dict:
     for line in lines[1:-1]:
         kind, _, rest = line.partition(" ")
         if kind == "pid":
-            proc["pid"] = int(rest)
+            proc["pid"] = _counts([rest], origin, line)[0]
         elif kind == "device":
             fields = rest.split(" ", 9)
-            nums = [int(x) for x in fields[:9]]
+            if len(fields) != 10:
+                raise UserError(f"{origin}: corrupt line {line[:60]!r}: a device has 9 counts and a name")
+            nums = _counts(fields[:9], origin, line)
             proc["devices"].append({
                 "name": fields[9], "allocations": nums[1], "bytes": nums[2],
                 "live_at_exit": nums[3], "peak": nums[4],
@@ -41,17 +53,21 @@ def parse_process(text: str, origin: str) -> dict:
             })
         elif kind == "rule":
             idx, hits, nbytes, *name = rest.split(" ", 3)
+            if not name and rest.count(" ") < 2:
+                raise UserError(f"{origin}: corrupt line {line[:60]!r}: a rule has 3 counts and a name")
+            idx, hits, nbytes = _counts([idx, hits, nbytes], origin, line)
             label = name[0] if name and name[0] else f"rule {idx}"
             r = proc["rules"].setdefault(label, {"name": label, "hits": 0, "bytes": 0})
-            r["hits"] += int(hits)
-            r["bytes"] += int(nbytes)
+            r["hits"] += hits
+            r["bytes"] += nbytes
+        # other kinds of line: left for the readers of a newer runtime's additions
     proc["rules"] = list(proc["rules"].values())
     return proc
 
 
 def collect(stats_dir: str | os.PathLike) -> list[dict]:
     """Every process's stats in `stats_dir`, in pid order."""
-    procs = [parse_process(p.read_text(errors="replace"), str(p))
+    procs = [parse_process(read_bytes(p, "runtime stats file", STATS_LIMIT).decode("utf-8", "replace"), str(p))
              for p in sorted(Path(stats_dir).glob("stats.*.txt"))]
     return sorted(procs, key=lambda p: p["pid"] or 0)
 
