@@ -19,6 +19,7 @@ import click
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
 from memplace.advisor.policy_writer import write_policy
+from memplace.commands.options import ROWS, SECONDS
 from memplace.console import console as make_console
 from memplace.units import format_ns, format_size
 
@@ -61,8 +62,8 @@ def print_table(advice: adv.Advice, top: int) -> None:
 @click.option("--default", "default", metavar="NAME", help="Device for everything not placed (default: cheapest unlimited).")
 @click.option("--model", type=click.Choice(["latency", "bandwidth"]), default="latency", show_default=True)
 @click.option("--method", type=click.Choice(["auto", "milp", "greedy"]), default="auto", show_default=True)
-@click.option("--time-limit", type=float, default=3.0, show_default=True, help="Seconds the solver may take.")
-@click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
+@click.option("--time-limit", type=SECONDS, default=3.0, show_default=True, help="Seconds the solver may take.")
+@click.option("--top", type=ROWS, default=25, show_default=True, help="Rows in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
 def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, as_json):
     """Assign a profile's allocation sites to devices and write the policy.
@@ -70,8 +71,9 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
     devices' capacities, counting only bytes that are live at the same time.
     """
+    profile = load_profiles(profiles)  # first: a missing file is the first thing to hear about
     specs = device_specs(devices, capacities, default)
-    advice = run_advice(load_profiles(profiles), specs, model, method, default, time_limit)
+    advice = run_advice(profile, specs, model, method, default, time_limit)
     if policy_out:
         write_policy(advice, specs, ", ".join(profiles), policy_out)
     if as_json:

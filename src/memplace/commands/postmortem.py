@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from memplace.commands.options import PID, TID
 from memplace.errors import UserError
 
 
@@ -34,7 +35,7 @@ def _open(core: str | None, pid: int | None, exe: str | None, sysroot: str | Non
 
 def _source_options(f):
     f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
-    f = click.option("--pid", type=int, help="Read a live process instead of a core.")(f)
+    f = click.option("--pid", type=PID, help="Read a live process instead of a core.")(f)
     f = click.option("--sysroot", type=click.Path(), help="Root to find the core's libraries under.")(f)
     f = click.option("--exe", type=click.Path(), help="The executable (default: from the core's notes).")(f)
     return f
@@ -46,7 +47,7 @@ def _hex(v: int | None) -> str | None:
 
 @click.command("tls", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1)
-@click.option("--thread", "tids", type=int, multiple=True, help="Only this thread id (repeatable).")
+@click.option("--thread", "tids", type=TID, multiple=True, help="Only this thread id (repeatable).")
 @_source_options
 def tls_command(args, tids, exe, sysroot, pid, as_json):
     """Thread-local variables of every thread: memplace tls CORE [VAR ...] | --pid PID [VAR ...]."""
