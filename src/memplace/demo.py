@@ -59,14 +59,18 @@ def parse_where(stdout: str) -> dict[str, dict[str, str]]:
 
 
 def run_demo(workdir: Path, echo: Echo) -> int:
+    start = time.monotonic()
+    try:  # the directory, not its parents: a mistyped place is reported, not built
+        workdir = workdir.resolve()
+        workdir.mkdir(exist_ok=True)
+        pmem = workdir / "pmem"
+        pmem.mkdir(exist_ok=True)
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+        raise UserError(f"--dir {workdir}: cannot make the demo's directory: "
+                        f"{getattr(e, 'strerror', None) or e}") from None
     for tool, package in (("gcc", "gcc"), ("valgrind", "valgrind")):
         if shutil.which(tool) is None:
             raise UserError(f"the demo needs {tool}: apt-get install {package}")
-    start = time.monotonic()
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    pmem = workdir / "pmem"
-    pmem.mkdir(exist_ok=True)
     exe = workdir / "hotcold"
     source = resources.files("memplace").joinpath("demo/hotcold.c")
     argv = ["gcc", "-O1", "-g", "-o", str(exe), str(source)]
