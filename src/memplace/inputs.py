@@ -149,3 +149,23 @@ def parse_toml(text: str, path: str, what: str) -> dict:
         raise UserError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:  # not reached past the checks above; kept as the last guard
         raise UserError(f"{path}: the {what} is nested too deeply") from None
+
+
+def check_output(path: str | os.PathLike, what: str) -> None:
+    """A file memplace is about to write: in an existing directory, and not something a write
+    or a rename over it would destroy or block on (a directory, /dev/null, a FIFO)."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UserError(f"{path}: cannot write the {what}: directory {parent} does not exist") from None
+        return
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the {what}: {e.strerror or e}") from None
+    except ValueError:
+        raise UserError(f"{path!r}: not a file name") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+        raise UserError(f"{path}: the {what} must be a regular file, not {kind}")

@@ -19,7 +19,7 @@ import click
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
 from memplace.advisor.policy_writer import write_policy
-from memplace.commands.options import ROWS, SECONDS
+from memplace.commands.options import ROWS, SECONDS, OutputFile
 from memplace.console import console as make_console
 from memplace.units import format_ns, format_size
 
@@ -55,7 +55,7 @@ def print_table(advice: adv.Advice, top: int) -> None:
 
 @click.command("advise")
 @click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--policy-out", "policy_out", type=click.Path(dir_okay=False), help="Write the policy TOML here.")
+@click.option("--policy-out", "policy_out", type=OutputFile("policy"), help="Write the policy TOML here.")
 @click.option("--device", "devices", multiple=True, metavar="NAME=SPEC",
               help="A device: NAME=numa:N|file:DIR|hugepages|system[,latency=NS][,bandwidth=GB/s][,capacity=SIZE]...")
 @click.option("--capacity", "capacities", multiple=True, metavar="NAME=SIZE", help="Set or override a device's capacity.")

@@ -23,3 +23,23 @@ SECONDS = FiniteFloat(min=0, min_open=True, max=7 * 24 * 3600)  # a time limit: 
 ROWS = click.IntRange(min=0, max=1 << 31)  # rows of a table
 PID = click.IntRange(min=1, max=(1 << 22))  # Linux's PID_MAX_LIMIT
 TID = click.IntRange(min=1, max=(1 << 22))
+
+
+class OutputFile(click.ParamType):
+    """A file a command writes: refused early (before any work) when it cannot be written
+    whole, or names a directory, a device or a FIFO that writing would replace or block on."""
+
+    name = "file"
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def convert(self, value, param, ctx):
+        from memplace.errors import UserError
+        from memplace.inputs import check_output
+
+        try:
+            check_output(value, self.what)
+        except UserError as e:
+            self.fail(str(e), param, ctx)
+        return value

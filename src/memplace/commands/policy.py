@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 
 from memplace.placement.devices import read_topology
+from memplace.commands.options import OutputFile
 from memplace.console import table_console as console
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, read_bytes
@@ -60,7 +61,7 @@ def check_command(file: str, exe: str | None, as_json: bool, sysfs: str) -> int:
 
 @policy_group.command("compile")
 @click.argument("file")
-@click.option("-o", "--output", "out", required=True, metavar="OUT", help="Where to write the compiled policy.")
+@click.option("-o", "--output", "out", required=True, metavar="OUT", type=OutputFile("compiled policy"), help="Where to write the compiled policy.")
 @_exe
 @_json
 @_sysfs
