@@ -49,6 +49,17 @@ def memplace(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memplace", *args], **kw)
 
 
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr + (p.stdout or "")
+    assert lines[0].startswith("memplace: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
 def preloaded(runtime: str, env: dict | None = None) -> dict:
     e = dict(os.environ if env is None else env)
     e["LD_PRELOAD"] = runtime

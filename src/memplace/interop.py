@@ -127,6 +127,8 @@ def parse_locations(text: str, path: str) -> list[Location]:
         if len(frames_text) > MAX_FRAMES:
             notes.append(f"{len(frames_text)} frames cut to the innermost {MAX_FRAMES}")
         locs.append(Location(frames, allocator, form, n, group, group_size, notes))
+    if not locs:
+        raise UserError(f"{path}: no location lines (expected 'FRAME > FRAME ... @ ALLOCATOR')")
     if len(forms) > 1:
         raise UserError(f"{path}: mixes raw (MODULE!0xOFF) and source (FILE:LINE) frames; FlexMalloc reads one form per file")
     return locs

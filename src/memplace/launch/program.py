@@ -68,6 +68,8 @@ def describe_program(cmd: str) -> Program:
     """Resolve `cmd` and refuse what LD_PRELOAD cannot reach (one-line UserError)."""
     path = resolve_command(cmd)
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # an executable FIFO would block the read below
+        raise UserError(f"{cmd}: not a program (not a regular file)")
     if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
         raise UserError(f"{path}: set-user-ID or set-group-ID program; the dynamic loader "
                         "ignores LD_PRELOAD for it, so memplace cannot run it placed")
