@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from memplace.inputs import LOCATIONS_LIMIT, POLICY_LIMIT, PROFILE_LIMIT, STATS_LIMIT
-from support import assert_one_line_error
+from support import assert_one_line_error, memplace_to_closed_pipe
 
 DEEP = 100_000
 GOOD_POLICY = 'default = "system"\n[[rules]]\nsite = "libx.so+0x10"\ndevice = "system"\n'
@@ -365,3 +365,23 @@ def test_the_table_covers_every_command_and_option(table):
                 if isinstance(p, Option) and not p.is_flag and not any(o in used for o in p.opts):
                     missing.append(f"{name} {sub.name} {p.opts}")
     assert not missing, missing
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["--version"], ["policy", "--help"], ["devices"], ["devices", "--json"],
+    ["policy", "check", "{toml}"], ["policy", "check", "--json", "{toml}"], ["policy", "show", "{toml}"],
+    ["policy", "show", "--json", "{toml}"], ["policy", "compile", "{toml}", "-o", "{out}.mpc"],
+    ["report", "--profile", "{profile}"], ["report", "--stats", "{stats}", "--json"],
+    ["advise", "{profile}", "--device", "a=system,latency=1"],
+    ["advise", "{profile}", "--device", "a=system,latency=1", "--json"],
+    ["profile", "merge", "{profile}", "-o", "{out}.json"],
+    ["interop", "import", "{locations}", "-o", "{out}.toml", "--json"],
+], ids=lambda a: "-".join(x for x in a if not x.startswith("{")))
+def test_a_reader_that_stops_early_ends_memplace_quietly(table, argv):
+    """`memplace ... | head -1`: status 0 and no error on stderr, like the reader's other writers
+    (a policy's warnings, on stderr, still show)."""
+    g = table[0]
+    args = [a.format(out=g.out, **g.good) for a in argv]
+    r = memplace_to_closed_pipe(*args, env=dict(os.environ, MEMPLACE_CACHE=str(g.root / "cache")))
+    assert r.returncode == 0, (args, r.returncode, r.stderr)
+    assert not any(w in r.stderr for w in ("Traceback", "Broken pipe", "BrokenPipe", "Exception ignored")), r.stderr

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from postmortem_support import build, crash, memplace_json, memplace_run, need
+from support import memplace_to_closed_pipe
 
 
 def _getspecific(out: str) -> dict[tuple[int, int], int]:
@@ -71,3 +72,12 @@ def test_musl_dynamic_keys(tmp_path):
     doc = memplace_json("keys", str(core))
     assert doc["libc"] == "musl"
     _check(doc, out, musl=True)
+
+
+@pytest.mark.parametrize("command", ["keys", "tls"])
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_a_reader_that_stops_early_ends_memplace_quietly(keys_core, command, as_json):
+    """`memplace keys core | head -1`: status 0 and nothing on stderr (keys exited 1 before)."""
+    core, _ = keys_core
+    r = memplace_to_closed_pipe(command, str(core), *as_json)
+    assert (r.returncode, r.stderr) == (0, "")
