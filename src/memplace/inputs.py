@@ -94,6 +94,7 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
 _TOML_SKIPPED = re.compile(r'#[^\n]*|"""(?:[^\\]|\\.)*?(?:"""|\\?\Z)|\'\'\'.*?(?:\'\'\'|\Z)'
                            r'|"(?:[^"\\\n]|\\[^\n])*(?:"|\\?(?=\n)|\\?\Z)|\'[^\'\n]*\'?', re.DOTALL)
 _TOML_LONG_KEY = re.compile(r"(?<![\w-])(?:[\w-]+[ \t]*\.[ \t]*){%d}" % MAX_DEPTH)
+_PAIR = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -104,7 +105,7 @@ def _too_deep(brackets: bytes) -> bool:
     nested at most N deep is empty of pairs after N rounds. Unmatched brackets stay for
     the parser to report."""
     for _ in range(MAX_DEPTH):
-        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        shorter = _PAIR.sub(b"", brackets)  # one pass: [{}] loses one level, not two
         if shorter == brackets:
             return False
         brackets = shorter

@@ -52,11 +52,11 @@ def parse_process(text: str, origin: str) -> dict:
                 "fallbacks": dict(zip(FALLBACK_REASONS, nums[5:9])),
             })
         elif kind == "rule":
-            idx, hits, nbytes, *name = rest.split(" ", 3)
-            if not name and rest.count(" ") < 2:
+            fields = rest.split(" ", 3)
+            if len(fields) < 3:
                 raise UserError(f"{origin}: corrupt line {line[:60]!r}: a rule has 3 counts and a name")
-            idx, hits, nbytes = _counts([idx, hits, nbytes], origin, line)
-            label = name[0] if name and name[0] else f"rule {idx}"
+            idx, hits, nbytes = _counts(fields[:3], origin, line)
+            label = fields[3] if len(fields) > 3 and fields[3] else f"rule {idx}"
             r = proc["rules"].setdefault(label, {"name": label, "hits": 0, "bytes": 0})
             r["hits"] += hits
             r["bytes"] += nbytes
