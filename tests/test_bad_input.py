@@ -302,7 +302,7 @@ def table(tmp_path_factory):
         try:
             return name, subprocess.run([sys.executable, "-m", "memplace", *argv], capture_output=True, text=True,
                                         errors="replace", env=env, cwd=g.root, timeout=120, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as e:
+        except (subprocess.TimeoutExpired, OSError) as e:  # reported by the case's own test
             return name, e
 
     with ThreadPoolExecutor(4) as pool:
@@ -314,6 +314,7 @@ def _check(table, case: str, *needles: str) -> None:
     g, cases, results, before = table
     r = results[case]
     assert not isinstance(r, subprocess.TimeoutExpired), f"memplace {' '.join(cases[case][0])}: did not end"
+    assert not isinstance(r, OSError), r
     assert_one_line_error(r, *needles)
 
 
