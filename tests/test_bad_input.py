@@ -368,6 +368,22 @@ def test_the_table_covers_every_command_and_option(table):
     assert not missing, missing
 
 
+def test_an_input_too_big_for_a_memory_limit_is_one_line_naming_it(tmp_path):
+    """`ulimit -v` and a policy just under the size limit: MemoryError was a traceback."""
+    import resource
+
+    policy = tmp_path / "big.toml"
+    with open(policy, "w") as f:
+        f.write('[[rules]]\nsite = "libx.so+0x10"\ndevice = "system"\nname = "' + "x" * (60 << 20) + '"\n')
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))
+
+    r = subprocess.run([sys.executable, "-m", "memplace", "policy", "check", str(policy)], capture_output=True,
+                       text=True, timeout=120, preexec_fn=limit)
+    assert_one_line_error(r, str(policy), "memory")
+
+
 @pytest.mark.parametrize("argv", [
     ["--help"], ["--version"], ["policy", "--help"], ["devices"], ["devices", "--json"],
     ["policy", "check", "{toml}"], ["policy", "check", "--json", "{toml}"], ["policy", "show", "{toml}"],

@@ -74,8 +74,14 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int) -> bytes:
         return b"".join(chunks)
     except OSError as e:
         raise UserError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    except MemoryError:
+        raise _out_of_memory(path, what) from None
     finally:
         os.close(fd)
+
+
+def _out_of_memory(path: str, what: str) -> UserError:
+    return UserError(f"{path}: the {what} does not fit in this process's memory (ulimit -v?)")
 
 
 def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
@@ -83,6 +89,8 @@ def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
     data = read_bytes(path, what, limit)
     try:
         return data.decode("utf-8")
+    except MemoryError:
+        raise _out_of_memory(os.fspath(path), what) from None
     except UnicodeDecodeError as e:
         raise UserError(f"{os.fspath(path)}: the {what} is not a text file (not UTF-8 at byte {e.start})") from None
 
@@ -117,6 +125,23 @@ def _brackets(data: bytes) -> bytes:
 
 
 def parse_json(data: bytes, path: str, what: str) -> Any:
+    """`data` as JSON, at most MAX_DEPTH deep; UserError naming `path` for too deep or too big
+    for this process's memory (json's own ValueError for what is not JSON)."""
+    try:
+        return _parse_json(data, path, what)
+    except MemoryError:
+        raise _out_of_memory(path, what) from None
+
+
+def parse_toml(text: str, path: str, what: str) -> dict:
+    """`text` as TOML, at most MAX_DEPTH deep; UserError naming `path` for anything wrong."""
+    try:
+        return _parse_toml(text, path, what)
+    except MemoryError:
+        raise _out_of_memory(path, what) from None
+
+
+def _parse_json(data: bytes, path: str, what: str) -> Any:
     """JSON nested at most MAX_DEPTH deep; UserError for deeper (or otherwise bad) JSON.
 
     The check of depth is made before parsing (json's decoder recurses)."""
@@ -129,7 +154,7 @@ def parse_json(data: bytes, path: str, what: str) -> Any:
         raise UserError(f"{path}: the {what} is nested too deeply") from None
 
 
-def parse_toml(text: str, path: str, what: str) -> dict:
+def _parse_toml(text: str, path: str, what: str) -> dict:
     """TOML nested at most MAX_DEPTH deep (arrays, inline tables, dotted keys); UserError otherwise.
 
     tomllib recurses on nesting and takes time quadratic in the parts of a dotted key
