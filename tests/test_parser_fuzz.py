@@ -115,6 +115,15 @@ def test_mutated_run_statistics_are_reported_or_refused_in_one_line(tmp_path, do
     _used_or_user_error(tmp_path, stats=json.dumps(doc))
 
 
+def _read_or_one_line(parse, text: str, origin: str):
+    """parse(text, origin), or None after a UserError that is one line naming `origin`."""
+    try:
+        return parse(text, origin)
+    except UserError as e:
+        assert str(e).startswith(origin) and "\n" not in str(e), str(e)
+        return None
+
+
 runtime_lines = st.one_of(
     st.sampled_from(["memplace-stats 1", "end", "pid 7", "pid -1", "pid x", "pid " + "9" * 30, "device", "rule",
                      "device 0 1 2 3 4 5 6 7 8 hbm", "device 0 1 2 3 4 5 6 7 hbm", "rule 0 1 2", "rule 0 1 2 name",
@@ -126,12 +135,8 @@ runtime_lines = st.one_of(
 @given(st.lists(runtime_lines, max_size=8), st.booleans())
 def test_a_runtime_stats_file_is_read_or_refused_in_one_line(lines, framed):
     text = "\n".join((["memplace-stats 1", *lines, "end"] if framed else lines))
-    try:
-        proc = parse_process(text, "stats.7.txt")
-    except UserError as e:
-        assert str(e).startswith("stats.7.txt: ") and "\n" not in str(e)
-        return
-    for d in proc["devices"]:
+    proc = _read_or_one_line(parse_process, text, "stats.7.txt")
+    for d in proc["devices"] if proc else []:
         assert all(0 <= d[k] < 1 << 64 for k in ("allocations", "bytes", "live_at_exit", "peak"))
 
 
@@ -150,12 +155,8 @@ location_lines = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(location_lines, max_size=6))
 def test_a_locations_file_is_read_or_refused_in_one_line(lines):
-    try:
-        locs = parse_locations("\n".join(lines), "fuzz.loc")
-    except UserError as e:
-        assert str(e).startswith("fuzz.loc") and "\n" not in str(e)
-        return
-    assert locs and all(1 <= len(l.frames) <= 4 for l in locs)
+    locs = _read_or_one_line(parse_locations, "\n".join(lines), "fuzz.loc")
+    assert locs is None or all(1 <= len(l.frames) <= 4 for l in locs)
 
 
 definition_lines = st.one_of(
@@ -168,12 +169,8 @@ definition_lines = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(definition_lines, max_size=6))
 def test_a_definitions_file_is_read_or_refused_in_one_line(lines):
-    try:
-        defs = parse_definitions("\n".join(lines), "fuzz.def")
-    except UserError as e:
-        assert str(e).startswith("fuzz.def") and "\n" not in str(e)
-        return
-    assert all(d.size is None or 0 <= d.size < 1 << 64 for d in defs.values())
+    defs = _read_or_one_line(parse_definitions, "\n".join(lines), "fuzz.def")
+    assert defs is None or all(d.size is None or 0 <= d.size < 1 << 64 for d in defs.values())
 
 
 # -- nesting -------------------------------------------------------------------------------
