@@ -210,46 +210,35 @@ def nests(draw, toml: bool):
     return (f"a = {value}\n" if toml else value), depth
 
 
+def _read_exactly_up_to(count: int, read, refusal: str) -> None:
+    """read() succeeds when count <= MAX_DEPTH, else is a UserError saying `refusal`."""
+    if count <= MAX_DEPTH:
+        read()
+        return
+    try:
+        read()
+    except UserError as e:
+        assert refusal in str(e), str(e)
+    else:
+        raise AssertionError(f"{count} accepted")
+
+
 @settings(max_examples=100, deadline=None)
 @given(nests(toml=True))
 def test_toml_is_read_exactly_up_to_the_depth_limit(nest):
     text, depth = nest
-    if depth <= MAX_DEPTH:
-        assert parse_toml(text, "n.toml", "policy")["a"] is not None
-    else:
-        try:
-            parse_toml(text, "n.toml", "policy")
-        except UserError as e:
-            assert "nested more than" in str(e)
-        else:
-            raise AssertionError(f"depth {depth} accepted")
+    _read_exactly_up_to(depth, lambda: parse_toml(text, "n.toml", "policy"), "nested more than")
 
 
 @settings(max_examples=100, deadline=None)
 @given(nests(toml=False))
 def test_json_is_read_exactly_up_to_the_depth_limit(nest):
     text, depth = nest
-    if depth <= MAX_DEPTH:
-        parse_json(text.encode(), "n.json", "profile")
-    else:
-        try:
-            parse_json(text.encode(), "n.json", "profile")
-        except UserError as e:
-            assert "nested more than" in str(e)
-        else:
-            raise AssertionError(f"depth {depth} accepted")
+    _read_exactly_up_to(depth, lambda: parse_json(text.encode(), "n.json", "profile"), "nested more than")
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 3 * MAX_DEPTH), st.sampled_from(["k", '"q"', "'l'", "k-1"]))
 def test_a_dotted_key_is_read_up_to_the_limit(parts, part):
     text = ".".join([part] * parts) + " = 1\n"
-    if parts <= MAX_DEPTH:
-        parse_toml(text, "d.toml", "policy")
-    else:
-        try:
-            parse_toml(text, "d.toml", "policy")
-        except UserError as e:
-            assert "dotted key" in str(e)
-        else:
-            raise AssertionError(f"{parts} parts accepted")
+    _read_exactly_up_to(parts, lambda: parse_toml(text, "d.toml", "policy"), "dotted key")
