@@ -402,3 +402,34 @@ def test_a_reader_that_stops_early_ends_memplace_quietly(table, argv):
     r = memplace_to_closed_pipe(*args, env=dict(os.environ, MEMPLACE_CACHE=str(g.root / "cache")))
     assert r.returncode == 0, (args, r.returncode, r.stderr)
     assert not any(w in r.stderr for w in ("Traceback", "Broken pipe", "BrokenPipe", "Exception ignored")), r.stderr
+
+
+@pytest.mark.parametrize("what", ["70000-rules", "symbol-plus-offset-past-2^64"])
+def test_policy_check_rejects_exactly_what_compile_and_run_reject(tmp_path, cc, what):
+    """`check` said OK to both; `compile` and `run` refused them (a struct.error traceback, for
+    the second). Now all three give the compiler's words."""
+    exe = cc("int main(void) { return 0; }\n", "prog")
+    if what == "70000-rules":
+        text = "".join(f'[[rules]]\nsite = "libx.so+{i:#x}"\ndevice = "system"\n' for i in range(70_000))
+        words = "too large to compile"
+    else:
+        text = f'[[rules]]\nsite = "main+{(1 << 64) - 1:#x}"\ndevice = "system"\n'
+        words = "above 2^64-1"
+    policy = tmp_path / "p.toml"
+    policy.write_text(text)
+    env = dict(os.environ, MEMPLACE_CACHE=str(tmp_path / "cache"))
+
+    def mp(*args):
+        return subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    check = mp("policy", "check", str(policy), "--exe", str(exe))
+    assert check.returncode == 2 and "Traceback" not in check.stdout + check.stderr, check.stderr
+    errors = [line for line in check.stdout.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and words in errors[0], errors
+    compiled = mp("policy", "compile", str(policy), "-o", str(tmp_path / "p.mpc"), "--exe", str(exe))
+    assert_one_line_error(compiled, str(policy), words)
+    assert compiled.stderr.strip() == "memplace: " + errors[0][len("error: "):]
+    assert not (tmp_path / "p.mpc").exists()
+    run = mp("run", "--policy", str(policy), "--", str(exe))
+    assert_one_line_error(run, str(policy), words)
