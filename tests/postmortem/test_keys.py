@@ -81,3 +81,20 @@ def test_a_reader_that_stops_early_ends_memplace_quietly(keys_core, command, as_
     core, _ = keys_core
     r = memplace_to_closed_pipe(command, str(core), *as_json)
     assert (r.returncode, r.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("option", ["--exe", "--sysroot"])
+@pytest.mark.parametrize("bad", ["/dev/zero", "fifo", "missing", "directory"])
+def test_a_bad_exe_or_sysroot_is_one_line_naming_it(keys_core, tmp_path, option, bad):
+    """Given with a real core, so that the option itself is read (not a missing core)."""
+    import os
+
+    from support import assert_one_line_error, memplace
+
+    core, _ = keys_core
+    path = {"fifo": tmp_path / "fifo", "missing": tmp_path / "missing", "directory": tmp_path}.get(bad, bad)
+    if bad == "fifo":
+        os.mkfifo(path)
+    r = memplace("keys", str(core), option, str(path), timeout=60)
+    # a directory is a sysroot: one without the core's program, which the line names
+    assert_one_line_error(r, *(["not found", "--sysroot"] if (option, bad) == ("--sysroot", "directory") else [str(path)]))

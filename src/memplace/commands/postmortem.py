@@ -11,6 +11,7 @@ the same data for programs.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -28,6 +29,8 @@ def _open(core: str | None, pid: int | None, exe: str | None, sysroot: str | Non
         return open_pid(pid)
     if core is None:
         raise UserError("missing CORE (or --pid PID)")
+    if sysroot is not None and not os.path.isdir(sysroot):
+        raise UserError(f"--sysroot {sysroot}: not a directory")
     from memplace.postmortem.target import open_core
 
     return open_core(core, exe=exe, sysroot=sysroot)
