@@ -266,7 +266,7 @@ OPTION_CASES = [
     ("tls--thread-negative", lambda g: ["tls", "--pid", "1", "--thread", "-3"], "--thread"),
     ("tls-no-core", lambda g: ["tls"], "CORE"),
     ("tls--exe-fifo", lambda g: ["tls", "--exe", str(g.root / "fifo"), str(g.root / "missing")], "missing"),
-    ("keys--sysroot-fifo", lambda g: ["keys", "--sysroot", str(g.root / "fifo"), str(g.root / "missing")], "missing"),
+    ("keys--sysroot-fifo", lambda g: ["keys", "--sysroot", str(g.root / "fifo"), str(g.root / "missing")], "--sysroot"),
     ("keys-missing", lambda g: ["keys", str(g.root / "missing")], "missing"),
     ("keys-fifo", lambda g: ["keys", str(g.root / "fifo")], "fifo"),
     ("keys-urandom", lambda g: ["keys", "/dev/urandom"], "/dev/urandom"),
@@ -393,6 +393,7 @@ def test_an_input_too_big_for_a_memory_limit_is_one_line_naming_it(tmp_path):
     ["advise", "{profile}", "--device", "a=system,latency=1", "--json"],
     ["profile", "merge", "{profile}", "-o", "{out}.json"],
     ["interop", "import", "{locations}", "-o", "{out}.toml", "--json"],
+    ["interop", "export", "{toml}", "-o", "{out}.loc"],
 ], ids=lambda a: "-".join(x for x in a if not x.startswith("{")))
 def test_a_reader_that_stops_early_ends_memplace_quietly(table, argv):
     """`memplace ... | head -1`: status 0 and no error on stderr, like the reader's other writers
