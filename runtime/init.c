@@ -1,7 +1,7 @@
 /* Process start and end, and fork: the top of the runtime, it calls into every layer.
  * At start: resolve the next allocator early (outside any malloc call when possible),
  * choose the mode and, when the launcher asked for it, append one status line to
- * MEMPLACE_STATUS. At exit: the stats file or the profile.
+ * MEMPLACE_STATUS. At exit: the stats file or the profile (entry/process.c).
  * The file is opened, written and closed here, never kept: the program's descriptors
  * stay exactly its own. */
 #define _GNU_SOURCE
@@ -47,8 +47,6 @@ static void refuse(const char *what, const char *path, const char *why)
         mp_write_all(2, parts[i], strlen(parts[i]));
 }
 
-static const char *stats_dir;
-
 /* fork: take every runtime lock first, so none is held by a thread that does not exist in
  * the child. Only locks of the active mode; mimalloc's own are its business. */
 static void fork_prepare(void)
@@ -77,8 +75,11 @@ static void fork_child(void)
     mp_threads_fork_release();
     if (mp_mode == MP_PROFILING)
         mp_profile_fork_release();
-    if (mp_mode == MP_PLACING)
+    if (mp_mode == MP_PLACING) {
         mp_device_heaps_fork_child();
+        mp_accounting_join(); /* its copies of the parent's blocks count as its own */
+    }
+    mp_process_forked(); /* the child's own stats file */
 }
 
 /* Where the unwind tables are: $MEMPLACE_UNWIND (set by memplace run and profile; ""
@@ -129,16 +130,12 @@ __attribute__((constructor)) static void mp_init(void)
     if (mp_mode != MP_TRANSPARENT)
         pthread_atfork(fork_prepare, fork_parent, fork_child);
     mp_entry_choose();
-    stats_dir = getenv("MEMPLACE_STATS");
+    mp_process_start(getenv("MEMPLACE_STATS"));
+    mp_exec_init();
     const char *status = getenv("MEMPLACE_STATUS");
     if (status && *status)
         write_status(status);
 }
 
-__attribute__((destructor)) static void mp_fini(void)
-{
-    if (stats_dir && *stats_dir && mp_mode == MP_PLACING)
-        mp_place_write_stats(stats_dir);
-    if (mp_mode == MP_PROFILING)
-        mp_profile_write();
-}
+/* The stats or the profile (entry/process.c: also on _exit and before an exec). */
+__attribute__((destructor)) static void mp_fini(void) { mp_process_exits(); }

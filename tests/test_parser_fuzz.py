@@ -125,7 +125,7 @@ def _read_or_one_line(parse, text: str, origin: str):
 
 
 runtime_lines = st.one_of(
-    st.sampled_from(["memplace-stats 1", "end", "pid 7", "pid -1", "pid x", "pid " + "9" * 30, "device", "rule",
+    st.sampled_from(["memplace-stats 2", "end", "pid 7", "pid -1", "pid x", "pid " + "9" * 30, "device", "rule",
                      "device 0 1 2 3 4 5 6 7 8 hbm", "device 0 1 2 3 4 5 6 7 hbm", "rule 0 1 2", "rule 0 1 2 name",
                      "rule 0 1", "device 0 1 2 3 4 5 6 7 " + "9" * 25 + " x", "rule -1 2 3 r", "", " "]),
     st.text(st.sampled_from("devicrul 0123456789-x"), max_size=30))
@@ -134,7 +134,7 @@ runtime_lines = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(runtime_lines, max_size=8), st.booleans())
 def test_a_runtime_stats_file_is_read_or_refused_in_one_line(lines, framed):
-    text = "\n".join((["memplace-stats 1", *lines, "end"] if framed else lines))
+    text = "\n".join((["memplace-stats 2", *lines, "end"] if framed else lines))
     proc = _read_or_one_line(parse_process, text, "stats.7.txt")
     for d in proc["devices"] if proc else []:
         assert all(0 <= d[k] < 1 << 64 for k in ("allocations", "bytes", "live_at_exit", "peak"))

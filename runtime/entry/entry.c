@@ -1,8 +1,8 @@
-/* Every symbol the runtime exports: the malloc family, C++ operator new, and memplace's
- * own API.
- * This file is the whole public surface; `nm -D libmemplace.so` lists exactly these.
+/* The allocation symbols the runtime exports: the malloc family, C++ operator new, and
+ * memplace's own API. With entry/process.c (exit, _exit, quick_exit) and entry/exec.c (the
+ * exec family, posix_spawn) this is the whole public surface (runtime/exports.map).
  *
- * malloc, free, calloc and realloc are one indirect jump through `hot`, chosen once at
+ * malloc, free, calloc and realloc are one indirect jump through `mp_hot`, chosen once at
  * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free
  * and realloc keep a boot-area check only if boot blocks are still alive), in placement
  * mode straight to placement, otherwise (and until start-up is done) to the general
@@ -21,25 +21,61 @@
 /* The mode lives here, where it is dispatched on; init.c sets it once at start-up. */
 MP_HIDDEN int mp_mode;
 
-static void *general_malloc(size_t n);
+/* malloc, calloc and realloc also hand the target the program's stack pointer (as it
+ * will be after the call returns) and frame pointer, in argument registers their C
+ * signatures leave unused: unwinding for a multi-frame rule then starts at the program's
+ * frame instead of walking the runtime's own frames first. The next allocator, reached
+ * by the same jump in transparent mode, ignores them. */
+static void *general_malloc(size_t n, uintptr_t sp, uintptr_t fp);
 static void general_free(void *p);
-static void *general_calloc(size_t n, size_t size);
-static void *general_realloc(void *p, size_t n);
+static void *general_calloc(size_t n, size_t size, uintptr_t sp, uintptr_t fp);
+static void *general_realloc(void *p, size_t n, uintptr_t sp, uintptr_t fp);
 
-static struct {
-    void *(*malloc)(size_t);
-    void (*free)(void *);
-    void *(*calloc)(size_t, size_t);
-    void *(*realloc)(void *, size_t);
-} hot = {general_malloc, general_free, general_calloc, general_realloc};
+/* Called only from the exported functions below (assembly on x86_64), whatever the
+ * pointers' C types: the next allocator's functions take fewer arguments. */
+MP_HIDDEN __attribute__((used)) struct {
+    void *malloc, *free, *calloc, *realloc;
+} mp_hot __asm__("mp_hot") = {general_malloc, general_free, general_calloc, general_realloc};
 
-MP_EXPORT void *malloc(size_t n) { return hot.malloc(n); }
-MP_EXPORT void free(void *p) { hot.free(p); }
-MP_EXPORT void *calloc(size_t n, size_t size) { return hot.calloc(n, size); }
-MP_EXPORT void *realloc(void *p, size_t n) { return hot.realloc(p, n); }
+#if defined(__x86_64__)
+#ifdef __CET__
+#define ENDBR "endbr64\n\t"
+#else
+#define ENDBR ""
+#endif
+/* name: sp = rsp + 8 (the return address popped), fp = rbp, then jump through the table */
+#define TRAMPOLINE(name, slot, sp_reg, fp_reg)                                                    \
+    __asm__(".text\n\t.globl " #name "\n\t.type " #name ", @function\n\t.p2align 4\n" #name  \
+            ":\n\t" ENDBR "lea 8(%rsp), %" #sp_reg "\n\tmov %rbp, %" #fp_reg                   \
+            "\n\tjmp *mp_hot+" #slot "(%rip)\n\t.size " #name ", .-" #name "\n")
+TRAMPOLINE(malloc, 0, rsi, rdx);
+TRAMPOLINE(calloc, 16, rdx, rcx);
+TRAMPOLINE(realloc, 24, rdx, rcx);
+#else /* no unwinding from the program's frame: sp 0 */
+MP_EXPORT void *malloc(size_t n)
+{
+    return ((void *(*)(size_t, uintptr_t, uintptr_t))mp_hot.malloc)(n, 0, 0);
+}
+MP_EXPORT void *calloc(size_t n, size_t size)
+{
+    return ((void *(*)(size_t, size_t, uintptr_t, uintptr_t))mp_hot.calloc)(n, size, 0, 0);
+}
+MP_EXPORT void *realloc(void *p, size_t n)
+{
+    return ((void *(*)(void *, size_t, uintptr_t, uintptr_t))mp_hot.realloc)(p, n, 0, 0);
+}
+#endif
+MP_EXPORT void free(void *p) { ((void (*)(void *))mp_hot.free)(p); }
 
-static void *placed_malloc(size_t n) { return mp_place_malloc(n, CALLER); }
-static void *placed_calloc(size_t n, size_t size) { return mp_place_calloc(n, size, CALLER); }
+static void *placed_malloc(size_t n, uintptr_t sp, uintptr_t fp)
+{
+    return mp_place_malloc(n, CALLER, sp, fp);
+}
+
+static void *placed_calloc(size_t n, size_t size, uintptr_t sp, uintptr_t fp)
+{
+    return mp_place_calloc(n, size, CALLER, sp, fp);
+}
 
 static void placed_free(void *p)
 {
@@ -58,28 +94,28 @@ void mp_entry_choose(void)
     if (mp_resolve_next() != 0)
         return;
     if (mp_mode == MP_PLACING) {
-        __atomic_store_n(&hot.malloc, placed_malloc, __ATOMIC_RELEASE);
-        __atomic_store_n(&hot.calloc, placed_calloc, __ATOMIC_RELEASE);
-        __atomic_store_n(&hot.free, placed_free, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.malloc, (void *)placed_malloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.calloc, (void *)placed_calloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.free, (void *)placed_free, __ATOMIC_RELEASE);
         return;
     }
     if (mp_mode != MP_TRANSPARENT)
         return;
-    __atomic_store_n(&hot.malloc, mp_next.malloc, __ATOMIC_RELEASE);
-    __atomic_store_n(&hot.calloc, mp_next.calloc, __ATOMIC_RELEASE);
+    __atomic_store_n(&mp_hot.malloc, (void *)mp_next.malloc, __ATOMIC_RELEASE);
+    __atomic_store_n(&mp_hot.calloc, (void *)mp_next.calloc, __ATOMIC_RELEASE);
     if (mp_boot_live() == 0) { /* no boot block can ever reach free or realloc */
-        __atomic_store_n(&hot.free, mp_next.free, __ATOMIC_RELEASE);
-        __atomic_store_n(&hot.realloc, mp_next.realloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.free, (void *)mp_next.free, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.realloc, (void *)mp_next.realloc, __ATOMIC_RELEASE);
     }
 }
 
 #define SPECIAL mp_unlikely(mp_mode)    /* placing or profiling */
 #define PLACING (mp_mode == MP_PLACING)
 
-static void *general_malloc(size_t n)
+static void *general_malloc(size_t n, uintptr_t sp, uintptr_t fp)
 {
     if (SPECIAL)
-        return PLACING ? mp_place_malloc(n, CALLER) : mp_profile_malloc(n, CALLER);
+        return PLACING ? mp_place_malloc(n, CALLER, sp, fp) : mp_profile_malloc(n, CALLER);
     return mp_next.malloc(n);
 }
 
@@ -107,10 +143,10 @@ static void general_free(void *p)
     mp_next.free(p);
 }
 
-static void *general_calloc(size_t n, size_t size)
+static void *general_calloc(size_t n, size_t size, uintptr_t sp, uintptr_t fp)
 {
     if (SPECIAL)
-        return PLACING ? mp_place_calloc(n, size, CALLER) : mp_profile_calloc(n, size, CALLER);
+        return PLACING ? mp_place_calloc(n, size, CALLER, sp, fp) : mp_profile_calloc(n, size, CALLER);
     return mp_next.calloc(n, size);
 }
 
@@ -129,12 +165,12 @@ MP_COLD static void *realloc_boot_block(void *p, size_t n)
     return q;
 }
 
-static void *general_realloc(void *p, size_t n)
+static void *general_realloc(void *p, size_t n, uintptr_t sp, uintptr_t fp)
 {
     if (mp_unlikely(mp_boot_owns(p)))
         return realloc_boot_block(p, n);
     if (SPECIAL)
-        return PLACING ? mp_place_realloc(p, n, CALLER) : mp_profile_realloc(p, n, CALLER);
+        return PLACING ? mp_place_realloc(p, n, CALLER, sp, fp) : mp_profile_realloc(p, n, CALLER);
     return mp_next.realloc(p, n);
 }
 
@@ -148,7 +184,7 @@ MP_EXPORT void *reallocarray(void *p, size_t n, size_t size)
         }
         if (mp_boot_owns(p))
             return realloc_boot_block(p, total);
-        return PLACING ? mp_place_realloc(p, total, CALLER) : mp_profile_realloc(p, total, CALLER);
+        return PLACING ? mp_place_realloc(p, total, CALLER, 0, 0) : mp_profile_realloc(p, total, CALLER);
     }
     return mp_next.reallocarray(p, n, size);
 }
@@ -276,7 +312,7 @@ MP_COLD static new_fn resolve_new(int which)
 static inline void *cxx_new(int which, size_t n, const void *nothrow, uintptr_t ra)
 {
     if (SPECIAL) {
-        void *p = PLACING ? mp_place_malloc(n, ra) : mp_profile_malloc(n, ra);
+        void *p = PLACING ? mp_place_malloc(n, ra, 0, 0) : mp_profile_malloc(n, ra);
         if (mp_likely(p != NULL))
             return p;
     }

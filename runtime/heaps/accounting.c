@@ -1,18 +1,80 @@
 /* Capacity and accounting of the device heaps. The capacity is a limit on a device's
  * live bytes, checked before each allocation: blocks of MP_EXACT_BYTES or more are
  * counted at once, smaller ones in per-thread batches (mp_add_live, internal.h), so a
- * device can exceed its capacity by at most MP_LIVE_BATCH per thread in small blocks. */
+ * device can exceed its capacity by at most MP_LIVE_BATCH per thread in small blocks.
+ * A device of node scope counts against the live bytes of every process of the job on
+ * this node (struct mp_node_counters), besides its own. */
+#include <string.h>
 #include "internal.h"
+
+static struct mp_node_counters *node;
+
+static void add_peak(uint64_t *peak_at, uint64_t live)
+{
+    uint64_t peak = __atomic_load_n(peak_at, __ATOMIC_RELAXED);
+    while ((int64_t)live > 0 && live > peak &&
+           !__atomic_compare_exchange_n(peak_at, &peak, live, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+static int node_scoped(int dev)
+{
+    return mp_device_heaps[dev].limit_live != &mp_device_heaps[dev].stats.live;
+}
+
+void mp_accounting_init(const char *shared)
+{
+    int wanted = 0;
+    for (int i = 0; i < mp_ndevices; i++) {
+        struct mp_device_heap *h = &mp_device_heaps[i];
+        h->limit_live = &h->stats.live;
+        wanted |= h->capacity && (h->spec->flags & MP_FLAG_NODE_SCOPE);
+    }
+    if (!wanted)
+        return;
+    node = shared && *shared ? mp_shared_page(shared, sizeof *node) : NULL;
+    if (!node) {
+        const char *parts[] = {"memplace: cannot share device capacities with the job's other "
+                               "processes (", shared && *shared ? shared : "MEMPLACE_SHARED unset",
+                               "); each capacity of scope \"node\" applies to this process alone\n"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+            mp_write_all(2, parts[i], strlen(parts[i]));
+        return;
+    }
+    __atomic_fetch_add(&node->users, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < mp_ndevices; i++) {
+        struct mp_device_heap *h = &mp_device_heaps[i];
+        if (h->capacity && (h->spec->flags & MP_FLAG_NODE_SCOPE))
+            h->limit_live = &node->device[i].live;
+    }
+}
+
+/* Move this process's published live bytes into (+1) or out of (-1) the node's. */
+static void node_share(int sign)
+{
+    if (!node)
+        return;
+    for (int i = 0; i < mp_ndevices; i++)
+        if (node_scoped(i)) {
+            uint64_t mine = __atomic_load_n(&mp_device_heaps[i].stats.live, __ATOMIC_RELAXED);
+            uint64_t live = __atomic_add_fetch(&node->device[i].live, (uint64_t)sign * mine, __ATOMIC_RELAXED);
+            add_peak(&node->device[i].peak, live);
+        }
+    __atomic_fetch_add(&node->users, (uint64_t)(int64_t)sign, __ATOMIC_RELAXED);
+}
+
+void mp_accounting_leave(void) { node_share(-1); }
+
+void mp_accounting_join(void) { node_share(1); }
 
 /* Publish a thread's pending live bytes into the device's live total and peak. */
 void mp_publish_live(struct mp_device_heap *h, int64_t delta)
 {
-    uint64_t live = __atomic_add_fetch(&h->stats.live, (uint64_t)delta, __ATOMIC_RELAXED);
-    uint64_t peak = __atomic_load_n(&h->stats.peak, __ATOMIC_RELAXED);
-    while ((int64_t)live > 0 && live > peak &&
-           !__atomic_compare_exchange_n(&h->stats.peak, &peak, live, 1, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED))
-        ;
+    add_peak(&h->stats.peak, __atomic_add_fetch(&h->stats.live, (uint64_t)delta, __ATOMIC_RELAXED));
+    if (h->limit_live != &h->stats.live) {
+        uint64_t live = __atomic_add_fetch(h->limit_live, (uint64_t)delta, __ATOMIC_RELAXED);
+        add_peak(&node->device[h - mp_device_heaps].peak, live);
+    }
 }
 
 MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c)

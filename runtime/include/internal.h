@@ -31,6 +31,10 @@ MP_HIDDEN uint32_t mp_crc32(const unsigned char *p, uint64_t n);
 MP_HIDDEN void mp_write_all(int fd, const char *s, size_t n);
 MP_HIDDEN size_t mp_fmt_u64(char *buf, uint64_t v);
 MP_HIDDEN int mp_open_for_append(const char *path); /* O_CREAT, O_APPEND, O_CLOEXEC */
+/* Create "<dir>/<stem>.<pid>.txt", or "<stem>.<pid>.<n>.txt" for the first n that does not
+ * exist yet (one file per process image: an exec keeps the pid); the path goes to `path`.
+ * A descriptor open for appending, or -1. */
+MP_HIDDEN int mp_create_numbered(char *path, size_t cap, const char *dir, const char *stem);
 MP_HIDDEN void mp_page_size_init(void);             /* once, at start-up */
 MP_HIDDEN size_t mp_page_size(void);
 
@@ -43,11 +47,26 @@ MP_HIDDEN void mp_flush(struct mp_writer *w);
 
 /* ======== modules, next allocator, policy reader, OS memory ======== */
 
+// "os/exec_target.c" -- can a program about to be executed host the runtime? System calls
+// and the caller's buffers only (it runs in vfork children)
+/* The verdict for the file open on `fd` / at `path` (openat's dirfd; AT_SYMLINK_NOFOLLOW
+ * honoured): 0 when it can host the runtime or cannot be read (then the kernel decides, as
+ * without us), else an MP_ASIDE_* reason, also in v->reason. */
+MP_HIDDEN int mp_exec_verdict_fd(int fd, struct mp_exec_verdict *v);
+MP_HIDDEN int mp_exec_verdict_path(int dirfd, const char *path, int flags, struct mp_exec_verdict *v);
+/* The file execvp would run for `file` (into buf), or `file` itself. */
+MP_HIDDEN const char *mp_exec_search(const char *file, char *buf, size_t cap);
+
 // "os/internal_alloc.c" -- zeroed memory for the runtime's own tables; never from
 // malloc, never freed
 MP_HIDDEN void *mp_internal_alloc(size_t size);
 MP_HIDDEN void mp_internal_fork_prepare(void);
 MP_HIDDEN void mp_internal_fork_release(void);
+
+// "os/shared_page.c" -- counters shared by the processes of a job on this node
+/* The file at `path` mapped shared, created (zeroed) if missing and grown to `size`;
+ * NULL if it cannot be. */
+MP_HIDDEN void *mp_shared_page(const char *path, size_t size);
 
 // "os/os_memory.c" -- every contact with the OS about device memory
 /* Reserve `size` bytes of address space aligned to `align` (inaccessible until backed). */
@@ -141,11 +160,12 @@ MP_HIDDEN const struct mp_module *mp_module_of(const struct mp_modules *t, uintp
  * could not be unwound (no table for its module, no rule for its address). */
 enum { MP_CAPTURE_FULL = 0, MP_CAPTURE_OUTERMOST = 1, MP_CAPTURE_CUT = 2 };
 /* Up to `depth` return addresses of the allocation, innermost first, by unwinding real
- * frames from `r` (the registers at the capture point, inside the runtime) and leaving
+ * frames from `r` (the registers where unwinding starts: the program's frame, or the
+ * capture point inside the runtime; not changed) and leaving
  * out the frames of allocator and runtime libraries. Reads only the thread's stack below
  * `stack_top` (0: unknown, no unwinding); `cache` is the thread's (or NULL). Returns how
  * many were found; `*end` (if not NULL) says why the walk stopped. */
-MP_HIDDEN int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r,
+MP_HIDDEN int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *r,
                          uintptr_t stack_top, struct mp_unwind_cache *cache, int depth,
                          uintptr_t *out, int *end);
 
@@ -210,6 +230,14 @@ static inline unsigned char *mp_growth_area(const struct mp_device_heap *h, int 
 }
 
 // "heaps/accounting.c" -- capacity, live bytes, peaks and stats
+/* Point each device's capacity at its live bytes: the process's, or for a device of node
+ * scope the counters shared at `shared` (MEMPLACE_SHARED; NULL or unusable: the process's,
+ * said once on stderr). */
+MP_HIDDEN void mp_accounting_init(const char *shared);
+/* The image ends (leave: also before an exec) or is a new fork child, or goes on after a
+ * failed exec (join): take its live bytes out of the node's counters, or add them. */
+MP_HIDDEN void mp_accounting_leave(void);
+MP_HIDDEN void mp_accounting_join(void);
 MP_HIDDEN void mp_publish_live(struct mp_device_heap *h, int64_t delta);
 MP_HIDDEN MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c);
 /* Stats of device `dev`, summed over every thread (at exit). */
@@ -249,7 +277,7 @@ static inline void mp_count(struct mp_thread *self, int dev, size_t size, int64_
  * its decrease before the other publishes the increase. */
 static inline int mp_over_capacity(struct mp_device_heap *h, size_t size)
 {
-    int64_t live = (int64_t)__atomic_load_n(&h->stats.live, __ATOMIC_RELAXED);
+    int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
     return (live > 0 ? (uint64_t)live : 0) + size > h->capacity;
 }
 
@@ -324,13 +352,24 @@ MP_HIDDEN void mp_device_heaps_thread_exit(struct mp_thread *self);
 /* Prepare rule matching for `policy` (module table, absolute ranges, thread caches). */
 MP_HIDDEN int mp_sites_init(const struct mp_policy *policy, const char **why);
 /* The rule index for an allocation of `size` whose malloc-family call returns to `ra`,
- * or -1 when no rule matches; counts the hit. Deeper frames come from unwinding. */
-MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size);
+ * or -1 when no rule matches; counts the hit. Deeper frames come from unwinding, from the
+ * program's frame (sp, fp) when known, else from here. */
+MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                             size_t size);
 /* The generation of the rules' absolute addresses; cache entries of another are stale. */
 MP_HIDDEN extern uint32_t mp_sites_generation;
 /* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */
 MP_HIDDEN const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule);
 MP_HIDDEN void mp_sites_flush(void);
+
+/* Frames the policy's rules look at (the most any rule has); 1: the return address
+ * alone decides. */
+MP_HIDDEN extern int mp_sites_depth;
+/* The fast path's lookup for policies of several frames: the site's frames, unwound from
+ * the program's frame (sp, fp as for mp_sites_match), and their cached entry when it is
+ * fixed (as mp_sites_fixed), else NULL. */
+MP_HIDDEN struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra,
+                                                    uintptr_t sp, uintptr_t fp);
 
 /* A thread's cache slot for a site's frames. */
 static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, uintptr_t f3)
@@ -365,6 +404,7 @@ static inline void mp_sites_count(struct mp_site_entry *e, size_t size)
 /* Start profiling into directory `dir`; 0 on success, else *why says why not. */
 MP_HIDDEN int mp_profile_start(const char *dir, const char **why);
 MP_HIDDEN void mp_profile_write(void);
+MP_HIDDEN void mp_profile_rollback(void); /* an exec after mp_profile_write failed */
 MP_HIDDEN void *mp_profile_malloc(size_t n, uintptr_t ra);
 MP_HIDDEN void *mp_profile_calloc(size_t n, size_t size, uintptr_t ra);
 MP_HIDDEN void *mp_profile_realloc(void *p, size_t n, uintptr_t ra);
@@ -377,13 +417,45 @@ MP_HIDDEN void mp_profile_fork_release(void);
 /* Start placing with the compiled policy at `path`; 0 on success, else *why says why not.
  * The caller then sets mp_mode to MP_PLACING. */
 MP_HIDDEN int mp_place_start(const char *path, const char **why);
-MP_HIDDEN void mp_place_write_stats(const char *dir);
-MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra);
-MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra);
-MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra);
+/* Stats (when MEMPLACE_STATS names a directory): one file per process image. begin: at
+ * start (dir given) or in a forked child (dir NULL: the same one); began = "start"|"fork". */
+MP_HIDDEN void mp_place_stats_begin(const char *dir, const char *began);
+/* A line naming a program the runtime stepped aside for (callable in a vfork child). */
+MP_HIDDEN void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *path);
+/* Before an exec: remember the file's length; if the exec fails, cut back to it. */
+MP_HIDDEN void mp_place_stats_checkpoint(void);
+MP_HIDDEN void mp_place_stats_rollback(void);
+/* The final counts and how the image ended ("exit", "_exit", "quick_exit" with status, or
+ * -1 when unknown; "exec" with the target); once per image, only in its own process. */
+MP_HIDDEN void mp_place_write_stats(const char *how, int status, const char *target);
+/* `ra` is the call site; `sp` and `fp` the program's stack and frame pointers at the call
+ * (sp: as after the call returns), where unwinding starts; sp 0: unwind from here. */
+MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
 
 /* ======== entry ======== */
+
+// "entry/process.c" -- how an image ends: exit, _exit, _Exit, quick_exit, exec; the one
+// hook that writes the mode's exit file (stats or profile) first
+/* At start-up (after the mode is set) and in a forked child (init.c's fork handler). */
+MP_HIDDEN void mp_process_start(const char *stats_dir);
+MP_HIDDEN void mp_process_forked(void);
+/* The image ends: how ("exit", "_exit", "quick_exit", "exec"), its status (-1: unknown),
+ * the exec's target. Nothing in a vfork child or after the first call. */
+MP_HIDDEN void mp_process_ends(const char *how, int status, const char *target);
+MP_HIDDEN void mp_process_exits(void); /* the destructor's call */
+/* An exec is about to replace the image (aside: the verdict when we stepped aside for the
+ * target, else NULL); it failed; a posix_spawn child we stepped aside for. */
+MP_HIDDEN void mp_process_exec_begins(const char *target, const struct mp_exec_verdict *aside);
+MP_HIDDEN void mp_process_exec_failed(void);
+MP_HIDDEN void mp_process_spawned(int pid, const struct mp_exec_verdict *aside, const char *target);
+
+// "entry/exec.c" -- the exec family and posix_spawn: programs that cannot host the runtime
+// start without it
+/* Resolve the next exec functions and our own file name (at start-up: not in a vfork child). */
+MP_HIDDEN void mp_exec_init(void);
 
 // "entry/entry.c"
 /* The mode (MP_TRANSPARENT, MP_PLACING, MP_PROFILING), set once by init.c. */

@@ -25,7 +25,8 @@
 /* Kind codes; kind 0 is the next allocator, which the policy file spells `system`. */
 enum mp_kind { MP_NEXT_ALLOCATOR = 0, MP_NUMA = 1, MP_FILE = 2, MP_HUGEPAGES = 3 };
 /* Flag bits; bits 8..15 hold log2 of the huge page size (0: the default size). */
-enum { MP_FLAG_HUGETLB = 1, MP_FLAG_THP = 2 };
+enum { MP_FLAG_HUGETLB = 1, MP_FLAG_THP = 2,
+       MP_FLAG_NODE_SCOPE = 4 /* the capacity is for every process of the job on the node */ };
 
 struct mp_policy_header {
     char magic[8];

@@ -253,10 +253,21 @@ enum { MP_GROWTH_UNMAPPED, MP_GROWTH_SPARE, MP_GROWTH_GROWING };
 
 struct mi_heap_s; /* mimalloc's mi_heap_t, without mimalloc.h for the files that need none */
 
+/* Live bytes of the devices whose capacity is the node's (policy scope "node"), shared
+ * by every process of the job on this node through a mapped file (os/shared_page.c).
+ * A process adds what it publishes, and takes its live bytes back when it ends. */
+struct mp_node_counters {
+    uint64_t users; /* processes that have it mapped */
+    uint64_t reserved[7];
+    struct { uint64_t live, peak, reserved[6]; } device[MP_MAX_DEVICES];
+};
+
 struct mp_device_heap {
     const struct mp_device_spec *spec;
     unsigned char *slot;
     uint64_t capacity;           /* limit on live bytes; 0 = none */
+    uint64_t *limit_live;        /* the live bytes the capacity limits: &stats.live, or the
+                                    node's (struct mp_node_counters) */
     uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
     int narenas, dead, lock;
     struct mi_heap_s *heaps[MP_MAX_ARENAS];
@@ -269,5 +280,18 @@ struct mp_device_heap {
 /* ---- signal-safe output (util/writer.c) ---- */
 
 struct mp_writer { char buf[16384]; size_t n; int fd; };
+
+/* ---- programs the runtime steps aside for (os/exec_target.c) ---- */
+
+/* Why a program about to be executed cannot host the runtime (0: it can). The stats file
+ * spells them as words (modes/place.c), Python as sentences (launch/program.py). */
+enum { MP_ASIDE_MUSL = 1, MP_ASIDE_STATIC, MP_ASIDE_MACHINE, MP_ASIDE_SETID, MP_ASIDE_LOADER };
+
+struct mp_exec_verdict {
+    int reason;             /* MP_ASIDE_*, or 0 */
+    unsigned machine, bits; /* MP_ASIDE_MACHINE: e_machine and 32/64 */
+    char loader[256];       /* PT_INTERP of the program judged */
+    char interpreter[256];  /* a script's `#!` interpreter, when the verdict is its */
+};
 
 #endif

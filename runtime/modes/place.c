@@ -2,7 +2,10 @@
  * there or along the device's fallback chain, and end at the next allocator, so the
  * program never sees NULL while any device or the next allocator can serve. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -13,6 +16,7 @@ int mp_place_start(const char *path, const char **why)
     policy = mp_policy_load(path, why);
     if (!policy || mp_device_heaps_init(policy, why) || mp_sites_init(policy, why))
         return -1;
+    mp_accounting_init(getenv("MEMPLACE_SHARED"));
     mp_threads_init();
     mp_threads_on_exit(mp_device_heaps_thread_exit);
     return 0;
@@ -20,26 +24,27 @@ int mp_place_start(const char *path, const char **why)
 
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device, else the rules'; counts the rule's hit. */
-static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra)
+static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
+                             uintptr_t fp)
 {
-    struct mp_site_entry *e = self ? mp_sites_fixed(self, ra) : NULL;
+    struct mp_site_entry *e = self && mp_sites_depth <= 1 ? mp_sites_fixed(self, ra) : NULL;
     if (e) {
         mp_sites_count(e, n);
         return e->device;
     }
-    int rule = mp_sites_match(self, ra, n);
+    int rule = mp_sites_match(self, ra, sp, fp, n);
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
 
 enum how { PLAIN, ZEROED, ALIGNED };
 
 /* The general path: any site, size, alignment or device state. */
-__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra)
+__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra,
+                                             uintptr_t sp, uintptr_t fp)
 {
-    const void *sp = __builtin_frame_address(0);
-    struct mp_thread *self = mp_thread(sp);
-    int served;
-    void *p = mp_device_heap_alloc(self, device_for(self, n, ra), n, align, how == ZEROED, &served);
+    struct mp_thread *self = mp_thread(__builtin_frame_address(0));
+    int served, dev = device_for(self, n, ra, sp, fp);
+    void *p = mp_device_heap_alloc(self, dev, n, align, how == ZEROED, &served);
     if (p)
         return p;
     mp_device_heap_count_next(self, served, n);
@@ -51,14 +56,15 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
 }
 
 /* The fast path: a site seen before on this thread, whose device does not depend on the
- * size, served by the next allocator or that device's theap. No unwinding, no rule scan,
- * no fallback: NULL sends the allocation to place(). */
-static inline void *place_fast(size_t n, int zero, uintptr_t ra)
+ * size, served by the next allocator or that device's theap. No rule scan, no fallback,
+ * and for one-frame policies no unwinding: NULL sends the allocation to place(). */
+static inline void *place_fast(size_t n, int zero, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
     if (mp_unlikely(!self))
         return NULL;
-    struct mp_site_entry *e = mp_sites_fixed(self, ra);
+    struct mp_site_entry *e = mp_likely(mp_sites_depth <= 1) ? mp_sites_fixed(self, ra)
+                              : sp ? mp_sites_fixed_deep(self, ra, sp, fp) : NULL;
     if (mp_unlikely(!e))
         return NULL;
     void *p;
@@ -74,24 +80,27 @@ static inline void *place_fast(size_t n, int zero, uintptr_t ra)
     return p;
 }
 
-void *mp_place_malloc(size_t n, uintptr_t ra)
+void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
-    void *p = place_fast(n, 0, ra);
-    return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra);
+    void *p = place_fast(n, 0, ra, sp, fp);
+    return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra, sp, fp);
 }
 
-void *mp_place_calloc(size_t n, size_t size, uintptr_t ra)
+void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total)) {
         errno = ENOMEM;
         return NULL;
     }
-    void *p = place_fast(total, 1, ra);
-    return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra);
+    void *p = place_fast(total, 1, ra, sp, fp);
+    return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra, sp, fp);
 }
 
-void *mp_place_aligned(size_t align, size_t n, uintptr_t ra) { return place(n, align, ALIGNED, ra); }
+void *mp_place_aligned(size_t align, size_t n, uintptr_t ra)
+{
+    return place(n, align, ALIGNED, ra, 0, 0);
+}
 
 static void place_free(void *p)
 {
@@ -103,17 +112,16 @@ static void place_free(void *p)
 
 /* realloc's call site decides where the block goes; across devices it is moved by copy.
  * A block that grows moves to a growth area (heaps/growth_area.c), where it can keep growing in place. */
-void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
+void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (p == NULL)
-        return place(n, 0, PLAIN, ra);
+        return place(n, 0, PLAIN, ra, sp, fp);
     if (n == 0) { /* as glibc: free and return NULL */
         place_free(p);
         return NULL;
     }
-    const void *sp = __builtin_frame_address(0);
-    struct mp_thread *self = mp_thread(sp);
-    int dev = device_for(self, n, ra), served;
+    struct mp_thread *self = mp_thread(__builtin_frame_address(0));
+    int dev = device_for(self, n, ra, sp, fp), served;
     int mine = mp_device_heap_owns(p);
     if (mine && mp_device_of(p) == dev && mp_device_heap_resize(self, p, n))
         return p; /* fits where it is */
@@ -134,32 +142,160 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra)
     return q;
 }
 
-/* ---- stats: one text file per process, turned into JSON by `memplace run --stats` ---- */
+/* ---- stats: one text file per process image, turned into JSON by `memplace run --stats` ----
+ * Created when the image starts (or the process is forked) with a header and no "end", so
+ * a process killed by a signal is still listed, marked as ended without final counts; the
+ * counts and how it ended are appended when it ends (exit, _exit, exec). Lines naming
+ * programs the runtime stepped aside for are appended as that happens. */
 
-void mp_place_write_stats(const char *dir)
+static char stats_dir[3072];
+static char stats_path[4096];
+static int stats_pid;     /* the process the file is about (a vfork child is not it) */
+static int stats_ended;   /* the final counts are written */
+static off_t stats_mark = -1;
+static struct mp_writer o; /* 16 KiB: not on the stack of an exiting program */
+
+/* A path on one line of its own: a newline or tab in it becomes '?'. */
+static size_t put_path(char *out, size_t cap, const char *p)
+{
+    size_t n = 0;
+    for (; p && *p && n + 1 < cap; p++)
+        out[n++] = *p == '\n' || *p == '\t' ? '?' : *p;
+    out[n] = 0;
+    return n;
+}
+
+/* A forked child starts with its parent's counters: say what they were, so that the
+ * reader counts only what the child did (live bytes and peaks stay: the inherited blocks
+ * are live in the child too).
+ * inherited device IDX allocations bytes full bind backing alignment / inherited rule IDX hits bytes */
+static void put_inherited(void)
+{
+    mp_sites_flush();
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        struct mp_device_stats st;
+        mp_device_heap_stats((int)i, &st);
+        mp_put(&o, "inherited device"), mp_put_u64(&o, i);
+        mp_put_u64(&o, st.allocations), mp_put_u64(&o, st.bytes);
+        for (int r = 0; r < MP_REASONS; r++)
+            mp_put_u64(&o, st.fallbacks[r]);
+        mp_put(&o, "\n");
+    }
+    for (uint32_t i = 0; i < policy->nrules; i++) {
+        const struct mp_rule_stats *r = mp_sites_rule_stats(i);
+        if (r->hits == 0)
+            continue;
+        mp_put(&o, "inherited rule"), mp_put_u64(&o, i), mp_put_u64(&o, r->hits), mp_put_u64(&o, r->bytes);
+        mp_put(&o, "\n");
+    }
+}
+
+void mp_place_stats_begin(const char *dir, const char *began)
 {
     if (!policy)
         return;
-    char path[4096];
-    size_t d = strlen(dir);
-    if (d + 40 > sizeof path)
+    if (dir) {
+        size_t d = strlen(dir);
+        if (d >= sizeof stats_dir)
+            return;
+        memcpy(stats_dir, dir, d + 1);
+    }
+    stats_path[0] = 0;
+    stats_ended = 0;
+    stats_mark = -1;
+    if (!stats_dir[0])
         return;
-    memcpy(path, dir, d);
-    memcpy(path + d, "/stats.", 7);
-    d += 7;
-    d += mp_fmt_u64(path + d, (uint64_t)getpid());
-    memcpy(path + d, ".txt", 5);
-    static struct mp_writer o; /* 16 KiB: not on the stack of an exiting program */
-    o.n = 0;
     int saved = errno;
-    o.fd = mp_open_for_append(path);
+    o.n = 0;
+    o.fd = mp_create_numbered(stats_path, sizeof stats_path, stats_dir, "stats");
+    if (o.fd < 0) {
+        stats_path[0] = 0;
+        errno = saved;
+        return;
+    }
+    stats_pid = getpid();
+    char exe[4096], line[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[len > 0 ? len : 0] = 0;
+    put_path(line, sizeof line, exe);
+    mp_put(&o, "memplace-stats 2\npid"), mp_put_u64(&o, (uint64_t)stats_pid);
+    mp_put(&o, "\nparent"), mp_put_u64(&o, (uint64_t)getppid());
+    mp_put(&o, "\nbegan "), mp_put(&o, began);
+    mp_put(&o, "\nexe "), mp_put(&o, line), mp_put(&o, "\n");
+    if (began[0] == 'f')
+        put_inherited();
+    mp_flush(&o);
+    close(o.fd);
+    errno = saved;
+}
+
+void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *path)
+{
+    if (!stats_path[0])
+        return;
+    static const char *const words[] = {"?", "musl", "static", "machine", "setid", "loader"};
+    char line[1280]; /* room for the reason, two 400-byte paths */
+    size_t n = 0;
+    memcpy(line, "aside ", 6), n = 6;
+    n += mp_fmt_u64(line + n, (uint64_t)pid);
+    line[n++] = ' ';
+    const char *w = v->reason > 0 && v->reason <= MP_ASIDE_LOADER ? words[v->reason] : "?";
+    memcpy(line + n, w, strlen(w)), n += strlen(w);
+    if (v->reason == MP_ASIDE_MACHINE) { /* machine=E_MACHINE:BITS */
+        line[n++] = '=';
+        n += mp_fmt_u64(line + n, v->machine);
+        line[n++] = ':';
+        n += mp_fmt_u64(line + n, v->bits);
+    } else if (v->reason == MP_ASIDE_LOADER) { /* loader=PATH, a space in it as '?' */
+        line[n++] = '=';
+        for (const char *p = v->loader; *p && n < 300; p++)
+            line[n++] = *p == ' ' || *p == '\n' || *p == '\t' ? '?' : *p;
+    }
+    line[n++] = ' ';
+    n += put_path(line + n, 400, path); /* then, if a script: a tab and its interpreter */
+    if (v->interpreter[0]) {
+        line[n++] = '\t';
+        n += put_path(line + n, 400, v->interpreter);
+    }
+    line[n++] = '\n';
+    int saved = errno;
+    int fd = open(stats_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+        mp_write_all(fd, line, n); /* one write with O_APPEND: whole lines */
+        close(fd);
+    }
+    errno = saved;
+}
+
+void mp_place_stats_checkpoint(void)
+{
+    struct stat st;
+    stats_mark = stats_path[0] && stat(stats_path, &st) == 0 ? st.st_size : -1;
+}
+
+void mp_place_stats_rollback(void)
+{
+    int saved = errno;
+    if (stats_mark >= 0)
+        truncate(stats_path, stats_mark);
+    stats_mark = -1;
+    if (stats_pid == getpid())
+        __atomic_store_n(&stats_ended, 0, __ATOMIC_RELEASE); /* its end is still to come */
+    errno = saved;
+}
+
+void mp_place_write_stats(const char *how, int status, const char *target)
+{
+    if (!policy || !stats_path[0] || stats_pid != getpid() ||
+        __atomic_exchange_n(&stats_ended, 1, __ATOMIC_ACQ_REL)) /* two threads' _exit: one writes */
+        return;
+    int saved = errno;
+    o.n = 0;
+    o.fd = open(stats_path, O_WRONLY | O_APPEND | O_CLOEXEC);
     if (o.fd < 0) {
         errno = saved;
         return;
     }
-    mp_put(&o, "memplace-stats 1\npid");
-    mp_put_u64(&o, (uint64_t)getpid());
-    mp_put(&o, "\n");
     /* device IDX allocations bytes live peak full bind backing alignment NAME */
     mp_sites_flush();
     for (uint32_t i = 0; i < policy->ndevices; i++) {
@@ -180,7 +316,16 @@ void mp_place_write_stats(const char *dir)
         mp_put_u64(&o, i), mp_put_u64(&o, s->hits), mp_put_u64(&o, s->bytes);
         mp_put(&o, " "), mp_put(&o, policy->rules[i].name), mp_put(&o, "\n");
     }
-    mp_put(&o, "end\n");
+    /* ended exit|_exit|quick_exit [STATUS] | ended exec PATH */
+    mp_put(&o, "ended "), mp_put(&o, how);
+    if (status >= 0)
+        mp_put_u64(&o, (uint64_t)status);
+    if (target) {
+        char line[4096];
+        put_path(line, sizeof line, target);
+        mp_put(&o, " "), mp_put(&o, line);
+    }
+    mp_put(&o, "\nend\n");
     mp_flush(&o);
     close(o.fd);
     errno = saved;

@@ -47,6 +47,7 @@ static int depth = 3;
 static char dir[3072];
 static char rank[32];
 static int written;
+static char profile_path[4096]; /* the file written: "<dir>/profile.<pid>[.<n>].txt" */
 
 static uint64_t now(void)
 {
@@ -287,24 +288,19 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
     return q;
 }
 
-/* ---- output: "<dir>/profile.<pid>.txt", written without locks or malloc ---- */
+/* ---- output: "<dir>/profile.<pid>.txt" (".<pid>.<n>.txt" for a later image of the pid,
+ * after exec), written without locks or malloc ---- */
 
 void mp_profile_write(void)
 {
     if (__atomic_exchange_n(&written, 1, __ATOMIC_ACQ_REL))
         return;
     int saved = errno;
-    char path[4096];
-    size_t d = strlen(dir);
-    memcpy(path, dir, d);
-    memcpy(path + d, "/profile.", 9);
-    d += 9;
-    d += mp_fmt_u64(path + d, (uint64_t)getpid());
-    memcpy(path + d, ".txt", 5);
     static struct mp_writer o; /* static: a signal handler's stack may be small */
     o.n = 0;
-    o.fd = mp_open_for_append(path);
+    o.fd = mp_create_numbered(profile_path, sizeof profile_path, dir, "profile");
     if (o.fd < 0) {
+        profile_path[0] = 0;
         errno = saved;
         return;
     }
@@ -353,6 +349,17 @@ void mp_profile_write(void)
     mp_put(&o, "end\n");
     mp_flush(&o);
     close(o.fd);
+    errno = saved;
+}
+
+/* An exec that wrote the profile failed: the process goes on, and writes it again at its end. */
+void mp_profile_rollback(void)
+{
+    int saved = errno;
+    if (profile_path[0])
+        unlink(profile_path);
+    profile_path[0] = 0;
+    __atomic_store_n(&written, 0, __ATOMIC_RELEASE);
     errno = saved;
 }
 

@@ -209,9 +209,24 @@ static const struct mp_unwind_rule *rule_at(const struct mp_modules *t, const st
     return rule;
 }
 
-int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r, uintptr_t top,
+/* Frames are copied one word at a time: a call to memcpy for a few words costs more than
+ * the copy. */
+static void copy_frames(uintptr_t *to, const uintptr_t *from, int n)
+{
+    for (int i = 0; i < n; i++)
+        to[i] = from[i];
+}
+
+int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uintptr_t top,
                struct mp_unwind_cache *cache, int depth, uintptr_t *out, int *end)
 {
+    /* The caller has just stored *at word by word: read it back the same way, as one wide
+     * load would wait for the stores to reach the cache (a failed store forwarding). */
+    struct mp_unwind_regs regs = {__atomic_load_n(&at->pc, __ATOMIC_RELAXED),
+                                  __atomic_load_n(&at->sp, __ATOMIC_RELAXED),
+                                  __atomic_load_n(&at->fp, __ATOMIC_RELAXED),
+                                  __atomic_load_n(&at->exact, __ATOMIC_RELAXED)};
+    struct mp_unwind_regs *r = &regs;
     if (depth > MP_UNWIND_FRAMES)
         depth = MP_UNWIND_FRAMES;
     struct mp_unwind_trace *trace = NULL;
@@ -222,7 +237,7 @@ int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r, uintptr_t t
         }
         if (cache->last.pc == r->pc && cache->last.sp == r->sp && cache->last.fp == r->fp &&
             cache->last.depth == depth && mp_unwind_trace_holds(&cache->last.trace)) {
-            memcpy(out, cache->last.frames, (size_t)cache->last.n * sizeof *out);
+            copy_frames(out, cache->last.frames, cache->last.n);
             if (end)
                 *end = cache->last.end;
             return cache->last.n;
@@ -252,7 +267,7 @@ int mp_capture(const struct mp_modules *t, struct mp_unwind_regs *r, uintptr_t t
         }
     }
     if (cache) {
-        memcpy(cache->last.frames, out, (size_t)n * sizeof *out);
+        copy_frames(cache->last.frames, out, n);
         cache->last.n = n, cache->last.end = why;
     }
     if (end)

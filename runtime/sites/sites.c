@@ -3,9 +3,11 @@
  * Rules name module-relative return-address ranges; they are translated to absolute
  * ranges for each snapshot of the loaded modules (os/modules.c), so modules dlopen'ed later
  * are matched too. A per-thread cache (types.h) maps a site's frames to the rules they can
- * match, so the rule scan runs once per site and thread; for one-frame policies the cache
- * is keyed by the raw return address and frames are unwound only for calls that return
- * into libc or libstdc++ (operator new). */
+ * match, so the rule scan runs once per site and thread; an entry whose device does not
+ * depend on the size is "fixed" and serves the fast path (modes/place.c). For one-frame
+ * policies the cache is keyed by the raw return address and frames are unwound only for
+ * calls that return into libc or libstdc++ (operator new); for deeper ones by the frames
+ * unwound from the program's frame. */
 #define _GNU_SOURCE
 #include <string.h>
 #include "internal.h"
@@ -30,7 +32,8 @@ struct view {
 MP_HIDDEN uint32_t mp_sites_generation;
 static const struct mp_policy *policy;
 static struct view *current;
-static int depth; /* frames the rules need: the largest nframes */
+MP_HIDDEN int mp_sites_depth; /* frames the rules need: the largest nframes */
+#define depth mp_sites_depth
 static struct mp_rule_stats *rule_stats;
 
 static const char *basename_of(const char *p)
@@ -253,8 +256,9 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
         }
     }
     e->ncand = (int16_t)matching_rules(v, frames, n, e->cand);
-    /* the fast path's case: one frame decides, and the first candidate takes every size */
-    if (depth == 1 && (e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
+    /* the fast path's case: the site's frames decide, and the first candidate takes every
+     * size */
+    if ((e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
                                           policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {
         e->device = e->ncand ? (int)policy->rules[e->cand[0]].device : (int)policy->default_device;
         e->fixed = policy->devices[e->device].kind == MP_NEXT_ALLOCATOR ? MP_FIXED_NEXT : MP_FIXED_ARENA;
@@ -281,12 +285,19 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
     return -1;
 }
 
-/* The site's frames, by unwinding from here; frame 0 is `ra` when nothing can be unwound
- * (no unwind tables) and `ra` is the program's own return address. */
-static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, uintptr_t *frames)
+/* The site's frames, by unwinding from the program's frame (or from here, through the
+ * runtime's own frames, when the entry point could not say where it was); frame 0 is `ra`
+ * when nothing can be unwound (no unwind tables) and `ra` is the program's own return
+ * address. */
+static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, uintptr_t sp,
+                   uintptr_t fp, uintptr_t *frames)
 {
     struct mp_unwind_regs r;
-    MP_UNWIND_HERE(r);
+    if (sp) {
+        r.pc = ra, r.sp = sp, r.fp = fp, r.exact = 0;
+    } else {
+        MP_UNWIND_HERE(r);
+    }
     int n = mp_capture(v->modules, &r, self->stack_top, &self->unwind, depth, frames, NULL);
     if (n == 0) {
         const struct mp_module *m = mp_module_of(v->modules, ra);
@@ -296,7 +307,7 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
     return n;
 }
 
-int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size)
+int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
     if (policy->nrules == 0)
         return -1;
@@ -316,11 +327,23 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, size_t size)
         if (!e->needs_scan)
             return choose(v, e, frames, 1, size);
     }
-    int n = capture(self, v, ra, frames);
+    int n = capture(self, v, ra, sp, fp, frames);
     e = slot(self, frames);
     if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
         v = fill(e, frames, n, 0);
     return choose(v, e, frames, n, size);
+}
+
+struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                          uintptr_t fp)
+{
+    struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
+    uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
+    int n = capture(self, v, ra, sp, fp, frames);
+    struct mp_site_entry *e = slot(self, frames);
+    if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
+        fill(e, frames, n, 0);
+    return e->fixed ? e : NULL;
 }
 
 const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_stats[rule]; }

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -35,6 +36,31 @@ size_t mp_fmt_u64(char *buf, uint64_t v)
 int mp_open_for_append(const char *path)
 {
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+int mp_create_numbered(char *path, size_t cap, const char *dir, const char *stem)
+{
+    size_t d = strlen(dir), s = strlen(stem);
+    if (d + s + 64 > cap)
+        return -1;
+    memcpy(path, dir, d);
+    path[d++] = '/';
+    memcpy(path + d, stem, s);
+    d += s;
+    path[d++] = '.';
+    d += mp_fmt_u64(path + d, (uint64_t)getpid());
+    for (uint64_t n = 0; n < 1000; n++) {
+        size_t e = d;
+        if (n) {
+            path[e++] = '.';
+            e += mp_fmt_u64(path + e, n);
+        }
+        memcpy(path + e, ".txt", 5);
+        int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    return -1;
 }
 
 static size_t page_size;

@@ -7,6 +7,7 @@ they say on their own (warnings, progress) go through `say`.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 
 def _console_class():
@@ -43,3 +44,19 @@ def say(text: str) -> None:
     """One line on stderr, flushed (what click.echo(text, err=True) does for plain text)."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+@contextmanager
+def phase(text: str):
+    """'memplace: TEXT…' on stderr while a long step runs, when stderr is a terminal; the
+    line is erased when the step ends (piped, nothing: logs keep only results)."""
+    live = sys.stderr.isatty()
+    if live:
+        sys.stderr.write(f"\r\x1b[Kmemplace: {text}…")
+        sys.stderr.flush()
+    try:
+        yield
+    finally:
+        if live:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()

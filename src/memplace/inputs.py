@@ -178,8 +178,9 @@ def _parse_toml(text: str, path: str, what: str) -> dict:
 
 
 def check_output(path: str | os.PathLike, what: str) -> None:
-    """A file memplace is about to write: in an existing directory, and not something a write
-    or a rename over it would destroy or block on (a directory, /dev/null, a FIFO)."""
+    """A file memplace is about to write, checked before any work: its directory exists, and
+    it is not a directory. A device or FIFO is fine: it is written into, never replaced
+    (output_files.write_whole)."""
     path = os.fspath(path)
     try:
         st = os.stat(path)
@@ -192,6 +193,5 @@ def check_output(path: str | os.PathLike, what: str) -> None:
         raise UserError(f"{path}: cannot write the {what}: {e.strerror or e}") from None
     except ValueError:
         raise UserError(f"{path!r}: not a file name") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
-        raise UserError(f"{path}: the {what} must be a regular file, not {kind}")
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{path}: the {what} must be a file, not a directory")

@@ -40,7 +40,7 @@ from memplace.units import U64_MAX, format_ns, format_size
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
 # Layers of the timeline: distinct from the device colours so the two never get confused.
 LAYERS = ["#90cdf4", "#fbd38d", "#9ae6b4", "#d6bcfa", "#feb2b2", "#81e6d9", "#cbd5e0"]
-STATS_VERSION = 1
+STATS_VERSIONS = (1, 2)  # 2 adds each process's end and the programs the runtime stepped aside for
 
 
 @dataclass
@@ -49,7 +49,7 @@ class DeviceUse:
     capacity: int | None = None
     allocations: int = 0
     bytes: int = 0
-    peak_bytes: int = 0
+    peak_bytes: int | None = 0  # None: not tracked (the next allocator's frees are not seen)
     fallbacks: int = 0  # allocations this device passed on, all reasons
     fallback_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count (run statistics)
 
@@ -85,6 +85,8 @@ class Summary:
     sites: list[SiteRow] = field(default_factory=list)
     rules: list[RuleUse] = field(default_factory=list)
     processes: int | None = None  # run statistics: processes that wrote statistics
+    process_list: list[ProcessRow] = field(default_factory=list)
+    stepped_aside: list[AsideRow] = field(default_factory=list)
     returncode: int | None = None
     device_origin: str = ""  # "run statistics" | "policy (modelled)" | ""
     clock_unit: str | None = None
@@ -101,11 +103,35 @@ class Summary:
             "devices": [d.__dict__ for d in self.devices],
             "rules": [r.__dict__ for r in self.rules],
             "sites": [{k: v for k, v in s.__dict__.items() if k != "live"} for s in self.sites],
+            "process_list": [p.__dict__ for p in self.process_list],
+            "stepped_aside": [a.__dict__ for a in self.stepped_aside],
             "notes": self.notes,
         }
 
 
 # ---- inputs -----------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessRow:
+    """One process image of a run: who started it, how it ended."""
+
+    pid: int
+    parent: int | None
+    began: str | None  # start, fork, exec
+    exe: str | None
+    ended: str  # 'exit 0', '_exit 3', 'exec PATH', or why there are no final counts
+    complete: bool  # its final counts were written
+
+
+@dataclass
+class AsideRow:
+    """A program the runtime stepped aside for (it could not host the runtime)."""
+
+    pid: int
+    path: str
+    reason: str
+    interpreter: str | None = None  # a script's interpreter, when the reason is its
 
 
 @dataclass
@@ -118,6 +144,8 @@ class RunStats:
     processes: int
     devices: list[DeviceUse]
     rules: list[RuleUse]
+    process_list: list[ProcessRow] = field(default_factory=list)
+    stepped_aside: list[AsideRow] = field(default_factory=list)
 
 
 def _count(value: Any, where: str) -> int:
@@ -148,9 +176,9 @@ def load_stats(path: str) -> RunStats:
             or not isinstance(totals.get("rules"), list):
         raise UserError(f"{path}: not memplace run statistics (no totals of devices and rules; "
                         "they are written by memplace run --policy P --stats FILE)")
-    if d.get("version") != STATS_VERSION:
+    if d.get("version") not in STATS_VERSIONS:
         raise UserError(f"{path}: run statistics version {d.get('version')!r}; "
-                        f"this memplace reads version {STATS_VERSION}")
+                        f"this memplace reads versions {', '.join(map(str, STATS_VERSIONS))}")
     try:
         devices = []
         for i, x in enumerate(totals["devices"]):
@@ -165,7 +193,8 @@ def load_stats(path: str) -> RunStats:
             devices.append(DeviceUse(_name(x.get("name"), f"{where}.name"), None,
                                      _count(x.get("allocations"), f"{where}.allocations"),
                                      _count(x.get("bytes"), f"{where}.bytes"),
-                                     _count(x.get("peak"), f"{where}.peak"),
+                                     # frees of the next allocator's blocks pass unseen
+                                     None if x.get("name") == "system" else _count(x.get("peak"), f"{where}.peak"),
                                      sum(reasons.values()), reasons))
         rules = []
         for i, x in enumerate(totals["rules"]):
@@ -187,10 +216,41 @@ def load_stats(path: str) -> RunStats:
         processes = d.get("processes", [])
         if not isinstance(processes, list):
             raise ValueError("processes must be a list")
+        process_rows = [_process_row(x, f"processes[{i}]") for i, x in enumerate(processes)]
+        aside = d.get("stepped_aside", [])
+        if not isinstance(aside, list):
+            raise ValueError("stepped_aside must be a list")
+        aside_rows = [_aside_row(x, f"stepped_aside[{i}]") for i, x in enumerate(aside)]
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     return RunStats([str(a) for a in command], policy if isinstance(policy, str) else None,
-                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules)
+                    returncode if isinstance(returncode, int) else None, len(processes), devices, rules,
+                    process_rows, aside_rows)
+
+
+def _process_row(x: Any, where: str) -> ProcessRow:
+    from memplace.placement.stats import how_ended
+
+    if not isinstance(x, dict):
+        raise ValueError(f"{where} must be an object")
+    pid = _count(x.get("pid"), f"{where}.pid")
+    parent = x.get("parent")
+    if "ended" not in x:  # version 1: written at exit, how is not known
+        return ProcessRow(pid, None, None, None, "exit (version 1 statistics: no more known)", True)
+    for key in ("began", "exe", "ended", "exec", "note"):
+        if x.get(key) is not None and not isinstance(x[key], str):
+            raise ValueError(f"{where}.{key} must be a string")
+    return ProcessRow(pid, _count(parent, f"{where}.parent") if parent is not None else None,
+                      x.get("began"), x.get("exe"), how_ended(x), bool(x.get("complete", True)))
+
+
+def _aside_row(x: Any, where: str) -> AsideRow:
+    if not isinstance(x, dict):
+        raise ValueError(f"{where} must be an object")
+    interp = x.get("interpreter")
+    return AsideRow(_count(x.get("pid"), f"{where}.pid"), _name(x.get("path"), f"{where}.path"),
+                    _name(x.get("reason"), f"{where}.reason"),
+                    _name(interp, f"{where}.interpreter") if interp is not None else None)
 
 
 def _policy_facts(policy_path: str) -> tuple[dict[str, int], dict[str, str]]:
@@ -280,6 +340,11 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
         sm.command = sm.command or stats.command
         sm.devices, sm.rules = stats.devices, stats.rules
         sm.processes, sm.returncode = stats.processes, stats.returncode
+        sm.process_list, sm.stepped_aside = stats.process_list, stats.stepped_aside
+        cut = sum(not p.complete for p in stats.process_list)
+        if cut:
+            sm.notes.append(f"{cut} process(es) ended without final counts (killed by a signal?): "
+                            "their allocations are not in the totals")
         sm.device_origin = "run statistics"
         facts_from = policy_path or stats.policy
         if facts_from:
@@ -304,6 +369,10 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
 # ---- SVG --------------------------------------------------------------------------------
 
 
+RULES_CHARTED = 30  # bars in the rules chart (every rule is in the table below it)
+SITES_LISTED = 40
+
+
 def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
@@ -312,6 +381,19 @@ def reasons_text(d: DeviceUse) -> str:
     """'full 3, bind_failed 1': the reasons that occurred, in the runtime's order."""
     order = [*FALLBACK_REASONS, *sorted(set(d.fallback_reasons) - set(FALLBACK_REASONS))]
     return ", ".join(f"{k} {d.fallback_reasons[k]}" for k in order if d.fallback_reasons.get(k)) or "-"
+
+
+def peak_text(d: DeviceUse) -> str:
+    return "not tracked" if d.peak_bytes is None else format_size(d.peak_bytes)
+
+
+def unique_labels(labels: list[str], extra: list[str]) -> list[str]:
+    """Labels that repeat (two sites of one function and line, told apart by their callers)
+    get their `extra` (e.g. the site's frame) added, so no legend names two things alike."""
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [f"{label} [{x}]" if seen[label] > 1 else label for label, x in zip(labels, extra)]
 
 
 def hbar_svg(items: list[tuple[str, float, str, str]], fmt, width: int = 760) -> str:
@@ -341,7 +423,7 @@ def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: in
         return '<p class="empty">no devices (give --stats, or --policy with --profile)</p>'
     row, label_w = 54, 150
     bar_w = width - label_w - 20
-    top = max([d.capacity or 0 for d in devices] + [d.peak_bytes for d in devices] + [d.bytes for d in devices]) or 1
+    top = max([d.capacity or 0 for d in devices] + [d.peak_bytes or 0 for d in devices] + [d.bytes for d in devices]) or 1
     out = [f'<svg viewBox="0 0 {width} {row * len(devices) + 10}" width="100%" role="img" '
            f'xmlns="http://www.w3.org/2000/svg">']
     for i, d in enumerate(devices):
@@ -351,12 +433,12 @@ def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: in
         if d.capacity:
             out.append(f'<rect x="{label_w}" y="{y + 6}" width="{bar_w * d.capacity / top:.1f}" height="20" rx="4" '
                        f'class="track"><title>capacity {_esc(format_size(d.capacity))}</title></rect>')
-        w = bar_w * d.peak_bytes / top
+        w = bar_w * (d.peak_bytes or 0) / top
         out.append(f'<rect x="{label_w}" y="{y + 6}" width="{max(w, 1.5 if d.peak_bytes else 0):.1f}" height="20" '
-                   f'rx="4" fill="{c}"><title>peak {_esc(format_size(d.peak_bytes))}</title></rect>')
+                   f'rx="4" fill="{c}"><title>peak {_esc(peak_text(d))}</title></rect>')
         cap = f" of {format_size(d.capacity)}" if d.capacity else " (no limit)"
         fb = f" · {d.fallbacks} fallback(s): {reasons_text(d)}" if d.fallbacks else ""
-        out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(format_size(d.peak_bytes))}{_esc(cap)} · '
+        out.append(f'<text x="{label_w}" y="{y + 44}" class="val">peak {_esc(peak_text(d))}{_esc(cap)} · '
                    f'{d.allocations} allocation(s), {_esc(format_size(d.bytes))} in all{_esc(fb)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -435,7 +517,9 @@ def devices_table(devices: list[DeviceUse]) -> str:
                                               *FALLBACK_REASONS))
     rows = "".join(
         f'<tr data-device="{_esc(d.name)}"><td>{_esc(d.name)}</td><td class="n">{d.allocations}</td>'
-        f"{_bytes_cell(d.bytes)}{_bytes_cell(d.peak_bytes)}{_bytes_cell(d.capacity)}"
+        f"{_bytes_cell(d.bytes)}"
+        + (_bytes_cell(d.peak_bytes) if d.peak_bytes is not None else '<td class="n">not tracked</td>')
+        + f"{_bytes_cell(d.capacity)}"
         + "".join(f'<td class="n" data-reason="{k}">{d.fallback_reasons.get(k, 0)}</td>' for k in FALLBACK_REASONS)
         + "</tr>" for d in devices)
     return f"<table><tr>{head}</tr>{rows}</table>"
@@ -447,6 +531,22 @@ def rules_table(rules: list[RuleUse], colours: dict[str, str]) -> str:
         f"<td>{f'<span class=chip style=background:{colours.get(r.device, PALETTE[-1])}>{_esc(r.device)}</span>' if r.device else '–'}</td>"
         f'<td class="n">{r.hits}</td>{_bytes_cell(r.bytes)}</tr>' for r in rules)
     return f"<table><tr><th>rule</th><th>device</th><th>hits</th><th>bytes</th></tr>{rows}</table>"
+
+
+def processes_table(rows: list[ProcessRow]) -> str:
+    body = "".join(
+        f'<tr data-pid="{p.pid}"><td class="n">{p.pid}</td><td class="n">{p.parent if p.parent is not None else "–"}</td>'
+        f"<td>{_esc(p.began or '–')}</td><td><code>{_esc(p.exe or '?')}</code></td><td>{_esc(p.ended)}</td></tr>"
+        for p in rows)
+    return f"<table><tr><th>pid</th><th>parent</th><th>began</th><th>program</th><th>ended</th></tr>{body}</table>"
+
+
+def aside_table(rows: list[AsideRow]) -> str:
+    body = "".join(
+        f'<tr data-pid="{a.pid}"><td class="n">{a.pid}</td><td><code>{_esc(a.path)}</code></td>'
+        f"<td>{_esc(a.reason)}{_esc(f' (its interpreter {a.interpreter})' if a.interpreter else '')}</td></tr>"
+        for a in rows)
+    return f"<table><tr><th>pid</th><th>program</th><th>why</th></tr>{body}</table>"
 
 
 def html_page(sm: Summary) -> str:
@@ -462,6 +562,9 @@ def html_page(sm: Summary) -> str:
 
     by_acc = sorted([s for s in sm.sites if s.accessed], key=lambda s: -(s.accessed or 0))[:15]
     by_bytes = sorted(sm.sites, key=lambda s: -s.peak)[:15]
+    acc_labels = unique_labels([s.label for s in by_acc], [s.frame for s in by_acc])
+    byte_labels = unique_labels([s.label for s in by_bytes], [s.frame for s in by_bytes])
+    top_rules = sorted(sm.rules, key=lambda r: -r.bytes)[:RULES_CHARTED]
     fallback_items = [(f"{d.name}: {reason}", n, colours.get(d.name, grey), f"{d.name}: {n} allocation(s) passed on ({reason})")
                       for d in sm.devices for reason, n in d.fallback_reasons.items() if n]
     total_peak = sum(s.peak for s in sm.sites)
@@ -488,18 +591,21 @@ def html_page(sm: Summary) -> str:
         f'<td class="n">{s.allocations}</td><td class="n">{_esc(format_size(s.peak))}</td>'
         f'<td class="n">{_esc(format_size(s.accessed) if s.accessed is not None else "–")}</td>'
         f"<td>{f'<span class=chip style=background:{colour(s)}>{_esc(s.device)}</span>' if s.device else '–'}</td></tr>"
-        for i, s in enumerate(sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:40], 1)
+        for i, s in enumerate(sorted(sm.sites, key=lambda s: (-(s.accessed or 0), -s.peak))[:SITES_LISTED], 1)
     )
     sections = [
         ("Bytes per device", f"Peak bytes on each device ({_esc(sm.device_origin or 'no device data')}); "
          "the dashed track is the capacity.", device_bars_svg(sm.devices, colours)),
     ]
     if sm.sites:
+        if by_acc:
+            sections.append(
+                ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
+                 hbar_svg([(lb, s.accessed or 0, colour(s), tip(s)) for lb, s in zip(acc_labels, by_acc)],
+                          format_size)))
         sections += [
-            ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
-             hbar_svg([(s.label, s.accessed or 0, colour(s), tip(s)) for s in by_acc], format_size)),
             ("Top sites by bytes", "Peak bytes live at once from each site; colour = device.",
-             hbar_svg([(s.label, s.peak, colour(s), tip(s)) for s in by_bytes], format_size)),
+             hbar_svg([(lb, s.peak, colour(s), tip(s)) for lb, s in zip(byte_labels, by_bytes)], format_size)),
             ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
              timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
         ]
@@ -509,14 +615,24 @@ def html_page(sm: Summary) -> str:
          hbar_svg(fallback_items, lambda v: f"{v:.0f}") if fallback_items else
          f'<p class="empty">{"no fallbacks" if sm.device_origin == "run statistics" else "no run statistics given (--stats)"}</p>'))
     if sm.rules:
-        sections.append(("Rules", "Allocations each rule of the policy matched, and their bytes; colour = its device.",
+        shown = "" if len(sm.rules) <= RULES_CHARTED else \
+            f" The chart shows the {RULES_CHARTED} rules with the most bytes of {len(sm.rules)}; the table lists all."
+        sections.append(("Rules", "Allocations each rule of the policy matched, and their bytes; colour = its device."
+                         + shown,
                          hbar_svg([(r.name, r.bytes, colours.get(r.device or "", grey),
-                                    f"{r.name}: {r.hits} hit(s), {format_size(r.bytes)}") for r in sm.rules],
+                                    f"{r.name}: {r.hits} hit(s), {format_size(r.bytes)}") for r in top_rules],
                                   format_size) + rules_table(sm.rules, colours)))
+    if sm.process_list:
+        sections.append(("Processes", "Every process image of the run (an exec starts a new image of the same pid), "
+                         "who started it and how it ended.", processes_table(sm.process_list)))
+    if sm.stepped_aside:
+        sections.append(("Stepped aside", "Programs the command started that cannot host the runtime: they ran "
+                         "without it, exactly as they would without memplace.", aside_table(sm.stepped_aside)))
     if sm.devices:
         sections.insert(1, ("Devices", f"Exact counts ({_esc(sm.device_origin)}).", devices_table(sm.devices)))
     body = "".join(f"<section><h2>{t}</h2><p class=sub>{sub}</p>{svg}</section>" for t, sub, svg in sections)
-    sites = ("<section><h2>Sites</h2><p class=sub>Ordered by accesses, then peak bytes (first 40).</p><table><tr>"
+    order = "accesses, then peak bytes" if any(s.accessed for s in sm.sites) else "peak bytes (no accesses measured)"
+    sites = (f"<section><h2>Sites</h2><p class=sub>Ordered by {order} (first {SITES_LISTED}).</p><table><tr>"
              "<th>#</th><th>function</th><th>file:line</th><th>site</th><th>allocs</th><th>peak</th><th>accessed</th>"
              f"<th>device</th></tr>{rows}</table></section>") if sm.sites else ""
     notes = "".join(f'<p class="notes">{_esc(n)}</p>' for n in sm.notes)

@@ -71,6 +71,35 @@ def test_capacity_override_moves_sites(profile_path):
     assert all(p["device"] == "hbm" for p in json.loads(r.stdout)["placements"])
 
 
+def test_every_rule_has_its_own_short_name(tmp_path):
+    """Two sites in one C++ function without line numbers (a stripped Debian library):
+    names without return type, templates and parameters, and still one per rule."""
+    exe = "/opt/app/bin/app"
+    fn = "Foam::tmp<Foam::Field<double> > Foam::operator*<double>(Foam::UList<double> const&) const"
+    sites = [prof.Site((prof.Frame(exe, None, off),), allocations=1, bytes=64, peak_live_bytes=64,
+                       reads=1000, writes=0, symbols=(prof.Symbol(fn, None, None),)) for off in (0x1100, 0x1180)]
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["app"], sites, pid=1, clock_unit="instr"), path)
+    out = tmp_path / "policy.toml"
+    memplace("advise", str(path), "--policy-out", str(out), *DEVICES, check=True)
+    names = [r["name"] for r in tomllib.loads(out.read_text())["rules"]]
+    assert sorted(names) == ["Foam::operator*", "Foam::operator*#2"]
+
+
+def test_ranks_per_node_share_the_capacity(tmp_path, profile_path):
+    """Two ranks on a node: each is planned with half of hbm's 8KiB, so the 4KiB site (which
+    fits in 8KiB, see above) no longer does; the policy keeps the node's 8KiB, scope "node"."""
+    out = tmp_path / "policy.toml"
+    r = memplace("advise", str(profile_path), *DEVICES, "--capacity", "hbm=8KiB", "--ranks-per-node", "2",
+                 "--policy-out", str(out), "--json", check=True)
+    placed = json.loads(r.stdout)["placements"]
+    assert sorted(p["device"] for p in placed) == ["ddr", "hbm", "hbm"]
+    assert json.loads(r.stdout)["devices"]["hbm"]["peak"] <= 4096
+    doc = tomllib.loads(out.read_text())
+    assert doc["devices"]["hbm"]["capacity"] == "8KiB" and doc["devices"]["hbm"]["scope"] == "node"
+    assert memplace("policy", "check", str(out)).returncode == 0
+
+
 @pytest.mark.parametrize(
     "args, needles",
     [
@@ -92,3 +121,30 @@ def test_missing_and_foreign_profiles(tmp_path):
     foreign = tmp_path / "policy.toml"
     foreign.write_text("version = 1\n")
     assert_one_line_error(memplace("advise", str(foreign), *DEVICES), "policy.toml", "not a memplace profile")
+
+
+def test_progress_on_a_terminal_only(profile_path):
+    """Long steps say what they do on a terminal's stderr (erased after); piped, nothing."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    primary, secondary = pty.openpty()
+    r = subprocess.run([sys.executable, "-m", "memplace", "advise", str(profile_path), *DEVICES],
+                       stdout=subprocess.DEVNULL, stderr=secondary, timeout=120)
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal's other side is closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(primary)
+    assert r.returncode == 0
+    assert b"memplace: placing 3 sites on 2 devices" in seen and b"\x1b[K" in seen
+    piped = memplace("advise", str(profile_path), *DEVICES, check=True)
+    assert "placing" not in piped.stderr

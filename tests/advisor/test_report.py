@@ -86,10 +86,37 @@ def test_bad_inputs(tmp_path, inputs):
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "not memplace run statistics")
     bad.write_text('{"version": 1, "totals": {"devi')
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "truncated")
-    bad.write_text('{"version": 2, "totals": {"devices": [], "rules": []}}')
-    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "version 2")
+    bad.write_text('{"version": 3, "totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "version 3")
+    bad.write_text('{"version": 2, "processes": [{"pid": 1, "ended": 7}], "totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "processes[0].ended")
+    bad.write_text('{"version": 2, "stepped_aside": [{"pid": 1, "path": null, "reason": "x"}], '
+                   '"totals": {"devices": [], "rules": []}}')
+    assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "stepped_aside[0].path")
     bad.write_text('{"version": 1, "totals": {"devices": [{"name": "x", "allocations": -1, "bytes": 0, '
                    '"peak": 0, "fallbacks": {}}], "rules": []}}')
     assert_one_line_error(memplace("report", "--stats", str(bad)), "s.json", "totals.devices[0].allocations")
     bad.write_text('version = 1\ndefault = "nowhere"\n')
     assert_one_line_error(memplace("report", "--profile", str(p), "--policy", str(bad)), "nowhere")
+
+
+def test_many_rules_are_cut_to_top_and_charted_in_bounds(tmp_path):
+    """1,000 rules (a real code's policy): the terminal lists --top of them by bytes, the
+    HTML chart the 30 largest (a 1,000-bar SVG was 10,000 px tall), the HTML table all."""
+    rules = [{"name": f"r{i}", "hits": i, "bytes": 10 * i} for i in range(1000)]
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({
+        "version": 1, "command": ["./app"], "policy": None, "returncode": 0, "processes": [],
+        "totals": {"devices": [{"name": "system", "allocations": 1, "bytes": 1, "peak": 0,
+                                "fallbacks": {"full": 0}}], "rules": rules}}))
+    term = memplace("report", "--stats", str(stats), "--top", "5", check=True).stdout
+    listed = re.findall(r"\br(\d+)\b", term)
+    assert listed == ["999", "998", "997", "996", "995"], term
+    assert "995 more rule(s)" in term and "not tracked" in term
+    page = tmp_path / "page.html"
+    memplace("report", "--stats", str(stats), "--html", str(page), check=True)
+    html = page.read_text()
+    rules_section = html[html.index("<h2>Rules</h2>"):]
+    chart = rules_section[:rules_section.index("</svg>")]
+    assert chart.count("<g><title>") == 30 and "r999:" in chart and "r0:" not in chart
+    assert rules_section.count("<tr data-rule=") == 1000

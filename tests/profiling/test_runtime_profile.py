@@ -78,14 +78,32 @@ def test_written_when_the_program_dies_of_a_signal(tmp_path):
     assert c.bytes == 1 << 20
 
 
+def test_the_core_left_is_the_programs(tmp_path):
+    """memplace dies of the program's signal, but must not dump a core of its own over the
+    program's (core_pattern "core": both would be ./core)."""
+    if Path("/proc/sys/kernel/core_pattern").read_text().strip() != "core":
+        pytest.skip("needs kernel.core_pattern = core (cores in the working directory)")
+    import resource
+
+    from memplace.postmortem.elfcore import Core
+
+    exe = build(tmp_path)
+    def unlimited():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(tmp_path / "prof"), "--",
+                        str(exe), "crash"], cwd=tmp_path, preexec_fn=unlimited, capture_output=True, timeout=300)
+    assert r.returncode == -11
+    assert Core(str(tmp_path / "core")).fname == exe.name
+
+
 def test_exit_status_and_output_are_the_programs(tmp_path):
     r, profiles = profile(tmp_path, "bash", "-c", "echo out; echo err >&2; exit 7")
     assert (r.returncode, r.stdout) == (7, "out\n")
     assert r.stderr.startswith("err\n")
     assert len(profiles) >= 1
-    # dash leaves through _exit: no exit handlers run, so no profile, but the same status
+    # dash leaves through _exit: no exit handlers run, but the runtime's _exit writes the profile
     r, profiles = profile(tmp_path, "dash", "-c", "exit 5", out="dash")
-    assert r.returncode == 5 and profiles == [] and "no profile was written" in r.stderr
+    assert r.returncode == 5 and len(profiles) == 1 and profiles[0].pid > 0
 
 
 def test_bad_command_is_one_line(tmp_path):

@@ -23,7 +23,10 @@ def device_specs(devices: tuple[str, ...], capacities: tuple[str, ...], default:
 
 
 def load_profiles(paths: tuple[str, ...]) -> prof.Profile:
-    profiles = [prof.load(p) for p in paths]
+    from memplace.console import phase
+
+    with phase(f"reading {len(paths)} profile(s)"):
+        profiles = [prof.load(p) for p in paths]
     if len(profiles) == 1:
         return profiles[0]
     from memplace.profiling.merge import merge
@@ -36,11 +39,14 @@ def run_advice(
 ) -> adv.Advice:
     if not profile.sites:
         raise UserError("the profile has no allocation sites: nothing to advise")
+    from memplace.console import phase
     from memplace.profiling.symbolize import symbolize_profile
 
-    symbolize_profile(profile)
-    return adv.advise(profile.sites, [d.model for d in specs], model=model, method=method,
-                      default=default, time_limit=time_limit)
+    with phase(f"symbolizing {len(profile.sites):,} sites"):
+        symbolize_profile(profile)
+    with phase(f"placing {len(profile.sites):,} sites on {len(specs)} devices (at most {time_limit:g} s)"):
+        return adv.advise(profile.sites, [d.model for d in specs], model=model, method=method,
+                          default=default, time_limit=time_limit)
 
 
 def advice_json(advice: adv.Advice, policy_path: str | None) -> dict[str, Any]:

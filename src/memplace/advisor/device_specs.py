@@ -32,6 +32,7 @@ class DeviceSpec:
     model: adv.Device | None = None
     capacity_text: str | None = None
     fallback: str | None = None
+    ranks: int = 1  # ranks per node sharing the capacity (scope "node" when above 1)
 
     @property
     def builtin(self) -> bool:
@@ -210,3 +211,15 @@ def apply_capacities(devices: list[DeviceSpec], overrides: tuple[str, ...]) -> N
             cap = c.of(_total_bytes(d, f"--capacity {name}")) if isinstance(c, Percent) else c
             d.capacity_text = value
         d.model = adv.Device(**{**d.model.__dict__, "capacity": cap})
+
+
+def share_among_ranks(devices: list[DeviceSpec], ranks: int) -> None:
+    """`--ranks-per-node N`: the ranks of a node share each capacity (policy scope "node").
+    Profiles give each process's own peaks, so each rank is planned with 1/N of it; the
+    policy keeps the node's capacity and the runtime enforces it for the ranks together."""
+    if ranks <= 1:
+        return
+    for d in devices:
+        if d.model.capacity is not None:
+            d.ranks = ranks
+            d.model = adv.Device(**{**d.model.__dict__, "capacity": d.model.capacity // ranks})

@@ -391,6 +391,10 @@ def advise(
                 notes.append(f"{pb.n} sites x {pb.m} devices: MILP over the sites the LP relaxation leaves open")
         else:
             notes.append(f"{pb.n} sites x {pb.m} devices: greedy value-density path")
+    if used != "greedy" and time.perf_counter() - t0 >= time_limit:
+        # HiGHS is deterministic unless a time limit stops it: say so rather than surprise
+        notes.append(f"the solver used its whole time limit ({time_limit:g} s): its best placement so far "
+                     "is kept, and a rerun may place differently (raise --time-limit to avoid it)")
     if assign is not None and not pb.feasible(assign):  # numerical slack: never trust blindly
         assign, used, optimal = None, "greedy", False
     greedy = solve_greedy(pb)

@@ -18,30 +18,50 @@ import click
 
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
+from memplace.advisor.device_specs import share_among_ranks
 from memplace.advisor.policy_writer import write_policy
 from memplace.commands.options import ROWS, SECONDS, OutputFile
 from memplace.console import console as make_console
 from memplace.units import format_ns, format_size
 
 
+def _callers(site, depth: int = 2) -> str:
+    """The calls that lead to the site, innermost first: what tells apart sites that share
+    their first frame (an allocation wrapper called from several places)."""
+    out = []
+    for i in range(1, min(len(site.frames), depth + 1)):
+        sym = site.symbol(i)
+        out.append(f"{sym.function or '?'} ({sym.location})" if sym and sym.location else
+                   sym.function if sym and sym.function else str(site.frames[i]))
+    return " < ".join(out)
+
+
 def print_table(advice: adv.Advice, top: int) -> None:
+    """The sites that matter most first: by modelled access cost where they would stay
+    without a policy (accesses x latency), then by footprint."""
     from rich.table import Table
 
     console = make_console(min_width=120)  # piped: do not fold paths into slivers
-    t = Table(title="Placement advice", title_justify="left")
-    for col, just in (("#", "right"), ("site", "left"), ("function", "left"), ("file:line", "left"),
-                      ("peak bytes", "right"), ("accessed", "right"), ("density", "right"), ("device", "left")):
+    t = Table(title="Placement advice (sites by modelled access cost)", title_justify="left")
+    for col, just in (("#", "right"), ("function", "left"), ("file:line", "left"), ("called from", "left"),
+                      ("peak", "right"), ("accessed", "right"), ("per byte", "right"), ("saves", "right"),
+                      ("device", "left")):
         t.add_column(col, justify=just, overflow="fold")
-    for i, p in enumerate(advice.placements[:top], 1):
+    ranked = sorted(advice.placements, key=lambda p: (-p.default_cost, -p.site.peak_live_bytes))
+    for i, p in enumerate(ranked[:top], 1):
         style = "bold green" if p.device != advice.default else None
-        fn = p.site.function or "?"
-        t.add_row(str(i), str(p.site.frames[0]), fn if len(fn) <= 40 else fn[:39] + "…", p.site.location or "?",
-                  format_size(p.site.peak_live_bytes), format_size(p.site.accesses or 0),
-                  f"{p.density:.3g}", p.device, style=style)
+        fn = p.site.function or str(p.site.frames[0])
+        measured = p.site.accesses is not None
+        t.add_row(str(i), fn if len(fn) <= 40 else fn[:39] + "…", p.site.location or "?", _callers(p.site),
+                  format_size(p.site.peak_live_bytes), format_size(p.site.accesses) if measured else "-",
+                  f"{p.density:.3g}" if measured else "-",
+                  format_ns(p.default_cost - p.cost) if p.device != advice.default else "", p.device, style=style)
     console.print(t)
     more = len(advice.placements) - top
     if more > 0:
         console.print(f"… and {more} more site(s) (--top N shows more; --json shows all)")
+    if any(p.site.accesses is None for p in advice.placements):
+        console.print("  accessed -: not measured; such a site is modelled as writing each of its bytes once")
     for d in advice.devices:
         cap = f" of {format_size(d.capacity)}" if d.capacity is not None else ""
         console.print(f"  {d.name}: {len(advice.on(d.name))} site(s), modelled peak {format_size(advice.peak[d.name])}{cap}")
@@ -49,8 +69,9 @@ def print_table(advice: adv.Advice, top: int) -> None:
     pct = 100 * saved / advice.default_cost if advice.default_cost else 0.0
     gap = advice.gap
     how = "optimal" if advice.optimal else (f"within {100 * gap:.3g}% of optimal" if gap is not None else "heuristic")
-    console.print(f"Modelled cost {format_ns(advice.cost)} vs {format_ns(advice.default_cost)} all on "
-                  f"{advice.default} ({pct:.1f}% less); {advice.method}, {how}, {advice.seconds:.2f} s.")
+    console.print(f"Modelled access cost ({advice.model} model: accesses x device cost, not a run time): "
+                  f"{format_ns(advice.cost)} vs {format_ns(advice.default_cost)} all on {advice.default} "
+                  f"({pct:.1f}% less); solved by {advice.method}, {how}, in {advice.seconds:.2f} s.")
 
 
 @click.command("advise")
@@ -64,8 +85,12 @@ def print_table(advice: adv.Advice, top: int) -> None:
 @click.option("--method", type=click.Choice(["auto", "milp", "greedy"]), default="auto", show_default=True)
 @click.option("--time-limit", type=SECONDS, default=3.0, show_default=True, help="Seconds the solver may take.")
 @click.option("--top", type=ROWS, default=25, show_default=True, help="Rows in the table.")
+@click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1), default=1, show_default=True,
+              help="MPI ranks sharing each node: capacities become the node's (policy scope \"node\"), "
+                   "each rank planned with its share.")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
-def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, as_json):
+def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, ranks,
+                   as_json):
     """Assign a profile's allocation sites to devices and write the policy.
 
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
@@ -73,6 +98,7 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
     """
     profile = load_profiles(profiles)  # first: a missing file is the first thing to hear about
     specs = device_specs(devices, capacities, default)
+    share_among_ranks(specs, ranks)
     advice = run_advice(profile, specs, model, method, default, time_limit)
     if policy_out:
         write_policy(advice, specs, ", ".join(profiles), policy_out)

@@ -26,8 +26,8 @@ TID = PID
 
 
 class OutputFile(click.ParamType):
-    """A file a command writes: refused early (before any work) when it cannot be written
-    whole, or names a directory, a device or a FIFO that writing would replace or block on."""
+    """A file a command writes: refused before any work when it is a directory or its
+    directory does not exist."""
 
     name = "file"
 

@@ -19,7 +19,7 @@ from memplace.console import table_console as console
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, read_bytes
 from memplace.placement.policy import Policy, load, site_modules
-from memplace.placement.policy_compile import MAGIC, CompiledPolicy, CompiledPolicyError, decode, prepare, validate
+from memplace.placement.policy_compile import MAGIC, CompiledPolicy, CompiledPolicyError, decode, prepare_inputs, validate
 from memplace.placement.sites import SiteResolver
 from memplace.units import U64_MAX, format_range, format_size
 
@@ -67,9 +67,10 @@ def check_command(file: str, exe: str | None, as_json: bool, sysfs: str) -> int:
 @_sysfs
 def compile_command(file: str, out: str, exe: str | None, as_json: bool, sysfs: str) -> None:
     """Compile FILE into the binary table the runtime reads (memplace run does this itself)."""
-    warnings = prepare(file, exe, out, read_topology(sysfs))
-    compiled = decode(Path(out).read_bytes())
-    summary = {"output": out, "size": Path(out).stat().st_size, "devices": len(compiled.devices),
+    prepared = prepare_inputs(file, exe, out, read_topology(sysfs))
+    warnings = prepared.warnings
+    compiled = decode(prepared.data)  # not read back: OUT may be a FIFO or /dev/null
+    summary = {"output": out, "size": len(prepared.data), "devices": len(compiled.devices),
                "modules": len(compiled.modules), "rules": len(compiled.rules),
                "warnings": [p.message for p in warnings]}
     if as_json:
@@ -118,7 +119,7 @@ def _policy_json(policy: Policy) -> dict:
         "default": policy.default,
         "devices": [{"name": d.name, "kind": d.kind, "nodes": d.nodes, "mode": d.mode,
                      "capacity": d.capacity if isinstance(d.capacity, (int, type(None))) else str(d.capacity),
-                     "fallback": d.fallback, "path": d.path,
+                     "scope": d.scope, "fallback": d.fallback, "path": d.path,
                      "pagesize": "transparent" if d.transparent else d.pagesize}
                     for d in policy.devices.values()],
         "rules": [{"index": r.index, "name": r.name, "site": r.site,
@@ -139,7 +140,8 @@ def _show_policy(policy: Policy) -> None:
             where = size + (f" on nodes {','.join(map(str, d.nodes))}" if d.nodes else "")
         else:
             where = f"nodes {','.join(map(str, d.nodes))}" if d.nodes else ""
-        devices.add_row(d.name, d.kind, where, d.mode if d.nodes else "", _capacity(d.capacity), d.fallback)
+        capacity = _capacity(d.capacity) + (" per node" if d.scope == "node" else "")
+        devices.add_row(d.name, d.kind, where, d.mode if d.nodes else "", capacity, d.fallback)
     out.print(devices)
     rules = Table(title="Rules (first match wins)")
     for col in ("#", "Name", "Site (innermost first)", "Size", "Device"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 
 import click
@@ -19,6 +18,7 @@ import click
 from memplace.commands.options import OutputFile
 from memplace.console import console as make_console
 from memplace.errors import UserError
+from memplace.launch.process import end_like
 from memplace.profiling import profile as prof
 from memplace.profiling.merge import merge_files
 from memplace.units import format_size
@@ -59,18 +59,6 @@ def _summary_table(profiles: list[prof.Profile], paths: list[str]) -> None:
         console.print(t)
 
 
-def _exit_like(status: int) -> None:
-    """Leave with the program's own exit status (or die of its signal)."""
-    if status < 0:
-        sig = -status
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        status = 128 + sig
-    raise click.exceptions.Exit(status)
-
-
 @profile_group.command("run", context_settings={"ignore_unknown_options": True})
 @click.option("--engine", type=click.Choice(["runtime", "dhat"]), default="runtime", show_default=True,
               help="runtime: the preload library; dhat: valgrind's DHAT (adds bytes read/written, ~50x slower).")
@@ -98,10 +86,10 @@ def run_command(engine, out_dir, as_json, command):
 
         status, profiles, written = dhat.profile(command, out_dir)
     if not written:  # the program ran: keep its exit status, and say why there is nothing
-        click.echo(f"memplace: {command[0]}: no profile was written: the program ended without "
-                   "running exit handlers (_exit, exec of a static program) or allocated nothing",
+        click.echo(f"memplace: {command[0]}: no profile was written: the program was killed by a "
+                   "signal it handles itself, left by a raw exit system call, or allocated nothing",
                    err=True)
-        _exit_like(status)
+        end_like(status)
     late = sorted({m for p in profiles for m in p.meta.get("modules_without_unwind_table", [])})
     if late:
         names = ", ".join(os.path.basename(m) for m in late[:4])
@@ -115,7 +103,7 @@ def run_command(engine, out_dir, as_json, command):
         _summary_table(profiles, written)
     else:
         click.echo(f"memplace: profile(s) written: {', '.join(written)}", err=True)
-    _exit_like(status)
+    end_like(status)
 
 
 @click.command("merge")

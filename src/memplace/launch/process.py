@@ -37,7 +37,8 @@ def end_like(returncode: int) -> None:
     try:
         import resource
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the child already dumped its core
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those have no handler to reset
+            signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
         os.kill(os.getpid(), sig)
     except (OSError, ValueError):

@@ -32,11 +32,13 @@ MAX_NODE = 1023
 
 # Keys each kind of device accepts (besides "kind"); anything else is a typo worth reporting.
 DEVICE_KEYS = {
-    "numa": {"nodes", "mode", "capacity", "fallback"},
-    "file": {"path", "capacity", "fallback"},
-    "hugepages": {"pagesize", "nodes", "mode", "capacity", "fallback"},
-    "system": {"capacity", "fallback"},
+    "numa": {"nodes", "mode", "capacity", "scope", "fallback"},
+    "file": {"path", "capacity", "scope", "fallback"},
+    "hugepages": {"pagesize", "nodes", "mode", "capacity", "scope", "fallback"},
+    "system": {"capacity", "scope", "fallback"},
 }
+# Whom a capacity is for: each process alone, or every process of the job on the node.
+SCOPES = ("process", "node")
 RULE_KEYS = {"name", "site", "size", "device"}
 TOP_KEYS = {"version", "default", "devices", "rules"}
 
@@ -64,6 +66,7 @@ class Device:
     nodes: list[int] = field(default_factory=list)
     mode: str = "bind"
     capacity: int | Percent | None = None  # None: no limit
+    scope: str = "process"  # "node": one capacity for every process of the job on the node
     fallback: str = SYSTEM
     fallback_given: bool = False  # the policy says where to go when this device cannot serve
     path: str | None = None  # file devices: absolute directory
@@ -219,6 +222,13 @@ def _load_device(name: str, spec: object, base: str, err: _Reporter) -> Device:
             err("capacity must be above 0 (leave it out for no limit)", where, dev)
         if isinstance(dev.capacity, Percent) and kind == SYSTEM:
             err("a percentage capacity needs nodes, a directory or a huge page pool to be a share of", where, dev)
+    if "scope" in spec:
+        if spec["scope"] not in SCOPES:
+            err(f"scope = {spec['scope']!r} is not one of {', '.join(SCOPES)}", where, dev)
+        elif "capacity" not in spec:
+            err("scope needs a capacity to apply to", where, dev)
+        else:
+            dev.scope = spec["scope"]
     if "fallback" in spec:
         if not isinstance(spec["fallback"], str):
             err(f"fallback = {spec['fallback']!r} must be a device name", where, dev)

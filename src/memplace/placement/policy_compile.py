@@ -15,7 +15,6 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from memplace.placement.devices import Topology, read_topology
 from memplace.errors import UserError
@@ -34,6 +33,7 @@ KIND_CODES = {"system": 0, "numa": 1, "file": 2, "hugepages": 3}
 MODE_CODES = {"bind": 0, "preferred": 1, "interleave": 2, "weighted-interleave": 3, "preferred-many": 4}
 FLAG_HUGETLB = 1 << 0  # mmap(MAP_HUGETLB)
 FLAG_THP = 1 << 1  # madvise(MADV_HUGEPAGE)
+FLAG_NODE_SCOPE = 1 << 2  # the capacity is shared by the job's processes on the node
 FLAG_PAGESHIFT = 8  # bits 8..15: log2(huge page size), 0 = the default size
 NODEMASK_WORDS = 16
 
@@ -179,6 +179,8 @@ def compile_policy(policy: Policy, topology: Topology, resolver: SiteResolver) -
             else:
                 shift = dev.pagesize.bit_length() - 1 if dev.pagesize else 0
                 flags = FLAG_HUGETLB | (shift << FLAG_PAGESHIFT)
+        if dev.scope == "node":
+            flags |= FLAG_NODE_SCOPE
         mode = dev.mode if dev.kind in ("numa", "hugepages") else "bind"
         devices.append(_device_record(strings, name, dev.kind, mode, capacity_bytes(dev, topology),
                                       fallback, dev.path if dev.kind == "file" else None, flags, dev.nodes))
@@ -369,6 +371,7 @@ class Prepared:
     warnings: list[Problem]
     policy: Policy
     resolver: SiteResolver  # its modules() are the program and the libraries read
+    data: bytes = b""  # the compiled policy, as written
 
 
 def prepare_inputs(policy_path: str | os.PathLike, exe_path: str | os.PathLike | None,
@@ -383,7 +386,7 @@ def prepare_inputs(policy_path: str | os.PathLike, exe_path: str | os.PathLike |
         more = f" (and {len(errors) - 1} more: run memplace policy check)" if len(errors) > 1 else ""
         raise UserError(errors[0].message + more)
     write_atomic(out_path, data)
-    return Prepared([p for p in problems if p.level == "warning"], policy, resolver)
+    return Prepared([p for p in problems if p.level == "warning"], policy, resolver, data)
 
 
 def validate(policy: Policy, topology: Topology, resolver: SiteResolver) -> tuple[list[Problem], bytes | None]:
@@ -403,13 +406,6 @@ def validate(policy: Policy, topology: Topology, resolver: SiteResolver) -> tupl
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write a file whole or not at all (the runtime never sees half a policy)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+    from memplace.output_files import write_whole
+
+    write_whole(path, data)

@@ -67,17 +67,23 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             extra["MEMPLACE_UNWIND"] = prepared.unwind_dir
             extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
             os.mkdir(extra["MEMPLACE_STATS"])
+            from memplace.placement import node_share
+            shared = node_share.counters_path(prepared.policy_file)
+            if shared:
+                extra["MEMPLACE_SHARED"] = shared
         env = child_environment(runtime, extra)
         try:
             proc = subprocess.Popen(argv, env=env)
         except OSError as e:
             raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
         returncode = wait_forwarding_signals(proc)
+        if policy is not None:
+            node_share.release(extra.get("MEMPLACE_SHARED"))
         status = read_status(extra["MEMPLACE_STATUS"]) if verbose else {}
         if stats is not None:
             from memplace.placement import stats as run_stats
             run_stats.write_report(stats, argv, os.path.abspath(policy), returncode,
-                                   run_stats.collect(extra["MEMPLACE_STATS"]))
+                                   run_stats.collect(extra["MEMPLACE_STATS"], proc.pid, returncode))
     if verbose:
         report_status(status, proc.pid, runtime, argv[0])
     end_like(returncode)

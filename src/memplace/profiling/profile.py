@@ -48,7 +48,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
@@ -303,18 +302,10 @@ def to_json(p: Profile) -> dict[str, Any]:
 
 
 def save(p: Profile, path: str | os.PathLike) -> None:
-    """Write a profile atomically (a reader never sees half a file)."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_json(p), f, separators=(",", ":"))
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write a profile whole (a reader never sees half a file)."""
+    from memplace.output_files import write_whole
+
+    write_whole(path, json.dumps(to_json(p), separators=(",", ":")) + "\n")
 
 
 class _Reader:

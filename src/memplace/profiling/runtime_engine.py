@@ -104,6 +104,12 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
         meta={"untracked_blocks": raw.get("untracked", 0)})
 
 
+def _image_order(path: Path) -> tuple[int, int]:
+    """profile.<pid>.txt, then profile.<pid>.<n>.txt: the images of one pid in exec order."""
+    parts = path.name.split(".")[1:-1]
+    return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if all(x.isdigit() for x in parts) else (0, 0)
+
+
 def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[prof.Profile], list[str]]:
     """Run `command` under the profiling runtime; write one profile per process into
     `out_dir`. Returns (exit status, negative for a signal; profiles; their paths)."""
@@ -111,6 +117,7 @@ def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[pro
     from memplace.launch.program import describe_program
     from memplace.launch.runtime_path import runtime_path
     from memplace.launch.unwind_tables import program_tables, tables_for_late_modules
+    from memplace.console import phase
     from memplace.profiling.symbolize import symbolize_profile
 
     program = describe_program(command[0])
@@ -126,14 +133,23 @@ def run(command: list[str], out_dir: str, depth: int = 3) -> tuple[int, list[pro
             raise UserError(f"{command[0]}: cannot execute: {e.strerror}") from None
         status = wait_forwarding_signals(proc)
         profiles, written = [], []
-        for path in sorted(Path(work).glob("profile.*.txt")):
-            p = convert(path.read_text(errors="replace"), str(path), command)
-            symbolize_profile(p)
-            late = tables_for_late_modules(p, tables)
+        found = sorted(Path(work).glob("profile.*.txt"), key=_image_order)
+        for i, path in enumerate(found, 1):
+            of = f" {i} of {len(found)}" if len(found) > 1 else ""
+            with phase(f"reading profile{of}"):
+                p = convert(path.read_text(errors="replace"), str(path), command)
+            with phase(f"symbolizing {len(p.sites):,} sites of profile{of}"):
+                symbolize_profile(p)
+                late = tables_for_late_modules(p, tables)
             if late:  # sites there end at their first frame; the next profile follows them
                 p.meta["modules_without_unwind_table"] = late
             dest = os.path.join(out_dir, prof.profile_filename(p.pid or 0, p.rank))
-            prof.save(p, dest)
+            image = 1
+            while dest in written:  # a later image of the same pid (it exec'd a program)
+                dest = os.path.join(out_dir, prof.profile_filename(p.pid or 0, p.rank)[:-5] + f".{image}.json")
+                image += 1
+            with phase(f"writing {dest}"):
+                prof.save(p, dest)
             profiles.append(p)
             written.append(dest)
     return status, profiles, written

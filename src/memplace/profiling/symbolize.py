@@ -226,3 +226,48 @@ def demangle(name: str) -> str:
         return name
     return out or name
 
+
+
+def short_function(name: str) -> str:
+    """A C++ function's name without its return type, template arguments and parameters,
+    for labels: 'Foam::tmp<Foam::Field<double> > Foam::operator*<double>(A const&, B) const'
+    -> 'Foam::operator*'. C names are returned as they are.
+
+    >>> short_function("Foam::tmp<Foam::Field<double> > Foam::operator*<double>(A const&, B) const")
+    'Foam::operator*'
+    >>> short_function("std::vector<int, std::allocator<int> >::push_back(int const&)")
+    'std::vector::push_back'
+    >>> short_function("operator<<(std::ostream&, int)"), short_function("main")
+    ('operator<<', 'main')
+    """
+    text = name.strip()
+    if text.endswith(")") or ") " in text:  # drop the parameter list and what follows it
+        depth, cut = 0, None
+        for i in range(len(text) - 1, -1, -1):
+            c = text[i]
+            if c == ")":
+                depth += 1
+            elif c == "(":
+                depth -= 1
+                if depth == 0:
+                    cut = i
+                    break
+        if cut:
+            text = text[:cut]
+    out, depth, i = [], 0, 0
+    while i < len(text):  # template arguments out, except in operator< and operator<<
+        c = text[i]
+        if text.startswith("operator<", i) and depth == 0:
+            op = "operator<<" if text.startswith("operator<<", i) else "operator<"
+            out.append(op)
+            i += len(op)
+            continue
+        if c == "<":
+            depth += 1
+        elif c == ">" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(c)
+        i += 1
+    text = "".join(out)
+    return text.rsplit(" ", 1)[-1] if " " in text else text

@@ -1,0 +1,88 @@
+"""Capacities of scope "node": the ranks of an MPI job on one node share one capacity
+(runtime heaps/accounting.c over os/shared_page.c; placement/node_share.py names the file).
+
+Two ranks each hold 32 MiB at the same time on a device of 48 MiB: with scope "process"
+each rank has the whole capacity, so both fit; with scope "node" the second finds the
+device full and falls back, so the ranks together hold at most 48 MiB there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from placement_support import build
+
+MIB = 1 << 20
+SLACK = 2 * MIB  # ranks check the capacity, then count: each may pass it by one 1 MiB block
+
+
+def policy(tmp_path: Path, scope: str) -> Path:
+    p = tmp_path / f"{scope}.toml"
+    p.write_text(f"""version = 1
+default = "fast"
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "48MiB"
+scope = "{scope}"
+""")
+    return p
+
+
+def mpi_env() -> dict:
+    return dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                OMPI_MCA_rmaps_base_oversubscribe="1")
+
+
+def run_two_ranks(tmp_path: Path, scope: str) -> list[dict]:
+    exe = build(tmp_path, "node_share.c")
+    sync = tmp_path / f"sync-{scope}"
+    sync.mkdir()
+    stats = tmp_path / f"stats-{scope}"
+    stats.mkdir()
+    # each rank its own memplace run, as users launch it: `mpirun memplace run -- app`
+    script = tmp_path / f"rank-{scope}.sh"
+    script.write_text(f'exec "{sys.executable}" -m memplace run --policy "{policy(tmp_path, scope)}" '
+                      f'--stats "{stats}/rank$OMPI_COMM_WORLD_RANK.json" -- "{exe}" 32 "{sync}" 2\n')
+    r = subprocess.run(["mpirun", "-np", "2", "sh", str(script)], capture_output=True, text=True,
+                       env=mpi_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("held 32 MiB") == 2, r.stdout
+    assert "cannot share" not in r.stderr, r.stderr
+    fast = []
+    for f in sorted(stats.glob("rank*.json")):
+        doc = json.loads(f.read_text())
+        fast.append(next(d for d in doc["totals"]["devices"] if d["name"] == "fast"))
+    assert len(fast) == 2
+    return fast
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Debian package openmpi-bin")
+def test_ranks_share_a_node_capacity(tmp_path):
+    per_process = run_two_ranks(tmp_path, "process")
+    assert [d["peak"] for d in per_process] == [32 * MIB] * 2, per_process
+    assert sum(d["fallbacks"]["full"] for d in per_process) == 0
+
+    before = set(Path("/dev/shm").glob(f"memplace-{os.getuid()}-*"))
+    node = run_two_ranks(tmp_path, "node")
+    together = sum(d["peak"] for d in node)
+    assert 48 * MIB - SLACK <= together <= 48 * MIB + SLACK, node
+    assert sum(d["fallbacks"]["full"] for d in node) >= 32 - 16 - SLACK // MIB, node
+    # the last memplace run of the job removed the counters: no process had them mapped
+    assert set(Path("/dev/shm").glob(f"memplace-{os.getuid()}-*")) == before
+
+
+def test_scope_needs_a_capacity_and_a_known_value(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for body, message in (('scope = "node"', "scope needs a capacity"),
+                          ('capacity = "1GiB"\nscope = "rack"', "scope = 'rack' is not one of")):
+        bad.write_text(f'version = 1\n[devices.fast]\nkind = "numa"\nnodes = [0]\n{body}\n')
+        r = subprocess.run([sys.executable, "-m", "memplace", "policy", "check", str(bad)],
+                           capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stdout + r.stderr, r.stdout + r.stderr
