@@ -31,7 +31,7 @@ GOOD_PROFILE = {"format": "memplace-profile", "version": 1, "engine": "runtime",
                 "sites": [{"frames": [{"module": "/bin/true", "offset": "0x10"}],
                            "allocations": 1, "bytes": 8, "peak_live_bytes": 8}]}
 GOOD_STATS = {"version": 1, "command": ["true"], "policy": None, "returncode": 0, "processes": [],
-              "totals": {"devices": [{"name": "system", "allocations": 1, "bytes": 8, "peak": 8,
+              "totals": {"devices": [{"name": "hbm", "allocations": 1, "bytes": 8, "peak": 8,
                                       "fallbacks": {"full": 0}}], "rules": []}}
 GOOD_LOCATIONS = "a.c:1 > b.c:2 @ posix\n"
 
@@ -193,6 +193,9 @@ OPTION_CASES = [
     ("advise--time-limit-inf", lambda g: ["advise", g.good["profile"], "--time-limit", "inf"], "--time-limit"),
     ("advise--top-negative", lambda g: ["advise", g.good["profile"], "--top", "-5"], "--top"),
     ("advise--top-word", lambda g: ["advise", g.good["profile"], "--top", "many"], "--top"),
+    ("advise--ranks-per-node-zero", lambda g: ["advise", g.good["profile"], "--ranks-per-node", "0"], "--ranks-per-node"),
+    ("advise--ranks-per-node-huge", lambda g: ["advise", g.good["profile"], "--ranks-per-node", "1" * 30],
+     "--ranks-per-node"),
     ("advise--model", lambda g: ["advise", g.good["profile"], "--model", "vibes"], "--model"),
     ("advise--method", lambda g: ["advise", g.good["profile"], "--method", "guess"], "--method"),
     ("advise--device-node-99", lambda g: ["advise", g.good["profile"], "--device", "a=numa:99,latency=1",

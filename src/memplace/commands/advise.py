@@ -85,7 +85,7 @@ def print_table(advice: adv.Advice, top: int) -> None:
 @click.option("--method", type=click.Choice(["auto", "milp", "greedy"]), default="auto", show_default=True)
 @click.option("--time-limit", type=SECONDS, default=3.0, show_default=True, help="Seconds the solver may take.")
 @click.option("--top", type=ROWS, default=25, show_default=True, help="Rows in the table.")
-@click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1, max=1 << 16), default=1, show_default=True,
               help="MPI ranks sharing each node: capacities become the node's (policy scope \"node\"), "
                    "each rank planned with its share.")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
