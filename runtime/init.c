@@ -47,6 +47,29 @@ static void refuse(const char *what, const char *path, const char *why)
         mp_write_all(2, parts[i], strlen(parts[i]));
 }
 
+/* Placement cannot start. The process `memplace run` started (its parent is the launcher,
+ * whose pid MEMPLACE_REQUIRE names; unset with --best-effort) ends here with status 2,
+ * before the program's main; any other process runs transparent. The stats say why. */
+static void cannot_place(const char *policy, const char *why)
+{
+    const char *require = getenv("MEMPLACE_REQUIRE"), *dir = getenv("MEMPLACE_STATS");
+    uint64_t launcher = 0;
+    for (const char *c = require; c && *c >= '0' && *c <= '9'; c++)
+        launcher = launcher * 10 + (uint64_t)(*c - '0');
+    int stop = launcher && launcher == (uint64_t)getppid();
+    if (dir && *dir)
+        mp_place_write_unplaced(dir, why, !stop);
+    if (!stop) {
+        refuse("policy", policy, why);
+        return;
+    }
+    const char *parts[] = {"memplace: placement cannot start: ", why, "; the program was not run "
+                           "(memplace run --best-effort runs it without placement)\n"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        mp_write_all(2, parts[i], strlen(parts[i]));
+    _exit(2);
+}
+
 /* fork: take every runtime lock first, so none is held by a thread that does not exist in
  * the child. Only locks of the active mode; mimalloc's own are its business. */
 static void fork_prepare(void)
@@ -120,7 +143,7 @@ __attribute__((constructor)) static void mp_init(void)
         if (mp_place_start(policy, &why) == 0)
             __atomic_store_n(&mp_mode, MP_PLACING, __ATOMIC_RELEASE);
         else
-            refuse("policy", policy, why);
+            cannot_place(policy, why);
     } else if (profile && *profile) {
         if (mp_profile_start(profile, &why) == 0)
             __atomic_store_n(&mp_mode, MP_PROFILING, __ATOMIC_RELEASE);

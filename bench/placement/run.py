@@ -15,10 +15,12 @@ Variants:
                   function in main), to "system": every allocation unwinds to the second
                   frame (a thread's repeated walk is replayed), the cost for rules of 2-4
                   frames
+  placed@other   with --other-runtime SO: "placed" with another build of libmemplace.so
+                  (e.g. the one before a change), in the same rounds
 Target: placed at most 1.10x of no runtime on every workload (the other variants are shown
 for reference).
 
-    python bench/placement/run.py [--runs 7] [--scale 1.0] [--json]
+    python bench/placement/run.py [--runs 7] [--scale 1.0] [--json] [--other-runtime SO]
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--workload", action="append", choices=WORKLOADS)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--other-runtime", metavar="SO",
+                    help="also run 'placed' with this libmemplace.so (variant placed@other)")
     args = ap.parse_args()
     if args.runs < 5:
         ap.error("--runs must be at least 5")
@@ -87,6 +91,8 @@ def main() -> int:
             compiled = tmp / f"{device}{frames}.mpc"
             prepare(toml, prog, compiled)
             envs[name] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(compiled))
+            if name == "placed" and args.other_runtime:
+                envs["placed@other"] = dict(envs[name], LD_PRELOAD=os.path.abspath(args.other_runtime))
         results = [compare(w, [str(prog), w, str(args.scale)], envs, args.runs)
                    for w in (args.workload or WORKLOADS)]
     ok = report(results, "no runtime", TARGET, args.json, targeted=("placed",))

@@ -1,10 +1,18 @@
-"""memplace tls vs gdb on cores of a program with 100, 1,000 and 4,000 threads x 20 `long` TLS variables.
+"""memplace tls vs gdb on cores of a program with N threads x 20 `long` TLS variables.
 
-Each size: one core; memplace prints all 20 variables of all threads in one run,
-gdb runs `thread apply all print vK` for each K on the same core. Both are run
-interleaved (round after round), medians compared; the values are checked equal.
+Each size: one core. memplace prints every TLS variable of every module (the
+program's 20 and libc's) of all threads in one run, start-up included, twice over:
+"cold" with an empty cache directory (the TLS index of the program and libc is built
+from DWARF in that run) and "warm" (the index made by an earlier run). gdb runs
+`thread apply all print vK` for each K on the same core. The three are run
+interleaved, round after round (order reversed every other round); the table shows
+wall-time medians and their ratios gdb/memplace, and CPU-time medians (user + sys of
+the process and its threads: steadier than wall time on a shared machine). The values of
+the 20 variables are checked equal between memplace and gdb. `memplace keys` on the
+same core is timed too (no gdb equivalent: gdb cannot call pthread_getspecific in a
+core).
 
-    python bench/postmortem/run.py [--sizes 100,1000,4000] [--runs 3]
+    python bench/postmortem/run.py [--sizes 1,8,100,1000,4000] [--runs 5] [--gdb-runs 3]
 """
 
 from __future__ import annotations
@@ -13,14 +21,17 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchlib import timed  # noqa: E402
+
 SRC = HERE.parent.parent / "src"
 NVARS = 20
 
@@ -36,16 +47,11 @@ def make_core(tmp: Path, exe: Path, n: int) -> Path:
     return cores[0]
 
 
-def run(argv: list[str]) -> tuple[float, str]:
+def memplace_env(cache: Path) -> dict[str, str]:
     # Byte-compiled modules, as in an installed wheel (this machine sets PYTHONDONTWRITEBYTECODE).
-    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env = dict(os.environ, PYTHONPATH=str(SRC), MEMPLACE_CACHE=str(cache))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    t = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"{argv[:3]} failed: {r.stderr[-500:]}")
-    return dt, r.stdout
+    return env
 
 
 def memplace_values(out: str) -> dict[tuple[int, str], int]:
@@ -54,14 +60,14 @@ def memplace_values(out: str) -> dict[tuple[int, str], int]:
         m = re.match(r"thread (\d+) ", line)
         if m:
             tid = int(m.group(1))
-        m = re.match(r"  \S+:(v\d+) \(long\) = (-?\d+)", line) or re.match(r"  \S+:(v\d+) \(long int\) = (-?\d+)", line)
+        m = re.match(r"  \S+:(v\d+) \(long(?: int)?\) = (-?\d+)", line)
         if m and tid is not None:
             vals[(tid, m.group(1))] = int(m.group(2))
     return vals
 
 
 def gdb_values(out: str) -> dict[tuple[int, str], int]:
-    vals, tid, k = {}, None, 0
+    vals, tid = {}, None
     order = []
     for line in out.splitlines():
         m = re.match(r"Thread \d+ \(.*LWP (\d+)\)", line)
@@ -77,38 +83,70 @@ def gdb_values(out: str) -> dict[tuple[int, str], int]:
     return vals
 
 
+def bench_size(tmp: Path, exe: Path, n: int, runs: int, gdb_runs: int) -> str:
+    core = make_core(tmp, exe, n)
+    names = [f"v{k}" for k in range(NVARS)]
+    tls = [sys.executable, "-m", "memplace", "tls", str(core)]
+    keys = [sys.executable, "-m", "memplace", "keys", str(core)]
+    gdb = ["gdb", "-batch", "-nx", *sum((["-ex", f"thread apply all print {v}"] for v in names), []),
+           str(exe), str(core)]
+    warm_cache = tmp / "warm-cache"
+    timed(tls, memplace_env(warm_cache))  # fills the warm cache
+    t: dict[str, list[float]] = {"cold": [], "warm": [], "gdb": [], "keys": []}
+    cpu: dict[str, list[float]] = {k: [] for k in t}
+    outs: dict[str, str] = {}
+    for r in range(max(runs, gdb_runs)):
+        order = ["cold", "warm", "gdb", "keys"]
+        for which in (order if r % 2 == 0 else order[::-1]):
+            if which == "gdb" and r >= gdb_runs or which != "gdb" and r >= runs:
+                continue
+            if which == "cold":
+                cache = tmp / f"cold-cache-{r}"
+                wall, used, out = timed(tls, memplace_env(cache))
+                shutil.rmtree(cache, ignore_errors=True)
+            elif which == "warm":
+                wall, used, out = timed(tls, memplace_env(warm_cache))
+            elif which == "keys":
+                wall, used, out = timed(keys, memplace_env(warm_cache))
+            else:
+                wall, used, out = timed(gdb, dict(os.environ))
+            t[which].append(wall)
+            cpu[which].append(used)
+            outs.setdefault(which, out)
+        print(".", end="", file=sys.stderr, flush=True)
+    a, b = memplace_values(outs["warm"]), gdb_values(outs["gdb"])
+    same = len(a) == n * NVARS and a == b and memplace_values(outs["cold"]) == a
+    med = {k: statistics.median(v) for k, v in t.items()}
+    mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+    core.unlink()
+    return (f"{n:>8} {med['cold']:>9.3f} {med['warm']:>9.3f} {med['gdb']:>9.3f} "
+            f"{med['gdb'] / med['cold']:>10.2f}x {med['gdb'] / med['warm']:>10.2f}x {med['keys']:>9.3f}"
+            f"  | cpu {mcpu['cold']:>7.3f} {mcpu['warm']:>7.3f} {mcpu['gdb']:>7.3f}"
+            f"  {'equal' if same else 'DIFFER'} ({len(a)} vs {len(b)} values)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="100,1000,4000")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sizes", default="1,8,100,1000,4000")
+    ap.add_argument("--runs", type=int, default=5, help="memplace runs per size")
+    ap.add_argument("--gdb-runs", type=int, default=3, help="gdb runs per size (47 s each at 4,000 threads)")
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory() as t:
-        tmp = Path(t)
+    if shutil.which("gdb") is None:
+        raise SystemExit("gdb is not installed (Debian package gdb)")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
         exe = tmp / "manythreads"
         subprocess.run(["gcc", "-O1", "-g", "-pthread", "-o", str(exe), str(HERE / "manythreads.c")], check=True)
-        names = [f"v{k}" for k in range(NVARS)]
-        print(f"{'threads':>8} {'memplace s':>11} {'gdb s':>9} {'gdb/memplace':>13}  values")
-        for n in sizes:
-            core = make_core(tmp, exe, n)
-            mp_cmd = [sys.executable, "-m", "memplace", "tls", str(core), *names]
-            gdb_cmd = ["gdb", "-batch", "-nx", *sum((["-ex", f"thread apply all print {v}"] for v in names), []),
-                       str(exe), str(core)]
-            mp_t, gdb_t = [], []
-            for r in range(args.runs):
-                for which in (("mp", "gdb") if r % 2 == 0 else ("gdb", "mp")):
-                    if which == "mp":
-                        dt, mp_out = run(mp_cmd)
-                        mp_t.append(dt)
-                    else:
-                        dt, gdb_out = run(gdb_cmd)
-                        gdb_t.append(dt)
-            a, b = memplace_values(mp_out), gdb_values(gdb_out)
-            ok = len(a) == n * NVARS and a == b
-            m, g = statistics.median(mp_t), statistics.median(gdb_t)
-            print(f"{n:>8} {m:>11.3f} {g:>9.3f} {g / m:>12.1f}x  {'equal' if ok else 'DIFFER'} ({len(a)} vs {len(b)})",
-                  flush=True)
-            core.unlink()
+        print("wall seconds, medians (then user+sys CPU seconds, medians: cold, warm, gdb); memplace tls"
+              " prints every TLS variable of every module, gdb the 20 of the program")
+        print(f"{'threads':>8} {'mp cold':>9} {'mp warm':>9} {'gdb':>9} {'gdb/cold':>11} {'gdb/warm':>11}"
+              f" {'mp keys':>9}  | cpu    cold    warm     gdb  values")
+        for n in (int(s) for s in args.sizes.split(",")):
+            work = tmp / f"n{n}"
+            work.mkdir()
+            line = bench_size(work, exe, n, args.runs, args.gdb_runs)
+            print(file=sys.stderr)
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

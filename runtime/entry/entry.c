@@ -1,6 +1,7 @@
 /* The allocation symbols the runtime exports: the malloc family, C++ operator new, and
- * memplace's own API. With entry/process.c (exit, _exit, quick_exit) and entry/exec.c (the
- * exec family, posix_spawn) this is the whole public surface (runtime/exports.map).
+ * memplace's own API. With entry/process.c (exit, _exit, quick_exit), entry/exec.c (the
+ * exec family, posix_spawn) and entry/fork.c (fork, _Fork) this is the whole public
+ * surface (runtime/exports.map).
  *
  * malloc, free, calloc and realloc are one indirect jump through `mp_hot`, chosen once at
  * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free

@@ -1,10 +1,14 @@
-/* The device table and the region (one slot per device, reserved at start-up), and each
- * device's mimalloc arenas in the lower half of its slot. A device's slot is turned into
- * arenas on demand, at most 16 GiB each (larger exclusive arenas make mimalloc fail
- * early). Arenas may span up to twice the capacity, so mimalloc's own overhead (page
- * metadata, rounding of huge blocks) does not eat into what the user asked for; a full
- * arena, or a failed mbind or file, sends the allocation down the fallback chain
- * (device_heap.c). The lowest file of heaps/: the others find a device here. */
+/* The device table and the address space the devices live in, and each device's mimalloc
+ * arenas there. At start-up one range is reserved, in proportion to the capacities and
+ * within what RLIMIT_AS leaves (a third of the headroom: the rest stays the program's),
+ * cut into units as types.h describes; the next allocator's devices take none. A device's
+ * units are turned into arenas on demand, at most 16 GiB each (larger exclusive arenas
+ * make mimalloc fail early). When they are full, the device grows into an extent (a
+ * further reservation, as big as its room so far, while the runtime's reservations stay
+ * within a third of what the limit would leave the program without them); a device that
+ * cannot grow sends its allocations down the fallback chain (device_heap.c), as a full
+ * arena, a failed mbind or a failed file does. The lowest file of heaps/: the others find
+ * a device here. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
@@ -12,61 +16,155 @@
 #include "internal.h"
 
 #define ANON_ARENA (16ull << 30)  /* anonymous memory is only reserved: take big arenas */
-#define BACKED_ARENA (256ull << 20) /* files and huge pages are real resources: grow slowly */
-#define DEFAULT_CAPACITY (64ull << 30)
+#define BACKED_ARENA MP_BACKED_ARENA /* files and huge pages are real resources: grow slowly */
+#define UNIT_SHIFT_MIN 25           /* 32 MiB units: mimalloc's smallest arena */
+#define UNCAPPED_START (1ull << 30) /* a device without capacity starts here and grows */
+#define MAX_EXTENT (64ull << 30)
+#define ALIGN (2ull << 20)          /* 2 MiB pages; also what reserving costs on top, briefly */
 
 MP_HIDDEN struct mp_device_heap *mp_device_heaps;
 MP_HIDDEN int mp_ndevices;
 MP_HIDDEN uintptr_t mp_region_base;
 MP_HIDDEN uintptr_t mp_region_size;
-MP_HIDDEN unsigned mp_slot_shift;
+MP_HIDDEN unsigned mp_unit_shift;
+MP_HIDDEN unsigned char mp_units[MP_MAX_UNITS]; /* zero pages until used: costs no memory */
+MP_HIDDEN struct mp_extent mp_extents[MP_MAX_EXTENTS];
+MP_HIDDEN int mp_nextents;
+static int extent_lock;
 static int warned[MP_MAX_DEVICES];
 
-/* Address space a device's arenas may use: room beyond the capacity for mimalloc's
- * per-thread pages and metadata (anonymous memory is only reserved; file arenas are
- * added, and their blocks allocated on disk, only when the ones before are full). */
-static uint64_t span_of(uint64_t capacity)
+/* Arena room a device starts with: its capacity, and room for mimalloc's per-thread pages
+ * and metadata (growing into an extent adds more when that is not enough). */
+static uint64_t wanted(uint64_t capacity)
 {
     if (!capacity)
-        return DEFAULT_CAPACITY;
-    return capacity + (capacity > (1ull << 30) ? capacity : (1ull << 30));
+        return UNCAPPED_START;
+    uint64_t extra = capacity / 4 > (32ull << 20) ? capacity / 4 : (32ull << 20);
+    return capacity > UINT64_MAX / 2 ? UINT64_MAX / 2 : capacity + extra;
+}
+
+static uint64_t reserved; /* by the runtime for the devices, so far */
+
+/* Address space the runtime may still reserve: in all, a third of what RLIMIT_AS would
+ * leave the program without it. */
+static uint64_t budget(void)
+{
+    uint64_t headroom = mp_os_address_headroom();
+    if (headroom == UINT64_MAX)
+        return headroom;
+    uint64_t ours = __atomic_load_n(&reserved, __ATOMIC_RELAXED);
+    uint64_t allowed = (headroom + ours) / 3;
+    return allowed > ours ? allowed - ours : 0;
+}
+
+static uint64_t units_of(uint64_t bytes, unsigned shift)
+{
+    uint64_t n = (bytes >> shift) + ((bytes & ((1ull << shift) - 1)) != 0);
+    return n ? n : 1;
 }
 
 int mp_arenas_init(const struct mp_policy *policy, const char **why)
 {
-    uint64_t largest = 0, align = mi_arena_min_alignment();
-    for (uint32_t i = 0; i < policy->ndevices; i++) {
-        uint64_t c = span_of(policy->devices[i].capacity);
-        if (c > largest)
-            largest = c;
-    }
-    unsigned shift = 27; /* at least 128 MiB per slot: arenas below half, own mappings above */
-    while ((1ull << (shift - 1)) < largest)
-        shift++;
-    if (shift > 45) {
-        *why = "a device capacity is larger than 16 TiB";
+    int n = (int)policy->ndevices, placing = 0;
+    struct mp_device_heap *heaps = mp_internal_alloc((size_t)n * sizeof *heaps);
+    if (!heaps) {
+        *why = "no memory for the device table";
         return -1;
     }
-    size_t size = (size_t)policy->ndevices << shift;
-    void *base = mp_os_reserve(size, align > (1u << 26) ? align : (1u << 26));
-    struct mp_device_heap *heaps = mp_internal_alloc(policy->ndevices * sizeof *heaps);
-    if (!base || !heaps) {
-        *why = "cannot reserve address space for the devices";
-        return -1;
+    uint64_t want[MP_MAX_DEVICES] = {0};
+    for (int i = 0; i < n; i++) {
+        heaps[i].spec = &policy->devices[i];
+        heaps[i].capacity = policy->devices[i].capacity;
+        heaps[i].extent = -1;
+        if (policy->devices[i].kind != MP_NEXT_ALLOCATOR) {
+            want[i] = wanted(heaps[i].capacity);
+            placing++;
+        }
     }
-    for (uint32_t i = 0; i < policy->ndevices; i++) {
+    /* units: each placing device's arena units and one special unit */
+    unsigned shift = UNIT_SHIFT_MIN;
+    uint64_t total;
+    for (;; shift++) {
+        total = 0;
+        for (int i = 0; i < n; i++)
+            total += want[i] ? units_of(want[i], shift) + 1 : 0;
+        if (total <= MP_MAX_UNITS)
+            break;
+    }
+    uint64_t unit = 1ull << shift, room = budget(), arena_units[MP_MAX_DEVICES] = {0};
+    for (int i = 0; i < n; i++)
+        arena_units[i] = want[i] ? units_of(want[i], shift) : 0;
+    if (room != UINT64_MAX)
+        room = room > ALIGN ? room - ALIGN : 0; /* the slack reserving takes to align */
+    if (total && total > room / unit) {
+        /* scale every device down alike, to what the limit leaves */
+        uint64_t fit = room / unit, asked = total - (uint64_t)placing, left;
+        if (fit < 2 * (uint64_t)placing) {
+            *why = "cannot reserve address space for the devices: ulimit -v (RLIMIT_AS) leaves too little";
+            return -1;
+        }
+        left = fit - (uint64_t)placing;
+        total = (uint64_t)placing;
+        for (int i = 0; i < n; i++)
+            if (want[i]) {
+                uint64_t a = arena_units[i] * left / asked;
+                arena_units[i] = a ? a : 1;
+                total += arena_units[i];
+            }
+        if (total > fit) {
+            *why = "cannot reserve address space for the devices: ulimit -v (RLIMIT_AS) leaves too little";
+            return -1;
+        }
+    }
+    unsigned char *base = NULL, *table = mp_units;
+    if (total) {
+        base = mp_os_reserve((size_t)(total << shift), (size_t)ALIGN);
+        reserved = total << shift;
+        if (!base) {
+            *why = "cannot reserve address space for the devices";
+            return -1;
+        }
+    }
+    uint64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        if (!want[i])
+            continue;
         struct mp_device_heap *h = &heaps[i];
-        h->spec = &policy->devices[i];
-        h->slot = (unsigned char *)base + ((size_t)i << shift);
-        h->capacity = h->spec->capacity;
-        h->span = span_of(h->capacity) & ~(uint64_t)(align - 1);
+        h->slot = base + (at << shift);
+        h->span = arena_units[i] << shift;
+        h->special = h->span;
+        h->special_size = unit;
+        memset(table + at, i, (size_t)arena_units[i]);
+        table[at + arena_units[i]] = (unsigned char)(i | MP_UNIT_SPECIAL);
+        at += arena_units[i] + 1;
     }
     mp_device_heaps = heaps;
-    mp_ndevices = (int)policy->ndevices;
-    mp_slot_shift = shift;
+    mp_ndevices = n;
+    mp_unit_shift = shift;
     mp_region_base = (uintptr_t)base;
-    __atomic_store_n(&mp_region_size, size, __ATOMIC_RELEASE);
+    __atomic_store_n(&mp_region_size, (uintptr_t)(total << shift), __ATOMIC_RELEASE);
     return 0;
+}
+
+int mp_extent_of(const void *p)
+{
+    int n = __atomic_load_n(&mp_nextents, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)p - mp_extents[i].base < mp_extents[i].size)
+            return mp_extents[i].dev;
+    return -1;
+}
+
+uint64_t mp_arena_reserved(int dev, int *grown)
+{
+    const struct mp_device_heap *h = &mp_device_heaps[dev];
+    uint64_t bytes = h->slot ? h->span + h->special_size : 0;
+    int n = __atomic_load_n(&mp_nextents, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++)
+        if (mp_extents[i].dev == dev)
+            bytes += mp_extents[i].size;
+    *grown = h->grown;
+    return bytes;
 }
 
 static const char *reason_text(int reason)
@@ -92,20 +190,71 @@ static void kill_device(struct mp_device_heap *h, int idx, int reason, int err)
     }
 }
 
-/* Turn the next part of the slot into an arena. Called with the device's lock held. */
+/* A device that has used its address space and cannot reserve more: its allocations go
+ * down the fallback chain from now on; say so once. */
+static int out_of_room(struct mp_device_heap *h)
+{
+    if (!h->out_of_room) {
+        h->out_of_room = 1;
+        const char *parts[] = {"memplace: device '", h->spec->name, "': no more address space "
+                               "for it (ulimit -v); its allocations go to the next device\n"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+            mp_write_all(2, parts[i], strlen(parts[i]));
+    }
+    return 0;
+}
+
+/* Reserve an extent for device `idx` as big as all its room so far (within the budget),
+ * and grow there from now on. Called with the device's lock held. */
+static int new_extent(struct mp_device_heap *h, int idx)
+{
+    uint64_t unit = 1ull << mp_unit_shift, have = h->span;
+    int n = __atomic_load_n(&mp_nextents, __ATOMIC_ACQUIRE); /* other devices may add some */
+    for (int i = 0; i < n; i++)
+        if (mp_extents[i].dev == idx)
+            have += mp_extents[i].size;
+    uint64_t size = have < MAX_EXTENT ? have : MAX_EXTENT, room = budget();
+    if (room != UINT64_MAX)
+        room = room > ALIGN ? room - ALIGN : 0; /* the slack reserving takes to align */
+    if (size > room)
+        size = room & ~(unit - 1);
+    if (size < mi_arena_min_size())
+        return out_of_room(h);
+    mp_lock(&extent_lock);
+    void *base = mp_nextents < MP_MAX_EXTENTS ? mp_os_reserve((size_t)size, (size_t)ALIGN) : NULL;
+    if (base) {
+        mp_extents[mp_nextents] = (struct mp_extent){(uintptr_t)base, size, idx, 0};
+        __atomic_fetch_add(&reserved, size, __ATOMIC_RELAXED);
+        h->extent = mp_nextents;
+        h->grown++;
+        __atomic_store_n(&mp_nextents, mp_nextents + 1, __ATOMIC_RELEASE);
+    }
+    mp_unlock(&extent_lock);
+    return base ? 1 : out_of_room(h);
+}
+
+/* Turn the next part of the device's room into an arena. Called with the device's lock
+ * held. */
 static int grow(struct mp_device_heap *h, int idx)
 {
-    if (h->dead || h->narenas == MP_MAX_ARENAS || h->arranged >= h->span)
+    if (h->dead || h->out_of_room || h->narenas == MP_MAX_ARENAS)
         return 0;
+    uint64_t left = h->extent < 0 ? h->span - h->arranged
+                                  : mp_extents[h->extent].size - mp_extents[h->extent].arranged;
+    if (left < mi_arena_min_size() && !new_extent(h, idx))
+        return 0;
+    struct mp_extent *e = h->extent < 0 ? NULL : &mp_extents[h->extent];
+    unsigned char *area = e ? (unsigned char *)e->base : h->slot;
+    uint64_t *arranged = e ? &e->arranged : &h->arranged;
     const struct mp_device_spec *s = h->spec;
     int backed = s->kind == MP_FILE || (s->flags & MP_FLAG_HUGETLB);
-    uint64_t chunk = h->span - h->arranged;
+    uint64_t chunk = (e ? e->size : h->span) - *arranged;
     uint64_t max = backed ? BACKED_ARENA : ANON_ARENA;
     if (chunk > max)
         chunk = max;
     if (chunk < mi_arena_min_size())
         return 0;
-    unsigned char *at = h->slot + h->arranged;
+    unsigned char *at = area + *arranged;
     int err;
     if (s->kind == MP_FILE)
         err = mp_os_back_file(at, chunk, s->path);
@@ -131,7 +280,7 @@ static int grow(struct mp_device_heap *h, int idx)
     mi_heap_t *mh = mi_heap_new_in_arena(id);
     if (!mh)
         return 0;
-    h->arranged += chunk;
+    *arranged += chunk;
     __atomic_store_n(&h->heaps[h->narenas], mh, __ATOMIC_RELEASE);
     __atomic_store_n(&h->narenas, h->narenas + 1, __ATOMIC_RELEASE);
     return 1;
@@ -156,7 +305,8 @@ void *mp_arena_alloc(struct mp_device_heap *h, int idx, size_t size, size_t alig
     mp_lock(&h->lock);
     if (h->narenas != n) /* another thread grew it meanwhile */
         p = heap_alloc(h->heaps[h->narenas - 1], size, align, zero);
-    while (!p && grow(h, idx))
+    /* two fresh arenas at most: a block that fits in neither will not fit in a third */
+    for (int fresh = 0; !p && fresh < 2 && grow(h, idx); fresh++)
         p = heap_alloc(h->heaps[h->narenas - 1], size, align, zero);
     mp_unlock(&h->lock);
     return p;

@@ -110,15 +110,11 @@ void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t 
     return NULL;
 }
 
-int mp_device_of(const void *p)
-{
-    return (int)(((uintptr_t)p - mp_region_base) >> mp_slot_shift);
-}
-
 void mp_device_heap_free(void *p)
 {
-    int dev = mp_device_of(p);
-    if (mp_unlikely(mp_in_upper_half(p))) {
+    unsigned unit = mp_unit_of(p);
+    int dev = (int)(unit & MP_UNIT_DEVICE);
+    if (mp_unlikely(unit & MP_UNIT_SPECIAL)) {
         struct mp_device_heap *h = &mp_device_heaps[dev];
         struct mp_growth *g = mp_growth_of(h, p);
         uint64_t gone = g ? mp_growth_release(h, g, p) : mp_direct_length(h, p, 1);
@@ -141,8 +137,9 @@ void mp_device_heap_free(void *p)
 
 size_t mp_device_heap_usable_size(const void *p)
 {
-    if (mp_unlikely(mp_in_upper_half(p))) {
-        struct mp_device_heap *h = &mp_device_heaps[mp_device_of(p)];
+    unsigned unit = mp_unit_of(p);
+    if (mp_unlikely(unit & MP_UNIT_SPECIAL)) {
+        struct mp_device_heap *h = &mp_device_heaps[unit & MP_UNIT_DEVICE];
         struct mp_growth *g = mp_growth_of(h, p);
         return g ? (size_t)g->used : (size_t)mp_direct_length(h, p, 0);
     }
@@ -151,8 +148,9 @@ size_t mp_device_heap_usable_size(const void *p)
 
 int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n)
 {
-    if (mp_unlikely(mp_in_upper_half(p))) {
-        int dev = mp_device_of(p);
+    unsigned unit = mp_unit_of(p);
+    if (mp_unlikely(unit & MP_UNIT_SPECIAL)) {
+        int dev = (int)(unit & MP_UNIT_DEVICE);
         struct mp_device_heap *h = &mp_device_heaps[dev];
         struct mp_growth *g = mp_growth_of(h, p);
         if (!g) {

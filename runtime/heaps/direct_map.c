@@ -1,15 +1,15 @@
 /* Direct blocks: mappings of their own for blocks aligned above what mimalloc's arenas
- * serve (64 KiB), backed and bound like an arena, in the upper half of the device's slot
- * after the growth areas. First fit by offset, under the device's lock. */
+ * serve (64 KiB), backed and bound like an arena, in the device's special part after
+ * the growth areas. First fit by offset, under the device's lock. */
 #include <string.h>
 #include "internal.h"
 
 void *mp_direct_map(struct mp_device_heap *h, size_t size, size_t align)
 {
-    uint64_t half = mp_half_slot(), page = mp_page_size();
+    uint64_t page = mp_page_size(), end = h->special + h->special_size;
     uint64_t length = (size + page - 1) & ~(page - 1);
-    uint64_t first = half + (uint64_t)MP_MAX_GROWTH * MP_GROWTH_AREA;
-    if (length == 0 || length > 2 * half - first)
+    uint64_t first = h->special + (uint64_t)MP_MAX_GROWTH * MP_GROWTH_AREA;
+    if (length == 0 || first >= end || length > end - first)
         return NULL;
     void *p = NULL;
     mp_lock(&h->lock);
@@ -19,7 +19,7 @@ void *mp_direct_map(struct mp_device_heap *h, size_t size, size_t align)
         for (;; i++) {
             uint64_t start = (((uint64_t)(uintptr_t)h->slot + at + align - 1) & ~(uint64_t)(align - 1)) -
                              (uint64_t)(uintptr_t)h->slot;
-            uint64_t limit = i < h->ndirect ? h->direct[i].offset : 2 * half;
+            uint64_t limit = i < h->ndirect ? h->direct[i].offset : end;
             if (start + length <= limit) {
                 at = start;
                 break;

@@ -1,4 +1,4 @@
-/* Growth areas, at the start of the upper half of a device's slot: a block that realloc
+/* Growth areas, at the start of a device's special part (types.h): a block that realloc
  * grows past GROWTH_MIN moves, once, to an area of its own and grows in place there (as
  * glibc grows the block at the top of its heap) instead of being copied into a larger
  * size class at every step. Only its size counts as live; the untouched rest of the area
@@ -12,7 +12,7 @@
 
 struct mp_growth *mp_growth_of(struct mp_device_heap *h, const void *p)
 {
-    uint64_t at = mp_offset_in_slot(h, p) - mp_half_slot();
+    uint64_t at = mp_offset_in_slot(h, p) - h->special;
     if (at >= (uint64_t)MP_MAX_GROWTH * MP_GROWTH_AREA || at % MP_GROWTH_AREA)
         return NULL;
     struct mp_growth *g = &h->growth[at / MP_GROWTH_AREA];

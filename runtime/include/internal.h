@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "types.h"
 
 /* ======== signal-safe output and I/O helpers ======== */
@@ -71,12 +72,26 @@ MP_HIDDEN void *mp_shared_page(const char *path, size_t size);
 // "os/os_memory.c" -- every contact with the OS about device memory
 /* Reserve `size` bytes of address space aligned to `align` (inaccessible until backed). */
 MP_HIDDEN void *mp_os_reserve(size_t size, size_t align);
+/* Bytes the process may still map under RLIMIT_AS; UINT64_MAX when unlimited. */
+MP_HIDDEN uint64_t mp_os_address_headroom(void);
 /* Back [at, at+size) with anonymous memory; huge: 0 none, 1 MAP_HUGETLB, 2 madvise THP,
  * -1 release the memory and leave the range reserved again.
  * Returns 0 or an errno value. */
 MP_HIDDEN int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift);
 /* Back [at, at+size) with a new file in `dir`, allocated on disk and already unlinked. */
 MP_HIDDEN int mp_os_back_file(void *at, size_t size, const char *dir);
+/* Replace the MAP_SHARED file mapping [at, at+size) with a new unlinked file in `dir`
+ * holding a copy of its first `used` bytes (only their data extents when the source file
+ * can be opened), allocated on disk and mapped at the same place: a forked child's own
+ * copy. No address space beyond the range. 0 or an errno value. */
+MP_HIDDEN int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir);
+/* A page shared with children forked after this call (a fork's handshake); NULL if none. */
+MP_HIDDEN void *mp_os_shared_page(void);
+MP_HIDDEN void mp_os_unmap(void *at, size_t size);
+/* Wait (at most `nanoseconds`, < 1 s) while *word == value; wake one waiter. Across
+ * processes: the word may be in a shared page. */
+MP_HIDDEN void mp_os_wait_word(int *word, int value, long nanoseconds);
+MP_HIDDEN void mp_os_wake_word(int *word);
 /* mbind [at, at+size) before first touch; mode as in the compiled policy. */
 MP_HIDDEN int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words);
 /* Back [at, at+size) with device `s`'s kind of memory and bind it; on failure the range
@@ -195,29 +210,44 @@ static inline struct mp_thread *mp_thread(const void *sp)
 
 /* ======== site matching and device heaps ======== */
 
-// "heaps/arena.c" -- the device table and region; each device's mimalloc arenas
+// "heaps/arena.c" -- the device table, the reserved range and its extents; each device's
+// mimalloc arenas
 MP_HIDDEN extern struct mp_device_heap *mp_device_heaps;
 MP_HIDDEN extern int mp_ndevices;
 MP_HIDDEN extern uintptr_t mp_region_base;
 MP_HIDDEN extern uintptr_t mp_region_size; /* 0 in transparent mode: nothing is ours */
-MP_HIDDEN extern unsigned mp_slot_shift;
-/* Reserve one slot per device of `policy` and fill the table. 0 on success. */
+MP_HIDDEN extern unsigned mp_unit_shift;
+MP_HIDDEN extern unsigned char mp_units[MP_MAX_UNITS]; /* per unit of the range: device | MP_UNIT_SPECIAL */
+MP_HIDDEN extern struct mp_extent mp_extents[MP_MAX_EXTENTS];
+MP_HIDDEN extern int mp_nextents;
+/* Reserve address space for the devices of `policy`, in proportion to their capacities
+ * and within RLIMIT_AS, and fill the table. 0 on success. */
 MP_HIDDEN int mp_arenas_init(const struct mp_policy *policy, const char **why);
 /* A block from the device's arenas, made bigger when full; NULL when it cannot grow. */
 MP_HIDDEN void *mp_arena_alloc(struct mp_device_heap *h, int dev, size_t size, size_t align,
                                int zero);
+/* The device whose extent holds p, or -1 (pointers outside the reserved range). */
+MP_HIDDEN int mp_extent_of(const void *p);
+/* Address space device `dev` holds (its units and extents); *grown: extents it made. */
+MP_HIDDEN uint64_t mp_arena_reserved(int dev, int *grown);
 
 static inline int mp_device_heap_owns(const void *p)
 {
-    return (uintptr_t)p - mp_region_base < mp_region_size;
+    if ((uintptr_t)p - mp_region_base < mp_region_size)
+        return 1;
+    return mp_unlikely(__atomic_load_n(&mp_nextents, __ATOMIC_ACQUIRE) != 0) && mp_extent_of(p) >= 0;
 }
 
-static inline uint64_t mp_half_slot(void) { return 1ull << (mp_slot_shift - 1); }
-
-static inline int mp_in_upper_half(const void *p)
+/* For a block we own: its device, with MP_UNIT_SPECIAL when it is in the special part. */
+static inline unsigned mp_unit_of(const void *p)
 {
-    return (((uintptr_t)p - mp_region_base) >> (mp_slot_shift - 1)) & 1;
+    uintptr_t off = (uintptr_t)p - mp_region_base;
+    if (mp_likely(off < mp_region_size))
+        return mp_units[off >> mp_unit_shift];
+    return (unsigned)mp_extent_of(p);
 }
+
+static inline int mp_device_of(const void *p) { return (int)(mp_unit_of(p) & MP_UNIT_DEVICE); }
 
 static inline uint64_t mp_offset_in_slot(const struct mp_device_heap *h, const void *p)
 {
@@ -226,7 +256,7 @@ static inline uint64_t mp_offset_in_slot(const struct mp_device_heap *h, const v
 
 static inline unsigned char *mp_growth_area(const struct mp_device_heap *h, int i)
 {
-    return h->slot + mp_half_slot() + (uint64_t)i * MP_GROWTH_AREA;
+    return h->slot + h->special + (uint64_t)i * MP_GROWTH_AREA;
 }
 
 // "heaps/accounting.c" -- capacity, live bytes, peaks and stats
@@ -323,7 +353,16 @@ MP_HIDDEN struct mp_growth *mp_growth_of(struct mp_device_heap *h, const void *p
 /* Free a growth area's block; returns its size. */
 MP_HIDDEN uint64_t mp_growth_release(struct mp_device_heap *h, struct mp_growth *g, void *p);
 
-// "heaps/fork.c" -- pthread_atfork handlers (registered by init.c)
+// "heaps/fork.c" -- pthread_atfork handlers (registered by init.c) and the handshake
+// by which entry/fork.c learns whether the child's copy of file devices is private
+/* Before asking the kernel for a fork: a page the child reports on; -1 if none could be
+ * had while file devices exist (fork must then fail with ENOMEM). */
+MP_HIDDEN int mp_fork_talk_open(void);
+/* After it, in the parent (child = its pid, or -1 if the fork failed) and in the child
+ * (child = 0): waits for the child's report; -1 when its copy could not be made private
+ * (the child has then exited with status 127 and awaits reaping). `gone` says whether
+ * the child has ended without reporting. */
+MP_HIDDEN int mp_fork_talk_close(pid_t child, int (*gone)(pid_t));
 MP_HIDDEN void mp_device_heaps_fork_prepare(void);
 MP_HIDDEN void mp_device_heaps_fork_parent(void);
 MP_HIDDEN void mp_device_heaps_fork_child(void);
@@ -343,7 +382,6 @@ MP_HIDDEN void mp_device_heap_free(void *p);
 MP_HIDDEN size_t mp_device_heap_usable_size(const void *p);
 /* Resize block p in place to n bytes if it has the room; 1 if done. */
 MP_HIDDEN int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n);
-MP_HIDDEN int mp_device_of(const void *p);
 /* A thread ends (the hook placement registers with thread.c): its cached blocks go back
  * to mimalloc, its pending live bytes become the devices' (so peaks see them). */
 MP_HIDDEN void mp_device_heaps_thread_exit(struct mp_thread *self);
@@ -433,6 +471,8 @@ MP_HIDDEN void mp_place_write_stats(const char *how, int status, const char *tar
 MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+/* The stats file of a process that runs (ran=1) or stops (ran=0) without placement, and why. */
+MP_HIDDEN void mp_place_write_unplaced(const char *dir, const char *why, int ran);
 MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
 
 /* ======== entry ======== */
@@ -463,5 +503,8 @@ MP_HIDDEN extern int mp_mode;
 /* Point the hot entry points straight at the next allocator or placement, as the mode
  * allows. */
 MP_HIDDEN void mp_entry_choose(void);
+
+// "entry/fork.c" -- fork and _Fork: fail with ENOMEM rather than give a child that shares
+// file-device memory with its parent (no internal callers)
 
 #endif

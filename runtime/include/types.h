@@ -230,12 +230,24 @@ struct mp_rule_stats { uint64_t hits, bytes; };
 
 /* ---- device heaps (heaps/) ----
  * One heap per memory device, on mimalloc exclusive arenas over memory memplace maps and
- * binds itself. All devices live in one reserved address range, one equal-sized slot per
- * device, so "is this block ours, and whose" is a subtraction and a shift. The lower half
- * of a slot holds the arenas; the upper half starts with MP_MAX_GROWTH growth areas of
- * MP_GROWTH_AREA bytes each, and direct blocks (aligned above 64 KiB) take the rest. */
+ * binds itself. The devices that place live in one reserved address range, cut into units
+ * of 2^mp_unit_shift bytes; each device has a run of units sized in proportion to its
+ * capacity (its arenas) and one more unit (its special part: MP_MAX_GROWTH growth areas of
+ * MP_GROWTH_AREA bytes, then direct blocks aligned above 64 KiB). A byte per unit names
+ * the device (and whether the unit is special), so "is this block ours, and whose" is a
+ * subtraction, a compare and one load. A device whose arenas fill their units grows into
+ * extents: further reservations, up to MP_MAX_EXTENTS for the process, looked up only for
+ * pointers outside the range. */
+
+#define MP_UNIT_SPECIAL 0x80         /* in the unit table: the device's special part */
+#define MP_UNIT_DEVICE 0x7f
+#define MP_MAX_EXTENTS 32
+#define MP_MAX_UNITS 65536           /* the unit table: 64 KiB */
+
+struct mp_extent { uintptr_t base, size; int dev; uint64_t arranged; };
 
 #define MP_MAX_ARENAS 64
+#define MP_BACKED_ARENA (256ull << 20) /* arena size for files and huge pages (arena.c) */
 #define MP_MAX_DIRECT 256            /* live blocks aligned above 64 KiB, per device */
 #define MP_MAX_GROWTH 16             /* growth areas per device */
 #define MP_GROWTH_AREA (1u << 20)    /* room a growing block gets, and grows in place within */
@@ -264,11 +276,13 @@ struct mp_node_counters {
 
 struct mp_device_heap {
     const struct mp_device_spec *spec;
-    unsigned char *slot;
+    unsigned char *slot;         /* its units in the range: arenas, then the special part */
     uint64_t capacity;           /* limit on live bytes; 0 = none */
     uint64_t *limit_live;        /* the live bytes the capacity limits: &stats.live, or the
                                     node's (struct mp_node_counters) */
-    uint64_t span, arranged;     /* bytes of the slot usable as arenas; made into arenas */
+    uint64_t span, arranged;     /* bytes of the units usable as arenas; made into arenas */
+    uint64_t special, special_size; /* the special part: offset from slot, length */
+    int extent, grown, out_of_room; /* extent arenas grow in (-1: none yet); extents made */
     int narenas, dead, lock;
     struct mi_heap_s *heaps[MP_MAX_ARENAS];
     struct mp_direct { uint64_t offset, length; } direct[MP_MAX_DIRECT]; /* in use, by offset */

@@ -309,6 +309,14 @@ void mp_place_write_stats(const char *how, int status, const char *target)
             mp_put_u64(&o, s->fallbacks[r]);
         mp_put(&o, " "), mp_put(&o, policy->devices[i].name), mp_put(&o, "\n");
     }
+    /* reserve IDX BYTES GROWN: address space the device holds, extents it grew into */
+    for (uint32_t i = 0; i < policy->ndevices; i++) {
+        int grown;
+        uint64_t bytes = mp_arena_reserved((int)i, &grown);
+        mp_put(&o, "reserve");
+        mp_put_u64(&o, i), mp_put_u64(&o, bytes), mp_put_u64(&o, (uint64_t)grown);
+        mp_put(&o, "\n");
+    }
     /* rule IDX hits bytes NAME */
     for (uint32_t i = 0; i < policy->nrules; i++) {
         const struct mp_rule_stats *s = mp_sites_rule_stats(i);
@@ -326,6 +334,32 @@ void mp_place_write_stats(const char *how, int status, const char *target)
         mp_put(&o, " "), mp_put(&o, line);
     }
     mp_put(&o, "\nend\n");
+    mp_flush(&o);
+    close(o.fd);
+    errno = saved;
+}
+
+/* A process whose placement could not start: its own stats file, the header and
+ * "unplaced RAN WHY" (RAN 1: it runs transparent; 0: it is stopped before main), so the
+ * run's stats list it and say why. */
+void mp_place_write_unplaced(const char *dir, const char *why, int ran)
+{
+    char path[4096], exe[4096], line[4096];
+    int saved = errno;
+    o.n = 0;
+    o.fd = mp_create_numbered(path, sizeof path, dir, "stats");
+    if (o.fd < 0) {
+        errno = saved;
+        return;
+    }
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[len > 0 ? len : 0] = 0;
+    put_path(line, sizeof line, exe);
+    mp_put(&o, "memplace-stats 2\npid"), mp_put_u64(&o, (uint64_t)getpid());
+    mp_put(&o, "\nparent"), mp_put_u64(&o, (uint64_t)getppid());
+    mp_put(&o, "\nbegan start\nexe "), mp_put(&o, line);
+    mp_put(&o, "\nunplaced"), mp_put_u64(&o, (uint64_t)ran);
+    mp_put(&o, " "), mp_put(&o, why), mp_put(&o, "\nend\n");
     mp_flush(&o);
     close(o.fd);
     errno = saved;

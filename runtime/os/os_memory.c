@@ -6,7 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <time.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
@@ -28,6 +32,26 @@ void *mp_os_reserve(size_t size, size_t align)
     if (tail)
         munmap(start + size, tail);
     return start;
+}
+
+/* The address space this process may still map under RLIMIT_AS (`ulimit -v`): the limit
+ * less the current size from /proc/self/statm; UINT64_MAX without a limit. */
+uint64_t mp_os_address_headroom(void)
+{
+    struct rlimit r;
+    if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    uint64_t used = 0;
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
+            used = used * 10 + (uint64_t)(buf[i] - '0');
+        used *= mp_page_size();
+    }
+    return (uint64_t)r.rlim_cur > used ? (uint64_t)r.rlim_cur - used : 0;
 }
 
 int mp_os_back_anonymous(void *at, size_t size, int huge, int page_shift)
@@ -99,9 +123,122 @@ int mp_os_back_file(void *at, size_t size, const char *dir)
     if (e == 0) {
         void *p = mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
         e = p == MAP_FAILED ? errno : 0;
+        if (!e) /* a fault reads its page only: read-around (8 MiB on some disks) would
+                 * fill the page cache with zeros of never-written blocks, which a fork's
+                 * copy would then take for data (mp_os_private_file_copy) */
+            madvise(at, size, MADV_RANDOM);
     }
     close(fd);
     return e;
+}
+
+/* "/proc/self/map_files/<start>-<end>" (lower-case hex, no 0x): the mapping's file. */
+static void map_files_name(char *buf, uintptr_t start, uintptr_t end)
+{
+    memcpy(buf, "/proc/self/map_files/", 21);
+    char *q = buf + 21;
+    for (int half = 0; half < 2; half++) {
+        uintptr_t v = half ? end : start;
+        char digits[16];
+        int n = 0;
+        do
+            digits[n++] = "0123456789abcdef"[v & 15];
+        while (v >>= 4);
+        while (n)
+            *q++ = digits[--n];
+        *q++ = half ? 0 : '-';
+    }
+}
+
+/* Bytes [from, to) of the mapping at `at` into `dst` at the same offsets: in the kernel
+ * from the source file when it is open (extents shared on reflink filesystems), else
+ * written from the mapping itself. */
+static int copy_range(int src, int dst, const unsigned char *at, off_t from, off_t to)
+{
+    while (from < to) {
+        ssize_t n = -1;
+        if (src >= 0) {
+            loff_t in = from, out = from;
+            n = copy_file_range(src, &in, dst, &out, (size_t)(to - from), 0);
+            if (n <= 0)
+                src = -1; /* not supported between these files: write from the mapping */
+        }
+        if (n <= 0)
+            n = pwrite(dst, at + from, (size_t)(to - from), from);
+        if (n < 0 && errno != EINTR)
+            return errno;
+        if (n > 0)
+            from += n;
+    }
+    return 0;
+}
+
+int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir)
+{
+    int dst = open_unlinked(dir);
+    if (dst < 0)
+        return -dst;
+    /* Blocks on disk: allocating all of them now (as mp_os_back_file does, so that a full
+     * filesystem is never a SIGBUS at a later first touch) costs milliseconds per 256 MiB
+     * at every fork, and as much again at the child's exit. With ample free space (twice
+     * the range) the file stays sparse and blocks come at first write. */
+    struct statfs fs;
+    int e = fstatfs(dst, &fs) == 0 && (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize / 2 > size
+                ? (ftruncate(dst, (off_t)size) ? errno : 0)
+                : posix_fallocate(dst, 0, (off_t)size);
+    /* The source file, to skip what was never written (SEEK_DATA/SEEK_HOLE): reachable
+     * only through /proc/self/map_files, which needs CAP_CHECKPOINT_RESTORE or
+     * CAP_SYS_ADMIN; without it every used byte is copied. */
+    char name[64];
+    map_files_name(name, (uintptr_t)at, (uintptr_t)at + size);
+    int src = e ? -1 : open(name, O_RDONLY | O_CLOEXEC);
+    if (src >= 0) /* no readahead: it would fill the page cache over never-written blocks
+                   * with zeros, which SEEK_DATA then counts as data, at every later fork */
+        posix_fadvise(src, 0, 0, POSIX_FADV_RANDOM);
+    off_t pos = 0, end = (off_t)used;
+    while (!e && pos < end) {
+        off_t data = pos, hole = end;
+        if (src >= 0) {
+            data = lseek(src, pos, SEEK_DATA);
+            if (data < 0 || data >= end)
+                break; /* ENXIO: no data after pos */
+            hole = lseek(src, data, SEEK_HOLE);
+            if (hole < 0 || hole > end)
+                hole = end;
+        }
+        e = copy_range(src, dst, at, data, hole);
+        pos = hole;
+    }
+    if (src >= 0)
+        close(src);
+    if (!e && mmap(at, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, dst, 0) == MAP_FAILED)
+        e = errno;
+    if (!e)
+        madvise(at, size, MADV_RANDOM);
+    close(dst);
+    return e;
+}
+
+void *mp_os_shared_page(void)
+{
+    void *p = mmap(NULL, mp_page_size(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void mp_os_unmap(void *at, size_t size)
+{
+    munmap(at, size);
+}
+
+void mp_os_wait_word(int *word, int value, long nanoseconds)
+{
+    struct timespec t = {0, nanoseconds};
+    syscall(SYS_futex, word, FUTEX_WAIT, value, &t, NULL, 0); /* shared: not FUTEX_PRIVATE */
+}
+
+void mp_os_wake_word(int *word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
 int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words)

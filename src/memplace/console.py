@@ -60,3 +60,18 @@ def phase(text: str):
         if live:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+
+
+def plain_table(header: list[str], rows: list[list[str]], indent: str = "") -> str:
+    """Columns aligned with spaces, for output that is not a terminal (no rich, no cut at
+    80 columns); the last column is never padded.
+
+    >>> print(plain_table(["key", "destructor"], [["0", "prog:destroy"], ["12", "-"]]))
+    key  destructor
+    0    prog:destroy
+    12   -
+    """
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [indent + "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " if len(r) > 1 else "") + r[-1]
+             for r in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)

@@ -114,7 +114,7 @@ class ElfFile:
     def _unpack(self, fmt: str, off: int) -> tuple:
         try:
             return struct.unpack_from(self.endian + fmt, self.data, off)
-        except struct.error:
+        except (struct.error, OverflowError):  # an offset past the data, or past any index
             raise UserError(f"{self.path}: truncated or corrupt ELF (offset {off:#x})") from None
 
     def _phdrs(self, off: int, entsize: int, num: int) -> list[Phdr]:
@@ -266,13 +266,26 @@ class ElfFile:
         return sorted(seen.values(), key=lambda s: (s.value, s.name))
 
     @cached_property
-    def address_symbols(self) -> tuple[list[int], list[Symbol]]:
-        """Functions and objects sorted by address, for naming what a pointer points at."""
-        syms = {}
-        for table in (self.dynsym, self.symtab):
-            for s in table.values():
-                if s.type in (STT_FUNC, STT_OBJECT) and s.shndx != 0 and s.value:
-                    syms.setdefault(s.value, s)
+    def address_symbols(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """Functions and objects sorted by address, for naming what a pointer points at:
+        (addresses, [(size, string-table offset of the name)]). Scanned raw, names decoded
+        only when asked (a libc debug file has ten thousand symbols; a run names a few)."""
+        syms: dict[int, tuple[int, int]] = {}
+        fmt = self.endian + _SYM[self.elfclass]
+        n = struct.calcsize(fmt)
+        secs = self.sections
+        for want in (SHT_DYNSYM, SHT_SYMTAB):
+            for _, typ, _, off, size, link, _ in secs:
+                if typ != want or link >= len(secs) or off + size > len(self.data) or size < n:
+                    continue
+                stroff = secs[link][3]
+                for ent in struct.iter_unpack(fmt, self.data[off:off + (size // n) * n]):
+                    if self.elfclass == 1:
+                        st_name, value, sz, info, _, shndx = ent
+                    else:
+                        st_name, info, _, shndx, value, sz = ent
+                    if info & 0xF in (STT_FUNC, STT_OBJECT) and shndx and value and st_name and value not in syms:
+                        syms[value] = (sz, stroff + st_name)
         keys = sorted(syms)
         return keys, [syms[k] for k in keys]
 
@@ -282,10 +295,11 @@ class ElfFile:
         i = bisect.bisect_right(keys, vaddr) - 1
         if i < 0:
             return None
-        s = syms[i]
-        off = vaddr - s.value
-        if off < max(s.size, 1):
-            return s.name if off == 0 else f"{s.name}+{off:#x}"
+        size, name_at = syms[i]
+        off = vaddr - keys[i]
+        if off < max(size, 1):
+            name = self._str(name_at, 0).split("@", 1)[0]
+            return name if off == 0 else f"{name}+{off:#x}"
         return None
 
     @cached_property
@@ -411,11 +425,11 @@ def build_id(path: str) -> str | None:
     return info.build_id if info is not None else None
 
 
-def separate_debug_file(build_id_hex: str | None) -> str | None:
-    """/usr/lib/debug/.build-id/xx/yyyy.debug for a build-id, if that file exists."""
+def separate_debug_file(build_id_hex: str | None, root: str = DEBUG_ROOT) -> str | None:
+    """<root>/xx/yyyy.debug (root: /usr/lib/debug/.build-id) for a build-id, if that file exists."""
     if not build_id_hex or len(build_id_hex) < 3:
         return None
-    path = os.path.join(DEBUG_ROOT, build_id_hex[:2], build_id_hex[2:] + ".debug")
+    path = os.path.join(root, build_id_hex[:2], build_id_hex[2:] + ".debug")
     return path if os.path.isfile(path) else None
 
 

@@ -146,6 +146,7 @@ class RunStats:
     rules: list[RuleUse]
     process_list: list[ProcessRow] = field(default_factory=list)
     stepped_aside: list[AsideRow] = field(default_factory=list)
+    unplaced: list[str] = field(default_factory=list)  # processes placement did not start in
 
 
 def _count(value: Any, where: str) -> int:
@@ -221,11 +222,14 @@ def load_stats(path: str) -> RunStats:
         if not isinstance(aside, list):
             raise ValueError("stepped_aside must be a list")
         aside_rows = [_aside_row(x, f"stepped_aside[{i}]") for i, x in enumerate(aside)]
+        unplaced = [f"process {p.get('pid')}: placement did not start ({_name(p.get('reason'), 'reason')}); "
+                    + ("it ran without placement" if p.get("ran") else "memplace run stopped it (status 2)")
+                    for p in processes if isinstance(p, dict) and p.get("placing") is False]
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     return RunStats([str(a) for a in command], policy if isinstance(policy, str) else None,
                     returncode if isinstance(returncode, int) else None, len(processes), devices, rules,
-                    process_rows, aside_rows)
+                    process_rows, aside_rows, unplaced)
 
 
 def _process_row(x: Any, where: str) -> ProcessRow:
@@ -346,6 +350,7 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
             sm.notes.append(f"{cut} process(es) ended without final counts (killed by a signal?): "
                             "their allocations are not in the totals")
         sm.device_origin = "run statistics"
+        sm.notes.extend(stats.unplaced)
         facts_from = policy_path or stats.policy
         if facts_from:
             try:

@@ -40,21 +40,26 @@ def mpi_env() -> dict:
                 OMPI_MCA_rmaps_base_oversubscribe="1")
 
 
-def run_two_ranks(tmp_path: Path, scope: str) -> list[dict]:
+def mpirun_two_ranks(tmp_path: Path, scope: str, stats: str, mib: int = 32) -> None:
+    """`mpirun -np 2 memplace run --policy P --stats STATS -- node_share MIB`: each rank its
+    own memplace run, as users launch it."""
     exe = build(tmp_path, "node_share.c")
     sync = tmp_path / f"sync-{scope}"
     sync.mkdir()
-    stats = tmp_path / f"stats-{scope}"
-    stats.mkdir()
-    # each rank its own memplace run, as users launch it: `mpirun memplace run -- app`
     script = tmp_path / f"rank-{scope}.sh"
     script.write_text(f'exec "{sys.executable}" -m memplace run --policy "{policy(tmp_path, scope)}" '
-                      f'--stats "{stats}/rank$OMPI_COMM_WORLD_RANK.json" -- "{exe}" 32 "{sync}" 2\n')
+                      f'--stats "{stats}" -- "{exe}" {mib} "{sync}" 2\n')
     r = subprocess.run(["mpirun", "-np", "2", "sh", str(script)], capture_output=True, text=True,
                        env=mpi_env(), timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("held 32 MiB") == 2, r.stdout
+    assert r.stdout.count(f"held {mib} MiB") == 2, r.stdout
     assert "cannot share" not in r.stderr, r.stderr
+
+
+def run_two_ranks(tmp_path: Path, scope: str) -> list[dict]:
+    stats = tmp_path / f"stats-{scope}"
+    stats.mkdir()
+    mpirun_two_ranks(tmp_path, scope, f"{stats}/rank$OMPI_COMM_WORLD_RANK.json")
     fast = []
     for f in sorted(stats.glob("rank*.json")):
         doc = json.loads(f.read_text())
@@ -76,6 +81,24 @@ def test_ranks_share_a_node_capacity(tmp_path):
     assert sum(d["fallbacks"]["full"] for d in node) >= 32 - 16 - SLACK // MIB, node
     # the last memplace run of the job removed the counters: no process had them mapped
     assert set(Path("/dev/shm").glob(f"memplace-{os.getuid()}-*")) == before
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Debian package openmpi-bin")
+def test_ranks_write_one_stats_file_together(tmp_path):
+    """Both ranks name the same --stats file: it ends with both ranks' processes (one of
+    them used to overwrite the other's)."""
+    stats = tmp_path / "stats.json"
+    mpirun_two_ranks(tmp_path, "process", str(stats), mib=4)
+    doc = json.loads(stats.read_text())
+    assert sorted(p["rank"] for p in doc["processes"]) == [0, 1]
+    assert doc["ranks"] == {"0": 0, "1": 0} and doc["job"]
+    fast = next(d for d in doc["totals"]["devices"] if d["name"] == "fast")
+    assert fast["bytes"] >= 2 * 4 * MIB
+    # a later job with the same --stats file starts it afresh
+    again = tmp_path / "again"
+    again.mkdir()
+    mpirun_two_ranks(again, "process", str(stats), mib=4)
+    assert sorted(p["rank"] for p in json.loads(stats.read_text())["processes"]) == [0, 1]
 
 
 def test_scope_needs_a_capacity_and_a_known_value(tmp_path):

@@ -11,14 +11,16 @@ OPERATOR_NEW = {"_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t"}
 # entry/process.c and entry/exec.c: the stats before a process ends, stepping aside at exec
 PROCESS_CALLS = {"_exit", "_Exit", "exit", "quick_exit", "execve", "execv", "execvp", "execvpe",
                  "execl", "execlp", "execle", "fexecve", "execveat", "posix_spawn", "posix_spawnp"}
+FORK = {"fork", "_Fork"}  # entry/fork.c: a child never shares file-device memory
 
 
-def test_exports_exactly_the_malloc_family_operator_new_process_calls_and_memplace_api(runtime):
+def test_exports_exactly_the_malloc_family_operator_new_process_calls_fork_and_memplace_api(runtime):
     out = subprocess.run(["nm", "-D", "--defined-only", runtime], capture_output=True,
                          text=True, check=True).stdout
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    assert names - MALLOC_FAMILY - OPERATOR_NEW - PROCESS_CALLS == {n for n in names if n.startswith("memplace_")}
-    assert MALLOC_FAMILY | OPERATOR_NEW | PROCESS_CALLS <= names
+    exported = MALLOC_FAMILY | OPERATOR_NEW | PROCESS_CALLS | FORK
+    assert names - exported == {n for n in names if n.startswith("memplace_")}
+    assert exported <= names
     assert not any(n.startswith(("mi_", "_mi_")) for n in names)
 
 

@@ -1,8 +1,9 @@
 """`memplace tls` and `memplace keys`: thin commands over the post-mortem helpers.
 
 Human output is a rich table on a terminal and plain aligned lines otherwise (so
-that 4,000 threads x 20 variables print in well under a second); `--json` is
-the same data for programs.
+that 4,000 threads x 20 variables print in well under a second, and nothing is cut
+at 80 columns); `--json` is the same data for programs, addresses and values as
+JSON numbers.
 
     $ memplace tls core tv --thread 5636
     $ memplace keys --pid 1234 --json
@@ -36,34 +37,49 @@ def _open(core: str | None, pid: int | None, exe: str | None, sysroot: str | Non
     return open_core(core, exe=exe, sysroot=sysroot)
 
 
-def _source_options(f):
-    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
-    f = click.option("--pid", type=PID, help="Read a live process instead of a core.")(f)
-    f = click.option("--sysroot", type=click.Path(), help="Root to find the core's libraries under.")(f)
-    f = click.option("--exe", type=click.Path(), help="The executable (default: from the core's notes).")(f)
-    return f
-
-
-def _hex(v: int | None) -> str | None:
-    return None if v is None else f"{v:#x}"
+def _source_options(many: bool):
+    def options(f):
+        f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+        f = click.option("--pid", type=PID, multiple=many,
+                         help="Read a live process instead of a core" + (" (repeatable)." if many else "."))(f)
+        f = click.option("--sysroot", type=click.Path(), help="Root to find the core's libraries under.")(f)
+        f = click.option("--exe", type=click.Path(), help="The executable (default: from the core's notes).")(f)
+        return f
+    return options
 
 
 @click.command("tls", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1)
 @click.option("--thread", "tids", type=TID, multiple=True, help="Only this thread id (repeatable).")
-@_source_options
-def tls_command(args, tids, exe, sysroot, pid, as_json):
-    """Thread-local variables of every thread: memplace tls CORE [VAR ...] | --pid PID [VAR ...]."""
+@click.option("--group", is_flag=True, help="Group threads by identical values (the default for several cores or pids).")
+@_source_options(many=True)
+def tls_command(args, tids, group, exe, sysroot, pid, as_json):
+    """Thread-local variables of every thread: memplace tls CORE... [VAR ...] | --pid PID... [VAR ...]."""
+    import os
+
+    if pid:
+        sources, names = [str(p) for p in pid], list(args)
+        if args and os.path.isfile(args[0]):
+            raise UserError("give CORE files or --pid, not both")
+    else:
+        n = next((i for i, a in enumerate(args) if not os.path.isfile(a)), len(args))
+        sources, names = list(args[:n]), list(args[n:])
+        if not sources:
+            raise UserError(f"{args[0]}: no such core file" if args else "missing CORE (or --pid PID)")
+    if len(sources) > 1 or group:
+        if tids:
+            raise UserError("--thread names a thread of one core; it does not go with several cores or --group")
+        _tls_grouped(sources, names, exe, sysroot, bool(pid), as_json)
+        return
     from memplace.postmortem.tls import tls_values
 
-    core, names = (None, list(args)) if pid is not None else ((args[0] if args else None), list(args[1:]))
-    target = _open(core, pid, exe, sysroot)
+    target = _open(None if pid else sources[0], pid[0] if pid else None, exe, sysroot)
     rows = tls_values(target, names or None, list(tids) or None)
     if as_json:
         doc = _header(target)
         doc["threads"] = [{
-            "tid": th.tid, "thread_pointer": _hex(th.tp), "crashed": th.crashed,
-            "variables": [{"module": v.module, "name": v.name, "type": v.type, "address": _hex(v.address),
+            "tid": th.tid, "thread_pointer": th.tp, "crashed": th.crashed,
+            "variables": [{"module": v.module, "name": v.name, "type": v.type, "address": v.address,
                            "state": v.state, "value": v.value, "text": v.text} for v in vals],
         } for th, vals in rows]
         json.dump(doc, sys.stdout, indent=1, default=str)
@@ -77,10 +93,61 @@ def tls_command(args, tids, exe, sysroot, pid, as_json):
         _tls_plain(target, rows)
 
 
+def _tls_grouped(sources: list[str], names: list[str], exe, sysroot, is_pid: bool, as_json: bool) -> None:
+    """Every image's threads, each variable's values grouped: `= 3 in 3,998 threads; = 7 in 2: ...`."""
+    from memplace.postmortem.job import group_values, read_many
+
+    def progress(done: int, total: int) -> None:
+        if total > 1 and sys.stderr.isatty():
+            sys.stderr.write(f"\rread {done}/{total} {'pids' if is_pid else 'cores'}" + ("\n" if done == total else ""))
+            sys.stderr.flush()
+
+    images = read_many(sources, names or None, exe, sysroot, is_pid, progress=progress)
+    for img in images:
+        for n in img.notes:
+            click.echo(f"note: {img.where}: {n}", err=True)
+    variables = group_values(images)
+    nthreads = sum(len(img.rows) for img in images)
+    if as_json:
+        doc = {"sources": [img.source for img in images], "kind": "process" if is_pid else "core",
+               "threads": nthreads, "variables": [{
+                   "module": vg.module, "name": vg.name, "type": vg.type, "groups": [{
+                       "state": g.state, "value": g.value, "text": g.text, "count": g.count,
+                       "threads": [{"source": s, "tid": t} for s, t in g.threads]} for g in vg.groups]}
+                   for vg in variables]}
+        json.dump(doc, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return
+    what = "pid" if is_pid else "core"
+    out = [f"{_count(len(images), what)}, {_count(nthreads, 'thread')}, threads grouped by value"]
+    for vg in variables:
+        parts = []
+        for g in vg.groups[:GROUP_LINES]:
+            shown = g.text if g.state == "ok" else f"<{g.state}>"
+            where = ""
+            if g.count <= GROUP_EXAMPLES:
+                where = ": " + ", ".join(f"{s} tid {t}" if len(images) > 1 else f"tid {t}" for s, t in g.threads)
+            parts.append(f"= {shown} in {_count(g.count, 'thread')}{where}")
+        rest = vg.groups[GROUP_LINES:]
+        if rest:
+            parts.append(f"{_count(len(rest), 'other value')} in {_count(sum(g.count for g in rest), 'thread')}")
+        out.append(f"{vg.module}:{vg.name} ({vg.type}) " + "; ".join(parts))
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+GROUP_EXAMPLES = 3  # a group this small lists its threads
+GROUP_LINES = 5  # values shown per variable (--json has them all)
+
+
 def _header(target) -> dict:
-    return {"source": target.where, "arch": target.arch.name, "libc": target.libc,
-            "libc_version": (target.glibc.version if target.glibc else target.musl_version),
+    return {"source": target.source, "kind": target.where.split(" ", 1)[0], "arch": target.arch.name,
+            "libc": target.libc, "libc_version": (target.glibc.version if target.glibc else target.musl_version),
             "notes": target.notes}
+
+
+def _count(n: int, what: str) -> str:
+    """'1 thread', '8 threads'."""
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
 
 
 def _thread_title(th) -> str:
@@ -89,7 +156,7 @@ def _thread_title(th) -> str:
 
 
 def _tls_plain(target, rows) -> None:
-    out = [f"{target.where}: {target.arch.name}, {target.libc}, {len(rows)} threads"]
+    out = [f"{target.where}: {target.arch.name}, {target.libc}, {_count(len(rows), 'thread')}"]
     for th, vals in rows:
         out.append(_thread_title(th))
         for v in vals:
@@ -104,7 +171,7 @@ def _tls_rich(target, rows) -> None:
     from memplace.console import console
 
     con = console()
-    con.print(f"[bold]{target.where}[/]: {target.arch.name}, {target.libc}, {len(rows)} threads")
+    con.print(f"[bold]{target.where}[/]: {target.arch.name}, {target.libc}, {_count(len(rows), 'thread')}")
     for th, vals in rows:
         t = Table(title=_thread_title(th), title_justify="left", show_edge=False)
         for c in ("module", "variable", "type", "value"):
@@ -116,37 +183,71 @@ def _tls_rich(target, rows) -> None:
 
 @click.command("keys", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("core", required=False)
-@_source_options
+@_source_options(many=False)
 def keys_command(core, exe, sysroot, pid, as_json):
     """pthread keys in use, every thread's values, and misuse findings: memplace keys CORE | --pid PID."""
     from memplace.postmortem.keys import pthread_keys
 
     target = _open(core, pid, exe, sysroot)
     rep = pthread_keys(target)
+    crashed = {th.tid for th in target.threads if th.crashed}
     if as_json:
         doc = _header(target)
-        doc["keys"] = [{"key": k.key, "seq": k.seq, "in_use": k.in_use, "destructor": _hex(k.destructor),
-                        "destructor_name": k.destructor_name, "creator": k.creator} for k in rep.keys]
-        doc["values"] = [{"tid": v.tid, "key": v.key, "seq": v.seq, "value": _hex(v.value),
+        doc["keys"] = [{"key": k.key, "seq": k.seq, "in_use": k.in_use, "destructor": k.destructor,
+                        "destructor_name": k.destructor_name, "creator": k.creator,
+                        "held_by": k.holders} for k in rep.keys]
+        doc["values"] = [{"tid": v.tid, "crashed": v.tid in crashed, "key": v.key, "seq": v.seq, "value": v.value,
                           "points_to": v.points_to, "status": v.status} for v in rep.values]
         doc["findings"] = [{"tid": f.tid, "key": f.key, "message": f.message} for f in rep.findings]
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
+    in_use = sum(k.in_use for k in rep.keys)
+    title = f"{target.where}: {target.libc}, {_count(in_use, 'key')} in use, {_count(len(rep.values), 'value')}"
+    keys = [[str(k.key), "" if k.seq is None else str(k.seq), _key_text(k)] for k in rep.keys]
+    values = [[str(v.tid) + ("  <- crashed" if v.tid in crashed else ""), str(v.key), f"{v.value:#x}",
+               v.points_to or "", v.status] for v in rep.values]
+    findings = [f"misuse: thread {f.tid} key {f.key}: {f.message}" for f in rep.findings]
+    if sys.stdout.isatty():
+        _keys_rich(title, keys, values, findings)
+        return
+    from memplace.console import plain_table
+
+    out = [title, plain_table(["key", "seq", "destructor"], keys)]
+    if values:
+        out.append(plain_table(["thread", "key", "value", "points to", "status"], values))
+    sys.stdout.write("\n".join(out + findings) + "\n")
+
+
+def _key_text(k) -> str:
+    """The destructor (or, without one, the statics holding the key's number), and whether in use."""
+    if k.destructor_name or k.destructor:
+        text = k.destructor_name or f"{k.destructor:#x}"
+    elif len(k.holders) == 1:
+        text = f"- (held by {k.holders[0]}, a guess)"
+    elif k.holders:
+        text = f"- (held by one of {', '.join(k.holders)}: a guess)"
+    else:
+        text = "-"
+    return text + ("" if k.in_use else "  (not in use)")
+
+
+def _keys_rich(title: str, keys: list, values: list, findings: list[str]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from memplace.console import console
 
     con = console(highlight=False)
-    con.print(f"[bold]{target.where}[/]: {target.libc}, {len(rep.keys)} keys in use, {len(rep.values)} values")
+    con.print(f"[bold]{escape(title)}[/]")
     t = Table("key", "seq", "destructor", show_edge=False)
-    for k in rep.keys:
-        t.add_row(str(k.key), "" if k.seq is None else str(k.seq),
-                  k.destructor_name or (_hex(k.destructor) or "-") + ("" if k.in_use else "  (not in use)"))
+    for row in keys:
+        t.add_row(*row)
     con.print(t)
-    t = Table("thread", "key", "value", "points to", "status", show_edge=False)
-    for v in rep.values:
-        t.add_row(str(v.tid), str(v.key), f"{v.value:#x}", v.points_to or "", v.status)
-    con.print(t)
-    for f in rep.findings:
-        con.print(f"[bold red]misuse[/] thread {f.tid} key {f.key}: {f.message}")
+    if values:
+        t = Table("thread", "key", "value", "points to", "status", show_edge=False)
+        for row in values:
+            t.add_row(*row)
+        con.print(t)
+    for f in findings:
+        con.print(f"[bold red]misuse[/]{escape(f[len('misuse'):])}")

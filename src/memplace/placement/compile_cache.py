@@ -34,13 +34,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 from memplace import __version__
+from memplace.cache import file_stamp as _stat
+from memplace.cache import make_dir as _make_dir
+from memplace.cache import write_atomic as _write_atomic
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, read_bytes
 
-CACHE_FORMAT = 1  # of the record below; a change makes every old record a miss
+CACHE_FORMAT = 2  # of the record below; a change makes every old record a miss
 # Sources whose change changes what a compile produces (a development install keeps its
 # version number while they change).
 _COMPILER_SOURCES = ("placement/policy.py", "placement/policy_compile.py", "placement/sites.py",
@@ -52,11 +54,13 @@ LD_SO_CACHE = "/etc/ld.so.cache"
 class Prepared:
     """A run's compiled policy, where its unwind tables are, and the check's warnings."""
 
-    def __init__(self, policy_file: str, unwind_dir: str, warnings: list[str], hit: bool):
+    def __init__(self, policy_file: str, unwind_dir: str, warnings: list[str], hit: bool,
+                 node_scoped: bool = False):
         self.policy_file = policy_file
         self.unwind_dir = unwind_dir
         self.warnings = warnings  # "warning: ..." lines
         self.hit = hit
+        self.node_scoped = node_scoped  # a capacity is shared by the job's processes on the node
 
 
 def policies_dir() -> str:
@@ -84,16 +88,6 @@ def prepare_run(policy: str, program, runtime: str, tmp: str) -> Prepared:
 
 
 # -- the key --------------------------------------------------------------------------
-
-
-def _stat(path: str) -> list[int] | None:
-    """What tells a changed file: size and mtime (not the inode: a cache shared by nodes of
-    a cluster sees the same library under different inode numbers)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def _topology_facts() -> list:
@@ -164,7 +158,8 @@ def _lookup(directory: str, key: str) -> Prepared | None:
                    if bid and not os.path.exists(os.path.join(unwind, bid))]
         if missing:  # tables deleted since (the cache cleared in part): make just those
             prepare_tables([path for path, _ in record["unwind"]], unwind)
-        return Prepared(mpc, unwind, [str(w) for w in record["warnings"]], hit=True)
+        return Prepared(mpc, unwind, [str(w) for w in record["warnings"]], hit=True,
+                        node_scoped=bool(record["node_scoped"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no record, a corrupt one, or a cache we cannot use: compile
 
@@ -206,14 +201,15 @@ def _compile(policy: str, program, runtime: str, tmp: str, directory: str, key: 
         unwind = prepare_tables(modules, os.path.join(tmp, "unwind"))
         key = None
     warnings = [str(w) for w in prepared.warnings]
+    node_scoped = any(d.scope == "node" and d.capacity for d in prepared.policy.devices.values())
     if key is not None:
         out = _record(key, directory, policy, program, runtime, prepared, named, modules,
-                      warnings, out)
-    return Prepared(out, unwind, warnings, hit=False)
+                      warnings, out, node_scoped)
+    return Prepared(out, unwind, warnings, hit=False, node_scoped=node_scoped)
 
 
 def _record(key: str, directory: str, policy: str, program, runtime: str, prepared,
-            named: list[str], modules: list[str], warnings: list[str], out: str) -> str:
+            named: list[str], modules: list[str], warnings: list[str], out: str, node_scoped: bool) -> str:
     """Keep the compiled file and its record in the cache; returns the file to use."""
     from memplace.elf import DEBUG_ROOT, build_id
     from memplace.units import Percent
@@ -246,37 +242,8 @@ def _record(key: str, directory: str, policy: str, program, runtime: str, prepar
     if not _write_atomic(mpc, data):
         return out
     record = {"format": CACHE_FORMAT, "key": key, "files": sorted([p, st] for p, st in files.items()),
-              "directories": directories, "warnings": warnings,
+              "directories": directories, "warnings": warnings, "node_scoped": node_scoped,
               "unwind": [[path, build_id(path)] for path in modules],
               "mpc": mpc_name, "mpc_sha256": hashlib.sha256(data).hexdigest()}
     _write_atomic(os.path.join(directory, key + ".json"), json.dumps(record).encode())
     return mpc
-
-
-def _make_dir(directory: str) -> bool:
-    try:
-        os.makedirs(directory, exist_ok=True)
-        return os.access(directory, os.W_OK | os.X_OK)
-    except OSError:
-        return False
-
-
-def _write_atomic(path: str, data: bytes) -> bool:
-    """Whole or not at all (a unique temporary name per writer, then os.replace); False
-    when the cache cannot be written, which only loses the cache entry."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".tmp")
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide it from a shared cache
-            f.write(data)
-        os.replace(tmp, path)
-        return True
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        return False

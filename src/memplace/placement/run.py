@@ -31,12 +31,14 @@ def check_stats_destination(stats: str) -> None:
 
 
 def run(argv: list[str], verbose: bool = False, policy: str | None = None,
-        stats: str | None = None) -> None:
+        stats: str | None = None, best_effort: bool = False) -> None:
     """Run `argv` under the runtime (placing per `policy` if given); never returns."""
     if not argv:
         raise UserError("run: no command given (usage: memplace run [OPTIONS] -- CMD [ARGS...])")
     target = describe_program(argv[0])
     runtime = runtime_path()
+    if best_effort and policy is None:
+        raise UserError("--best-effort needs --policy (without one nothing is placed)")
     if stats is not None:
         if policy is None:
             raise UserError("--stats needs --policy (transparent mode keeps no statistics)")
@@ -67,18 +69,21 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             extra["MEMPLACE_UNWIND"] = prepared.unwind_dir
             extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
             os.mkdir(extra["MEMPLACE_STATS"])
-            from memplace.placement import node_share
-            shared = node_share.counters_path(prepared.policy_file)
-            if shared:
-                extra["MEMPLACE_SHARED"] = shared
+            if prepared.node_scoped:
+                from memplace.placement import node_share
+                extra["MEMPLACE_SHARED"] = node_share.counters_path(prepared.policy_file)
+            if not best_effort:
+                # The runtime in the process whose parent this is stops it (status 2, one
+                # line) when placement cannot start; its children run transparent.
+                extra["MEMPLACE_REQUIRE"] = str(os.getpid())
         env = child_environment(runtime, extra)
         try:
             proc = subprocess.Popen(argv, env=env)
         except OSError as e:
             raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
         returncode = wait_forwarding_signals(proc)
-        if policy is not None:
-            node_share.release(extra.get("MEMPLACE_SHARED"))
+        if "MEMPLACE_SHARED" in extra:
+            node_share.release(extra["MEMPLACE_SHARED"])
         status = read_status(extra["MEMPLACE_STATUS"]) if verbose else {}
         if stats is not None:
             from memplace.placement import stats as run_stats

@@ -12,6 +12,7 @@ the n-th later image of the same pid, after an exec):
     inherited rule <idx> <hits> <bytes>          # the parent's counts the child started with
     aside <pid> <reason> <path>[TAB<script interpreter>]   # any number, as they happen
     device <idx> <allocations> <bytes> <live> <peak> <full> <bind> <backing> <alignment> <name>
+    reserve <idx> <bytes> <grown>      (address space the device holds; extents it grew into)
     rule <idx> <hits> <bytes> <name>
     ended exit|_exit|quick_exit [<status>] | ended exec <path>
     end
@@ -20,6 +21,8 @@ _exit, exec): a file without `end` is a process that ended without running any o
 killed by a signal as far as the runtime can tell. A source line with several address
 ranges is several compiled rules with one name: they are summed here under that name.
 `aside` names a program the runtime stepped aside for (launch/program.py's reasons).
+A process whose placement could not start writes the header and `unplaced <ran> <why>`
+(ran 1: it ran without placement; 0: memplace run stopped it before its main), then `end`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import re
 from pathlib import Path
 
 from memplace.errors import UserError
-from memplace.inputs import STATS_LIMIT, read_bytes
+from memplace.inputs import STATS_LIMIT, parse_json, read_bytes
 from memplace.units import U64_MAX
 
 FALLBACK_REASONS = ("full", "bind_failed", "backing_failed", "alignment")
@@ -70,7 +73,8 @@ def parse_process(text: str, origin: str) -> dict:
                         f"version {FORMAT_VERSION} (the runtime and memplace come from different installs)")
     complete = lines[-1] == "end"
     proc = {"pid": None, "parent": None, "began": None, "exe": None, "ended": None, "status": None,
-            "exec": None, "complete": complete, "devices": [], "rules": {}, "stepped_aside": []}
+            "exec": None, "complete": complete, "placing": True, "devices": [], "rules": {},
+            "stepped_aside": []}
     inherited_devices: dict[int, list[int]] = {}
     inherited_rules: dict[int, list[int]] = {}
     try:
@@ -88,6 +92,9 @@ def parse_process(text: str, origin: str) -> dict:
                 path, _, interp = where.partition("\t")
                 proc["stepped_aside"].append({"pid": int(pid), "path": path, "interpreter": interp or None,
                                               "reason": aside_reason(reason)})
+            elif kind == "unplaced":
+                ran, _, why = rest.partition(" ")
+                proc.update(placing=False, ran=ran == "1", reason=why)
             elif not complete:
                 continue  # counts cut short: not trusted
             elif kind == "device":
@@ -103,6 +110,10 @@ def parse_process(text: str, origin: str) -> dict:
                     "live_at_exit": nums[3], "peak": nums[4],
                     "fallbacks": dict(zip(FALLBACK_REASONS, nums[5:9])),
                 })
+            elif kind == "reserve":
+                idx, nbytes, grown = (int(x) for x in rest.split(" ", 2))
+                if 0 <= idx < len(proc["devices"]):
+                    proc["devices"][idx].update(reserved=nbytes, grown=grown)
             elif kind == "rule":
                 idx, hits, nbytes, *name = rest.split(" ", 3)
                 label = name[0] if name and name[0] else f"rule {idx}"
@@ -198,9 +209,59 @@ def totals(procs: list[dict]) -> dict:
 
 def write_report(out: str | os.PathLike, command: list[str], policy: str, returncode: int,
                  procs: list[dict]) -> None:
-    aside = [{**a, "by": p["pid"]} for p in procs for a in p.get("stepped_aside", [])]
-    doc = {"version": 2, "command": command, "policy": policy, "returncode": returncode,
-           "processes": procs, "stepped_aside": aside, "totals": totals(procs)}
+    """The run's statistics document. The ranks of an MPI job, each run by its own memplace
+    with the same --stats file, write one document together: each adds its processes
+    (marked with its rank) to what the others of the same job wrote before it."""
+    from memplace.launch.mpi import in_job, job_key, mpi_rank
     from memplace.output_files import write_whole
 
-    write_whole(out, json.dumps(doc, indent=2) + "\n")
+    rank = mpi_rank()
+    if rank is not None:
+        procs = [{**p, "rank": rank} for p in procs]
+    ranks = {str(rank): returncode} if rank is not None else {}
+    job = job_key() if in_job() else None
+    with _directory_locked(os.path.dirname(os.path.abspath(out))):
+        before = _same_job(out, job)
+        if before:
+            procs = before["processes"] + procs
+            ranks = {**before.get("ranks", {}), **ranks}
+            returncode = returncode or before.get("returncode", 0)
+        aside = [{**a, "by": p["pid"]} for p in procs for a in p.get("stepped_aside", [])]
+        doc = {"version": 2, "command": command, "policy": policy, "returncode": returncode,
+               "job": job, "ranks": ranks, "processes": procs, "stepped_aside": aside,
+               "totals": totals(procs)}
+        write_whole(out, json.dumps(doc, indent=2) + "\n")
+
+
+def _same_job(path: str | os.PathLike, job: str | None) -> dict | None:
+    """The document at `path` if an earlier rank of the same job wrote it."""
+    if not job:
+        return None
+    try:  # a FIFO, a device or a deeply nested file here is not an earlier rank's document
+        doc = parse_json(read_bytes(path, "stats file", STATS_LIMIT), os.fspath(path), "stats file")
+    except (UserError, ValueError):
+        return None
+    ok = isinstance(doc, dict) and doc.get("job") == job and isinstance(doc.get("processes"), list)
+    return doc if ok else None
+
+
+class _directory_locked:
+    """flock on the directory: ranks finishing together add their processes one at a time
+    (where the filesystem cannot lock, they go on unlocked)."""
+
+    def __init__(self, directory: str):
+        self.directory, self.fd = directory, None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock

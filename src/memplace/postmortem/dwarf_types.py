@@ -171,17 +171,24 @@ def _const_expr(expr) -> int:
 
 # -- drgn Type -> CType --------------------------------------------------------
 
-def from_drgn_type(t, cache: dict, word: int) -> CType:
-    """A drgn Type as a CType."""
+def from_drgn_type(t, cache: dict, word: int, shallow: bool = False) -> CType:
+    """A drgn Type as a CType.
+
+    A pointer's target is converted `shallow`: a struct behind a pointer keeps its name
+    and size but not its members (rendering a pointer never reads them), so libc's
+    `struct link_map *` does not drag in thousands of types. `cache` keeps each drgn
+    Type alive next to its CType: drgn makes new Type objects on access, and an id()
+    of a freed one may be reused by another."""
     import drgn
 
-    key = id(t)
-    if key in cache:
-        return cache[key]
+    key = (id(t), shallow)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit[1]
     k = t.kind
     name = getattr(t, "name", None) or getattr(t, "tag", None) or ""
     c = CType("unknown", name or "", 0)
-    cache[key] = c
+    cache[key] = (t, c)
     try:
         c.size = drgn.sizeof(t)
     except (TypeError, ValueError):
@@ -197,19 +204,19 @@ def from_drgn_type(t, cache: dict, word: int) -> CType:
         c.kind, c.encoding = "base", ATE_float
     elif k == drgn.TypeKind.POINTER:
         c.kind, c.size = "pointer", c.size or word
-        c.target = from_drgn_type(t.type, cache, word)
+        c.target = from_drgn_type(t.type, cache, word, shallow=True)
     elif k == drgn.TypeKind.TYPEDEF:
-        c.kind, c.target = "typedef", from_drgn_type(t.type, cache, word)
+        c.kind, c.target = "typedef", from_drgn_type(t.type, cache, word, shallow)
     elif k in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION, drgn.TypeKind.CLASS):
         c.kind = {drgn.TypeKind.STRUCT: "struct", drgn.TypeKind.UNION: "union", drgn.TypeKind.CLASS: "class"}[k]
-        for m in (t.members or ()) if t.is_complete() else ():
+        for m in (t.members or ()) if t.is_complete() and not shallow else ():
             mt = from_drgn_type(m.type, cache, word)
             if m.bit_field_size:
                 c.members.append((m.name or "", m.bit_offset // 8, mt, m.bit_field_size, m.bit_offset))
             else:
                 c.members.append((m.name or "", m.bit_offset // 8, mt, None, None))
     elif k == drgn.TypeKind.ARRAY:
-        c.kind, c.target = "array", from_drgn_type(t.type, cache, word)
+        c.kind, c.target = "array", from_drgn_type(t.type, cache, word, shallow)
         c.dims = [t.length]
         inner = c.target.strip()
         while inner.kind == "array" and inner.dims:  # drgn nests arrays; CType keeps dims flat

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 from memplace.errors import UserError
 from memplace.postmortem.elfcore import MemoryFault
+from memplace.postmortem.key_owners import key_holders
 from memplace.postmortem.layouts import musl_statics
-from memplace.postmortem.modules import describe_address, module_at
+from memplace.postmortem.modules import module_at
 from memplace.postmortem.tls_location import pthread_address
 
 
@@ -34,6 +35,7 @@ class Key:
     destructor: int | None
     destructor_name: str | None
     creator: str | None  # module holding the destructor
+    holders: list[str] = field(default_factory=list)  # key without destructor: statics holding its number (a guess)
 
 
 @dataclass
@@ -76,6 +78,9 @@ def pthread_keys(target) -> KeysReport:
     else:
         raise UserError(f"{target.where}: cannot read pthread keys: libc not recognised")
     rep.findings = audit(target, rep)
+    holders = key_holders(target, [k.key for k in rep.keys if k.in_use and k.destructor is None])
+    for k in rep.keys:
+        k.holders = holders.get(k.key, [])
     return rep
 
 
@@ -83,7 +88,7 @@ def _name(target, addr: int | None) -> tuple[str | None, str | None]:
     if not addr:
         return None, None
     m = module_at(target.modules, addr)
-    return describe_address(target.modules, addr), (m.short if m else None)
+    return target.describe(addr), (m.short if m else None)
 
 
 def _glibc(target) -> KeysReport:

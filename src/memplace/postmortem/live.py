@@ -96,6 +96,7 @@ def open_pid(pid: int) -> Target:
     if missing and arch.name == "x86_64":
         tps.update(_ptrace_fs_base(missing))
     target.threads = [Thread(t, tps.get(t)) for t in tids]
+    target.source = str(pid)
     assign_tls_modules(target)
     return target
 

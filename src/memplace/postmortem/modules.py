@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
+from memplace.elf import separate_debug_file
 from memplace.errors import UserError
 from memplace.postmortem.elfcore import (
     PT_DYNAMIC, PT_LOAD, PT_NOTE, PT_PHDR, PT_TLS, ElfFile, Memory, MemoryFault, Phdr, parse_notes,
@@ -41,7 +43,7 @@ class Module:
     tls_modid: int | None = None
     tls_offset: int | None = None  # static-TLS offset as the libc stores it; None = dynamic
 
-    @property
+    @cached_property
     def tls(self) -> Phdr | None:
         return self.elf.phdr(PT_TLS)
 
@@ -52,6 +54,36 @@ class Module:
     def contains(self, addr: int) -> bool:
         v = addr - self.bias
         return any(p.type == PT_LOAD and p.vaddr <= v < p.vaddr + p.memsz for p in self.elf.phdrs)
+
+    @cached_property
+    def debug(self) -> ElfFile | None:
+        """The file holding this module's DWARF and full symbols (debug_file)."""
+        return debug_file(self.elf)
+
+    def symbolize(self, vaddr: int) -> str | None:
+        """'name+off' for a link-time address: the module's own symbols, else its debug file's
+        (.symtab of libc6-dbg names `_nl_global_locale`, `main_arena`, which .dynsym lacks)."""
+        sym = self.elf.symbolize(vaddr)
+        if sym is None and self.debug is not None and self.debug is not self.elf:
+            sym = self.debug.symbolize(vaddr)
+        return sym
+
+
+def debug_file(elf: ElfFile) -> ElfFile | None:
+    """The file holding `elf`'s DWARF: itself, or <debug root>/.build-id/xx/rest.debug
+    ($MEMPLACE_DEBUG_ROOT, else /usr/lib/debug); None without debug info."""
+    if elf.section(".debug_info") is not None:
+        return elf
+    b = elf.build_id
+    root = os.path.join(os.environ.get("MEMPLACE_DEBUG_ROOT", "/usr/lib/debug"), ".build-id")
+    p = separate_debug_file(b.hex() if b else None, root)
+    if p is None:
+        return None
+    try:
+        dbg = ElfFile(p)
+    except Exception:  # noqa: BLE001 - unusable debug file: as if absent
+        return None
+    return dbg if dbg.section(".debug_info") is not None else None
 
 
 def printable(name: str) -> str:
@@ -242,5 +274,5 @@ def describe_address(mods: list[Module], addr: int) -> str | None:
     m = module_at(mods, addr)
     if m is None:
         return None
-    sym = m.elf.symbolize(addr - m.bias)
+    sym = m.symbolize(addr - m.bias)
     return f"{m.short}:{sym}" if sym else f"{m.short}+{addr - m.bias:#x}"

@@ -17,7 +17,8 @@ from memplace.postmortem.elfcore import Core, Memory
 from memplace.postmortem.layouts import (
     GlibcLayout, MuslLayout, glibc_layout, musl_layout, musl_version,
 )
-from memplace.postmortem.modules import Module, find_executable, load_modules, resolve_path
+from memplace.postmortem.heap import heap_test
+from memplace.postmortem.modules import Module, describe_address, find_executable, load_modules, resolve_path
 from memplace.postmortem.threads import Thread, glibc_threads_in_memory, thread_pointer_from_notes
 from memplace.postmortem.tls_location import assign_tls_modules, pthread_offset
 
@@ -39,10 +40,29 @@ class Target:
     libc_module: Module | None = None
     rtld_global: int | None = None
     notes: list[str] = field(default_factory=list)  # caveats worth telling the user
+    source: str = ""  # the core's path or the pid, as given
 
     @property
     def exe(self) -> Module:
         return self.modules[0]
+
+    def describe(self, addr: int) -> str | None:
+        """What an address points at: 'module:symbol+off', 'module+off', 'heap' or None.
+
+        >>> target.describe(0x7f88c8b91560)                       # doctest: +SKIP
+        'libc.so.6:_nl_global_locale'
+        """
+        memo = self.__dict__.setdefault("_described", {})  # threads share most pointers (locale, arenas)
+        if addr in memo:
+            return memo[addr]
+        d = describe_address(self.modules, addr)
+        if d is None:
+            is_heap = self.__dict__.get("_is_heap")
+            if is_heap is None:
+                is_heap = self.__dict__["_is_heap"] = heap_test(self)
+            d = "heap" if is_heap(addr) else None
+        memo[addr] = d
+        return d
 
     def module(self, name: str) -> Module | None:
         """A module by path or basename."""
@@ -91,7 +111,8 @@ def open_core(path: str, exe: str | None = None, sysroot: str | None = None) -> 
         threads.append(Thread(ct.tid, tp, crashed=(i == 0), pc=pc))
     if any(t.tp is None for t in threads):
         fill_thread_pointers_from_memory(target, threads)
-    target.threads = threads
+    target.threads = sorted(threads, key=lambda t: t.tid)  # by LWP, as gdb numbers them; crashed stays marked
+    target.source = path
     assign_tls_modules(target)
     return target
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from memplace.errors import UserError
 from memplace.postmortem.tls_location import OK, UNREADABLE, tls_address, tls_block
-from memplace.postmortem.tls_variables import tls_variables
+from memplace.postmortem.tls_variables import tls_variables_of
 from memplace.postmortem.values import read_block, target_renderer, value_decoder, variable_bytes
 
 
@@ -34,7 +34,8 @@ class VarValue:
 def select_variables(target, names: list[str] | None):
     """(module, TlsVar) pairs for the requested names (all TLS variables when none)."""
     short = {n.rpartition(":")[2] if "::" not in n else n.rsplit("::", 1)[-1] for n in names or ()}
-    pairs = [(m, v) for m in target.modules if m.tls is not None for v in tls_variables(m, short or None)]
+    mods = [m for m in target.modules if m.tls is not None]
+    pairs = [(m, v) for m, vs in zip(mods, tls_variables_of(mods, short or None)) for v in vs]
     if not names:
         return pairs
     out = []

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from memplace.postmortem.arch import EM_386, EM_AARCH64, EM_X86_64
 from memplace.postmortem.dwarf_types import CType, TypeBuilder, attr, from_drgn_type
 from memplace.postmortem.elfcore import ElfFile, Symbol
+from memplace.postmortem.modules import debug_file
+from memplace.postmortem.tls_index import lookup, record
 
 DW_OP_addr, DW_OP_const4u, DW_OP_const8u, DW_OP_constu = 0x03, 0x0C, 0x0E, 0x10
 DW_OP_form_tls_address, DW_OP_GNU_push_tls_address = 0x9B, 0xE0
@@ -59,31 +61,12 @@ _DWARF_CACHE: dict[str, list[TlsVar] | None] = {}
 SMALL_DWARF = 256 << 10  # .debug_info bytes (often compressed) below which a pyelftools scan is quick
 
 
-def _debug_file(elf: ElfFile) -> ElfFile | None:
-    """The file holding `elf`'s DWARF: itself, or /usr/lib/debug/.build-id/xx/rest.debug."""
-    if elf.section(".debug_info") is not None:
-        return elf
-    b = elf.build_id
-    if b is not None and len(b) > 1:
-        h = b.hex()
-        root = os.environ.get("MEMPLACE_DEBUG_ROOT", "/usr/lib/debug")
-        p = os.path.join(root, ".build-id", h[:2], h[2:] + ".debug")
-        if os.path.isfile(p):
-            try:
-                dbg = ElfFile(p)
-            except Exception:  # noqa: BLE001 - unusable debug file: as if absent
-                return None
-            if dbg.section(".debug_info") is not None:
-                return dbg
-    return None
-
-
 def dwarf_tls_variables(elf: ElfFile, names: set[str] | None = None) -> list[TlsVar] | None:
     """TLS variables described by DWARF for a module (None if it has no debug info).
 
     Small DWARF is scanned whole with pyelftools; large DWARF (a libc with its
     -dbg package) is asked through drgn's index, one STT_TLS symbol at a time."""
-    dbg = _debug_file(elf)
+    dbg = debug_file(elf)
     if dbg is None:
         return None
     info = dbg.section(".debug_info")
@@ -111,7 +94,9 @@ def _pyelftools_tls_variables(path: str, word: int, symbols: dict[str, Symbol]) 
             ef = ELFFile(f)
             if not ef.has_dwarf_info():
                 return None
-            dwarf = ef.get_dwarf_info()
+            # Only relocatable objects have relocations against their DWARF; looking for them
+            # walks every section once per debug section (a third of a cold run's DWARF time).
+            dwarf = ef.get_dwarf_info(relocate_dwarf_sections=ef["e_type"] == "ET_REL")
             builder = TypeBuilder(word)
             for cu in dwarf.iter_CUs():
                 for die in cu.iter_DIEs():
@@ -236,19 +221,70 @@ def _qualified_name(die) -> str:
 
 
 def tls_variables(module, names: set[str] | None = None) -> list[TlsVar]:
-    """Every TLS variable of a module: DWARF-typed where debug info exists, else STT_TLS symbols."""
-    if module.tls is None:
-        return []
-    syms = module.elf.tls_symbols
-    if names:
-        dbg = _debug_file(module.elf)
-        known = {s.name for s in syms} | ({s.name for s in dbg.tls_symbols} if dbg is not None else set())
-        small = dbg is not None and dbg.section(".debug_info")[4] <= SMALL_DWARF
-        if not small and not (known & names):
-            return []  # the symbols say the names are not here: skip the DWARF
-    dw = dwarf_tls_variables(module.elf, names)
+    """Every TLS variable of a module: DWARF-typed where debug info exists, else STT_TLS symbols.
+
+    Kept on disk per build (tls_index.py). `names` only lets a module whose symbols show
+    that none of them is there skip reading big DWARF at all."""
+    return tls_variables_of([module], names)[0]
+
+
+def tls_variables_of(modules: list, names: set[str] | None = None) -> list[list[TlsVar]]:
+    """tls_variables of each module. Modules missing from the index are read from DWARF in
+    threads of their own: drgn releases the GIL while it indexes libc's debug file, so the
+    program's own DWARF is read by pyelftools meanwhile."""
+    out: list = [None] * len(modules)
+    todo = []
+    for i, m in enumerate(modules):
+        if m.tls is None:
+            out[i] = []
+            continue
+        dbg = m.debug
+        if names:
+            known = {s.name for s in m.elf.tls_symbols} | ({s.name for s in dbg.tls_symbols} if dbg else set())
+            if not (dbg is not None and dbg.section(".debug_info")[4] <= SMALL_DWARF) and not (known & names):
+                out[i] = []  # the symbols say the names are not here: skip the DWARF
+                continue
+        out[i] = lookup(m.elf, dbg.path if dbg is not None else None, TlsVar)
+        if out[i] is None:
+            todo.append(i)
+
+    def build(i: int) -> list[TlsVar]:
+        m = modules[i]
+        found = _all_tls_variables(m.elf)
+        record(m.elf, m.debug.path if m.debug is not None else None, found)
+        return found
+
+    if len(todo) > 1:
+        import threading
+
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            try:
+                out[i] = build(i)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in todo]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    else:
+        for i in todo:
+            out[i] = build(i)
+    return out
+
+
+def _all_tls_variables(elf: ElfFile) -> list[TlsVar]:
+    syms = elf.tls_symbols
+    dw = dwarf_tls_variables(elf)
     if dw is None:
         return [TlsVar(s.name, s.value, s.size, None) for s in syms]
-    # DWARF may omit variables from objects built without -g: add their symbols raw.
+    # DWARF may omit variables from objects built without -g: add their symbols raw. A symbol
+    # at a DWARF variable's offset is that variable (a C++ static member's mangled name).
     have = {v.name for v in dw} | {v.name.rsplit("::", 1)[-1] for v in dw}
-    return dw + [TlsVar(s.name, s.value, s.size, None) for s in syms if s.name not in have]
+    at = {v.offset for v in dw if v.type is not None}
+    return dw + [TlsVar(s.name, s.value, s.size, None) for s in syms if s.name not in have and s.value not in at]

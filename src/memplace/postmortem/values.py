@@ -18,14 +18,13 @@ from functools import partial
 
 from memplace.postmortem.dwarf_types import ATE_signed, ATE_unsigned
 from memplace.postmortem.elfcore import Memory, MemoryFault
-from memplace.postmortem.modules import describe_address
 from memplace.postmortem.render import Renderer
 from memplace.postmortem.tls_variables import TlsVar
 
 
 def target_renderer(target) -> Renderer:
     """A Renderer that names pointer targets by module:symbol and reads C strings from the target."""
-    return Renderer(target.mem.endian, lambda a: describe_address(target.modules, a), target.mem.read_cstr)
+    return Renderer(target.mem.endian, target.describe, target.mem.read_cstr)
 
 
 def read_block(mem: Memory, address: int, size: int) -> bytes | None:

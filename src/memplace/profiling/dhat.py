@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from memplace.elf import elf_info
 from memplace.errors import UserError
+from memplace.launch.mpi import mpi_rank
 from memplace.profiling.profile import (MAX_FRAMES, Frame, Lifetime, Profile, Site, Symbol, is_allocator_module,
                                         profile_filename, save)
 
@@ -217,15 +218,6 @@ def convert(dhat_json: str, valgrind_log: str | None = None, rank: int | None = 
         sites=sorted(sites.values(), key=lambda s: -(s.accesses or 0)),
         meta={"unattributed_bytes": unattributed, "modules_resolved": bool(modules._mods)},
     )
-
-
-def mpi_rank(env: dict[str, str] | os._Environ = os.environ) -> int | None:
-    """The MPI rank the launcher gave this process (Open MPI, MPICH/PMI, PMIx, Slurm)."""
-    for var in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"):
-        v = env.get(var)
-        if v is not None and v.isdigit():
-            return int(v)
-    return None
 
 
 def valgrind_command(cmd: list[str], workdir: str) -> list[str]:
