@@ -49,6 +49,29 @@ def memplace(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memplace", *args], **kw)
 
 
+def memplace_to_closed_pipe(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """`memplace ARGS | head -0`, made certain: stdout is a pipe whose reader is gone before
+    memplace starts, so its first write fails (EPIPE), whatever the timing."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run([sys.executable, "-m", "memplace", *args], stdout=w, stderr=subprocess.PIPE,
+                              text=True, timeout=timeout, **kw)
+    finally:
+        os.close(w)
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr + (p.stdout or "")
+    assert lines[0].startswith("memplace: "), lines[0]
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
 def preloaded(runtime: str, env: dict | None = None) -> dict:
     e = dict(os.environ if env is None else env)
     e["LD_PRELOAD"] = runtime

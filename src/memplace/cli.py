@@ -7,6 +7,7 @@ Subcommands live in their own modules (memplace.commands) and are imported only 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -75,7 +76,9 @@ def cli():
 def main(argv=None):
     """Entry point: bad input becomes one line on stderr and exit status 2, never a traceback."""
     try:
-        rv = cli.main(args=argv, prog_name="memplace", standalone_mode=False)
+        # Not cli.main(): click turns a closed stdout into exit status 1; memplace ends with 0.
+        with cli.make_context("memplace", list(sys.argv[1:] if argv is None else argv)) as ctx:
+            rv = cli.invoke(ctx)
     except UserError as e:
         click.echo(f"memplace: {e}", err=True)
         sys.exit(2)
@@ -90,8 +93,36 @@ def main(argv=None):
         click.echo(f"memplace: {where}{msg}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
+        _flush_stdout()
         sys.exit(e.exit_code)
+    except BrokenPipeError:
+        _quiet_stdout()  # `memplace keys core | head -1`: the reader has all it wanted
+        sys.exit(0)
+    except MemoryError:
+        click.echo("memplace: out of memory (an input too large for this process's memory limit?)", err=True)
+        sys.exit(2)
+    _flush_stdout()
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _flush_stdout() -> None:
+    """Flush now, so that a reader that has gone away is noticed here and not at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    except (OSError, ValueError, AttributeError):  # closed or replaced stdout: nothing to flush
+        pass
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: Python's flush at exit then finds no broken pipe to report."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

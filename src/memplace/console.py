@@ -10,19 +10,31 @@ import sys
 from contextlib import contextmanager
 
 
+def _console_class():
+    from rich.console import Console
+
+    class QuietConsole(Console):
+        """A reader that went away (`memplace keys core | head -1`) is no error: rich's own
+        handling exits with status 1; this lets memplace end quietly with 0 instead, as
+        for plain output (cli.main catches BrokenPipeError)."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return QuietConsole
+
+
 def table_console():
     """For wide tables on stdout: off a terminal, rich would squeeze them into 80
     columns, so give them room (and no colour) instead."""
-    from rich.console import Console
-
+    Console = _console_class()
     return Console() if sys.stdout.isatty() else Console(width=200, color_system=None)
 
 
 def console(*, min_width: int | None = None, stderr: bool = False, highlight: bool = True):
     """A rich console; piped, it is at least `min_width` wide (do not fold paths into slivers)."""
-    from rich.console import Console
-
-    out = Console(stderr=stderr, highlight=highlight)
+    out = _console_class()(stderr=stderr, highlight=highlight)
     if min_width is not None and not out.is_terminal:
         out.width = max(out.width, min_width)
     return out

@@ -60,13 +60,17 @@ def parse_where(stdout: str) -> dict[str, dict[str, str]]:
 
 
 def run_demo(workdir: Path, echo: Echo) -> int:
+    start = time.monotonic()
+    try:  # the directory, not its parents: a mistyped place is reported, not built
+        workdir = workdir.resolve()
+        workdir.mkdir(exist_ok=True)
+        pmem = workdir / "pmem"
+        pmem.mkdir(exist_ok=True)
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+        raise UserError(f"--dir {workdir}: cannot make the demo's directory: "
+                        f"{getattr(e, 'strerror', None) or e}") from None
     if shutil.which("gcc") is None:
         raise UserError("the demo needs gcc: apt-get install gcc")
-    start = time.monotonic()
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    pmem = workdir / "pmem"
-    pmem.mkdir(exist_ok=True)
     exe = workdir / "hotcold"
     source = resources.files("memplace").joinpath("demo/hotcold.c")
     argv = ["gcc", "-O1", "-g", "-o", str(exe), str(source)]

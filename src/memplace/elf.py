@@ -22,6 +22,7 @@ import functools
 import mmap
 import os
 import re
+import stat
 import struct
 import subprocess
 from dataclasses import dataclass
@@ -78,11 +79,17 @@ class ElfFile:
     def __init__(self, path: str):
         self.path = path
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Without blocking: a FIFO given as a program or a core must not hang the open.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             raise UserError(f"{path}: cannot open: {e.strerror}") from None
+        except ValueError:  # a NUL in the name
+            raise UserError(f"{path!r}: not a file name") from None
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode):
+                raise UserError(f"{path}: not an ELF file (not a regular file)")
             if size < 52:
                 raise UserError(f"{path}: not an ELF file (only {size} bytes)")
             self.data = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
@@ -397,7 +404,9 @@ def elf_info(path: str) -> ElfInfo | None:
     """ElfInfo of the file at `path`, or None when it cannot be read as ELF (cached)."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return None
+    if not stat.S_ISREG(st.st_mode):
         return None
     return _elf_info(path, st.st_mtime, st.st_size)
 

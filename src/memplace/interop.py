@@ -24,16 +24,14 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from memplace.elf import elf_info
 from memplace.errors import UserError
+from memplace.inputs import LOCATIONS_LIMIT, read_text
+from memplace.placement.sites import MAX_LINE
 from memplace.profiling.profile import MAX_FRAMES
-from memplace.units import format_size
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib
+from memplace.units import U64_MAX, format_size
 
 _GROUP_RE = re.compile(r"^#\s*Memory configuration for (.+?) with size ([\d.]+) bytes", re.IGNORECASE)
 _DEF_HEADER_RE = re.compile(r"^#\s*Memory configuration for allocator (\S+)", re.IGNORECASE)
@@ -68,6 +66,17 @@ def flexmalloc_base(module: str) -> int | None:
     return info.exec_vaddr
 
 
+def _amount(text: str, unit: int, what: str, base: int = 10, limit: int = U64_MAX) -> int:
+    """A byte count, offset or line number of a locations or definitions file, in 0..limit."""
+    try:
+        value = int(text, 16) if base == 16 else int(Fraction(text) * unit)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{what}: {text[:40]!r} is not a number") from None
+    if value > limit or len(text) > 40:
+        raise UserError(f"{what}: {text[:40]!r} is out of range (0..{limit})")
+    return value
+
+
 def parse_locations(text: str, path: str) -> list[Location]:
     """Parse a FlexMalloc locations file or ecoHMEM advisor output."""
     locs: list[Location] = []
@@ -77,7 +86,7 @@ def parse_locations(text: str, path: str) -> list[Location]:
         line = raw_line.strip()
         m = _GROUP_RE.match(line)
         if m:
-            group, group_size = m.group(1).strip(), int(float(m.group(2)))
+            group, group_size = m.group(1).strip(), _amount(m.group(2), 1, f"{path}:{n}: size")
             continue
         if not line or line.startswith("#"):
             continue
@@ -99,20 +108,27 @@ def parse_locations(text: str, path: str) -> list[Location]:
                 m = _RAW_RE.match(f)
                 if not m:
                     raise UserError(f"{path}:{n}: frame {f!r} is not MODULE!0xOFFSET")
-                module, addr = m.group(1), int(m.group(2), 16)
+                module, addr = m.group(1), _amount(m.group(2), 1, f"{path}:{n}: frame {f!r:.60}", base=16)
                 base = flexmalloc_base(module)
                 if base is None:
                     notes.append(f"{module} not readable here: its offsets are taken as they are")
                     base = 0
+                if addr + base > U64_MAX:
+                    raise UserError(f"{path}:{n}: frame {f!r:.60}: the offset is above 2^64-1")
                 frames.append(f"{module}+0x{addr + base:x}")
             else:
                 m = _SRC_RE.match(f)
                 if not m:
                     raise UserError(f"{path}:{n}: frame {f!r} is not FILE:LINE")
-                frames.append(f"{m.group(1)}:{int(m.group(2))}")
+                line_no = _amount(m.group(2), 1, f"{path}:{n}: frame {f!r:.60}", limit=MAX_LINE)
+                if line_no == 0:
+                    raise UserError(f"{path}:{n}: frame {f!r:.60}: line 0 is not a line")
+                frames.append(f"{m.group(1)}:{line_no}")
         if len(frames_text) > MAX_FRAMES:
             notes.append(f"{len(frames_text)} frames cut to the innermost {MAX_FRAMES}")
         locs.append(Location(frames, allocator, form, n, group, group_size, notes))
+    if not locs:
+        raise UserError(f"{path}: no location lines (expected 'FRAME > FRAME ... @ ALLOCATOR')")
     if len(forms) > 1:
         raise UserError(f"{path}: mixes raw (MODULE!0xOFF) and source (FILE:LINE) frames; FlexMalloc reads one form per file")
     return locs
@@ -144,7 +160,7 @@ def parse_definitions(text: str, path: str) -> dict[str, Definition]:
         m = _DEF_SIZE_RE.match(line)
         if m:
             unit = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
-            cur.size = int(float(m.group(1)) * unit)
+            cur.size = _amount(m.group(1), unit, f"{path}:{n}: Size")
         elif line.startswith("@"):
             cur.paths += [p.strip() for p in line.split("@") if p.strip()]
         else:
@@ -310,16 +326,6 @@ def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
-def read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            return f.read()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
-
-
 def write_text(path: str, text: str) -> None:
     try:
         with open(path, "w") as f:
@@ -334,8 +340,8 @@ def import_locations(locations: str, output: str, definitions: str | None, alloc
     from memplace.advisor.device_specs import parse_device
     from memplace.advisor.policy_writer import check_policy_text
 
-    locs = parse_locations(read_text(locations), locations)
-    defs = parse_definitions(read_text(definitions), definitions) if definitions else {}
+    locs = parse_locations(read_text(locations, "locations file", LOCATIONS_LIMIT), locations)
+    defs = parse_definitions(read_text(definitions, "definitions file", LOCATIONS_LIMIT), definitions) if definitions else {}
     specs = [parse_device(d) for d in devices]
     text = locations_to_policy(locs, locations, parse_pairs(allocators, "--allocator"), specs, defs)
     check_policy_text(text, output)

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memplace.errors import UserError
+from memplace.inputs import STATS_LIMIT, parse_json, read_bytes
 from memplace.placement.stats import FALLBACK_REASONS
 from memplace.profiling import profile as prof
 from memplace.profiling.access_estimate import sampled_access_notes
-from memplace.units import format_ns, format_size
+from memplace.units import U64_MAX, format_ns, format_size
 
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
 # Layers of the timeline: distinct from the device colours so the two never get confused.
@@ -150,8 +151,8 @@ class RunStats:
 
 
 def _count(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{where} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
+        raise ValueError(f"{where} must be an integer in 0..2^64-1")
     return value
 
 
@@ -167,11 +168,9 @@ def load_stats(path: str) -> RunStats:
     >>> load_stats("stats.json").devices[0].peak_bytes   # doctest: +SKIP
     1048576
     """
+    data = read_bytes(path, "stats file", STATS_LIMIT)
     try:
-        with open(path, "rb") as f:
-            d = json.loads(f.read())
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        d = parse_json(data, path, "stats file")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{path}: not memplace run statistics (not JSON, or truncated)") from None
     totals = d.get("totals") if isinstance(d, dict) else None
@@ -188,6 +187,10 @@ def load_stats(path: str) -> RunStats:
             where = f"totals.devices[{i}]"
             if not isinstance(x, dict) or not isinstance(x.get("fallbacks"), dict):
                 raise ValueError(f"{where} must be an object with fallbacks")
+            unknown = sorted(set(x["fallbacks"]) - set(FALLBACK_REASONS))
+            if unknown:
+                raise ValueError(f"{where}.fallbacks: unknown reason {unknown[0]!r:.40} "
+                                 f"(reasons: {', '.join(FALLBACK_REASONS)})")
             reasons = {k: _count(v, f"{where}.fallbacks.{k}") for k, v in x["fallbacks"].items()}
             devices.append(DeviceUse(_name(x.get("name"), f"{where}.name"), None,
                                      _count(x.get("allocations"), f"{where}.allocations"),
@@ -203,10 +206,15 @@ def load_stats(path: str) -> RunStats:
             rules.append(RuleUse(_name(x.get("name"), f"{where}.name"), _count(x.get("hits"), f"{where}.hits"),
                                  _count(x.get("bytes"), f"{where}.bytes")))
         command = d.get("command", [])
-        if not isinstance(command, list):
-            raise ValueError("command must be a list")
+        if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+            raise ValueError("command must be a list of strings")
         policy = d.get("policy")
+        if policy is not None and not isinstance(policy, str):
+            raise ValueError("policy must be a file name")
         returncode = d.get("returncode")
+        if returncode is not None and (not isinstance(returncode, int) or isinstance(returncode, bool)
+                                       or not -255 <= returncode <= 255):
+            raise ValueError("returncode must be an exit status (-255..255)")
         processes = d.get("processes", [])
         if not isinstance(processes, list):
             raise ValueError("processes must be a list")

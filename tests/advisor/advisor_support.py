@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from support import assert_one_line_error  # noqa: F401 (the tests here import it from this module)
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
@@ -20,16 +22,6 @@ def memplace(*args: str, cwd: str | os.PathLike | None = None, check: bool = Fal
     if check and p.returncode != 0:
         raise AssertionError(f"memplace {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
     return p
-
-
-def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
-    """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1, p.stderr
-    assert "Traceback" not in p.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from memplace.placement.policy_compile import decode
+from support import assert_one_line_error as one_line_error
 
 GOOD = """\
 default = "dram"
@@ -18,15 +19,6 @@ name = "plugin"
 site = ["libplugin.so+0x40"]
 device = "dram"
 """
-
-
-def one_line_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr + r.stdout
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("memplace: "), r.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture

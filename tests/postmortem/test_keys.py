@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from postmortem_support import build, crash, memplace_json, memplace_run, need
+from support import memplace_to_closed_pipe
 
 
 def _getspecific(out: str) -> dict[tuple[int, int], int]:
@@ -71,3 +72,29 @@ def test_musl_dynamic_keys(tmp_path):
     doc = memplace_json("keys", str(core))
     assert doc["libc"] == "musl"
     _check(doc, out, musl=True)
+
+
+@pytest.mark.parametrize("command", ["keys", "tls"])
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_a_reader_that_stops_early_ends_memplace_quietly(keys_core, command, as_json):
+    """`memplace keys core | head -1`: status 0 and nothing on stderr (keys exited 1 before)."""
+    core, _ = keys_core
+    r = memplace_to_closed_pipe(command, str(core), *as_json)
+    assert (r.returncode, r.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("option", ["--exe", "--sysroot"])
+@pytest.mark.parametrize("bad", ["/dev/zero", "fifo", "missing", "directory"])
+def test_a_bad_exe_or_sysroot_is_one_line_naming_it(keys_core, tmp_path, option, bad):
+    """Given with a real core, so that the option itself is read (not a missing core)."""
+    import os
+
+    from support import assert_one_line_error, memplace
+
+    core, _ = keys_core
+    path = {"fifo": tmp_path / "fifo", "missing": tmp_path / "missing", "directory": tmp_path}.get(bad, bad)
+    if bad == "fifo":
+        os.mkfifo(path)
+    r = memplace("keys", str(core), option, str(path), timeout=60)
+    # a directory is a sysroot: one without the core's program, which the line names
+    assert_one_line_error(r, *(["not found", "--sysroot"] if (option, bad) == ("--sysroot", "directory") else [str(path)]))

@@ -14,6 +14,7 @@ from typing import Any
 
 from memplace.advisor import solver as adv
 from memplace.errors import UserError
+from memplace.placement.policy import MAX_NODE
 from memplace.units import Percent, format_size, parse_capacity
 
 NS_UNITS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -44,7 +45,10 @@ def _number(text: str, units: dict[str, float], default_unit: str, what: str) ->
     unit = (m.group(2) or default_unit).lower() if m else ""
     if not m or unit not in units:
         raise UserError(f"{what}: {text!r} is not a number with a unit ({', '.join(units)})")
-    return float(m.group(1)) * units[unit]
+    value = float(m.group(1)) * units[unit]
+    if not 0 < value < 1e30:  # a cost model divides by bandwidths and multiplies latencies
+        raise UserError(f"{what}: {text!r} must be above 0 and finite")
+    return value
 
 
 def parse_nodes(text: str, what: str) -> list[int]:
@@ -54,17 +58,30 @@ def parse_nodes(text: str, what: str) -> list[int]:
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
         if not m:
             raise UserError(f"{what}: {text!r} is not a node list (examples: 0, 0-3, 0+2)")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        lo, hi = (int(g) if len(g) <= 6 else MAX_NODE + 1 for g in (m.group(1), m.group(2) or m.group(1)))
+        if not lo <= hi <= MAX_NODE:
+            raise UserError(f"{what}: {text!r}: node ids go from 0 to {MAX_NODE}, each range upwards")
         nodes.extend(range(lo, hi + 1))
     return nodes
+
+
+def check_nodes(d: DeviceSpec, what: str) -> None:
+    """The machine has the device's nodes (what `memplace policy check` would say of the policy)."""
+    from memplace.placement.devices import read_topology
+
+    topo = read_topology()
+    missing = [n for n in d.table.get("nodes", []) if topo.node(n) is None]
+    if missing:
+        have = ", ".join(str(n.id) for n in topo.nodes)
+        raise UserError(f"{what}: node {missing[0]} does not exist on this machine (nodes: {have})")
 
 
 def parse_device(text: str) -> DeviceSpec:
     """`NAME=numa:1,latency=80ns,capacity=2GiB` -> DeviceSpec (UserError naming the problem).
 
-    >>> d = parse_device("hbm=numa:1,latency=80ns,capacity=2GiB")
+    >>> d = parse_device("hbm=numa:0,latency=80ns,capacity=2GiB")
     >>> d.kind, d.table["nodes"], d.model.read_latency, d.model.capacity
-    ('numa', [1], 80.0, 2147483648)
+    ('numa', [0], 80.0, 2147483648)
     """
     what = f"--device {text!r}"
     name, eq, spec = text.partition("=")
@@ -77,6 +94,7 @@ def parse_device(text: str) -> DeviceSpec:
     d = DeviceSpec(name=name, kind=kind)
     if kind == "numa":
         d.table = {"kind": "numa", "nodes": parse_nodes(arg, what), "mode": "bind"}
+        check_nodes(d, what)
     elif kind == "file":
         if not arg.startswith("/"):
             raise UserError(f"{what}: file devices need an absolute directory (file:/mnt/pmem0)")

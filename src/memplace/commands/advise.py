@@ -20,6 +20,7 @@ from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
 from memplace.advisor.device_specs import share_among_ranks
 from memplace.advisor.policy_writer import write_policy
+from memplace.commands.options import ROWS, SECONDS, OutputFile
 from memplace.console import console as make_console
 from memplace.units import format_ns, format_size
 
@@ -77,16 +78,16 @@ def print_table(advice: adv.Advice, top: int) -> None:
 
 @click.command("advise")
 @click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--policy-out", "policy_out", type=click.Path(dir_okay=False), help="Write the policy TOML here.")
+@click.option("--policy-out", "policy_out", type=OutputFile("policy"), help="Write the policy TOML here.")
 @click.option("--device", "devices", multiple=True, metavar="NAME=SPEC",
               help="A device: NAME=numa:N|file:DIR|hugepages|system[,latency=NS][,bandwidth=GB/s][,capacity=SIZE]...")
 @click.option("--capacity", "capacities", multiple=True, metavar="NAME=SIZE", help="Set or override a device's capacity.")
 @click.option("--default", "default", metavar="NAME", help="Device for everything not placed (default: cheapest unlimited).")
 @click.option("--model", type=click.Choice(["latency", "bandwidth"]), default="latency", show_default=True)
 @click.option("--method", type=click.Choice(["auto", "milp", "greedy"]), default="auto", show_default=True)
-@click.option("--time-limit", type=float, default=3.0, show_default=True, help="Seconds the solver may take.")
-@click.option("--top", type=int, default=25, show_default=True, help="Rows in the table.")
-@click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--time-limit", type=SECONDS, default=3.0, show_default=True, help="Seconds the solver may take.")
+@click.option("--top", type=ROWS, default=25, show_default=True, help="Rows in the table.")
+@click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1, max=1 << 16), default=1, show_default=True,
               help="MPI ranks sharing each node: capacities become the node's (policy scope \"node\"), "
                    "each rank planned with its share.")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
@@ -97,9 +98,10 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
     devices' capacities, counting only bytes that are live at the same time.
     """
+    profile = load_profiles(profiles)  # first: a missing file is the first thing to hear about
     specs = device_specs(devices, capacities, default)
     share_among_ranks(specs, ranks)
-    advice = run_advice(load_profiles(profiles), specs, model, method, default, time_limit)
+    advice = run_advice(profile, specs, model, method, default, time_limit)
     if policy_out:
         write_policy(advice, specs, ", ".join(profiles), policy_out)
     if as_json:

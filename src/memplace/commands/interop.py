@@ -6,6 +6,8 @@ import json
 
 import click
 
+from memplace.commands.options import OutputFile
+
 from memplace.interop import export_policy, import_locations, parse_pairs
 
 
@@ -16,7 +18,7 @@ def interop_group():
 
 @interop_group.command("import")
 @click.argument("locations", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Policy TOML to write.")
+@click.option("-o", "--output", required=True, type=OutputFile("policy"), help="Policy TOML to write.")
 @click.option("--definitions", type=click.Path(dir_okay=False), help="FlexMalloc memory-definitions file.")
 @click.option("--allocator", "allocators", multiple=True, metavar="ALLOC=DEVICE", help="Device serving an allocator.")
 @click.option("--device", "devices", multiple=True, metavar="NAME=SPEC", help="A device, as in `memplace advise`.")
@@ -36,10 +38,10 @@ def import_command(locations, output, definitions, allocators, devices, as_json)
 
 @interop_group.command("export")
 @click.argument("policy", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Locations file to write.")
+@click.option("-o", "--output", required=True, type=OutputFile("locations file"), help="Locations file to write.")
 @click.option("--form", type=click.Choice(["auto", "raw", "source"]), default="auto", show_default=True)
 @click.option("--allocator", "allocators", multiple=True, metavar="DEVICE=ALLOC", help="FlexMalloc allocator of a device.")
-@click.option("--definitions-out", type=click.Path(dir_okay=False), help="Also write a memory-definitions file.")
+@click.option("--definitions-out", type=OutputFile("definitions file"), help="Also write a memory-definitions file.")
 @click.option("--json", "as_json", is_flag=True)
 def export_command(policy, output, form, allocators, definitions_out, as_json):
     """memplace policy -> FlexMalloc locations file."""

@@ -14,10 +14,12 @@ import click
 from rich.table import Table
 
 from memplace.placement.devices import read_topology
+from memplace.commands.options import OutputFile
 from memplace.console import table_console as console
 from memplace.errors import UserError
-from memplace.placement.policy import Policy, check, load, site_modules
-from memplace.placement.policy_compile import MAGIC, CompiledPolicy, CompiledPolicyError, decode, prepare_inputs
+from memplace.inputs import POLICY_LIMIT, read_bytes
+from memplace.placement.policy import Policy, load, site_modules
+from memplace.placement.policy_compile import MAGIC, CompiledPolicy, CompiledPolicyError, decode, prepare_inputs, validate
 from memplace.placement.sites import SiteResolver
 from memplace.units import U64_MAX, format_range, format_size
 
@@ -41,7 +43,7 @@ def policy_group() -> None:
 def check_command(file: str, exe: str | None, as_json: bool, sysfs: str) -> int:
     """Validate FILE against this machine (and PROGRAM): exit 2 if it has errors."""
     policy = load(file)
-    problems = check(policy, read_topology(sysfs), SiteResolver(exe, extra_modules=site_modules(policy)))
+    problems, _ = validate(policy, read_topology(sysfs), SiteResolver(exe, extra_modules=site_modules(policy)))
     errors = sum(p.level == "error" for p in problems)
     warnings = len(problems) - errors
     if as_json:
@@ -59,7 +61,7 @@ def check_command(file: str, exe: str | None, as_json: bool, sysfs: str) -> int:
 
 @policy_group.command("compile")
 @click.argument("file")
-@click.option("-o", "--output", "out", required=True, metavar="OUT", help="Where to write the compiled policy.")
+@click.option("-o", "--output", "out", required=True, metavar="OUT", type=OutputFile("compiled policy"), help="Where to write the compiled policy.")
 @_exe
 @_json
 @_sysfs
@@ -85,13 +87,10 @@ def compile_command(file: str, out: str, exe: str | None, as_json: bool, sysfs: 
 @_json
 def show_command(file: str, as_json: bool) -> None:
     """Show a policy, TOML or compiled, as tables."""
-    try:
-        head = Path(file).read_bytes()[: len(MAGIC)]
-    except OSError as e:
-        raise UserError(f"{file}: cannot read: {e.strerror or e}") from None
-    if head == MAGIC:
+    data = read_bytes(file, "policy", POLICY_LIMIT)
+    if data[: len(MAGIC)] == MAGIC:
         try:
-            compiled = decode(Path(file).read_bytes())
+            compiled = decode(data)
         except CompiledPolicyError as e:
             raise UserError(f"{file}: {e}") from None
         if as_json:

@@ -12,10 +12,12 @@ JSON numbers.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
+from memplace.commands.options import PID, TID
 from memplace.errors import UserError
 
 
@@ -28,6 +30,8 @@ def _open(core: str | None, pid: int | None, exe: str | None, sysroot: str | Non
         return open_pid(pid)
     if core is None:
         raise UserError("missing CORE (or --pid PID)")
+    if sysroot is not None and not os.path.isdir(sysroot):
+        raise UserError(f"--sysroot {sysroot}: not a directory")
     from memplace.postmortem.target import open_core
 
     return open_core(core, exe=exe, sysroot=sysroot)
@@ -36,7 +40,7 @@ def _open(core: str | None, pid: int | None, exe: str | None, sysroot: str | Non
 def _source_options(many: bool):
     def options(f):
         f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
-        f = click.option("--pid", type=int, multiple=many,
+        f = click.option("--pid", type=PID, multiple=many,
                          help="Read a live process instead of a core" + (" (repeatable)." if many else "."))(f)
         f = click.option("--sysroot", type=click.Path(), help="Root to find the core's libraries under.")(f)
         f = click.option("--exe", type=click.Path(), help="The executable (default: from the core's notes).")(f)
@@ -46,7 +50,7 @@ def _source_options(many: bool):
 
 @click.command("tls", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("args", nargs=-1)
-@click.option("--thread", "tids", type=int, multiple=True, help="Only this thread id (repeatable).")
+@click.option("--thread", "tids", type=TID, multiple=True, help="Only this thread id (repeatable).")
 @click.option("--group", is_flag=True, help="Group threads by identical values (the default for several cores or pids).")
 @_source_options(many=True)
 def tls_command(args, tids, group, exe, sysroot, pid, as_json):

@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from memplace.commands.options import OutputFile
 from memplace.console import console as make_console
 from memplace.errors import UserError
 from memplace.launch.process import end_like
@@ -129,7 +130,7 @@ def run_command(engine, out_dir, rate, as_json, command):
 
 @click.command("merge")
 @click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Merged profile to write.")
+@click.option("-o", "--output", required=True, type=OutputFile("profile"), help="Merged profile to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def merge_command(profiles, output, as_json):
     """Combine the profiles of several ranks or processes (sites merged by identity)."""

@@ -11,6 +11,7 @@ import json
 
 import click
 
+from memplace.commands.options import ROWS, OutputFile
 from memplace.console import console as make_console, phase
 from memplace.report import Summary, peak_text, reasons_text, summarize, write_html
 from memplace.units import format_size
@@ -82,8 +83,8 @@ def print_summary(sm: Summary, top: int = 15) -> None:
 @click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="Run statistics (memplace run).")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="Place the profile's sites by this policy; with --stats, capacities and rule devices from it.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False), help="Write a self-contained HTML page here.")
-@click.option("--top", type=int, default=15, show_default=True)
+@click.option("--html", "html_out", type=OutputFile("HTML page"), help="Write a self-contained HTML page here.")
+@click.option("--top", type=ROWS, default=15, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def report_command(profile_path, stats_path, policy_path, html_out, top, as_json):
     """Summarise a profile and/or a run's statistics; optionally as an HTML page."""

@@ -91,6 +91,8 @@ def describe_program(cmd: str, _depth: int = 0) -> Program:
     script, its interpreter too (nested up to 4, as the kernel)."""
     path = resolve_command(cmd)
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # an executable FIFO would block the read below
+        raise UserError(f"{cmd}: not a program (not a regular file)")
     if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
         raise UserError(f"{path}: {WHY['setid']}")
     try:

@@ -39,12 +39,14 @@ from memplace import __version__
 from memplace.cache import file_stamp as _stat
 from memplace.cache import make_dir as _make_dir
 from memplace.cache import write_atomic as _write_atomic
+from memplace.errors import UserError
+from memplace.inputs import POLICY_LIMIT, read_bytes
 
 CACHE_FORMAT = 2  # of the record below; a change makes every old record a miss
 # Sources whose change changes what a compile produces (a development install keeps its
 # version number while they change).
 _COMPILER_SOURCES = ("placement/policy.py", "placement/policy_compile.py", "placement/sites.py",
-                     "placement/devices.py", "units.py", "elf.py")
+                     "placement/devices.py", "units.py", "elf.py", "inputs.py")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LD_SO_CACHE = "/etc/ld.so.cache"
 
@@ -74,10 +76,9 @@ def prepare_run(policy: str, program, runtime: str, tmp: str) -> Prepared:
     directory, used when the cache cannot be written."""
     directory = policies_dir()
     try:
-        with open(policy, "rb") as f:
-            policy_bytes = f.read()
+        policy_bytes = read_bytes(policy, "policy", POLICY_LIMIT)
         key = _first_key(policy, policy_bytes, program, runtime)
-    except OSError:
+    except (OSError, UserError):
         key = None  # unreadable policy or program: the compile says why, in one line
     if key is not None:
         hit = _lookup(directory, key)
@@ -214,9 +215,12 @@ def _record(key: str, directory: str, policy: str, program, runtime: str, prepar
     from memplace.units import Percent
 
     # The policy may have been edited while it compiled: cache only what the key names.
-    with open(policy, "rb") as f:
-        if _first_key(policy, f.read(), program, runtime) != key or not _make_dir(directory):
-            return out
+    try:
+        policy_bytes = read_bytes(policy, "policy", POLICY_LIMIT)
+    except UserError:
+        return out
+    if _first_key(policy, policy_bytes, program, runtime) != key or not _make_dir(directory):
+        return out
     with open(out, "rb") as f:
         data = f.read()
     resolved = prepared.resolver.modules()  # the program and the libraries the sites saw

@@ -16,15 +16,10 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 from memplace.placement.devices import Topology
 from memplace.errors import UserError
+from memplace.inputs import POLICY_LIMIT, parse_toml, read_text
 from memplace.placement.sites import SiteResolver, parse_frame
 from memplace.units import Percent, format_size, parse_capacity, parse_size, parse_size_range
 
@@ -113,19 +108,8 @@ class Policy:
 def load(path: str | os.PathLike) -> Policy:
     """Read and validate a policy file. UserError if it cannot be read or is not TOML;
     other problems are collected in `policy.problems`."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the policy: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (not UTF-8)") from None
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML: {e}") from None
-    return from_dict(table, str(path))
+    text = read_text(path, "policy", POLICY_LIMIT)
+    return from_dict(parse_toml(text, os.fspath(path), "policy"), os.fspath(path))
 
 
 def from_dict(table: dict, path: str) -> Policy:

@@ -202,6 +202,8 @@ def compile_policy(policy: Policy, topology: Topology, resolver: SiteResolver) -
                             f"combinations; name fewer or more precise frames")
         lo, hi = rule.size or (0, U64_MAX)
         for combo in combos:
+            if any(f.hi > U64_MAX for f in combo):  # a symbol's address plus the frame's offset
+                raise UserError(f"{policy.path}: {rule.label}: a frame's address is above 2^64-1")
             frames = b"".join(FRAME.pack(module=module_index(f), reserved=0, lo=f.lo, hi=f.hi) for f in combo)
             frames += bytes(FRAME.size * (MAX_FRAMES - len(combo)))
             rules.append(RULE.pack(device=index[rule.device], nframes=len(combo), size_min=lo, size_max=hi,
@@ -378,14 +380,28 @@ def prepare_inputs(policy_path: str | os.PathLike, exe_path: str | os.PathLike |
     policy = load(policy_path)
     topology = topology or read_topology()
     resolver = SiteResolver(exe_path, extra_modules=site_modules(policy))
-    problems = check(policy, topology, resolver)
+    problems, data = validate(policy, topology, resolver)
     errors = [p for p in problems if p.level == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more: run memplace policy check)" if len(errors) > 1 else ""
         raise UserError(errors[0].message + more)
-    data = compile_policy(policy, topology, resolver)
     write_atomic(out_path, data)
     return Prepared([p for p in problems if p.level == "warning"], policy, resolver, data)
+
+
+def validate(policy: Policy, topology: Topology, resolver: SiteResolver) -> tuple[list[Problem], bytes | None]:
+    """Every problem of the policy, and its compiled bytes when it has no error.
+
+    The one validation of `policy check`, `policy compile` and `memplace run`: `check`'s
+    problems, then the compiler's limits (rules after expanding lines and symbols, modules,
+    addresses), so that check passes exactly the policies that compile."""
+    problems = check(policy, topology, resolver)
+    if any(p.level == "error" for p in problems):
+        return problems, None
+    try:
+        return problems, compile_policy(policy, topology, resolver)
+    except UserError as e:
+        return [*problems, Problem("error", str(e))], None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -15,12 +15,14 @@ import tempfile
 
 from memplace.console import say
 from memplace.errors import UserError
+from memplace.inputs import check_output
 from memplace.launch.process import child_environment, end_like, read_status, wait_forwarding_signals
 from memplace.launch.program import describe_program
 from memplace.launch.runtime_path import runtime_path
 
 
 def check_stats_destination(stats: str) -> None:
+    check_output(stats, "--stats file")
     parent = os.path.dirname(os.path.abspath(stats))
     if not os.path.isdir(parent):
         raise UserError(f"--stats {stats}: directory {parent} does not exist")

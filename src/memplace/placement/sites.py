@@ -25,11 +25,13 @@ from pathlib import Path
 
 from memplace.elf import STT_FUNC, dwarf, inlined_calls, loader_list, open_elf, separate_debug_file
 from memplace.errors import UserError
+from memplace.units import U64_MAX
 
 _OFFSET = r"(0[xX][0-9a-fA-F]+|\d+)"
 _BUILD_ID = re.compile(rf"^build-id:([0-9a-fA-F]+)\+{_OFFSET}$")
 _NAME_OFF = re.compile(rf"^(.+)\+{_OFFSET}$")
 _FILE_LINE = re.compile(r"^(.+):(\d+)$")
+MAX_LINE = (1 << 32) - 1  # DWARF line numbers are 32-bit
 _SO_NAME = re.compile(r"\.so(\.\d+)*$")
 # Functions only. (Written before as ("STT_FUNC", "STT_GNU_IFUNC") for pyelftools, which
 # names type 10 "STT_LOOS": IFUNC resolvers were never matched. Kept so; see issue 9 notes.)
@@ -94,16 +96,26 @@ def parse_frame(text: str) -> FrameSpec:
         m = _BUILD_ID.match(t)
         if not m:
             raise ValueError(f"site frame {text!r}: expected build-id:HEX+0xOFFSET")
-        return FrameSpec(text, "build-id", m.group(1).lower(), int(m.group(2), 0))
+        return FrameSpec(text, "build-id", m.group(1).lower(), _offset(m.group(2), text))
     m = _NAME_OFF.match(t)
     if m:
-        return FrameSpec(text, "module", m.group(1).strip(), int(m.group(2), 0))
+        return FrameSpec(text, "module", m.group(1).strip(), _offset(m.group(2), text))
     m = _FILE_LINE.match(t)
-    if m and int(m.group(2)) > 0:
+    if m and len(m.group(2)) <= 10 and 0 < int(m.group(2)) <= MAX_LINE:
         return FrameSpec(text, "line", m.group(1).strip(), line=int(m.group(2)))
+    if m:
+        raise ValueError(f"site frame {text!r}: line {m.group(2)[:20]} is not in 1..{MAX_LINE}")
     raise ValueError(
         f"site frame {text!r} is not MODULE+0xOFFSET, SYMBOL+0xOFFSET, build-id:HEX+0xOFFSET or FILE:LINE"
     )
+
+
+def _offset(digits: str, text: str) -> int:
+    """A frame's offset, 0xHEX or decimal, within the 64 bits the compiled policy holds."""
+    value = int(digits, 16 if digits[:2].lower() == "0x" else 10) if len(digits) <= 24 else U64_MAX + 1
+    if value > U64_MAX:
+        raise ValueError(f"site frame {text!r:.60}: offset is above 2^64-1")
+    return value
 
 
 @dataclass

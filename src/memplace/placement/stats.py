@@ -33,6 +33,8 @@ import re
 from pathlib import Path
 
 from memplace.errors import UserError
+from memplace.inputs import STATS_LIMIT, parse_json, read_bytes
+from memplace.units import U64_MAX
 
 FALLBACK_REASONS = ("full", "bind_failed", "backing_failed", "alignment")
 FORMAT_VERSION = 2
@@ -52,7 +54,15 @@ def aside_reason(token: str) -> str:
     return program.WHY.get(token, f"cannot host the runtime ({token})")
 
 
+def _count(field: str) -> int:
+    """A count of the runtime's: a decimal in 0..2^64-1 (ValueError otherwise)."""
+    if not (field.isascii() and field.isdigit() and len(field) <= 20) or int(field) > U64_MAX:
+        raise ValueError(field)
+    return int(field)
+
+
 def parse_process(text: str, origin: str) -> dict:
+    """One runtime stats file; UserError naming it for anything but what the runtime writes."""
     lines = text.splitlines()
     head = lines[0] if lines else ""
     if not head.startswith("memplace-stats "):
@@ -72,7 +82,7 @@ def parse_process(text: str, origin: str) -> dict:
             kind, _, rest = line.partition(" ")
             if kind == "inherited":
                 what, idx, *nums = rest.split(" ")
-                (inherited_devices if what == "device" else inherited_rules)[int(idx)] = [int(x) for x in nums]
+                (inherited_devices if what == "device" else inherited_rules)[_count(idx)] = [_count(x) for x in nums]
             elif kind in ("pid", "parent"):
                 proc[kind] = int(rest)
             elif kind in ("began", "exe"):
@@ -89,7 +99,7 @@ def parse_process(text: str, origin: str) -> dict:
                 continue  # counts cut short: not trusted
             elif kind == "device":
                 fields = rest.split(" ", 9)
-                nums = [int(x) for x in fields[:9]]
+                nums = [_count(x) for x in fields[:9]]
                 base = inherited_devices.get(nums[0])
                 if base:  # a forked child: only what it did itself
                     nums[1] -= base[0]
@@ -109,8 +119,8 @@ def parse_process(text: str, origin: str) -> dict:
                 label = name[0] if name and name[0] else f"rule {idx}"
                 r = proc["rules"].setdefault(label, {"name": label, "hits": 0, "bytes": 0})
                 base = inherited_rules.get(int(idx), [0, 0])
-                r["hits"] += int(hits) - base[0]
-                r["bytes"] += int(nbytes) - base[1]
+                r["hits"] += _count(hits) - base[0]
+                r["bytes"] += _count(nbytes) - base[1]
             elif kind == "ended":
                 how, _, more = rest.partition(" ")
                 proc["ended"] = how
@@ -141,7 +151,7 @@ def collect(stats_dir: str | os.PathLike, command_pid: int | None = None,
     files = sorted((p for p in Path(stats_dir).glob("stats.*.txt") if _image(p)[0] >= 0), key=_image)
     procs = []
     for path in files:
-        proc = parse_process(path.read_text(errors="replace"), str(path))
+        proc = parse_process(read_bytes(path, "runtime stats file", STATS_LIMIT).decode("utf-8", "replace"), str(path))
         proc["image"] = _image(path)[1]
         prev = procs[-1] if procs else None
         if proc["began"] == "start" and prev and prev["pid"] == proc["pid"] and prev["ended"] == "exec":
@@ -227,10 +237,9 @@ def _same_job(path: str | os.PathLike, job: str | None) -> dict | None:
     """The document at `path` if an earlier rank of the same job wrote it."""
     if not job:
         return None
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read(64 << 20))
-    except (OSError, ValueError):
+    try:  # a FIFO, a device or a deeply nested file here is not an earlier rank's document
+        doc = parse_json(read_bytes(path, "stats file", STATS_LIMIT), os.fspath(path), "stats file")
+    except (UserError, ValueError):
         return None
     ok = isinstance(doc, dict) and doc.get("job") == job and isinstance(doc.get("processes"), list)
     return doc if ok else None

@@ -60,10 +60,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
 from memplace.errors import UserError
+from memplace.inputs import PROFILE_LIMIT, parse_json, read_bytes
 
 FORMAT = "memplace-profile"
 VERSION = 1
 MAX_FRAMES = 4
+MAX_COUNT = (1 << 64) - 1  # counts, bytes and offsets are 64-bit in the runtime and the compiled policy
+CLOCK_UNITS = ("ns", "instr")  # the runtime's clock; DHAT's (instructions executed)
 
 # Modules whose frames are never part of a site: the allocator and the language runtimes
 # that call it on the program's behalf (the runtime walks through the same ones and
@@ -329,8 +332,8 @@ class _Reader:
 
     def get(self, d: dict, key: str, kinds: tuple, where: str, required: bool = True, default=None):
         if key not in d or d[key] is None:
-            if required and key not in d:
-                raise self.fail(where, f"missing field '{key}'")
+            if required:
+                raise self.fail(where, f"missing field '{key}'" if key not in d else f"field '{key}' is null")
             return default
         v = d[key]
         if isinstance(v, bool) or not isinstance(v, kinds):
@@ -340,8 +343,14 @@ class _Reader:
 
     def count(self, d: dict, key: str, where: str, required: bool = True) -> int | None:
         v = self.get(d, key, (int,), where, required)
-        if v is not None and v < 0:
-            raise self.fail(where, f"field '{key}' is negative")
+        if v is not None and not 0 <= v <= MAX_COUNT:
+            raise self.fail(where, f"field '{key}' is {'negative' if v < 0 else 'above 2^64-1'}")
+        return v
+
+    def choice(self, d: dict, key: str, choices: tuple[str, ...], where: str, default: str) -> str:
+        v = self.get(d, key, (str,), where, required=False, default=default)
+        if v not in choices:
+            raise self.fail(where, f"field '{key}' is {v!r:.40}, not one of {', '.join(choices)}")
         return v
 
     def number(self, d: dict, key: str, where: str) -> float | None:
@@ -351,16 +360,16 @@ class _Reader:
         return v
 
     def offset(self, v: Any, where: str) -> int:
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT:
             return v
-        if isinstance(v, str):
+        if isinstance(v, str) and len(v) <= 40:
             try:
                 n = int(v, 0)
             except ValueError:
                 n = -1
-            if n >= 0:
+            if 0 <= n <= MAX_COUNT:
                 return n
-        raise self.fail(where, f"offset {v!r} is not a non-negative integer or 0x-hex string")
+        raise self.fail(where, f"offset {v!r:.40} is not an integer or 0x-hex string in 0..2^64-1")
 
 
 def from_json(d: Any, path: str = "<profile>") -> Profile:
@@ -388,7 +397,7 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
         pid=r.count(d, "pid", "header", required=False),
         rank=r.count(d, "rank", "header", required=False),
         processes=r.count(d, "processes", "header", required=False) or 1,
-        clock_unit=r.get(clock, "unit", (str,), "clock", required=False, default="ns"),
+        clock_unit=r.choice(clock, "unit", CLOCK_UNITS, "clock", default="ns"),
         duration=r.number(clock, "duration", "clock"),
         window=r.number(clock, "window", "clock"),
         meta=meta,
@@ -484,18 +493,14 @@ def load(path: str | os.PathLike) -> Profile:
     >>> load("/nonexistent.json")
     Traceback (most recent call last):
     ...
-    memplace.errors.UserError: /nonexistent.json: cannot read: No such file or directory
+    memplace.errors.UserError: /nonexistent.json: cannot read the profile: No such file or directory
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = read_bytes(path, "profile", PROFILE_LIMIT)
     if not raw.strip():
         raise UserError(f"{path}: empty file, not a memplace profile")
     try:
-        d = json.loads(raw)
+        d = parse_json(raw, path, "profile")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         if raw.lstrip()[:1] == b"{" and b'"' + FORMAT.encode() + b'"' in raw[:200]:
             raise UserError(f"{path}: truncated or corrupt profile ({e.__class__.__name__}: {e})".split("\n")[0]) from None

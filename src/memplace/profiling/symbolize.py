@@ -16,6 +16,7 @@ import bisect
 import functools
 import os
 import shutil
+import stat
 import subprocess
 
 from memplace.elf import STB_GLOBAL, STT_FUNC, ElfFile, die_ranges, dwarf, elf_info, inlined_calls, inlined_name
@@ -173,7 +174,9 @@ def _module(path: str, _mtime: float) -> ModuleSymbols:
 def module_symbols(path: str) -> ModuleSymbols | None:
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in a profile's module name
+        return None
+    if not stat.S_ISREG(st.st_mode):  # a profile may name /dev/zero or a FIFO as its module
         return None
     return _module(path, st.st_mtime)
 
