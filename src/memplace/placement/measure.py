@@ -76,7 +76,7 @@ def target_for(spec: str, name: str | None = None, topology=None) -> Target:
         if not os.path.isabs(arg):
             raise UserError(f"{name}: file devices need an absolute directory (file:/mnt/pmem0)")
         if not os.path.isdir(arg):
-            raise UserError(f"{name}: {arg}: no such directory")
+            raise UserError(f"{name}: {arg}: {'not a directory' if os.path.exists(arg) else 'no such directory'}")
         real = os.path.realpath(arg)
         # the filesystem, not only the path: a directory remounted on another disk is another device
         return Target(name, f"file:{real}", f"file:{real}@{os.stat(real).st_dev}")
