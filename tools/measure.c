@@ -324,7 +324,7 @@ static const char *op_name[] = {"read", "write", "copy"};
 
 /* GB/s of one pass over `size` bytes (copy: the first half into the second, counted as
  * bytes read plus bytes written, as STREAM does), stopping early after `seconds`; a file
- * device's written pages are synced to disk within the timed pass when `sync_fd` >= 0. */
+ * device's written pages are synced to disk within the timed pass when `sync`. */
 static double pass(char *buf, size_t size, enum op op, double seconds, int sync)
 {
     const size_t chunk = MiB;
@@ -438,8 +438,7 @@ int main(int argc, char **argv)
     int is_file = !strcmp(d.kind, "file");
 
     /* Every page touched (and bound) before anything is timed. */
-    double first_touch = pass(buf, s.size, WRITE, 0, 0);
-    (void)first_touch;
+    pass(buf, s.size, WRITE, 0, 0);
 
     double lat[MAX_PASSES], bw[3][MAX_PASSES];
     long done;

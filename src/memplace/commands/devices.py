@@ -36,11 +36,16 @@ def devices_command(as_json: bool, sysfs: str, measure: bool, devices: tuple[str
 
     if (devices or remeasure or quick) and not measure:
         raise UserError("--device, --remeasure and --quick go with --measure")
+    if measure and sysfs != "/sys":
+        raise UserError(f"--measure measures this machine's memory: not with --sysfs {sysfs}")
     topo = read_topology(sysfs)
     measured, skipped = _measure(topo, devices, remeasure, quick) if measure else ([], [])
     if as_json:
         doc = topo.to_json()
         if measure:
+            for m in measured:  # HMAT's figures beside the measured ones, where the firmware gives them
+                node = topo.node(int(m["device"].split(":")[1])) if m["kind"] == "numa" else None
+                m["hmat"] = doc["nodes"][topo.nodes.index(node)]["access"] or None if node else None
             doc["measured"] = measured
             doc["not_measured"] = skipped
         click.echo(json.dumps(doc, indent=2))

@@ -81,7 +81,7 @@ def target_for(spec: str, name: str | None = None, topology=None) -> Target:
         # the filesystem, not only the path: a directory remounted on another disk is another device
         return Target(name, f"file:{real}", f"file:{real}@{os.stat(real).st_dev}")
     if kind == "hugepages":
-        return Target(name, spec, spec)
+        return Target(name, spec, hugepages_identity(arg, what=name))
     if kind == "system":
         return Target(name, "anonymous", "anonymous")
     raise UserError(f"{name}: cannot measure {spec!r} (numa:N, file:DIR, hugepages[:SIZE|:transparent], system)")
@@ -97,10 +97,27 @@ def machine_targets(topology) -> tuple[list[Target], list[str]]:
     for pool in topology.hugepages:
         size = f"{pool.pagesize // 1024}KiB"
         if pool.free * pool.pagesize >= 256 << 20:
-            targets.append(Target(f"hugepages-{size}", f"hugepages:{size}", f"hugepages:{size}"))
+            targets.append(Target(f"hugepages-{size}", f"hugepages:{size}", f"hugepages:{pool.pagesize}"))
         else:
             skipped.append(f"hugepages {size}: {pool.free} page(s) free, too few to measure (256 MiB needed)")
     return targets, skipped
+
+
+def hugepages_identity(arg: str, *, what: str) -> str:
+    """hugepages, hugepages:2MiB, hugepages:2048KiB -> one key per page size (the default
+    size is /proc/meminfo's Hugepagesize); hugepages:transparent is its own."""
+    if arg == "transparent":
+        return "hugepages:transparent"
+    if arg:
+        from memplace.units import parse_size
+
+        return f"hugepages:{parse_size(arg, what=what)}"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("Hugepagesize:"))
+        return f"hugepages:{kb * 1024}"
+    except (OSError, StopIteration, ValueError, IndexError):
+        return "hugepages:default"
 
 
 # ---- the cache ------------------------------------------------------------------------------
@@ -186,10 +203,10 @@ def cached_for(kind: str, arg: str) -> dict | None:
             real = os.path.realpath(arg)
             return cached(f"file:{real}@{os.stat(real).st_dev}")
         if kind == "hugepages":
-            return cached(f"hugepages:{arg}" if arg else "hugepages")
+            return cached(hugepages_identity(str(arg or ""), what="pagesize"))
         if kind == "system":
             return cached("anonymous")
-    except OSError:
+    except (OSError, UserError):
         return None
     return None
 
