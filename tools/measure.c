@@ -218,7 +218,7 @@ static void prepare(struct device *d, struct settings *s)
         }
         if (!strstr(mode, "[always]") && !strstr(mode, "[madvise]"))
             refuse("transparent huge pages are not enabled (/sys/kernel/mm/transparent_hugepage/enabled)");
-        d->pages = "4 KiB pages with madvise(MADV_HUGEPAGE)";
+        d->pages = "madvise(MADV_HUGEPAGE)";
     } else if (!strcmp(d->kind, "hugepages")) {
         d->pages = "MAP_HUGETLB pages";
     } else {
@@ -266,6 +266,21 @@ static char *map_buffer(struct device *d, size_t size)
             refuse("mbind to node %d: %s", d->node, strerror(errno));
     }
     return p;
+}
+
+/* Bytes of this process's anonymous memory in transparent huge pages. */
+static size_t thp_bytes(void)
+{
+    char line[256];
+    unsigned long kb = 0;
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %lu kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb * 1024;
 }
 
 /* ---- latency ---------------------------------------------------------------------------- */
@@ -406,7 +421,7 @@ static void json_array(const double *v, int n)
 
 int main(int argc, char **argv)
 {
-    struct settings s = {.size = 256 * MiB, .loads = 2000000, .passes = 5,
+    struct settings s = {.size = 256 * MiB, .loads = 1000000, .passes = 5,
                          .cold_seconds = 0.3, .cold_passes = 3, .cold_size = 64 * MiB};
     const char *text = NULL;
     size_t size_given = 0;
@@ -439,6 +454,7 @@ int main(int argc, char **argv)
 
     /* Every page touched (and bound) before anything is timed. */
     pass(buf, s.size, WRITE, 0, 0);
+    size_t huge = !strcmp(d.kind, "thp") ? thp_bytes() : 0;
 
     double lat[MAX_PASSES], bw[3][MAX_PASSES];
     long done;
@@ -456,6 +472,8 @@ int main(int argc, char **argv)
     json_string(d.kind);
     printf(",\n  \"pages\": ");
     json_string(d.pages);
+    if (!strcmp(d.kind, "thp"))
+        printf(",\n  \"thp_bytes\": %zu", huge);
     printf(",\n  \"threads\": 1,\n  \"buffer_bytes\": %zu,\n  \"passes\": %d,\n", s.size, s.passes);
     printf("  \"loads_per_pass\": %ld,\n", s.loads);
     double lat_sorted[MAX_PASSES];

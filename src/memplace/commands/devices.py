@@ -93,6 +93,12 @@ def _spec_text(d) -> str:
     return "system"
 
 
+def _pages(m: dict) -> str:
+    if "thp_bytes" in m:
+        return f"{m['pages']}: {format_size(m['thp_bytes'])} of {format_size(m['buffer_bytes'])} in huge pages"
+    return m["pages"]
+
+
 def _measured_table(topo: Topology, measured: list[dict]) -> Table:
     table = Table(title="Measured here (single thread)")
     for name, justify in (("Device", "left"), ("Measured", "left"), ("Latency", "right"), ("Read", "right"),
@@ -120,7 +126,7 @@ def _measured_table(topo: Topology, measured: list[dict]) -> Table:
                 format_ns(r["latency_ns"]) if r.get("latency_ns") else "-",
                 *(f"{bw[k]:.3g}" if bw.get(k) else "-" for k in ("read", "write", "copy")),
                 *(hmat if i == 0 else ["", ""]),
-                (m["pages"] if i == 0 else r.get("note") or "") or "",
+                (_pages(m) if i == 0 else r.get("note") or "") or "",
                 when if i == 0 else "",
             )
     return table
