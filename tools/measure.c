@@ -285,8 +285,9 @@ static size_t thp_bytes(void)
 
 /* ---- latency ---------------------------------------------------------------------------- */
 
-/* Links `count` slots (`stride` bytes apart, each at a random line within its stride) into
- * one random cycle (Sattolo's algorithm); returns the first slot. */
+/* Links `count` slots (`stride` bytes apart; within a page-sized stride, at a line scattered
+ * by a multiplicative hash, so successive pages do not share a cache set) into one random
+ * cycle (Sattolo's algorithm); returns the first slot. */
 static void **link_cycle(char *buf, size_t count, size_t stride)
 {
     uint32_t *order = malloc(count * sizeof *order);
