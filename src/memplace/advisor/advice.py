@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from memplace.advisor import solver as adv
-from memplace.advisor.device_specs import DeviceSpec, apply_capacities, devices_from_machine, parse_device
+from memplace.advisor.device_specs import DeviceSpec, apply_capacities, devices_from_machine, fill_measured, parse_device
 from memplace.errors import UserError
 from memplace.profiling import profile as prof
 
@@ -13,6 +13,9 @@ from memplace.profiling import profile as prof
 def device_specs(devices: tuple[str, ...], capacities: tuple[str, ...], default: str | None) -> list[DeviceSpec]:
     """`--device` texts (or the machine's nodes), `--capacity` overrides, and a check of `--default`."""
     specs = [parse_device(t) for t in devices] if devices else devices_from_machine()
+    if devices:
+        for d in specs:  # a figure the user left out: measured here, if it was
+            fill_measured(d)
     names = [d.name for d in specs]
     if len(set(names)) != len(names):
         raise UserError(f"--device: a name is given twice ({', '.join(names)})")
@@ -45,8 +48,10 @@ def run_advice(
     with phase(f"symbolizing {len(profile.sites):,} sites"):
         symbolize_profile(profile)
     with phase(f"placing {len(profile.sites):,} sites on {len(specs)} devices (at most {time_limit:g} s)"):
-        return adv.advise(profile.sites, [d.model for d in specs], model=model, method=method,
-                          default=default, time_limit=time_limit)
+        advice = adv.advise(profile.sites, [d.model for d in specs], model=model, method=method,
+                            default=default, time_limit=time_limit)
+    advice.notes[:0] = [n for d in specs for n in d.notes]
+    return advice
 
 
 def advice_json(advice: adv.Advice, policy_path: str | None) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 SPEC: a kind — numa:N[+M|-K], file:DIR, hugepages[:SIZE], system — then key=value items:
 latency, read-latency, write-latency (ns), bandwidth, read-bandwidth, write-bandwidth
 (GB/s), capacity, mode, fallback. Without any, one device per NUMA node with its HMAT
-attributes. Each becomes a policy [devices.NAME] table and a cost model (solver.Device).
+attributes. A figure neither given nor in HMAT comes from `memplace devices --measure`'s
+cached measurement of the device on this machine. Each becomes a policy [devices.NAME]
+table and a cost model (solver.Device).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from memplace.advisor import solver as adv
 from memplace.errors import UserError
 from memplace.placement.policy import MAX_NODE
-from memplace.units import Percent, format_size, parse_capacity
+from memplace.units import Percent, format_ns, format_size, parse_capacity
 
 NS_UNITS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 BW_UNITS = {"gb/s": 1e9, "gib/s": 2**30, "mb/s": 1e6, "mib/s": 2**20, "b/s": 1.0}
@@ -33,6 +35,7 @@ class DeviceSpec:
     capacity_text: str | None = None
     fallback: str | None = None
     ranks: int = 1  # ranks per node sharing the capacity (scope "node" when above 1)
+    notes: list[str] = field(default_factory=list)  # where figures came from (measured ones)
 
     @property
     def builtin(self) -> bool:
@@ -172,15 +175,20 @@ def devices_from_machine() -> list[DeviceSpec]:
     out = []
     for n in topo.nodes:
         acc = next((a for a in n.access if a.read_latency_ns or a.read_bandwidth_mbps), None)
-        if acc is None:
-            raise UserError(
-                f"node {n.id} has no HMAT latency/bandwidth on this machine: describe the devices with "
-                f"--device NAME=numa:{n.id},latency=NS[,capacity=SIZE]"
-            )
         d = DeviceSpec(name=f"node{n.id}", kind="numa", table={"kind": "numa", "nodes": [n.id], "mode": "bind"})
         cap = n.mem_total if n.cpu_less else None
         if cap is not None:
             d.capacity_text = format_size(cap)
+        if acc is None:
+            d.model = adv.Device(d.name, capacity=cap)
+            if not fill_measured(d):
+                raise UserError(
+                    f"node {n.id} has no HMAT latency/bandwidth on this machine and was not measured: run "
+                    f"`memplace devices --measure`, or describe the devices with "
+                    f"--device NAME=numa:{n.id},latency=NS[,capacity=SIZE]"
+                )
+            out.append(d)
+            continue
         mb = 1e6
         d.model = adv.Device(
             d.name,
@@ -192,6 +200,42 @@ def devices_from_machine() -> list[DeviceSpec]:
         )
         out.append(d)
     return out
+
+
+def fill_measured(d: DeviceSpec) -> bool:
+    """The figures a device lacks (neither given nor from HMAT), from `memplace devices
+    --measure`'s cached measurement on this machine; a note says which and when. False when
+    the device was not measured here (or nothing was missing)."""
+    from memplace.placement import measure
+
+    m = d.model
+    missing = [k for k in ("read_latency", "write_latency", "read_bandwidth", "write_bandwidth")
+               if getattr(m, k) is None]
+    if not missing:
+        return False
+    arg = d.table.get("nodes") if d.kind == "numa" else d.table.get("path") if d.kind == "file" else \
+        d.table.get("pagesize", "") if d.kind == "hugepages" else ""
+    result = measure.cached_for(d.kind, arg)
+    if result is None:
+        return False
+    latency, read_bw, write_bw, which = measure.advisor_figures(result)
+    figures = {"read_latency": latency, "write_latency": latency, "read_bandwidth": read_bw,
+               "write_bandwidth": write_bw}
+    filled = {k: figures[k] for k in missing if figures[k] is not None}
+    if not filled:
+        return False
+    d.model = adv.Device(**{**m.__dict__, **filled})
+    shown = []
+    if "read_latency" in filled or "write_latency" in filled:
+        shown.append(f"latency {format_ns(latency)}")
+    if read_bw and "read_bandwidth" in filled:
+        shown.append(f"read {read_bw / 1e9:.3g} GB/s")
+    if write_bw and "write_bandwidth" in filled:
+        shown.append(f"write {write_bw / 1e9:.3g} GB/s")
+    quick = ", --quick" if result.get("quick") else ""
+    d.notes.append(f"{d.name}: {', '.join(shown)} measured on this machine ({which}, single thread{quick}) "
+                   f"by `memplace devices --measure` at {result.get('measured_at', '?')}")
+    return True
 
 
 def apply_capacities(devices: list[DeviceSpec], overrides: tuple[str, ...]) -> None:

@@ -108,6 +108,8 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
         click.echo(json.dumps(advice_json(advice, policy_out), indent=2))
     else:
         print_table(advice, top)
+        for note in (n for d in specs for n in d.notes):
+            click.echo(f"  {note}")
         if policy_out:
             click.echo(f"Policy written to {policy_out}")
         else:
