@@ -8,7 +8,6 @@
  * vfork and posix_spawn share the parent's memory until exec and copy nothing: they pass
  * straight through (not interposed). */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,15 +16,7 @@
 
 typedef pid_t (*fork_fn)(void);
 
-static fork_fn next_of(fork_fn *cache, const char *name)
-{
-    fork_fn f = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
-    if (!f) {
-        f = (fork_fn)dlsym(RTLD_NEXT, name);
-        __atomic_store_n(cache, f, __ATOMIC_RELEASE);
-    }
-    return f;
-}
+static fork_fn next_of(void **cache, const char *name) { return (fork_fn)mp_next_symbol(cache, name); }
 
 /* Has the child ended (or been reaped by SIGCHLD's SIG_IGN) without reporting? Leaves
  * its status for whoever waits for it. */
@@ -72,12 +63,12 @@ static pid_t checked_fork(fork_fn asked, int lock)
 
 MP_EXPORT pid_t fork(void)
 {
-    static fork_fn next;
+    static void *next;
     return checked_fork(next_of(&next, "fork"), 0);
 }
 
 MP_EXPORT pid_t _Fork(void)
 {
-    static fork_fn next;
+    static void *next;
     return checked_fork(next_of(&next, "_Fork"), 1);
 }

@@ -6,7 +6,6 @@
  * none of this; its stats file, made when it started, says so by having no end.
  * No signal handler is installed for it. */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -16,17 +15,9 @@ static int image_pid;        /* the process this image's files are about */
 static int exit_status = -1; /* exit()'s argument, when the program called it through us */
 
 typedef void (*exit_fn)(int);
-static exit_fn next_exit, next_quick_exit;
+static void *next_exit, *next_quick_exit;
 
-static exit_fn resolve(exit_fn *slot, const char *name)
-{
-    exit_fn f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-    if (!f) {
-        f = (exit_fn)dlsym(RTLD_NEXT, name);
-        __atomic_store_n(slot, f, __ATOMIC_RELEASE);
-    }
-    return f;
-}
+static exit_fn resolve(void **slot, const char *name) { return (exit_fn)mp_next_symbol(slot, name); }
 
 void mp_process_start(const char *stats_dir)
 {

@@ -150,6 +150,9 @@ MP_HIDDEN extern struct mp_allocator mp_next;
 MP_HIDDEN int mp_resolve_next(void);
 /* Path of the object the next allocator came from ("" before resolution). */
 MP_HIDDEN const char *mp_next_provider(void);
+/* The next definition of `name` (RTLD_NEXT) of any libc function the runtime wraps,
+ * looked up once into *cache; NULL when there is none. */
+MP_HIDDEN void *mp_next_symbol(void **cache, const char *name);
 
 // "os/unwind.c" -- unwind tables (mapped from the files Python wrote) and one-frame steps
 /* Where the tables are ($MEMPLACE_UNWIND, or memplace's cache); "" leaves every module

@@ -270,3 +270,13 @@ static void boot_free_aligned_sized(void *p, size_t a, size_t n)
     (void)a, (void)n;
     boot_free(p);
 }
+
+void *mp_next_symbol(void **cache, const char *name)
+{
+    void *f = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+    if (!f) {
+        f = dlsym(RTLD_NEXT, name);
+        __atomic_store_n(cache, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}

@@ -76,25 +76,11 @@ const struct mp_unwind_table *mp_unwind_load(const char *build_id)
     return t;
 }
 
-const struct mp_unwind_rule *mp_unwind_find(const struct mp_unwind_table *t, uintptr_t rel)
+/* The index of the last row whose start is <= rel, or -1 outside the table. */
+static int64_t row_of(const struct mp_unwind_table *t, uintptr_t rel)
 {
     if (rel > UINT32_MAX || t->nrows == 0 || rel < t->pcs[0])
-        return NULL;
-    uint32_t lo = 0, hi = t->nrows; /* the last row whose start is <= rel */
-    while (hi - lo > 1) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (t->pcs[mid] <= rel)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return &t->rules[t->index[lo]];
-}
-
-uintptr_t mp_unwind_row_start(const struct mp_unwind_table *t, uintptr_t rel)
-{
-    if (rel > UINT32_MAX || t->nrows == 0 || rel < t->pcs[0])
-        return UINTPTR_MAX;
+        return -1;
     uint32_t lo = 0, hi = t->nrows;
     while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -103,7 +89,19 @@ uintptr_t mp_unwind_row_start(const struct mp_unwind_table *t, uintptr_t rel)
         else
             hi = mid;
     }
-    return t->pcs[lo];
+    return lo;
+}
+
+const struct mp_unwind_rule *mp_unwind_find(const struct mp_unwind_table *t, uintptr_t rel)
+{
+    int64_t row = row_of(t, rel);
+    return row < 0 ? NULL : &t->rules[t->index[row]];
+}
+
+uintptr_t mp_unwind_row_start(const struct mp_unwind_table *t, uintptr_t rel)
+{
+    int64_t row = row_of(t, rel);
+    return row < 0 ? UINTPTR_MAX : t->pcs[row];
 }
 
 static int read_traced(uintptr_t a, uintptr_t lo, uintptr_t hi, uintptr_t *out,

@@ -236,41 +236,10 @@ class ElfFile:
                     out[k] = s
         return out
 
-    @cached_property
-    def tls_symbols(self) -> list[Symbol]:
-        """Defined STT_TLS symbols (st_value = offset in the module's TLS block).
-
-        Scans the raw tables and decodes only TLS entries' names: a libc debug file
-        has tens of thousands of symbols and a handful of TLS ones."""
-        seen: dict[str, Symbol] = {}
-        fmt = self.endian + _SYM[self.elfclass]
-        n = struct.calcsize(fmt)
-        secs = self.sections
-        for want in (SHT_DYNSYM, SHT_SYMTAB):
-            for _, typ, _, off, size, link, _ in secs:
-                if typ != want or link >= len(secs) or off + size > len(self.data) or size < n:
-                    continue
-                stroff = secs[link][3]
-                count = size // n
-                for ent in struct.iter_unpack(fmt, self.data[off:off + count * n]):
-                    if self.elfclass == 1:
-                        st_name, value, sz, info, _, shndx = ent
-                    else:
-                        st_name, info, _, shndx, value, sz = ent
-                    if info & 0xF != STT_TLS or not shndx or not st_name:
-                        continue
-                    name = self._str(stroff, st_name).split("@", 1)[0]
-                    if name.startswith("$") or name == "_TLS_MODULE_BASE_":
-                        continue  # ARM mapping symbols ($d) and the TLS-descriptor anchor: not variables
-                    seen.setdefault(name, Symbol(name, value, sz, STT_TLS, shndx))
-        return sorted(seen.values(), key=lambda s: (s.value, s.name))
-
-    @cached_property
-    def address_symbols(self) -> tuple[list[int], list[tuple[int, int]]]:
-        """Functions and objects sorted by address, for naming what a pointer points at:
-        (addresses, [(size, string-table offset of the name)]). Scanned raw, names decoded
-        only when asked (a libc debug file has ten thousand symbols; a run names a few)."""
-        syms: dict[int, tuple[int, int]] = {}
+    def _raw_symbols(self):
+        """(st_name, value, size, info, shndx, string table offset) of every entry of .dynsym,
+        then .symtab, unpacked in bulk with no name decoded (a libc debug file has tens of
+        thousands of symbols; callers decode the few they keep)."""
         fmt = self.endian + _SYM[self.elfclass]
         n = struct.calcsize(fmt)
         secs = self.sections
@@ -284,8 +253,33 @@ class ElfFile:
                         st_name, value, sz, info, _, shndx = ent
                     else:
                         st_name, info, _, shndx, value, sz = ent
-                    if info & 0xF in (STT_FUNC, STT_OBJECT) and shndx and value and st_name and value not in syms:
-                        syms[value] = (sz, stroff + st_name)
+                    yield st_name, value, sz, info, shndx, stroff
+
+    @cached_property
+    def tls_symbols(self) -> list[Symbol]:
+        """Defined STT_TLS symbols (st_value = offset in the module's TLS block).
+
+        Scans the raw tables and decodes only TLS entries' names: a libc debug file
+        has tens of thousands of symbols and a handful of TLS ones."""
+        seen: dict[str, Symbol] = {}
+        for st_name, value, sz, info, shndx, stroff in self._raw_symbols():
+            if info & 0xF != STT_TLS or not shndx or not st_name:
+                continue
+            name = self._str(stroff, st_name).split("@", 1)[0]
+            if name.startswith("$") or name == "_TLS_MODULE_BASE_":
+                continue  # ARM mapping symbols ($d) and the TLS-descriptor anchor: not variables
+            seen.setdefault(name, Symbol(name, value, sz, STT_TLS, shndx))
+        return sorted(seen.values(), key=lambda s: (s.value, s.name))
+
+    @cached_property
+    def address_symbols(self) -> tuple[list[int], list[tuple[int, int]]]:
+        """Functions and objects sorted by address, for naming what a pointer points at:
+        (addresses, [(size, string-table offset of the name)]). Scanned raw, names decoded
+        only when asked (a libc debug file has ten thousand symbols; a run names a few)."""
+        syms: dict[int, tuple[int, int]] = {}
+        for st_name, value, sz, info, shndx, stroff in self._raw_symbols():
+            if info & 0xF in (STT_FUNC, STT_OBJECT) and shndx and value and st_name and value not in syms:
+                syms[value] = (sz, stroff + st_name)
         keys = sorted(syms)
         return keys, [syms[k] for k in keys]
 

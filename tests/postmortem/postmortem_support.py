@@ -48,7 +48,9 @@ def i386_compiler(tmp: Path) -> tuple[str, list[str]]:
     """(compiler, flags) that build i386 programs here: the i686 cross gcc (which coexists
     with the aarch64 cross gcc on Debian), else `gcc -m32`; skip if neither links."""
     probe = tmp / "probe32.c"
-    probe.write_text("int main(void){return 0;}\n")
+    # the headers the test programs use, not only a link: `gcc -m32` without i386 kernel
+    # headers (gcc-multilib alone) links an empty program but cannot build them
+    probe.write_text("#include <pthread.h>\n#include <sys/syscall.h>\nint main(void){return 0;}\n")
     for cc, flags in (("i686-linux-gnu-gcc", []), ("gcc", ["-m32"])):
         if shutil.which(cc) and subprocess.run([cc, *flags, "-o", str(tmp / "probe32"), str(probe)],
                                                capture_output=True).returncode == 0:

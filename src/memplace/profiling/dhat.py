@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from memplace.elf import elf_info
 from memplace.errors import UserError
 from memplace.launch.mpi import mpi_rank
-from memplace.profiling.profile import (MAX_FRAMES, Frame, Lifetime, Profile, Site, Symbol, is_allocator_module,
+from memplace.profiling.profile import (DEPTH, Frame, Lifetime, Profile, Site, Symbol, is_allocator_module,
                                         profile_filename, save)
 
 # Valgrind's unwinder stores caller frames as (return address - 1) so that they point
@@ -146,7 +146,7 @@ def _site_frames(
             continue
         frames.append(Frame(path, build_id, offset))
         symbols.append(sym)
-        if len(frames) == MAX_FRAMES:
+        if len(frames) == DEPTH:  # as many as the runtime engine records
             break
     if not frames:
         return None

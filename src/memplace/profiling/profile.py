@@ -65,6 +65,7 @@ from memplace.inputs import PROFILE_LIMIT, parse_json, read_bytes
 FORMAT = "memplace-profile"
 VERSION = 1
 MAX_FRAMES = 4
+DEPTH = 3  # frames per site both engines record, so their sites are the same sites
 MAX_COUNT = (1 << 64) - 1  # counts, bytes and offsets are 64-bit in the runtime and the compiled policy
 CLOCK_UNITS = ("ns", "instr")  # the runtime's clock; DHAT's (instructions executed)
 

@@ -76,22 +76,25 @@ def _parse_site(rest: str) -> dict:
     return site
 
 
-def _frame(address: int, modules: list[tuple], exe: str) -> prof.Frame:
+def _frame(address: int, modules: list[tuple]) -> prof.Frame:
     for base, lo, hi, build_id, path in modules:
         if lo <= address < hi:
-            return prof.Frame(path or exe, build_id, address - base)
+            return prof.Frame(path, build_id, address - base)
     return prof.Frame("[unknown]", None, address)
 
 
 def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
     """One process's runtime file as a Profile (sites with the same identity merged)."""
     raw = _parse(text, origin)
+    # each library by its real path, as the DHAT engine names it (/lib -> /usr/lib, ...)
+    modules = [(base, lo, hi, build_id, os.path.realpath(path or raw["exe"]))
+               for base, lo, hi, build_id, path in raw["modules"]]
     sites: dict[tuple, prof.Site] = {}
     sampled: dict[tuple, dict] = {}
     for s in raw["sites"]:
         allocs, frees, nbytes, _live, peak = s["counts"]
         life_sum, life_min, life_max = s["life"]
-        frames = tuple(_frame(a, raw["modules"], raw["exe"]) for a in s["frames"])
+        frames = tuple(_frame(a, modules) for a in s["frames"])
         hist = dict(zip(s["hist"][0::2], s["hist"][1::2]))
         site = prof.Site(
             frames=frames, allocations=allocs, frees=frees, bytes=nbytes, peak_live_bytes=peak,
@@ -131,7 +134,7 @@ def _image_order(path: Path) -> tuple[int, int]:
     return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) if all(x.isdigit() for x in parts) else (0, 0)
 
 
-def run(command: list[str], out_dir: str, depth: int = 3,
+def run(command: list[str], out_dir: str, depth: int = prof.DEPTH,
         rate: int = access_estimate.DEFAULT_RATE) -> tuple[int, list[prof.Profile], list[str]]:
     """Run `command` under the profiling runtime; write one profile per process into
     `out_dir`. `rate`: access samples per CPU-second (0: none). Returns (exit status,
