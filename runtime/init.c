@@ -100,7 +100,7 @@ static void fork_child(void)
         mp_profile_fork_release();
     if (mp_mode == MP_PLACING) {
         mp_device_heaps_fork_child();
-        mp_accounting_join(); /* its copies of the parent's blocks count as its own */
+        mp_accounting_forked(); /* its copies of the parent's blocks count as its own */
     }
     mp_process_forked(); /* the child's own stats file */
 }

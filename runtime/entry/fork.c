@@ -5,8 +5,8 @@
  * with status 127 before running any of the program's code: the parent reaps it and fork
  * fails with ENOMEM, as the kernel's fork does when it cannot copy the memory. Only with
  * file devices in use does fork cost more than the next fork (see docs/architecture.md).
- * vfork and posix_spawn share the parent's memory until exec and copy nothing: they pass
- * straight through (not interposed). */
+ * vfork and posix_spawn share the parent's memory until exec and copy nothing: they
+ * need no copy (posix_spawn is interposed only to step aside, entry/exec.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -45,11 +45,14 @@ static pid_t checked_fork(fork_fn asked, int lock)
         mp_device_heaps_fork_prepare();
     pid_t pid = asked();
     int saved = errno;
-    if (lock) {
-        if (pid == 0)
+    if (lock) { /* _Fork: what init.c's atfork handlers do for fork */
+        if (pid == 0) {
             mp_device_heaps_fork_child();
-        else
+            mp_accounting_forked();
+            mp_process_forked(); /* its own stats file */
+        } else {
             mp_device_heaps_fork_parent();
+        }
     }
     if (mp_fork_talk_close(pid, gone) != 0) {
         while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)

@@ -8,6 +8,7 @@
 #include "internal.h"
 
 static struct mp_node_counters *node;
+static int in_node; /* this image's live bytes are in the node's (leave and join flip it once) */
 
 static void add_peak(uint64_t *peak_at, uint64_t live)
 {
@@ -42,6 +43,7 @@ void mp_accounting_init(const char *shared)
         return;
     }
     __atomic_fetch_add(&node->users, 1, __ATOMIC_RELAXED);
+    in_node = 1;
     for (int i = 0; i < mp_ndevices; i++) {
         struct mp_device_heap *h = &mp_device_heaps[i];
         if (h->capacity && (h->spec->flags & MP_FLAG_NODE_SCOPE))
@@ -63,15 +65,34 @@ static void node_share(int sign)
     __atomic_fetch_add(&node->users, (uint64_t)(int64_t)sign, __ATOMIC_RELAXED);
 }
 
-void mp_accounting_leave(void) { node_share(-1); }
+/* Once each way: quick_exit whose handler calls _exit, or exit racing _exit in another
+ * thread, must not take the image's bytes out twice. */
+void mp_accounting_leave(void)
+{
+    if (node && __atomic_exchange_n(&in_node, 0, __ATOMIC_ACQ_REL))
+        node_share(-1);
+}
 
-void mp_accounting_join(void) { node_share(1); }
+void mp_accounting_join(void)
+{
+    if (node && !__atomic_exchange_n(&in_node, 1, __ATOMIC_ACQ_REL))
+        node_share(1);
+}
+
+/* A forked child's copies of its parent's blocks are its own: it joins as a new image. */
+void mp_accounting_forked(void)
+{
+    __atomic_store_n(&in_node, 0, __ATOMIC_RELEASE);
+    mp_accounting_join();
+}
 
 /* Publish a thread's pending live bytes into the device's live total and peak. */
 void mp_publish_live(struct mp_device_heap *h, int64_t delta)
 {
     add_peak(&h->stats.peak, __atomic_add_fetch(&h->stats.live, (uint64_t)delta, __ATOMIC_RELAXED));
-    if (h->limit_live != &h->stats.live) {
+    /* not while the image is out of the node: another thread's frees during an exec, which
+     * took the image's bytes out already */
+    if (h->limit_live != &h->stats.live && __atomic_load_n(&in_node, __ATOMIC_ACQUIRE)) {
         uint64_t live = __atomic_add_fetch(h->limit_live, (uint64_t)delta, __ATOMIC_RELAXED);
         add_peak(&node->device[h - mp_device_heaps].peak, live);
     }

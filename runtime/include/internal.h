@@ -299,6 +299,7 @@ MP_HIDDEN void mp_accounting_init(const char *shared);
  * failed exec (join): take its live bytes out of the node's counters, or add them. */
 MP_HIDDEN void mp_accounting_leave(void);
 MP_HIDDEN void mp_accounting_join(void);
+MP_HIDDEN void mp_accounting_forked(void); /* in a fork child: join as a new image */
 MP_HIDDEN void mp_publish_live(struct mp_device_heap *h, int64_t delta);
 MP_HIDDEN MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c);
 /* Stats of device `dev`, summed over every thread (at exit). */
