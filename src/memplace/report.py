@@ -463,7 +463,8 @@ def timeline_svg(sites: list[SiteRow], colours: dict[str, str], window: float | 
     n = max(len(s.live) for s in with_live)
     top_sites = sorted(with_live, key=lambda s: -max(s.live))[:6]
     rest = [s for s in with_live if s not in top_sites]
-    layers = [(s.label, s.live + [0] * (n - len(s.live))) for s in top_sites]
+    labels = unique_labels([s.label for s in top_sites], [s.frame for s in top_sites])
+    layers = [(lb, s.live + [0] * (n - len(s.live))) for lb, s in zip(labels, top_sites)]
     if rest:
         layers.append((f"{len(rest)} other site(s)", [sum(s.live[i] if i < len(s.live) else 0 for s in rest) for i in range(n)]))
     total = [sum(layer[1][i] for layer in layers) for i in range(n)]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import struct
+import subprocess
 
 import pytest
 
@@ -120,3 +123,29 @@ def test_many_rules_are_cut_to_top_and_charted_in_bounds(tmp_path):
     chart = rules_section[:rules_section.index("</svg>")]
     assert chart.count("<g><title>") == 30 and "r999:" in chart and "r0:" not in chart
     assert rules_section.count("<tr data-rule=") == 1000
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="needs Debian package chromium")
+def test_html_page_renders_in_a_real_browser(inputs, tmp_path):
+    """The page as a user sees it: headless chromium renders it to a PNG at 1280 px (a page
+    with broken markup or a 10,000 px chart would be blank or that tall), and its DOM after
+    rendering holds every section with its chart."""
+    p, policy, stats = inputs
+    page = tmp_path / "page.html"
+    memplace("report", "--profile", str(p), "--stats", str(stats), "--policy", str(policy),
+             "--html", str(page), check=True)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *flags, "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1280, 2400)
+    assert len(png) > 20_000  # drawn, not a blank page
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    for title in ("Bytes per device", "Top sites by bytes", "Live bytes over time", "Fallbacks", "Rules", "Sites"):
+        assert f"<h2>{title}</h2>" in dom, title
+    heights = [float(h) for h in re.findall(r'<svg viewBox="0 0 \d+ ([\d.]+)"', dom)]
+    assert heights and max(heights) < 2000, heights
