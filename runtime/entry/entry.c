@@ -45,10 +45,13 @@ MP_HIDDEN __attribute__((used)) struct {
 #define ENDBR ""
 #endif
 /* name: sp = rsp + 8 (the return address popped), fp = rbp, then jump through the table */
+/* (.cfi_startproc gives the entry's unwind rule, CFA = rsp + 8, to debuggers and profilers
+ * that stop inside it; pushsection leaves the compiler's idea of the section intact) */
 #define TRAMPOLINE(name, slot, sp_reg, fp_reg)                                                    \
-    __asm__(".text\n\t.globl " #name "\n\t.type " #name ", @function\n\t.p2align 4\n" #name  \
-            ":\n\t" ENDBR "lea 8(%rsp), %" #sp_reg "\n\tmov %rbp, %" #fp_reg                   \
-            "\n\tjmp *mp_hot+" #slot "(%rip)\n\t.size " #name ", .-" #name "\n")
+    __asm__(".pushsection .text\n\t.globl " #name "\n\t.type " #name ", @function\n"         \
+            "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR "lea 8(%rsp), %" #sp_reg   \
+            "\n\tmov %rbp, %" #fp_reg "\n\tjmp *mp_hot+" #slot "(%rip)\n\t.cfi_endproc\n"       \
+            "\t.size " #name ", .-" #name "\n\t.popsection\n")
 TRAMPOLINE(malloc, 0, rsi, rdx);
 TRAMPOLINE(calloc, 16, rdx, rcx);
 TRAMPOLINE(realloc, 24, rdx, rcx);

@@ -12,13 +12,12 @@ import pytest
 
 from support import assert_one_line_error  # noqa: F401 (the tests here import it from this module)
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def memplace(*args: str, cwd: str | os.PathLike | None = None, check: bool = False) -> subprocess.CompletedProcess:
-    """`memplace ARGS` in a fresh interpreter; returns the finished process."""
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    """`memplace ARGS` in a fresh interpreter, the installed package (its runtime and tools
+    are there, not in the source tree); returns the finished process."""
+    p = subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True, text=True, cwd=cwd)
     if check and p.returncode != 0:
         raise AssertionError(f"memplace {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
     return p
