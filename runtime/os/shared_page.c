@@ -15,8 +15,9 @@ void *mp_shared_page(const char *path, size_t size)
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     void *p = MAP_FAILED;
     struct stat st;
-    /* ftruncate only grows it: a file another process made is never cut (or zeroed) */
-    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+    /* ours alone (another user's file under the expected name is not trusted); ftruncate
+     * only grows it: a file another process of the job made is never cut (or zeroed) */
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
         ((size_t)st.st_size >= size || ftruncate(fd, (off_t)size) == 0))
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (fd >= 0)
