@@ -420,6 +420,22 @@ static void json_array(const double *v, int n)
 
 #define MAX_PASSES 16
 
+/* "latency_ns", each pass's latency and the median bandwidths, as JSON members at `indent`. */
+static void print_figures(const char *indent, const double *lat, double bw[3][MAX_PASSES], int passes)
+{
+    double sorted[MAX_PASSES];
+    memcpy(sorted, lat, sizeof sorted);
+    printf("%s\"latency_ns\": %.4g,\n%s\"latency_passes_ns\": ", indent, median(sorted, passes), indent);
+    json_array(lat, passes);
+    printf(",\n%s\"bandwidth_gbps\": {", indent);
+    for (int op = 0; op < 3; op++) {
+        memcpy(sorted, bw[op], sizeof sorted);
+        printf("%s\"%s\": %.4g", op ? ", " : "", op_name[op], median(sorted, passes));
+    }
+    printf("}");
+}
+
+
 int main(int argc, char **argv)
 {
     struct settings s = {.size = 256 * MiB, .loads = 1000000, .passes = 5,
@@ -477,17 +493,7 @@ int main(int argc, char **argv)
         printf(",\n  \"thp_bytes\": %zu", huge);
     printf(",\n  \"threads\": 1,\n  \"buffer_bytes\": %zu,\n  \"passes\": %d,\n", s.size, s.passes);
     printf("  \"loads_per_pass\": %ld,\n", s.loads);
-    double lat_sorted[MAX_PASSES];
-    memcpy(lat_sorted, lat, sizeof lat);
-    printf("  \"latency_ns\": %.4g,\n  \"latency_passes_ns\": ", median(lat_sorted, s.passes));
-    json_array(lat, s.passes);
-    printf(",\n  \"bandwidth_gbps\": {");
-    for (int op = 0; op < 3; op++) {
-        double sorted[MAX_PASSES];
-        memcpy(sorted, bw[op], sizeof sorted);
-        printf("%s\"%s\": %.4g", op ? ", " : "", op_name[op], median(sorted, s.passes));
-    }
-    printf("}");
+    print_figures("  ", lat, bw, s.passes);
 
     if (is_file) {
         /* Cold: one line per page, pages in random order, each pass after an eviction. */
@@ -519,16 +525,8 @@ int main(int argc, char **argv)
             printf("    \"resident_after_eviction\": %.3g,\n", worst);
             printf("    \"buffer_bytes\": %zu,\n    \"passes\": %d,\n    \"loads\": %ld,\n",
                    s.cold_size, s.cold_passes, loads);
-            double sorted[MAX_PASSES];
-            memcpy(sorted, cold_lat, sizeof sorted);
-            printf("    \"latency_ns\": %.4g,\n    \"latency_passes_ns\": ", median(sorted, s.cold_passes));
-            json_array(cold_lat, s.cold_passes);
-            printf(",\n    \"bandwidth_gbps\": {");
-            for (int op = 0; op < 3; op++) {
-                memcpy(sorted, cold_bw[op], sizeof sorted);
-                printf("%s\"%s\": %.4g", op ? ", " : "", op_name[op], median(sorted, s.cold_passes));
-            }
-            printf("}\n  }");
+            print_figures("    ", cold_lat, cold_bw, s.cold_passes);
+            printf("\n  }");
         }
     }
     printf(",\n  \"seconds\": %.3g\n}\n", now() - t_start);
