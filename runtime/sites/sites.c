@@ -307,6 +307,19 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
     return n;
 }
 
+/* The cached entry of the site whose frames are unwound from (ra, sp, fp) into frames[]
+ * (*n of them), filled on a miss; *v becomes the view it was filled under. */
+static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view **v, uintptr_t ra,
+                                           uintptr_t sp, uintptr_t fp, uintptr_t *frames, int *n)
+{
+    *n = capture(self, *v, ra, sp, fp, frames);
+    struct mp_site_entry *e = slot(self, frames);
+    if (e->generation != (*v)->generation ||
+        memcmp(e->frames, frames, MP_MAX_FRAMES * sizeof *frames) != 0)
+        *v = fill(e, frames, *n, 0);
+    return e;
+}
+
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
     if (policy->nrules == 0)
@@ -327,10 +340,8 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
         if (!e->needs_scan)
             return choose(v, e, frames, 1, size);
     }
-    int n = capture(self, v, ra, sp, fp, frames);
-    e = slot(self, frames);
-    if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
-        v = fill(e, frames, n, 0);
+    int n;
+    e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
     return choose(v, e, frames, n, size);
 }
 
@@ -339,10 +350,8 @@ struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra, 
 {
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
-    int n = capture(self, v, ra, sp, fp, frames);
-    struct mp_site_entry *e = slot(self, frames);
-    if (e->generation != v->generation || memcmp(e->frames, frames, sizeof frames) != 0)
-        fill(e, frames, n, 0);
+    int n;
+    struct mp_site_entry *e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
     return e->fixed ? e : NULL;
 }
 

@@ -522,10 +522,14 @@ def _bytes_cell(n: int | None) -> str:
     return f'<td class="n" data-bytes="{n}" title="{n} bytes">{_esc(format_size(n))}</td>'
 
 
+def _table(headers, rows: str) -> str:
+    """A table with these column headers over rows already made (<tr>...</tr> each)."""
+    return "<table><tr>" + "".join(f"<th>{h}</th>" for h in headers) + f"</tr>{rows}</table>"
+
+
 def devices_table(devices: list[DeviceUse]) -> str:
     """One row per device; exact numbers in data-* attributes (bytes) and cells (counts)."""
-    head = "".join(f"<th>{h}</th>" for h in ("device", "allocations", "bytes", "peak", "capacity",
-                                              *FALLBACK_REASONS))
+    head = ("device", "allocations", "bytes", "peak", "capacity", *FALLBACK_REASONS)
     rows = "".join(
         f'<tr data-device="{_esc(d.name)}"><td>{_esc(d.name)}</td><td class="n">{d.allocations}</td>'
         f"{_bytes_cell(d.bytes)}"
@@ -533,7 +537,7 @@ def devices_table(devices: list[DeviceUse]) -> str:
         + f"{_bytes_cell(d.capacity)}"
         + "".join(f'<td class="n" data-reason="{k}">{d.fallback_reasons.get(k, 0)}</td>' for k in FALLBACK_REASONS)
         + "</tr>" for d in devices)
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    return _table(head, rows)
 
 
 def rules_table(rules: list[RuleUse], colours: dict[str, str]) -> str:
@@ -541,7 +545,7 @@ def rules_table(rules: list[RuleUse], colours: dict[str, str]) -> str:
         f'<tr data-rule="{_esc(r.name)}"><td>{_esc(r.name)}</td>'
         f"<td>{f'<span class=chip style=background:{colours.get(r.device, PALETTE[-1])}>{_esc(r.device)}</span>' if r.device else '–'}</td>"
         f'<td class="n">{r.hits}</td>{_bytes_cell(r.bytes)}</tr>' for r in rules)
-    return f"<table><tr><th>rule</th><th>device</th><th>hits</th><th>bytes</th></tr>{rows}</table>"
+    return _table(("rule", "device", "hits", "bytes"), rows)
 
 
 def processes_table(rows: list[ProcessRow]) -> str:
@@ -549,7 +553,7 @@ def processes_table(rows: list[ProcessRow]) -> str:
         f'<tr data-pid="{p.pid}"><td class="n">{p.pid}</td><td class="n">{p.parent if p.parent is not None else "–"}</td>'
         f"<td>{_esc(p.began or '–')}</td><td><code>{_esc(p.exe or '?')}</code></td><td>{_esc(p.ended)}</td></tr>"
         for p in rows)
-    return f"<table><tr><th>pid</th><th>parent</th><th>began</th><th>program</th><th>ended</th></tr>{body}</table>"
+    return _table(("pid", "parent", "began", "program", "ended"), body)
 
 
 def aside_table(rows: list[AsideRow]) -> str:
@@ -557,7 +561,7 @@ def aside_table(rows: list[AsideRow]) -> str:
         f'<tr data-pid="{a.pid}"><td class="n">{a.pid}</td><td><code>{_esc(a.path)}</code></td>'
         f"<td>{_esc(a.reason)}{_esc(f' (its interpreter {a.interpreter})' if a.interpreter else '')}</td></tr>"
         for a in rows)
-    return f"<table><tr><th>pid</th><th>program</th><th>why</th></tr>{body}</table>"
+    return _table(("pid", "program", "why"), body)
 
 
 def html_page(sm: Summary) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from memplace.errors import UserError
@@ -245,23 +246,20 @@ def _same_job(path: str | os.PathLike, job: str | None) -> dict | None:
     return doc if ok else None
 
 
-class _directory_locked:
+@contextmanager
+def _directory_locked(directory: str):
     """flock on the directory: ranks finishing together add their processes one at a time
     (where the filesystem cannot lock, they go on unlocked)."""
+    import fcntl
 
-    def __init__(self, directory: str):
-        self.directory, self.fd = directory, None
-
-    def __enter__(self):
-        import fcntl
-
-        try:
-            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock
+    fd = None
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
