@@ -385,7 +385,9 @@ def prepare_inputs(policy_path: str | os.PathLike, exe_path: str | os.PathLike |
     if errors:
         more = f" (and {len(errors) - 1} more: run memplace policy check)" if len(errors) > 1 else ""
         raise UserError(errors[0].message + more)
-    write_atomic(out_path, data)
+    from memplace.output_files import write_whole
+
+    write_whole(out_path, data)  # whole or not at all: the runtime never sees half a policy
     return Prepared([p for p in problems if p.level == "warning"], policy, resolver, data)
 
 
@@ -402,10 +404,3 @@ def validate(policy: Policy, topology: Topology, resolver: SiteResolver) -> tupl
         return problems, compile_policy(policy, topology, resolver)
     except UserError as e:
         return [*problems, Problem("error", str(e))], None
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file whole or not at all (the runtime never sees half a policy)."""
-    from memplace.output_files import write_whole
-
-    write_whole(path, data)
