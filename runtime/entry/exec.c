@@ -133,6 +133,7 @@ struct start {
     void *map;
     size_t size;
     struct mp_exec_verdict v;
+    off_t mark; /* the stats file's size before this exec */
 };
 
 static void judge(struct start *s, char *const envp[], int dirfd, const char *target, int fd,
@@ -168,7 +169,7 @@ static const struct mp_exec_verdict *aside(const struct start *s) { return s->v.
 static int failed(struct start *s, int r)
 {
     int saved = errno;
-    mp_process_exec_failed();
+    mp_process_exec_failed(s->mark);
     done(s);
     errno = saved;
     return r;
@@ -178,7 +179,7 @@ static int do_execve(const char *path, char *const argv[], char *const envp[])
 {
     struct start s;
     judge(&s, envp, AT_FDCWD, path, -1, 0);
-    mp_process_exec_begins(path, aside(&s));
+    s.mark = mp_process_exec_begins(path, aside(&s));
     execve_fn f = NEXT(execve);
     int r = f ? f(path, argv, s.envp) : (int)syscall(SYS_execve, path, argv, s.envp);
     return failed(&s, r);
@@ -190,7 +191,7 @@ static int do_execvpe(const char *file, char *const argv[], char *const envp[])
     const char *target = mp_exec_search(file, found, sizeof found);
     struct start s;
     judge(&s, envp, AT_FDCWD, target, -1, 0);
-    mp_process_exec_begins(target, aside(&s));
+    s.mark = mp_process_exec_begins(target, aside(&s));
     execve_fn f = NEXT(execvpe);
     int r = f ? f(file, argv, s.envp) : (errno = ENOSYS, -1);
     return failed(&s, r);
@@ -253,7 +254,7 @@ MP_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
     target[n > 0 ? n : 0] = 0;
     struct start s;
     judge(&s, envp, AT_FDCWD, NULL, fd, 0);
-    mp_process_exec_begins(target, aside(&s));
+    s.mark = mp_process_exec_begins(target, aside(&s));
     fexecve_fn f = NEXT(fexecve);
     int r = f ? f(fd, argv, s.envp) : (errno = ENOSYS, -1);
     return failed(&s, r);
@@ -264,7 +265,7 @@ MP_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *co
     struct start s;
     int whole_fd = (flags & AT_EMPTY_PATH) && !*path;
     judge(&s, envp, dirfd, path, whole_fd ? dirfd : -1, flags);
-    mp_process_exec_begins(path, aside(&s));
+    s.mark = mp_process_exec_begins(path, aside(&s));
     execveat_fn f = NEXT(execveat);
     int r = f ? f(dirfd, path, argv, s.envp, flags)
               : (int)syscall(SYS_execveat, dirfd, path, argv, s.envp, flags);

@@ -51,20 +51,22 @@ void mp_process_ends(const char *how, int status, const char *target)
 
 void mp_process_exits(void) { mp_process_ends("exit", exit_status, NULL); }
 
-void mp_process_exec_begins(const char *target, const struct mp_exec_verdict *aside)
+off_t mp_process_exec_begins(const char *target, const struct mp_exec_verdict *aside)
 {
+    off_t mark = -1;
     if (mp_mode == MP_PLACING) {
-        mp_place_stats_checkpoint();
+        mark = mp_place_stats_checkpoint();
         if (aside)
             mp_place_stats_aside(getpid(), aside, target);
     }
     mp_process_ends("exec", -1, target);
+    return mark;
 }
 
-void mp_process_exec_failed(void)
+void mp_process_exec_failed(off_t mark)
 {
     if (mp_mode == MP_PLACING) {
-        mp_place_stats_rollback();
+        mp_place_stats_rollback(mark);
         if (is_image()) /* it left the node's capacities in mp_process_ends */
             mp_accounting_join();
     }

@@ -493,8 +493,8 @@ MP_HIDDEN void mp_place_stats_begin(const char *dir, const char *began);
 /* A line naming a program the runtime stepped aside for (callable in a vfork child). */
 MP_HIDDEN void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *path);
 /* Before an exec: remember the file's length; if the exec fails, cut back to it. */
-MP_HIDDEN void mp_place_stats_checkpoint(void);
-MP_HIDDEN void mp_place_stats_rollback(void);
+MP_HIDDEN off_t mp_place_stats_checkpoint(void); /* the stats file's size before an exec */
+MP_HIDDEN void mp_place_stats_rollback(off_t mark);
 /* The final counts and how the image ended ("exit", "_exit", "quick_exit" with status, or
  * -1 when unknown; "exec" with the target); once per image, only in its own process. */
 MP_HIDDEN void mp_place_write_stats(const char *how, int status, const char *target);
@@ -520,8 +520,8 @@ MP_HIDDEN void mp_process_ends(const char *how, int status, const char *target);
 MP_HIDDEN void mp_process_exits(void); /* the destructor's call */
 /* An exec is about to replace the image (aside: the verdict when we stepped aside for the
  * target, else NULL); it failed; a posix_spawn child we stepped aside for. */
-MP_HIDDEN void mp_process_exec_begins(const char *target, const struct mp_exec_verdict *aside);
-MP_HIDDEN void mp_process_exec_failed(void);
+MP_HIDDEN off_t mp_process_exec_begins(const char *target, const struct mp_exec_verdict *aside);
+MP_HIDDEN void mp_process_exec_failed(off_t mark);
 MP_HIDDEN void mp_process_spawned(int pid, const struct mp_exec_verdict *aside, const char *target);
 
 // "entry/exec.c" -- the exec family and posix_spawn: programs that cannot host the runtime

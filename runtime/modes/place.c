@@ -152,7 +152,6 @@ static char stats_dir[3072];
 static char stats_path[4096];
 static int stats_pid;     /* the process the file is about (a vfork child is not it) */
 static int stats_ended;   /* the final counts are written */
-static off_t stats_mark = -1;
 static struct mp_writer o; /* 16 KiB: not on the stack of an exiting program */
 
 /* A path on one line of its own: a newline or tab in it becomes '?'. */
@@ -202,7 +201,6 @@ void mp_place_stats_begin(const char *dir, const char *began)
     }
     stats_path[0] = 0;
     stats_ended = 0;
-    stats_mark = -1;
     if (!stats_dir[0])
         return;
     int saved = errno;
@@ -267,18 +265,19 @@ void mp_place_stats_aside(int pid, const struct mp_exec_verdict *v, const char *
     errno = saved;
 }
 
-void mp_place_stats_checkpoint(void)
+/* The mark lives in the exec'ing thread's frame: two threads' failed execs (or a vfork
+ * child's) each cut back only what their own exec appended. */
+off_t mp_place_stats_checkpoint(void)
 {
     struct stat st;
-    stats_mark = stats_path[0] && stat(stats_path, &st) == 0 ? st.st_size : -1;
+    return stats_path[0] && stat(stats_path, &st) == 0 ? st.st_size : -1;
 }
 
-void mp_place_stats_rollback(void)
+void mp_place_stats_rollback(off_t mark)
 {
     int saved = errno;
-    if (stats_mark >= 0)
-        truncate(stats_path, stats_mark);
-    stats_mark = -1;
+    if (mark >= 0)
+        truncate(stats_path, mark);
     if (stats_pid == getpid())
         __atomic_store_n(&stats_ended, 0, __ATOMIC_RELEASE); /* its end is still to come */
     errno = saved;
