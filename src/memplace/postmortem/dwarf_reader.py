@@ -62,9 +62,10 @@ FORM_NAMES = {0x03: "DW_FORM_block2", 0x04: "DW_FORM_block4", 0x09: "DW_FORM_blo
 # block1 whose length byte comes first.
 # One pattern per operand kind: each starts with a literal byte, which keeps the search
 # a fast scan (one alternation with a class in front is 30 times slower on libc's 6 MB).
-TLS_LOCATIONS = [re.compile(p) for p in (rb"\x0a[\x0e\x03][\s\S]{8}[\x9b\xe0]",
-                                         rb"\x06[\x0c\x03][\s\S]{4}[\x9b\xe0]",
-                                         rb"\x10[\x80-\xff]{0,8}[\x00-\x7f][\x9b\xe0]")]
+# Keyed by the word size: a 64-bit module's offsets are 8-byte constants, a 32-bit one's 4.
+_CONSTU = re.compile(rb"\x10[\x80-\xff]{0,8}[\x00-\x7f][\x9b\xe0]")
+TLS_LOCATIONS = {8: [re.compile(rb"\x0a[\x0e\x03][\s\S]{8}[\x9b\xe0]"), _CONSTU],
+                 4: [re.compile(rb"\x06[\x0c\x03][\s\S]{4}[\x9b\xe0]"), _CONSTU]}
 
 
 def section_bytes(elf, name: str) -> bytes | None:
@@ -72,11 +73,11 @@ def section_bytes(elf, name: str) -> bytes | None:
     for i, s in enumerate(elf.sections):
         if s[0] != name:
             continue
-        raw = elf.data[s[3]:s[3] + s[4]]
+        raw = elf.data[s[3]:s[3] + s[4]]  # a copy already (mmap slices are bytes)
         if len(raw) != s[4]:
             raise Unsupported(f"{name} past the end of the file")
         if not _section_flags(elf, i) & SHF_COMPRESSED:
-            return bytes(raw)
+            return raw
         hdr = "<IIQQ" if elf.elfclass == 2 else "<III"
         hdr = elf.endian + hdr[1:]
         ch_type = struct.unpack_from(hdr, raw, 0)[0]
@@ -450,9 +451,9 @@ class Dwarf:
     """The DWARF sections of one ELF file, units made when asked for."""
 
     def __init__(self, info: bytes, abbrev: bytes, strs: bytes | None, line_str: bytes | None,
-                 str_offsets: bytes | None, endian: str):
+                 str_offsets: bytes | None, endian: str, word: int = 8):
         self.info, self.abbrev, self.str, self.line_str = info, abbrev, strs, line_str
-        self.str_offsets, self.endian = str_offsets, endian
+        self.str_offsets, self.endian, self.word = str_offsets, endian, word
         self._abbrevs: dict[int, dict] = {}
         self._units: dict[int, Unit] = {}
         self._starts: list[int] | None = None
@@ -467,7 +468,7 @@ class Dwarf:
         if info is None or abbrev is None:
             raise Unsupported("no .debug_info/.debug_abbrev")
         return cls(info, abbrev, section_bytes(elf, ".debug_str"), section_bytes(elf, ".debug_line_str"),
-                   section_bytes(elf, ".debug_str_offsets"), elf.endian)
+                   section_bytes(elf, ".debug_str_offsets"), elf.endian, elf.word)
 
     def unit_starts(self) -> list[int]:
         if self._starts is None:
@@ -503,7 +504,7 @@ class Dwarf:
         starts = self.unit_starts()
         out: dict[Unit, list[int]] = {}
         d = self.info
-        for pattern in TLS_LOCATIONS:
+        for pattern in TLS_LOCATIONS[self.word]:
             for m in pattern.finditer(d):
                 if d[m.start()] == 0x10 and (m.start() == 0 or d[m.start() - 1] != m.end() - m.start() + 1):
                     continue  # DW_OP_constu without the expression's length byte in front

@@ -87,12 +87,20 @@ def dwarf_tls_variables(elf: ElfFile, names: set[str] | None = None) -> list[Tls
 
 
 def _small_tls_variables(dbg: ElfFile, word: int, symbols: dict[str, Symbol]) -> list[TlsVar]:
+    """Every TLS variable the DWARF describes, by its DWARF name. The units holding a TLS
+    location are read first; only if a TLS symbol is left without a located variable at
+    its offset (aarch64, where GCC gives none) is every DIE read for location-less ones."""
     from memplace.postmortem.dwarf_reader import Dwarf
 
+    dwarf = Dwarf.open(dbg)
     builder = TypeBuilder(word)
     out: list[TlsVar] = []
-    unlocated: dict[str, list] = {}
-    for unit in Dwarf.open(dbg).units():
+    for unit, hits in sorted(dwarf.tls_units().items(), key=lambda u: u[0].offset):
+        _collect(unit.iter_DIEs(within=hits), builder, None, out, {})
+    if {s.value for s in symbols.values()} <= {v.offset for v in out}:
+        return out
+    out, unlocated = [], {}
+    for unit in dwarf.units():
         _collect(unit.iter_DIEs(), builder, symbols, out, unlocated)
     return _add_unlocated(out, unlocated, symbols)
 
@@ -109,7 +117,9 @@ def _big_tls_variables(dbg: ElfFile, word: int, symbols: dict[str, Symbol]) -> l
     found: list[TlsVar] = []
     for unit, hits in sorted(dwarf.tls_units().items(), key=lambda u: u[0].offset):
         _collect(unit.iter_DIEs(within=hits), builder, None, found, {})
-    if not found and symbols:
+    if not symbols:
+        return found
+    if not found:
         return False
     by_offset: dict[int, list[TlsVar]] = {}
     for v in found:
