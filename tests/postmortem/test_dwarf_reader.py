@@ -135,3 +135,45 @@ def test_libc_debug_file_typed_as_drgn_types_it():
     typed = {v.name: v.type.display() for v in mine if v.type is not None}
     assert typed["errno"] == "int" and typed["__libc_errno"] == "int"  # an alias at errno's offset
     assert typed["thread_arena"] == "mstate"
+
+
+class _Hang(Exception):
+    pass
+
+
+def _raise_hang(signum, frame):
+    raise _Hang()
+
+
+def test_damaged_dwarf_gives_an_answer_never_an_error_or_a_hang(tmp_path, monkeypatch):
+    """Bytes of .debug_info and .debug_abbrev overwritten: the reader's Unsupported or
+    IndexError sends the call to pyelftools (or drgn), which answers or says None."""
+    import random
+    import signal
+
+    need("gcc", "gcc")
+    exe = tmp_path / "p"
+    subprocess.run(["gcc", "-g", "-gdwarf-5", "-pthread", "-o", str(exe), str(PROGS / "tlsprog.c")], check=True)
+    data = exe.read_bytes()
+    elf = ElfFile(str(exe))
+    spans = [(s[3], s[4]) for s in elf.sections if s[0] in (".debug_info", ".debug_abbrev")]
+    rng = random.Random(14)  # fixed: the same damages every run
+    old = signal.signal(signal.SIGALRM, _raise_hang)
+    try:
+        for n in range(40):
+            buf = bytearray(data)
+            for _ in range(rng.randint(1, 6)):
+                off, size = rng.choice(spans)
+                buf[off + rng.randrange(size)] = rng.randrange(256)
+            path = tmp_path / f"p{n}"
+            path.write_bytes(bytes(buf))
+            tv._DWARF_CACHE.clear()
+            # Every other one as big DWARF: the unit prefilter and symbol matching.
+            monkeypatch.setattr(tv, "SMALL_DWARF", -1 if n % 2 else 256 << 10)
+            signal.alarm(30)
+            got = tv.dwarf_tls_variables(ElfFile(str(path)))
+            signal.alarm(0)
+            assert got is None or all(isinstance(v, tv.TlsVar) for v in got)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

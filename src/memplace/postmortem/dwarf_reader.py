@@ -245,8 +245,8 @@ class Unit:
             end = self.end  # the unit's DIE: everything
         elif not die.has_children:
             end = die.end_of_attrs
-        elif "DW_AT_sibling" in die.attributes and die.attributes["DW_AT_sibling"].raw_form != 0x10:
-            end = self.offset + die.attributes["DW_AT_sibling"].value
+        elif self._sibling_end(die) is not None:
+            end = self._sibling_end(die)
         else:
             i = die.end_of_attrs
             while True:
@@ -292,6 +292,8 @@ class Unit:
                             continue
                         if sib_at is not None:
                             end = self.offset + self._offset_or_ref(d, j + sib_at[0], sib_at[1])
+                            if not i < end <= self.end:
+                                raise Unsupported(f"DW_AT_sibling of the DIE at {i:#x} points outside it")
                             k = bisect.bisect_left(within, i)
                             if k == len(within) or within[k] >= end:
                                 i = end
@@ -364,7 +366,10 @@ class Unit:
         a = die.attributes.get("DW_AT_sibling")
         if a is None or a.raw_form == 0x10:
             return None
-        return self.offset + a.value
+        end = self.offset + a.value
+        if not die.end_of_attrs <= end <= self.end:
+            raise Unsupported(f"DW_AT_sibling of the DIE at {die.offset:#x} points outside it")
+        return end
 
     def _form_value(self, form: int, d, i: int):
         e = self.dwarf.endian

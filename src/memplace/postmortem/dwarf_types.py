@@ -1,8 +1,8 @@
 """C types as memplace keeps them (`CType`), built from DWARF type DIEs or drgn types.
 
-pyelftools reads the DWARF once per module; its type DIEs become small `CType`
-trees that render bytes quickly (thousands of threads x many variables). A module
-whose DWARF is too big for that is asked through drgn, whose types convert the same way.
+Type DIEs (dwarf_reader.py's, or pyelftools' where that reader cannot) become small
+`CType` trees that render bytes quickly (thousands of threads x many variables). A
+module whose DWARF only drgn reads has its types converted the same way.
 
 >>> t = TypeBuilder(word=8).build(var_die.get_DIE_from_attribute("DW_AT_type"))   # doctest: +SKIP
 >>> t.display(), t.size                                                            # doctest: +SKIP

@@ -3,8 +3,10 @@
 DWARF location expressions (`<const> DW_OP_form_tls_address`) give offsets and
 types; aarch64's location-less variables take the offset of their `STT_TLS`
 symbol; modules without debug info (also under /usr/lib/debug/.build-id) give
-their `STT_TLS` symbols, untyped. Small DWARF is scanned with pyelftools, a big
-one (libc with its -dbg package) is asked through drgn's index.
+their `STT_TLS` symbols, untyped. The DWARF is read by dwarf_reader.py, only in the
+units whose bytes hold a TLS location; a big one (libc with its -dbg package) is then
+matched to the module's STT_TLS symbols. DWARF that reader does not handle goes to
+pyelftools (small) or drgn's index (big).
 
 >>> vars_ = tls_variables(target.exe)                           # doctest: +SKIP
 >>> [(v.name, v.offset, v.type.display()) for v in vars_][:1]   # doctest: +SKIP
@@ -293,8 +295,8 @@ def tls_variables(module, names: set[str] | None = None) -> list[TlsVar]:
 
 def tls_variables_of(modules: list, names: set[str] | None = None) -> list[list[TlsVar]]:
     """tls_variables of each module. Modules missing from the index are read from DWARF in
-    threads of their own: drgn releases the GIL while it indexes libc's debug file, so the
-    program's own DWARF is read by pyelftools meanwhile."""
+    threads of their own: zlib releases the GIL while it decompresses libc6-dbg's
+    .debug_info, so the program's own DWARF is read meanwhile."""
     out: list = [None] * len(modules)
     todo = []
     for i, m in enumerate(modules):
