@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def _builds(tmp: Path) -> list[Path]:
                 ("gcc", PROGS / "tlsprog.c", "cgz", ["-gdwarf-5", "-gz=zlib", "-pthread"]),
                 ("g++", cxx, "cc5", ["-gdwarf-5"]),
                 ("g++", cxx, "cc4", ["-gdwarf-4", "-O1"])]
+    if shutil.which("clang"):  # DWARF 5 with strx/addrx forms
+        variants += [("clang", PROGS / "tlsprog.c", "clang5", ["-pthread"]),
+                     ("clang++", cxx, "clangcc", [])]
     out = []
     for cc, src, name, flags in variants:
         exe = tmp / name

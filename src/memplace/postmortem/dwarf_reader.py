@@ -198,8 +198,11 @@ class Unit:
         self._dies: dict[int, Die | None] = {}
         self._ends: dict[int, int] = {}
         self._layouts: dict[int, tuple] = {}
-        self.str_offsets_base = None
-        top = self.die_at(pos)
+        # The unit's DIE says where its strx strings are, and may name itself with one
+        # (clang's DWARF 5): read it once with strx left unresolved, then again.
+        self.str_offsets_base, self._probing = None, True
+        top = self._parse(pos)
+        self._probing = False
         if top is not None and "DW_AT_str_offsets_base" in top.attributes:
             self.str_offsets_base = top.attributes["DW_AT_str_offsets_base"].value
 
@@ -436,7 +439,9 @@ class Unit:
     def _offset(self, d, i: int) -> int:
         return struct.unpack_from(self.dwarf.endian + ("I" if self.offsize == 4 else "Q"), d, i)[0]
 
-    def _strx(self, idx: int) -> bytes:
+    def _strx(self, idx: int) -> bytes | None:
+        if self._probing:
+            return None
         table = self.dwarf.str_offsets
         if table is None or self.str_offsets_base is None:
             raise Unsupported("strx without .debug_str_offsets")
