@@ -237,10 +237,8 @@ class Unit:
                 attrs[name] = AttributeValue(form, value)
         return Die(self, offset, tag, attrs, children, i)
 
-    def end_of(self, die: Die | None, offset: int | None = None) -> int:
+    def end_of(self, die: Die) -> int:
         """The offset just past a DIE and all its descendants."""
-        if die is None:
-            return self._ends[offset]
         end = self._ends.get(die.offset)
         if end is not None:
             return end

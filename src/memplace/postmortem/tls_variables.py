@@ -60,15 +60,17 @@ def _tls_offset(expr) -> int | None:
 
 
 _DWARF_CACHE: dict[str, list[TlsVar] | None] = {}
-SMALL_DWARF = 256 << 10  # .debug_info bytes (often compressed) below which every DIE is read
+# .debug_info bytes (often compressed) above which a module's variables are its STT_TLS
+# symbols typed from DWARF (libc6-dbg), below which the DWARF's own (qualified) names.
+SMALL_DWARF = 256 << 10
 
 
 def dwarf_tls_variables(elf: ElfFile, names: set[str] | None = None) -> list[TlsVar] | None:
     """TLS variables described by DWARF for a module (None if it has no debug info).
 
-    Read with dwarf_reader.py: small DWARF whole, large DWARF (a libc with its -dbg
-    package) only in the units holding a TLS location, then matched to the STT_TLS
-    symbols. DWARF that reader does not handle goes to pyelftools (small) or drgn (large)."""
+    Read with dwarf_reader.py in the units holding a TLS location; large DWARF (a libc
+    with its -dbg package) is then matched to the STT_TLS symbols. DWARF that reader
+    does not handle goes to pyelftools (small) or drgn (large)."""
     dbg = debug_file(elf)
     if dbg is None:
         return None
