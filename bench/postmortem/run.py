@@ -6,8 +6,10 @@ program's 20 and libc's) of all threads in one run, start-up included, twice ove
 from DWARF in that run) and "warm" (the index made by an earlier run). gdb runs
 `thread apply all print vK` for each K on the same core. The three are run
 interleaved, round after round (order reversed every other round); the table shows
-wall-time medians and their ratios gdb/memplace, and CPU-time medians (user + sys of
-the process and its threads: steadier than wall time on a shared machine). The values of
+wall-time medians, the ratios gdb/memplace (median over the rounds where both ran of
+gdb's time / memplace's time in that round: a slow phase of the shared machine then
+hits both), and CPU-time medians (user + sys of the process and its threads: steadier
+than wall time on a shared machine). The values of
 the 20 variables are checked equal between memplace and gdb. `memplace keys` on the
 same core is timed too (no gdb equivalent: gdb cannot call pthread_getspecific in a
 core).
@@ -118,9 +120,10 @@ def bench_size(tmp: Path, exe: Path, n: int, runs: int, gdb_runs: int) -> str:
     same = len(a) == n * NVARS and a == b and memplace_values(outs["cold"]) == a
     med = {k: statistics.median(v) for k, v in t.items()}
     mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+    ratio = {k: statistics.median(g / m for g, m in zip(t["gdb"], t[k])) for k in ("cold", "warm")}
     core.unlink()
     return (f"{n:>8} {med['cold']:>9.3f} {med['warm']:>9.3f} {med['gdb']:>9.3f} "
-            f"{med['gdb'] / med['cold']:>10.2f}x {med['gdb'] / med['warm']:>10.2f}x {med['keys']:>9.3f}"
+            f"{ratio['cold']:>10.2f}x {ratio['warm']:>10.2f}x {med['keys']:>9.3f}"
             f"  | cpu {mcpu['cold']:>7.3f} {mcpu['warm']:>7.3f} {mcpu['gdb']:>7.3f}"
             f"  {'equal' if same else 'DIFFER'} ({len(a)} vs {len(b)} values)")
 

@@ -45,6 +45,7 @@ _EHDR = {1: "16sHHIIIIIHHHHHH", 2: "16sHHIQQQIHHHHHH"}
 _PHDR = {1: "IIIIIIII", 2: "IIQQQQQQ"}  # 32-bit order differs: see _phdr()
 _SHDR = {1: "IIIIIIIIII", 2: "IIQQQQIIQQ"}
 _SYM = {1: "IIIBBH", 2: "IBBHQQ"}
+_TLS_INFO = bytes(1 if i & 0xF == STT_TLS else 0 for i in range(256))  # st_info values of TLS symbols
 
 
 @dataclass(frozen=True)
@@ -236,19 +237,28 @@ class ElfFile:
                     out[k] = s
         return out
 
-    def _raw_symbols(self):
+    def _raw_symbols(self, kinds: bytes | None = None):
         """(st_name, value, size, info, shndx, string table offset) of every entry of .dynsym,
         then .symtab, unpacked in bulk with no name decoded (a libc debug file has tens of
-        thousands of symbols; callers decode the few they keep)."""
+        thousands of symbols; callers decode the few they keep). With `kinds` (a 256-byte
+        table, nonzero for the st_info values wanted), only those entries: the st_info bytes
+        are picked out of the table with one slice, so the others are never unpacked."""
         fmt = self.endian + _SYM[self.elfclass]
         n = struct.calcsize(fmt)
+        info_at = 4 if self.elfclass == 2 else 12
         secs = self.sections
         for want in (SHT_DYNSYM, SHT_SYMTAB):
             for _, typ, _, off, size, link, _ in secs:
                 if typ != want or link >= len(secs) or off + size > len(self.data) or size < n:
                     continue
                 stroff = secs[link][3]
-                for ent in struct.iter_unpack(fmt, self.data[off:off + (size // n) * n]):
+                table = self.data[off:off + (size // n) * n]
+                if kinds is None:
+                    ents = struct.iter_unpack(fmt, table)
+                else:
+                    hits = table[info_at::n].translate(kinds)
+                    ents = (struct.unpack_from(fmt, table, m.start() * n) for m in re.finditer(b"[^\0]", hits))
+                for ent in ents:
                     if self.elfclass == 1:
                         st_name, value, sz, info, _, shndx = ent
                     else:
@@ -262,7 +272,7 @@ class ElfFile:
         Scans the raw tables and decodes only TLS entries' names: a libc debug file
         has tens of thousands of symbols and a handful of TLS ones."""
         seen: dict[str, Symbol] = {}
-        for st_name, value, sz, info, shndx, stroff in self._raw_symbols():
+        for st_name, value, sz, info, shndx, stroff in self._raw_symbols(_TLS_INFO):
             if info & 0xF != STT_TLS or not shndx or not st_name:
                 continue
             name = self._str(stroff, st_name).split("@", 1)[0]

@@ -141,13 +141,12 @@ def _heavy_imports(*args: str, env: dict) -> list[str]:
     return r.stderr.split()
 
 
-def test_help_and_warm_tls_import_no_heavy_modules(owner_core, tmp_path):
+def test_help_and_tls_import_no_heavy_modules(owner_core, tmp_path):
     core, _ = owner_core
     env = dict(os.environ, MEMPLACE_CACHE=str(tmp_path / "cache"))
     assert _heavy_imports("--help", env=env) == []
-    first = _heavy_imports("tls", str(core), env=env)  # builds libc's TLS index from its DWARF
-    if _libc_debug_file():
-        assert "drgn" in first
+    # A cold cache: the program's and libc6-dbg's DWARF are read by dwarf_reader.py, not
+    # by pyelftools or drgn.
     assert _heavy_imports("tls", str(core), env=env) == []  # the index on disk: no DWARF reader
     assert _heavy_imports("keys", str(core), env=env) == []
     assert list((tmp_path / "cache" / "tls").glob("*.json"))

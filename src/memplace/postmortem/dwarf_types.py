@@ -1,8 +1,8 @@
 """C types as memplace keeps them (`CType`), built from DWARF type DIEs or drgn types.
 
-pyelftools reads the DWARF once per module; its type DIEs become small `CType`
-trees that render bytes quickly (thousands of threads x many variables). A module
-whose DWARF is too big for that is asked through drgn, whose types convert the same way.
+Type DIEs (dwarf_reader.py's, or pyelftools' where that reader cannot) become small
+`CType` trees that render bytes quickly (thousands of threads x many variables). A
+module whose DWARF only drgn reads has its types converted the same way.
 
 >>> t = TypeBuilder(word=8).build(var_die.get_DIE_from_attribute("DW_AT_type"))   # doctest: +SKIP
 >>> t.display(), t.size                                                            # doctest: +SKIP
@@ -57,20 +57,26 @@ def attr(die, name, default=None):
 
 
 class TypeBuilder:
-    def __init__(self, word: int):
-        self.word = word
-        self.cache: dict[int, CType] = {}
+    """CTypes from type DIEs (pyelftools' or dwarf_reader's). With `shallow_pointers`, a
+    struct behind a pointer keeps its name and size but not its members, as
+    `from_drgn_type` does: rendering a pointer never reads them, and libc's
+    `struct link_map *` would drag in thousands of DIEs."""
 
-    def ref(self, die) -> CType | None:
+    def __init__(self, word: int, shallow_pointers: bool = False):
+        self.word = word
+        self.shallow_pointers = shallow_pointers
+        self.cache: dict[tuple[int, bool], CType] = {}
+
+    def ref(self, die, shallow: bool = False) -> CType | None:
         if "DW_AT_type" not in die.attributes:
             return None
         try:
-            return self.build(die.get_DIE_from_attribute("DW_AT_type"))
+            return self.build(die.get_DIE_from_attribute("DW_AT_type"), shallow)
         except Exception:  # noqa: BLE001 - a broken reference is "unknown", not a crash
             return CType("unknown", "?")
 
-    def build(self, die) -> CType:
-        key = die.offset
+    def build(self, die, shallow: bool = False) -> CType:
+        key = (die.offset, shallow)
         if key in self.cache:
             return self.cache[key]
         tag = die.tag
@@ -85,11 +91,11 @@ class TypeBuilder:
         elif tag in ("DW_TAG_pointer_type", "DW_TAG_reference_type", "DW_TAG_rvalue_reference_type",
                      "DW_TAG_ptr_to_member_type"):
             t.kind, t.size = "pointer", size or self.word
-            t.target = self.ref(die) or CType("void", "void")
+            t.target = self.ref(die, self.shallow_pointers) or CType("void", "void")
         elif tag in ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type",
                      "DW_TAG_restrict_type", "DW_TAG_atomic_type"):
             t.kind = "typedef"
-            t.target = self.ref(die) or CType("void", "void")
+            t.target = self.ref(die, shallow) or CType("void", "void")
             if tag != "DW_TAG_typedef":
                 q = tag[len("DW_TAG_"):-len("_type")]
                 t.name = f"{q} {t.target.display()}"
@@ -97,7 +103,7 @@ class TypeBuilder:
         elif tag in ("DW_TAG_structure_type", "DW_TAG_class_type", "DW_TAG_union_type"):
             t.kind = {"DW_TAG_structure_type": "struct", "DW_TAG_class_type": "class",
                       "DW_TAG_union_type": "union"}[tag]
-            for c in die.iter_children():
+            for c in die.iter_children() if not shallow else ():
                 if c.tag not in ("DW_TAG_member", "DW_TAG_inheritance"):
                     continue
                 if c.tag == "DW_TAG_member" and ("DW_AT_external" in c.attributes or "DW_AT_declaration" in c.attributes):
@@ -118,7 +124,7 @@ class TypeBuilder:
                 t.members.append((mname, off, mtype, bit_size, bit_off))
         elif tag == "DW_TAG_array_type":
             t.kind = "array"
-            t.target = self.ref(die) or CType("unknown", "?")
+            t.target = self.ref(die, shallow) or CType("unknown", "?")
             for c in die.iter_children():
                 if c.tag == "DW_TAG_subrange_type":
                     if "DW_AT_count" in c.attributes:

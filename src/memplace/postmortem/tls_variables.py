@@ -3,8 +3,10 @@
 DWARF location expressions (`<const> DW_OP_form_tls_address`) give offsets and
 types; aarch64's location-less variables take the offset of their `STT_TLS`
 symbol; modules without debug info (also under /usr/lib/debug/.build-id) give
-their `STT_TLS` symbols, untyped. Small DWARF is scanned with pyelftools, a big
-one (libc with its -dbg package) is asked through drgn's index.
+their `STT_TLS` symbols, untyped. The DWARF is read by dwarf_reader.py, only in the
+units whose bytes hold a TLS location; a big one (libc with its -dbg package) is then
+matched to the module's STT_TLS symbols. DWARF that reader does not handle goes to
+pyelftools (small) or drgn's index (big).
 
 >>> vars_ = tls_variables(target.exe)                           # doctest: +SKIP
 >>> [(v.name, v.offset, v.type.display()) for v in vars_][:1]   # doctest: +SKIP
@@ -58,34 +60,87 @@ def _tls_offset(expr) -> int | None:
 
 
 _DWARF_CACHE: dict[str, list[TlsVar] | None] = {}
-SMALL_DWARF = 256 << 10  # .debug_info bytes (often compressed) below which a pyelftools scan is quick
+# .debug_info bytes (often compressed) above which a module's variables are its STT_TLS
+# symbols typed from DWARF (libc6-dbg), below which the DWARF's own (qualified) names.
+SMALL_DWARF = 256 << 10
 
 
 def dwarf_tls_variables(elf: ElfFile, names: set[str] | None = None) -> list[TlsVar] | None:
     """TLS variables described by DWARF for a module (None if it has no debug info).
 
-    Small DWARF is scanned whole with pyelftools; large DWARF (a libc with its
-    -dbg package) is asked through drgn's index, one STT_TLS symbol at a time."""
+    Read with dwarf_reader.py in the units holding a TLS location; large DWARF (a libc
+    with its -dbg package) is then matched to the STT_TLS symbols. DWARF that reader
+    does not handle goes to pyelftools (small) or drgn (large)."""
     dbg = debug_file(elf)
     if dbg is None:
         return None
-    info = dbg.section(".debug_info")
-    if info[4] > SMALL_DWARF:
-        return _drgn_tls_variables(elf, dbg, names)
     if dbg.path in _DWARF_CACHE:
         return _DWARF_CACHE[dbg.path]
     syms = {s.name: s for s in elf.tls_symbols}
     syms.update({s.name: s for s in dbg.tls_symbols if s.name not in syms})
-    out = _pyelftools_tls_variables(dbg.path, elf.word, syms)
-    _DWARF_CACHE[dbg.path] = out
+    big = dbg.section(".debug_info")[4] > SMALL_DWARF
+    try:
+        out = _big_tls_variables(dbg, elf.word, syms) if big else _small_tls_variables(dbg, elf.word, syms)
+    except Exception:  # noqa: BLE001 - Unsupported or corrupt for the small reader: the full ones
+        out = False
+    if out is False:
+        out = _drgn_tls_variables(elf, dbg, names) if big else _pyelftools_tls_variables(dbg.path, elf.word, syms)
+    if not big:
+        _DWARF_CACHE[dbg.path] = out
+    return out
+
+
+def _small_tls_variables(dbg: ElfFile, word: int, symbols: dict[str, Symbol]) -> list[TlsVar]:
+    """Every TLS variable the DWARF describes, by its DWARF name. The units holding a TLS
+    location are read first; only if a TLS symbol is left without a located variable at
+    its offset (aarch64, where GCC gives none) is every DIE read for location-less ones."""
+    from memplace.postmortem.dwarf_reader import Dwarf
+
+    dwarf = Dwarf.open(dbg)
+    builder = TypeBuilder(word)
+    out: list[TlsVar] = []
+    for unit, hits in sorted(dwarf.tls_units().items(), key=lambda u: u[0].offset):
+        _collect(unit.iter_DIEs(within=hits), builder, None, out, {})
+    if {s.value for s in symbols.values()} <= {v.offset for v in out}:
+        return out
+    out, unlocated = [], {}
+    for unit in dwarf.units():
+        _collect(unit.iter_DIEs(), builder, symbols, out, unlocated)
+    return _add_unlocated(out, unlocated, symbols)
+
+
+def _big_tls_variables(dbg: ElfFile, word: int, symbols: dict[str, Symbol]) -> list[TlsVar] | bool:
+    """A big module's TLS symbols, typed from the DWARF variables located at their offsets
+    (the same name first, else an alias of the same size: `__libc_errno` is `errno`).
+    Only the units whose bytes hold a TLS location are read. False when no variable has a
+    location (GCC on aarch64 gives none): drgn then looks the symbols up by name."""
+    from memplace.postmortem.dwarf_reader import Dwarf
+
+    dwarf = Dwarf.open(dbg)
+    builder = TypeBuilder(word, shallow_pointers=True)
+    found: list[TlsVar] = []
+    for unit, hits in sorted(dwarf.tls_units().items(), key=lambda u: u[0].offset):
+        _collect(unit.iter_DIEs(within=hits), builder, None, found, {})
+    if not symbols:
+        return found
+    if not found:
+        return False
+    by_offset: dict[int, list[TlsVar]] = {}
+    for v in found:
+        by_offset.setdefault(v.offset, []).append(v)
+    out = []
+    for s in sorted(symbols.values(), key=lambda s: s.value):
+        here = [v for v in by_offset.get(s.value, ()) if v.type is not None]
+        same = [v for v in here if v.name.rsplit("::", 1)[-1] == s.name]
+        alias = [v for v in here if not s.size or v.size == s.size]
+        pick = (same or alias or [None])[0]
+        out.append(TlsVar(s.name, s.value, s.size, pick.type if pick is not None else None))
     return out
 
 
 def _pyelftools_tls_variables(path: str, word: int, symbols: dict[str, Symbol]) -> list[TlsVar] | None:
-    """TLS variables from DWARF. Those with a TLS location expression carry their offset;
-    GCC on aarch64 gives TLS variables no DW_AT_location at all, so a located-nowhere
-    variable definition takes its offset from the module's STT_TLS symbol of that name."""
-    from elftools.elf.elffile import ELFFile  # deferred: only modules with DWARF pay for it
+    """TLS variables from DWARF read by pyelftools (what dwarf_reader.py does not handle)."""
+    from elftools.elf.elffile import ELFFile  # deferred: only unusual DWARF pays for it
 
     out: list[TlsVar] = []
     unlocated: dict[str, list] = {}  # symbol name -> [(qualified name, type)] of location-less definitions
@@ -99,32 +154,44 @@ def _pyelftools_tls_variables(path: str, word: int, symbols: dict[str, Symbol]) 
             dwarf = ef.get_dwarf_info(relocate_dwarf_sections=ef["e_type"] == "ET_REL")
             builder = TypeBuilder(word)
             for cu in dwarf.iter_CUs():
-                for die in cu.iter_DIEs():
-                    if die.tag != "DW_TAG_variable":
-                        continue
-                    if "DW_AT_location" not in die.attributes:
-                        if symbols and "DW_AT_declaration" not in die.attributes and "DW_AT_name" in die.attributes:
-                            _note_unlocated(die, symbols, builder, unlocated)
-                        continue
-                    loc = die.attributes["DW_AT_location"]
-                    if loc.form not in ("DW_FORM_exprloc", "DW_FORM_block1", "DW_FORM_block"):
-                        continue
-                    off = _tls_offset(loc.value)
-                    if off is None:
-                        continue
-                    decl = die
-                    if "DW_AT_specification" in die.attributes:
-                        decl = die.get_DIE_from_attribute("DW_AT_specification")
-                    elif "DW_AT_abstract_origin" in die.attributes:
-                        decl = die.get_DIE_from_attribute("DW_AT_abstract_origin")
-                    name = _qualified_name(decl)
-                    ctype = builder.ref(decl) or builder.ref(die)
-                    size = ctype.strip().size if ctype else 0
-                    if ctype is not None and ctype.kind == "array":
-                        size = ctype.size
-                    out.append(TlsVar(name, off, size, ctype))
+                _collect(cu.iter_DIEs(), builder, symbols, out, unlocated)
     except Exception:  # noqa: BLE001 - corrupt DWARF: fall back to symbols, never crash
         return None
+    return _add_unlocated(out, unlocated, symbols)
+
+
+def _collect(dies, builder: TypeBuilder, symbols: dict[str, Symbol] | None, out: list, unlocated: dict) -> None:
+    """Append the TLS variables among `dies` to `out`. Those with a TLS location expression
+    carry their offset; GCC on aarch64 gives TLS variables no DW_AT_location at all, so a
+    located-nowhere variable definition is noted in `unlocated`, to take its offset from
+    the module's STT_TLS symbol of that name."""
+    for die in dies:
+        if die.tag != "DW_TAG_variable":
+            continue
+        if "DW_AT_location" not in die.attributes:
+            if symbols and "DW_AT_declaration" not in die.attributes and "DW_AT_name" in die.attributes:
+                _note_unlocated(die, symbols, builder, unlocated)
+            continue
+        loc = die.attributes["DW_AT_location"]
+        if loc.form not in ("DW_FORM_exprloc", "DW_FORM_block1", "DW_FORM_block"):
+            continue
+        off = _tls_offset(loc.value)
+        if off is None:
+            continue
+        decl = die
+        if "DW_AT_specification" in die.attributes:
+            decl = die.get_DIE_from_attribute("DW_AT_specification")
+        elif "DW_AT_abstract_origin" in die.attributes:
+            decl = die.get_DIE_from_attribute("DW_AT_abstract_origin")
+        name = _qualified_name(decl)
+        ctype = builder.ref(decl) or builder.ref(die)
+        size = ctype.strip().size if ctype else 0
+        if ctype is not None and ctype.kind == "array":
+            size = ctype.size
+        out.append(TlsVar(name, off, size, ctype))
+
+
+def _add_unlocated(out: list[TlsVar], unlocated: dict, symbols: dict[str, Symbol]) -> list[TlsVar]:
     located = {v.name for v in out}
     for sym_name, defs in unlocated.items():
         # One definition per symbol, else we cannot tell which CU's static it is: raw bytes then.
@@ -230,8 +297,8 @@ def tls_variables(module, names: set[str] | None = None) -> list[TlsVar]:
 
 def tls_variables_of(modules: list, names: set[str] | None = None) -> list[list[TlsVar]]:
     """tls_variables of each module. Modules missing from the index are read from DWARF in
-    threads of their own: drgn releases the GIL while it indexes libc's debug file, so the
-    program's own DWARF is read by pyelftools meanwhile."""
+    threads of their own: zlib releases the GIL while it decompresses libc6-dbg's
+    .debug_info, so the program's own DWARF is read meanwhile."""
     out: list = [None] * len(modules)
     todo = []
     for i, m in enumerate(modules):
