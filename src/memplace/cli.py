@@ -19,6 +19,7 @@ from memplace.errors import UserError
 SUBCOMMANDS = {
     "tls": "memplace.commands.postmortem:tls_command",
     "keys": "memplace.commands.postmortem:keys_command",
+    "gdb-script": "memplace.commands.postmortem:gdb_script_command",
     "run": "memplace.commands.run:run_command",
     "devices": "memplace.commands.devices:devices_command",
     "policy": "memplace.commands.policy:policy_group",

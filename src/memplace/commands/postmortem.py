@@ -19,6 +19,7 @@ import click
 
 from memplace.commands.options import PID, TID
 from memplace.errors import UserError
+from memplace.postmortem.text import count, keys_parts, keys_text, thread_title, tls_text
 
 
 def _open(core: str | None, pid: int | None, exe: str | None, sysroot: str | None):
@@ -90,7 +91,7 @@ def tls_command(args, tids, group, exe, sysroot, pid, as_json):
     if sys.stdout.isatty():
         _tls_rich(target, rows)
     else:
-        _tls_plain(target, rows)
+        sys.stdout.write(tls_text(target, rows) + "\n")
 
 
 def _tls_grouped(sources: list[str], names: list[str], exe, sysroot, is_pid: bool, as_json: bool) -> None:
@@ -119,7 +120,7 @@ def _tls_grouped(sources: list[str], names: list[str], exe, sysroot, is_pid: boo
         sys.stdout.write("\n")
         return
     what = "pid" if is_pid else "core"
-    out = [f"{_count(len(images), what)}, {_count(nthreads, 'thread')}, threads grouped by value"]
+    out = [f"{count(len(images), what)}, {count(nthreads, 'thread')}, threads grouped by value"]
     for vg in variables:
         parts = []
         for g in vg.groups[:GROUP_LINES]:
@@ -127,10 +128,10 @@ def _tls_grouped(sources: list[str], names: list[str], exe, sysroot, is_pid: boo
             where = ""
             if g.count <= GROUP_EXAMPLES:
                 where = ": " + ", ".join(f"{s} tid {t}" if len(images) > 1 else f"tid {t}" for s, t in g.threads)
-            parts.append(f"= {shown} in {_count(g.count, 'thread')}{where}")
+            parts.append(f"= {shown} in {count(g.count, 'thread')}{where}")
         rest = vg.groups[GROUP_LINES:]
         if rest:
-            parts.append(f"{_count(len(rest), 'other value')} in {_count(sum(g.count for g in rest), 'thread')}")
+            parts.append(f"{count(len(rest), 'other value')} in {count(sum(g.count for g in rest), 'thread')}")
         out.append(f"{vg.module}:{vg.name} ({vg.type}) " + "; ".join(parts))
     sys.stdout.write("\n".join(out) + "\n")
 
@@ -145,35 +146,15 @@ def _header(target) -> dict:
             "notes": target.notes}
 
 
-def _count(n: int, what: str) -> str:
-    """'1 thread', '8 threads'."""
-    return f"{n:,} {what}" + ("" if n == 1 else "s")
-
-
-def _thread_title(th) -> str:
-    tp = f"tp {th.tp:#x}" if th.tp is not None else "tp unknown"
-    return f"thread {th.tid} ({tp}){'  <- crashed' if th.crashed else ''}"
-
-
-def _tls_plain(target, rows) -> None:
-    out = [f"{target.where}: {target.arch.name}, {target.libc}, {_count(len(rows), 'thread')}"]
-    for th, vals in rows:
-        out.append(_thread_title(th))
-        for v in vals:
-            shown = v.text if v.state == "ok" else f"<{v.state}>"
-            out.append(f"  {v.module}:{v.name} ({v.type}) = {shown}")
-    sys.stdout.write("\n".join(out) + "\n")
-
-
 def _tls_rich(target, rows) -> None:
     from rich.table import Table
 
     from memplace.console import console
 
     con = console()
-    con.print(f"[bold]{target.where}[/]: {target.arch.name}, {target.libc}, {_count(len(rows), 'thread')}")
+    con.print(f"[bold]{target.where}[/]: {target.arch.name}, {target.libc}, {count(len(rows), 'thread')}")
     for th, vals in rows:
-        t = Table(title=_thread_title(th), title_justify="left", show_edge=False)
+        t = Table(title=thread_title(th), title_justify="left", show_edge=False)
         for c in ("module", "variable", "type", "value"):
             t.add_column(c, overflow="fold")
         for v in vals:
@@ -202,34 +183,11 @@ def keys_command(core, exe, sysroot, pid, as_json):
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return
-    in_use = sum(k.in_use for k in rep.keys)
-    title = f"{target.where}: {target.libc}, {_count(in_use, 'key')} in use, {_count(len(rep.values), 'value')}"
-    keys = [[str(k.key), "" if k.seq is None else str(k.seq), _key_text(k)] for k in rep.keys]
-    values = [[str(v.tid) + ("  <- crashed" if v.tid in crashed else ""), str(v.key), f"{v.value:#x}",
-               v.points_to or "", v.status] for v in rep.values]
-    findings = [f"misuse: thread {f.tid} key {f.key}: {f.message}" for f in rep.findings]
+    title, keys, values, findings = keys_parts(target, rep)
     if sys.stdout.isatty():
         _keys_rich(title, keys, values, findings)
         return
-    from memplace.console import plain_table
-
-    out = [title, plain_table(["key", "seq", "destructor"], keys)]
-    if values:
-        out.append(plain_table(["thread", "key", "value", "points to", "status"], values))
-    sys.stdout.write("\n".join(out + findings) + "\n")
-
-
-def _key_text(k) -> str:
-    """The destructor (or, without one, the statics holding the key's number), and whether in use."""
-    if k.destructor_name or k.destructor:
-        text = k.destructor_name or f"{k.destructor:#x}"
-    elif len(k.holders) == 1:
-        text = f"- (held by {k.holders[0]}, a guess)"
-    elif k.holders:
-        text = f"- (held by one of {', '.join(k.holders)}: a guess)"
-    else:
-        text = "-"
-    return text + ("" if k.in_use else "  (not in use)")
+    sys.stdout.write(keys_text(title, keys, values, findings) + "\n")
 
 
 def _keys_rich(title: str, keys: list, values: list, findings: list[str]) -> None:
@@ -251,3 +209,14 @@ def _keys_rich(title: str, keys: list, values: list, findings: list[str]) -> Non
         con.print(t)
     for f in findings:
         con.print(f"[bold red]misuse[/]{escape(f[len('misuse'):])}")
+
+
+@click.command("gdb-script", context_settings={"help_option_names": ["-h", "--help"]})
+def gdb_script_command():
+    """Path of the gdb commands mp-tls and mp-keys: gdb -ex "source $(memplace gdb-script)" PROG CORE."""
+    import memplace
+
+    path = os.path.join(os.path.dirname(os.path.abspath(memplace.__file__)), "postmortem", "gdb_commands.py")
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: missing from this installation of memplace")
+    click.echo(path)

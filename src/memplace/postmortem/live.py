@@ -62,8 +62,12 @@ def _maps(pid: int) -> list[Mapping]:
     return out
 
 
-def open_pid(pid: int) -> Target:
-    """Open a running process (same user or root) as a Target."""
+def open_pid(pid: int, thread_pointers=None) -> Target:
+    """Open a running process (same user or root) as a Target.
+
+    `thread_pointers(tids) -> {tid: tp}` is asked for the threads glibc's lists do not
+    give, before ptrace is tried: a debugger that has the process stopped (gdb's `mp-tls`)
+    knows them, and memplace cannot seize a thread that is already traced."""
     where = f"process {pid}"
     if not os.path.isdir(f"/proc/{pid}"):
         raise UserError(f"{where}: no such process")
@@ -93,6 +97,9 @@ def open_pid(pid: int) -> Target:
     if target.glibc is not None:
         tps = {tid: pd - target.pthread_offset for tid, pd in glibc_threads_in_memory(target).items()}
     missing = [t for t in tids if t not in tps]
+    if missing and thread_pointers is not None:
+        tps.update(thread_pointers(missing))
+        missing = [t for t in tids if t not in tps]
     if missing and arch.name == "x86_64":
         tps.update(_ptrace_fs_base(missing))
     target.threads = [Thread(t, tps.get(t)) for t in tids]
