@@ -276,6 +276,7 @@ OPTION_CASES = [
     ("demo--dir-missing-parent", lambda g: ["demo", "--dir", str(g.root / "missing" / "demo")], "missing"),
     ("demo--dir-file", lambda g: ["demo", "--dir", g.good["toml"]], "good.toml"),
     ("demo--dir-under-file", lambda g: ["demo", "--dir", g.good["toml"] + "/demo"], "good.toml"),
+    ("gdb-script-extra-argument", lambda g: ["gdb-script", "extra"], "extra"),
     ("unknown-command", lambda g: ["frobnicate"], "frobnicate"),
 ]
 
