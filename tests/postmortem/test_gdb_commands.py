@@ -164,3 +164,16 @@ def test_mp_tls_on_a_live_process_gdb_attached_to(script, tmp_path, cc):
     finally:
         p.kill()
         p.wait()
+
+
+@pytest.mark.parametrize("cc", ["gcc", "musl-gcc"])
+def test_mp_tls_on_a_program_gdb_runs_stopped_at_its_crash(script, tmp_path, cc):
+    """`run` until a worker's SIGSEGV: `mp-tls -t` answers for the thread gdb stopped in."""
+    need(cc, "musl-tools" if cc == "musl-gcc" else "gcc")
+    exe = build(tmp_path, "tlsprog.c", "prog", *(["-pthread"] if cc == "gcc" else []), cc=cc)
+    out = tmp_path / "out.txt"
+    text = gdb(script, f"run segv > {out}", "mp-tls -t t_long t_arr", "kill", target=[str(exe)])
+    assert "SIGSEGV" in text, text
+    segv = {k: v for k, v in printed(out.read_text()).items() if k[1] in ("t_long", "t_arr")}
+    tid = next(t for (t, n), v in segv.items() if n == "t_long" and v == "1002")  # worker 2 crashes
+    assert mp_tls_values(text) == {(tid, "t_long"): "1002", (tid, "t_arr"): segv[(tid, "t_arr")]}, text

@@ -81,6 +81,8 @@ def _define_commands(gdb) -> None:
             if hit is None or hit[0] != (st.st_size, st.st_mtime_ns):
                 hit = cache[key] = ((st.st_size, st.st_mtime_ns), open_core(core, exe=exe, sysroot=sysroot))
             return hit[1]
+        if kind not in (None, "native"):
+            raise UserError(f"the inferior is on a {kind} target: mp-tls and mp-keys read cores and local processes")
         if inf.pid > 0:
             from memplace.postmortem.live import open_pid
 
