@@ -75,7 +75,10 @@ def _define_commands(gdb) -> None:
             exe = exe if exe and os.path.isfile(exe) else None
             sysroot = gdb.parameter("sysroot") or ""
             sysroot = sysroot if sysroot not in ("", "/") and os.path.isdir(sysroot) else None
-            st = os.stat(core)
+            try:
+                st = os.stat(core)
+            except OSError as e:
+                raise UserError(f"core {core}: {e.strerror}") from None
             key = (core, exe, sysroot)
             hit = cache.get(key)
             if hit is None or hit[0] != (st.st_size, st.st_mtime_ns):
