@@ -234,6 +234,22 @@ def test_hot_table_gets_far_more_accesses_per_byte_and_reads_writes_are_right(tm
     assert sum(table.sampled["read_samples_timeline"]) == table.sampled["read_samples"]
     assert len(table.sampled["reads_timeline"]) == len(table.live)
     assert idle.sampled["few_samples"] and not table.sampled["few_samples"]
+    # the absolute figures are labelled as time-weighted estimates, the assumption named:
+    # in the profile, the advice and the report (text and page)
+    assert sampling["estimator"]["scale"] == "assumed" and "1 instruction per ns" in sampling["estimator"]["note"]
+    path = json.loads(r.stderr.strip().splitlines()[-1])["profiles"][0]
+    advice = subprocess.run([sys.executable, "-m", "memplace", "advise", path, "--json",
+                             "--device", "fast=numa:0,latency=80ns,capacity=8MiB",
+                             "--device", "slow=numa:0,latency=300ns"], capture_output=True, text=True)
+    assert advice.returncode == 0, advice.stderr
+    assert any("time-weighted estimates" in n for n in json.loads(advice.stdout)["notes"]), advice.stdout
+    html = tmp_path / "report.html"
+    rep = subprocess.run([sys.executable, "-m", "memplace", "report", "--profile", path, "--json",
+                          "--html", str(html)], capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    summary = json.loads(rep.stdout)
+    assert summary["accesses_estimated"] and any("time-weighted estimates" in n for n in summary["notes"])
+    assert "(estimated)" in html.read_text()
 
 
 def test_blocks_found_far_from_their_start_and_freed_ones_not_at_all(tmp_path):
