@@ -22,6 +22,7 @@ Target: sampling's own share, profile+sampling / profile, at most 1.05 (1.10 cei
 
     python bench/access/run.py [--runs 7] [--scale 3] [--rate N] [--workload W]...
                                [--pitzdaily] [--dhat-runs 1] [--no-dhat] [--instructions] [--json]
+    python bench/access/run.py --workload pitzDaily --runs 5     # pitzDaily alone
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--scale", type=float, default=3.0, help="work per run of the C workloads")
     ap.add_argument("--rate", type=int, default=DEFAULT_RATE, help="samples per CPU-second asked")
-    ap.add_argument("--workload", action="append", choices=WORKLOADS)
+    ap.add_argument("--workload", action="append", choices=[*WORKLOADS, "pitzDaily"],
+                    help="run only these (default: the C workloads, and pitzDaily with --pitzdaily)")
     ap.add_argument("--pitzdaily", action="store_true", help="also OpenFOAM pitzDaily (slow: DHAT takes minutes)")
     ap.add_argument("--dhat-runs", type=int, default=1)
     ap.add_argument("--no-dhat", action="store_true", help="skip DHAT (no DHAT ratio, no agreement)")
@@ -182,9 +184,10 @@ def main() -> int:
         tmp = Path(tmp)
         prog = str(build(HERE / "workloads.c", tmp / "workloads"))
         base = {k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "MEMPLACE_"))}
+        chosen = args.workload or [*WORKLOADS, *(["pitzDaily"] if args.pitzdaily else [])]
         loads = [Workload(w, [prog, w, str(args.scale)], base, tmp, args.rate)
-                 for w in args.workload or WORKLOADS]
-        if args.pitzdaily:
+                 for w in chosen if w in WORKLOADS]
+        if "pitzDaily" in chosen:
             p = pitzdaily(tmp, args.rate)
             if p:
                 loads.append(p)
