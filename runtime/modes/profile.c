@@ -643,8 +643,12 @@ static void start_sampling(void)
         for (int i = 0; i < START_MAPS; i++) {
             void *m = mmap(NULL, map_top_entries(&start_maps[i]) * sizeof(uintptr_t *), PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (m == MAP_FAILED)
-                return; /* sampling stays off: the profile says "off" with the sampler's reason */
+            if (m == MAP_FAILED) {
+                for (int j = 0; j < i; j++) /* give the address space back to the program */
+                    munmap(start_maps[j].leaves, map_top_entries(&start_maps[j]) * sizeof(uintptr_t *));
+                mp_sampler_refuse("cannot map the start maps of big blocks");
+                return;
+            }
             start_maps[i].leaves = m;
         }
         __atomic_store_n(&sampling, 1, __ATOMIC_RELEASE);
@@ -683,6 +687,12 @@ int mp_profile_start(const char *d, const char **why)
         shards[i].slots = m;
     }
     if (!sites || !site_slots || !shards[SHARDS - 1].slots) {
+        /* give the address space back: under `ulimit -v` the program needs it (its malloc
+         * returned NULL when the shards mapped so far stayed) */
+        for (int i = 0; i < SHARDS && shards[i].slots; i++) {
+            munmap(shards[i].slots, SHARD_SLOTS * sizeof(struct block));
+            shards[i].slots = NULL;
+        }
         *why = "cannot map the profile tables";
         return -1;
     }

@@ -406,6 +406,13 @@ int mp_sampler_start(int samples_per_cpu_second, mp_sampler_hook h)
     return 0;
 }
 
+/* Sampling cannot start for a reason of the mode's (its tables): the profile says why. */
+void mp_sampler_refuse(const char *why)
+{
+    state = MP_SAMPLER_FAILED;
+    reason = why;
+}
+
 /* Stop for good: the timer is deleted (its pending signal with it). */
 static void stop(int new_state, const char *why)
 {

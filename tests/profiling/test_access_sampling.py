@@ -278,6 +278,18 @@ def test_program_output_and_status_unchanged(tmp_path):
     assert p.meta["access_sampling"]["state"] == "on"
 
 
+def test_profile_tables_that_cannot_be_mapped_leave_the_program_its_address_space(tmp_path):
+    """Under `ulimit -v` too small for the profile's tables the runtime runs transparent,
+    and gives back what it had mapped: the program's 80 MiB of mallocs still succeed
+    (they returned NULL, and the program crashed, while the tables mapped so far stayed)."""
+    exe = build(tmp_path, "hot", HOT)
+    bare = subprocess.run([str(exe), "1000"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(tmp_path / "out"), "--",
+                        "bash", "-c", f"ulimit -v 400000 && exec {exe} 1000"], capture_output=True, text=True)
+    assert "cannot map the profile tables" in r.stderr, r.stderr
+    assert r.returncode == 0 and r.stdout == bare.stdout, (r.returncode, r.stdout, r.stderr[-1000:])
+
+
 def test_threads_that_never_allocate_are_sampled(tmp_path):
     exe = build(tmp_path, "threads", THREADS)
     # about 0.6 s of CPU: 60-150 samples at the tick's 250 per CPU-second (0.2 s gave 15-25,
