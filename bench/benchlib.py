@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -141,11 +142,25 @@ def call_sites(binary: str | Path, callees: tuple[str, ...], plt: bool = True) -
     return sites
 
 
+def _valgrind_tool(tool: str) -> tuple[str, dict[str, str]]:
+    """valgrind's tool binary and the variables its launcher would set. The tool is run
+    directly: a runtime in LD_PRELOAD would otherwise sit in the (dynamic) launcher, which
+    then executes the static tool, and the runtime leaves LD_PRELOAD out of the environment
+    of a program that cannot host it - so the program would run without it."""
+    launcher = shutil.which("valgrind.bin") or shutil.which("valgrind") or "valgrind"
+    for lib in (os.environ.get("VALGRIND_LIB"), "/usr/libexec/valgrind", "/usr/lib/x86_64-linux-gnu/valgrind",
+                "/usr/lib/valgrind", "/usr/local/libexec/valgrind"):
+        if lib and os.path.exists(f"{lib}/{tool}-amd64-linux"):
+            return f"{lib}/{tool}-amd64-linux", {"VALGRIND_LIB": lib, "VALGRIND_LAUNCHER": launcher}
+    raise SystemExit(f"valgrind's {tool} tool not found (VALGRIND_LIB)")
+
+
 def instructions(argv: list[str], env: dict[str, str]) -> int:
     """Instructions executed by one run, counted by valgrind's callgrind: exact and
     repeatable whatever else the machine does (but instructions, not time)."""
-    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
-                       env=env, capture_output=True, text=True)
+    tool, extra = _valgrind_tool("callgrind")
+    r = subprocess.run([tool, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                       env={**env, **extra}, capture_output=True, text=True)
     m = re.search(r"refs:\s+([\d,]+)", r.stderr)
     if r.returncode != 0 or not m:
         raise SystemExit(f"callgrind failed on {' '.join(argv)}: {r.stderr[-500:]}")

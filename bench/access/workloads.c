@@ -3,7 +3,10 @@
  *   compute SCALE  a Jacobi stencil over two 16 MiB grids plus random lookups in a 4 MiB
  *                  table: memory- and compute-bound, few allocations
  *   alloc SCALE    malloc/free churn of 16 B .. 64 KiB blocks (a quarter >= 1 KiB, which
- *                  sampling also enters in its chunk table), each block written once */
+ *                  sampling also enters in its start maps), each block written once
+ *   sites SCALE    five sites of known, very different access intensity: a 1 MiB table hit
+ *                  at random, pointer-chased 48-byte nodes, a streamed array, a buffer
+ *                  written once by memset, a buffer never touched (as the ranking test) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,14 +57,41 @@ static double churn(double scale)
     return (double)sum;
 }
 
+#define SITE(name) __attribute__((noinline)) static void *name(size_t n) { void *p = malloc(n); __asm__ volatile("" ::: "memory"); return p; }
+SITE(make_table) SITE(make_node) SITE(make_stream) SITE(make_once) SITE(make_never)
+struct node { struct node *next; long value, pad[4]; };
+
+static double sites(double scale)
+{
+    long n = (long)(4000000 * scale);
+    size_t nt = (1u << 20) / 8, nn = 4096;
+    long *table = make_table(nt * 8), *stream = make_stream((size_t)n / 2 * 8);
+    char *once = make_once((size_t)n), *never = make_never(8 << 20);
+    struct node **nodes = calloc(nn, sizeof *nodes);
+    for (size_t i = 0; i < nn; i++) nodes[i] = make_node(sizeof(struct node));
+    for (size_t i = nn - 1; i > 0; i--) { size_t j = next() % (i + 1); struct node *x = nodes[i]; nodes[i] = nodes[j]; nodes[j] = x; }
+    for (size_t i = 0; i < nn; i++) { nodes[i]->next = nodes[(i + 1) % nn]; nodes[i]->value = (long)i; }
+    for (size_t i = 0; i < nt; i++) table[i] = (long)i;
+    long s = 0;
+    for (long k = 0; k < 64 * n; k++) s += table[next() % nt];           /* 512n bytes read */
+    struct node *x = nodes[0];
+    for (long k = 0; k < 2 * n; k++) { s += x->value; x = x->next; }     /* 32n */
+    for (long k = 0; k < n / 2; k++) stream[k] = k;                       /* 4n, written */
+    memset(once, 7, (size_t)n);                                           /* n, written once */
+    double r = (double)(s & 0xffff) + (double)stream[n / 4] + once[n / 2] + (never != NULL);
+    for (size_t i = 0; i < nn; i++) free(nodes[i]);
+    free(nodes), free(table), free(stream), free(once), free(never);
+    return r;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: workloads compute|alloc SCALE\n");
+        fprintf(stderr, "usage: workloads compute|alloc|sites SCALE\n");
         return 2;
     }
     double scale = atof(argv[2]);
-    double r = argv[1][0] == 'c' ? compute(scale) : churn(scale);
+    double r = argv[1][0] == 'c' ? compute(scale) : argv[1][0] == 's' ? sites(scale) : churn(scale);
     printf("%.1f\n", r);
     return 0;
 }

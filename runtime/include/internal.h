@@ -57,6 +57,8 @@ MP_HIDDEN void mp_flush(struct mp_writer *w);
 /* Sample `rate` times per CPU-second of the process; each sample's data access goes to
  * `hook`. 0 when started, else -1 and mp_sampler_state says why. */
 MP_HIDDEN int mp_sampler_start(int rate, mp_sampler_hook hook);
+/* Do not start: the profile says `sampling failed` and why (the caller's tables failed). */
+MP_HIDDEN void mp_sampler_refuse(const char *why);
 /* Stop before the profile is written (the handler stays installed, ignoring). */
 MP_HIDDEN void mp_sampler_finish(void);
 /* After a failed exec that had written the profile: sample again. */

@@ -358,6 +358,7 @@ struct mp_sampler_counts {
     uint64_t memory;       /* accesses credited (handed to the hook) */
     uint64_t not_heap;     /* accesses left out: stack, globals, thread-local data, gathers */
     uint64_t clobbered;    /* accesses left out: address registers rewritten since */
+    uint64_t handler_ns;   /* time spent in the handler (monotonic clock): the sampler's own cost */
 };
 
 #endif

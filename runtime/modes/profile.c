@@ -8,12 +8,15 @@
  * takes no lock and does not allocate, so it can run in a fatal signal's handler.
  *
  * Access sampling (os/sampler.c) hands each sampled data address to `on_access`, in a
- * signal handler, which finds the live block holding it without a lock: blocks under
- * BIG bytes by probing the side table for the starts at most BIG bytes below (blocks
- * start 16-byte aligned), bigger ones in a table of the CHUNK-sized pieces of address
- * space they cover (filled only while sampling, for blocks of BIG bytes or more, so the
- * allocation of a small block does no more work than before). Per site: samples, their
- * weights and sampled bytes, reads and writes apart, in total and per timeline window. */
+ * signal handler, which finds the live block holding it without a lock. Blocks of BIG bytes
+ * or more are named in start maps: per granule of 1 KiB (and 1 MiB, 1 GiB for blocks at
+ * least that big), the start of the block that begins in it; at most one block that big
+ * can. One word written at allocation (only while sampling), none at free: a stale entry
+ * names a block that is gone or no longer starts there, which the side table tells. The
+ * handler scans a map backwards from the address to the nearest live start, then probes
+ * the side table for smaller blocks' starts at most BIG bytes below (blocks start
+ * 16-byte aligned). Per site: samples, their weights and sampled bytes, reads and writes
+ * apart, in total and per timeline window. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -30,10 +33,11 @@
 #define SITE_SLOTS (1u << 17)
 #define TIMELINE 64
 #define BUCKETS 65
-#define BIG 1024                  /* blocks found through the chunk table from this size */
-#define CHUNK_SHIFT 16            /* 64 KiB pieces of address space */
-#define CHUNK_SHARDS 64
-#define CHUNK_SLOTS (1u << 15)
+#define BIG 1024                  /* blocks found through the start maps from this size */
+#define START_MAPS 3              /* granules of 1 KiB (= BIG), 1 MiB, 1 GiB */
+#define MAP_SCAN 1024             /* granules scanned back: the next map's granule */
+#define LEAF_SHIFT 20             /* entries per map leaf (8 MiB, reserved, touched as used) */
+#define ADDRESS_BITS 47           /* user addresses the maps span */
 #define DEFAULT_RATE 1000         /* samples per CPU-second asked of the timer */
 
 struct block { uintptr_t p; uint64_t size, born; uint32_t site; };
@@ -56,8 +60,8 @@ struct site {
     uint32_t access_samples[2][TIMELINE];
 };
 
-struct chunk_entry { uintptr_t chunk_plus_one, start, end; uint32_t site; };
-struct chunk_shard { int lock; uint32_t used; struct chunk_entry *slots; } __attribute__((aligned(64)));
+/* granule -> start of the block of at least a granule that begins in it; leaves mapped on first use */
+struct start_map { unsigned shift; uintptr_t **leaves; };
 
 static struct shard shards[SHARDS];
 static struct site **sites;   /* by id */
@@ -70,8 +74,8 @@ static int depth = 3;
 static char dir[3072];
 static char rank[32];
 static int written;
-static int sampling; /* the sampler started: big blocks go into the chunk table */
-static struct chunk_shard chunk_shards[CHUNK_SHARDS];
+static int sampling; /* the sampler started: big blocks go into the start maps */
+static struct start_map start_maps[START_MAPS] = {{10, NULL}, {20, NULL}, {30, NULL}};
 static uint64_t access_outside, access_unplaced, timeline_missed;
 static char profile_path[4096]; /* the file written: "<dir>/profile.<pid>[.<n>].txt" */
 
@@ -193,56 +197,63 @@ static uint32_t window_now(uint64_t t)
     }
 }
 
-/* ---- big blocks by the 64 KiB chunks they cover ---- */
+/* ---- big blocks by the granule they start in ---- */
 
-static uint32_t chunk_home(uintptr_t c) { return (uint32_t)(mix(c) >> 24) & (CHUNK_SLOTS - 1); }
-
-static void chunks_add(uintptr_t p, uint64_t size, uint32_t site)
+static size_t map_top_entries(const struct start_map *m)
 {
-    for (uintptr_t c = p >> CHUNK_SHIFT; c <= (p + size - 1) >> CHUNK_SHIFT; c++) {
-        struct chunk_shard *sh = &chunk_shards[mix(c) % CHUNK_SHARDS];
-        mp_lock(&sh->lock);
-        if (sh->used < CHUNK_SLOTS - CHUNK_SLOTS / 8) {
-            uint32_t i = chunk_home(c);
-            while (sh->slots[i].chunk_plus_one)
-                i = (i + 1) & (CHUNK_SLOTS - 1);
-            sh->slots[i].start = p;
-            sh->slots[i].end = p + size;
-            sh->slots[i].site = site;
-            __atomic_store_n(&sh->slots[i].chunk_plus_one, c + 1, __ATOMIC_RELEASE);
-            sh->used++;
-        } else {
-            __atomic_fetch_add(&access_unplaced, 1, __ATOMIC_RELAXED);
+    return m->shift + LEAF_SHIFT >= ADDRESS_BITS ? 1 : (size_t)1 << (ADDRESS_BITS - m->shift - LEAF_SHIFT);
+}
+
+/* A block of BIG bytes or more at p: its start in the map of each granule size it reaches. */
+static void note_big_block(uintptr_t p, uint64_t size)
+{
+    if ((p + size) >> ADDRESS_BITS) {
+        __atomic_fetch_add(&access_unplaced, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (int i = 0; i < START_MAPS && size >> start_maps[i].shift; i++) {
+        uintptr_t g = p >> start_maps[i].shift;
+        uintptr_t **slot = &start_maps[i].leaves[g >> LEAF_SHIFT];
+        uintptr_t *leaf = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+        if (!leaf) {
+            void *fresh = mmap(NULL, sizeof(uintptr_t) << LEAF_SHIFT, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (fresh == MAP_FAILED) {
+                __atomic_fetch_add(&access_unplaced, 1, __ATOMIC_RELAXED);
+                return;
+            }
+            if (__atomic_compare_exchange_n(slot, &leaf, fresh, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                leaf = fresh;
+            else
+                munmap(fresh, sizeof(uintptr_t) << LEAF_SHIFT); /* another thread's leaf won */
         }
-        mp_unlock(&sh->lock);
+        __atomic_store_n(&leaf[g & (((uintptr_t)1 << LEAF_SHIFT) - 1)], p, __ATOMIC_RELAXED);
     }
 }
 
-static void chunks_remove(uintptr_t p, uint64_t size)
+/* The start map i names for granule g, or 0. */
+static uintptr_t map_get(int i, uintptr_t g)
 {
-    for (uintptr_t c = p >> CHUNK_SHIFT; c <= (p + size - 1) >> CHUNK_SHIFT; c++) {
-        struct chunk_shard *sh = &chunk_shards[mix(c) % CHUNK_SHARDS];
-        mp_lock(&sh->lock);
-        uint32_t i = chunk_home(c);
-        while (sh->slots[i].chunk_plus_one &&
-               !(sh->slots[i].chunk_plus_one == c + 1 && sh->slots[i].start == p))
-            i = (i + 1) & (CHUNK_SLOTS - 1);
-        if (sh->slots[i].chunk_plus_one) { /* backward-shift deletion, as take() */
-            uint32_t hole = i;
-            for (uint32_t j = (i + 1) & (CHUNK_SLOTS - 1); sh->slots[j].chunk_plus_one;
-                 j = (j + 1) & (CHUNK_SLOTS - 1)) {
-                uint32_t home = chunk_home(sh->slots[j].chunk_plus_one - 1);
-                int stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-                if (!stays) {
-                    sh->slots[hole] = sh->slots[j];
-                    hole = j;
-                }
-            }
-            __atomic_store_n(&sh->slots[hole].chunk_plus_one, 0, __ATOMIC_RELEASE);
-            sh->used--;
+    const uintptr_t *leaf = __atomic_load_n(&start_maps[i].leaves[g >> LEAF_SHIFT], __ATOMIC_ACQUIRE);
+    return leaf ? __atomic_load_n(&leaf[g & (((uintptr_t)1 << LEAF_SHIFT) - 1)], __ATOMIC_RELAXED) : 0;
+}
+
+/* Is a live block starting at p in the side table? Its size and site, read without a lock. */
+static int block_starting(uintptr_t p, uint64_t *size, uint32_t *site)
+{
+    const struct shard *sh = &shards[mix(p) % SHARDS];
+    uint32_t j = (uint32_t)(mix(p) >> 20) & (SHARD_SLOTS - 1);
+    for (int n = 0; n < 64; n++, j = (j + 1) & (SHARD_SLOTS - 1)) {
+        uintptr_t q = __atomic_load_n(&sh->slots[j].p, __ATOMIC_ACQUIRE);
+        if (!q)
+            return 0;
+        if (q == p) {
+            *size = sh->slots[j].size;
+            *site = sh->slots[j].site;
+            return 1;
         }
-        mp_unlock(&sh->lock);
     }
+    return 0;
 }
 
 /* The site of the live block holding address a, or UINT32_MAX. Lock-free reads of tables
@@ -251,31 +262,28 @@ static void chunks_remove(uintptr_t p, uint64_t size)
  * free, counted to the block just freed. */
 static uint32_t site_at(uintptr_t a)
 {
-    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE);
-    uintptr_t c = a >> CHUNK_SHIFT;
-    const struct chunk_shard *ch = &chunk_shards[mix(c) % CHUNK_SHARDS];
-    uint32_t i = chunk_home(c);
-    for (int k = 0; k < 4096; k++, i = (i + 1) & (CHUNK_SLOTS - 1)) {
-        uintptr_t key = __atomic_load_n(&ch->slots[i].chunk_plus_one, __ATOMIC_ACQUIRE);
-        if (!key)
-            break;
-        const struct chunk_entry *e = &ch->slots[i];
-        if (key == c + 1 && e->start <= a && a < e->end && e->site < count)
-            return e->site;
-    }
-    for (uintptr_t p = a & ~(uintptr_t)15, k = 0; k < BIG / 16 && p; k++, p -= 16) {
-        const struct shard *sh = &shards[mix(p) % SHARDS];
-        uint32_t j = (uint32_t)(mix(p) >> 20) & (SHARD_SLOTS - 1);
-        for (int n = 0; n < 64; n++, j = (j + 1) & (SHARD_SLOTS - 1)) {
-            uintptr_t q = __atomic_load_n(&sh->slots[j].p, __ATOMIC_ACQUIRE);
-            if (!q)
-                break;
-            if (q == p) {
-                const struct block *b = &sh->slots[j];
-                return a < p + b->size && b->site < count ? b->site : UINT32_MAX;
+    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), site;
+    uint64_t size;
+    uintptr_t floor = 0; /* no block holding a starts below this */
+    /* the nearest live big block starting at or below a: a's block, or no big block holds a
+     * (another would overlap it); a map's scan reaches the next map's granule */
+    for (int i = 0; i < START_MAPS && !floor && !(a >> ADDRESS_BITS); i++) {
+        uintptr_t g = a >> start_maps[i].shift;
+        for (int k = 0; k < MAP_SCAN && !floor; k++, g--) {
+            uintptr_t p = map_get(i, g);
+            if (p && p <= a && block_starting(p, &size, &site)) {
+                if (a < p + size)
+                    return site < count ? site : UINT32_MAX;
+                floor = p + size;
             }
+            if (g == 0)
+                break;
         }
     }
+    /* a smaller block: the nearest start at or below a within BIG bytes */
+    for (uintptr_t p = a & ~(uintptr_t)15, k = 0; k < BIG / 16 && p >= floor && p; k++, p -= 16)
+        if (block_starting(p, &size, &site))
+            return a < p + size && site < count ? site : UINT32_MAX;
     return UINT32_MAX;
 }
 
@@ -359,7 +367,7 @@ static void record(void *p, size_t size, uintptr_t ra, const void *sp)
     if (!stored)
         __atomic_fetch_add(&untracked, 1, __ATOMIC_RELAXED);
     else if (size >= BIG && __atomic_load_n(&sampling, __ATOMIC_RELAXED))
-        chunks_add((uintptr_t)p, size, id);
+        note_big_block((uintptr_t)p, size);
     struct site *s = sites[id];
     uint32_t w = window_now(t);
     mp_lock(&s->lock);
@@ -411,8 +419,6 @@ void mp_profile_forget(void *p)
     struct block b;
     if (!p || !take((uintptr_t)p, &b))
         return;
-    if (b.size >= BIG && __atomic_load_n(&sampling, __ATOMIC_RELAXED))
-        chunks_remove(b.p, b.size);
     uint64_t t = now();
     uint64_t life = t - b.born;
     struct site *s = sites[b.site];
@@ -462,7 +468,8 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
  * after exec), written without locks or malloc ---- */
 
 /* "sampling STATE rate R signal S cpu_ns N samples N expirations N in_kernel N
- * not_decoded N no_memory N credited N memory N not_heap N clobbered N outside N unplaced N timeline_missed N"
+ * not_decoded N no_memory N credited N memory N not_heap N clobbered N outside N unplaced N timeline_missed N
+ * handler_ns N"
  * and "sampling_why TEXT" when it is not "on" */
 static void put_sampling(struct mp_writer *o)
 {
@@ -489,6 +496,7 @@ static void put_sampling(struct mp_writer *o)
     mp_put(o, " outside"), mp_put_u64(o, access_outside);
     mp_put(o, " unplaced"), mp_put_u64(o, access_unplaced);
     mp_put(o, " timeline_missed"), mp_put_u64(o, timeline_missed);
+    mp_put(o, " handler_ns"), mp_put_u64(o, c->handler_ns);
     if (st != MP_SAMPLER_ON && st != MP_SAMPLER_FINISHED)
         mp_put(o, "\nsampling_why "), mp_put(o, why);
 }
@@ -632,16 +640,17 @@ static void start_sampling(void)
             rate = rate * 10 + (*c - '0');
     }
     if (rate > 0) {
-        for (int i = 0; i < CHUNK_SHARDS; i++) {
-            void *m = mmap(NULL, CHUNK_SLOTS * sizeof(struct chunk_entry), PROT_READ | PROT_WRITE,
+        for (int i = 0; i < START_MAPS; i++) {
+            void *m = mmap(NULL, map_top_entries(&start_maps[i]) * sizeof(uintptr_t *), PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-            if (m == MAP_FAILED)
-                rate = -1;
-            else
-                chunk_shards[i].slots = m;
+            if (m == MAP_FAILED) {
+                for (int j = 0; j < i; j++) /* give the address space back to the program */
+                    munmap(start_maps[j].leaves, map_top_entries(&start_maps[j]) * sizeof(uintptr_t *));
+                mp_sampler_refuse("cannot map the start maps of big blocks");
+                return;
+            }
+            start_maps[i].leaves = m;
         }
-        if (rate < 0)
-            return; /* sampling stays off: the profile says "off" with the sampler's reason */
         __atomic_store_n(&sampling, 1, __ATOMIC_RELEASE);
     }
     mp_sampler_start((int)rate, on_access); /* on failure the profile carries the reason */
@@ -678,6 +687,12 @@ int mp_profile_start(const char *d, const char **why)
         shards[i].slots = m;
     }
     if (!sites || !site_slots || !shards[SHARDS - 1].slots) {
+        /* give the address space back: under `ulimit -v` the program needs it (its malloc
+         * returned NULL when the shards mapped so far stayed) */
+        for (int i = 0; i < SHARDS && shards[i].slots; i++) {
+            munmap(shards[i].slots, SHARD_SLOTS * sizeof(struct block));
+            shards[i].slots = NULL;
+        }
         *why = "cannot map the profile tables";
         return -1;
     }

@@ -210,7 +210,7 @@ static const struct ip_entry *decoded(uintptr_t ip, struct ip_entry *copy)
 static const int gregs_of[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
                                  REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15};
 
-static void on_sample(int sig, siginfo_t *si, void *ucv)
+static void on_sample_body(int sig, siginfo_t *si, void *ucv)
 {
     int saved = errno;
     if (si->si_code != SI_TIMER || __atomic_load_n(&state, __ATOMIC_RELAXED) != MP_SAMPLER_ON) {
@@ -277,6 +277,18 @@ static void on_sample(int sig, siginfo_t *si, void *ucv)
         hook(addr, a->access, a->size, share, sample);
     }
     errno = saved;
+}
+/* The handler, timed: what sampling costs the thread besides the kernel's signal delivery. */
+static void on_sample(int sig, siginfo_t *si, void *ucv)
+{
+    int saved = errno;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a); /* vDSO: no system call */
+    on_sample_body(sig, si, ucv);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    errno = saved;
+    __atomic_fetch_add(&counts.handler_ns, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec)),
+                       __ATOMIC_RELAXED);
 }
 #define MP_SAMPLER_SUPPORTED 1
 static void (*on_sample_handler(void))(int, siginfo_t *, void *) { return on_sample; }
@@ -392,6 +404,13 @@ int mp_sampler_start(int samples_per_cpu_second, mp_sampler_hook h)
     }
     pthread_atfork(NULL, NULL, child_after_fork);
     return 0;
+}
+
+/* Sampling cannot start for a reason of the mode's (its tables): the profile says why. */
+void mp_sampler_refuse(const char *why)
+{
+    state = MP_SAMPLER_FAILED;
+    reason = why;
 }
 
 /* Stop for good: the timer is deleted (its pending signal with it). */

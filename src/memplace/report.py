@@ -35,7 +35,7 @@ from memplace.errors import UserError
 from memplace.inputs import STATS_LIMIT, parse_json, read_bytes
 from memplace.placement.stats import FALLBACK_REASONS
 from memplace.profiling import profile as prof
-from memplace.profiling.access_estimate import sampled_access_notes
+from memplace.profiling.access_estimate import SCALE_NOTE, sampled_access_notes
 from memplace.units import U64_MAX, format_ns, format_size
 
 PALETTE = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5", "#c53030", "#319795", "#b7791f", "#4a5568"]
@@ -93,6 +93,7 @@ class Summary:
     clock_unit: str | None = None
     window: float | None = None
     notes: list[str] = field(default_factory=list)
+    accesses_estimated: bool = False  # from the runtime engine's samples: time-weighted estimates
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class Summary:
             "process_list": [p.__dict__ for p in self.process_list],
             "stepped_aside": [a.__dict__ for a in self.stepped_aside],
             "notes": self.notes,
+            "accesses_estimated": self.accesses_estimated,
         }
 
 
@@ -373,6 +375,7 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
                         + " (profile with the runtime engine's access sampling or --engine dhat to get them)")
     if profile is not None:
         sm.notes += sampled_access_notes(profile.sites)
+        sm.accesses_estimated = any(s.sampled is not None for s in profile.sites)
     return sm
 
 
@@ -589,7 +592,7 @@ def html_page(sm: Summary) -> str:
         cards += [(str(len(sm.sites)), "allocation sites"), (format_size(sum(s.bytes for s in sm.sites)), "allocated"),
                   (format_size(total_peak), "sum of site peaks")]
     if total_acc:
-        cards.append((format_size(total_acc), "read + written"))
+        cards.append((format_size(total_acc), "read + written" + (" (estimated)" if sm.accesses_estimated else "")))
     if sm.device_origin == "run statistics":
         placed = [d for d in sm.devices if d.name != "system"]
         cards += [(str(sum(d.allocations for d in placed)), "allocations on devices"),
@@ -615,7 +618,8 @@ def html_page(sm: Summary) -> str:
     if sm.sites:
         if by_acc:
             sections.append(
-                ("Top sites by accesses", "Bytes read and written through each site's objects; colour = device.",
+                ("Top sites by accesses", "Bytes read and written through each site's objects"
+                 + (f" ({_esc(SCALE_NOTE)})" if sm.accesses_estimated else "") + "; colour = device.",
                  hbar_svg([(lb, s.accessed or 0, colour(s), tip(s)) for lb, s in zip(acc_labels, by_acc)],
                           format_size)))
         sections += [

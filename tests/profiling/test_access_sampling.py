@@ -149,6 +149,44 @@ int main(int argc, char **argv) {
 """
 
 
+BLOCKS = PRELUDE + r"""
+SITE(make_mid) SITE(make_big) SITE(make_huge) SITE(make_gone) SITE(make_small) SITE(make_guard)
+struct node { long value, pad[4]; };
+int main(int argc, char **argv) {
+    long iters = atol(argv[1]);
+    /* 64 blocks of 16 KiB, never touched, freed: 48-byte nodes then take their memory */
+    enum { NG = 64, GONE = 16 << 10 }; char *gone[NG];
+    for (int i = 0; i < NG; i++) gone[i] = make_gone(GONE);
+    char *guard = make_guard(64);                  /* keeps the freed space from being trimmed */
+    uintptr_t lo = (uintptr_t)gone[0], hi = (uintptr_t)gone[0];
+    for (int i = 0; i < NG; i++) {
+        if ((uintptr_t)gone[i] < lo) lo = (uintptr_t)gone[i];
+        if ((uintptr_t)gone[i] + GONE > hi) hi = (uintptr_t)gone[i] + GONE;
+        free(gone[i]);
+    }
+    size_t ns = NG * GONE / 64, reused = 0;
+    struct node **small = calloc(ns, sizeof *small);
+    for (size_t i = 0; i < ns; i++) {
+        small[i] = make_small(sizeof(struct node));
+        small[i]->value = i;
+        reused += (uintptr_t)small[i] >= lo && (uintptr_t)small[i] < hi;
+    }
+    /* reads far from a block's start: 256 KiB (1 KiB map), 48 MiB (1 MiB map), 1.25 GiB
+     * (1 GiB map; never written, its pages read as zeros) */
+    size_t nm = (256u << 10) / 8, nb = (48u << 20) / 8, nh = (1280ul << 20) / 8;
+    long *mid = make_mid(nm * 8), *big = make_big(nb * 8), *huge = make_huge(nh * 8), s = 0;
+    memset(mid, 1, nm * 8), memset(big, 1, nb * 8);
+    for (long k = 0; k < 3 * iters; k++) s += mid[nm / 2 + next(&rng) % (nm / 2)];  /* in cache: fast */
+    for (long k = 0; k < iters; k++) s += big[(2u << 20) / 8 + next(&rng) % (nb - (2u << 20) / 8)];
+    if (huge)
+        for (long k = 0; k < iters; k++) s += huge[(1088ul << 20) / 8 + next(&rng) % ((192ul << 20) / 8)];
+    for (long k = 0; k < iters; k++) s += small[next(&rng) % ns]->value;
+    printf("reused %zu of %zu huge %d sum %ld %p\n", reused, ns, huge != NULL, s, (void *)guard);
+    return 0;
+}
+"""
+
+
 def build(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
@@ -196,6 +234,39 @@ def test_hot_table_gets_far_more_accesses_per_byte_and_reads_writes_are_right(tm
     assert sum(table.sampled["read_samples_timeline"]) == table.sampled["read_samples"]
     assert len(table.sampled["reads_timeline"]) == len(table.live)
     assert idle.sampled["few_samples"] and not table.sampled["few_samples"]
+    # the absolute figures are labelled as time-weighted estimates, the assumption named:
+    # in the profile, the advice and the report (text and page)
+    assert sampling["estimator"]["scale"] == "assumed" and "1 instruction per ns" in sampling["estimator"]["note"]
+    path = json.loads(r.stderr.strip().splitlines()[-1])["profiles"][0]
+    advice = subprocess.run([sys.executable, "-m", "memplace", "advise", path, "--json",
+                             "--device", "fast=numa:0,latency=80ns,capacity=8MiB",
+                             "--device", "slow=numa:0,latency=300ns"], capture_output=True, text=True)
+    assert advice.returncode == 0, advice.stderr
+    assert any("time-weighted estimates" in n for n in json.loads(advice.stdout)["notes"]), advice.stdout
+    html = tmp_path / "report.html"
+    rep = subprocess.run([sys.executable, "-m", "memplace", "report", "--profile", path, "--json",
+                          "--html", str(html)], capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    summary = json.loads(rep.stdout)
+    assert summary["accesses_estimated"] and any("time-weighted estimates" in n for n in summary["notes"])
+    assert "(estimated)" in html.read_text()
+
+
+def test_blocks_found_far_from_their_start_and_freed_ones_not_at_all(tmp_path):
+    """Big blocks are found through start maps written once per block and never erased:
+    reads deep inside 256 KiB, 48 MiB and 1.25 GiB blocks count to their sites, and blocks
+    freed (map entries left behind) whose memory small nodes took get nothing."""
+    exe = build(tmp_path, "blocks", BLOCKS)
+    r, [p] = profile(tmp_path, exe, "80000000")
+    assert r.returncode == 0, r.stderr
+    reused, total = (int(w) for w in r.stdout.split()[1:4:2])
+    assert reused > total // 2, r.stdout  # the nodes really live where the freed blocks were
+    sites = by_function(p)
+    found = ["make_mid", "make_big", "make_small"] + (["make_huge"] if " huge 1 " in r.stdout else [])
+    for f in found:
+        assert sites[f].sampled["read_samples"] >= 5, (f, sites[f].sampled, p.meta["access_sampling"])
+    gone = sites["make_gone"]
+    assert gone.reads == 0 and gone.writes == 0, gone.sampled
 
 
 def test_program_output_and_status_unchanged(tmp_path):
@@ -205,6 +276,18 @@ def test_program_output_and_status_unchanged(tmp_path):
     assert bare.returncode == 3 and r.returncode == 3
     assert r.stdout == bare.stdout
     assert p.meta["access_sampling"]["state"] == "on"
+
+
+def test_profile_tables_that_cannot_be_mapped_leave_the_program_its_address_space(tmp_path):
+    """Under `ulimit -v` too small for the profile's tables the runtime runs transparent,
+    and gives back what it had mapped: the program's 80 MiB of mallocs still succeed
+    (they returned NULL, and the program crashed, while the tables mapped so far stayed)."""
+    exe = build(tmp_path, "hot", HOT)
+    bare = subprocess.run([str(exe), "1000"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(tmp_path / "out"), "--",
+                        "bash", "-c", f"ulimit -v 400000 && exec {exe} 1000"], capture_output=True, text=True)
+    assert "cannot map the profile tables" in r.stderr, r.stderr
+    assert r.returncode == 0 and r.stdout == bare.stdout, (r.returncode, r.stdout, r.stderr[-1000:])
 
 
 def test_threads_that_never_allocate_are_sampled(tmp_path):
@@ -272,7 +355,7 @@ def test_handler_replaced_by_raw_system_call_is_reported(tmp_path):
     # Not prevented (the program then receives our signals: documented), but never
     # reported as a measurement: the profile says sampling stopped, and why.
     exe = build(tmp_path, "raw", RAW_SIGACTION)
-    r, [p] = profile(tmp_path, exe, "20000000")
+    r, [p] = profile(tmp_path, exe, "80000000")
     assert r.returncode == 0 and r.stdout == "1\n", (r.stdout, r.stderr)
     s = p.meta["access_sampling"]
     assert s["state"] == "stopped" and "raw system call" in s["why"], s

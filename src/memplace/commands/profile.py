@@ -20,7 +20,7 @@ from memplace.console import console as make_console
 from memplace.errors import UserError
 from memplace.launch.process import end_like
 from memplace.profiling import profile as prof
-from memplace.profiling.access_estimate import DEFAULT_RATE
+from memplace.profiling.access_estimate import DEFAULT_RATE, SCALE_NOTE
 from memplace.profiling.merge import merge_files
 from memplace.units import format_size
 
@@ -57,6 +57,9 @@ def _summary_table(profiles: list[prof.Profile], paths: list[str]) -> None:
             t.add_row(str(s.frames[0]), s.function or "?", s.location or "?", str(s.allocations),
                       format_size(s.bytes), format_size(s.peak_live_bytes),
                       "-" if s.reads is None else format_size(s.reads), "-" if s.writes is None else format_size(s.writes))
+        if any(s.sampled is not None for s in p.sites):
+            t.caption = f"read, written: {SCALE_NOTE}"
+            t.caption_justify = "left"
         console.print(t)
 
 

@@ -11,13 +11,17 @@ the n-instruction stretch (1e9/rate)/n times, each access once per pass:
     reads(S)  = sum over S's read credits of  (1 + overrun)/n x bytes x 1e9/rate x NOMINAL
     writes(S) = the same over its write credits
 
-in bytes, as DHAT counts them. The ratios between sites are measured as far as their
-code runs at the same instructions per ns (no counter measures that rate); the absolute
-scale rests on the nominal rate (docs/profiles.md has a measured example: ranking right,
-scale 15x low on a 10-instructions/ns loop). The advisor's choice does not depend on a
-common scale when every site is measured. Confidence: the number of samples that credited
-the site, n_S, is Poisson; the 95% interval on n_S (Wilson-Hilferty approximation of the
-exact Garwood interval) scales to bytes by the figure's bytes per sample. A figure with
+in bytes, as DHAT counts them. The samples are time-weighted: they say where the CPU
+time went, and the nominal rate turns time into passes. So the ratios between sites are
+measured as far as their code runs at the same instructions per ns; the absolute scale
+is not measured at all (no instruction counter without a PMU; single-stepping a window
+after each sample would count instructions but costs ~35 us a step in a VM and distorts
+the time it would measure: docs/profiles.md). The profile, `advise` and `report` call the
+figures time-weighted estimates and name the assumption (SCALE_NOTE); the ranking is the
+product. The advisor's choice does not depend on a common scale when every site is
+measured. Confidence: the number of samples that credited the site, n_S, is Poisson; the
+95% interval on n_S (Wilson-Hilferty approximation of the exact Garwood interval) scales
+to bytes by the figure's bytes per sample. A figure with
 fewer than FEW_SAMPLES samples is flagged as too uncertain to act on.
 
     >>> round(poisson_interval(0)[1], 2), [round(x, 1) for x in poisson_interval(100)]
@@ -33,6 +37,9 @@ DEFAULT_RATE = 1000            # samples per CPU-second asked of the timer (the 
 SAMPLE_UNIT = 1024             # runtime/include/types.h MP_SAMPLE_UNIT
 NOMINAL_ACCESSES_PER_NS = 1.0  # the estimator's scale (see above)
 FEW_SAMPLES = 10               # fewer samples than this: the figure is too uncertain
+SCALE_NOTE = ("time-weighted estimates: the ranking of sites is measured; the absolute bytes assume "
+              f"{NOMINAL_ACCESSES_PER_NS:g} instruction per ns, which no counter measures here (code runs "
+              "at ~0.5-10 per ns: a figure can be 10x low or 2x high)")
 _Z = 1.959963984540054         # 95%
 
 
@@ -64,7 +71,7 @@ def sampling_summary(raw: dict | None, why: str | None) -> dict[str, Any]:
         out["why"] = (f"no sample arrived in {cpu:.3f} CPU-seconds (a shorter run than one "
                       "timer tick, or threads blocking the sampling signal)")
     out["samples_per_cpu_second"] = round(raw.get("samples", 0) / cpu, 1) if cpu > 0 else 0.0
-    out["estimator"] = {"accesses_per_ns": NOMINAL_ACCESSES_PER_NS,
+    out["estimator"] = {"accesses_per_ns": NOMINAL_ACCESSES_PER_NS, "scale": "assumed", "note": SCALE_NOTE,
                         "ns_per_expiration": 1e9 / raw["rate"] if raw.get("rate") else None,
                         "few_samples": FEW_SAMPLES, "interval": "95% Poisson on the sample count"}
     return out
@@ -140,7 +147,7 @@ def sampled_access_notes(sites) -> list[str]:
     if not sampled:
         return []
     n = sum(s.sampled.get("read_samples", 0) + s.sampled.get("write_samples", 0) for s in sampled)
-    notes = [f"reads/writes of {len(sampled)} site(s) are estimates from {n} CPU-time samples "
+    notes = [f"reads/writes of {len(sampled)} site(s) are {SCALE_NOTE}; from {n} CPU-time samples "
              "(runtime engine; 95% intervals in the profile)"]
     few = [s for s in sampled if s.sampled.get("few_samples") and (s.accesses or 0) > 0]
     if few:
