@@ -66,6 +66,7 @@ class Program:
     argv: list[str]                      # the command (built or found)
     result: callable                     # stdout -> what must be identical in every run
     prepare: callable = None             # makes a fresh working copy before each run (OpenFOAM)
+    env: dict | None = None              # the environment it needs (OpenFOAM's), else ours
 
 
 @dataclass
@@ -86,6 +87,11 @@ def c_programs(bindir: Path, scale: float) -> list[Program]:
     last = lambda out: out.strip()
     return [Program("hotcold", [str(hot), str(round(48 * scale)), str(round(384 * scale)), "32"], last),
             Program("spmv", [str(spmv), str(round(1536 * scale)), "16", "4"], last)]
+
+
+def clean_env(env) -> dict:
+    """`env` without a preloaded runtime or memplace settings of the caller's."""
+    return {k: v for k, v in env.items() if not k.startswith(("LD_PRELOAD", "MEMPLACE_"))}
 
 
 def run_in_cgroup(name: str, argv: list[str], env: dict, limit: int | None, swap: bool,
@@ -151,6 +157,8 @@ def fast_device_stats(stats_dir: Path, pid: int, code: int) -> str:
 def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: dict,
                   swap_path: Path) -> dict:
     work = out / prog.name
+    if prog.env:
+        base_env = dict(clean_env(prog.env), **{k: v for k, v in base_env.items() if k == "MEMPLACE_CACHE"})
     work.mkdir(parents=True, exist_ok=True)
     print(f"\n== {prog.name}: {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(prog.argv))}",
           file=sys.stderr)
@@ -301,9 +309,11 @@ def main() -> int:
                     help="directory of the file device and the swap file (a real disk, not tmpfs)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds before a run counts as timed out")
     ap.add_argument("--scale", type=float, default=1.0, help="heap sizes of the C programs")
-    ap.add_argument("--program", action="append", choices=["hotcold", "spmv", "openfoam"])
+    ap.add_argument("--program", action="append", choices=["hotcold", "spmv", "openfoam"],
+                    help="run only these (default: hotcold and spmv, plus openfoam with --openfoam)")
     ap.add_argument("--openfoam", action="store_true", help="also OpenFOAM pitzDaily, refined (slow)")
-    ap.add_argument("--openfoam-refine", type=int, default=4, help="cells per direction multiplied by")
+    ap.add_argument("--openfoam-refine", type=int, default=4, help="cells in x and y multiplied by")
+    ap.add_argument("--openfoam-steps", type=int, default=10, help="simpleFoam iterations per run")
     args = ap.parse_args()
     if why_no_cgroup():
         raise SystemExit(f"capacity benchmark: {why_no_cgroup()}")
@@ -314,10 +324,9 @@ def main() -> int:
     kind = filesystem_type(device_dir)
     if kind in ("tmpfs", "ramfs"):
         raise SystemExit(f"--device-dir {device_dir}: on {kind}, which is memory, not a disk")
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "MEMPLACE_"))}
-    base_env["MEMPLACE_CACHE"] = os.environ.get("MEMPLACE_CACHE", "")
-    if not base_env["MEMPLACE_CACHE"]:
-        del base_env["MEMPLACE_CACHE"]
+    base_env = clean_env(os.environ)
+    if os.environ.get("MEMPLACE_CACHE"):
+        base_env["MEMPLACE_CACHE"] = os.environ["MEMPLACE_CACHE"]
     print(f"file device and swap file in {device_dir} ({kind})", file=sys.stderr)
     # measured figures for the advisor (cached per machine and device after the first time)
     print(memplace("devices", "--measure", "--device", "fast=numa:0", "--device", f"slow=file:{device_dir}",
@@ -327,7 +336,7 @@ def main() -> int:
     programs = [p for p in c_programs(out / "bin", args.scale) if p.name in wanted]
     if "openfoam" in wanted:
         from openfoam_case import openfoam_program
-        programs.append(openfoam_program(out / "openfoam", args.openfoam_refine))
+        programs.append(openfoam_program(out / "openfoam", args.openfoam_refine, args.openfoam_steps))
     results = []
     for prog in programs:
         results.append(bench_program(prog, args, out, device_dir, base_env, device_dir / "capacity.swap"))
