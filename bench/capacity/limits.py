@@ -63,6 +63,7 @@ class Outcome:
     peak: int            # the cgroup's peak memory use (bytes)
     returncode: int
     pid: int
+    major_faults: int    # the program's page faults that waited for the disk (wait4's rusage)
 
 
 class MemoryCgroup:
@@ -156,19 +157,23 @@ class MemoryCgroup:
         with open(out_path, "w") as out, open(err_path, "w") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, preexec_fn=self.join)
-            try:
-                code = proc.wait(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-                timed_out = True
+            timed_out = False
+            while True:   # wait4 for the child's own rusage; polled, for the timeout
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() - start > timeout and not timed_out:
+                    proc.kill()
+                    timed_out = True
+                time.sleep(0.005)
             seconds = time.perf_counter() - start
+            code = proc.returncode = os.waitstatus_to_exitcode(status)
         oom = self.oom_kills() > 0
         status = ("timeout" if timed_out else "OOM" if oom and code != 0
                   else "ok" if code == 0 else "failed")
         return Outcome(status, seconds, out_path.read_text(errors="replace"),
-                       err_path.read_text(errors="replace")[-2000:], self.peak(), code, proc.pid)
+                       err_path.read_text(errors="replace")[-2000:], self.peak(), code, proc.pid,
+                       usage.ru_majflt)
 
 
 def filesystem_type(path: Path) -> str:

@@ -7,7 +7,8 @@ cgroup's limit), run at 100%, 75%, 50% and 30% of their peak in four ways:
   (c) swap       plain malloc with a swap file on the same disk (on only for these runs)
   (d) memplace   `memplace profile` (access sampling) -> `memplace advise` with the fast
                  device = NUMA node 0, capacity = the limit minus what is not heap minus a
-                 reserve for the file device's page cache, the slow device = the file
+                 reserve for the file device's page cache (25%, at least 32 MiB), the slow
+                 device = the file
                  device -> a placed run (the environment `memplace run --policy` gives,
                  started here so that only the program is in the cgroup)
 
@@ -55,9 +56,12 @@ VARIANTS = ("malloc", "file", "swap", "memplace")
 LABELS = {"malloc": "(a) malloc", "file": "(b) file device", "swap": "(c) swap file",
           "memplace": "(d) memplace"}
 TARGET = 1.5
-# Room left in the cgroup for the file device's pages in (d): without any, each fault on
-# the slow device would have to evict the page faulted just before.
-RESERVE_SHARE, RESERVE_MIN = 0.08, 8 * MIB
+# Room left in the cgroup for the file device's pages in (d): they pass through the page
+# cache inside the same limit, and the kernel reads around a fault in windows of the
+# disk's read_ahead_kb (8 MiB here), per stream. With too little room read-ahead pages
+# are evicted before they are used: spmv at 75% took 5.1-5.7 s with 34 MiB of room,
+# 1.5-1.8 s with 106 MiB (the file device alone: 2.0-2.5 s).
+RESERVE_SHARE, RESERVE_MIN = 0.25, 32 * MIB
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Program:
 class Cell:
     status: str = "ok"                   # worst status seen: ok, OOM, timeout, failed
     seconds: list[float] = field(default_factory=list)
+    major_faults: list[int] = field(default_factory=list)
     peak: int = 0
     note: str = ""
 
@@ -235,6 +240,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                         cell.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
                 else:
                     cell.seconds.append(o.seconds)
+                    cell.major_faults.append(o.major_faults)
                 shown = f"{o.seconds:.1f}s" if o.status == "ok" else o.status
                 print(f"  {pct:3d}% {variant:<9} {shown}", file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -242,6 +248,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
             "not_heap": not_heap, "unlimited_s": ref.seconds,
             "cells": {f"{v}@{p}": {"variant": v, "limit_pct": p, "status": c.status,
                                    "seconds": c.seconds, "median_s": c.median(), "peak": c.peak,
+                                   "major_faults": c.major_faults,
                                    "note": c.note}
                       for (v, p), c in cells.items()}}
 
@@ -275,6 +282,13 @@ def print_table(results: list[dict]) -> bool:
                     ok &= d_done and r is not None and r >= 1.0 / 1.05   # never slower (5% noise)
                     if res["program"] == "hotcold" and pct == 50:
                         ok &= r is not None and r >= TARGET
+        print("  major page faults (reads from the disk: file pages or swap-ins), median:")
+        for pct in LIMITS:
+            faults = []
+            for v in VARIANTS:
+                mf = cells[f"{v}@{pct}"]["major_faults"]
+                faults.append(f"{LABELS[v][:3]} {int(statistics.median(mf)):,}" if mf else f"{LABELS[v][:3]} -")
+            print(f"    {pct:3d}%: " + ", ".join(faults))
         for pct in LIMITS:
             note = cells[f"memplace@{pct}"]["note"]
             if note:
