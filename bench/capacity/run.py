@@ -8,9 +8,8 @@ cgroup's limit), run at 100%, 75%, 50% and 30% of their peak in four ways:
   (d) memplace   `memplace profile` (access sampling) -> `memplace advise` with the fast
                  device = NUMA node 0, capacity = the limit minus what is not heap minus a
                  reserve for the file device's page cache (25%, at least 32 MiB), the slow
-                 device = the file
-                 device -> a placed run (the environment `memplace run --policy` gives,
-                 started here so that only the program is in the cgroup)
+                 device = the file device -> a placed run (the environment `memplace run
+                 --policy` gives, started here so that only the program is in the cgroup)
 
 Programs: hotcold (a hot table updated at random, big cold arrays written once and read
 once; bench/capacity/hotcold.c), spmv (power iteration with a sparse matrix: hot vectors
