@@ -102,7 +102,8 @@ class MemoryCgroup:
             else:
                 if self.limit is not None:
                     self._write("memory.max", str(self.limit))
-                self._write("memory.swap.max", "max" if self.swap else "0")
+                if (self.path / "memory.swap.max").exists():   # absent without swap accounting
+                    self._write("memory.swap.max", "max" if self.swap else "0")
         except BaseException:
             self.path.rmdir()
             raise
