@@ -437,7 +437,10 @@ def spills(sites: Sequence[Site], devices: Sequence[Device], pb: Problem, assign
     load = pb.loads(assign)
     limited = [d for d in range(pb.m) if math.isfinite(pb.capacity[d])]
     out: dict[int, Spill] = {}
+    names = {dev.name for dev in devices}
     for d in sorted(limited, key=lambda d: sum(devices[d].line_costs(model))):
+        if f"{devices[d].name}-spill" in names:  # the policy's name for it is taken
+            continue
         room = (pb.capacity[d] - load[d].max(initial=0)) // (1 << 20) * (1 << 20)  # whole MiB
         if room < SPILL_MIN:
             continue
