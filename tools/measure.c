@@ -5,7 +5,7 @@
  *
  * The memory is set up as the runtime sets up a device (runtime/os/os_memory.c): anonymous
  * pages bound with mbind (raw system call, no libnuma), an unlinked file in DIR mapped
- * MAP_SHARED with MADV_RANDOM, MAP_HUGETLB pages, or madvise(MADV_HUGEPAGE). Latency is a
+ * MAP_SHARED (kernel read-around on), MAP_HUGETLB pages, or madvise(MADV_HUGEPAGE). Latency is a
  * pointer chase over a randomly permuted cycle of cache lines in a buffer far larger than
  * the last-level cache (ns per dependent load, median of passes); bandwidth is read, write
  * and copy by one thread (GB/s = 1e9 bytes/s, median of passes). A file device is measured
@@ -207,7 +207,7 @@ static void prepare(struct device *d, struct settings *s)
         int e = posix_fallocate(d->fd, 0, (off_t)s->size);
         if (e)
             refuse("%s: cannot allocate %zu MiB: %s", d->dir, s->size / MiB, strerror(e));
-        d->pages = "MAP_SHARED file pages, MADV_RANDOM";
+        d->pages = "MAP_SHARED file pages, kernel read-around";
     } else if (!strcmp(d->kind, "thp")) {
         char mode[128] = "";
         FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
@@ -244,7 +244,7 @@ static char *map_buffer(struct device *d, size_t size)
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, d->fd, 0);
         if (p == MAP_FAILED)
             refuse("%s: mmap: %s", d->dir, strerror(errno));
-        madvise(p, size, MADV_RANDOM); /* as the runtime maps a file device: no read-ahead */
+        /* as the runtime maps a file device: the kernel's read-around on */
         return p;
     }
     int flags = MAP_PRIVATE | MAP_ANONYMOUS;

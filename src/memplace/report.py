@@ -430,6 +430,60 @@ def hbar_svg(items: list[tuple[str, float, str, str]], fmt, width: int = 760) ->
     return "".join(out)
 
 
+LINE_COLOURS = ("#c53030", "#2b6cb0", "#b7791f", "#2f855a", "#6b46c1", "#4a5568")
+
+
+def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]]], title: str,
+                   x_label: str, y_label: str, width: int = 640, height: int = 380) -> str:
+    """A standalone line chart: series of (name, [(x, y or None, status)]); a point whose y
+    is None is drawn as a cross on the top edge labelled with its status (e.g. "OOM"),
+    and breaks the line. The x axis runs from the largest x to the smallest (limits
+    shrinking to the right), the y axis from 0."""
+    xs = sorted({x for _, pts in series for x, _, _ in pts}, reverse=True)
+    top = max((y for _, pts in series for _, y, _ in pts if y is not None), default=1.0) or 1.0
+    top *= 1.1
+    left, right, up, down = 64, 170, 40, 52
+    pw, ph = width - left - right, height - up - down
+    X = {x: left + (pw * i / max(len(xs) - 1, 1)) for i, x in enumerate(xs)}
+    Y = lambda y: up + ph - ph * y / top
+    style = ('<style>text{font:12px system-ui,sans-serif;fill:#2d3748}.t{font-size:14px;font-weight:600}'
+             '.a{fill:#718096;font-size:11px}.g{stroke:#e2e8f0}</style>')
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'xmlns="http://www.w3.org/2000/svg">', style,
+           f'<rect width="{width}" height="{height}" fill="#fff"/>',
+           f'<text x="{left}" y="22" class="t">{_esc(title)}</text>']
+    for i in range(5):
+        v = top * i / 4
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" class="g"/>'
+                   f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end" class="a">{v:.3g}</text>')
+    for x in xs:
+        out.append(f'<text x="{X[x]:.1f}" y="{up + ph + 18}" text-anchor="middle" class="a">{x:g}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle" class="a">{_esc(x_label)}</text>'
+               f'<text x="14" y="{up + ph / 2}" transform="rotate(-90 14 {up + ph / 2})" '
+               f'text-anchor="middle" class="a">{_esc(y_label)}</text>')
+    for k, (name, pts) in enumerate(series):
+        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+        segment: list[str] = []
+        for x, y, status in sorted(pts, key=lambda p: -p[0]) + [(None, None, "")]:
+            if y is None and len(segment) > 1:
+                out.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            if y is None:
+                segment = []
+                if x is not None:
+                    cx, cy = X[x], up + 4 + 11 * k
+                    out.append(f'<path d="M{cx - 4:.1f} {cy - 4} l8 8 m0 -8 l-8 8" stroke="{colour}" stroke-width="2"/>'
+                               f'<text x="{cx + 7:.1f}" y="{cy + 4}" class="a">{_esc(status)}</text>')
+                continue
+            segment.append(f"{X[x]:.1f},{Y(y):.1f}")
+            out.append(f'<circle cx="{X[x]:.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}">'
+                       f'<title>{_esc(name)}: {y:.3g} at {x:g}</title></circle>')
+        ly = up + 10 + 20 * k
+        out.append(f'<line x1="{left + pw + 16}" x2="{left + pw + 36}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="3"/><text x="{left + pw + 42}" y="{ly + 4}">{_esc(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
 def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: int = 760) -> str:
     """Per device: peak use against capacity (a track when there is a limit)."""
     if not devices:

@@ -148,3 +148,36 @@ def test_progress_on_a_terminal_only(profile_path):
     assert b"memplace: placing 3 sites on 2 devices" in seen and b"\x1b[K" in seen
     piped = memplace("advise", str(profile_path), *DEVICES, check=True)
     assert "placing" not in piped.stderr
+
+
+def test_room_left_on_a_limited_device_takes_part_of_a_site_too_big_for_it(tmp_path):
+    """180 MiB fast: a 48 MiB hot table fits whole; neither 192 MiB cold site does. The
+    room left (132 MiB) goes to the cold site whose blocks fit in it (8 x 24 MiB) and that
+    is accessed more, as a device of its own falling back to slow; the one-block site
+    (192 MiB in one allocation) gets none. The policy validates and the runtime's
+    capacities add up to the fast device's."""
+    exe, mib = "/opt/app/bin/app", 1 << 20
+    sites = [
+        prof.Site((prof.Frame(exe, None, 0x1100),), allocations=1, bytes=48 * mib, peak_live_bytes=48 * mib,
+                  reads=800 * mib, writes=800 * mib),
+        prof.Site((prof.Frame(exe, None, 0x1200),), allocations=8, bytes=192 * mib, peak_live_bytes=192 * mib,
+                  reads=192 * mib, writes=192 * mib),
+        prof.Site((prof.Frame(exe, None, 0x1300),), allocations=1, bytes=192 * mib, peak_live_bytes=192 * mib,
+                  reads=0, writes=400 * mib),
+    ]
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["app"], sites, pid=1, clock_unit="instr"), path)
+    out = tmp_path / "policy.toml"
+    r = memplace("advise", str(path), "--policy-out", str(out), "--json", "--device",
+                 "fast=numa:0,latency=100ns,capacity=180MiB", "--device", "slow=system,latency=50us", check=True)
+    doc = tomllib.loads(out.read_text())
+    assert doc["devices"]["fast-spill"] == {"kind": "numa", "nodes": [0], "mode": "bind", "capacity": "132MiB",
+                                            "fallback": "slow"}
+    assert {r["site"][0]: r["device"] for r in doc["rules"]} == {
+        "/opt/app/bin/app+0x1100": "fast", "/opt/app/bin/app+0x1200": "fast-spill"}
+    spills = {p["site"][0]: p["spill"] for p in json.loads(r.stdout)["placements"]}
+    assert spills["/opt/app/bin/app+0x1200"]["capacity"] == 132 * mib
+    assert spills["/opt/app/bin/app+0x1200"]["device"] == "fast"
+    assert spills["/opt/app/bin/app+0x1300"] is None and spills["/opt/app/bin/app+0x1100"] is None
+    chk = memplace("policy", "check", str(out))
+    assert chk.returncode == 0, chk.stdout + chk.stderr

@@ -149,3 +149,25 @@ def test_html_page_renders_in_a_real_browser(inputs, tmp_path):
         assert f"<h2>{title}</h2>" in dom, title
     heights = [float(h) for h in re.findall(r'<svg viewBox="0 0 \d+ ([\d.]+)"', dom)]
     assert heights and max(heights) < 2000, heights
+
+
+def test_line_chart_draws_each_series_and_marks_runs_that_did_not_finish():
+    """The capacity benchmark's plot: one line per series through its finished points, a
+    cross and the status where a run did not finish (the line breaks there), x from the
+    largest value to the smallest; well-formed standalone SVG."""
+    import xml.etree.ElementTree as ET
+
+    from memplace.report import line_chart_svg
+
+    svg = line_chart_svg([("a <plain>", [(100, 1.0, "ok"), (75, None, "OOM"), (50, None, "OOM")]),
+                          ("b", [(100, 2.0, "ok"), (75, 3.0, "ok"), (50, 5.0, "ok")])],
+                         title="t", x_label="limit", y_label="s")
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 1  # "a" has one finished point: no line; "b" has three
+    xs = [float(p.split(",")[0]) for p in lines[0].get("points").split()]
+    assert xs == sorted(xs) and len(xs) == 3  # 100 left, 50 right
+    assert len(root.findall(f"{ns}circle")) == 4
+    assert [t.text for t in root.iter(f"{ns}text")].count("OOM") == 2
+    assert "a &lt;plain&gt;" in svg

@@ -81,6 +81,8 @@ def advice_json(advice: adv.Advice, policy_path: str | None) -> dict[str, Any]:
                 "accessed_bytes": p.site.accesses,
                 "density": p.density,
                 "device": p.device,
+                "spill": None if p.spill is None else {"device": p.spill.device, "capacity": p.spill.capacity,
+                                                       "saving_ns": p.spill.saving},
                 "cost_ns": p.cost,
                 "default_cost_ns": p.default_cost,
                 "reason": p.reason,

@@ -46,14 +46,23 @@ def rule_frames(advice: adv.Advice) -> dict[int, list[prof.Frame]]:
     devices_of: list[dict[tuple, set[str]]] = [{} for _ in range(depth + 1)]
     for key, p in zip(keys, placements):
         for k in range(1, len(key) + 1):
-            devices_of[k].setdefault(key[:k], set()).add(p.device)
+            devices_of[k].setdefault(key[:k], set()).add(rule_device(p))
     out: dict[int, list[prof.Frame]] = {}
     for i, (key, p) in enumerate(zip(keys, placements)):
-        if p.device == advice.default:
+        if rule_device(p) == advice.default:
             continue
-        k = next((k for k in range(1, len(key) + 1) if devices_of[k][key[:k]] == {p.device}), len(key))
+        k = next((k for k in range(1, len(key) + 1) if devices_of[k][key[:k]] == {rule_device(p)}), len(key))
         out[i] = list(p.site.frames[:k])
     return out
+
+
+def spill_device_name(spill: adv.Spill) -> str:
+    return f"{spill.device}-spill"
+
+
+def rule_device(p: adv.Placement) -> str:
+    """The device a placement's rule names: its spill device when it has one."""
+    return spill_device_name(p.spill) if p.spill else p.device
 
 
 def _fallbacks(specs: list[DeviceSpec], advice: adv.Advice, model: str) -> dict[str, str]:
@@ -105,13 +114,26 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
                          f"  # modelled peak use: {format_size(peak)}")
         if d.name in fallbacks:
             lines.append(f"fallback = {toml_str(fallbacks[d.name])}")
+    by_name = {d.name: d for d in specs}
+    for p in advice.placements:
+        if p.spill is None:
+            continue
+        d = by_name[p.spill.device]
+        lines += ["", f"# the room {d.name} has left after its planned peak, for {p.site.label}: what does not",
+                  f"# fit goes to {p.device}", f"[devices.{toml_str(spill_device_name(p.spill))}]"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in d.table.items()]
+        scope = d.ranks > 1
+        lines.append(f"capacity = {toml_value(f'{p.spill.capacity * d.ranks >> 20}MiB')}")  # rounded down
+        if scope:
+            lines.append('scope = "node"')
+        lines.append(f"fallback = {toml_str(p.device)}")
     frames = rule_frames(advice)
     seen: set[tuple] = set()
     names: dict[str, int] = {}
     for i, p in enumerate(advice.placements):
         if i not in frames:
             continue
-        key = (p.device, tuple(f.key for f in frames[i]))
+        key = (rule_device(p), tuple(f.key for f in frames[i]))
         if key in seen:  # another site with the same prefix and device: one rule serves both
             continue
         seen.add(key)
@@ -131,7 +153,7 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
             "[[rules]]",
             f"name = {toml_str(name)}",
             f"site = {toml_value([f'{f.module}+0x{f.offset:x}' for f in frames[i]])}",
-            f"device = {toml_str(p.device)}",
+            f"device = {toml_str(rule_device(p))}",
         ]
     return "\n".join(lines) + "\n"
 

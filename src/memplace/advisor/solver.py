@@ -74,6 +74,19 @@ class Device:
         raise UserError(f"unknown cost model {model!r} (latency or bandwidth)")
 
 
+@dataclass(frozen=True)
+class Spill:
+    """Room a limited device has left after the plan, given to a site too big to fit there
+    whole: its blocks go there until the room is used up, the rest to the site's own
+    device. The policy writes the room as a device of its own (same memory, this
+    capacity, falling back to the site's device), so the sites planned on the limited
+    device keep all of theirs, whatever order the program allocates in."""
+
+    device: str  # the limited device whose room it takes
+    capacity: int  # bytes
+    saving: float  # modelled ns saved: the site's saving on `device` x the share that fits
+
+
 @dataclass
 class Placement:
     site: Site
@@ -82,6 +95,7 @@ class Placement:
     default_cost: float  # modelled ns had it stayed on the default device
     density: float  # accessed bytes per byte of peak footprint
     reason: str = ""
+    spill: Spill | None = None  # part of the site on a limited device's leftover room
 
 
 @dataclass
@@ -409,8 +423,44 @@ def advise(
     return advice
 
 
+SPILL_MIN = 1 << 20  # leftover room below this is not worth a device of its own
+
+
+def spills(sites: Sequence[Site], devices: Sequence[Device], pb: Problem, assign: np.ndarray,
+           model: str) -> dict[int, Spill]:
+    """Leftover room of each limited device (capacity minus its planned peak), fastest
+    device first, given to the one site not placed there that gains most from it: the
+    site saves on that device, is bigger than the room (else the plan would hold it
+    whole), and its average block fits in the room. The model places whole sites; this
+    uses what it leaves (a 192 MiB site of eight 24 MiB blocks beside 133 MiB of room:
+    five blocks fit)."""
+    load = pb.loads(assign)
+    limited = [d for d in range(pb.m) if math.isfinite(pb.capacity[d])]
+    out: dict[int, Spill] = {}
+    names = {dev.name for dev in devices}
+    for d in sorted(limited, key=lambda d: sum(devices[d].line_costs(model))):
+        if f"{devices[d].name}-spill" in names:  # the policy's name for it is taken
+            continue
+        room = (pb.capacity[d] - load[d].max(initial=0)) // (1 << 20) * (1 << 20)  # whole MiB
+        if room < SPILL_MIN:
+            continue
+        best, best_saving = None, 0.0
+        for i, site in enumerate(sites):
+            size = pb.demand[i].max(initial=0)
+            gain = pb.cost[i, assign[i]] - pb.cost[i, d]
+            block = site.bytes / max(site.allocations, 1)
+            if i in out or assign[i] == d or gain <= 0 or size <= room or block > room:
+                continue
+            if gain * room / size > best_saving:
+                best, best_saving = i, gain * room / size
+        if best is not None:
+            out[best] = Spill(devices[d].name, int(room), best_saving)
+    return out
+
+
 def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes, seconds) -> Advice:
     load = pb.loads(assign)
+    spilled = spills(sites, devices, pb, assign, model)
     peak = {d.name: int(load[i].max(initial=0)) for i, d in enumerate(devices)}
     size = pb.demand.max(axis=1) if pb.n else np.zeros(0)
     accessed = np.array([sum(_reads_writes(s)) for s in sites], dtype=float)
@@ -424,7 +474,12 @@ def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes,
         if site.sampled is not None and site.sampled.get("few_samples") and (site.accesses or 0) > 0:
             k = site.sampled.get("read_samples", 0) + site.sampled.get("write_samples", 0)
             reason += f"; accesses estimated from {k} sample(s): too uncertain to act on"
-        placements.append(Placement(site, devices[d].name, cost, base, float(density[s_i]), reason))
+        spill = spilled.get(s_i)
+        if spill is not None:
+            reason += (f"; {format_size(spill.capacity)} of its {format_size(pb.demand[s_i].max())} peak on "
+                       f"{spill.device} (the room left there; saves about {format_ns(spill.saving)}), "
+                       f"the rest on {devices[d].name}")
+        placements.append(Placement(site, devices[d].name, cost, base, float(density[s_i]), reason, spill))
     placements.sort(key=lambda p: (-p.density, -p.site.bytes))
     return Advice(
         placements=placements,

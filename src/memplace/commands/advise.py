@@ -55,7 +55,8 @@ def print_table(advice: adv.Advice, top: int) -> None:
         t.add_row(str(i), fn if len(fn) <= 40 else fn[:39] + "…", p.site.location or "?", _callers(p.site),
                   format_size(p.site.peak_live_bytes), format_size(p.site.accesses) if measured else "-",
                   f"{p.density:.3g}" if measured else "-",
-                  format_ns(p.default_cost - p.cost) if p.device != advice.default else "", p.device, style=style)
+                  format_ns(p.default_cost - p.cost) if p.device != advice.default else "",
+                  p.device + (f" (+{format_size(p.spill.capacity)} on {p.spill.device})" if p.spill else ""), style=style)
     console.print(t)
     more = len(advice.placements) - top
     if more > 0:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from memplace.cache import cache_root, make_dir, write_atomic
 from memplace.errors import UserError
 
-FORMAT = 1  # of the cache file; a different one is ignored
+FORMAT = 2  # of the cache file; a different one is ignored (2: file devices with read-around)
 TOOL = "memplace-measure"
 
 

@@ -1,0 +1,71 @@
+"""bench/capacity's machine-wide helpers: a memory cgroup limits the child put in it (a
+program beyond the limit is OOM-killed, one within it runs) and is removed afterwards;
+the swap file is on only inside its block and gone after it. Root and a memory cgroup
+controller needed, else skipped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "capacity"))
+from limits import MemoryCgroup, SwapFile, filesystem_type, why_no_cgroup  # noqa: E402
+
+pytestmark = pytest.mark.skipif(why_no_cgroup() is not None, reason=str(why_no_cgroup()))
+
+TOUCH = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+    size_t n = (size_t)atol(argv[1]) << 20;
+    char *p = malloc(n);
+    memset(p, 1, n);
+    printf("touched %s MiB\n", argv[1] + (p[n / 2] - 1));    /* reads p: the memset stays */
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def touch(tmp_path_factory):
+    d = tmp_path_factory.mktemp("touch")
+    (d / "touch.c").write_text(TOUCH)
+    subprocess.run(["gcc", "-O1", "-o", str(d / "touch"), str(d / "touch.c")], check=True)
+    return str(d / "touch")
+
+
+def test_a_child_beyond_the_limit_is_oom_killed_and_the_cgroup_removed(touch, tmp_path):
+    with MemoryCgroup("memplace-test", 64 << 20) as cg:
+        path = cg.path
+        assert path.is_dir()
+        over = cg.run([touch, "256"], dict(os.environ), 60, tmp_path / "over")
+    assert over.status == "OOM" and over.returncode == -9, over
+    assert over.peak <= 64 << 20
+    assert not path.exists()
+
+
+def test_a_child_within_the_limit_runs_and_its_peak_is_seen(touch, tmp_path):
+    with MemoryCgroup("memplace-test", 128 << 20) as cg:
+        within = cg.run([touch, "32"], dict(os.environ), 60, tmp_path / "within")
+    assert within.status == "ok" and within.output == "touched 32 MiB\n"
+    assert 32 << 20 <= within.peak <= 128 << 20
+    assert not cg.path.exists()
+
+
+def test_the_swap_file_is_on_only_inside_its_block(tmp_path):
+    if filesystem_type(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}: no swap file there")
+    path = tmp_path / "test.swap"
+    swaps = lambda: Path("/proc/swaps").read_text()
+    try:
+        with SwapFile(path, 16 << 20):
+            assert str(path) in swaps()
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"swapon refused here: {e}")
+    assert str(path) not in swaps() and not path.exists()
