@@ -145,3 +145,43 @@ def test_same_answers_as_pyelftools_on_the_dynamic_loader():
                          [rng.randrange(info.lo + 1, info.hi) for _ in range(1500)]))
     answered, inlined, outside = compare(ld, offsets)
     assert answered > 1000 and inlined > 50 and outside > 0
+
+
+def test_answers_are_kept_per_build_id_and_made_again_when_the_module_changes(programs, tmp_path,
+                                                                            monkeypatch):
+    """symbolize_profile keeps each module's answers in the cache (symbols/<build-id>): a
+    second profile is answered from there; a damaged entry, or a module whose file changed,
+    is read again from the module."""
+    import marshal
+    import os
+    import shutil
+
+    from memplace.profiling import profile as prof
+    from memplace.profiling.symbolize import symbolize_profile
+
+    monkeypatch.setenv("MEMPLACE_CACHE", str(tmp_path / "cache"))
+    module = tmp_path / "prog"
+    shutil.copy(programs / "prog", module)
+    offsets = return_addresses(str(module))
+
+    def symbols() -> list:
+        p = prof.Profile("runtime", ["prog"], [prof.Site((prof.Frame(str(module), None, o),), 1, 0, 1, 1)
+                                               for o in offsets])
+        symbolize_profile(p)
+        return [s.symbol(0) for s in p.sites]
+
+    first = symbols()
+    assert first == [ModuleSymbols(str(module)).lookup(o) for o in offsets]
+    entry, = (tmp_path / "cache" / "symbols").iterdir()
+    assert entry.name.startswith(elf_info(str(module)).build_id)
+    stamp, table = marshal.loads(entry.read_bytes())
+    assert len(table) == len(set(offsets))
+    # answered from the cache: an entry changed there shows
+    table = {a: ("from_the_cache", None, None, ()) for a in table}
+    entry.write_bytes(marshal.dumps((stamp, table)))
+    assert {s.function for s in symbols()} == {"from_the_cache"}
+    # the module's file changed (same build-id, new mtime): read again
+    os.utime(module, (1, 1))
+    assert symbols() == first
+    entry.write_bytes(b"\x00damaged")
+    assert symbols() == first

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import marshal
 import os
 import shutil
 import stat
@@ -252,34 +253,85 @@ def symbolize(frame: Frame) -> Symbol | None:
 
 
 def symbolize_profile(profile: Profile) -> int:
-    """Fill in the symbols a profile lacks (in place); returns how many frames got one."""
-    filled = 0
-    # the lines and inline chains of every frame of a module in one pass over its debug
-    # info, then every name demangled in one go
-    wanted: dict[str, list[int]] = {}
+    """Fill in the symbols a profile lacks (in place); returns how many frames got one.
+
+    Per module, the answers come from the symbol cache (`answers`); the addresses it lacks
+    are read from the module in one pass over its debug info; every name is then
+    demangled in one go."""
+    wanted: dict[str, set[int]] = {}
     for site in profile.sites:
         for i, frame in enumerate(site.frames):
             if site.symbol(i) is None and frame.offset > 0:
-                wanted.setdefault(frame.module, []).append(frame.offset - 1)
-    names: set[str] = set()
-    for path, addrs in wanted.items():
-        ms = module_symbols(path)
-        if ms is not None:
-            names |= ms.raw_names(addrs)
-    demangle_all(names)
-    modules: dict[tuple, ModuleSymbols | None] = {}
+                wanted.setdefault(frame.module, set()).add(frame.offset - 1)
+    known = {path: answers(path, addrs) for path, addrs in wanted.items()}
+    demangle_all({fn for table in known.values() for fn, _, _, chain in table.values()
+                  for fn in (fn, *(c[0] for c in chain)) if fn})
+    usable: dict[tuple, bool] = {}
+    filled = 0
     for site in profile.sites:
         syms = list(site.symbols) + [None] * (len(site.frames) - len(site.symbols))
         for i, frame in enumerate(site.frames):
-            if syms[i] is None:
+            if syms[i] is None and frame.offset > 0 and frame.module in known:
                 key = (frame.module, frame.build_id)
-                if key not in modules:
-                    modules[key] = _symbols_for(*key)
-                ms = modules[key]
-                syms[i] = ms.lookup(frame.offset) if ms else None
-                filled += syms[i] is not None
+                if key not in usable:  # the file on disk is the one that ran
+                    info = elf_info(frame.module)
+                    usable[key] = info is not None and not (
+                        frame.build_id and info.build_id and frame.build_id != info.build_id)
+                if usable[key]:
+                    syms[i] = _symbol(known[frame.module].get(frame.offset - 1))
+                    filled += syms[i] is not None
         site.symbols = tuple(syms) if any(syms) else ()
     return filled
+
+
+def _symbol(answer) -> Symbol | None:
+    """A cached answer (function, file, line, inlined calls; names as linked) as a Symbol,
+    the same as ModuleSymbols.lookup gives."""
+    if answer is None:
+        return None
+    fn, file, line, chain = answer
+    if fn is None and file is None:
+        return None
+    return Symbol(demangle(fn) if fn else None, file, line,
+                  tuple((demangle(f) if f else None, cf, cl) for f, cf, cl in chain))
+
+
+SYMBOLS_FORMAT = 1  # the cache's; raised when answers would differ
+
+
+def answers(path: str, addrs: set[int]) -> dict[int, tuple]:
+    """address -> (function, file, line, inlined calls) for addresses (call instruction's,
+    link-time) of one module, names as linked. Kept per build-id in the cache directory
+    (symbols/<build-id>), with what tells a changed debug file: a warm run reads no DWARF."""
+    from memplace.cache import cache_root, file_stamp, make_dir, write_atomic
+    from memplace.elf import separate_debug_file
+
+    info = elf_info(path)
+    bid = info.build_id if info is not None else None
+    cache_file = os.path.join(cache_root(), "symbols", f"{bid}.v{SYMBOLS_FORMAT}") if bid else None
+    debug = separate_debug_file(bid)
+    stamp = [file_stamp(path), file_stamp(debug) if debug else None]
+    table: dict[int, tuple] = {}
+    if cache_file is not None:
+        try:
+            with open(cache_file, "rb") as f:
+                saved = marshal.load(f)
+            if isinstance(saved, tuple) and len(saved) == 2 and saved[0] == stamp and isinstance(saved[1], dict):
+                table = saved[1]
+        except (OSError, EOFError, ValueError, TypeError):
+            pass  # no entry, or a damaged one: made again
+    missing = [a for a in addrs if a not in table]
+    if missing:
+        ms = module_symbols(path)
+        if ms is None:
+            return table
+        ms.raw_names(missing)  # reads the units of all of them at once
+        for a in missing:
+            fl = ms.line(a)
+            table[a] = (ms.function(a), fl[0] if fl else None, fl[1] if fl else None, ms._chains.get(a, ()))
+        if cache_file is not None and make_dir(os.path.dirname(cache_file)):
+            write_atomic(cache_file, marshal.dumps((stamp, table)))
+    return table
 
 
 _DEMANGLED: dict[str, str] = {}
