@@ -166,6 +166,8 @@ def main() -> int:
         print(line)
     if compared:
         print(compared)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall includes "
+          f"waiting for a CPU; cpu is the command's own user+system time)")
     return 0 if ok else 1
 
 
