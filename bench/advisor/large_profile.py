@@ -14,6 +14,7 @@ then, in this process, the symbols both symbolizers give every frame, compared.
     python bench/advisor/large_profile.py [--sites 50000] [--runs 3] [--before-runs 1]
 
 Target (issue 13): advise and report --html each in seconds on 50,000 sites (aim: under 5 s).
+Results: docs/benchmarks.md ("A profile of 50,000 sites").
 """
 
 from __future__ import annotations
