@@ -4,9 +4,10 @@ it: `mpirun.mpich -np 2 memplace profile|run ... -- prog`.
 
 MPICH tells a rank its rank (PMI_RANK) but names no job: memplace.launch.mpi takes Hydra's
 proxy, the ranks' common parent, for the job, so the ranks write one statistics file
-together. (Before, memplace started the program without the descriptors it
-was given, and every MPICH rank died in MPI_Init: PMI_FD closed.) The launcher is named explicitly: `mpirun` stays Open MPI's (Debian's
-alternatives rank it higher) and the Open MPI tests keep using it.
+together. (Before, memplace started the program without the descriptors it was given,
+and every MPICH rank died in MPI_Init: PMI_FD closed.) The launcher is named explicitly:
+`mpirun` stays Open MPI's (Debian's alternatives rank it higher) and the Open MPI tests
+keep using it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Offsets are return addresses (what a site records), so the line looked up is the one
 of the call instruction just before: offset - 1. Debug info is taken from the module or
-from its separate debug file (/usr/lib/debug/.build-id/xx/yyyy.debug). Each module is
-read once per process (cached).
+from its separate debug file (/usr/lib/debug/.build-id/xx/yyyy.debug), read by
+memplace.dwarf_reader only for the compilation units holding the addresses. Each module is
+read once per process; a profile's answers are kept per build-id in the cache directory.
 
     >>> from memplace.profiling.profile import Frame
     >>> symbolize(Frame("/nonexistent", None, 0x10)) is None
