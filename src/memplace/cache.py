@@ -1,5 +1,5 @@
 """Where memplace keeps what it computes once per machine: unwind tables, compiled policies,
-indexes of TLS variables.
+indexes of TLS variables, symbols of profiled modules (per build-id).
 
 $MEMPLACE_CACHE, else $XDG_CACHE_HOME/memplace, else ~/.cache/memplace. Deleting the
 directory is always safe: everything in it is made again when needed. Entries are written

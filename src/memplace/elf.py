@@ -34,6 +34,8 @@ ET_EXEC, ET_DYN, ET_CORE = 2, 3, 4
 PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_PHDR, PT_TLS = 1, 2, 3, 4, 6, 7
 PF_X = 1
 SHT_SYMTAB, SHT_NOTE, SHT_DYNSYM = 2, 8, 11
+SHT_NOBITS = 8
+SHF_COMPRESSED, ELFCOMPRESS_ZLIB = 0x800, 1
 STT_OBJECT, STT_FUNC, STT_TLS, STT_GNU_IFUNC = 1, 2, 6, 10
 STB_GLOBAL = 1
 NT_GNU_BUILD_ID = 3
@@ -167,6 +169,36 @@ class ElfFile:
 
     def section(self, name: str):
         return next((s for s in self.sections if s[0] == name), None)
+
+    def section_data(self, name: str) -> bytes | None:
+        """A section's contents, decompressed when compressed (SHF_COMPRESSED with zlib, or
+        GNU's .zdebug_* form); None when it is absent, has no contents in the file
+        (SHT_NOBITS) or is compressed some other way."""
+        import zlib
+
+        secs = self.sections
+        gnu = name.startswith(".debug_") and "." + "z" + name[1:]
+        i = next((k for k, s in enumerate(secs) if s[0] == name), None)
+        if i is None and gnu:
+            i = next((k for k, s in enumerate(secs) if s[0] == gnu), None)
+        if i is None or secs[i][1] == SHT_NOBITS:
+            return None
+        _, _, _, off, size, _, _ = secs[i]
+        if off + size > len(self.data):
+            raise UserError(f"{self.path}: section {name} runs past the end of the file")
+        raw = self.data[off:off + size]
+        try:
+            if secs[i][0] != name:  # .zdebug_*: "ZLIB", the size (big-endian), zlib data
+                return zlib.decompress(raw[12:]) if raw[:4] == b"ZLIB" else raw
+            flags = self._unpack(_SHDR[self.elfclass], self._shoff + i * self._shentsize)[2]
+            if not flags & SHF_COMPRESSED:
+                return raw
+            chdr = "IIQQ" if self.elfclass == 2 else "III"
+            if self._unpack(chdr, off)[0] != ELFCOMPRESS_ZLIB:
+                return None
+            return zlib.decompress(raw[struct.calcsize(chdr):])
+        except zlib.error:
+            raise UserError(f"{self.path}: section {name} does not decompress") from None
 
     def _symtab(self, want: int) -> dict[str, Symbol]:
         out: dict[str, Symbol] = {}

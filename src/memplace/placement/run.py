@@ -78,7 +78,9 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
                 extra["MEMPLACE_REQUIRE"] = str(os.getpid())
         env = child_environment(runtime, extra)
         try:
-            proc = subprocess.Popen(argv, env=env)
+            # close_fds=False: the program gets every descriptor memplace was given (MPICH's
+            # ranks talk to their launcher through PMI_FD); memplace's own are close-on-exec.
+            proc = subprocess.Popen(argv, env=env, close_fds=False)
         except OSError as e:
             raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
         returncode = wait_forwarding_signals(proc)

@@ -404,6 +404,7 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
         meta=meta,
     )
     nwin = None
+    good_ids: set[str] = set()  # build-ids checked already (a profile names a few modules)
     for i, sd in enumerate(sites_json):
         where = f"site {i}"
         if not isinstance(sd, dict):
@@ -418,8 +419,10 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
                 raise r.fail(fw, "is not an object")
             module = r.get(fd, "module", (str,), fw)
             build_id = r.get(fd, "build_id", (str,), fw, required=False)
-            if build_id is not None and not re.fullmatch(r"[0-9a-f]+", build_id):
-                raise r.fail(fw, f"build_id {build_id!r} is not lowercase hex")
+            if build_id is not None and build_id not in good_ids:
+                if not re.fullmatch(r"[0-9a-f]+", build_id):
+                    raise r.fail(fw, f"build_id {build_id!r} is not lowercase hex")
+                good_ids.add(build_id)
             if "offset" not in fd:
                 raise r.fail(fw, "missing field 'offset'")
             frames.append(Frame(module, build_id, r.offset(fd["offset"], fw)))
@@ -453,7 +456,9 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
             lifetime = Lifetime(mean, r.number(lt, "min", where + " lifetime"), r.number(lt, "max", where + " lifetime"))
         live = r.get(sd, "live", (list,), where, required=False)
         if live is not None:
-            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in live):
+            # every entry exactly an int (not a bool) and none negative, checked in bulk
+            # (64 windows x 50,000 sites one by one were 40% of reading a profile)
+            if set(map(type, live)) - {int} or (live and min(live) < 0):
                 raise r.fail(where, "'live' must be a list of byte counts")
             if nwin is None:
                 nwin = len(live)

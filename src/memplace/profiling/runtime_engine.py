@@ -155,7 +155,8 @@ def run(command: list[str], out_dir: str, depth: int = prof.DEPTH,
                                           "MEMPLACE_SAMPLE_RATE": str(rate),
                                           "MEMPLACE_UNWIND": tables.directory})
         try:
-            proc = subprocess.Popen(command, env=env)
+            # every descriptor memplace was given, as in `memplace run` (MPICH's PMI_FD)
+            proc = subprocess.Popen(command, env=env, close_fds=False)
         except OSError as e:
             raise UserError(f"{command[0]}: cannot execute: {e.strerror}") from None
         status = wait_forwarding_signals(proc)
