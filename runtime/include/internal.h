@@ -508,8 +508,10 @@ static inline struct mp_site_entry *mp_sites_walk_hit(const struct mp_walk_entry
     for (int i = 0; i < w->n; i++)
         if (*w->addr[i] != w->value[i])
             return NULL;
+    /* only fixed entries are remembered, and a refill changes the stamp: an unchanged
+     * stamp means the same frames, fixed, under the same generation */
     struct mp_site_entry *e = w->site;
-    if (mp_likely(e->stamp == w->stamp && e->fixed && e->generation == w->generation &&
+    if (mp_likely(e->stamp == w->stamp &&
                   w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED)))
         return e;
     return NULL;

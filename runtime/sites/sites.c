@@ -368,7 +368,7 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
                           uintptr_t sp, uintptr_t fp)
 {
     const struct mp_unwind_trace *t = &self->unwind.last.trace;
-    if (t->n < 0 || t->n > MP_WALK_WORDS || self->unwind.last.pc != ra ||
+    if (!e->fixed || t->n < 0 || t->n > MP_WALK_WORDS || self->unwind.last.pc != ra ||
         self->unwind.last.sp != sp || self->unwind.last.fp != fp)
         return;
     unsigned slot = mp_walk_slot(ra, sp);
