@@ -240,6 +240,8 @@ struct mp_thread {
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_CACHE];
+    int walk_busy; /* a walk is being remembered: a signal handler's allocation leaves the
+                      cache alone rather than mix its walk into the half-written one */
     struct mp_unwind_cache unwind;
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];

@@ -362,15 +362,18 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
 
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
  * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: in the slot's first
- * way, its previous walk moving to the second. Keys are written last: a signal handler
- * that allocates in between finds an entry empty, not half made. */
+ * way, its previous walk moving to the second. Keys are written last, so a signal handler
+ * that allocates in between finds an entry empty, not half made, and leaves the cache
+ * alone (walk_busy). */
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp)
 {
     const struct mp_unwind_trace *t = &self->unwind.last.trace;
-    if (!e->fixed || t->n < 0 || t->n > MP_WALK_WORDS || self->unwind.last.pc != ra ||
-        self->unwind.last.sp != sp || self->unwind.last.fp != fp)
+    if (self->walk_busy || !e->fixed || t->n < 0 || t->n > MP_WALK_WORDS ||
+        self->unwind.last.pc != ra || self->unwind.last.sp != sp || self->unwind.last.fp != fp)
         return;
+    self->walk_busy = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     unsigned slot = mp_walk_slot(ra, sp);
     struct mp_walk_entry *w = &self->walks[slot], *other = &self->walks[slot ^ 1];
     if (w->ra)
@@ -379,6 +382,8 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     for (int i = 0; i < t->n; i++)
         fresh.addr[i] = t->addr[i], fresh.value[i] = t->value[i];
     copy_walk(w, &fresh);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    self->walk_busy = 0;
 }
 
 struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
