@@ -427,8 +427,9 @@ MP_HIDDEN extern uint32_t mp_small_usable[MP_TCACHE_BINS];
 static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t size)
 {
     struct mp_device_heap *h = &mp_device_heaps[dev];
+    int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
     if (mp_unlikely(size > MP_TCACHE_SMALL || dev >= MP_TCACHE_DEVICES || h->dead ||
-                    (h->capacity && mp_over_capacity(h, size))))
+                    (live > 0 ? (uint64_t)live : 0) + size > h->limit))
         return NULL;
     size_t usable = mp_small_usable[(size + 7) / 8];
     void *p = mp_block_cache_pop(self, dev, usable);

@@ -129,6 +129,7 @@ struct mp_unwind_regs {
 #define MP_UNWIND_TRACE 32
 struct mp_unwind_trace {
     int n; /* -1: more words than fit, the walk cannot be replayed */
+    int last_fp; /* the last word is a saved frame pointer (which only a further step uses) */
     const uintptr_t *addr[MP_UNWIND_TRACE];
     uintptr_t value[MP_UNWIND_TRACE];
 };
@@ -301,6 +302,7 @@ struct mp_device_heap {
     const struct mp_device_spec *spec;
     unsigned char *slot;         /* its units in the range: arenas, then the special part */
     uint64_t capacity;           /* limit on live bytes; 0 = none */
+    uint64_t limit;              /* the same, UINT64_MAX for none: one compare, no branch */
     uint64_t *limit_live;        /* the live bytes the capacity limits: &stats.live, or the
                                     node's (struct mp_node_counters) */
     uint64_t span, arranged;     /* bytes of the units usable as arenas; made into arenas */
