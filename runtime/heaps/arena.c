@@ -75,6 +75,7 @@ int mp_arenas_init(const struct mp_policy *policy, const char **why)
     for (int i = 0; i < n; i++) {
         heaps[i].spec = &policy->devices[i];
         heaps[i].capacity = policy->devices[i].capacity;
+        heaps[i].limit = heaps[i].capacity ? heaps[i].capacity : UINT64_MAX;
         heaps[i].extent = -1;
         if (policy->devices[i].kind != MP_NEXT_ALLOCATOR) {
             want[i] = wanted(heaps[i].capacity);

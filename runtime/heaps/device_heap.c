@@ -12,8 +12,9 @@
 static int next_dev = -1; /* the next allocator's device: where allocations that reach the
                              end of a chain are counted */
 /* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
-static uint32_t small_usable[MI_SMALL_SIZE_MAX / 8 + 1];
+MP_HIDDEN uint32_t mp_small_usable[MP_TCACHE_BINS];
 _Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8 + 1, "a bin for each small usable size");
+_Static_assert(MP_TCACHE_SMALL == MI_SMALL_SIZE_MAX, "the block cache's sizes are mimalloc's small ones");
 
 int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
 {
@@ -22,8 +23,8 @@ int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
     for (int i = mp_ndevices - 1; i >= 0; i--)
         if (policy->devices[i].kind == MP_NEXT_ALLOCATOR)
             next_dev = i;
-    for (size_t i = 0; i < sizeof small_usable / sizeof small_usable[0]; i++)
-        small_usable[i] = (uint32_t)mi_good_size(i * 8);
+    for (size_t i = 0; i < MP_TCACHE_BINS; i++)
+        mp_small_usable[i] = (uint32_t)mi_good_size(i * 8);
     return 0;
 }
 
@@ -56,7 +57,7 @@ void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, in
     void *p;
     size_t usable;
     if (size <= MI_SMALL_SIZE_MAX) {
-        usable = small_usable[(size + 7) / 8];
+        usable = mp_small_usable[(size + 7) / 8];
         p = !zero && dev < MP_TCACHE_DEVICES ? mp_block_cache_pop(self, dev, usable) : NULL;
         if (!p)
             p = zero ? mi_theap_zalloc_small(th, size) : mi_theap_malloc_small(th, size);
@@ -110,29 +111,50 @@ void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t 
     return NULL;
 }
 
+/* A growth area's block or a direct one. */
+MP_COLD static void free_special(void *p, unsigned unit)
+{
+    int dev = (int)(unit & MP_UNIT_DEVICE);
+    struct mp_device_heap *h = &mp_device_heaps[dev];
+    struct mp_growth *g = mp_growth_of(h, p);
+    uint64_t gone = g ? mp_growth_release(h, g, p) : mp_direct_length(h, p, 1);
+    if (gone && !g)
+        mp_os_back_anonymous(p, gone, -1, 0); /* memory returned, address kept */
+    mp_add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
+}
+
+/* A block of a device beyond the block cache's, or freed by a thread without a block. */
+MP_COLD static void free_uncached(void *p, int dev)
+{
+    size_t block;
+    mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
+    mp_add_live(mp_self, dev, -(int64_t)block);
+}
+
+/* Kept short: only p lives across the one call (mimalloc's page lookup for the size);
+ * the thread and the device are read again after it. */
 void mp_device_heap_free(void *p)
 {
     unsigned unit = mp_unit_of(p);
-    int dev = (int)(unit & MP_UNIT_DEVICE);
     if (mp_unlikely(unit & MP_UNIT_SPECIAL)) {
-        struct mp_device_heap *h = &mp_device_heaps[dev];
-        struct mp_growth *g = mp_growth_of(h, p);
-        uint64_t gone = g ? mp_growth_release(h, g, p) : mp_direct_length(h, p, 1);
-        if (gone && !g)
-            mp_os_back_anonymous(p, gone, -1, 0); /* memory returned, address kept */
-        mp_add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
+        free_special(p, unit);
         return;
     }
-    struct mp_thread *self = mp_self;
-    size_t block;
-    if (self && dev < MP_TCACHE_DEVICES) {
-        block = mi_usable_size(p);
-        if (block > MI_SMALL_SIZE_MAX || !mp_block_cache_push(self, dev, p, block))
-            mi_free(p);
-    } else {
-        mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
+    if (mp_unlikely(!mp_self || unit >= MP_TCACHE_DEVICES)) {
+        free_uncached(p, (int)unit);
+        return;
     }
-    mp_add_live(self, dev, -(int64_t)block);
+    size_t block = mi_usable_size(p);
+    struct mp_thread *self = mp_self; /* not NULL: a thread's block is never taken away */
+    int dev = (int)unit;
+    if (mp_likely(block <= MP_TCACHE_SMALL)) {
+        mp_add_live_small(self, dev, -(int64_t)block);
+        if (mp_block_cache_push(self, dev, p, block))
+            return;
+    } else {
+        mp_add_live(self, dev, -(int64_t)block);
+    }
+    mi_free(p);
 }
 
 size_t mp_device_heap_usable_size(const void *p)

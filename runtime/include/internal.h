@@ -324,6 +324,15 @@ static inline void mp_add_live(struct mp_thread *self, int dev, int64_t delta)
         mp_publish_pending(&mp_device_heaps[dev], c);
 }
 
+/* mp_add_live for a thread's block smaller than MP_EXACT_BYTES. */
+static inline void mp_add_live_small(struct mp_thread *self, int dev, int64_t delta)
+{
+    struct mp_device_counters *c = &self->devices[dev];
+    c->live_pending += delta;
+    if (mp_unlikely((uint64_t)(c->live_pending + MP_LIVE_BATCH - 1) > 2 * MP_LIVE_BATCH - 2))
+        mp_publish_pending(&mp_device_heaps[dev], c);
+}
+
 /* An allocation of `size` bytes (`usable` of them live) served for device `dev`. */
 static inline void mp_count(struct mp_thread *self, int dev, size_t size, int64_t usable)
 {
@@ -412,6 +421,27 @@ MP_HIDDEN void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t siz
 /* The fast path: `dev` itself, plain or zeroed blocks of common sizes; NULL means "ask
  * mp_device_heap_alloc" (nothing was counted). */
 MP_HIDDEN void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero);
+/* mi_good_size of the block cache's sizes, by 8-byte step */
+MP_HIDDEN extern uint32_t mp_small_usable[MP_TCACHE_BINS];
+/* The fastest path, inline and without a call: a plain block of `size` bytes from the
+ * thread's cache of freed blocks of device `dev`, counted; NULL: ask
+ * mp_device_heap_alloc_fast (nothing was counted). */
+static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t size)
+{
+    struct mp_device_heap *h = &mp_device_heaps[dev];
+    int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
+    if (mp_unlikely(size > MP_TCACHE_SMALL || dev >= MP_TCACHE_DEVICES || h->dead ||
+                    (live > 0 ? (uint64_t)live : 0) + size > h->limit))
+        return NULL;
+    size_t usable = mp_small_usable[(size + 7) / 8];
+    void *p = mp_block_cache_pop(self, dev, usable);
+    if (mp_likely(p != NULL)) {
+        self->devices[dev].allocations++;
+        self->devices[dev].bytes += size;
+        mp_add_live_small(self, dev, (int64_t)usable);
+    }
+    return p;
+}
 MP_HIDDEN void mp_device_heap_free(void *p);
 MP_HIDDEN size_t mp_device_heap_usable_size(const void *p);
 /* Resize block p in place to n bytes if it has the room; 1 if done. */
@@ -460,6 +490,44 @@ static inline struct mp_site_entry *mp_sites_fixed(struct mp_thread *self, uintp
                   e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED)))
         return e;
     return NULL;
+}
+
+/* A thread's walk-cache slot for a walk starting at (ra, sp). */
+static inline unsigned mp_walk_slot(uintptr_t ra, uintptr_t sp)
+{
+    return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> 58) % MP_WALK_CACHE;
+}
+
+/* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
+ * from the same (ra, sp, fp) led to, when every stack word that walk read still holds the
+ * value it read (so unwinding again would find the same frames), the entry still holds
+ * those frames (stamp) and the rules' addresses are unchanged (generation); else NULL:
+ * mp_sites_fixed_deep unwinds. The words lie in [sp, stack top) of this thread's stack. */
+static inline struct mp_site_entry *mp_sites_walk_hit(const struct mp_walk_entry *w, uintptr_t ra,
+                                                      uintptr_t sp, uintptr_t fp)
+{
+    if (w->ra != ra || w->sp != sp || w->fp != fp)
+        return NULL;
+    for (int i = 0; i < w->n; i++)
+        if (*w->addr[i] != w->value[i])
+            return NULL;
+    /* only fixed entries are remembered, and a refill changes the stamp: an unchanged
+     * stamp means the same frames, fixed, under the same generation */
+    struct mp_site_entry *e = w->site;
+    if (mp_likely(e->stamp == w->stamp &&
+                  w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED)))
+        return e;
+    return NULL;
+}
+
+/* Two ways per slot: two callers at the same depth (the same ra, sp and fp, different
+ * words above) both stay. */
+static inline struct mp_site_entry *mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra,
+                                                          uintptr_t sp, uintptr_t fp)
+{
+    unsigned slot = mp_walk_slot(ra, sp);
+    struct mp_site_entry *e = mp_sites_walk_hit(&self->walks[slot], ra, sp, fp);
+    return mp_likely(e != NULL) ? e : mp_sites_walk_hit(&self->walks[slot ^ 1], ra, sp, fp);
 }
 
 static inline void mp_sites_count(struct mp_site_entry *e, size_t size)

@@ -129,6 +129,7 @@ struct mp_unwind_regs {
 #define MP_UNWIND_TRACE 32
 struct mp_unwind_trace {
     int n; /* -1: more words than fit, the walk cannot be replayed */
+    int last_fp; /* the last word is a saved frame pointer (which only a further step uses) */
     const uintptr_t *addr[MP_UNWIND_TRACE];
     uintptr_t value[MP_UNWIND_TRACE];
 };
@@ -194,7 +195,26 @@ struct mp_site_entry {
     struct { uint64_t hits, bytes; } count[MP_MAX_CANDIDATES]; /* of cand[i], not yet in
                                                                   the totals */
     uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
+    uint32_t stamp;                   /* changes at each refill: a walk (below) that names
+                                         this entry is stale when it differs */
 } __attribute__((aligned(64)));
+
+/* A thread's memory of the walks that led to multi-frame sites, keyed by where the walk
+ * started (the program's return address, stack and frame pointers): a walk is a function
+ * of those and of the stack words it read, so when the words still hold, the site is the
+ * one the walk found, without unwinding again. Only walks that read at most
+ * MP_WALK_WORDS words are kept. */
+#define MP_WALK_CACHE 64
+#define MP_WALK_WORDS 8
+struct mp_walk_entry {
+    uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
+                                         never sees a half-made entry as valid) */
+    struct mp_site_entry *site;       /* the site entry the walk's frames selected ... */
+    uint32_t stamp, generation;       /* ... while it had this stamp, under this generation */
+    int n;                            /* words the walk read */
+    const uintptr_t *addr[MP_WALK_WORDS];
+    uintptr_t value[MP_WALK_WORDS];
+};
 
 struct mp_device_counters {
     uint64_t allocations, bytes;
@@ -203,7 +223,8 @@ struct mp_device_counters {
 
 /* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
 #define MP_TCACHE_DEVICES 4
-#define MP_TCACHE_BINS (1024 / 8 + 1) /* by usable size / 8, up to mimalloc's small blocks */
+#define MP_TCACHE_SMALL 1024          /* mimalloc's small blocks: MI_SMALL_SIZE_MAX */
+#define MP_TCACHE_BINS (MP_TCACHE_SMALL / 8 + 1) /* by usable size / 8 */
 #define MP_TCACHE_MAX 8               /* freed blocks kept per device and size class */
 struct mp_tcache_bin { void *head; uint32_t count; };
 
@@ -219,6 +240,9 @@ struct mp_thread {
     void *theaps[MP_MAX_DEVICES];
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
+    struct mp_walk_entry walks[MP_WALK_CACHE];
+    int walk_busy; /* a walk is being remembered: a signal handler's allocation leaves the
+                      cache alone rather than mix its walk into the half-written one */
     struct mp_unwind_cache unwind;
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
@@ -278,6 +302,7 @@ struct mp_device_heap {
     const struct mp_device_spec *spec;
     unsigned char *slot;         /* its units in the range: arenas, then the special part */
     uint64_t capacity;           /* limit on live bytes; 0 = none */
+    uint64_t limit;              /* the same, UINT64_MAX for none: one compare, no branch */
     uint64_t *limit_live;        /* the live bytes the capacity limits: &stats.live, or the
                                     node's (struct mp_node_counters) */
     uint64_t span, arranged;     /* bytes of the units usable as arenas; made into arenas */

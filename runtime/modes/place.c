@@ -55,35 +55,66 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
     }
 }
 
-/* The fast path: a site seen before on this thread, whose device does not depend on the
- * size, served by the next allocator or that device's theap. No rule scan, no fallback,
- * and for one-frame policies no unwinding: NULL sends the allocation to place(). */
-static inline void *place_fast(size_t n, int zero, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+/* A fixed site served by the next allocator, counted once it did. */
+__attribute__((noinline)) static void *place_next(struct mp_thread *self, struct mp_site_entry *e,
+                                                  size_t n, int zero)
 {
-    struct mp_thread *self = mp_self;
-    if (mp_unlikely(!self))
-        return NULL;
-    struct mp_site_entry *e = mp_likely(mp_sites_depth <= 1) ? mp_sites_fixed(self, ra)
-                              : sp ? mp_sites_fixed_deep(self, ra, sp, fp) : NULL;
-    if (mp_unlikely(!e))
-        return NULL;
-    void *p;
-    if (e->fixed == MP_FIXED_NEXT) {
-        p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
-        if (mp_likely(p != NULL))
-            mp_device_heap_count_next(self, e->device, n);
-    } else {
-        p = mp_device_heap_alloc_fast(self, e->device, n, zero);
-    }
-    if (mp_likely(p != NULL))
+    void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
+    if (mp_likely(p != NULL)) { /* no live bytes: the next allocator's are not ours */
+        self->devices[e->device].allocations++;
+        self->devices[e->device].bytes += n;
         mp_sites_count(e, n);
+    }
     return p;
 }
 
+/* The fast path's second part, out of line: a site seen before on this thread whose
+ * device does not depend on the size, served by the next allocator or that device's
+ * theap; the walk for a multi-frame site not met from this place on the stack before.
+ * No rule scan, no fallback. Anything else goes to place(). */
+__attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t ra, uintptr_t sp,
+                                                  uintptr_t fp)
+{
+    struct mp_thread *self = mp_self;
+    struct mp_site_entry *e = NULL;
+    if (mp_likely(self != NULL))
+        e = mp_sites_depth <= 1 ? mp_sites_fixed(self, ra)
+            : sp ? (e = mp_sites_fixed_walked(self, ra, sp, fp)) ? e : mp_sites_fixed_deep(self, ra, sp, fp)
+            : NULL;
+    if (e) {
+        if (e->fixed == MP_FIXED_NEXT)
+            return place_next(self, e, n, zero);
+        void *p = mp_device_heap_alloc_fast(self, e->device, n, zero);
+        if (mp_likely(p != NULL)) {
+            mp_sites_count(e, n);
+            return p;
+        }
+    }
+    return place(n, 0, zero ? ZEROED : PLAIN, ra, sp, fp);
+}
+
+/* The fast path's first part, inline and without a call on its common case: the site
+ * found in the thread's caches (the return address for one-frame policies, the walk from
+ * the program's frame for deeper ones), the block from the thread's cache of freed
+ * blocks of the site's device. Anything else is one tail call to place_site(). */
 void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
-    void *p = place_fast(n, 0, ra, sp, fp);
-    return mp_likely(p != NULL) ? p : place(n, 0, PLAIN, ra, sp, fp);
+    struct mp_thread *self = mp_self;
+    if (mp_likely(self != NULL)) {
+        struct mp_site_entry *e = mp_likely(mp_sites_depth <= 1)
+                                      ? mp_sites_fixed(self, ra)
+                                      : mp_sites_fixed_walked(self, ra, sp, fp);
+        if (mp_likely(e != NULL)) {
+            if (e->fixed == MP_FIXED_NEXT)
+                return place_next(self, e, n, 0);
+            void *p = mp_device_heap_pop(self, e->device, n);
+            if (mp_likely(p != NULL)) {
+                mp_sites_count(e, n);
+                return p;
+            }
+        }
+    }
+    return place_site(n, 0, ra, sp, fp);
 }
 
 void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp)
@@ -93,8 +124,7 @@ void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr
         errno = ENOMEM;
         return NULL;
     }
-    void *p = place_fast(total, 1, ra, sp, fp);
-    return mp_likely(p != NULL) ? p : place(total, 0, ZEROED, ra, sp, fp);
+    return place_site(total, 1, ra, sp, fp);
 }
 
 void *mp_place_aligned(size_t align, size_t n, uintptr_t ra)

@@ -245,7 +245,7 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
         cache->last.pc = r->pc, cache->last.sp = r->sp, cache->last.fp = r->fp;
         cache->last.depth = depth;
         trace = &cache->last.trace;
-        trace->n = 0;
+        trace->n = 0, trace->last_fp = 0;
     }
     int n = 0, why = MP_CAPTURE_CUT;
     const uintptr_t lo = r->sp;
@@ -258,6 +258,10 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
             out[n++] = r->pc;
         if (n == depth) {
             why = MP_CAPTURE_FULL;
+            /* the last step's saved frame pointer would serve only a further step: the
+             * frames do not depend on it */
+            if (trace && trace->n > 0 && trace->last_fp)
+                trace->n--;
             break;
         }
         int s = rule ? mp_unwind_step(rule, r, lo, top, trace) : MP_STEP_UNKNOWN;

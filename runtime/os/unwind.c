@@ -116,6 +116,7 @@ static int read_traced(uintptr_t a, uintptr_t lo, uintptr_t hi, uintptr_t *out,
         } else {
             t->addr[t->n] = (const uintptr_t *)a;
             t->value[t->n++] = *out;
+            t->last_fp = 0;
         }
     }
     return 1;
@@ -156,8 +157,12 @@ int mp_unwind_step(const struct mp_unwind_rule *rule, struct mp_unwind_regs *r,
     if (cfa <= r->sp || rule->ra_rule != MP_RA_SAVED ||
         !read_word(cfa + (intptr_t)rule->ra_off, lo, hi, &ra))
         return MP_STEP_UNKNOWN; /* frames only move up the stack; anything else is wrong */
-    if (rule->fp_rule == MP_FP_SAVED && !read_word(cfa + (intptr_t)rule->fp_off, lo, hi, &fp))
-        return MP_STEP_UNKNOWN;
+    if (rule->fp_rule == MP_FP_SAVED) {
+        if (!read_word(cfa + (intptr_t)rule->fp_off, lo, hi, &fp))
+            return MP_STEP_UNKNOWN;
+        if (trace && trace->n > 0 && trace->addr[trace->n - 1] == (const uintptr_t *)(cfa + (intptr_t)rule->fp_off))
+            trace->last_fp = 1;
+    }
     if (rule->fp_rule == MP_FP_LOST)
         fp = 0;
     if (ra == 0)

@@ -242,6 +242,7 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
 {
     flush_entry(e);
     memset(e->count, 0, sizeof e->count); /* a fixed entry without rules counted in count[0] */
+    e->stamp++; /* walks that led here before lead elsewhere now */
     struct view *v = fresh_view();
     memcpy(e->frames, frames, sizeof e->frames);
     e->generation = v->generation;
@@ -345,6 +346,46 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     return choose(v, e, frames, n, size);
 }
 
+/* Copy a walk entry; the key last (see remember_walk). */
+static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from)
+{
+    to->ra = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    for (int i = 0; i < from->n; i++)
+        to->addr[i] = from->addr[i], to->value[i] = from->value[i];
+    to->n = from->n, to->site = from->site;
+    to->stamp = from->stamp, to->generation = from->generation;
+    to->sp = from->sp, to->fp = from->fp;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    to->ra = from->ra;
+}
+
+/* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
+ * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: in the slot's first
+ * way, its previous walk moving to the second. Keys are written last, so a signal handler
+ * that allocates in between finds an entry empty, not half made, and leaves the cache
+ * alone (walk_busy). */
+static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
+                          uintptr_t sp, uintptr_t fp)
+{
+    const struct mp_unwind_trace *t = &self->unwind.last.trace;
+    if (self->walk_busy || !e->fixed || t->n < 0 || t->n > MP_WALK_WORDS ||
+        self->unwind.last.pc != ra || self->unwind.last.sp != sp || self->unwind.last.fp != fp)
+        return;
+    self->walk_busy = 1;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    unsigned slot = mp_walk_slot(ra, sp);
+    struct mp_walk_entry *w = &self->walks[slot], *other = &self->walks[slot ^ 1];
+    if (w->ra)
+        copy_walk(other, w);
+    struct mp_walk_entry fresh = {ra, sp, fp, e, e->stamp, e->generation, t->n, {0}, {0}};
+    for (int i = 0; i < t->n; i++)
+        fresh.addr[i] = t->addr[i], fresh.value[i] = t->value[i];
+    copy_walk(w, &fresh);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    self->walk_busy = 0;
+}
+
 struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
                                           uintptr_t fp)
 {
@@ -352,6 +393,7 @@ struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra, 
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     int n;
     struct mp_site_entry *e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
+    remember_walk(self, e, ra, sp, fp);
     return e->fixed ? e : NULL;
 }
 

@@ -79,6 +79,7 @@ struct mp_thread *mp_thread_attach(const void *sp)
         memset(t->theaps, 0, sizeof t->theaps); /* the previous thread's, now gone */
         memset(t->theap_of, 0, sizeof t->theap_of);
         t->unwind.modules = NULL; /* its entries were the previous thread's */
+        memset(t->walks, 0, sizeof t->walks); /* walks on the previous thread's stack */
         if (have_exit_key)
             pthread_setspecific(exit_key, t); /* our own key, created at start-up */
         mp_self = t;

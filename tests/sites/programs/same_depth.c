@@ -1,0 +1,59 @@
+/* One allocating helper called, in alternation and from the same stack depth, by two
+ * callers (so the return address, stack and frame pointers at malloc are the same for
+ * both, and only the words further up differ), and each caller by two outer functions.
+ * A placed run must tell all four chains apart on every call, not reuse the walk of the
+ * previous one. Marked lines: SITE make, CALLER a|b, OUTER x|y.
+ *
+ *   same_depth ROUNDS   prints "sum=<n>" */
+#include <stdio.h>
+#include <stdlib.h>
+
+#define NOINLINE __attribute__((noinline))
+
+NOINLINE static char *make(int n)
+{
+    char *p = malloc((size_t)n); /* SITE make */
+    p[0] = (char)n;
+    return p;
+}
+
+NOINLINE static char *from_a(int n)
+{
+    char *p = make(n); /* CALLER a */
+    p[0] ^= 'a';
+    return p;
+}
+
+NOINLINE static char *from_b(int n)
+{
+    char *p = make(n); /* CALLER b */
+    p[0] ^= 'b';
+    return p;
+}
+
+NOINLINE static long outer_x(int n, int b)
+{
+    char *p = b ? from_b(n) : from_a(n); /* OUTER x */
+    long v = p[0];
+    free(p);
+    return v;
+}
+
+NOINLINE static long outer_y(int n, int b)
+{
+    char *p = b ? from_b(n) : from_a(n); /* OUTER y */
+    long v = p[0] + 1;
+    free(p);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    int rounds = argc > 1 ? atoi(argv[1]) : 1000;
+    long sum = 0;
+    for (int i = 0; i < rounds; i++)
+        for (int k = 0; k < 4; k++) /* x-a, x-b, y-a, y-b, in turn */
+            sum += k < 2 ? outer_x(24 + k, k & 1) : outer_y(24 + k, k & 1);
+    printf("sum=%ld\n", sum);
+    return 0;
+}

@@ -1,0 +1,65 @@
+"""The placed fast path remembers the walk that found a multi-frame site, keyed by where
+the walk started: one helper called in alternation by two callers from the same stack
+depth (same return address, stack and frame pointers at malloc), each by two outer
+functions, must still be told apart on every call, the walks' other stack words decide."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sites_support as support
+from sites_support import memplace
+
+SOURCE = support.PROGRAMS / "same_depth.c"
+ROUNDS = 3000
+CHAINS = {("a", "x"): "fast", ("b", "x"): "pmem", ("a", "y"): "system", ("b", "y"): "fast"}
+
+
+def line(kind: str, name: str) -> int:
+    return support.marker_line(SOURCE, kind, name)
+
+
+FLAGS = [["-O2", "-fno-omit-frame-pointer"], ["-O2", "-fomit-frame-pointer"]]
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=[" ".join(f) for f in FLAGS])
+@pytest.mark.parametrize("frames", [2, 3])
+def test_alternating_callers_at_one_depth_each_hit_their_own_rule(tmp_path, flags, frames):
+    exe = support.build(tmp_path, SOURCE, flags)
+    pmem = tmp_path / "pmem"
+    pmem.mkdir()
+    rules = []
+    for (caller, outer), device in CHAINS.items():
+        site = [f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', caller)}",
+                f"same_depth.c:{line('OUTER', outer)}"][:frames]
+        quoted = ", ".join(f'"{s}"' for s in site)
+        rules.append(f'[[rules]]\nname = "{caller}{outer}"\nsite = [{quoted}]\n'
+                     f'device = "{device}"\n')
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"""version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+{chr(10).join(rules)}""")
+    stats = tmp_path / "stats.json"
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe),
+                 str(ROUNDS))
+    assert r.returncode == 0, r.stderr
+    # bare: x-a 24^'a', x-b 25^'b', y-a (26^'a')+1, y-b (27^'b')+1 per round
+    assert r.stdout == f"sum={ROUNDS * ((24 ^ 97) + (25 ^ 98) + (26 ^ 97) + 1 + (27 ^ 98) + 1)}\n"
+    doc = json.loads(stats.read_text())
+    hits = {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]}
+    if frames == 3:
+        assert hits == {"ax": ROUNDS, "bx": ROUNDS, "ay": ROUNDS, "by": ROUNDS}, hits
+        expected = {"fast": 2 * ROUNDS, "pmem": ROUNDS}
+    else:  # two frames cannot tell x from y: the first rule of each caller takes both
+        assert hits == {"ax": 2 * ROUNDS, "bx": 2 * ROUNDS, "ay": 0, "by": 0}, hits
+        expected = {"fast": 2 * ROUNDS, "pmem": 2 * ROUNDS}
+    devices = {d["name"]: d for d in doc["totals"]["devices"]}
+    for name, allocations in expected.items():
+        assert devices[name]["allocations"] == allocations, (name, devices[name])
