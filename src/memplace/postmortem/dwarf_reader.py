@@ -27,6 +27,8 @@ import bisect
 import re
 import struct
 
+from memplace.dwarf_reader import sleb as _sleb, uleb as _uleb  # the one LEB128 decoder
+
 SHF_COMPRESSED, ELFCOMPRESS_ZLIB = 0x800, 1
 
 
@@ -92,33 +94,6 @@ def section_bytes(elf, name: str) -> bytes | None:
 def _section_flags(elf, index: int) -> int:
     fmt = elf.endian + ("IIQ" if elf.elfclass == 2 else "III")
     return struct.unpack_from(fmt, elf.data, elf._shoff + index * elf._shentsize)[2]
-
-
-def _uleb(d, i: int) -> tuple[int, int]:
-    b = d[i]
-    if b < 0x80:
-        return b, i + 1
-    v, shift = 0, 0
-    while True:
-        b = d[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            return v, i
-
-
-def _sleb(d, i: int) -> tuple[int, int]:
-    v, shift = 0, 0
-    while True:
-        b = d[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            if b & 0x40:
-                v -= 1 << shift
-            return v, i
 
 
 class AttributeValue:
