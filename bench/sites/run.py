@@ -4,6 +4,8 @@
      iteration through 1-3 helper frames) placed by the advisor's own policy: profile ->
      advise (fast device: NUMA node 0 with a third of the profile's peak; the rest on a
      file device) -> placed run, against the bare program. Target: placed <= 1.10x.
+     Beside it, the same devices without rules (every site on the default device): the
+     device heaps' own cost, without telling sites apart.
   2. Capture + matching per allocation for rules of 1-4 frames (one rule per distinct
      chain of the num_alloc call site and its callers, to the "system" device, so only
      finding the site and its rule is measured): (variant - transparent) / allocations.
@@ -95,6 +97,13 @@ def main() -> int:
         compiled = tmp / "advised.mpc"
         prepare(policy, prog, compiled)
         envs["advised policy"] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(compiled))
+        # the advised devices without rules: every site on the default device, one frame
+        text = policy.read_text()
+        bare_policy = tmp / "default-only.toml"
+        bare_policy.write_text(text[:text.index("[[rules]]")] if "[[rules]]" in text else text)
+        prepare(bare_policy, prog, tmp / "default-only.mpc")
+        envs["default device only"] = dict(base, LD_PRELOAD=runtime,
+                                           MEMPLACE_POLICY=str(tmp / "default-only.mpc"))
         for frames in (1, 2, 3, 4):
             toml = tmp / f"frames{frames}.toml"
             toml.write_text(frame_rules(profile4, frames))

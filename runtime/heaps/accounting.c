@@ -98,10 +98,27 @@ void mp_publish_live(struct mp_device_heap *h, int64_t delta)
     }
 }
 
+static int64_t room(struct mp_device_heap *h)
+{
+    if (h->dead)
+        return INT64_MIN / 2; /* no pop passes, whatever the thread freed */
+    int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
+    uint64_t used = live > 0 ? (uint64_t)live : 0;
+    uint64_t left = h->limit > used ? h->limit - used : 0;
+    return left < (uint64_t)MP_LIVE_BATCH - 1 ? (int64_t)left : MP_LIVE_BATCH - 1;
+}
+
+/* A credit is relative to pending bytes of zero: renewed whenever they are published. */
 MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c)
 {
     mp_publish_live(h, c->live_pending);
     c->live_pending = 0;
+    c->credit = room(h);
+}
+
+MP_COLD void mp_credit_refresh(struct mp_thread *self, int dev)
+{
+    mp_publish_pending(&mp_device_heaps[dev], &self->devices[dev]);
 }
 
 void mp_device_heap_stats(int dev, struct mp_device_stats *out)

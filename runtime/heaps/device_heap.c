@@ -13,6 +13,7 @@ static int next_dev = -1; /* the next allocator's device: where allocations that
                              end of a chain are counted */
 /* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
 MP_HIDDEN uint32_t mp_small_usable[MP_TCACHE_BINS];
+MP_HIDDEN unsigned char *mp_slice_class; /* per 64 KiB of the reserved range (internal.h) */
 _Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8 + 1, "a bin for each small usable size");
 _Static_assert(MP_TCACHE_SMALL == MI_SMALL_SIZE_MAX, "the block cache's sizes are mimalloc's small ones");
 
@@ -25,6 +26,11 @@ int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
             next_dev = i;
     for (size_t i = 0; i < MP_TCACHE_BINS; i++)
         mp_small_usable[i] = (uint32_t)mi_good_size(i * 8);
+    mp_slice_class = mp_internal_alloc((mp_region_size >> MP_SLICE_SHIFT) + 1);
+    if (!mp_slice_class) {
+        *why = "cannot map the table of block sizes";
+        return -1;
+    }
     return 0;
 }
 
@@ -41,7 +47,10 @@ static inline void *theap_alloc(struct mp_thread *self, struct mp_device_heap *h
     mi_theap_t *th = self->theaps[dev];
     if (!th)
         return NULL;
-    return size <= MI_SMALL_SIZE_MAX ? mi_theap_malloc_small(th, size) : mi_theap_malloc(th, size);
+    void *p = size <= MI_SMALL_SIZE_MAX ? mi_theap_malloc_small(th, size) : mi_theap_malloc(th, size);
+    if (p)
+        mp_slice_note(p, size, 0);
+    return p;
 }
 
 /* The common case, kept short: a plain block below MP_EXACT_BYTES from this thread's theap
@@ -59,15 +68,20 @@ void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, in
     if (size <= MI_SMALL_SIZE_MAX) {
         usable = mp_small_usable[(size + 7) / 8];
         p = !zero && dev < MP_TCACHE_DEVICES ? mp_block_cache_pop(self, dev, usable) : NULL;
-        if (!p)
-            p = zero ? mi_theap_zalloc_small(th, size) : mi_theap_malloc_small(th, size);
+        if (!p && (p = zero ? mi_theap_zalloc_small(th, size) : mi_theap_malloc_small(th, size)))
+            mp_slice_note(p, size, 0);
     } else {
         p = zero ? mi_theap_zalloc(th, size) : mi_theap_malloc(th, size);
         usable = mi_good_size(size);
+        if (p)
+            mp_slice_note(p, size, 0);
     }
     if (mp_unlikely(!p))
         return NULL;
     mp_count(self, dev, size, (int64_t)usable);
+    struct mp_device_counters *c = &self->devices[dev];
+    if (mp_unlikely(c->live_pending + MP_TCACHE_SMALL > c->credit))
+        mp_credit_refresh(self, dev); /* so that the next allocations take the fast path */
     return p;
 }
 
@@ -91,8 +105,8 @@ void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t 
             reason = MP_ALIGNMENT;
         } else if (!h->dead) {
             void *p = !align && !zero ? theap_alloc(self, h, dev, size) : NULL;
-            if (!p)
-                p = mp_arena_alloc(h, dev, size, align, zero);
+            if (!p && (p = mp_arena_alloc(h, dev, size, align, zero)))
+                mp_slice_note(p, size, align);
             if (p) {
                 /* below 512 KiB mimalloc's size classes give the usable size without asking
                  * the block's page (checked against mi_usable_size for mimalloc 3.4) */
@@ -123,6 +137,21 @@ MP_COLD static void free_special(void *p, unsigned unit)
     mp_add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
 }
 
+/* A block whose size only mimalloc's page knows (big, or aligned). */
+static void free_asking(struct mp_thread *self, void *p, int dev)
+{
+    size_t block = mi_usable_size(p);
+    self = mp_self; /* read again: only p lives across the call */
+    if (block <= MP_TCACHE_SMALL) {
+        mp_add_live_small(self, dev, -(int64_t)block);
+        if (mp_block_cache_push(self, dev, p, block))
+            return;
+    } else {
+        mp_add_live(self, dev, -(int64_t)block);
+    }
+    mi_free(p);
+}
+
 /* A block of a device beyond the block cache's, or freed by a thread without a block. */
 MP_COLD static void free_uncached(void *p, int dev)
 {
@@ -135,26 +164,30 @@ MP_COLD static void free_uncached(void *p, int dev)
  * the thread and the device are read again after it. */
 void mp_device_heap_free(void *p)
 {
-    unsigned unit = mp_unit_of(p);
+    uintptr_t off = (uintptr_t)p - mp_region_base;
+    unsigned unit;
+    size_t block = 0;
+    if (mp_likely(off < mp_region_size)) {
+        unit = mp_units[off >> mp_unit_shift];
+        block = (size_t)mp_slice_class[off >> MP_SLICE_SHIFT] * 8;
+    } else {
+        unit = (unsigned)mp_extent_of(p);
+    }
     if (mp_unlikely(unit & MP_UNIT_SPECIAL)) {
         free_special(p, unit);
         return;
     }
-    if (mp_unlikely(!mp_self || unit >= MP_TCACHE_DEVICES)) {
+    struct mp_thread *self = mp_self;
+    if (mp_unlikely(!self || unit >= MP_TCACHE_DEVICES)) {
         free_uncached(p, (int)unit);
         return;
     }
-    size_t block = mi_usable_size(p);
-    struct mp_thread *self = mp_self; /* not NULL: a thread's block is never taken away */
+    if (mp_unlikely(block == 0 || block > MP_TCACHE_SMALL))
+        return free_asking(self, p, (int)unit);
     int dev = (int)unit;
-    if (mp_likely(block <= MP_TCACHE_SMALL)) {
-        mp_add_live_small(self, dev, -(int64_t)block);
-        if (mp_block_cache_push(self, dev, p, block))
-            return;
-    } else {
-        mp_add_live(self, dev, -(int64_t)block);
-    }
-    mi_free(p);
+    mp_add_live_small(self, dev, -(int64_t)block);
+    if (!mp_block_cache_push(self, dev, p, block))
+        mi_free(p);
 }
 
 size_t mp_device_heap_usable_size(const void *p)
@@ -192,7 +225,9 @@ int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n)
 void mp_device_heaps_thread_exit(struct mp_thread *self)
 {
     mp_block_cache_drain(self);
-    for (int i = 0; i < mp_ndevices; i++)
+    for (int i = 0; i < mp_ndevices; i++) {
         if (self->devices[i].live_pending)
             mp_publish_pending(&mp_device_heaps[i], &self->devices[i]);
+        self->devices[i].credit = 0; /* the block's next thread asks the device first */
+    }
 }

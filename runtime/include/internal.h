@@ -304,6 +304,10 @@ MP_HIDDEN void mp_accounting_join(void);
 MP_HIDDEN void mp_accounting_forked(void); /* in a fork child: join as a new image */
 MP_HIDDEN void mp_publish_live(struct mp_device_heap *h, int64_t delta);
 MP_HIDDEN MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c);
+/* Publish the thread's pending live bytes of device `dev` and give it a new credit: the
+ * device's room now, at most MP_LIVE_BATCH - 1 (none for a dead device). Called when the
+ * fast path ran out of credit, so the check there stays a compare of two thread fields. */
+MP_HIDDEN MP_COLD void mp_credit_refresh(struct mp_thread *self, int dev);
 /* Stats of device `dev`, summed over every thread (at exit). */
 MP_HIDDEN void mp_device_heap_stats(int dev, struct mp_device_stats *out);
 /* Count an allocation the next allocator served on behalf of device `dev`. */
@@ -423,22 +427,45 @@ MP_HIDDEN void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t siz
 MP_HIDDEN void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero);
 /* mi_good_size of the block cache's sizes, by 8-byte step */
 MP_HIDDEN extern uint32_t mp_small_usable[MP_TCACHE_BINS];
+/* mimalloc's small pages are one 64 KiB slice each and hold blocks of one size (mimalloc
+ * 3.4: MI_ARENA_SLICE_SIZE, MI_SMALL_PAGE_SIZE). Each slice of the reserved range keeps
+ * the usable size / 8 of the blocks allocated in it from mimalloc, so free knows a small
+ * block's size without asking mimalloc's page map. A block's own allocation wrote its
+ * slice's entry, and its page cannot be reused while it lives, so the entry is its size.
+ * 0: ask mimalloc (bigger blocks); MP_SLICE_ALIGNED: aligned blocks were made there, whose
+ * pointers may lie inside a block, so always ask. */
+#define MP_SLICE_SHIFT 16
+#define MP_SLICE_ALIGNED 0xffu
+MP_HIDDEN extern unsigned char *mp_slice_class;
+
+/* Record the block p that mimalloc just gave for `size` bytes (align: 0 if plain). */
+static inline void mp_slice_note(const void *p, size_t size, size_t align)
+{
+    uintptr_t off = (uintptr_t)p - mp_region_base;
+    if (mp_unlikely(off >= mp_region_size))
+        return;
+    unsigned char *entry = &mp_slice_class[off >> MP_SLICE_SHIFT];
+    unsigned v = align ? MP_SLICE_ALIGNED : size <= MP_TCACHE_SMALL ? mp_small_usable[(size + 7) / 8] / 8 : 0;
+    if (*entry != v && *entry != MP_SLICE_ALIGNED)
+        *entry = (unsigned char)v;
+}
+
 /* The fastest path, inline and without a call: a plain block of `size` bytes from the
  * thread's cache of freed blocks of device `dev`, counted; NULL: ask
- * mp_device_heap_alloc_fast (nothing was counted). */
+ * mp_device_heap_alloc_fast (nothing was counted). The capacity is checked against the
+ * thread's credit (mp_credit_refresh), so nothing of the device is read here. */
 static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t size)
 {
-    struct mp_device_heap *h = &mp_device_heaps[dev];
-    int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
-    if (mp_unlikely(size > MP_TCACHE_SMALL || dev >= MP_TCACHE_DEVICES || h->dead ||
-                    (live > 0 ? (uint64_t)live : 0) + size > h->limit))
+    struct mp_device_counters *c = &self->devices[dev];
+    if (mp_unlikely(size > MP_TCACHE_SMALL || dev >= MP_TCACHE_DEVICES ||
+                    c->live_pending + (int64_t)size > c->credit))
         return NULL;
     size_t usable = mp_small_usable[(size + 7) / 8];
     void *p = mp_block_cache_pop(self, dev, usable);
     if (mp_likely(p != NULL)) {
-        self->devices[dev].allocations++;
-        self->devices[dev].bytes += size;
-        mp_add_live_small(self, dev, (int64_t)usable);
+        c->allocations++;
+        c->bytes += size;
+        c->live_pending += (int64_t)usable; /* below the credit, itself below a batch */
     }
     return p;
 }

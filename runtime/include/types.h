@@ -219,13 +219,17 @@ struct mp_walk_entry {
 struct mp_device_counters {
     uint64_t allocations, bytes;
     int64_t live_pending; /* usable bytes allocated minus freed, not yet in the device's live */
+    /* the most live_pending may reach before the thread asks the device again: its room
+     * (capacity minus live) when pending was last published, at most a batch; so the
+     * allocation path checks the capacity against the thread's own line */
+    int64_t credit;
 };
 
 /* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
 #define MP_TCACHE_DEVICES 4
 #define MP_TCACHE_SMALL 1024          /* mimalloc's small blocks: MI_SMALL_SIZE_MAX */
 #define MP_TCACHE_BINS (MP_TCACHE_SMALL / 8 + 1) /* by usable size / 8 */
-#define MP_TCACHE_MAX 8               /* freed blocks kept per device and size class */
+#define MP_TCACHE_MAX 32              /* freed blocks kept per device and size class */
 struct mp_tcache_bin { void *head; uint32_t count; };
 
 #define MP_PROFILE_CACHE 64

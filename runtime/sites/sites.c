@@ -323,10 +323,12 @@ static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view *
 
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
-    if (policy->nrules == 0)
+    if (policy->nrules == 0 && !self)
         return -1;
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
-    if (depth == 0 || !self) { /* size rules only, or a thread being set up */
+    /* size rules only, or a thread being set up; without rules every site is the default
+     * device's, and its entry (fixed) serves the fast path like any one-frame site */
+    if ((depth == 0 && policy->nrules) || !self) {
         int r = scan_rules(v, NULL, 0, size);
         if (r >= 0)
             count(r, size);
@@ -334,7 +336,7 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     }
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     struct mp_site_entry *e;
-    if (depth == 1) {
+    if (depth <= 1) {
         e = slot(self, frames);
         if (mp_unlikely(e->generation != v->generation || e->frames[0] != ra || e->frames[1]))
             v = fill(e, frames, 1, 1);

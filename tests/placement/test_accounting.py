@@ -1,6 +1,7 @@
 """Exact counting on the placement fast path: every size, all freed, live bytes back to zero."""
 
 import json
+import subprocess
 
 from placement_support import build, line_of, run_placed, stats_of, where
 
@@ -153,3 +154,25 @@ device = "pmem"
     assert s["rules"]["first"]["hits"] == 5000 and s["rules"]["second"]["hits"] == 5000
     assert s["devices"]["fast"]["allocations"] == 5000
     assert s["devices"]["pmem"]["allocations"] == 5000
+
+
+def test_reused_pages_of_other_sizes_keep_blocks_apart_and_count_every_byte(tmp_path, pmem):
+    """Free finds a small block's size from the size its 64 KiB slice last served; rounds
+    that empty mimalloc's pages and reuse them for other sizes, with aligned blocks among
+    them (whose pointers may lie inside a block), must neither hand out bytes twice nor
+    leave live bytes behind. Without rules too: every site is then the default device's."""
+    prog = build(tmp_path, "size_mix.c")
+    bare = subprocess.run([str(prog)], capture_output=True, text=True)
+    assert bare.returncode == 0 and bare.stdout.startswith("bad=0 "), bare.stdout
+    for rules in ("", f"""[[rules]]
+name = "any"
+site = ["size_mix.c:{line_of('size_mix.c', 'size_mix_malloc')}"]
+device = "fast"
+"""):
+        stats = tmp_path / "stats.json"
+        r = run_placed(prog, two_devices(tmp_path, pmem, rules, default="pmem"), stats=stats)
+        assert (r.returncode, r.stdout) == (0, bare.stdout), r.stderr
+        s = stats_of(stats)
+        placed = s["devices"]["pmem"]["allocations"] + s["devices"]["fast"]["allocations"]
+        assert placed >= int(bare.stdout.split("blocks=")[1])
+        assert live_at_exit(stats, "pmem") == [0] and live_at_exit(stats, "fast") == [0]
