@@ -229,7 +229,7 @@ struct mp_device_counters {
 #define MP_TCACHE_DEVICES 4
 #define MP_TCACHE_SMALL 1024          /* mimalloc's small blocks: MI_SMALL_SIZE_MAX */
 #define MP_TCACHE_BINS (MP_TCACHE_SMALL / 8 + 1) /* by usable size / 8 */
-#define MP_TCACHE_MAX 32              /* freed blocks kept per device and size class */
+#define MP_TCACHE_MAX 8               /* freed blocks kept per device and size class */
 struct mp_tcache_bin { void *head; uint32_t count; };
 
 #define MP_PROFILE_CACHE 64
