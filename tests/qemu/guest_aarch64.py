@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -201,15 +202,33 @@ class Aarch64Guest(GuestBase):
                 except GuestUnavailable:
                     continue  # an extension whose library is not here (readline, ssl): memplace does not use it
             elif path.suffix == ".py":
-                self.add_file(f"/usr/lib/python3.11/{rel}", path)
+                self._add_python_source(path, f"/usr/lib/python3.11/{rel}")
         import click
 
         src = Path(__file__).resolve().parents[2] / "src" / "memplace"
         for base, guest in ((src, "/opt/memplace/memplace"), (Path(click.__file__).parent, "/opt/memplace/click")):
             for path in sorted(base.rglob("*.py")):
                 if "__pycache__" not in path.parts:
-                    self.add_file(f"{guest}/{path.relative_to(base)}", path)
+                    self._add_python_source(path, f"{guest}/{path.relative_to(base)}")
         return f"env PYTHONPATH=/opt/memplace PYTHONDONTWRITEBYTECODE=1 {PYTHON_GUEST} -m memplace"
+
+    def _add_python_source(self, path: Path, guest_path: str) -> None:
+        """A .py file, and its bytecode when this Python is the guest's 3.11: compiling
+        memplace's imports under emulation costs the guest seconds on every run. The .pyc
+        is unchecked-hash: the archive's files carry no modification time to compare."""
+        self.add_file(guest_path, path)
+        if sys.version_info[:2] != (3, 11):
+            return
+        rel = guest_path.lstrip("/")
+        pyc = self.workdir / "pyc" / rel
+        pyc.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            py_compile.compile(str(path), cfile=str(pyc), dfile=guest_path, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        except py_compile.PyCompileError:
+            return  # the guest compiles it (or fails the same way) itself
+        guest_dir, name = os.path.split(guest_path)
+        self.add_file(f"{guest_dir}/__pycache__/{name[:-3]}.cpython-311.pyc", pyc)
 
 
 def main(argv: list[str] | None = None) -> int:
