@@ -98,21 +98,24 @@ def fetch_packages(packages: list[str], cache: Path) -> None:
     opts = _apt_options(cache)
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
+    updated = False
     if not any((cache / "apt" / "lists").glob("*Packages*")):
-        _run_apt(["apt-get", *opts, "update"], cache)
-    for pkg in todo:
-        name = pkg
-        if pkg == KERNEL_PACKAGE:  # a metapackage: the image is the package it depends on
-            out = _run_apt(["apt-cache", *opts, "depends", "--important", pkg], cache)
-            m = re.search(r"Depends: (linux-image-\S+)", out)
-            if m is None:
-                raise GuestUnavailable(f"{pkg} (arm64): no kernel image package among its dependencies")
-            name = m.group(1)
-        before = set(debs.glob("*.deb"))
         try:
-            _run_apt(["apt-get", *opts, "download", f"{name}:arm64"], debs)
+            _run_apt(["apt-get", *opts, "update"], cache)
         except GuestUnavailable as e:
-            raise GuestUnavailable(f"Debian package {pkg} (arm64) could not be downloaded: {e}") from None
+            raise GuestUnavailable(f"Debian packages {', '.join(todo)} (arm64) could not be had: {e}") from None
+        updated = True
+    for pkg in todo:
+        while True:
+            before = set(debs.glob("*.deb"))
+            try:
+                _download(pkg, opts, cache, debs)
+                break
+            except GuestUnavailable as e:
+                if updated:  # the lists are fresh: the package cannot be had
+                    raise GuestUnavailable(f"Debian package {pkg} (arm64) could not be downloaded: {e}") from None
+                _run_apt(["apt-get", *opts, "update"], cache)  # an old list names versions the mirror dropped
+                updated = True
         for deb in set(debs.glob("*.deb")) - before:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(cache / "root")], check=True)
             deb.unlink()  # unpacked: the .deb is not needed again
@@ -120,6 +123,17 @@ def fetch_packages(packages: list[str], cache: Path) -> None:
             shutil.rmtree(cache / "root" / "lib" / "modules", ignore_errors=True)
         done.add(pkg)
         done_file.write_text("\n".join(sorted(done)) + "\n")
+
+
+def _download(pkg: str, opts: list[str], cache: Path, debs: Path) -> None:
+    name = pkg
+    if pkg == KERNEL_PACKAGE:  # a metapackage: the image is the package it depends on
+        out = _run_apt(["apt-cache", *opts, "depends", "--important", pkg], cache)
+        m = re.search(r"Depends: (linux-image-\S+)", out)
+        if m is None:
+            raise GuestUnavailable(f"{pkg} (arm64): no kernel image package among its dependencies")
+        name = m.group(1)
+    _run_apt(["apt-get", *opts, "download", f"{name}:arm64"], debs)
 
 
 def _kernel_in(root: Path) -> str | None:
