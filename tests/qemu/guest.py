@@ -62,7 +62,7 @@ HMAT = (Hmat(target=0, latency_ns=100, bandwidth_mbps=20480),
 KERNEL_ARGS = "console=ttyS0 panic=-1 quiet loglevel=1 rdinit=/init"
 
 
-def qemu_args(qemu: str, kernel: str, initrd: str) -> list[str]:
+def qemu_args(qemu: str, kernel: str, initrd: str, append: str = KERNEL_ARGS) -> list[str]:
     """The QEMU command line for the two-node guest (software emulation, no KVM)."""
     args = [
         qemu, "-accel", "tcg", "-cpu", "max",
@@ -79,7 +79,7 @@ def qemu_args(qemu: str, kernel: str, initrd: str) -> list[str]:
         common = f"hmat-lb,initiator=0,target={h.target},hierarchy=memory"
         args += ["-numa", f"{common},data-type=access-latency,latency={h.latency_ns}",
                  "-numa", f"{common},data-type=access-bandwidth,bandwidth={h.bandwidth_mbps}M"]
-    return args + ["-kernel", kernel, "-initrd", initrd, "-append", KERNEL_ARGS]
+    return args + ["-kernel", kernel, "-initrd", initrd, "-append", append]
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Guest(GuestBase):
         return cls(qemu, kernel, busybox, Path(workdir))
 
     def qemu_args(self, initrd: str) -> list[str]:
-        return qemu_args(self.qemu, self.kernel, initrd)
+        return qemu_args(self.qemu, self.kernel, initrd, self.kernel_args())
 
 
 def _newest_kernel() -> str | None:
