@@ -4,8 +4,9 @@ qemu-user's cores (test_aarch64.py) have neither NT_ARM_TLS nor NT_FILE. Here th
 programs run in a QEMU `virt` guest booting Debian's arm64 kernel (tests/qemu/
 guest_aarch64.py), which writes its own cores: every thread's tpidr_el0 is in an
 NT_ARM_TLS note and every mapped file in NT_FILE. One boot runs every program; the
-cores come back over the serial console; memplace reads them here, on the host. For
-live processes memplace runs in the guest, under Debian's arm64 Python.
+cores come back over the serial console; memplace reads them here, on the host, with
+a sysroot that mirrors the guest (its /lib is the cross glibc the guest ran). For live
+processes memplace runs in the guest, under Debian's arm64 Python.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from postmortem_support import AARCH64_SYSROOT, build, memplace_json, memplace_run, need, printed
-from test_keys import _check
+from test_keys import _check, _getspecific
 from test_tls_glibc import VARS, _expect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qemu"))  # the guests live with the other QEMU tests
@@ -39,16 +40,17 @@ def _crash_step(name: str, exe: Path, *args: str) -> list[Step]:
     return [Step(name, run), send_file_step(f"{name}_core", f"{CORES}/{name}.saved")]
 
 
-def _live_steps(exe: Path, memplace: str) -> list[Step]:
-    """Start exe in `wait` mode, read it with memplace in the guest, then check it still runs."""
-    start = (f"cd {exe.parent} && (./{exe.name} wait > /tmp/live.out &) ; "
-             "for i in $(seq 100); do grep -q ready /tmp/live.out && break; sleep 0.2; done; "
-             f"pidof {exe.name} > /tmp/live.pid; cat /tmp/live.out")
-    read = (f"{memplace} tls --pid $(cat /tmp/live.pid) --json {' '.join(VARS)} 2>/tmp/live.err "
-            "|| { cat /tmp/live.err; exit 1; }")
-    after = ("p=$(cat /tmp/live.pid); ls /proc/$p/task | sort -n | tr '\\n' ' '; echo; "
+def _live_steps(name: str, exe: Path, memplace: str, command: str) -> list[Step]:
+    """Start exe in `wait` mode, run `memplace COMMAND --pid PID --json` on it in the guest,
+    then list its threads with their tracer and state, and kill it."""
+    out, pid = f"/tmp/{name}.out", f"/tmp/{name}.pid"
+    start = (f"cd {exe.parent} && ./{exe.name} wait > {out} & echo $! > {pid}; "
+             f"for i in $(seq 100); do grep -q ready {out} && break; sleep 0.2; done; cat {out}")
+    read = (f"{memplace} {command} --pid $(cat {pid}) --json 2>/tmp/{name}.err "
+            f"|| {{ cat /tmp/{name}.err; exit 1; }}")
+    after = (f"p=$(cat {pid}); ls /proc/$p/task | sort -n | tr '\\n' ' '; echo; "
              "grep -h '^TracerPid\\|^State' /proc/$p/task/*/status; kill $p")
-    return [Step("live_start", start), Step("live_tls", read), Step("live_after", after)]
+    return [Step(f"{name}_start", start), Step(f"{name}_read", read), Step(f"{name}_after", after)]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,8 @@ def guest_run(tmp_path_factory):
     steps += _crash_step("segv", tls_exe, "segv")
     steps += _crash_step("keys", keys_exe)
     if memplace:
-        steps += _live_steps(tls_exe, memplace)
+        steps += _live_steps("live_tls", tls_exe, memplace, "tls " + " ".join(VARS))
+        steps += _live_steps("live_keys", keys_exe, memplace, "keys")
     boot = g.boot(steps, timeout=BOOT_TIMEOUT_S)
     print(f"aarch64 guest boot: {boot.seconds:.1f} s, initramfs "
           f"{(g.workdir / 'initramfs.cpio.gz').stat().st_size >> 20} MiB")
@@ -96,7 +99,19 @@ def guest_run(tmp_path_factory):
     for name in ("tls", "segv", "keys"):
         cores[name] = tmp / f"{name}.core"
         cores[name].write_bytes(received_file(boot.steps[f"{name}_core"].output))
-    return {"tls_exe": tls_exe, "keys_exe": keys_exe, "cores": cores, "boot": boot, "no_python": no_python}
+    return {"tls_exe": tls_exe, "keys_exe": keys_exe, "cores": cores, "boot": boot, "no_python": no_python,
+            "sysroot": _guest_sysroot(tmp / "sysroot", tls, keys)}
+
+
+def _guest_sysroot(root: Path, *program_dirs: Path) -> Path:
+    """The guest's files as a sysroot for memplace: its /lib is the cross glibc, and the
+    programs' directories (the same paths in the guest) are links to them."""
+    root.mkdir(parents=True)
+    (root / "lib").symlink_to(f"{AARCH64_SYSROOT}/lib")
+    for d in program_dirs:
+        (root / d.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / d.relative_to("/")).symlink_to(d)
+    return root
 
 
 def _out(run, name: str) -> str:
@@ -107,8 +122,8 @@ def _tps(out: str) -> dict[int, int]:
     return {tid: int(v, 16) for (tid, name), v in printed(out).items() if name == "tp"}
 
 
-def _tls(core: Path, exe: Path | None, *args: str) -> dict:
-    return memplace_json("tls", str(core), *(["--exe", str(exe)] if exe else []), "--sysroot", AARCH64_SYSROOT, *args)
+def _tls(core: Path, exe: Path | None, sysroot: Path, *args: str) -> dict:
+    return memplace_json("tls", str(core), *(["--exe", str(exe)] if exe else []), "--sysroot", str(sysroot), *args)
 
 
 def test_kernel_core_has_arm_tls_and_file_notes(guest_run):
@@ -133,13 +148,14 @@ def test_thread_pointers_come_from_nt_arm_tls(guest_run, monkeypatch):
         raise AssertionError("thread pointers read from glibc's lists although the core has NT_ARM_TLS")
 
     monkeypatch.setattr(target_mod, "fill_thread_pointers_from_memory", forbidden)
-    t = target_mod.open_core(str(guest_run["cores"]["tls"]), exe=str(guest_run["tls_exe"]), sysroot=AARCH64_SYSROOT)
+    t = target_mod.open_core(str(guest_run["cores"]["tls"]), exe=str(guest_run["tls_exe"]),
+                             sysroot=str(guest_run["sysroot"]))
     assert {th.tid: th.tp for th in t.threads} == _tps(_out(guest_run, "tls"))
 
 
 def test_values_equal_printed(guest_run):
     out = _out(guest_run, "tls")
-    doc = _tls(guest_run["cores"]["tls"], guest_run["tls_exe"], *VARS)
+    doc = _tls(guest_run["cores"]["tls"], guest_run["tls_exe"], guest_run["sysroot"], *VARS)
     assert doc["arch"] == "aarch64" and doc["libc"] == "glibc"
     assert _expect(doc, out) == 5 * len(VARS)  # main + 4 workers; lib_counter is libt.so's
     crashing = int(re.search(r"^(\d+) crashing$", out, re.M).group(1))
@@ -147,13 +163,13 @@ def test_values_equal_printed(guest_run):
 
 
 def test_executable_found_from_nt_file(guest_run):
-    # No --exe: the kernel's NT_FILE names the executable (and libt.so) by path.
-    doc = _tls(guest_run["cores"]["tls"], None, *VARS)
+    # No --exe: the kernel's NT_FILE names the executable (and libt.so) by its guest path.
+    doc = _tls(guest_run["cores"]["tls"], None, guest_run["sysroot"], *VARS)
     assert _expect(doc, _out(guest_run, "tls")) == 5 * len(VARS)
 
 
 def test_segv_in_worker_is_the_crashed_thread(guest_run):
-    doc = _tls(guest_run["cores"]["segv"], guest_run["tls_exe"], "t_long", "t_pt")
+    doc = _tls(guest_run["cores"]["segv"], guest_run["tls_exe"], guest_run["sysroot"], "t_long", "t_pt")
     assert _expect(doc, _out(guest_run, "segv"), ["t_long", "t_pt"]) == 10
     crashed = [t for t in doc["threads"] if t["crashed"]]
     assert len(crashed) == 1 and crashed[0]["variables"][0]["text"] == "1002"
@@ -161,33 +177,49 @@ def test_segv_in_worker_is_the_crashed_thread(guest_run):
 
 def test_keys_equal_getspecific_and_misuse_flagged(guest_run):
     doc = memplace_json("keys", str(guest_run["cores"]["keys"]), "--exe", str(guest_run["keys_exe"]),
-                        "--sysroot", AARCH64_SYSROOT)
+                        "--sysroot", str(guest_run["sysroot"]))
     assert doc["arch"] == "aarch64" and doc["libc"] == "glibc"
     _check(doc, _out(guest_run, "keys"))
 
 
 def test_human_output(guest_run):
     r = memplace_run("tls", str(guest_run["cores"]["tls"]), "t_arr", "--exe", str(guest_run["tls_exe"]),
-                     "--sysroot", AARCH64_SYSROOT)
+                     "--sysroot", str(guest_run["sysroot"]))
     tid, text = next((t, v) for (t, n), v in printed(_out(guest_run, "tls")).items() if n == "t_arr")
     assert f"thread {tid}" in r.stdout and f"prog:t_arr (int [3]) = {text}" in r.stdout
 
 
-def test_live_process_in_the_guest(guest_run):
-    # memplace tls --pid, run inside the guest by Debian's arm64 Python, on a running process.
+def _live(guest_run, name: str) -> tuple[str, dict, list[str], list[str]]:
+    """(what the program printed, memplace's JSON, its tids afterwards, their status lines)."""
     if guest_run["no_python"]:
         pytest.skip(guest_run["no_python"])
     steps = guest_run["boot"].steps
-    for name in ("live_start", "live_tls", "live_after"):
-        assert steps.get(name) and steps[name].status == 0, (name, steps.get(name))
-    lines = steps["live_start"].output
-    doc = json.loads(steps["live_tls"].output)
+    for step in (f"{name}_start", f"{name}_read", f"{name}_after"):
+        assert steps.get(step) and steps[step].status == 0, (step, steps.get(step))
+    tids, *status = steps[f"{name}_after"].output.strip().split("\n")
+    return steps[f"{name}_start"].output, json.loads(steps[f"{name}_read"].output), tids.split(), status
+
+
+def _kept_running(tids: list[str], status: list[str]) -> None:
+    """After memplace read it: no thread traced, all running or sleeping."""
+    assert [s for s in status if s.startswith("TracerPid")] == ["TracerPid:\t0"] * len(tids)
+    assert all(s.split()[1] in "SR" for s in status if s.startswith("State"))
+
+
+def test_live_tls_in_the_guest(guest_run):
+    # memplace tls --pid, run inside the guest by Debian's arm64 Python, on a running process.
+    lines, doc, tids, status = _live(guest_run, "live_tls")
     assert doc["arch"] == "aarch64" and doc["libc"] == "glibc"
     assert _expect(doc, lines) == 5 * len(VARS)
     assert {t["tid"]: t["thread_pointer"] for t in doc["threads"]} == _tps(lines)
     assert not any(t["crashed"] for t in doc["threads"])
-    # Still running afterwards, the same threads, none traced or stopped.
-    tids, *status = steps["live_after"].output.strip().split("\n")
-    assert sorted(int(x) for x in tids.split()) == sorted(_tps(lines))
-    assert [s for s in status if s.startswith("TracerPid")] == ["TracerPid:\t0"] * 5
-    assert all(s.split()[1] in "SR" for s in status if s.startswith("State"))
+    assert sorted(int(x) for x in tids) == sorted(_tps(lines))
+    _kept_running(tids, status)
+
+
+def test_live_keys_in_the_guest(guest_run):
+    lines, doc, tids, status = _live(guest_run, "live_keys")
+    assert doc["arch"] == "aarch64" and doc["libc"] == "glibc"
+    _check(doc, lines)
+    assert sorted(int(x) for x in tids) == sorted({tid for tid, _ in _getspecific(lines)})  # main and 3 workers
+    _kept_running(tids, status)

@@ -99,10 +99,7 @@ def resolve_path(name: str, sysroot: str | None, mapped: list[str] = (), as_is: 
     """The file to open for a module the process knew as `name`.
 
     Under `sysroot` first; with `as_is`, then at `name` itself, the way qemu-user's
-    `-L` prefix works, and where a program's own libraries (-rpath to a build directory)
-    sit when its core is read on the machine that built it. Callers that pass `as_is`
-    check what they open (machine, build-id), so a same-named file of another build is
-    refused rather than read.
+    `-L` prefix works (its cores list no mapped files to search by basename).
 
     >>> resolve_path("/lib/libc.so.6", "/usr/aarch64-linux-gnu")      # doctest: +SKIP
     '/usr/aarch64-linux-gnu/lib/libc.so.6'
@@ -170,7 +167,7 @@ def find_executable(exe: str | None, sysroot: str | None, files: list, at_phdr: 
     if files:
         names.append(files[0].path)
     for n in names:
-        p = resolve_path(n, sysroot, as_is=True)  # load_modules checks its headers and build-id
+        p = resolve_path(n, sysroot)
         if p:
             return p
     hint = printable(names[0] if names else fname or "?")
@@ -209,9 +206,9 @@ def load_modules(mem: Memory, exe_path: str, sysroot: str | None, at_phdr: int |
             mods[0].link_map = lm
             first = False
         elif name and name not in VDSO_NAMES and not name.startswith("linux-"):
-            # A library not under the sysroot is looked for at its own path, as qemu's -L
-            # did when the process ran; the machine and build-id checks below refuse a wrong one.
-            path = resolve_path(name, sysroot, mapped, as_is=True)
+            # No mapped-file list (a qemu-user core): a library not under the sysroot is
+            # looked for at its own path, as qemu's -L did when the process ran.
+            path = resolve_path(name, sysroot, mapped, as_is=not mapped)
             if path is None:
                 hint = " under --sysroot " + sysroot if sysroot else "; pass --sysroot DIR"
                 raise UserError(f"{where}: library {printable(name)} not found{hint}")
