@@ -45,7 +45,8 @@ def _live_steps(name: str, exe: Path, memplace: str, command: str) -> list[Step]
     then list its threads with their tracer and state, and kill it."""
     out, pid = f"/tmp/{name}.out", f"/tmp/{name}.pid"
     start = (f"cd {exe.parent} && ./{exe.name} wait > {out} & echo $! > {pid}; "
-             f"for i in $(seq 100); do grep -q ready {out} && break; sleep 0.2; done; cat {out}")
+             f"for i in $(seq 300); do grep -q ready {out} && break; sleep 0.2; done; cat {out}; "
+             f"grep -q ready {out}")  # not ready within a minute: the step fails
     read = (f"{memplace} {command} --pid $(cat {pid}) --json 2>/tmp/{name}.err "
             f"|| {{ cat /tmp/{name}.err; exit 1; }}")
     after = (f"p=$(cat {pid}); ls /proc/$p/task | sort -n | tr '\\n' ' '; echo; "
