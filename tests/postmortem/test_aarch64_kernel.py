@@ -40,9 +40,10 @@ def _crash_step(name: str, exe: Path, *args: str) -> list[Step]:
     return [Step(name, run), send_file_step(f"{name}_core", f"{CORES}/{name}.saved")]
 
 
-def _live_steps(name: str, exe: Path, memplace: str, command: str) -> list[Step]:
-    """Start exe in `wait` mode, run `memplace COMMAND --pid PID --json` on it in the guest,
-    then list its threads with their tracer and state, and kill it."""
+def _live_steps(name: str, exe: Path, memplace: str, command: str, text_command: str | None = None) -> list[Step]:
+    """Start exe in `wait` mode, run `memplace COMMAND --pid PID --json` (and TEXT_COMMAND
+    without --json) on it in the guest, then list its threads with their tracer and state,
+    and kill it."""
     out, pid = f"/tmp/{name}.out", f"/tmp/{name}.pid"
     start = (f"cd {exe.parent} && ./{exe.name} wait > {out} & echo $! > {pid}; "
              f"for i in $(seq 300); do grep -q ready {out} && break; sleep 0.2; done; cat {out}; "
@@ -51,7 +52,10 @@ def _live_steps(name: str, exe: Path, memplace: str, command: str) -> list[Step]
             f"|| {{ cat /tmp/{name}.err; exit 1; }}")
     after = (f"p=$(cat {pid}); ls /proc/$p/task | sort -n | tr '\\n' ' '; echo; "
              "grep -h '^TracerPid\\|^State' /proc/$p/task/*/status; kill $p")
-    return [Step(f"{name}_start", start), Step(f"{name}_read", read), Step(f"{name}_after", after)]
+    # to a file, not the console (a terminal): the plain text a pipe gets
+    text = [Step(f"{name}_text", f"{memplace} {text_command} --pid $(cat {pid}) > /tmp/{name}.txt; s=$?; "
+                                 f"cat /tmp/{name}.txt; exit $s")] if text_command else []
+    return [Step(f"{name}_start", start), Step(f"{name}_read", read), *text, Step(f"{name}_after", after)]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,7 @@ def guest_run(tmp_path_factory):
     steps += _crash_step("segv", tls_exe, "segv")
     steps += _crash_step("keys", keys_exe)
     if memplace:
-        steps += _live_steps("live_tls", tls_exe, memplace, "tls " + " ".join(VARS))
+        steps += _live_steps("live_tls", tls_exe, memplace, "tls " + " ".join(VARS), "tls t_arr")
         steps += _live_steps("live_keys", keys_exe, memplace, "keys")
     boot = g.boot(steps, timeout=BOOT_TIMEOUT_S)
     print(f"aarch64 guest boot: {boot.seconds:.1f} s, initramfs "
@@ -216,6 +220,16 @@ def test_live_tls_in_the_guest(guest_run):
     assert not any(t["crashed"] for t in doc["threads"])
     assert sorted(int(x) for x in tids) == sorted(_tps(lines))
     _kept_running(tids, status)
+
+
+def test_live_human_output_in_the_guest(guest_run):
+    lines, _, _, _ = _live(guest_run, "live_tls")
+    text = guest_run["boot"].steps["live_tls_text"]
+    assert text.status == 0, text.output
+    for (tid, name), value in printed(lines).items():
+        if name == "t_arr":
+            block = text.output.split(f"thread {tid}", 1)[1].split("thread ", 1)[0]
+            assert f"prog:t_arr (int [3]) = {value}" in block, text.output
 
 
 def test_live_keys_in_the_guest(guest_run):

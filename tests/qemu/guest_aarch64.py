@@ -12,7 +12,8 @@ changes) fetches them once into a cache directory and `dpkg-deb -x` unpacks them
   dumps built in; its modules are not needed);
 - busybox-static: the guest's shell and tools;
 - python3.11-minimal, libpython3.11-minimal, libpython3.11-stdlib, libffi8, zlib1g,
-  libexpat1 (optional): a Python for running memplace itself in the guest (`--pid`).
+  libexpat1 (optional): a Python for running memplace itself in the guest (`--pid`),
+  with memplace's source and the pure-Python click and rich copied from this machine.
 
 Programs are linked against the cross glibc of libc6-dev-arm64-cross
 (/usr/aarch64-linux-gnu/lib goes to the guest's /lib).
@@ -218,9 +219,12 @@ class Aarch64Guest(GuestBase):
             elif path.suffix == ".py":
                 self._add_python_source(path, f"/usr/lib/python3.11/{rel}")
         import click
+        import rich
 
         src = Path(__file__).resolve().parents[2] / "src" / "memplace"
-        for base, guest in ((src, "/opt/memplace/memplace"), (Path(click.__file__).parent, "/opt/memplace/click")):
+        trees = [(src, "/opt/memplace/memplace")]
+        trees += [(Path(m.__file__).parent, f"/opt/memplace/{m.__name__}") for m in (click, rich)]  # pure Python
+        for base, guest in trees:
             for path in sorted(base.rglob("*.py")):
                 if "__pycache__" not in path.parts:
                     self._add_python_source(path, f"{guest}/{path.relative_to(base)}")
