@@ -1,6 +1,7 @@
 /* pthread keys: keys created by the program, a stale value (key deleted and
  * re-created), and libbad.so's misuse of a never-created key (key 0's slot).
- * Each thread prints "TID key K VALUE" as pthread_getspecific returns it. */
+ * Each thread prints "TID key K VALUE" as pthread_getspecific returns it.
+ * argv[1] = "wait": print "ready" and stay alive (for --pid) instead of aborting. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdio.h>
@@ -43,7 +44,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     pthread_t th[3];
     pthread_key_create(&k0, exe_key_destroy);   /* key 0, like dlerror's key in old glibc */
@@ -63,6 +64,12 @@ int main(void)
     pthread_barrier_wait(&recreated);
     print_keys(4);
     pthread_barrier_wait(&printed_b);
+    if (argc > 1 && argv[1][0] == 'w') {
+        printf("ready\n");
+        fflush(stdout);
+        for (;;)
+            pause();
+    }
     printf("%ld crashing\n", (long)syscall(SYS_gettid));
     fflush(stdout);
     abort();
