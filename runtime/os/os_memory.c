@@ -7,7 +7,10 @@
 #include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <linux/futex.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/resource.h>
@@ -173,6 +176,44 @@ static int copy_range(int src, int dst, const unsigned char *at, off_t from, off
     return 0;
 }
 
+/* The next run of [pos, end) of the source that may hold data: its written extents, after
+ * writing back what is dirty (FIEMAP_FLAG_SYNC, so data only in the page cache is on an
+ * extent too). Clean pages cached over unwritten extents are zeros the kernel read around
+ * a fault; SEEK_DATA would count them as data and, as copying them reads further ahead,
+ * take the whole file for data. 1: [*from, *to) found; 0: no data left; -1: no FIEMAP
+ * here (tmpfs). */
+static int next_written(int src, off_t pos, off_t end, int first, off_t *from, off_t *to)
+{
+    struct {
+        struct fiemap map;
+        struct fiemap_extent extent[32];
+    } q;
+    while (pos < end) {
+        memset(&q.map, 0, sizeof q.map);
+        q.map.fm_start = (uint64_t)pos;
+        q.map.fm_length = (uint64_t)(end - pos);
+        q.map.fm_flags = first ? FIEMAP_FLAG_SYNC : 0;
+        q.map.fm_extent_count = 32;
+        if (ioctl(src, FS_IOC_FIEMAP, &q.map) != 0)
+            return -1;
+        first = 0;
+        for (unsigned i = 0; i < q.map.fm_mapped_extents; i++) {
+            const struct fiemap_extent *x = &q.extent[i];
+            off_t lo = (off_t)x->fe_logical, hi = (off_t)(x->fe_logical + x->fe_length);
+            if ((x->fe_flags & FIEMAP_EXTENT_UNWRITTEN) || hi <= pos)
+                continue;
+            *from = lo > pos ? lo : pos;
+            *to = hi < end ? hi : end;
+            return *from < *to;
+        }
+        if (q.map.fm_mapped_extents < 32) /* the rest is holes */
+            return 0;
+        const struct fiemap_extent *last = &q.extent[31]; /* all unwritten: ask past them */
+        pos = (off_t)(last->fe_logical + last->fe_length);
+    }
+    return 0;
+}
+
 int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir)
 {
     int dst = open_unlinked(dir);
@@ -186,19 +227,23 @@ int mp_os_private_file_copy(void *at, size_t size, size_t used, const char *dir)
     int e = fstatfs(dst, &fs) == 0 && (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize / 2 > size
                 ? (ftruncate(dst, (off_t)size) ? errno : 0)
                 : posix_fallocate(dst, 0, (off_t)size);
-    /* The source file, to skip what was never written (SEEK_DATA/SEEK_HOLE): reachable
-     * only through /proc/self/map_files, which needs CAP_CHECKPOINT_RESTORE or
-     * CAP_SYS_ADMIN; without it every used byte is copied. */
+    /* The source file, to copy only what was written: reachable only through
+     * /proc/self/map_files, which needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; without
+     * it every used byte is copied. */
     char name[64];
     map_files_name(name, (uintptr_t)at, (uintptr_t)at + size);
     int src = e ? -1 : open(name, O_RDONLY | O_CLOEXEC);
-    if (src >= 0) /* no readahead: it would fill the page cache over never-written blocks
-                   * with zeros, which SEEK_DATA then counts as data, at every later fork */
+    if (src >= 0)
         posix_fadvise(src, 0, 0, POSIX_FADV_RANDOM);
     off_t pos = 0, end = (off_t)used;
+    int fiemap = src >= 0;
     while (!e && pos < end) {
         off_t data = pos, hole = end;
-        if (src >= 0) {
+        int found = fiemap ? next_written(src, pos, end, pos == 0, &data, &hole) : -1;
+        if (found == 0)
+            break;
+        if (found < 0 && src >= 0) { /* no FIEMAP: what SEEK_DATA calls data */
+            fiemap = 0;
             data = lseek(src, pos, SEEK_DATA);
             if (data < 0 || data >= end)
                 break; /* ENXIO: no data after pos */

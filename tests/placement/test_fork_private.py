@@ -110,3 +110,18 @@ def test_fork_exec_vfork_posix_spawn_and_system_return_the_childs_status(tmp_pat
     assert plain.stdout == "fork+exec: 7\nvfork+exec: 3\nposix_spawn: 5\nsystem: 9\ndata intact: 1\n"
     assert (placed.returncode, placed.stdout) == (0, plain.stdout), placed.stderr[-3000:]
     assert f"PLACED spawn file:{pmem}=1" in placed.stderr.splitlines()
+
+
+def test_the_child_copies_what_was_written_not_the_zero_pages_read_around_it(tmp_path, pmem):
+    """The parent's first write faults in a page of the device's file and the kernel
+    reads megabytes of never-written zero pages around it into the page cache; the child
+    copies the written data only (its file holds a few pages, not the parent's 256 MiB
+    arena). Needs root for /proc/self/map_files (else every used byte is copied)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs CAP_CHECKPOINT_RESTORE or root to open /proc/self/map_files")
+    prog = build(tmp_path, "fork_copy_size.c")
+    r = run_placed(prog, file_policy(tmp_path, pmem))
+    assert r.returncode == 0, r.stderr
+    fields = dict(kv.split("=") for kv in r.stdout.split())
+    assert fields["intact"] == "1"
+    assert 0 < int(fields["child_file_bytes"]) <= 2 << 20, r.stdout
