@@ -186,12 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in a.file:
         host, _, guest = spec.partition(":")
         g.add_file(guest, Path(host))
-    boot = g.boot([Step("command", " ".join(a.command))])
-    step = boot.steps.get("command")
-    sys.stdout.write(step.output if step else boot.console)
-    print(f"[guest: {boot.seconds:.1f} s, exit status {step.status if step else 'none'}, "
-          f"console log {g.workdir / 'console.log'}]", file=sys.stderr)
-    return step.status if step and step.status is not None else 1
+    return g.run_command(" ".join(a.command))
 
 
 if __name__ == "__main__":

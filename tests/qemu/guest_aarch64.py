@@ -40,7 +40,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from guest_base import GuestBase, GuestUnavailable, Step, foreign_libraries
+from guest_base import GuestBase, GuestUnavailable, foreign_libraries
 
 SYSROOT = "/usr/aarch64-linux-gnu"
 MEMORY_MIB = 1024
@@ -277,12 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not a.command:
         ap.error("a command to run in the guest is needed (or --fetch)")
-    boot = g.boot([Step("command", prefix + " ".join(a.command))])
-    step = boot.steps.get("command")
-    sys.stdout.write(step.output if step else boot.console)
-    print(f"[guest: {boot.seconds:.1f} s, exit status {step.status if step else 'none'}, "
-          f"console log {g.workdir / 'console.log'}]", file=sys.stderr)
-    return step.status if step and step.status is not None else 1
+    return g.run_command(prefix + " ".join(a.command))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,16 @@ class GuestBase:
         console = raw.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "")
         (self.workdir / "console.log").write_text(console)
         return Boot(parse_steps(console, token), console, seconds, returncode)
+
+    def run_command(self, command: str) -> int:
+        """Boot, run one shell command, print its output (the console if it never ran)
+        and a line about the boot on stderr; its exit status (1 if none)."""
+        boot = self.boot([Step("command", command)])
+        step = boot.steps.get("command")
+        sys.stdout.write(step.output if step else boot.console)
+        print(f"[guest: {boot.seconds:.1f} s, exit status {step.status if step else 'none'}, "
+              f"console log {self.workdir / 'console.log'}]", file=sys.stderr)
+        return step.status if step and step.status is not None else 1
 
 
 def parse_steps(console: str, token: str) -> dict[str, StepResult]:
