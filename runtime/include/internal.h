@@ -44,6 +44,17 @@ MP_HIDDEN size_t mp_page_size(void);
  * decoded (invalid, truncated, or a map we do not know). */
 MP_HIDDEN int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out);
 
+// "util/aarch64_decode.c" -- one aarch64 instruction's memory operand and effect on the
+// general registers (signal-safe)
+/* Decode `insn`; 1 if known, 0 if not (unallocated, or a class not followed). */
+MP_HIDDEN int mp_a64_decode(uint32_t insn, struct mp_a64_insn *out);
+/* The data address of decoded memory instruction `d` from `r`; 0 if a register it needs
+ * is not known (or the base is the pc: a literal). */
+MP_HIDDEN int mp_a64_address(const struct mp_a64_insn *d, const struct mp_a64_regs *r, uint64_t *addr);
+/* Run `insn` (decoded as `d`) on `r`: integer results computed, everything else it
+ * writes marked unknown; pc advanced. */
+MP_HIDDEN void mp_a64_step(uint32_t insn, const struct mp_a64_insn *d, struct mp_a64_regs *r);
+
 // "util/writer.c" -- a buffered text writer for the exit files (stats, profiles): no
 // malloc, no stdio, no lock, so it also runs in a fatal signal's handler
 MP_HIDDEN void mp_put(struct mp_writer *w, const char *s);
