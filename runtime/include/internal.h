@@ -204,6 +204,14 @@ static inline int mp_unwind_trace_holds(const struct mp_unwind_trace *t)
         (r).exact = 1;                                                                     \
     } while (0)
 #define MP_UNWIND_SUPPORTED 1
+#elif defined(__aarch64__)
+#define MP_UNWIND_HERE(r)                                                                  \
+    do {                                                                                   \
+        __asm__ volatile("adr %0, .\n\tmov %1, sp\n\tmov %2, x29"                            \
+                         : "=r"((r).pc), "=r"((r).sp), "=r"((r).fp));                      \
+        (r).exact = 1;                                                                     \
+    } while (0)
+#define MP_UNWIND_SUPPORTED 1
 #else /* no walk: sites are the raw return address */
 #define MP_UNWIND_HERE(r) ((r).pc = (r).sp = (r).fp = 0, (void)((r).exact = 1))
 #define MP_UNWIND_SUPPORTED 0
