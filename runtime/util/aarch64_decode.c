@@ -114,6 +114,11 @@ static int loads_and_stores(uint32_t i, struct mp_a64_insn *d)
         }
         return 1;
     }
+    if ((i & 0xFF200000u) == 0xD9200000u) { /* memory tags (LDG, STG, ST2G, ...): not followed */
+        writes(d, rt);
+        d->written |= 1u << rn;
+        return 1;
+    }
     if ((i & 0x3B000000u) == 0x18000000u) { /* LDR (literal), LDRSW, PRFM */
         unsigned opc = size;
         if (!v && opc == 3)
@@ -157,6 +162,14 @@ static int loads_and_stores(uint32_t i, struct mp_a64_insn *d)
     }
     if ((i & 0x3A000000u) != 0x38000000u)
         return 0;
+    if (!BIT(i, 24) && BIT(i, 21) && BITS(i, 11, 10) == 0 && !v) { /* atomics: LDADD..., SWP, LDAPR */
+        unsigned o3 = BIT(i, 15), op = BITS(i, 14, 12);
+        if (o3 && op != 0 && op != 4)
+            return 0; /* LD64B, ST64B, ... */
+        memory(d, rn, o3 && op == 4 ? MP_ACCESS_READ : MP_ACCESS_READ | MP_ACCESS_WRITE, 1u << size, 0, 0);
+        writes(d, rt);
+        return 1;
+    }
     /* single registers: LDR/STR and their B/H/SB/SH/SW forms, GPR and SIMD&FP */
     unsigned opc = BITS(i, 23, 22), bytes, load;
     if (v) {
@@ -203,14 +216,6 @@ static int loads_and_stores(uint32_t i, struct mp_a64_insn *d)
         d->shift = (unsigned char)(BIT(i, 12) ? log2u(bytes) : 0);
         if (load && !v)
             writes(d, rt);
-        return 1;
-    }
-    if (form == 0 && !v) { /* atomic memory operations: LDADD, SWP, ..., LDAPR */
-        unsigned o3 = BIT(i, 15), op = BITS(i, 14, 12);
-        if (o3 && op != 4)
-            return 0;
-        memory(d, rn, o3 ? MP_ACCESS_READ : MP_ACCESS_READ | MP_ACCESS_WRITE, 1u << size, 0, 0);
-        writes(d, rt);
         return 1;
     }
     return 0; /* LDRAA/LDRAB, ... */
@@ -270,8 +275,17 @@ static int branches_and_system(uint32_t i, struct mp_a64_insn *d)
             d->written |= 1u << 30; /* BLR, BLRAA... */
         return 1;
     }
-    if ((i & 0xFF000000u) == 0xD4000000u) { /* SVC, BRK, ... */
+    if ((i & 0xFF000000u) == 0xD4000000u) { /* SVC, BRK, ...: the kernel's result in x0 */
         d->branch = MP_BRANCH_END;
+        writes(d, 0);
+        return 1;
+    }
+    if ((i & 0xFFFFF01Fu) == 0xD503201Fu) { /* hints: the pointer-authentication ones rewrite lr or x17 */
+        unsigned op = BITS(i, 11, 5);
+        if (op == 7 || (op >= 24 && op <= 31))
+            d->written |= 1u << 30; /* XPACLRI, PACIASP, AUTIASP, ... */
+        else if (op == 8 || op == 10 || op == 12 || op == 14)
+            d->written |= 1u << 17; /* PACIA1716, ... */
         return 1;
     }
     if ((i & 0xFFC00000u) == 0xD5000000u) { /* system: MRS and SYSL write rt; hints, barriers, MSR nothing */
