@@ -7,7 +7,8 @@ The wheel's own build takes mimalloc's object from the cmeel-mimalloc wheel, whi
 x86_64 only. Here mimalloc is compiled for the target from the cmeel-mimalloc source
 distribution of the same version (fetched from the package index pip uses, its sha256
 checked; or MEMPLACE_MIMALLOC_SDIST=path/to/cmeel_mimalloc-X.tar.gz), and the object is
-kept in the cache ($MEMPLACE_CACHE or ~/.cache/memplace, under cross/). CMakeLists.txt
+kept in $MEMPLACE_CROSS_CACHE (default ~/.cache/memplace/cross: not $MEMPLACE_CACHE, which
+the test suite points at a new directory each run). CMakeLists.txt
 then builds the runtime with the target's cross compiler (Debian's gcc-aarch64-linux-gnu,
 gcc-i686-linux-gnu), named by -DMEMPLACE_MIMALLOC_OBJECT/-DMEMPLACE_MIMALLOC_INCLUDE.
 
@@ -42,9 +43,10 @@ class CrossBuildError(Exception):
 
 
 def cache_root() -> Path:
-    base = os.environ.get("MEMPLACE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "memplace")
-    return Path(base) / "cross"
+    given = os.environ.get("MEMPLACE_CROSS_CACHE")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "memplace" / "cross"
 
 
 def _index_url() -> str:

@@ -90,7 +90,7 @@ def expected(ins) -> dict | None:
     if SKIP.match(m) or not (m.startswith(("ld", "st", "swp", "cas"))) or "{z" in text:
         return None  # memory tags, pointer authentication, prefetches, SVE: not followed
     out = {"writeback": OFFSET, "index": NONE, "extend": EXT_X, "shift": 0, "disp": 0}
-    mem = re.search(r"\[([^\]]+)\](!?)(?:, (.+))?$", text)
+    mem = re.search(r"\[((?:[xw]\d+|w?sp|fp|lr)\b[^\]]*)\](!?)(?:, (.+))?$", text)  # not a lane's [n]
     if mem is None:  # LDR (literal): "ldr x0, #0x1234"
         lit = re.search(r"#(-?0x[0-9a-f]+|-?\d+)$", text)
         if not lit:
@@ -119,7 +119,7 @@ def expected(ins) -> dict | None:
                 out["disp"] = signed(int(after[1:], 0))
             else:
                 out["index"] = gpr(after)
-    before = text[:text.index("[")] if mem else text
+    before = text[:mem.start()] if mem else text[:text.rindex(",")]
     vector = re.search(r"\{([^}]*)\}(\[\d+\])?", before)
     if vector:
         regs = [r.strip() for r in vector.group(1).split(",")]
@@ -183,7 +183,7 @@ def compare(decoder, path: str, limit: int | None = None) -> dict:
 
     md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
     md.detail = True
-    counts, bad = Counter(), []
+    counts, bad, mnemonics = Counter(), [], Counter()
     out = Insn()
     for addr, word in code_words(path):
         if limit is not None and counts["instructions"] >= limit:
@@ -217,10 +217,15 @@ def compare(decoder, path: str, limit: int | None = None) -> dict:
                 bad.append(f"memory_extra {what}")
             continue
         counts["memory"] += 1
+        mnemonics[ins.mnemonic] += 1
         if not out.memory:
             counts["memory_missed"] += 1
             bad.append(f"memory_missed {what}")
             continue
+        mnemonics.update(form for form, holds in (
+            ("(literal)", e["base"] == PC), ("(register offset)", e["index"] != NONE and e["writeback"] == OFFSET),
+            ("(pre-index)", e["writeback"] == PRE), ("(post-index)", e["writeback"] == POST),
+            ("(simd&fp)", bool(re.match(r"^[qdsbh]\d|^\{v", ins.op_str)))) if holds)
         got = {"base": out.base, "index": out.index, "extend": out.extend, "shift": out.shift,
                "disp": out.disp, "writeback": out.writeback}
         want = {k: e[k] for k in got}
@@ -235,7 +240,7 @@ def compare(decoder, path: str, limit: int | None = None) -> dict:
         if out.access != e["access"]:
             counts["access_wrong"] += 1
             bad.append(f"access {what}: expected {e['access']} ours {out.access}")
-    return {"counts": counts, "bad": bad}
+    return {"counts": counts, "bad": bad, "mnemonics": mnemonics}
 
 
 def execute_compare(decoder, path: str, count: int, seed: int = 1) -> dict:
@@ -307,6 +312,8 @@ def execute_compare(decoder, path: str, count: int, seed: int = 1) -> dict:
                 counts["address_wrong"] += 1
                 bad.append(f"address {addr:#x} {word:08x}: unicorn {[hex(t) for t in touched[:4]]} ours {a.value:#x}")
         decoder.step(word, ctypes.byref(r))
+        if out.written & r.known & ~(1 << out.base if out.writeback else 0):
+            counts["computed"] += 1  # a result mp_a64_step computed
         for i in range(32):
             if not r.known >> i & 1:
                 continue
