@@ -498,10 +498,12 @@ static int compute(uint32_t i, const struct mp_a64_regs *r, unsigned *dst, uint6
             uint64_t acc = reg(r, ra, 0, &ok);
             uint64_t p = op31 == 1 ? (uint64_t)((int64_t)(int32_t)a * (int64_t)(int32_t)b) : (uint64_t)(uint32_t)a * (uint32_t)b;
             v = o0 ? acc - p : acc + p;
+#ifdef __SIZEOF_INT128__ /* not on a 32-bit host (the checker may run anywhere) */
         } else if (op31 == 2 && sf && !o0) {
             v = (uint64_t)(((__int128)(int64_t)a * (int64_t)b) >> 64);
         } else if (op31 == 6 && sf && !o0) {
             v = (uint64_t)(((unsigned __int128)a * b) >> 64);
+#endif
         } else {
             return 0;
         }
