@@ -68,6 +68,10 @@ def run_in_guest(target: str, exe: Path, args: list[str], env: dict[str, str], p
     _, qemu, sysroot = target_tools(target)
     full = dict(os.environ, **env)
     full.pop("LD_PRELOAD", None)
+    if not qemu:  # i386: the kernel runs it (libc6-i386)
+        if preload:
+            full["LD_PRELOAD"] = str(preload)
+        return subprocess.run([str(exe), *args], env=full, capture_output=True, text=True, timeout=timeout)
     cmd = [qemu, "-L", sysroot, *(["-E", f"LD_PRELOAD={preload}"] if preload else []), str(exe), *args]
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
 

@@ -69,7 +69,10 @@ def test_transparent_runtime_leaves_output_and_status_alone(tmp_path):
     exe = cross_compile("aarch64", tmp_path, "status", EXIT_STATUS)
     runtime = cross_runtime_for("aarch64")
     bare = run_in_guest("aarch64", exe, [], {}, None)
-    under = run_in_guest("aarch64", exe, [], {}, runtime)
+    status = tmp_path / "runtime-status"
+    status.write_text("")
+    under = run_in_guest("aarch64", exe, [], {"MEMPLACE_STATUS": str(status)}, runtime)
+    assert " mode=transparent " in status.read_text(), status.read_text()  # the runtime was there
     assert bare.returncode == 7 and (under.returncode, under.stdout, under.stderr) == (7, bare.stdout, bare.stderr)
 
 
