@@ -3,9 +3,10 @@
  * the program does not use; since Linux 6.3 the kernel delivers it to the thread whose
  * CPU time made it expire, so every running thread is sampled, also threads that never
  * allocate, without arming anything per thread. The handler credits the memory operands
- * of the straight-line code around the interrupted user IP (util/x86_decode.c; found by
- * decoding forward from a boundary the unwind table knows; cached per IP) whose address
- * the interrupted registers still give, and hands each (address, read/write, bytes, share
+ * of the straight-line code around the interrupted user IP whose address the interrupted
+ * registers give (x86_64: util/x86_decode.c, found by decoding forward from a boundary the
+ * unwind table knows, cached per IP; aarch64: util/aarch64_decode.c, from the pc to the
+ * next branch with the registers followed through it), and hands each (address, read/write, bytes, share
  * of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
  * at its tick, so at most CONFIG_HZ samples per CPU-second arrive; expirations the tick
  * coalesced come as the signal's overrun count and weigh the sample (1 + overrun).
