@@ -6,8 +6,8 @@
  * of the straight-line code around the interrupted user IP whose address the interrupted
  * registers give (x86_64: util/x86_decode.c, found by decoding forward from a boundary the
  * unwind table knows, cached per IP; aarch64: util/aarch64_decode.c, from the pc to the
- * next branch with the registers followed through it), and hands each (address, read/write, bytes, share
- * of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
+ * next branch with the registers followed through it), and hands each (address,
+ * read/write, bytes, share of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
  * at its tick, so at most CONFIG_HZ samples per CPU-second arrive; expirations the tick
  * coalesced come as the signal's overrun count and weigh the sample (1 + overrun).
  *
