@@ -44,6 +44,17 @@ MP_HIDDEN size_t mp_page_size(void);
  * decoded (invalid, truncated, or a map we do not know). */
 MP_HIDDEN int mp_x86_decode(const unsigned char *c, int avail, struct mp_x86_access *out);
 
+// "util/aarch64_decode.c" -- one aarch64 instruction's memory operand and effect on the
+// general registers (signal-safe)
+/* Decode `insn`; 1 if known, 0 if not (unallocated, or a class not followed). */
+MP_HIDDEN int mp_a64_decode(uint32_t insn, struct mp_a64_insn *out);
+/* The data address of decoded memory instruction `d` from `r`; 0 if a register it needs
+ * is not known (or the base is the pc: a literal). */
+MP_HIDDEN int mp_a64_address(const struct mp_a64_insn *d, const struct mp_a64_regs *r, uint64_t *addr);
+/* Run `insn` (decoded as `d`) on `r`: integer results computed, everything else it
+ * writes marked unknown; pc advanced. */
+MP_HIDDEN void mp_a64_step(uint32_t insn, const struct mp_a64_insn *d, struct mp_a64_regs *r);
+
 // "util/writer.c" -- a buffered text writer for the exit files (stats, profiles): no
 // malloc, no stdio, no lock, so it also runs in a fatal signal's handler
 MP_HIDDEN void mp_put(struct mp_writer *w, const char *s);
@@ -189,6 +200,14 @@ static inline int mp_unwind_trace_holds(const struct mp_unwind_trace *t)
 #define MP_UNWIND_HERE(r)                                                                  \
     do {                                                                                   \
         __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2"              \
+                         : "=r"((r).pc), "=r"((r).sp), "=r"((r).fp));                      \
+        (r).exact = 1;                                                                     \
+    } while (0)
+#define MP_UNWIND_SUPPORTED 1
+#elif defined(__aarch64__)
+#define MP_UNWIND_HERE(r)                                                                  \
+    do {                                                                                   \
+        __asm__ volatile("adr %0, .\n\tmov %1, sp\n\tmov %2, x29"                            \
                          : "=r"((r).pc), "=r"((r).sp), "=r"((r).fp));                      \
         (r).exact = 1;                                                                     \
     } while (0)
@@ -427,14 +446,14 @@ MP_HIDDEN void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t siz
 MP_HIDDEN void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero);
 /* mi_good_size of the block cache's sizes, by 8-byte step */
 MP_HIDDEN extern uint32_t mp_small_usable[MP_TCACHE_BINS];
-/* mimalloc's small pages are one 64 KiB slice each and hold blocks of one size (mimalloc
+/* mimalloc's small pages are one slice each (64 KiB; 32 KiB on 32-bit) and hold blocks of one size (mimalloc
  * 3.4: MI_ARENA_SLICE_SIZE, MI_SMALL_PAGE_SIZE). Each slice of the reserved range keeps
  * the usable size / 8 of the blocks allocated in it from mimalloc, so free knows a small
  * block's size without asking mimalloc's page map. A block's own allocation wrote its
  * slice's entry, and its page cannot be reused while it lives, so the entry is its size.
  * 0: ask mimalloc (bigger blocks); MP_SLICE_ALIGNED: aligned blocks were made there, whose
  * pointers may lie inside a block, so always ask. */
-#define MP_SLICE_SHIFT 16
+#define MP_SLICE_SHIFT (13 + (sizeof(void *) == 8 ? 3 : 2)) /* MI_ARENA_SLICE_SHIFT */
 #define MP_SLICE_ALIGNED 0xffu
 MP_HIDDEN extern unsigned char *mp_slice_class;
 

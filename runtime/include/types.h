@@ -227,7 +227,7 @@ struct mp_device_counters {
 
 /* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
 #define MP_TCACHE_DEVICES 4
-#define MP_TCACHE_SMALL 1024          /* mimalloc's small blocks: MI_SMALL_SIZE_MAX */
+#define MP_TCACHE_SMALL ((int)(128 * sizeof(void *))) /* mimalloc's small blocks: MI_SMALL_SIZE_MAX */
 #define MP_TCACHE_BINS (MP_TCACHE_SMALL / 8 + 1) /* by usable size / 8 */
 #define MP_TCACHE_MAX 8               /* freed blocks kept per device and size class */
 struct mp_tcache_bin { void *head; uint32_t count; };
@@ -362,6 +362,35 @@ struct mp_x86_access {
     uint16_t clobbers;     /* general registers it writes (bit n: register n) */
     int32_t target;        /* a direct branch's displacement from the next instruction */
     int64_t disp;
+};
+
+/* ---- one aarch64 instruction: its memory operand and its effect on the general
+ * registers (util/aarch64_decode.c) ---- */
+
+enum { MP_A64_SP = 31, MP_A64_PC = 32, MP_A64_NONE = 255 };
+/* index extension: the register as is (LSL, UXTX, SXTX), its low 32 bits zero- or
+ * sign-extended (UXTW, SXTW) */
+enum { MP_A64_EXT_X = 0, MP_A64_EXT_UXTW = 1, MP_A64_EXT_SXTW = 2 };
+enum { MP_A64_OFFSET = 0, MP_A64_PRE = 1, MP_A64_POST = 2 };
+
+/* address = base (+ extend(index) << shift) (+ disp unless post-indexed); with writeback
+ * the base becomes base + disp (pre, post) or base + index (post, SIMD register post-index)
+ * after the access. Registers: 0-30 x0-x30, 31 sp (as a base), 32 pc (literal loads). */
+struct mp_a64_insn {
+    unsigned char memory;    /* it accesses memory at an address it computes */
+    unsigned char access;    /* MP_ACCESS_* bits */
+    unsigned char branch;    /* MP_BRANCH_* (svc, eret, ...: MP_BRANCH_END) */
+    unsigned char base, index, extend, shift, writeback;
+    uint16_t size;           /* bytes accessed (the pair's or the structure's total) */
+    uint32_t written;        /* general registers it writes (bit n: xn, bit 31: sp), writeback included */
+    int64_t disp;
+};
+
+/* General registers being followed through straight-line code: x0-x30, sp at [31]. */
+struct mp_a64_regs {
+    uint64_t x[32];
+    uint64_t pc;
+    uint32_t known;          /* bit n: x[n] holds the register's value */
 };
 
 /* ---- access sampling (os/sampler.c) ---- */

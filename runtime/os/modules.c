@@ -227,6 +227,8 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
                                   __atomic_load_n(&at->fp, __ATOMIC_RELAXED),
                                   __atomic_load_n(&at->exact, __ATOMIC_RELAXED)};
     struct mp_unwind_regs *r = &regs;
+    if (!MP_UNWIND_SUPPORTED)
+        return 0; /* no walk here (MP_UNWIND_HERE gives pc 0): the caller's raw return address */
     if (depth > MP_UNWIND_FRAMES)
         depth = MP_UNWIND_FRAMES;
     struct mp_unwind_trace *trace = NULL;

@@ -3,10 +3,11 @@
  * the program does not use; since Linux 6.3 the kernel delivers it to the thread whose
  * CPU time made it expire, so every running thread is sampled, also threads that never
  * allocate, without arming anything per thread. The handler credits the memory operands
- * of the straight-line code around the interrupted user IP (util/x86_decode.c; found by
- * decoding forward from a boundary the unwind table knows; cached per IP) whose address
- * the interrupted registers still give, and hands each (address, read/write, bytes, share
- * of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
+ * of the straight-line code around the interrupted user IP whose address the interrupted
+ * registers give (x86_64: util/x86_decode.c, found by decoding forward from a boundary the
+ * unwind table knows, cached per IP; aarch64: util/aarch64_decode.c, from the pc to the
+ * next branch with the registers followed through it), and hands each (address,
+ * read/write, bytes, share of the sample) to the mode's hook, which finds the block. The kernel checks CPU timers
  * at its tick, so at most CONFIG_HZ samples per CPU-second arrive; expirations the tick
  * coalesced come as the signal's overrun count and weigh the sample (1 + overrun).
  *
@@ -27,10 +28,12 @@
 
 extern int __sigaction(int, const struct sigaction *, struct sigaction *); /* glibc's own, not ours */
 
-#define IP_CACHE 4096
-#define MAX_SCAN 65536 /* bytes decoded forward from a row start to reach a sampled IP */
 #define MAX_BLOCK 64   /* instructions of straight-line code credited per sample */
 #define MAX_OPS 12     /* memory operands among them */
+
+#if defined(__x86_64__)
+#define IP_CACHE 4096
+#define MAX_SCAN 65536 /* bytes decoded forward from a row start to reach a sampled IP */
 
 /* What a sample at `ip` credits: the memory operands of the straight-line code around
  * it whose address the interrupted registers still give, and how many instructions that
@@ -42,6 +45,7 @@ struct ip_entry {
 };
 
 static struct ip_entry ip_cache[IP_CACHE];
+#endif
 static mp_sampler_hook hook;
 static timer_t timer;
 static int signo, installed, state = MP_SAMPLER_OFF, rate;
@@ -49,6 +53,7 @@ static const char *reason = "";
 static char reason_buf[96];
 static struct mp_sampler_counts counts;
 
+#if defined(__x86_64__)
 static uint64_t check_of(const struct ip_entry *e)
 {
     const unsigned char *p = (const unsigned char *)&e->n_instr;
@@ -206,7 +211,6 @@ static const struct ip_entry *decoded(uintptr_t ip, struct ip_entry *copy)
     return copy;
 }
 
-#if defined(__x86_64__)
 static const int gregs_of[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
                                  REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15};
 
@@ -278,6 +282,93 @@ static void on_sample_body(int sig, siginfo_t *si, void *ucv)
     }
     errno = saved;
 }
+#elif defined(__aarch64__)
+/* The code from the interrupted pc to the next branch, its registers followed forward
+ * (util/aarch64_decode.c computes the integer instructions: the index a loop computes
+ * before its load is known at the load), each load and store whose address the followed
+ * registers give credited. Forward only: fixed-width code could be read backwards too,
+ * but whether the instructions before pc ran on the way to it (pc may be a branch
+ * target) is not known without the whole function; and under qemu-user every sample's
+ * pc is the start of a translation block, so the code before it is another path's. */
+static void on_sample_body(int sig, siginfo_t *si, void *ucv)
+{
+    int saved = errno;
+    if (si->si_code != SI_TIMER || __atomic_load_n(&state, __ATOMIC_RELAXED) != MP_SAMPLER_ON) {
+        errno = saved;
+        return;
+    }
+    uint32_t weight = 1 + (uint32_t)(si->si_overrun > 0 ? si->si_overrun : 0);
+    __atomic_fetch_add(&counts.samples, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&counts.expirations, weight, __ATOMIC_RELAXED);
+    const mcontext_t *mc = &((ucontext_t *)ucv)->uc_mcontext;
+    uintptr_t pc = (uintptr_t)mc->pc;
+    size_t page = mp_page_size();
+    /* delivered on the way out of a system call (svc #imm just before pc): kernel time */
+    if ((pc & 3) == 0 && (pc & (page - 1)) >= 4 && (*(const uint32_t *)(pc - 4) & 0xFFE0001Fu) == 0xD4000001u) {
+        __atomic_fetch_add(&counts.in_kernel, 1, __ATOMIC_RELAXED);
+        errno = saved;
+        return;
+    }
+    struct mp_a64_regs r;
+    for (int i = 0; i < 31; i++)
+        r.x[i] = mc->regs[i];
+    r.x[31] = mc->sp;
+    r.pc = pc;
+    r.known = 0xFFFFFFFFu;
+    uintptr_t end = (pc | (page - 1)) + 1; /* the page being executed is mapped */
+    const struct mp_modules *mods = mp_modules();
+    const struct mp_module *m = mods ? mp_module_of(mods, pc) : NULL;
+    if (m && m->hi > end)
+        end = m->hi;
+    struct { uint64_t addr; unsigned size; unsigned char access; } ops[MAX_OPS];
+    int n_ops = 0, n_instr = 0;
+    uint64_t not_heap = 0, clobbered = 0;
+    while ((pc & 3) == 0 && n_instr < MAX_BLOCK && pc + 4 <= end) {
+        uint32_t insn = *(const uint32_t *)pc;
+        struct mp_a64_insn d;
+        if (!mp_a64_decode(insn, &d))
+            break;
+        n_instr++;
+        if (d.memory && d.access) {
+            uint64_t a;
+            if (d.base == MP_A64_PC || (d.base == MP_A64_SP && d.index == MP_A64_NONE))
+                not_heap++; /* literal pools, the stack */
+            else if (!mp_a64_address(&d, &r, &a))
+                clobbered++; /* an address from a load before it: p = p->next */
+            else if (n_ops < MAX_OPS)
+                ops[n_ops].addr = a, ops[n_ops].size = d.size, ops[n_ops++].access = d.access;
+        }
+        if (d.branch)
+            break;
+        mp_a64_step(insn, &d, &r);
+        pc += 4;
+    }
+    if (!n_instr) {
+        __atomic_fetch_add(&counts.not_decoded, 1, __ATOMIC_RELAXED);
+        errno = saved;
+        return;
+    }
+    if (not_heap)
+        __atomic_fetch_add(&counts.not_heap, not_heap, __ATOMIC_RELAXED);
+    if (clobbered)
+        __atomic_fetch_add(&counts.clobbered, clobbered, __ATOMIC_RELAXED);
+    if (!n_ops) {
+        __atomic_fetch_add(&counts.no_memory, 1, __ATOMIC_RELAXED);
+        errno = saved;
+        return;
+    }
+    __atomic_fetch_add(&counts.memory, (uint64_t)n_ops, __ATOMIC_RELAXED);
+    uint32_t share = weight * MP_SAMPLE_UNIT / (uint32_t)n_instr;
+    if (share == 0)
+        share = 1;
+    uint64_t sample = __atomic_add_fetch(&counts.credited, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < n_ops; i++)
+        hook((uintptr_t)ops[i].addr, ops[i].access, ops[i].size, share, sample);
+    errno = saved;
+}
+#endif
+
+#if defined(__x86_64__) || defined(__aarch64__)
 /* The handler, timed: what sampling costs the thread besides the kernel's signal delivery. */
 static void on_sample(int sig, siginfo_t *si, void *ucv)
 {
@@ -361,7 +452,7 @@ int mp_sampler_start(int samples_per_cpu_second, mp_sampler_hook h)
     if (rate > 100000)
         rate = 100000;
     if (!MP_SAMPLER_SUPPORTED) {
-        why = "no instruction decoder for this architecture (x86_64 only)";
+        why = "no instruction decoder for this architecture (x86_64 and aarch64 only)";
     } else if (!kernel_delivers_to_running_thread()) {
         why = "Linux before 6.3 does not deliver CPU-timer signals to the running thread";
     } else {

@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 import x86_decode_check  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64",
-                                reason="the access decoder is x86_64 only (aarch64: not yet)")
+                                reason="x86_64 sampling (aarch64: test_aarch64_sampling.py, under qemu)")
 
 PRELUDE = r"""
 #define _GNU_SOURCE
