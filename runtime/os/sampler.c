@@ -53,6 +53,20 @@ static const char *reason = "";
 static char reason_buf[96];
 static struct mp_sampler_counts counts;
 
+#if defined(__x86_64__) || defined(__aarch64__)
+/* A sample of the timer, counted with the expirations it stands for (its weight); 0: not
+ * ours, or sampling is off. Shared by each architecture's handler body below. */
+static uint32_t sample_weight(const siginfo_t *si)
+{
+    if (si->si_code != SI_TIMER || __atomic_load_n(&state, __ATOMIC_RELAXED) != MP_SAMPLER_ON)
+        return 0;
+    uint32_t weight = 1 + (uint32_t)(si->si_overrun > 0 ? si->si_overrun : 0);
+    __atomic_fetch_add(&counts.samples, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&counts.expirations, weight, __ATOMIC_RELAXED);
+    return weight;
+}
+#endif
+
 #if defined(__x86_64__)
 static uint64_t check_of(const struct ip_entry *e)
 {
@@ -217,13 +231,11 @@ static const int gregs_of[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, RE
 static void on_sample_body(int sig, siginfo_t *si, void *ucv)
 {
     int saved = errno;
-    if (si->si_code != SI_TIMER || __atomic_load_n(&state, __ATOMIC_RELAXED) != MP_SAMPLER_ON) {
+    uint32_t weight = sample_weight(si);
+    if (!weight) {
         errno = saved;
         return;
     }
-    uint32_t weight = 1 + (uint32_t)(si->si_overrun > 0 ? si->si_overrun : 0);
-    __atomic_fetch_add(&counts.samples, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&counts.expirations, weight, __ATOMIC_RELAXED);
     const greg_t *g = ((ucontext_t *)ucv)->uc_mcontext.gregs;
     uintptr_t ip = (uintptr_t)g[REG_RIP];
     size_t page = mp_page_size();
@@ -293,13 +305,11 @@ static void on_sample_body(int sig, siginfo_t *si, void *ucv)
 static void on_sample_body(int sig, siginfo_t *si, void *ucv)
 {
     int saved = errno;
-    if (si->si_code != SI_TIMER || __atomic_load_n(&state, __ATOMIC_RELAXED) != MP_SAMPLER_ON) {
+    uint32_t weight = sample_weight(si);
+    if (!weight) {
         errno = saved;
         return;
     }
-    uint32_t weight = 1 + (uint32_t)(si->si_overrun > 0 ? si->si_overrun : 0);
-    __atomic_fetch_add(&counts.samples, 1, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&counts.expirations, weight, __ATOMIC_RELAXED);
     const mcontext_t *mc = &((ucontext_t *)ucv)->uc_mcontext;
     uintptr_t pc = (uintptr_t)mc->pc;
     size_t page = mp_page_size();
