@@ -76,6 +76,17 @@ def run_in_guest(target: str, exe: Path, args: list[str], env: dict[str, str], p
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
+def bare_and_transparent(target: str, tmp_path: Path, exe: Path):
+    """The program run without and with the target's runtime preloaded (no policy); the
+    runtime's status line must say it ran, transparent. (bare, under) CompletedProcesses."""
+    bare = run_in_guest(target, exe, [], {}, None)
+    status = tmp_path / "runtime-status"
+    status.write_text("")
+    under = run_in_guest(target, exe, [], {"MEMPLACE_STATUS": str(status)}, cross_runtime_for(target))
+    assert " mode=transparent " in status.read_text(), status.read_text()  # the runtime was there
+    return bare, under
+
+
 def unwind_tables(target: str, exe: Path, runtime: Path, where: Path) -> str:
     from memplace.launch.unwind_tables import prepare_tables
 

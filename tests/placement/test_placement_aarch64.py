@@ -13,7 +13,9 @@ import pytest
 from placement_support import PROGRAMS, line_of, where
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cross_support import cross_compile, cross_runtime_for, run_in_guest, unwind_tables  # noqa: E402
+from cross_support import (  # noqa: E402
+    bare_and_transparent, cross_compile, cross_runtime_for, run_in_guest, unwind_tables,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +69,7 @@ def file_devices(tmp_path: Path, *names: str) -> str:
 
 def test_transparent_runtime_leaves_output_and_status_alone(tmp_path):
     exe = cross_compile("aarch64", tmp_path, "status", EXIT_STATUS)
-    runtime = cross_runtime_for("aarch64")
-    bare = run_in_guest("aarch64", exe, [], {}, None)
-    status = tmp_path / "runtime-status"
-    status.write_text("")
-    under = run_in_guest("aarch64", exe, [], {"MEMPLACE_STATUS": str(status)}, runtime)
-    assert " mode=transparent " in status.read_text(), status.read_text()  # the runtime was there
+    bare, under = bare_and_transparent("aarch64", tmp_path, exe)
     assert bare.returncode == 7 and (under.returncode, under.stdout, under.stderr) == (7, bare.stdout, bare.stderr)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cross_support import cross_compile, cross_runtime_for, run_in_guest  # noqa: E402
+from cross_support import bare_and_transparent, cross_compile  # noqa: E402
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -36,11 +36,6 @@ def test_i386_runtime_runs_a_program_transparently(tmp_path):
     if not os.path.exists("/lib/ld-linux.so.2"):
         pytest.skip("libc6-i386 not installed")
     exe = cross_compile("i386", tmp_path, "prog32", PROGRAM)
-    runtime = cross_runtime_for("i386")
-    bare = run_in_guest("i386", exe, [], {}, None)
-    status = tmp_path / "runtime-status"
-    status.write_text("")
-    under = run_in_guest("i386", exe, [], {"MEMPLACE_STATUS": str(status)}, runtime)
-    assert " mode=transparent " in status.read_text(), status.read_text()  # the runtime was there
+    bare, under = bare_and_transparent("i386", tmp_path, exe)
     assert bare.returncode == 5 and bare.stdout.startswith("sum ")
     assert (under.returncode, under.stdout, under.stderr) == (5, bare.stdout, bare.stderr)
