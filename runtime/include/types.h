@@ -223,7 +223,9 @@ struct mp_device_counters {
      * (capacity minus live) when pending was last published, at most a batch; so the
      * allocation path checks the capacity against the thread's own line */
     int64_t credit;
-};
+} __attribute__((aligned(32))); /* within one cache line: the allocation path updates
+                                    allocations and bytes as one 16-byte pair, and a pair
+                                    split across lines stalls every next load of it */
 
 /* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
 #define MP_TCACHE_DEVICES 4
