@@ -6,9 +6,10 @@ cgroup's limit), run at 100%, 75%, 50% and 30% of their peak in four ways:
                  device), the kernel's page LRU decides which pages stay in memory
   (c) swap       plain malloc with a swap file on the same disk (on only for these runs)
   (d) memplace   `memplace profile` (access sampling) -> `memplace advise` with the fast
-                 device = NUMA node 0, capacity = the limit minus what is not heap minus a
-                 reserve for the file device's page cache (25%, at least 32 MiB), the slow
-                 device = the file device -> a placed run (the environment `memplace run
+                 device = NUMA node 0, the slow device = the file device, and
+                 --shared-memory = the limit minus what is not heap (node 0's pinned pages
+                 and the file device's page cache share it; the advisor's page cache model
+                 decides how much to pin) -> a placed run (the environment `memplace run
                  --policy` gives, started here so that only the program is in the cgroup)
 
 Programs: hotcold (a hot table updated at random, big cold arrays written once and read
@@ -55,12 +56,6 @@ VARIANTS = ("malloc", "file", "swap", "memplace")
 LABELS = {"malloc": "(a) malloc", "file": "(b) file device", "swap": "(c) swap file",
           "memplace": "(d) memplace"}
 TARGET = 1.5
-# Room left in the cgroup for the file device's pages in (d): they pass through the page
-# cache inside the same limit, and the kernel reads around a fault in windows of the
-# disk's read_ahead_kb (8 MiB here), per stream. With too little room read-ahead pages
-# are evicted before they are used: spmv at 75% took 5.1-5.7 s with 34 MiB of room,
-# 1.5-1.8 s with 106 MiB (the file device alone: 2.0-2.5 s).
-RESERVE_SHARE, RESERVE_MIN = 0.25, 32 * MIB
 
 
 @dataclass
@@ -128,6 +123,16 @@ def file_policy(path: Path, device_dir: Path, capacity: int) -> Path:
         "[devices.slow]", 'kind = "file"', f'path = "{device_dir}"',
         f'capacity = "{capacity // MIB}MiB"', ""]))
     return path
+
+
+def policy_capacity(path: Path, device: str) -> int:
+    """The capacity (bytes) a written policy gives a device."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    from memplace.units import parse_size
+    return parse_size(tomllib.loads(path.read_text())["devices"][device]["capacity"], what=str(path))
 
 
 def memplace(*args: str, env: dict) -> str:
@@ -213,13 +218,16 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
     cells: dict[tuple[str, int], Cell] = {}
     for pct in LIMITS:
         limit = peak * pct // 100
-        reserve = max(RESERVE_MIN, int(limit * RESERVE_SHARE))
-        fast = limit - not_heap - reserve
+        # node 0's pinned pages and the file device's page cache share what the limit
+        # leaves the heap: the advisor's page cache model decides how much to pin
+        shared = max(limit - not_heap, MIB) // MIB
         policy = work / f"memplace-{pct}.toml"
         advice = memplace("advise", str(profile_file), "--policy-out", str(policy),
-                          "--device", f"fast=numa:0,capacity={max(fast, MIB) // MIB}MiB",
-                          "--device", f"slow=file:{device_dir}", env=base_env)
+                          "--device", f"fast=numa:0,capacity={shared}MiB",
+                          "--device", f"slow=file:{device_dir}", "--shared-memory", f"{shared}MiB",
+                          env=base_env)
         (work / f"advice-{pct}.txt").write_text(advice)
+        fast = policy_capacity(policy, "fast")
         for r in range(args.runs):
             order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
             for variant in order:
