@@ -12,11 +12,15 @@ keep in the same room. The model:
 * a file device access hits a resident page with probability h = min(1, R / W) (every
   page alike: the kernel's LRU is not told which are hot) and costs the device's
   resident figures, else its cold ones (the solver's own cost for the device);
-* a plan that leaves the page cache less than `room` (and whose file data does not fit
-  whole in what is left) is not allowed: sequential streams through the page cache need
-  room for read-around and for reclaim to work in batches. bench/capacity measured a
-  192 MiB stream under a memory cgroup at 0.21 GB/s with 16 MiB of room, 0.45 GB/s with
-  48 MiB, 0.75 GB/s with 64 MiB and 1.2 GB/s with 96 MiB (docs/benchmarks.md).
+* every byte a site allocates on a file device is a new file page, faulted in, dirtied
+  and written back: its bytes at the device's write bandwidth, hit or miss;
+* misses cost more when the page cache is small: sequential streams need room for
+  read-around and for reclaim to work in batches. bench/capacity measured a 192 MiB stream
+  under a memory cgroup at 0.21 GB/s with 16 MiB of page cache, 0.45 GB/s with 48 MiB,
+  0.75 GB/s with 64 MiB and 1.2 GB/s with 96 MiB or more (docs/benchmarks.md): about in
+  proportion to the room up to `room`. So below `room` (96 MiB by default) a miss costs
+  room / R times the device's cold cost; a plan that leaves no page cache at all for
+  file data is not allowed.
 
 Under this model pinning a site lowers the misses exactly when its accesses per byte are
 above the average of the data left on the file device; the plan with nothing pinned (every
@@ -24,9 +28,9 @@ site on the file device) is always a candidate, so the advice is never modelled 
 leaving everything to the kernel.
 
     >>> import numpy as np
-    >>> m = SharedMemory(total=100, room=10)
-    >>> m.hit_ratio(pinned=40, cached=120)
-    0.5
+    >>> m = SharedMemory(total=100, room=80)
+    >>> m.hit_ratio(pinned=40, cached=120), m.miss_factor(pinned=40)
+    (0.5, 2.0)
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ROOM = 64 << 20  # least page cache a plan leaves (measured: see the module docstring)
+ROOM = 96 << 20  # page cache below which misses slow down (measured: see the module docstring)
 
 
 @dataclass(frozen=True)
 class SharedMemory:
-    """`total` bytes shared by the pinned devices and the file devices' page cache; a plan
-    must leave at least `room` of it to the page cache."""
+    """`total` bytes shared by the pinned devices and the file devices' page cache; below
+    `room` bytes of page cache, misses cost room / cache times more."""
 
     total: int
     room: int = ROOM
@@ -53,9 +57,12 @@ class SharedMemory:
             return 1.0
         return max(0.0, min(1.0, left / cached))
 
-    def allowed(self, pinned: float, cached: float) -> bool:
+    def miss_factor(self, pinned: float) -> float:
         left = self.total - pinned
-        return left >= min(self.room, cached) - 1e-6
+        return math.inf if left <= 0 else max(1.0, self.room / left)
+
+    def allowed(self, pinned: float, cached: float) -> bool:
+        return cached <= 0 or self.total - pinned > 0
 
 
 @dataclass
@@ -86,7 +93,8 @@ def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: 
     cold = pb.cost[rows, assign]
     hot = hit_cost[rows, assign]
     on_cache = cached[assign]
-    per_site = np.where(on_cache, h * hot + (1 - h) * cold, cold)
+    factor = shared.miss_factor(pin) if h < 1 else 1.0
+    per_site = np.where(on_cache, h * hot + (1 - h) * cold * min(factor, 1e6), cold)
     for s, (capacity, d) in spills.items():
         share = min(1.0, capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
         per_site[s] = share * pb.cost[s, d] + (1 - share) * per_site[s]
@@ -94,15 +102,17 @@ def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: 
 
 
 def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemory) -> list[int]:
-    """Capacities worth solving for on the pinned device `fast`: the most the budget allows
-    (budget - room), and the one that minimises the model when sites are taken whole or
-    in part in order of accesses per byte (the order that lowers misses most per byte
-    pinned). Nothing pinned is always compared by the caller."""
-    top = shared.total - shared.room
-    if math.isfinite(pb.capacity[fast]):
-        top = min(top, pb.capacity[fast])
-    if top <= 0:
+    """Capacities worth solving for on the pinned device `fast`: the budget minus `room`,
+    half of it and a quarter of it (as much pinned as leaves the page cache that much),
+    and the capacity that minimises the model when sites are taken whole or in part in
+    order of accesses per byte (the order that lowers misses most per byte pinned).
+    Nothing pinned is always compared by the caller."""
+    limit = pb.capacity[fast] if math.isfinite(pb.capacity[fast]) else math.inf
+    tops = sorted({int(min(shared.total - r, limit)) for r in (shared.room, shared.room // 2, shared.room // 4)
+                   if shared.total - r > 0})
+    if not tops:
         return []
+    top = tops[-1]
     size = pb.demand.max(axis=1)
     cold, hot = pb.cost[:, pb.default], hit_cost[:, pb.default]
     saving = cold - pb.cost[:, fast]
@@ -120,12 +130,13 @@ def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemor
         left_cold -= share * cold[s]
         left_hot -= share * hot[s]
         h = shared.hit_ratio(pinned_bytes, total - pinned_bytes)
-        model = pinned_cost + h * left_hot + (1 - h) * left_cold
+        factor = shared.miss_factor(pinned_bytes) if h < 1 else 1.0
+        model = pinned_cost + h * left_hot + (1 - h) * left_cold * factor
         if model < best:
             best, best_c = model, pinned_bytes
         if take < size[s]:
             break
-    out = [int(top)]
-    if best_c > 0 and abs(best_c - top) >= 1 << 20:
+    out = list(tops)
+    if best_c > 0 and all(abs(best_c - c) >= 1 << 20 for c in out):
         out.append(int(best_c))
     return out

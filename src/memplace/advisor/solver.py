@@ -460,10 +460,18 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
     fast = min(np.nonzero(pinned)[0], key=lambda d: sum(devices[d].line_costs(model)))
     cheapest = min(range(m), key=lambda d: sum(devices[d].line_costs(model)))
     rw = np.array([_reads_writes(s) for s in sites], dtype=float).reshape(len(sites), 2) / LINE
+    allocated = np.array([float(s.bytes) for s in sites])
+    cost = pb.cost.copy()
     hit_cost = pb.cost.copy()
     for d in np.nonzero(cached)[0]:
         resident = devices[d].resident or devices[cheapest]
         hit_cost[:, d] = rw @ np.array(resident.line_costs(model), dtype=float)
+        # every page a site allocates there is a new file page: faulted in, dirtied and
+        # written back at the device's (cold) write bandwidth, hit or miss
+        touch = allocated / devices[d].write_bandwidth * 1e9 if devices[d].write_bandwidth else 0.0
+        cost[:, d] += touch
+        hit_cost[:, d] += touch
+    pb = Problem(cost, pb.demand, pb.capacity, pb.default)
     # nothing pinned: every site on the default (page-cache) device
     nothing = np.full(pb.n, pb.default)
     base = page_cache.plan_cost(pb, nothing, {}, pinned, cached, hit_cost, shared)
@@ -486,16 +494,15 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
     dname = devices[pb.default].name
     shown = lambda c: (f"{format_size(c.pinned)} pinned, {format_size(max(shared.total - c.pinned, 0))} page cache "
                        f"for {format_size(c.cached)} on {dname} (hit ratio {c.hit_ratio:.2f}): {format_ns(c.cost)}"
-                       + ("" if c.allowed else f" (not allowed: less than {format_size(shared.room)} of page cache)"))
+                       + ("" if c.allowed else " (not allowed: no page cache left)"))
     notes.append(f"page cache model: {name} and {dname}'s page cache share {format_size(shared.total)}, "
-                 f"at least {format_size(shared.room)} left to the cache; plans compared: nothing pinned: "
+                 f"misses slower below {format_size(shared.room)} of cache; plans compared: nothing pinned: "
                  f"{shown(base)}; " + "; ".join(f"{name} up to {format_size(t[1])}: {shown(t[0])}"
                                                for t in tried[1:]))
     if cap is None:
         notes.append(f"nothing pinned: under this budget the kernel's page cache serves every site better "
                      f"than memory taken from it ({name} keeps no site)")
-        top = shared.total - shared.room
-        cap = int(min(top, pb.capacity[fast]) if math.isfinite(pb.capacity[fast]) else top)
+        cap = max(page_cache.capacity_candidates(pb, fast, hit_cost, shared) or [1 << 20])
         bound = None
     capacity = pb.capacity.copy()
     capacity[fast] = max(cap, 1 << 20)

@@ -106,8 +106,10 @@ def _shared_memory(text: str | None, room: str, ranks: int) -> SharedMemory | No
 @click.option("--shared-memory", "shared_memory", metavar="SIZE",
               help="Memory the limited devices share with the file devices' page cache (e.g. a memory "
                    "cgroup's limit minus what is not heap): pin only what gains given it.")
-@click.option("--cache-room", "cache_room", metavar="SIZE", default="64MiB", show_default=True,
-              help="With --shared-memory: the least page cache a plan leaves the file devices.")
+@click.option("--cache-room", "cache_room", metavar="SIZE",
+              default="96MiB", show_default=True,
+              help="With --shared-memory: the page cache below which misses on a file device slow "
+                   "down in proportion (read-around and reclaim need room).")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
 def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, ranks,
                    shared_memory, cache_room, as_json):
