@@ -464,8 +464,11 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
     cost = pb.cost.copy()
     hit_cost = pb.cost.copy()
     for d in np.nonzero(cached)[0]:
+        # a resident page is memory like the pinned device's, never cheaper (a measured
+        # difference between the two is noise)
         resident = devices[d].resident or devices[cheapest]
-        hit_cost[:, d] = rw @ np.array(resident.line_costs(model), dtype=float)
+        line = np.maximum(resident.line_costs(model), devices[fast].line_costs(model))
+        hit_cost[:, d] = rw @ line
         # every page a site allocates there is a new file page: faulted in, dirtied and
         # written back at the device's (cold) write bandwidth, hit or miss
         touch = allocated / devices[d].write_bandwidth * 1e9 if devices[d].write_bandwidth else 0.0
