@@ -372,7 +372,12 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
             sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location, assign.get(s.identity),
                                     s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live))
     if profile is not None and assign:
-        sm.device_timeline = device_timeline(profile, assign, [d.name for d in sm.devices])
+        from memplace.placement import policy as pol
+
+        devices = pol.load(policy_path).devices
+        capacity = {d.name: d.capacity for d in sm.devices if d.capacity}
+        fallback = {name: dev.fallback for name, dev in devices.items() if getattr(dev, "fallback", None)}
+        sm.device_timeline = device_timeline(profile, assign, [d.name for d in sm.devices], capacity, fallback)
     if profile is not None and not any(s.accessed for s in sm.sites):
         why = (profile.meta.get("access_sampling") or {}).get("why")
         sm.notes.append("this profile has no access counts" + (f" (access sampling: {why})" if why else "")
@@ -383,25 +388,38 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
     return sm
 
 
-def device_timeline(profile: prof.Profile, assign: dict[tuple, str], names: list[str]) -> list[tuple[str, list[int]]]:
+def device_timeline(profile: prof.Profile, assign: dict[tuple, str], names: list[str],
+                    capacity: dict[str, int] | None = None,
+                    fallback: dict[str, str] | None = None) -> list[tuple[str, list[int]]]:
     """Live bytes on each device in each window of the profile's timeline, its sites placed
     as `assign` says: what a placed run of the same program holds on each device over
-    time (sites without a timeline count their peak in every window). Empty when the
-    profile has no timeline."""
+    time (sites without a timeline count their peak in every window). What a limited
+    device cannot hold in a window goes on to its fallback, as the runtime sends it.
+    Devices that hold nothing are left out; empty when the profile has no timeline."""
     n = max((len(s.live) for s in profile.sites if s.live), default=0)
     if n == 0:
         return []
-    out = []
-    for name in names:
-        live = [0] * n
-        for s in profile.sites:
-            if assign.get(s.identity) != name:
-                continue
-            series = s.live if s.live is not None else [s.peak_live_bytes] * n
-            for i, v in enumerate(series):
-                live[i] += v
-        out.append((name, live))
-    return out
+    live = {name: [0] * n for name in names}
+    for s in profile.sites:
+        name = assign.get(s.identity)
+        if name not in live:
+            continue
+        series = s.live if s.live is not None else [s.peak_live_bytes] * n
+        for i, v in enumerate(series):
+            live[name][i] += v
+    capacity, fallback = capacity or {}, fallback or {}
+    for name in names:  # the overflow along each fallback chain (at most once per device)
+        seen = {name}
+        while name in capacity and fallback.get(name) in live and fallback[name] not in seen:
+            nxt = fallback[name]
+            for i in range(n):
+                over = live[name][i] - capacity[name]
+                if over > 0:
+                    live[name][i] -= over
+                    live[nxt][i] += over
+            seen.add(nxt)
+            name = nxt
+    return [(name, live[name]) for name in names if any(live[name])]
 
 
 # ---- SVG --------------------------------------------------------------------------------

@@ -204,3 +204,18 @@ def test_devices_over_time_needs_a_policy(inputs):
     p, _, stats = inputs
     d = json.loads(memplace("report", "--profile", str(p), "--stats", str(stats), "--json", check=True).stdout)
     assert d["device_timeline"] == []
+
+
+def test_devices_over_time_send_what_does_not_fit_to_the_fallback(inputs, tmp_path):
+    """A limited device holds at most its capacity in each window; the rest is drawn on the
+    device it falls back to, as the runtime would place it."""
+    p, _, _ = inputs
+    policy = tmp_path / "spill.toml"
+    policy.write_text('version = 1\ndefault = "system"\n[devices.hbm]\nkind = "numa"\nnodes = [0]\n'
+                      'capacity = "1KiB"\nfallback = "system"\n'
+                      '[[rules]]\nsite = ["/opt/app/bin/app+0x11c0"]\ndevice = "hbm"\n')  # site 7: 4000 B in window 1
+    d = json.loads(memplace("report", "--profile", str(p), "--policy", str(policy), "--json", check=True).stdout)
+    timeline = {x["device"]: x["live"] for x in d["device_timeline"]}
+    assert timeline["hbm"] == [0, 1024, 0, 0]
+    others = [sum(500 * (i + 1) for i in (0, 2, 4, 6)), sum(500 * (i + 1) for i in (1, 3, 5)), 0, 0]
+    assert timeline["system"] == [others[0], others[1] + 4000 - 1024, 0, 0]
