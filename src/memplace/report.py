@@ -478,13 +478,15 @@ LINE_COLOURS = ("#c53030", "#2b6cb0", "#b7791f", "#2f855a", "#6b46c1", "#4a5568"
 
 def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]]], title: str,
                    x_label: str, y_label: str, width: int = 640, height: int = 380,
-                   descending: bool = True, y_format=None, dots: bool = True, x_ticks: int = 12) -> str:
+                   descending: bool = True, y_format=None, dots: bool = True, x_ticks: int = 12,
+                   colours: dict[str, str] | None = None, dashed: frozenset[str] = frozenset()) -> str:
     """A standalone line chart: series of (name, [(x, y or None, status)]); a point whose y
     is None is drawn as a cross on the top edge labelled with its status (e.g. "OOM"),
     and breaks the line. With `descending` (the default) the x values are evenly spaced
     from the largest to the smallest (limits shrinking to the right); otherwise x is a
     linear axis from the smallest (time running to the right). The y axis runs from 0;
-    `y_format` formats its labels; at most `x_ticks` x labels."""
+    `y_format` formats its labels; at most `x_ticks` x labels. `colours` names a series'
+    colour (else the palette's next), `dashed` the series drawn dashed."""
     xs = sorted({x for _, pts in series for x, _, _ in pts}, reverse=descending)
     top = max((y for _, pts in series for _, y, _ in pts if y is not None), default=1.0) or 1.0
     top *= 1.1
@@ -513,11 +515,12 @@ def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]
                f'<text x="14" y="{up + ph / 2}" transform="rotate(-90 14 {up + ph / 2})" '
                f'text-anchor="middle" class="a">{_esc(y_label)}</text>')
     for k, (name, pts) in enumerate(series):
-        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+        colour = (colours or {}).get(name) or LINE_COLOURS[k % len(LINE_COLOURS)]
+        dash = ' stroke-dasharray="6 4"' if name in dashed else ""
         segment: list[str] = []
         for x, y, status in sorted(pts, key=lambda p: -p[0] if descending else p[0]) + [(None, None, "")]:
             if y is None and len(segment) > 1:
-                out.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+                out.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
             if y is None:
                 segment = []
                 if x is not None:
@@ -531,7 +534,7 @@ def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]
                            f'<title>{_esc(name)}: {_esc(y_format(y) if y_format else f"{y:.3g}")} at {x:g}</title></circle>')
         ly = up + 10 + 20 * k
         out.append(f'<line x1="{left + pw + 16}" x2="{left + pw + 36}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="3"/><text x="{left + pw + 42}" y="{ly + 4}">{_esc(name)}</text>')
+                   f'stroke-width="3"{dash}/><text x="{left + pw + 42}" y="{ly + 4}">{_esc(name)}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -547,11 +550,15 @@ def occupancy_svg(sm: Summary) -> str:
     xs = [i * scale for i in range(n)]
     series = [(name, [(x, float(v), "") for x, v in zip(xs, live)]) for name, live in sm.device_timeline]
     caps = {d.name: d.capacity for d in sm.devices if d.capacity}
+    shown = [name for name, _ in sm.device_timeline]
     series += [(f"{name} capacity", [(xs[0], float(c), ""), (xs[-1], float(c), "")]) for name, c in caps.items()
-               if any(name == s for s, _ in sm.device_timeline)]
+               if name in shown]
+    colours = {name: LINE_COLOURS[k % len(LINE_COLOURS)] for k, name in enumerate(shown)}
+    colours.update({f"{name} capacity": colours[name] for name in caps if name in shown})
     return line_chart_svg(series, title="Live bytes per device over the run (modelled from the profile)",
                           x_label=f"time ({unit}) since the program started", y_label="live bytes",
-                          width=760, descending=False, y_format=format_size, dots=False)
+                          width=760, descending=False, y_format=format_size, dots=False, colours=colours,
+                          dashed=frozenset(f"{name} capacity" for name in caps))
 
 
 def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: int = 760) -> str:
