@@ -6,9 +6,10 @@ cgroup's limit), run at 100%, 75%, 50% and 30% of their peak in four ways:
                  device), the kernel's page LRU decides which pages stay in memory
   (c) swap       plain malloc with a swap file on the same disk (on only for these runs)
   (d) memplace   `memplace profile` (access sampling) -> `memplace advise` with the fast
-                 device = NUMA node 0, capacity = the limit minus what is not heap minus a
-                 reserve for the file device's page cache (25%, at least 32 MiB), the slow
-                 device = the file device -> a placed run (the environment `memplace run
+                 device = NUMA node 0, the slow device = the file device, and
+                 --shared-memory = the limit minus what is not heap (node 0's pinned pages
+                 and the file device's page cache share it; the advisor's page cache model
+                 decides how much to pin) -> a placed run (the environment `memplace run
                  --policy` gives, started here so that only the program is in the cgroup)
 
 Programs: hotcold (a hot table updated at random, big cold arrays written once and read
@@ -55,12 +56,6 @@ VARIANTS = ("malloc", "file", "swap", "memplace")
 LABELS = {"malloc": "(a) malloc", "file": "(b) file device", "swap": "(c) swap file",
           "memplace": "(d) memplace"}
 TARGET = 1.5
-# Room left in the cgroup for the file device's pages in (d): they pass through the page
-# cache inside the same limit, and the kernel reads around a fault in windows of the
-# disk's read_ahead_kb (8 MiB here), per stream. With too little room read-ahead pages
-# are evicted before they are used: spmv at 75% took 5.1-5.7 s with 34 MiB of room,
-# 1.5-1.8 s with 106 MiB (the file device alone: 2.0-2.5 s).
-RESERVE_SHARE, RESERVE_MIN = 0.25, 32 * MIB
 
 
 @dataclass
@@ -128,6 +123,16 @@ def file_policy(path: Path, device_dir: Path, capacity: int) -> Path:
         "[devices.slow]", 'kind = "file"', f'path = "{device_dir}"',
         f'capacity = "{capacity // MIB}MiB"', ""]))
     return path
+
+
+def policy_capacity(path: Path, device: str) -> int:
+    """The capacity (bytes) a written policy gives a device."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    from memplace.units import parse_size
+    return parse_size(tomllib.loads(path.read_text())["devices"][device]["capacity"], what=str(path))
 
 
 def memplace(*args: str, env: dict) -> str:
@@ -213,13 +218,16 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
     cells: dict[tuple[str, int], Cell] = {}
     for pct in LIMITS:
         limit = peak * pct // 100
-        reserve = max(RESERVE_MIN, int(limit * RESERVE_SHARE))
-        fast = limit - not_heap - reserve
+        # node 0's pinned pages and the file device's page cache share what the limit
+        # leaves the heap: the advisor's page cache model decides how much to pin
+        shared = max(limit - not_heap, MIB) // MIB
         policy = work / f"memplace-{pct}.toml"
         advice = memplace("advise", str(profile_file), "--policy-out", str(policy),
-                          "--device", f"fast=numa:0,capacity={max(fast, MIB) // MIB}MiB",
-                          "--device", f"slow=file:{device_dir}", env=base_env)
+                          "--device", f"fast=numa:0,capacity={shared}MiB",
+                          "--device", f"slow=file:{device_dir}", "--shared-memory", f"{shared}MiB",
+                          env=base_env)
         (work / f"advice-{pct}.txt").write_text(advice)
+        fast = policy_capacity(policy, "fast")
         for r in range(args.runs):
             order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
             for variant in order:
@@ -261,6 +269,68 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                       for (v, p), c in cells.items()}}
 
 
+def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_env: dict) -> dict:
+    """The same benchmark on two NUMA nodes (two_node.py): the fast device on one, the slow
+    on the other, the fast node's capacity (the runtime's) as the limit."""
+    from memplace.placement.devices import read_topology
+    from two_node import LABELS as TN_LABELS, VARIANTS as TN_VARIANTS, timed_run, two_node_policies
+
+    topology = read_topology()
+    work = out / f"{prog.name}-two-node"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"\n== {prog.name} on two nodes: fast node {nodes[0]}, slow node {nodes[1]}", file=sys.stderr)
+
+    def run(env: dict, tag: str):
+        if prog.prepare:
+            prog.prepare()
+        return timed_run(prog.argv, env, args.timeout, work / "logs" / tag)
+
+    ref = run(base_env, "reference")
+    if ref.status != "ok":
+        raise SystemExit(f"{prog.name}: the plain run failed ({ref.status}): {ref.error}")
+    reference = prog.result(ref.output)
+    prof_dir = work / "profile"
+    shutil.rmtree(prof_dir, ignore_errors=True)
+    if prog.prepare:
+        prog.prepare()
+    memplace("profile", "run", "--out", str(prof_dir), "--", *prog.argv, env=base_env)
+    profile_file, heap = heap_peak(prof_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+    cells: dict[tuple[str, int], Cell] = {}
+    for pct in LIMITS:
+        capacity = heap * pct // 100
+        policies = two_node_policies(profile_file, nodes, capacity, work / "policies", topology)
+        for r in range(args.runs):
+            order = TN_VARIANTS if r % 2 == 0 else TN_VARIANTS[::-1]
+            for variant in order:
+                cell = cells.setdefault((variant, pct), Cell())
+                if cell.status != "ok":
+                    continue
+                tag = f"{variant}-{pct}-{r}"
+                env = base_env if variant == "malloc" else \
+                    placed_env(policies[variant], prog.argv, tmp / tag, tmp, base_env)
+                o = run(env, tag)
+                if variant == "memplace" and o.status == "ok":
+                    cell.note = fast_device_stats(tmp / tag, o.pid, o.returncode)
+                if o.status == "ok" and prog.result(o.output) != reference:
+                    raise SystemExit(f"{prog.name}, {variant} at {pct}% (two nodes): the result differs")
+                if o.status != "ok":
+                    cell.status = o.status
+                    cell.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
+                else:
+                    cell.seconds.append(o.seconds)
+                    cell.major_faults.append(o.major_faults)
+                shown = f"{o.seconds:.2f}s" if o.status == "ok" else o.status
+                print(f"  {pct:3d}% {variant:<9} {shown}", file=sys.stderr, flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"program": prog.name, "argv": prog.argv, "peak": heap, "heap": heap, "not_heap": 0,
+            "unlimited_s": ref.seconds, "nodes": list(nodes), "variants": list(TN_VARIANTS), "labels": TN_LABELS,
+            "cells": {f"{v}@{p}": {"variant": v, "limit_pct": p, "status": c.status, "seconds": c.seconds,
+                                   "median_s": c.median(), "peak": c.peak, "major_faults": c.major_faults,
+                                   "note": c.note}
+                      for (v, p), c in cells.items()}}
+
+
 def ratio(cells: dict, pct: int, other: str) -> float | None:
     d, o = cells[f"memplace@{pct}"]["median_s"], cells[f"{other}@{pct}"]["median_s"]
     return o / d if d and o else None
@@ -271,6 +341,11 @@ def print_table(results: list[dict]) -> bool:
     ok = True
     for res in results:
         cells = res["cells"]
+        VARIANTS, LABELS = res.get("variants", globals()["VARIANTS"]), res.get("labels", globals()["LABELS"])
+        vb, vc = VARIANTS[1], VARIANTS[2]
+        if res.get("nodes"):
+            print(f"\ntwo NUMA nodes: fast device = node {res['nodes'][0]}, slow device = node {res['nodes'][1]}; "
+                  "the limit is the fast node's capacity (the runtime's), no memory cgroup")
         print(f"\n{res['program']}: peak {res['peak'] / MIB:.0f} MiB (heap {res['heap'] / MIB:.0f} MiB), "
               f"unlimited plain run {res['unlimited_s']:.2f} s; median wall seconds")
         print(f"{'limit':>10} " + " ".join(f"{LABELS[v]:>16}" for v in VARIANTS)
@@ -280,17 +355,18 @@ def print_table(results: list[dict]) -> bool:
             for v in VARIANTS:
                 c = cells[f"{v}@{pct}"]
                 row.append(f"{c['median_s']:>16.2f}" if c["median_s"] else f"{c['status']:>16}")
-            rb, rc = ratio(cells, pct, "file"), ratio(cells, pct, "swap")
+            rb, rc = ratio(cells, pct, vb), ratio(cells, pct, vc)
             fmt = lambda x: f"{x:>7.2f}x" if x else f"{'-':>8}"
             limit = f"{pct}% {res['peak'] * pct // 100 // MIB}M"
             print(f"{limit:>10} " + " ".join(row) + f" {fmt(rb)} {fmt(rc)}")
             d_done = cells[f"memplace@{pct}"]["median_s"] is not None
-            for other, r in (("file", rb), ("swap", rc)):
+            for other, r in ((vb, rb), (vc, rc)):
                 if cells[f"{other}@{pct}"]["median_s"] is not None:
                     ok &= d_done and r is not None and r >= 1.0 / 1.05   # never slower (5% noise)
                     if res["program"] == "hotcold" and pct == 50:
                         ok &= r is not None and r >= TARGET
-        print("  major page faults (reads from the disk: file pages or swap-ins), median:")
+        print("  major page faults (reads from the disk: file pages or swap-ins), median:"
+              if not res.get("nodes") else "  major page faults, median:")
         for pct in LIMITS:
             faults = []
             for v in VARIANTS:
@@ -310,6 +386,7 @@ def write_plots(results: list[dict], out: Path) -> list[Path]:
     paths = []
     for res in results:
         series = []
+        VARIANTS, LABELS = res.get("variants", globals()["VARIANTS"]), res.get("labels", globals()["LABELS"])
         for v in VARIANTS:
             points = [(p, res["cells"][f"{v}@{p}"]["median_s"], res["cells"][f"{v}@{p}"]["status"])
                       for p in LIMITS]
@@ -321,6 +398,51 @@ def write_plots(results: list[dict], out: Path) -> list[Path]:
         path.write_text(svg)
         paths.append(path)
     return paths
+
+
+def bad_input(message: str) -> None:
+    """One line naming the input and the problem, exit status 2."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+def two_nodes(text: str | None) -> tuple[int, int] | None:
+    """--nodes FAST,SLOW, else the machine's fast and slow node (None: one node)."""
+    from memplace.placement.devices import read_topology
+    from two_node import fast_and_slow
+
+    topology = read_topology()
+    if text is None:
+        return fast_and_slow(topology)
+    try:
+        fast, slow = (int(x) for x in text.split(","))
+    except ValueError:
+        bad_input(f"--nodes {text!r}: expected FAST,SLOW node ids (example: 0,1)")
+    for n in (fast, slow):
+        if topology.node(n) is None:
+            have = ", ".join(str(x.id) for x in topology.nodes)
+            bad_input(f"--nodes {text!r}: node {n} does not exist on this machine (nodes: {have})")
+    if fast == slow:
+        bad_input(f"--nodes {text!r}: the fast and the slow node must differ")
+    return fast, slow
+
+
+def main_two_node(args, out: Path, nodes: tuple[int, int]) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"two NUMA nodes: the fast device on node {nodes[0]}, the slow device on node {nodes[1]}; "
+          "limits are the fast node's capacity (no cgroup, no file device)", file=sys.stderr)
+    base_env = clean_env(os.environ)
+    if os.environ.get("MEMPLACE_CACHE"):
+        base_env["MEMPLACE_CACHE"] = os.environ["MEMPLACE_CACHE"]
+    wanted = args.program or ["hotcold", "spmv"]
+    programs = [p for p in c_programs(out / "bin", args.scale) if p.name in wanted]
+    results = [bench_two_node(prog, args, out, nodes, base_env) for prog in programs]
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    ok = print_table(results)
+    plots = write_plots(results, out)
+    print(f"\nresults: {out / 'results.json'}; plots: {', '.join(str(p) for p in plots)}")
+    print(f"targets ((d) never slower than (b) and (c), hotcold at 50% >= {TARGET}x): {'met' if ok else 'MISSED'}")
+    return 0 if ok else 1
 
 
 def main() -> int:
@@ -336,10 +458,17 @@ def main() -> int:
     ap.add_argument("--openfoam", action="store_true", help="also OpenFOAM pitzDaily, refined (slow)")
     ap.add_argument("--openfoam-refine", type=int, default=4, help="cells in x and y multiplied by")
     ap.add_argument("--openfoam-steps", type=int, default=10, help="simpleFoam iterations per run")
+    ap.add_argument("--nodes", metavar="FAST,SLOW",
+                    help="two-node mode with these nodes (default: on when /sys shows two nodes with memory)")
+    ap.add_argument("--one-node", action="store_true",
+                    help="the cgroup and file device benchmark even where the machine has two nodes")
     args = ap.parse_args()
+    out = Path(args.out).resolve()
+    nodes = None if args.one_node else two_nodes(args.nodes)
+    if nodes is not None:
+        return main_two_node(args, out, nodes)
     if why_no_cgroup():
         raise SystemExit(f"capacity benchmark: {why_no_cgroup()}")
-    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     device_dir = Path(args.device_dir).resolve()
     device_dir.mkdir(parents=True, exist_ok=True)

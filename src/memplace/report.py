@@ -94,6 +94,7 @@ class Summary:
     window: float | None = None
     notes: list[str] = field(default_factory=list)
     accesses_estimated: bool = False  # from the runtime engine's samples: time-weighted estimates
+    device_timeline: list[tuple[str, list[int]]] = field(default_factory=list)  # device, live bytes per window
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +110,7 @@ class Summary:
             "stepped_aside": [a.__dict__ for a in self.stepped_aside],
             "notes": self.notes,
             "accesses_estimated": self.accesses_estimated,
+            "device_timeline": [{"device": d, "live": live} for d, live in self.device_timeline],
         }
 
 
@@ -369,6 +371,13 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
         for s in profile.sites:
             sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location, assign.get(s.identity),
                                     s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live))
+    if profile is not None and assign:
+        from memplace.placement import policy as pol
+
+        devices = pol.load(policy_path).devices
+        capacity = {d.name: d.capacity for d in sm.devices if d.capacity}
+        fallback = {name: dev.fallback for name, dev in devices.items() if getattr(dev, "fallback", None)}
+        sm.device_timeline = device_timeline(profile, assign, [d.name for d in sm.devices], capacity, fallback)
     if profile is not None and not any(s.accessed for s in sm.sites):
         why = (profile.meta.get("access_sampling") or {}).get("why")
         sm.notes.append("this profile has no access counts" + (f" (access sampling: {why})" if why else "")
@@ -377,6 +386,40 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
         sm.notes += sampled_access_notes(profile.sites)
         sm.accesses_estimated = any(s.sampled is not None for s in profile.sites)
     return sm
+
+
+def device_timeline(profile: prof.Profile, assign: dict[tuple, str], names: list[str],
+                    capacity: dict[str, int] | None = None,
+                    fallback: dict[str, str] | None = None) -> list[tuple[str, list[int]]]:
+    """Live bytes on each device in each window of the profile's timeline, its sites placed
+    as `assign` says: what a placed run of the same program holds on each device over
+    time (sites without a timeline count their peak in every window). What a limited
+    device cannot hold in a window goes on to its fallback, as the runtime sends it.
+    Devices that hold nothing are left out; empty when the profile has no timeline."""
+    n = max((len(s.live) for s in profile.sites if s.live), default=0)
+    if n == 0:
+        return []
+    live = {name: [0] * n for name in names}
+    for s in profile.sites:
+        name = assign.get(s.identity)
+        if name not in live:
+            continue
+        series = s.live if s.live is not None else [s.peak_live_bytes] * n
+        for i, v in enumerate(series):
+            live[name][i] += v
+    capacity, fallback = capacity or {}, fallback or {}
+    for name in names:  # the overflow along each fallback chain (at most once per device)
+        seen = {name}
+        while name in capacity and fallback.get(name) in live and fallback[name] not in seen:
+            nxt = fallback[name]
+            for i in range(n):
+                over = live[name][i] - capacity[name]
+                if over > 0:
+                    live[name][i] -= over
+                    live[nxt][i] += over
+            seen.add(nxt)
+            name = nxt
+    return [(name, live[name]) for name in names if any(live[name])]
 
 
 # ---- SVG --------------------------------------------------------------------------------
@@ -434,17 +477,25 @@ LINE_COLOURS = ("#c53030", "#2b6cb0", "#b7791f", "#2f855a", "#6b46c1", "#4a5568"
 
 
 def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]]], title: str,
-                   x_label: str, y_label: str, width: int = 640, height: int = 380) -> str:
+                   x_label: str, y_label: str, width: int = 640, height: int = 380,
+                   descending: bool = True, y_format=None, dots: bool = True, x_ticks: int = 12,
+                   colours: dict[str, str] | None = None, dashed: frozenset[str] = frozenset()) -> str:
     """A standalone line chart: series of (name, [(x, y or None, status)]); a point whose y
     is None is drawn as a cross on the top edge labelled with its status (e.g. "OOM"),
-    and breaks the line. The x axis runs from the largest x to the smallest (limits
-    shrinking to the right), the y axis from 0."""
-    xs = sorted({x for _, pts in series for x, _, _ in pts}, reverse=True)
+    and breaks the line. With `descending` (the default) the x values are evenly spaced
+    from the largest to the smallest (limits shrinking to the right); otherwise x is a
+    linear axis from the smallest (time running to the right). The y axis runs from 0;
+    `y_format` formats its labels; at most `x_ticks` x labels. `colours` names a series'
+    colour (else the palette's next), `dashed` the series drawn dashed."""
+    xs = sorted({x for _, pts in series for x, _, _ in pts}, reverse=descending)
     top = max((y for _, pts in series for _, y, _ in pts if y is not None), default=1.0) or 1.0
     top *= 1.1
-    left, right, up, down = 64, 170, 40, 52
+    left, right, up, down = 64 if y_format is None else 80, 170, 40, 52
     pw, ph = width - left - right, height - up - down
-    X = {x: left + (pw * i / max(len(xs) - 1, 1)) for i, x in enumerate(xs)}
+    if descending or len(xs) < 2:
+        X = {x: left + (pw * i / max(len(xs) - 1, 1)) for i, x in enumerate(xs)}
+    else:
+        X = {x: left + pw * (x - xs[0]) / (xs[-1] - xs[0]) for x in xs}
     Y = lambda y: up + ph - ph * y / top
     style = ('<style>text{font:12px system-ui,sans-serif;fill:#2d3748}.t{font-size:14px;font-weight:600}'
              '.a{fill:#718096;font-size:11px}.g{stroke:#e2e8f0}</style>')
@@ -454,19 +505,22 @@ def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]
            f'<text x="{left}" y="22" class="t">{_esc(title)}</text>']
     for i in range(5):
         v = top * i / 4
+        shown = y_format(v) if y_format else f"{v:.3g}"
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" class="g"/>'
-                   f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end" class="a">{v:.3g}</text>')
-    for x in xs:
+                   f'<text x="{left - 6}" y="{Y(v) + 4:.1f}" text-anchor="end" class="a">{_esc(shown)}</text>')
+    step = max(1, -(-len(xs) // max(x_ticks, 1)))
+    for x in xs[::step]:
         out.append(f'<text x="{X[x]:.1f}" y="{up + ph + 18}" text-anchor="middle" class="a">{x:g}</text>')
     out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle" class="a">{_esc(x_label)}</text>'
                f'<text x="14" y="{up + ph / 2}" transform="rotate(-90 14 {up + ph / 2})" '
                f'text-anchor="middle" class="a">{_esc(y_label)}</text>')
     for k, (name, pts) in enumerate(series):
-        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+        colour = (colours or {}).get(name) or LINE_COLOURS[k % len(LINE_COLOURS)]
+        dash = ' stroke-dasharray="6 4"' if name in dashed else ""
         segment: list[str] = []
-        for x, y, status in sorted(pts, key=lambda p: -p[0]) + [(None, None, "")]:
+        for x, y, status in sorted(pts, key=lambda p: -p[0] if descending else p[0]) + [(None, None, "")]:
             if y is None and len(segment) > 1:
-                out.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+                out.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
             if y is None:
                 segment = []
                 if x is not None:
@@ -475,13 +529,36 @@ def line_chart_svg(series: list[tuple[str, list[tuple[float, float | None, str]]
                                f'<text x="{cx + 7:.1f}" y="{cy + 4}" class="a">{_esc(status)}</text>')
                 continue
             segment.append(f"{X[x]:.1f},{Y(y):.1f}")
-            out.append(f'<circle cx="{X[x]:.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}">'
-                       f'<title>{_esc(name)}: {y:.3g} at {x:g}</title></circle>')
+            if dots:
+                out.append(f'<circle cx="{X[x]:.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}">'
+                           f'<title>{_esc(name)}: {_esc(y_format(y) if y_format else f"{y:.3g}")} at {x:g}</title></circle>')
         ly = up + 10 + 20 * k
         out.append(f'<line x1="{left + pw + 16}" x2="{left + pw + 36}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="3"/><text x="{left + pw + 42}" y="{ly + 4}">{_esc(name)}</text>')
+                   f'stroke-width="3"{dash}/><text x="{left + pw + 42}" y="{ly + 4}">{_esc(name)}</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def occupancy_svg(sm: Summary) -> str:
+    """Each device's modelled live bytes over the run, with its capacity as a flat line."""
+    if not sm.device_timeline:
+        return '<p class="empty">no timeline (give --profile from the runtime engine with --policy)</p>'
+    n = len(sm.device_timeline[0][1])
+    scale, unit = (sm.window, sm.clock_unit) if sm.window and sm.clock_unit else (1.0, "window")
+    if unit == "ns":
+        scale, unit = scale / 1e9, "s"
+    xs = [i * scale for i in range(n)]
+    series = [(name, [(x, float(v), "") for x, v in zip(xs, live)]) for name, live in sm.device_timeline]
+    caps = {d.name: d.capacity for d in sm.devices if d.capacity}
+    shown = [name for name, _ in sm.device_timeline]
+    series += [(f"{name} capacity", [(xs[0], float(c), ""), (xs[-1], float(c), "")]) for name, c in caps.items()
+               if name in shown]
+    colours = {name: LINE_COLOURS[k % len(LINE_COLOURS)] for k, name in enumerate(shown)}
+    colours.update({f"{name} capacity": colours[name] for name in caps if name in shown})
+    return line_chart_svg(series, title="Live bytes per device over the run (modelled from the profile)",
+                          x_label=f"time ({unit}) since the program started", y_label="live bytes",
+                          width=760, descending=False, y_format=format_size, dots=False, colours=colours,
+                          dashed=frozenset(f"{name} capacity" for name in caps))
 
 
 def device_bars_svg(devices: list[DeviceUse], colours: dict[str, str], width: int = 760) -> str:
@@ -682,6 +759,10 @@ def html_page(sm: Summary) -> str:
             ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
              timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
         ]
+        if sm.device_timeline:
+            sections.append(("Devices over time", "Live bytes each device holds in each window of the profile "
+                             "when its sites are placed by the policy, against each limited device's capacity "
+                             "(a site's peak in a window, summed: an upper bound).", occupancy_svg(sm)))
     sections.append(
         ("Fallbacks", "Allocations a device passed on to the next in its chain, by device and reason "
          "(full, bind_failed, backing_failed, alignment).",

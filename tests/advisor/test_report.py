@@ -171,3 +171,51 @@ def test_line_chart_draws_each_series_and_marks_runs_that_did_not_finish():
     assert len(root.findall(f"{ns}circle")) == 4
     assert [t.text for t in root.iter(f"{ns}text")].count("OOM") == 2
     assert "a &lt;plain&gt;" in svg
+
+
+def test_devices_over_time_follow_the_policy_and_show_capacity(inputs, tmp_path):
+    """A single run's plot: each device's live bytes per window of the profile, its sites
+    placed by the policy, and each limited device's capacity as a flat line."""
+    import xml.etree.ElementTree as ET
+
+    p, policy, _ = inputs
+    d = json.loads(memplace("report", "--profile", str(p), "--policy", str(policy), "--json", check=True).stdout)
+    timeline = {x["device"]: x["live"] for x in d["device_timeline"]}
+    # sites 0 (window 0, 500 B) and 1 (window 1, 1000 B) are on hbm; the six others on system
+    assert timeline["hbm"] == [500, 1000, 0, 0]
+    assert timeline["system"] == [sum(500 * (i + 1) for i in (2, 4, 6)), sum(500 * (i + 1) for i in (3, 5, 7)), 0, 0]
+    out = tmp_path / "r.html"
+    memplace("report", "--profile", str(p), "--policy", str(policy), "--html", str(out), check=True)
+    page = out.read_text()
+    assert "<h2>Devices over time</h2>" in page
+    section = page[page.index("<h2>Devices over time</h2>"):]
+    svg = section[section.index("<svg"):section.index("</svg>") + 6]
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    names = [t.text for t in root.iter(f"{ns}text")]
+    assert "hbm" in names and "system" in names and "hbm capacity" in names and "4KiB" not in names
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 3  # hbm, system, hbm's capacity
+    xs = [float(q.split(",")[0]) for q in lines[0].get("points").split()]
+    assert xs == sorted(xs) and len(xs) == 4  # time runs to the right
+
+
+def test_devices_over_time_needs_a_policy(inputs):
+    p, _, stats = inputs
+    d = json.loads(memplace("report", "--profile", str(p), "--stats", str(stats), "--json", check=True).stdout)
+    assert d["device_timeline"] == []
+
+
+def test_devices_over_time_send_what_does_not_fit_to_the_fallback(inputs, tmp_path):
+    """A limited device holds at most its capacity in each window; the rest is drawn on the
+    device it falls back to, as the runtime would place it."""
+    p, _, _ = inputs
+    policy = tmp_path / "spill.toml"
+    policy.write_text('version = 1\ndefault = "system"\n[devices.hbm]\nkind = "numa"\nnodes = [0]\n'
+                      'capacity = "1KiB"\nfallback = "system"\n'
+                      '[[rules]]\nsite = ["/opt/app/bin/app+0x11c0"]\ndevice = "hbm"\n')  # site 7: 4000 B in window 1
+    d = json.loads(memplace("report", "--profile", str(p), "--policy", str(policy), "--json", check=True).stdout)
+    timeline = {x["device"]: x["live"] for x in d["device_timeline"]}
+    assert timeline["hbm"] == [0, 1024, 0, 0]
+    others = [sum(500 * (i + 1) for i in (0, 2, 4, 6)), sum(500 * (i + 1) for i in (1, 3, 5)), 0, 0]
+    assert timeline["system"] == [others[0], others[1] + 4000 - 1024, 0, 0]

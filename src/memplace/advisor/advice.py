@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from memplace.advisor import solver as adv
+from memplace.advisor.page_cache import SharedMemory
 from memplace.advisor.device_specs import DeviceSpec, apply_capacities, devices_from_machine, fill_measured, parse_device
 from memplace.errors import UserError
 from memplace.profiling import profile as prof
@@ -38,7 +39,8 @@ def load_profiles(paths: tuple[str, ...]) -> prof.Profile:
 
 
 def run_advice(
-    profile: prof.Profile, specs: list[DeviceSpec], model: str, method: str, default: str | None, time_limit: float
+    profile: prof.Profile, specs: list[DeviceSpec], model: str, method: str, default: str | None, time_limit: float,
+    shared: SharedMemory | None = None,
 ) -> adv.Advice:
     if not profile.sites:
         raise UserError("the profile has no allocation sites: nothing to advise")
@@ -49,7 +51,7 @@ def run_advice(
         symbolize_profile(profile)
     with phase(f"placing {len(profile.sites):,} sites on {len(specs)} devices (at most {time_limit:g} s)"):
         advice = adv.advise(profile.sites, [d.model for d in specs], model=model, method=method,
-                            default=default, time_limit=time_limit)
+                            default=default, time_limit=time_limit, shared=shared)
     advice.notes[:0] = [n for d in specs for n in d.notes]
     return advice
 
@@ -70,6 +72,7 @@ def advice_json(advice: adv.Advice, policy_path: str | None) -> dict[str, Any]:
                      "sites": len(advice.on(d.name))} for d in advice.devices
         },
         "notes": advice.notes,
+        "page_cache": advice.shared,
         "placements": [
             {
                 "site": p.site.site_spec,

@@ -149,6 +149,7 @@ def parse_device(text: str) -> DeviceSpec:
         read_bandwidth=bw.get("read"),
         write_bandwidth=bw.get("write"),
         capacity=capacity,
+        page_cache=kind == "file",
     )
     return d
 
@@ -225,6 +226,12 @@ def fill_measured(d: DeviceSpec) -> bool:
     if not filled:
         return False
     d.model = adv.Device(**{**m.__dict__, **filled})
+    if d.kind == "file" and m.resident is None:  # what its pages cost while the page cache holds them
+        bw = result.get("bandwidth_gbps") or {}
+        d.model = adv.Device(**{**d.model.__dict__, "resident": adv.Device(
+            f"{d.name} (resident)", read_latency=result.get("latency_ns"), write_latency=result.get("latency_ns"),
+            read_bandwidth=bw["read"] * 1e9 if bw.get("read") else None,
+            write_bandwidth=bw["write"] * 1e9 if bw.get("write") else None)})
     shown = []
     if "read_latency" in filled or "write_latency" in filled:
         shown.append(f"latency {format_ns(latency)}")

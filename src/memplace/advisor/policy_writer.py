@@ -97,6 +97,7 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
     ]
     lines += [f"# {n}" for n in advice.notes]
     lines += ["", "version = 1", f"default = {toml_str(advice.default)}"]
+    planned = {d.name: d.capacity for d in advice.devices}  # the page cache model may lower one
     for d in specs:
         if d.builtin:
             continue
@@ -104,14 +105,18 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
         peak = advice.peak.get(d.name, 0)
         for k, v in d.table.items():
             lines.append(f"{k} = {toml_value(v)}")
-        if d.model.capacity is not None and d.ranks > 1:
-            node = d.model.capacity * d.ranks
-            lines.append(f"capacity = {toml_value(d.capacity_text or format_size(node))}"
+        capacity = planned.get(d.name, d.model.capacity)
+        text = d.capacity_text if capacity == d.model.capacity else None  # else the advice chose it
+        if capacity is not None and d.ranks > 1:
+            node = capacity * d.ranks
+            lines.append(f"capacity = {toml_value(text or format_size(node))}"
                          f"  # modelled peak use: {format_size(peak)} per rank, {d.ranks} ranks per node")
             lines.append('scope = "node"')
-        elif d.model.capacity is not None:
-            lines.append(f"capacity = {toml_value(d.capacity_text or format_size(d.model.capacity))}"
-                         f"  # modelled peak use: {format_size(peak)}")
+        elif capacity is not None:
+            lines.append(f"capacity = {toml_value(text or format_size(capacity))}"
+                         f"  # modelled peak use: {format_size(peak)}"
+                         + (f"; chosen by the page cache model (given: {format_size(d.model.capacity)})"
+                            if text is None and d.model.capacity is not None and capacity != d.model.capacity else ""))
         if d.name in fallbacks:
             lines.append(f"fallback = {toml_str(fallbacks[d.name])}")
     by_name = {d.name: d for d in specs}

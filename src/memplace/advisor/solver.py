@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 
+from memplace.advisor import page_cache
+from memplace.advisor.page_cache import SharedMemory
 from memplace.errors import UserError
 from memplace.profiling.access_estimate import sampled_access_notes
 from memplace.profiling.profile import Site
@@ -56,6 +58,8 @@ class Device:
     read_bandwidth: float | None = None
     write_bandwidth: float | None = None
     capacity: int | None = None
+    page_cache: bool = False  # its pages pass through the page cache (a file device)
+    resident: "Device | None" = None  # what its pages cost while resident (page_cache only)
 
     def line_costs(self, model: str) -> tuple[float, float]:
         """(read, write) cost of one 64-byte line in ns under `model`."""
@@ -112,6 +116,7 @@ class Advice:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     bound: float | None = None  # proven lower bound on the optimal cost (LP / MILP dual)
+    shared: dict | None = None  # the page cache model's budget and the chosen plan's figures
 
     @property
     def gap(self) -> float | None:
@@ -362,11 +367,14 @@ def advise(
     method: str = "auto",
     default: str | None = None,
     time_limit: float = 3.0,
+    shared: SharedMemory | None = None,
 ) -> Advice:
     """Assign every site to one device; see the module docstring for the model.
 
     method: "milp" (exact), "greedy" (value density) or "auto" (milp unless the input
     is very large, greedy if the solver finds nothing in `time_limit` seconds).
+    shared: the memory the limited devices share with the page cache of the page-cache
+    devices (advisor/page_cache.py); the plan then pins only what gains given that budget.
     """
     t0 = time.perf_counter()
     if not devices:
@@ -391,6 +399,16 @@ def advise(
     notes += sampled_access_notes(sites)
     if method not in ("auto", "milp", "greedy"):
         raise UserError(f"unknown method {method!r} (auto, milp or greedy)")
+    if shared is not None and _shares_memory(devices, di):
+        return _advise_shared(sites, devices, pb, model, method, time_limit, notes, shared, t0)
+    assign, used, optimal, bound = _solve(pb, method, time_limit, notes, t0)
+    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0)
+    advice.bound = bound
+    return advice
+
+
+def _solve(pb: Problem, method: str, time_limit: float, notes: list[str], t0: float):
+    """(assignment, method used, proven optimal, bound) for one problem."""
     assign, used, optimal, bound = None, "greedy", False, None
     nvars = pb.n * pb.m
     if method in ("auto", "milp") and pb.n:
@@ -404,9 +422,13 @@ def advise(
             got = solve_lp_guided(pb, time_limit)
             if got is not None:
                 (assign, bound), used = got, "milp-lp-guided"
-                notes.append(f"{pb.n} sites x {pb.m} devices: MILP over the sites the LP relaxation leaves open")
+                note = f"{pb.n} sites x {pb.m} devices: MILP over the sites the LP relaxation leaves open"
+                if note not in notes:
+                    notes.append(note)
         else:
-            notes.append(f"{pb.n} sites x {pb.m} devices: greedy value-density path")
+            note = f"{pb.n} sites x {pb.m} devices: greedy value-density path"
+            if note not in notes:
+                notes.append(note)
     if used != "greedy" and time.perf_counter() - t0 >= time_limit:
         # HiGHS is deterministic unless a time limit stops it: say so rather than surprise
         notes.append(f"the solver used its whole time limit ({time_limit:g} s): its best placement so far "
@@ -418,8 +440,83 @@ def advise(
         # The greedy answer is always valid; keep it when the solver stopped early on worse.
         assign, optimal = greedy, optimal and assign is None
         used = "greedy" if used == "greedy" else used + "+greedy"
-    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0)
-    advice.bound = bound
+    return assign, used, optimal, bound
+
+
+def _shares_memory(devices: Sequence[Device], default: int) -> bool:
+    """The shared-memory model applies: the default device is a page-cache device and some
+    other device is limited memory (what is pinned there is taken from the page cache)."""
+    return devices[default].page_cache and any(
+        d.capacity is not None and not d.page_cache for d in devices)
+
+
+def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes, shared: SharedMemory,
+                   t0) -> Advice:
+    """Plans for a few capacities of the fastest limited device and the plan with nothing
+    pinned, each costed by the page cache model; the cheapest allowed one is the advice."""
+    m = len(devices)
+    cached = np.array([d.page_cache for d in devices])
+    pinned = np.array([d.capacity is not None and not d.page_cache for d in devices])
+    fast = min(np.nonzero(pinned)[0], key=lambda d: sum(devices[d].line_costs(model)))
+    cheapest = min(range(m), key=lambda d: sum(devices[d].line_costs(model)))
+    rw = np.array([_reads_writes(s) for s in sites], dtype=float).reshape(len(sites), 2) / LINE
+    allocated = np.array([float(s.bytes) for s in sites])
+    cost = pb.cost.copy()
+    hit_cost = pb.cost.copy()
+    for d in np.nonzero(cached)[0]:
+        # a resident page is memory like the pinned device's, never cheaper (a measured
+        # difference between the two is noise)
+        resident = devices[d].resident or devices[cheapest]
+        line = np.maximum(resident.line_costs(model), devices[fast].line_costs(model))
+        hit_cost[:, d] = rw @ line
+        # every page a site allocates there is a new file page: faulted in, dirtied and
+        # written back at the device's (cold) write bandwidth, hit or miss
+        touch = allocated / devices[d].write_bandwidth * 1e9 if devices[d].write_bandwidth else 0.0
+        cost[:, d] += touch
+        hit_cost[:, d] += touch
+    pb = Problem(cost, pb.demand, pb.capacity, pb.default)
+    # nothing pinned: every site on the default (page-cache) device
+    nothing = np.full(pb.n, pb.default)
+    base = page_cache.plan_cost(pb, nothing, {}, pinned, cached, hit_cost, shared)
+    tried = [(base, None, nothing, {}, "milp", True, None)]
+    for cap in page_cache.capacity_candidates(pb, fast, hit_cost, shared):
+        capacity = pb.capacity.copy()
+        capacity[fast] = cap
+        sub = Problem(pb.cost, pb.demand, capacity, pb.default)
+        devs = [replace(d, capacity=cap) if i == fast else d for i, d in enumerate(devices)]
+        assign, used, optimal, bound = _solve(sub, method, time_limit, notes, t0)
+        spilled = spills(sites, devs, sub, assign, model)
+        index = {d.name: i for i, d in enumerate(devs)}
+        by_site = {s: (sp.capacity, index[sp.device]) for s, sp in spilled.items()}
+        cost = page_cache.plan_cost(sub, assign, by_site, pinned, cached, hit_cost, shared)
+        tried.append((cost, cap, assign, spilled, used, optimal, bound))
+    allowed = [t for t in tried if t[0].allowed] or tried[:1]
+    best = min(allowed, key=lambda t: t[0].cost)
+    cost, cap, assign, spilled, used, optimal, bound = best
+    name = devices[fast].name
+    dname = devices[pb.default].name
+    shown = lambda c: (f"{format_size(c.pinned)} pinned, {format_size(max(shared.total - c.pinned, 0))} page cache "
+                       f"for {format_size(c.cached)} on {dname} (hit ratio {c.hit_ratio:.2f}): {format_ns(c.cost)}"
+                       + ("" if c.allowed else " (not allowed: no page cache left)"))
+    notes.append(f"page cache model: {name} and {dname}'s page cache share {format_size(shared.total)}, "
+                 f"misses slower below {format_size(shared.room)} of cache; plans compared: nothing pinned: "
+                 f"{shown(base)}; " + "; ".join(f"{name} up to {format_size(t[1])}: {shown(t[0])}"
+                                               for t in tried[1:]))
+    if cap is None:
+        notes.append(f"nothing pinned: under this budget the kernel's page cache serves every site better "
+                     f"than memory taken from it ({name} keeps no site)")
+        cap = max(page_cache.capacity_candidates(pb, fast, hit_cost, shared) or [1 << 20])
+        bound = None
+    capacity = pb.capacity.copy()
+    capacity[fast] = max(cap, 1 << 20)
+    chosen = Problem(pb.cost, pb.demand, capacity, pb.default)
+    devs = [replace(d, capacity=int(capacity[fast])) if i == fast else d for i, d in enumerate(devices)]
+    advice = _explain(sites, devs, chosen, assign, model, used, optimal, notes, time.perf_counter() - t0,
+                      spilled=spilled)
+    advice.optimal, advice.method = False, f"{used}, page cache model over {len(tried)} plans"
+    advice.cost, advice.default_cost = cost.cost, base.cost
+    advice.shared = {"total": shared.total, "room": shared.room, "pinned": cost.pinned, "cached": cost.cached,
+                     "hit_ratio": cost.hit_ratio, "capacity": int(capacity[fast]), "device": name}
     return advice
 
 
@@ -458,9 +555,11 @@ def spills(sites: Sequence[Site], devices: Sequence[Device], pb: Problem, assign
     return out
 
 
-def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes, seconds) -> Advice:
+def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes, seconds,
+             spilled: dict[int, Spill] | None = None) -> Advice:
     load = pb.loads(assign)
-    spilled = spills(sites, devices, pb, assign, model)
+    if spilled is None:
+        spilled = spills(sites, devices, pb, assign, model)
     peak = {d.name: int(load[i].max(initial=0)) for i, d in enumerate(devices)}
     size = pb.demand.max(axis=1) if pb.n else np.zeros(0)
     accessed = np.array([sum(_reads_writes(s)) for s in sites], dtype=float)

@@ -19,10 +19,12 @@ import click
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
 from memplace.advisor.device_specs import share_among_ranks
+from memplace.advisor.page_cache import SharedMemory
 from memplace.advisor.policy_writer import write_policy
 from memplace.commands.options import ROWS, SECONDS, OutputFile
 from memplace.console import console as make_console
-from memplace.units import format_ns, format_size
+from memplace.errors import UserError
+from memplace.units import format_ns, format_size, parse_size
 
 
 def _callers(site, depth: int = 2) -> str:
@@ -77,6 +79,16 @@ def print_table(advice: adv.Advice, top: int) -> None:
         console.print(f"Note: {note}")
 
 
+def _shared_memory(text: str | None, room: str, ranks: int) -> SharedMemory | None:
+    """--shared-memory and --cache-room (per rank with --ranks-per-node)."""
+    if text is None:
+        return None
+    total = parse_size(text, what="--shared-memory")
+    if total <= 0:
+        raise UserError(f"--shared-memory {text!r}: must be above 0")
+    return SharedMemory(total // ranks, parse_size(room, what="--cache-room") // ranks)
+
+
 @click.command("advise")
 @click.argument("profiles", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--policy-out", "policy_out", type=OutputFile("policy"), help="Write the policy TOML here.")
@@ -91,18 +103,26 @@ def print_table(advice: adv.Advice, top: int) -> None:
 @click.option("--ranks-per-node", "ranks", type=click.IntRange(min=1, max=1 << 16), default=1, show_default=True,
               help="MPI ranks sharing each node: capacities become the node's (policy scope \"node\"), "
                    "each rank planned with its share.")
+@click.option("--shared-memory", "shared_memory", metavar="SIZE",
+              help="Memory the limited devices share with the file devices' page cache (e.g. a memory "
+                   "cgroup's limit minus what is not heap): pin only what gains given it.")
+@click.option("--cache-room", "cache_room", metavar="SIZE",
+              default="64MiB", show_default=True,
+              help="With --shared-memory: the page cache below which misses on a file device slow "
+                   "down in proportion (read-around and reclaim need room).")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
 def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, ranks,
-                   as_json):
+                   shared_memory, cache_room, as_json):
     """Assign a profile's allocation sites to devices and write the policy.
 
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
     devices' capacities, counting only bytes that are live at the same time.
     """
+    shared = _shared_memory(shared_memory, cache_room, ranks)
     profile = load_profiles(profiles)  # first: a missing file is the first thing to hear about
     specs = device_specs(devices, capacities, default)
     share_among_ranks(specs, ranks)
-    advice = run_advice(profile, specs, model, method, default, time_limit)
+    advice = run_advice(profile, specs, model, method, default, time_limit, shared)
     if policy_out:
         write_policy(advice, specs, ", ".join(profiles), policy_out)
     if as_json:

@@ -1,0 +1,144 @@
+"""Pinned memory against the page cache: what a plan costs when a fast device and a file
+device's page cache share one budget of memory (a memory cgroup's limit, a job's memory).
+
+A file device's pages are read and written through the page cache, and the kernel keeps
+in memory as many of them as the budget leaves: every byte pinned on a fast device is a
+byte the kernel can no longer use as cache for the file device. Pinning a site therefore
+pays only when that site is accessed more densely than what the kernel would otherwise
+keep in the same room. The model:
+
+* room R = budget - the pinned devices' planned peak (spill rooms included); the file
+  devices' footprint W = their planned peak;
+* a file device access hits a resident page with probability h = min(1, R / W) (every
+  page alike: the kernel's LRU is not told which are hot) and costs the device's
+  resident figures, else its cold ones (the solver's own cost for the device);
+* every byte a site allocates on a file device is a new file page, faulted in, dirtied
+  and written back: its bytes at the device's write bandwidth, hit or miss;
+* misses cost more when the page cache is small: sequential streams need room for
+  read-around and for reclaim to work in batches. bench/capacity measured a 192 MiB stream
+  under a memory cgroup at 0.21 GB/s with 16 MiB of page cache, 0.45 GB/s with 48 MiB,
+  0.75 GB/s with 64 MiB and 1.2 GB/s with 96 MiB or more (docs/benchmarks.md): about in
+  proportion to the room. So below `room` a miss costs room / R times the device's cold
+  cost; a plan that leaves no page cache at all for file data is not allowed. The default
+  room, 64 MiB, is the one of 32, 64 and 96 MiB whose plans ran best across the
+  benchmark's programs in interleaved runs (96 leaves hot/cold data on the file device
+  that pinned memory serves better; 32 pins a stream and starves the others).
+
+Under this model pinning a site lowers the misses exactly when its accesses per byte are
+above the average of the data left on the file device; the plan with nothing pinned (every
+site on the file device) is always a candidate, so the advice is never modelled worse than
+leaving everything to the kernel.
+
+    >>> import numpy as np
+    >>> m = SharedMemory(total=100, room=80)
+    >>> m.hit_ratio(pinned=40, cached=120), m.miss_factor(pinned=40)
+    (0.5, 2.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ROOM = 64 << 20  # page cache below which misses slow down (measured: see the module docstring)
+
+
+@dataclass(frozen=True)
+class SharedMemory:
+    """`total` bytes shared by the pinned devices and the file devices' page cache; below
+    `room` bytes of page cache, misses cost room / cache times more."""
+
+    total: int
+    room: int = ROOM
+
+    def hit_ratio(self, pinned: float, cached: float) -> float:
+        left = self.total - pinned
+        if cached <= 0:
+            return 1.0
+        return max(0.0, min(1.0, left / cached))
+
+    def miss_factor(self, pinned: float) -> float:
+        left = self.total - pinned
+        return math.inf if left <= 0 else max(1.0, self.room / left)
+
+    def allowed(self, pinned: float, cached: float) -> bool:
+        return cached <= 0 or self.total - pinned > 0
+
+
+@dataclass
+class CachedCost:
+    """A plan's cost under the shared-memory model."""
+
+    cost: float  # modelled ns
+    pinned: int  # bytes pinned at peak (spills included)
+    cached: int  # the file devices' planned peak
+    hit_ratio: float
+    allowed: bool
+
+
+def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: np.ndarray,
+              hit_cost: np.ndarray, shared: SharedMemory) -> CachedCost:
+    """The cost of `assign` (plus `spills`: site -> (bytes, device index) of its part on a
+    pinned device's leftover room) when the pinned devices (`pinned[d]`) and the page cache of the cached
+    devices (`cached[d]`) share `shared.total` bytes. `hit_cost[s, d]` is site s's cost on
+    device d when its pages are resident; `pb.cost` the cold one."""
+    load = pb.loads(assign)
+    spilled = sum(c for c, _ in spills.values())
+    pin = float(load[pinned].sum(axis=0).max(initial=0)) + spilled if pinned.any() else float(spilled)
+    cache = float(load[cached].sum(axis=0).max(initial=0)) - spilled if cached.any() else 0.0
+    cache = max(cache, 0.0)
+    h = shared.hit_ratio(pin, cache)
+    n = pb.n
+    rows = np.arange(n)
+    cold = pb.cost[rows, assign]
+    hot = hit_cost[rows, assign]
+    on_cache = cached[assign]
+    factor = shared.miss_factor(pin) if h < 1 else 1.0
+    per_site = np.where(on_cache, h * hot + (1 - h) * cold * min(factor, 1e6), cold)
+    for s, (capacity, d) in spills.items():
+        share = min(1.0, capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
+        per_site[s] = share * pb.cost[s, d] + (1 - share) * per_site[s]
+    return CachedCost(float(per_site.sum()), int(pin), int(cache), h, shared.allowed(pin, cache))
+
+
+def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemory) -> list[int]:
+    """Capacities worth solving for on the pinned device `fast`: the budget minus `room`,
+    half of it and a quarter of it (as much pinned as leaves the page cache that much),
+    and the capacity that minimises the model when sites are taken whole or in part in
+    order of accesses per byte (the order that lowers misses most per byte pinned).
+    Nothing pinned is always compared by the caller."""
+    limit = pb.capacity[fast] if math.isfinite(pb.capacity[fast]) else math.inf
+    tops = sorted({int(min(shared.total - r, limit)) for r in (shared.room, shared.room // 2, shared.room // 4)
+                   if shared.total - r > 0})
+    if not tops:
+        return []
+    top = tops[-1]
+    size = pb.demand.max(axis=1)
+    cold, hot = pb.cost[:, pb.default], hit_cost[:, pb.default]
+    saving = cold - pb.cost[:, fast]
+    order = [s for s in np.argsort(-(cold / np.maximum(size, 1.0)), kind="stable") if saving[s] > 0]
+    total = float(size.sum())
+    best_c, best = 0.0, math.inf
+    pinned_bytes, pinned_cost, left_cold, left_hot = 0.0, 0.0, float(cold.sum()), float(hot.sum())
+    for s in order:
+        take = min(float(size[s]), top - pinned_bytes)
+        if take <= 0:
+            break
+        share = take / max(float(size[s]), 1.0)
+        pinned_bytes += take
+        pinned_cost += share * pb.cost[s, fast]
+        left_cold -= share * cold[s]
+        left_hot -= share * hot[s]
+        h = shared.hit_ratio(pinned_bytes, total - pinned_bytes)
+        factor = shared.miss_factor(pinned_bytes) if h < 1 else 1.0
+        model = pinned_cost + h * left_hot + (1 - h) * left_cold * factor
+        if model < best:
+            best, best_c = model, pinned_bytes
+        if take < size[s]:
+            break
+    out = list(tops)
+    if best_c > 0 and all(abs(best_c - c) >= 1 << 20 for c in out):
+        out.append(int(best_c))
+    return out

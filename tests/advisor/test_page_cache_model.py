@@ -1,0 +1,122 @@
+"""The page cache model (`memplace advise --shared-memory`): a fast device's pinned memory
+and a file device's page cache share one budget, so the advice pins only what gains."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from advisor_support import assert_one_line_error, memplace
+from memplace.advisor.page_cache import SharedMemory
+from memplace.advisor.solver import Device, advise
+from memplace.profiling import profile as prof
+from memplace.profiling.profile import Frame, Site
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+MIB = 1 << 20
+
+
+def devices(fast_capacity: int):
+    """node 0 and a file device with the figures `devices --measure` gave on this machine."""
+    resident = Device("slow (resident)", read_latency=159, write_latency=159, read_bandwidth=33e9, write_bandwidth=28e9)
+    return [Device("fast", read_latency=182, write_latency=182, read_bandwidth=34e9, write_bandwidth=27e9,
+                   capacity=fast_capacity),
+            Device("slow", read_latency=3580, write_latency=3580, read_bandwidth=2.1e9, write_bandwidth=1.24e9,
+                   page_cache=True, resident=resident)]
+
+
+def spmv_sites():
+    """bench/capacity/spmv's sites as its profile saw them: x (12 MiB, read at random, 36
+    accessed bytes per byte), y (12 MiB, 6 per byte), the column indices (96 MiB) and the
+    values (192 MiB) streamed at 2.2 per byte, the row pointers (12 MiB) hardly read."""
+    def site(off, size, reads, writes):
+        return Site((Frame("/bench/spmv", None, off),), allocations=1, bytes=size, peak_live_bytes=size,
+                    reads=reads, writes=writes)
+    return {"x": site(0x10, 12 * MIB, 372 * MIB, 84 * MIB), "y": site(0x20, 12 * MIB, 0, 74 * MIB),
+            "col": site(0x30, 96 * MIB, 174 * MIB, 50 * MIB), "val": site(0x40, 192 * MIB, 347 * MIB, 101 * MIB),
+            "row": site(0x50, 12 * MIB, 0, 3 * MIB)}
+
+
+def test_streams_stay_with_the_page_cache_when_pinning_them_would_starve_it():
+    """157 MiB for a 324 MiB heap: the plain capacity model pins x and the column indices
+    (108 MiB), leaving 49 MiB of page cache for three streams (measured 0.56x the file
+    device alone); the page cache model pins only the densely used vectors and leaves the
+    streams to the kernel's read-around."""
+    sites = spmv_sites()
+    name = {id(s): k for k, s in sites.items()}
+    plain = advise(list(sites.values()), devices(157 * MIB))
+    assert {name[id(p.site)] for p in plain.on("fast")} >= {"x", "col"}
+    shared = advise(list(sites.values()), devices(157 * MIB), shared=SharedMemory(157 * MIB))
+    pinned = {name[id(p.site)] for p in shared.on("fast")}
+    assert "x" in pinned and "col" not in pinned and "val" not in pinned
+    assert shared.shared["pinned"] <= 157 * MIB - 64 * MIB  # the cache keeps at least its room
+    fast = next(d for d in shared.devices if d.name == "fast")
+    assert fast.capacity < 157 * MIB  # the capacity the policy gets is the chosen one
+    assert any(n.startswith("page cache model") and "nothing pinned" in n for n in shared.notes)
+
+
+def test_with_room_to_spare_the_hot_data_is_pinned_whole():
+    sites = spmv_sites()
+    name = {id(s): k for k, s in sites.items()}
+    a = advise(list(sites.values()), devices(600 * MIB), shared=SharedMemory(600 * MIB))
+    assert {"x", "y", "col"} <= {name[id(p.site)] for p in a.on("fast")}
+    assert a.shared["hit_ratio"] == 1.0
+
+
+def test_nothing_pinned_when_every_byte_is_as_hot_as_every_other_and_the_cache_is_small():
+    """Sites of equal density under a budget below the cache's room: pinning any of them
+    only makes the page cache smaller, so the advice pins nothing (the plan of the file
+    device alone)."""
+    sites = [Site((Frame("/app", None, i),), allocations=1, bytes=16 * MIB, peak_live_bytes=16 * MIB,
+                  reads=64 * MIB, writes=0) for i in range(8)]
+    a = advise(sites, devices(48 * MIB), shared=SharedMemory(48 * MIB))
+    assert a.on("fast") == [] and a.cost == pytest.approx(a.default_cost)
+    assert any("nothing pinned" in n and "keeps no site" in n for n in a.notes)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_never_modelled_worse_than_nothing_pinned(seed):
+    rng = random.Random(seed)
+    sites = [Site((Frame("/app", None, i),), allocations=rng.randint(1, 4), bytes=(n := rng.randint(1, 64) * MIB),
+                  peak_live_bytes=n, reads=rng.randint(0, 40) * n, writes=rng.randint(0, 4) * n) for i in range(12)]
+    budget = rng.randint(16, 400) * MIB
+    a = advise(sites, devices(budget), shared=SharedMemory(budget))
+    assert a.cost <= a.default_cost * (1 + 1e-9)
+    assert a.shared["pinned"] <= budget
+
+
+def test_without_a_file_device_the_model_does_not_apply():
+    sites = list(spmv_sites().values())
+    devs = [Device("fast", read_latency=100, capacity=100 * MIB), Device("slow", read_latency=300)]
+    assert advise(sites, devs, shared=SharedMemory(100 * MIB)).shared is None
+
+
+def test_cli_writes_the_chosen_capacity(tmp_path):
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["spmv"], list(spmv_sites().values()), pid=1, clock_unit="instr"), path)
+    out = tmp_path / "policy.toml"
+    r = memplace("advise", str(path), "--policy-out", str(out), "--device",
+                 "fast=numa:0,latency=182ns,capacity=157MiB", "--device",
+                 f"slow=file:{tmp_path},latency=3.58us,bandwidth=2.1GB/s", "--shared-memory", "157MiB", check=True)
+    assert "page cache model" in r.stdout
+    doc = tomllib.loads(out.read_text())
+    capacity = doc["devices"]["fast"]["capacity"]
+    assert capacity != "157MiB"
+    assert memplace("policy", "check", str(out)).returncode == 0
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--shared-memory", "lots"], ["--shared-memory", "lots"]),
+    (["--shared-memory", "0"], ["--shared-memory", "above 0"]),
+    (["--shared-memory", "1GiB", "--cache-room", "x"], ["--cache-room", "x"]),
+])
+def test_bad_budget_is_one_line_exit_2(tmp_path, args, needles):
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["spmv"], list(spmv_sites().values()), pid=1, clock_unit="instr"), path)
+    assert_one_line_error(memplace("advise", str(path), "--device", "fast=numa:0,latency=100ns,capacity=1GiB",
+                                   "--device", f"slow=file:{tmp_path},latency=3us", *args), *needles)
