@@ -153,28 +153,51 @@ class MemoryCgroup:
 
     def run(self, argv: list[str], env: dict[str, str], timeout: float, log_dir: Path) -> Outcome:
         """Run argv in the cgroup; output to files (never a pipe a big output could fill)."""
-        log_dir.mkdir(parents=True, exist_ok=True)
-        out_path, err_path = log_dir / "stdout", log_dir / "stderr"
-        with open(out_path, "w") as out, open(err_path, "w") as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, preexec_fn=self.join)
-            timed_out = False
-            while True:   # wait4 for the child's own rusage; polled, for the timeout
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.perf_counter() - start > timeout and not timed_out:
-                    proc.kill()
-                    timed_out = True
-                time.sleep(0.005)
-            seconds = time.perf_counter() - start
-            code = proc.returncode = os.waitstatus_to_exitcode(status)
+        run = run_logged(argv, env, timeout, log_dir, preexec_fn=self.join)
         oom = self.oom_kills() > 0
-        status = ("timeout" if timed_out else "OOM" if oom and code != 0
-                  else "ok" if code == 0 else "failed")
-        return Outcome(status, seconds, out_path.read_text(errors="replace"),
-                       err_path.read_text(errors="replace")[-2000:], self.peak(), code, proc.pid,
-                       usage.ru_majflt)
+        status = ("timeout" if run.timed_out else "OOM" if oom and run.code != 0
+                  else "ok" if run.code == 0 else "failed")
+        return run.outcome(status, self.peak())
+
+
+@dataclass
+class LoggedRun:
+    """A finished run of run_logged: exit code, wall seconds, the child's own rusage."""
+
+    code: int
+    seconds: float
+    timed_out: bool
+    pid: int
+    usage: object
+    log_dir: Path
+
+    def outcome(self, status: str, peak: int) -> "Outcome":
+        return Outcome(status, self.seconds, (self.log_dir / "stdout").read_text(errors="replace"),
+                       (self.log_dir / "stderr").read_text(errors="replace")[-2000:], peak, self.code,
+                       self.pid, self.usage.ru_majflt)
+
+
+def run_logged(argv: list[str], env: dict[str, str], timeout: float, log_dir: Path,
+               preexec_fn=None) -> LoggedRun:
+    """Run argv with its output in log_dir/stdout and stderr (never a pipe a big output
+    could fill), killed after `timeout` seconds; polled with wait4 for the child's own
+    rusage (its major faults)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "stdout", "w") as out, open(log_dir / "stderr", "w") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, preexec_fn=preexec_fn)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - start > timeout and not timed_out:
+                proc.kill()
+                timed_out = True
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        code = proc.returncode = os.waitstatus_to_exitcode(status)
+    return LoggedRun(code, seconds, timed_out, proc.pid, usage, log_dir)
 
 
 def filesystem_type(path: Path) -> str:

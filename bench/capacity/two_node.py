@@ -114,28 +114,8 @@ def compile_policy(policy: Path, exe: str, out: Path, topology) -> Path:
 
 def timed_run(argv: list[str], env: dict, timeout: float, log_dir: Path):
     """Run argv (no cgroup: the limit is the policy's); a limits.Outcome."""
-    import os
-    import subprocess
-    import time
+    from limits import run_logged
 
-    from limits import Outcome
-
-    log_dir.mkdir(parents=True, exist_ok=True)
-    out_path, err_path = log_dir / "stdout", log_dir / "stderr"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
-        timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - start > timeout and not timed_out:
-                proc.kill()
-                timed_out = True
-            time.sleep(0.005)
-        seconds = time.perf_counter() - start
-        code = proc.returncode = os.waitstatus_to_exitcode(status)
-    status = "timeout" if timed_out else "ok" if code == 0 else "failed"
-    return Outcome(status, seconds, out_path.read_text(errors="replace"), err_path.read_text(errors="replace")[-2000:],
-                   0, code, proc.pid, usage.ru_majflt)
+    run = run_logged(argv, env, timeout, log_dir)
+    status = "timeout" if run.timed_out else "ok" if run.code == 0 else "failed"
+    return run.outcome(status, 0)
