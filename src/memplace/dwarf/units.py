@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections import namedtuple
 
 from memplace.errors import UserError
 
@@ -37,7 +38,7 @@ _FIXED = {0x0B: "B", 0x11: "B", 0x0C: "?", 0x25: "B", 0x29: "B",  # data1 ref1 f
           0x06: "I", 0x13: "I", 0x1C: "I", 0x28: "I", 0x2C: "I",  # data4 ref4 ref_sup4 strx4 addrx4
           0x07: "Q", 0x14: "Q", 0x20: "Q", 0x24: "Q", 0x1E: "16s"}  # data8 ref8 sig8 sup8 data16
 _OFFSET_SIZED = frozenset({0x0E, 0x1F, 0x17, 0x1D, 0x1F20, 0x1F21})  # strp line_strp sec_offset *sup *alt
-_ULEB = frozenset({0x0F, 0x15, 0x1B, 0x22, 0x23, 0x1F01, 0x1F02})  # udata ref_udata addrx *listx GNU_*_index
+_ULEB = frozenset({0x0F, 0x15, 0x1A, 0x1B, 0x22, 0x23, 0x1F01, 0x1F02})  # udata ref_udata strx addrx *listx GNU_*_index
 _THREE = frozenset({0x27, 0x2B})  # strx3 addrx3
 _STRX = frozenset({0x1A, 0x25, 0x26, 0x27, 0x28})
 _SIZE_CODE = {1: "B", 2: "H", 4: "I", 8: "Q"}
@@ -115,41 +116,26 @@ def form_size(form: int, unit: "Encoding") -> int | None:
     return None if code is None else struct.calcsize("<" + code)
 
 
+_BLOCK_LEN = {0x0A: 1, 0x03: 2, 0x04: 4}  # block1 block2 block4: a length of this size, then the bytes
+
+
 def _reader(form: int, const, endian: str):
     """fn(d, p, unit) -> (value, next p) for a form not of a fixed struct size."""
     order = "little" if endian == "<" else "big"
     if form in _ULEB:
         return lambda d, p, u: uleb(d, p)
-    if form == FORM_SDATA:
-        return lambda d, p, u: sleb(d, p)
-    if form == FORM_STRING:
-        return lambda d, p, u: cstring(d, p)
-    if form == FORM_FLAG_PRESENT:
-        return lambda d, p, u: (True, p)
-    if form == FORM_IMPLICIT_CONST:
-        return lambda d, p, u: (const, p)
-    if form == 0x1A:  # strx
-        def strx(d, p, u):
-            i, p = uleb(d, p)
-            return u.strx(i), p
-        return strx
     if form in _THREE:
-        if form == 0x27:
-            return lambda d, p, u: (u.strx(int.from_bytes(d[p:p + 3], order)), p + 3)
         return lambda d, p, u: (int.from_bytes(d[p:p + 3], order), p + 3)
-    if form in (0x09, 0x18):  # block, exprloc: a ULEB128 length
+    if form in _BLOCK_LEN or form in (0x09, 0x18):  # and block, exprloc: a ULEB128 length
+        size = _BLOCK_LEN.get(form)
+
         def block(d, p, u):
-            n, p = uleb(d, p)
+            if size is None:
+                n, p = uleb(d, p)
+            else:
+                n, p = int.from_bytes(d[p:p + size], order), p + size
             return d[p:p + n], p + n
         return block
-    if form in (0x0A, 0x03, 0x04):  # block1 block2 block4
-        size = {0x0A: 1, 0x03: 2, 0x04: 4}[form]
-
-        def sized_block(d, p, u):
-            n = int.from_bytes(d[p:p + size], order)
-            p += size
-            return d[p:p + n], p + n
-        return sized_block
     if form == FORM_INDIRECT:
         def indirect(d, p, u):
             real, p = uleb(d, p)
@@ -157,22 +143,14 @@ def _reader(form: int, const, endian: str):
                 raise DwarfError("DW_FORM_indirect to DW_FORM_indirect")
             return read_value(real, d, p, u)
         return indirect
-    return None
+    return {FORM_SDATA: lambda d, p, u: sleb(d, p), FORM_STRING: lambda d, p, u: cstring(d, p),
+            FORM_FLAG_PRESENT: lambda d, p, u: (True, p),
+            FORM_IMPLICIT_CONST: lambda d, p, u: (const, p)}.get(form)
 
 
-def _strp(v, u):
-    return u.dwarf.strp(v)
-
-
-def _line_strp(v, u):
-    return u.dwarf.line_strp(v)
-
-
-def _strx(v, u):
-    return u.strx(v)
-
-
-_POST = {FORM_STRP: _strp, FORM_LINE_STRP: _line_strp, 0x25: _strx, 0x26: _strx, 0x28: _strx}
+# After decoding: string offsets and indexes to the strings.
+_POST = {FORM_STRP: lambda v, u: u.dwarf.strp(v), FORM_LINE_STRP: lambda v, u: u.dwarf.line_strp(v),
+         **{f: lambda v, u: u.strx(v) for f in _STRX}}
 
 
 class Abbrev:
@@ -232,14 +210,8 @@ class Abbrev:
         return p
 
 
-class Encoding:
-    """What a form's size depends on: DWARF version, offset size, address size."""
-
-    __slots__ = ("version", "offset_size", "addr_size")
-
-    def __init__(self, version: int, offset_size: int, addr_size: int):
-        self.version, self.offset_size, self.addr_size = version, offset_size, addr_size
-
+# What a form's size depends on (a unit, or a line program header with its own offset size).
+Encoding = namedtuple("Encoding", "version offset_size addr_size")
 
 _ONE_FORM: dict = {}
 

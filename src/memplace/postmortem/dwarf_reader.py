@@ -297,13 +297,10 @@ class Dwarf(DwarfFile):
         return s
 
     def die_at(self, offset: int) -> Die:
-        starts = self.unit_starts()
-        k = bisect.bisect_right(starts, offset) - 1
-        if k < 0:
-            raise Unsupported(f"reference {offset:#x} before the first unit")
-        die = self.unit(starts[k]).die_at(offset)
+        unit = self.unit_at(offset)
+        die = unit.die_at(offset) if unit is not None else None
         if die is None:
-            raise Unsupported(f"reference {offset:#x} to a null entry")
+            raise Unsupported(f"reference {offset:#x} to no DIE")
         return die
 
     def tls_units(self) -> dict[Unit, list[int]]:
