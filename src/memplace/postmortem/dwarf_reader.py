@@ -90,7 +90,7 @@ class Die:
     def get_DIE_from_attribute(self, name: str) -> "Die":
         a = self.attributes[name]
         f = a.raw_form
-        if f in (0x11, 0x12, 0x13, 0x14, 0x15):
+        if f in units.REF_FORMS:
             return self.cu.die_at(self.cu.offset + a.value)
         if f == 0x10:
             return self.cu.dwarf.die_at(a.value)
