@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import bisect
 import re
-import struct
 
-from memplace.dwarf_reader import sleb as _sleb, uleb as _uleb  # the one LEB128 decoder
+from memplace.dwarf import units
+from memplace.dwarf.units import DwarfError, DwarfFile, form_size
+from memplace.dwarf.units import uleb as _uleb
 
-SHF_COMPRESSED, ELFCOMPRESS_ZLIB = 0x800, 1
-
-
-class Unsupported(Exception):
-    """DWARF this reader does not handle: fall back to pyelftools or drgn."""
-
+# DWARF this reader does not handle: the caller falls back to pyelftools or drgn.
+Unsupported = DwarfError
 
 _TAGS = {
     0x01: "array_type", 0x02: "class_type", 0x04: "enumeration_type", 0x0B: "lexical_block",
@@ -54,8 +51,11 @@ _ATTRS = {
     0x6B: "data_bit_offset", 0x6E: "linkage_name", 0x72: "str_offsets_base",
     0x2007: "MIPS_linkage_name",
 }
+AT_SIBLING, TAG_VARIABLE = 0x01, 0x34
 TAG = {k: "DW_TAG_" + v for k, v in _TAGS.items()}
 AT = {k: "DW_AT_" + v for k, v in _ATTRS.items()}
+# ref_sig8 (type units), ref_sup4/8 and strp_sup, GNU_ref_alt/strp_alt (dwz), GNU_str_index (.dwo)
+REFUSED_FORMS = frozenset({0x20, 0x1C, 0x24, 0x1D, 0x1F20, 0x1F21, 0x1F02})
 FORM_NAMES = {0x03: "DW_FORM_block2", 0x04: "DW_FORM_block4", 0x09: "DW_FORM_block",
               0x0A: "DW_FORM_block1", 0x18: "DW_FORM_exprloc", 0x17: "DW_FORM_sec_offset"}
 
@@ -68,32 +68,6 @@ FORM_NAMES = {0x03: "DW_FORM_block2", 0x04: "DW_FORM_block4", 0x09: "DW_FORM_blo
 _CONSTU = re.compile(rb"\x10[\x80-\xff]{0,8}[\x00-\x7f][\x9b\xe0]")
 TLS_LOCATIONS = {8: [re.compile(rb"\x0a[\x0e\x03][\s\S]{8}[\x9b\xe0]"), _CONSTU],
                  4: [re.compile(rb"\x06[\x0c\x03][\s\S]{4}[\x9b\xe0]"), _CONSTU]}
-
-
-def section_bytes(elf, name: str) -> bytes | None:
-    """A section's contents, decompressed if SHF_COMPRESSED (zlib); None if absent."""
-    for i, s in enumerate(elf.sections):
-        if s[0] != name:
-            continue
-        raw = elf.data[s[3]:s[3] + s[4]]  # a copy already (mmap slices are bytes)
-        if len(raw) != s[4]:
-            raise Unsupported(f"{name} past the end of the file")
-        if not _section_flags(elf, i) & SHF_COMPRESSED:
-            return raw
-        hdr = "<IIQQ" if elf.elfclass == 2 else "<III"
-        hdr = elf.endian + hdr[1:]
-        ch_type = struct.unpack_from(hdr, raw, 0)[0]
-        if ch_type != ELFCOMPRESS_ZLIB:
-            raise Unsupported(f"{name} compressed with type {ch_type}")
-        import zlib
-
-        return zlib.decompress(raw[struct.calcsize(hdr):])
-    return None
-
-
-def _section_flags(elf, index: int) -> int:
-    fmt = elf.endian + ("IIQ" if elf.elfclass == 2 else "III")
-    return struct.unpack_from(fmt, elf.data, elf._shoff + index * elf._shentsize)[2]
 
 
 class AttributeValue:
@@ -116,7 +90,7 @@ class Die:
     def get_DIE_from_attribute(self, name: str) -> "Die":
         a = self.attributes[name]
         f = a.raw_form
-        if f in (0x11, 0x12, 0x13, 0x14, 0x15):
+        if f in units.REF_FORMS:
             return self.cu.die_at(self.cu.offset + a.value)
         if f == 0x10:
             return self.cu.dwarf.die_at(a.value)
@@ -140,46 +114,16 @@ class Die:
         return self._parent
 
 
-class Unit:
-    """A compilation unit: its header, abbreviations, and DIEs parsed when asked for."""
+class Unit(units.Unit):
+    """A compilation unit (memplace.dwarf.units.Unit), its DIEs parsed when asked for."""
 
     def __init__(self, dwarf: "Dwarf", offset: int):
-        self.dwarf, self.offset = dwarf, offset
-        d = dwarf.info
-        e = dwarf.endian
-        length = struct.unpack_from(e + "I", d, offset)[0]
-        pos, self.offsize = offset + 4, 4
-        if length == 0xFFFFFFFF:
-            length = struct.unpack_from(e + "Q", d, pos)[0]
-            pos, self.offsize = pos + 8, 8
-        self.end = pos + length
-        self.version = struct.unpack_from(e + "H", d, pos)[0]
-        pos += 2
-        ofmt = e + ("I" if self.offsize == 4 else "Q")
-        if self.version >= 5:
-            unit_type, self.addr_size = d[pos], d[pos + 1]
-            abbrev_off = struct.unpack_from(ofmt, d, pos + 2)[0]
-            pos += 2 + self.offsize
-            if unit_type != 1:  # DW_UT_compile only: partial, type and split units fall back
-                raise Unsupported(f"unit type {unit_type}")
-        elif self.version in (2, 3, 4):
-            abbrev_off = struct.unpack_from(ofmt, d, pos)[0]
-            self.addr_size = d[pos + self.offsize]
-            pos += self.offsize + 1
-        else:
-            raise Unsupported(f"DWARF version {self.version}")
-        self.first_die = pos
-        self.abbrevs = dwarf.abbrev_table(abbrev_off)
+        super().__init__(dwarf, offset)
+        if self.unit_type != units.UT_COMPILE:  # partial, type and split units fall back
+            raise Unsupported(f"unit type {self.unit_type}")
         self._dies: dict[int, Die | None] = {}
         self._ends: dict[int, int] = {}
         self._layouts: dict[int, tuple] = {}
-        # The unit's DIE says where its strx strings are, and may name itself with one
-        # (clang's DWARF 5): read it once with strx left unresolved, then again.
-        self.str_offsets_base, self._probing = None, True
-        top = self._parse(pos)
-        self._probing = False
-        if top is not None and "DW_AT_str_offsets_base" in top.attributes:
-            self.str_offsets_base = top.attributes["DW_AT_str_offsets_base"].value
 
     def die_at(self, offset: int) -> Die | None:
         """The DIE at a section offset (None for the null entry that ends a sibling list)."""
@@ -197,20 +141,13 @@ class Unit:
         if code == 0:
             self._ends[offset] = i
             return None
-        try:
-            tag, children, specs = self.abbrevs[code]
-        except KeyError:
-            raise Unsupported(f"abbreviation {code} missing") from None
+        ab = self.abbrevs[code]
+        tag, named = self.dwarf.shape(ab)
+        values, i = ab.decode(d, i, self)
         attrs = {}
-        form_value = self._form_value
-        for name, form, implicit in specs:
-            if form == 0x21:
-                value = implicit
-            else:
-                value, i = form_value(form, d, i)
-            if name is not None:
-                attrs[name] = AttributeValue(form, value)
-        return Die(self, offset, tag, attrs, children, i)
+        for k, name, form, block in named:
+            attrs[name] = AttributeValue(form, list(values[k]) if block else values[k])
+        return Die(self, offset, tag, attrs, ab.children, i)
 
     def end_of(self, die: Die) -> int:
         """The offset just past a DIE and all its descendants."""
@@ -299,44 +236,18 @@ class Unit:
         after fixed-size attributes else None, is a variable, has children) of an abbreviation."""
         lay = self._layouts.get(code)
         if lay is None:
-            try:
-                tag, children, specs = self.abbrevs[code]
-            except KeyError:
-                raise Unsupported(f"abbreviation {code} missing") from None
+            ab = self.abbrevs[code]
             size, sib_at = 0, None
-            for name, form, _ in specs:
-                n = self._fixed_size(form)
-                if name == "DW_AT_sibling" and size is not None and n in (1, 2, 4, 8) and form != 0x10:
+            for attr, form in zip(ab.attrs, ab.forms):
+                n = form_size(form, self)
+                if attr == AT_SIBLING and size is not None and n in (1, 2, 4, 8) and form != 0x10:
                     sib_at = (size, n)
                 size = None if size is None or n is None else size + n
-            lay = self._layouts[code] = (size, sib_at, tag == "DW_TAG_variable", children)
+            lay = self._layouts[code] = (size, sib_at, ab.tag == TAG_VARIABLE, ab.children)
         return lay
 
-    def _fixed_size(self, form: int) -> int | None:
-        if form in (0x0B, 0x11, 0x0C, 0x25, 0x29):
-            return 1
-        if form in (0x05, 0x12, 0x26, 0x2A):
-            return 2
-        if form in (0x27, 0x2B):
-            return 3
-        if form in (0x06, 0x13, 0x28, 0x2C, 0x1C):
-            return 4
-        if form in (0x07, 0x14, 0x20):
-            return 8
-        if form in (0x0E, 0x1F, 0x17, 0x1D, 0x1F20, 0x1F21):
-            return self.offsize
-        if form in (0x19, 0x21):
-            return 0
-        if form == 0x01:
-            return self.addr_size
-        if form == 0x10:
-            return self.addr_size if self.version == 2 else self.offsize
-        if form == 0x1E:
-            return 16
-        return None
-
     def _offset_or_ref(self, d, i: int, n: int) -> int:
-        return int.from_bytes(d[i:i + n], "little" if self.dwarf.endian == "<" else "big")
+        return int.from_bytes(d[i:i + n], self.dwarf.byteorder)
 
     def _sibling_end(self, die: Die) -> int | None:
         a = die.attributes.get("DW_AT_sibling")
@@ -347,99 +258,16 @@ class Unit:
             raise Unsupported(f"DW_AT_sibling of the DIE at {die.offset:#x} points outside it")
         return end
 
-    def _form_value(self, form: int, d, i: int):
-        e = self.dwarf.endian
-        if form in (0x0B, 0x11):  # data1, ref1
-            return d[i], i + 1
-        if form in (0x05, 0x12):  # data2, ref2
-            return struct.unpack_from(e + "H", d, i)[0], i + 2
-        if form in (0x06, 0x13):  # data4, ref4
-            return struct.unpack_from(e + "I", d, i)[0], i + 4
-        if form in (0x07, 0x14):  # data8, ref8
-            return struct.unpack_from(e + "Q", d, i)[0], i + 8
-        if form in (0x0E, 0x1F):  # strp, line_strp
-            off = self._offset(d, i)
-            table = self.dwarf.str if form == 0x0E else self.dwarf.line_str
-            return _cstr(table, off), i + self.offsize
-        if form == 0x08:  # string
-            end = d.index(b"\0", i)
-            return bytes(d[i:end]), end + 1
-        if form == 0x19:  # flag_present
-            return True, i
-        if form == 0x0C:  # flag
-            return d[i] != 0, i + 1
-        if form in (0x18, 0x09):  # exprloc, block
-            n, i = _uleb(d, i)
-            return list(d[i:i + n]), i + n
-        if form == 0x0A:  # block1
-            n = d[i]
-            return list(d[i + 1:i + 1 + n]), i + 1 + n
-        if form == 0x03:
-            n = struct.unpack_from(e + "H", d, i)[0]
-            return list(d[i + 2:i + 2 + n]), i + 2 + n
-        if form == 0x04:
-            n = struct.unpack_from(e + "I", d, i)[0]
-            return list(d[i + 4:i + 4 + n]), i + 4 + n
-        if form in (0x0F, 0x15, 0x1B, 0x22, 0x23, 0x1F01):  # udata, ref_udata, addrx, *listx
-            return _uleb(d, i)
-        if form == 0x0D:  # sdata
-            return _sleb(d, i)
-        if form == 0x01:  # addr
-            return int.from_bytes(d[i:i + self.addr_size], "little" if e == "<" else "big"), i + self.addr_size
-        if form == 0x17:  # sec_offset
-            return self._offset(d, i), i + self.offsize
-        if form == 0x10:  # ref_addr
-            size = self.addr_size if self.version == 2 else self.offsize
-            return int.from_bytes(d[i:i + size], "little" if e == "<" else "big"), i + size
-        if form in (0x25, 0x26, 0x27, 0x28, 0x1A):  # strx1-4, strx
-            if form == 0x1A:
-                idx, i = _uleb(d, i)
-            else:
-                n = form - 0x24 if form != 0x28 else 4
-                idx, i = int.from_bytes(d[i:i + n], "little" if e == "<" else "big"), i + n
-            return self._strx(idx), i
-        if form in (0x29, 0x2A, 0x2B, 0x2C):  # addrx1-4
-            n = form - 0x28
-            return int.from_bytes(d[i:i + n], "little" if e == "<" else "big"), i + n
-        if form == 0x1E:  # data16
-            return bytes(d[i:i + 16]), i + 16
-        if form == 0x16:  # indirect
-            real, i = _uleb(d, i)
-            return self._form_value(real, d, i)
-        # ref_sig8 (type units), ref_sup4/strp_sup and GNU_ref_alt/strp_alt (dwz), GNU_str_index
-        raise Unsupported(f"form {form:#x}")
 
-    def _offset(self, d, i: int) -> int:
-        return struct.unpack_from(self.dwarf.endian + ("I" if self.offsize == 4 else "Q"), d, i)[0]
+class Dwarf(DwarfFile):
+    """The DWARF sections of one ELF file (memplace.dwarf.units.DwarfFile), with DIEs."""
 
-    def _strx(self, idx: int) -> bytes | None:
-        if self._probing:
-            return None
-        table = self.dwarf.str_offsets
-        if table is None or self.str_offsets_base is None:
-            raise Unsupported("strx without .debug_str_offsets")
-        return _cstr(self.dwarf.str, self._offset(table, self.str_offsets_base + idx * self.offsize))
+    unit_class = Unit
 
-
-def _cstr(table: bytes | None, off: int) -> bytes:
-    if table is None:
-        raise Unsupported("string table missing")
-    end = table.find(b"\0", off)
-    if end < 0:
-        raise Unsupported("string past its table")
-    return table[off:end]
-
-
-class Dwarf:
-    """The DWARF sections of one ELF file, units made when asked for."""
-
-    def __init__(self, info: bytes, abbrev: bytes, strs: bytes | None, line_str: bytes | None,
-                 str_offsets: bytes | None, endian: str, word: int = 8):
-        self.info, self.abbrev, self.str, self.line_str = info, abbrev, strs, line_str
-        self.str_offsets, self.endian, self.word = str_offsets, endian, word
-        self._abbrevs: dict[int, dict] = {}
-        self._units: dict[int, Unit] = {}
-        self._starts: list[int] | None = None
+    def __init__(self, elf):
+        super().__init__(elf)
+        self.word = elf.word
+        self._shapes: dict[units.Abbrev, tuple] = {}
 
     @classmethod
     def open(cls, elf) -> "Dwarf":
@@ -447,39 +275,32 @@ class Dwarf:
             raise Unsupported("relocatable object")
         if any(s[0] in (".gnu_debugaltlink", ".debug_types", ".debug_sup") for s in elf.sections):
             raise Unsupported("supplementary DWARF or type units")
-        info, abbrev = section_bytes(elf, ".debug_info"), section_bytes(elf, ".debug_abbrev")
-        if info is None or abbrev is None:
+        dwarf = cls(elf)
+        if not dwarf.info or dwarf.section(".debug_abbrev") is None:
             raise Unsupported("no .debug_info/.debug_abbrev")
-        return cls(info, abbrev, section_bytes(elf, ".debug_str"), section_bytes(elf, ".debug_line_str"),
-                   section_bytes(elf, ".debug_str_offsets"), elf.endian, elf.word)
-
-    def unit_starts(self) -> list[int]:
-        if self._starts is None:
-            out, i, d, e = [], 0, self.info, self.endian
-            while i + 4 <= len(d):
-                out.append(i)
-                n = struct.unpack_from(e + "I", d, i)[0]
-                i += 4 + n if n != 0xFFFFFFFF else 12 + struct.unpack_from(e + "Q", d, i + 4)[0]
-            self._starts = out
-        return self._starts
-
-    def unit(self, offset: int) -> Unit:
-        u = self._units.get(offset)
-        if u is None:
-            u = self._units[offset] = Unit(self, offset)
-        return u
+        return dwarf
 
     def units(self) -> list[Unit]:
         return [self.unit(o) for o in self.unit_starts()]
 
+    def shape(self, ab: units.Abbrev) -> tuple:
+        """(tag name, [(value index, attribute name, form, is a block)] of the attributes
+        with a name here) of an abbreviation."""
+        s = self._shapes.get(ab)
+        if s is None:
+            refused = REFUSED_FORMS.intersection(ab.forms)
+            if refused:
+                raise Unsupported(f"form {min(refused):#x}")
+            named = tuple((k, AT[a], f, f in units.BLOCK_FORMS)
+                          for k, (a, f) in enumerate(zip(ab.attrs, ab.forms)) if a in AT)
+            s = self._shapes[ab] = (TAG.get(ab.tag, f"DW_TAG_{ab.tag:#x}"), named)
+        return s
+
     def die_at(self, offset: int) -> Die:
-        starts = self.unit_starts()
-        k = bisect.bisect_right(starts, offset) - 1
-        if k < 0:
-            raise Unsupported(f"reference {offset:#x} before the first unit")
-        die = self.unit(starts[k]).die_at(offset)
+        unit = self.unit_at(offset)
+        die = unit.die_at(offset) if unit is not None else None
         if die is None:
-            raise Unsupported(f"reference {offset:#x} to a null entry")
+            raise Unsupported(f"reference {offset:#x} to no DIE")
         return die
 
     def tls_units(self) -> dict[Unit, list[int]]:
@@ -497,37 +318,3 @@ class Dwarf:
         for hits in out.values():
             hits.sort()
         return out
-
-    def abbrev_table(self, offset: int) -> dict:
-        t = self._abbrevs.get(offset)
-        if t is not None:
-            return t
-        t, d, i = {}, self.abbrev, offset
-        while True:
-            code, i = _uleb(d, i)
-            if code == 0:
-                break
-            tag, i = _uleb(d, i)
-            children = d[i] != 0
-            i += 1
-            specs = []
-            while True:
-                name = d[i]  # most names and forms fit one byte: decoded inline
-                if name < 0x80:
-                    i += 1
-                else:
-                    name, i = _uleb(d, i)
-                form = d[i]
-                if form < 0x80:
-                    i += 1
-                else:
-                    form, i = _uleb(d, i)
-                if name == 0 and form == 0:
-                    break
-                implicit = None
-                if form == 0x21:
-                    implicit, i = _sleb(d, i)
-                specs.append((AT.get(name) if name in AT else None, form, implicit))
-            t[code] = (TAG.get(tag, f"DW_TAG_{tag:#x}"), children, specs)
-        self._abbrevs[offset] = t
-        return t

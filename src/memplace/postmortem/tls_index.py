@@ -29,7 +29,8 @@ from memplace.postmortem.dwarf_types import CType
 INDEX_FORMAT = 1  # of the record below; a change makes every old record a miss
 # Sources whose change changes what an index holds (a development install keeps its version
 # number while they change); their stamps are part of every record's files.
-_READER_SOURCES = ("tls_variables.py", "dwarf_reader.py", "dwarf_types.py", "tls_index.py")
+_READER_SOURCES = ("tls_variables.py", "dwarf_reader.py", "dwarf_types.py", "tls_index.py",
+                   "../dwarf/units.py")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
