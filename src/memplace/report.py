@@ -76,6 +76,7 @@ class SiteRow:
     accessed: int | None
     fallbacks: int = 0
     live: list[int] | None = None
+    caller: str = ""  # where it was called from (file:line): tells apart sites of one function and line
 
 
 @dataclass
@@ -370,7 +371,8 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
     if profile is not None:
         for s in profile.sites:
             sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location, assign.get(s.identity),
-                                    s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live))
+                                    s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live,
+                                    caller_of(s)))
     if profile is not None and assign:
         from memplace.placement import policy as pol
 
@@ -441,6 +443,12 @@ def reasons_text(d: DeviceUse) -> str:
 
 def peak_text(d: DeviceUse) -> str:
     return "not tracked" if d.peak_bytes is None else format_size(d.peak_bytes)
+
+
+def caller_of(site) -> str:
+    """`< file:line` of the call that leads to a profile site (its second frame), or ""."""
+    sym = site.symbol(1) if len(site.frames) > 1 else None
+    return f"< {sym.location}" if sym and sym.location else ""
 
 
 def unique_labels(labels: list[str], extra: list[str]) -> list[str]:
@@ -597,7 +605,7 @@ def timeline_svg(sites: list[SiteRow], colours: dict[str, str], window: float | 
     n = max(len(s.live) for s in with_live)
     top_sites = sorted(with_live, key=lambda s: -max(s.live))[:6]
     rest = [s for s in with_live if s not in top_sites]
-    labels = unique_labels([s.label for s in top_sites], [s.frame for s in top_sites])
+    labels = unique_labels([s.label for s in top_sites], [s.caller or s.frame for s in top_sites])
     layers = [(lb, s.live + [0] * (n - len(s.live))) for lb, s in zip(labels, top_sites)]
     if rest:
         layers.append((f"{len(rest)} other site(s)", [sum(s.live[i] if i < len(s.live) else 0 for s in rest) for i in range(n)]))
@@ -707,12 +715,12 @@ def html_page(sm: Summary) -> str:
         return colours.get(s.device, grey) if s.device else PALETTE[0]
 
     def tip(s: SiteRow) -> str:
-        return f"{s.label} — {s.frame}; device {s.device or '?'}; peak {format_size(s.peak)}; accessed {format_size(s.accessed or 0)}"
+        return f"{s.label}{' ' + s.caller if s.caller else ''} — {s.frame}; device {s.device or '?'}; peak {format_size(s.peak)}; accessed {format_size(s.accessed or 0)}"
 
     by_acc = sorted([s for s in sm.sites if s.accessed], key=lambda s: -(s.accessed or 0))[:15]
     by_bytes = sorted(sm.sites, key=lambda s: -s.peak)[:15]
-    acc_labels = unique_labels([s.label for s in by_acc], [s.frame for s in by_acc])
-    byte_labels = unique_labels([s.label for s in by_bytes], [s.frame for s in by_bytes])
+    acc_labels = unique_labels([s.label for s in by_acc], [s.caller or s.frame for s in by_acc])
+    byte_labels = unique_labels([s.label for s in by_bytes], [s.caller or s.frame for s in by_bytes])
     top_rules = sorted(sm.rules, key=lambda r: -r.bytes)[:RULES_CHARTED]
     fallback_items = [(f"{d.name}: {reason}", n, colours.get(d.name, grey), f"{d.name}: {n} allocation(s) passed on ({reason})")
                       for d in sm.devices for reason, n in d.fallback_reasons.items() if n]

@@ -219,3 +219,31 @@ def test_devices_over_time_send_what_does_not_fit_to_the_fallback(inputs, tmp_pa
     assert timeline["hbm"] == [0, 1024, 0, 0]
     others = [sum(500 * (i + 1) for i in (0, 2, 4, 6)), sum(500 * (i + 1) for i in (1, 3, 5)), 0, 0]
     assert timeline["system"] == [others[0], others[1] + 4000 - 1024, 0, 0]
+
+
+def test_sites_of_one_function_and_line_are_told_apart_by_their_caller(tmp_path):
+    """Two sites in one allocation wrapper, reached from two call sites: the charts name
+    each with the line it was called from, not twice the same label."""
+    import subprocess
+    import sys
+    src = tmp_path / "wrap.c"
+    src.write_text("""#include <stdlib.h>
+#include <string.h>
+__attribute__((noinline)) char *grab(size_t n) { char *p = malloc(n); memset(p, 1, n); return p; }
+int main(void) {
+    char *a = grab(1 << 20);
+    char *b = grab(2 << 20);
+    free(a); free(b);
+    return 0;
+}
+""")
+    exe = tmp_path / "wrap"
+    subprocess.run(["gcc", "-O1", "-g", "-fno-omit-frame-pointer", "-o", str(exe), str(src)], check=True)
+    subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(tmp_path / "prof"), "--",
+                    str(exe)], check=True, capture_output=True)
+    prof, = (tmp_path / "prof").glob("*.json")
+    html = tmp_path / "r.html"
+    subprocess.run([sys.executable, "-m", "memplace", "report", "--profile", str(prof), "--html", str(html)],
+                   check=True, capture_output=True)
+    text = html.read_text()
+    assert "grab (wrap.c:3) [&lt; wrap.c:5]" in text and "grab (wrap.c:3) [&lt; wrap.c:6]" in text

@@ -27,17 +27,6 @@ from memplace.errors import UserError
 from memplace.units import format_ns, format_size, parse_size
 
 
-def _callers(site, depth: int = 2) -> str:
-    """The calls that lead to the site, innermost first: what tells apart sites that share
-    their first frame (an allocation wrapper called from several places)."""
-    out = []
-    for i in range(1, min(len(site.frames), depth + 1)):
-        sym = site.symbol(i)
-        out.append(f"{sym.function or '?'} ({sym.location})" if sym and sym.location else
-                   sym.function if sym and sym.function else str(site.frames[i]))
-    return " < ".join(out)
-
-
 def print_table(advice: adv.Advice, top: int) -> None:
     """The sites that matter most first: by modelled access cost where they would stay
     without a policy (accesses x latency), then by footprint."""
@@ -54,7 +43,7 @@ def print_table(advice: adv.Advice, top: int) -> None:
         style = "bold green" if p.device != advice.default else None
         fn = p.site.function or str(p.site.frames[0])
         measured = p.site.accesses is not None
-        t.add_row(str(i), fn if len(fn) <= 40 else fn[:39] + "…", p.site.location or "?", _callers(p.site),
+        t.add_row(str(i), fn if len(fn) <= 40 else fn[:39] + "…", p.site.location or "?", p.site.callers(),
                   format_size(p.site.peak_live_bytes), format_size(p.site.accesses) if measured else "-",
                   f"{p.density:.3g}" if measured else "-",
                   format_ns(p.default_cost - p.cost) if p.device != advice.default else "",

@@ -202,6 +202,17 @@ class Site:
             return f"{parts[0]} ({parts[1]})"
         return parts[0] if parts else str(self.frames[0])
 
+    def callers(self, depth: int = 2) -> str:
+        """The calls that lead to the site, innermost first, `function (file:line) < ...`:
+        what tells apart sites that share their first frame (an allocation wrapper called
+        from several places)."""
+        out = []
+        for i in range(1, min(len(self.frames), depth + 1)):
+            sym = self.symbol(i)
+            out.append(f"{sym.function or '?'} ({sym.location})" if sym and sym.location else
+                       sym.function if sym and sym.function else str(self.frames[i]))
+        return " < ".join(out)
+
     @property
     def site_spec(self) -> list[str]:
         """The site as policy frames, `MODULE+0xOFF`, innermost first."""
