@@ -50,14 +50,21 @@ def cache_root() -> Path:
 
 
 def _index_url() -> str:
-    """The index pip is set up to use (its configuration), PyPI's by default."""
+    """The index pip is set up to use (PIP_INDEX_URL, its configuration), else pip's own
+    default."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"].rstrip("/")
     try:
         out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
                              text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         out = ""
     m = re.search(r"^(?:global|install|download)\.index-url='([^']+)'", out, re.M)
-    return (m.group(1) if m else "https://pypi.org/simple").rstrip("/")
+    if m:
+        return m.group(1).rstrip("/")
+    from pip._internal.models.index import PyPI  # pip's default index; no public API names it
+
+    return PyPI.simple_url.rstrip("/")
 
 
 def mimalloc_sdist(cache: Path) -> Path:
