@@ -69,6 +69,9 @@ static uint32_t *site_slots;  /* frames hash -> id + 1 */
 static uint32_t nsites;
 static int sites_lock;
 static uint64_t untracked, t0, window_base = 1000000; /* 1 ms */
+/* the process's live bytes over every site, and their peak: what the sites' own peaks,
+ * reached at different moments, overstate when summed */
+static uint64_t live_total, live_total_peak;
 static uint32_t epoch;
 static int depth = 3;
 static char dir[3072];
@@ -383,6 +386,13 @@ static void record(void *p, size_t size, uintptr_t ra, const void *sp)
             s->timeline[w] = s->live;
     }
     mp_unlock(&s->lock);
+    if (stored) {
+        uint64_t live = __atomic_add_fetch(&live_total, size, __ATOMIC_RELAXED);
+        uint64_t peak = __atomic_load_n(&live_total_peak, __ATOMIC_RELAXED);
+        while (live > peak && !__atomic_compare_exchange_n(&live_total_peak, &peak, live, 1,
+                                                            __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+    }
 }
 
 /* Remove p from its shard (linear probing, backward-shift deletion); 0 if unknown. */
@@ -427,6 +437,7 @@ void mp_profile_forget(void *p)
     advance(s, w);
     s->frees++;
     s->live -= b.size;
+    __atomic_sub_fetch(&live_total, b.size, __ATOMIC_RELAXED);
     s->life_sum += life;
     if (life < s->life_min) s->life_min = life;
     if (life > s->life_max) s->life_max = life;
@@ -543,6 +554,7 @@ void mp_profile_write(void)
     mp_put(&o, "\nwindow_ns"), mp_put_u64(&o, window_base << e);
     mp_put(&o, "\nwindows"), mp_put_u64(&o, window_now(t) + 1);
     mp_put(&o, "\nuntracked"), mp_put_u64(&o, untracked);
+    mp_put(&o, "\npeak_live_total"), mp_put_u64(&o, __atomic_load_n(&live_total_peak, __ATOMIC_RELAXED));
     char exe[4096];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[len > 0 ? len : 0] = 0;

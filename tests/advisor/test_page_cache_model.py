@@ -120,3 +120,27 @@ def test_bad_budget_is_one_line_exit_2(tmp_path, args, needles):
     prof.save(prof.Profile("dhat", ["spmv"], list(spmv_sites().values()), pid=1, clock_unit="instr"), path)
     assert_one_line_error(memplace("advise", str(path), "--device", "fast=numa:0,latency=100ns,capacity=1GiB",
                                    "--device", f"slow=file:{tmp_path},latency=3us", *args), *needles)
+
+
+def phase_sites():
+    """Two 100 MiB arrays live one after the other (a solver's phases) within one profile
+    window, each streamed twice: per window the sites' peaks add up to 200 MiB, while the
+    heap never holds more than 100 MiB."""
+    def site(off):
+        return Site((Frame("/bench/phases", None, off),), allocations=1, bytes=100 * MIB,
+                    peak_live_bytes=100 * MIB, reads=200 * MIB, writes=100 * MIB, live=[100 * MIB])
+    return site(0x10), site(0x20)
+
+
+def test_the_measured_heap_peak_caps_the_file_devices_footprint():
+    """With 150 MiB shared, a heap whose peak is 100 MiB fits in the page cache whole:
+    nothing needs pinning (hit ratio 1). Summed site peaks, as the model had them without
+    the profile's peak_live_total, never let the cache hold everything."""
+    sites = list(phase_sites())
+    capped = advise(sites, devices(150 * MIB), shared=SharedMemory(150 * MIB, footprint=100 * MIB))
+    assert capped.shared["cached"] <= 100 * MIB and capped.shared["hit_ratio"] == 1.0
+    assert any("measured peak 100MiB" in n for n in capped.notes), capped.notes
+    plain = advise(sites, devices(150 * MIB), shared=SharedMemory(150 * MIB))
+    assert plain.shared["hit_ratio"] < 1.0
+    assert SharedMemory(1, footprint=100).file_footprint(pinned=30, planned=200) == 70
+    assert SharedMemory(1).file_footprint(pinned=30, planned=200) == 200

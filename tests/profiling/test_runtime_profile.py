@@ -132,3 +132,28 @@ def test_two_mpi_ranks_write_two_profiles_that_merge(tmp_path):
     total = prof.load(merged)
     a, = by_line(total)[line("A")]
     assert (a.allocations, a.bytes) == (20, 20000)
+
+
+def test_the_process_peak_of_live_bytes_is_measured_not_the_sum_of_site_peaks(tmp_path):
+    """Two 8 MiB blocks from two sites, one freed before the other is made: the sites'
+    peaks sum to 16 MiB, the process never held more than 8 MiB (plus start-up blocks).
+    `profile merge` keeps the largest process's peak, as it keeps the sites' peaks."""
+    src = tmp_path / "phases.c"
+    src.write_text("""#include <stdlib.h>
+#include <string.h>
+int main(void) {
+    char *a = malloc(8 << 20); memset(a, 1, 8 << 20); free(a);
+    char *b = malloc(8 << 20); memset(b, 2, 8 << 20); free(b);
+    return 0;
+}
+""")
+    exe = tmp_path / "phases"
+    subprocess.run(["gcc", "-O0", "-g", "-o", str(exe), str(src)], check=True)
+    r, (p,) = profile(tmp_path, exe)
+    assert r.returncode == 0, r.stderr
+    total = p.meta["peak_live_total"]
+    assert sum(s.peak_live_bytes for s in p.sites) >= 16 << 20
+    assert 8 << 20 <= total < 9 << 20
+    r2, (q,) = profile(tmp_path, exe, out="prof2")
+    from memplace.profiling.merge import merge
+    assert merge([p, q]).meta["peak_live_total"] == max(total, q.meta["peak_live_total"])

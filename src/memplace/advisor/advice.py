@@ -49,6 +49,11 @@ def run_advice(
 
     with phase(f"symbolizing {len(profile.sites):,} sites"):
         symbolize_profile(profile)
+    footprint = profile.meta.get("peak_live_total")
+    if shared is not None and isinstance(footprint, int) and footprint > 0:
+        from dataclasses import replace
+
+        shared = replace(shared, footprint=footprint)
     with phase(f"placing {len(profile.sites):,} sites on {len(specs)} devices (at most {time_limit:g} s)"):
         advice = adv.advise(profile.sites, [d.model for d in specs], model=model, method=method,
                             default=default, time_limit=time_limit, shared=shared)

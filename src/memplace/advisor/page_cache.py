@@ -8,7 +8,8 @@ pays only when that site is accessed more densely than what the kernel would oth
 keep in the same room. The model:
 
 * room R = budget - the pinned devices' planned peak (spill rooms included); the file
-  devices' footprint W = their planned peak;
+  devices' footprint W = their planned peak, at most the process's measured peak of live
+  bytes minus what is pinned (the profile's `peak_live_total`);
 * a file device access hits a resident page with probability h = min(1, R / W) (every
   page alike: the kernel's LRU is not told which are hot) and costs the device's
   resident figures, else its cold ones (the solver's own cost for the device);
@@ -52,6 +53,16 @@ class SharedMemory:
 
     total: int
     room: int = ROOM
+    # the process's own peak of live bytes, when the profile measured it: the file
+    # devices' footprint is at most that minus what is pinned (the sites' peaks, summed
+    # per window, add up peaks reached at different moments: twice OpenFOAM's heap)
+    footprint: int | None = None
+
+    def file_footprint(self, pinned: float, planned: float) -> float:
+        """The page-cache devices' footprint: their planned peak, capped by the measured one."""
+        if self.footprint is None:
+            return planned
+        return max(0.0, min(planned, self.footprint - pinned))
 
     def hit_ratio(self, pinned: float, cached: float) -> float:
         left = self.total - pinned
@@ -88,7 +99,7 @@ def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: 
     spilled = sum(c for c, _ in spills.values())
     pin = float(load[pinned].sum(axis=0).max(initial=0)) + spilled if pinned.any() else float(spilled)
     cache = float(load[cached].sum(axis=0).max(initial=0)) - spilled if cached.any() else 0.0
-    cache = max(cache, 0.0)
+    cache = shared.file_footprint(pin, max(cache, 0.0))
     h = shared.hit_ratio(pin, cache)
     n = pb.n
     rows = np.arange(n)
@@ -131,7 +142,7 @@ def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemor
         pinned_cost += share * pb.cost[s, fast]
         left_cold -= share * cold[s]
         left_hot -= share * hot[s]
-        h = shared.hit_ratio(pinned_bytes, total - pinned_bytes)
+        h = shared.hit_ratio(pinned_bytes, shared.file_footprint(pinned_bytes, total - pinned_bytes))
         factor = shared.miss_factor(pinned_bytes) if h < 1 else 1.0
         model = pinned_cost + h * left_hot + (1 - h) * left_cold * factor
         if model < best:

@@ -498,8 +498,10 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
     shown = lambda c: (f"{format_size(c.pinned)} pinned, {format_size(max(shared.total - c.pinned, 0))} page cache "
                        f"for {format_size(c.cached)} on {dname} (hit ratio {c.hit_ratio:.2f}): {format_ns(c.cost)}"
                        + ("" if c.allowed else " (not allowed: no page cache left)"))
+    measured = "" if shared.footprint is None else \
+        f", the heap's measured peak {format_size(shared.footprint)} capping {dname}'s footprint"
     notes.append(f"page cache model: {name} and {dname}'s page cache share {format_size(shared.total)}, "
-                 f"misses slower below {format_size(shared.room)} of cache; plans compared: nothing pinned: "
+                 f"misses slower below {format_size(shared.room)} of cache{measured}; plans compared: nothing pinned: "
                  f"{shown(base)}; " + "; ".join(f"{name} up to {format_size(t[1])}: {shown(t[0])}"
                                                for t in tried[1:]))
     if cap is None:

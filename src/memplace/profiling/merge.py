@@ -17,7 +17,6 @@ every run on the same normalised clock (SPMD ranks run in step).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Sequence
 
@@ -112,8 +111,16 @@ def merge(profiles: Sequence[prof.Profile], names: Sequence[str] | None = None) 
         clock_unit=units.pop(),
         duration=duration,
         window=(duration / windows) if (windows and duration) else None,
-        meta={"sources": sources, "peaks": "per process (max over the merged processes)"},
+        meta=_merged_meta(profiles, sources),
     )
+
+
+def _merged_meta(profiles: Sequence[prof.Profile], sources: list) -> dict:
+    meta = {"sources": sources, "peaks": "per process (max over the merged processes)"}
+    totals = [p.meta.get("peak_live_total") for p in profiles]
+    if totals and all(isinstance(t, int) for t in totals):
+        meta["peak_live_total"] = max(totals)  # per process, as the sites' peaks
+    return meta
 
 
 def _opt(f, a, b):

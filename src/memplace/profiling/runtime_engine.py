@@ -5,6 +5,7 @@ allocation site, and turn the runtime's per-process files into profiles
 Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.txt`:
     memplace-profile 1
     pid <pid> / rank <rank|-> / clock_ns <n> / window_ns <n> / windows <n> / untracked <n>
+    peak_live_total <n>                                  (the process's peak live bytes)
     exe <path of the main program>
     module <base> <lo> <hi> <build-id|-> <path>        ("" path: the main program)
     sampling <on|off|failed|stopped> rate <n> signal <n> cpu_ns <n> samples <n> ...
@@ -38,7 +39,7 @@ def _parse(text: str, origin: str) -> dict:
     out = {"modules": [], "sites": [], "exe": ""}
     for line in lines[1:-1]:
         key, _, rest = line.partition(" ")
-        if key in ("pid", "clock_ns", "window_ns", "windows", "untracked"):
+        if key in ("pid", "clock_ns", "window_ns", "windows", "untracked", "peak_live_total"):
             out[key] = int(rest)
         elif key == "rank":
             out["rank"] = None if rest == "-" else int(rest) if rest.isdigit() else None
@@ -118,6 +119,8 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
     for site in sites.values():  # every site the same number of windows
         site.live = (site.live + [site.live[-1] if site.live else 0] * windows)[:windows]
     meta = {"untracked_blocks": raw.get("untracked", 0)}
+    if "peak_live_total" in raw:
+        meta["peak_live_total"] = raw["peak_live_total"]
     sampling = access_estimate.sampling_summary(raw.get("sampling"), raw.get("sampling_why"))
     meta["access_sampling"] = sampling
     for key, site in sites.items():
