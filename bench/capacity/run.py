@@ -77,6 +77,16 @@ class Cell:
     def median(self) -> float | None:
         return statistics.median(self.seconds) if self.status == "ok" and self.seconds else None
 
+    def add(self, o) -> None:
+        """One run's outcome (limits.Outcome): its time, or the worst status and why."""
+        if o.status != "ok":
+            self.status = o.status
+            if o.status == "failed":
+                self.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
+        else:
+            self.seconds.append(o.seconds)
+            self.major_faults.append(o.major_faults)
+
 
 def c_programs(bindir: Path, scale: float) -> list[Program]:
     bindir.mkdir(parents=True, exist_ok=True)
@@ -249,13 +259,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                 if o.status == "ok" and prog.result(o.output) != reference:
                     raise SystemExit(f"{prog.name}, {variant} at {pct}%: the result differs from the "
                                      f"unlimited run:\n{prog.result(o.output)}\nvs\n{reference}")
-                if o.status != "ok":
-                    cell.status = o.status
-                    if o.status == "failed":
-                        cell.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
-                else:
-                    cell.seconds.append(o.seconds)
-                    cell.major_faults.append(o.major_faults)
+                cell.add(o)
                 shown = f"{o.seconds:.1f}s" if o.status == "ok" else o.status
                 print(f"  {pct:3d}% {variant:<9} {shown}", file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -313,12 +317,7 @@ def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_
                     cell.note = fast_device_stats(tmp / tag, o.pid, o.returncode)
                 if o.status == "ok" and prog.result(o.output) != reference:
                     raise SystemExit(f"{prog.name}, {variant} at {pct}% (two nodes): the result differs")
-                if o.status != "ok":
-                    cell.status = o.status
-                    cell.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
-                else:
-                    cell.seconds.append(o.seconds)
-                    cell.major_faults.append(o.major_faults)
+                cell.add(o)
                 shown = f"{o.seconds:.2f}s" if o.status == "ok" else o.status
                 print(f"  {pct:3d}% {variant:<9} {shown}", file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)

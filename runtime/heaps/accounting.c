@@ -108,7 +108,9 @@ static int64_t room(struct mp_device_heap *h)
     return left < (uint64_t)MP_LIVE_BATCH - 1 ? (int64_t)left : MP_LIVE_BATCH - 1;
 }
 
-/* A credit is relative to pending bytes of zero: renewed whenever they are published. */
+/* Also gives the thread a new credit: the device's room now, at most a batch (none for a
+ * dead device). A credit is relative to pending bytes of zero, so it is renewed whenever
+ * they are published. */
 MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c)
 {
     mp_publish_live(h, c->live_pending);
@@ -116,10 +118,6 @@ MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_count
     c->credit = room(h);
 }
 
-MP_COLD void mp_credit_refresh(struct mp_thread *self, int dev)
-{
-    mp_publish_pending(&mp_device_heaps[dev], &self->devices[dev]);
-}
 
 void mp_device_heap_stats(int dev, struct mp_device_stats *out)
 {

@@ -81,7 +81,7 @@ void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, in
     mp_count(self, dev, size, (int64_t)usable);
     struct mp_device_counters *c = &self->devices[dev];
     if (mp_unlikely(c->live_pending + MP_TCACHE_SMALL > c->credit))
-        mp_credit_refresh(self, dev); /* so that the next allocations take the fast path */
+        mp_publish_pending(h, c); /* a new credit, so the next allocations take the fast path */
     return p;
 }
 
@@ -137,11 +137,10 @@ MP_COLD static void free_special(void *p, unsigned unit)
     mp_add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
 }
 
-/* A block whose size only mimalloc's page knows (big, or aligned). */
-static void free_asking(struct mp_thread *self, void *p, int dev)
+/* Free a block of `block` usable bytes: into the thread's cache when small and there is
+ * room, else back to mimalloc. */
+static inline void release(struct mp_thread *self, int dev, void *p, size_t block)
 {
-    size_t block = mi_usable_size(p);
-    self = mp_self; /* read again: only p lives across the call */
     if (block <= MP_TCACHE_SMALL) {
         mp_add_live_small(self, dev, -(int64_t)block);
         if (mp_block_cache_push(self, dev, p, block))
@@ -152,6 +151,13 @@ static void free_asking(struct mp_thread *self, void *p, int dev)
     mi_free(p);
 }
 
+/* A block whose size only mimalloc's page knows (big, or aligned). */
+MP_COLD static void free_asking(void *p, int dev)
+{
+    size_t block = mi_usable_size(p);
+    release(mp_self, dev, p, block); /* the thread read after the call: only p lives across it */
+}
+
 /* A block of a device beyond the block cache's, or freed by a thread without a block. */
 MP_COLD static void free_uncached(void *p, int dev)
 {
@@ -160,8 +166,8 @@ MP_COLD static void free_uncached(void *p, int dev)
     mp_add_live(mp_self, dev, -(int64_t)block);
 }
 
-/* Kept short: only p lives across the one call (mimalloc's page lookup for the size);
- * the thread and the device are read again after it. */
+/* Without a call on the common case: a small block's size from its slice (internal.h);
+ * mimalloc's page lookup only for blocks the table does not know (free_asking). */
 void mp_device_heap_free(void *p)
 {
     uintptr_t off = (uintptr_t)p - mp_region_base;
@@ -183,11 +189,8 @@ void mp_device_heap_free(void *p)
         return;
     }
     if (mp_unlikely(block == 0 || block > MP_TCACHE_SMALL))
-        return free_asking(self, p, (int)unit);
-    int dev = (int)unit;
-    mp_add_live_small(self, dev, -(int64_t)block);
-    if (!mp_block_cache_push(self, dev, p, block))
-        mi_free(p);
+        return free_asking(p, (int)unit);
+    release(self, (int)unit, p, block);
 }
 
 size_t mp_device_heap_usable_size(const void *p)

@@ -322,11 +322,10 @@ MP_HIDDEN void mp_accounting_leave(void);
 MP_HIDDEN void mp_accounting_join(void);
 MP_HIDDEN void mp_accounting_forked(void); /* in a fork child: join as a new image */
 MP_HIDDEN void mp_publish_live(struct mp_device_heap *h, int64_t delta);
+/* Publish a thread's pending live bytes of a device and give the thread a new credit there:
+ * the device's room now, at most MP_LIVE_BATCH - 1 (none for a dead device), so the fast
+ * path's capacity check stays a compare of two thread fields. */
 MP_HIDDEN MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_counters *c);
-/* Publish the thread's pending live bytes of device `dev` and give it a new credit: the
- * device's room now, at most MP_LIVE_BATCH - 1 (none for a dead device). Called when the
- * fast path ran out of credit, so the check there stays a compare of two thread fields. */
-MP_HIDDEN MP_COLD void mp_credit_refresh(struct mp_thread *self, int dev);
 /* Stats of device `dev`, summed over every thread (at exit). */
 MP_HIDDEN void mp_device_heap_stats(int dev, struct mp_device_stats *out);
 /* Count an allocation the next allocator served on behalf of device `dev`. */
@@ -472,7 +471,7 @@ static inline void mp_slice_note(const void *p, size_t size, size_t align)
 /* The fastest path, inline and without a call: a plain block of `size` bytes from the
  * thread's cache of freed blocks of device `dev`, counted; NULL: ask
  * mp_device_heap_alloc_fast (nothing was counted). The capacity is checked against the
- * thread's credit (mp_credit_refresh), so nothing of the device is read here. */
+ * thread's credit (mp_publish_pending), so nothing of the device is read here. */
 static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t size)
 {
     struct mp_device_counters *c = &self->devices[dev];

@@ -65,6 +65,32 @@ static uint32_t sample_weight(const siginfo_t *si)
     __atomic_fetch_add(&counts.expirations, weight, __ATOMIC_RELAXED);
     return weight;
 }
+
+/* Count what the straight-line code at a sample held: `n_instr` instructions decoded,
+ * `n_ops` memory operands to credit, others left out. Returns the sample's number and
+ * each operand's share of it, or 0 when it credits nothing. */
+static uint64_t tally(uint32_t weight, int n_instr, uint64_t not_heap, uint64_t clobbered, int n_ops,
+                      uint32_t *share)
+{
+    if (!n_instr) {
+        __atomic_fetch_add(&counts.not_decoded, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (not_heap)
+        __atomic_fetch_add(&counts.not_heap, not_heap, __ATOMIC_RELAXED);
+    if (clobbered)
+        __atomic_fetch_add(&counts.clobbered, clobbered, __ATOMIC_RELAXED);
+    if (!n_ops) {
+        __atomic_fetch_add(&counts.no_memory, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    __atomic_fetch_add(&counts.memory, (uint64_t)n_ops, __ATOMIC_RELAXED);
+    /* each of the n instructions ran once per pass: a pass is 1/n of the sample */
+    *share = weight * MP_SAMPLE_UNIT / (uint32_t)n_instr;
+    if (*share == 0)
+        *share = 1;
+    return __atomic_add_fetch(&counts.credited, 1, __ATOMIC_RELAXED);
+}
 #endif
 
 #if defined(__x86_64__)
@@ -228,46 +254,24 @@ static const struct ip_entry *decoded(uintptr_t ip, struct ip_entry *copy)
 static const int gregs_of[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
                                  REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15};
 
-static void on_sample_body(int sig, siginfo_t *si, void *ucv)
+/* Credit the sample of `weight` the kernel took at the state `uc` (errno is the caller's). */
+static void credit_sample(uint32_t weight, const ucontext_t *uc)
 {
-    int saved = errno;
-    uint32_t weight = sample_weight(si);
-    if (!weight) {
-        errno = saved;
-        return;
-    }
-    const greg_t *g = ((ucontext_t *)ucv)->uc_mcontext.gregs;
+    const greg_t *g = uc->uc_mcontext.gregs;
     uintptr_t ip = (uintptr_t)g[REG_RIP];
     size_t page = mp_page_size();
     /* delivered on the way out of a system call: time the kernel spent for the thread */
     if ((ip & (page - 1)) >= 2 && ((const unsigned char *)ip)[-2] == 0x0F &&
         ((const unsigned char *)ip)[-1] == 0x05) {
         __atomic_fetch_add(&counts.in_kernel, 1, __ATOMIC_RELAXED);
-        errno = saved;
         return;
     }
     struct ip_entry copy;
     const struct ip_entry *e = decoded(ip, &copy);
-    if (!e->n_instr) {
-        __atomic_fetch_add(&counts.not_decoded, 1, __ATOMIC_RELAXED);
-        errno = saved;
+    uint32_t share;
+    uint64_t sample = tally(weight, e->n_instr, e->not_heap, e->clobbered, e->n_ops, &share);
+    if (!sample)
         return;
-    }
-    if (e->not_heap)
-        __atomic_fetch_add(&counts.not_heap, e->not_heap, __ATOMIC_RELAXED);
-    if (e->clobbered)
-        __atomic_fetch_add(&counts.clobbered, e->clobbered, __ATOMIC_RELAXED);
-    if (!e->n_ops) {
-        __atomic_fetch_add(&counts.no_memory, 1, __ATOMIC_RELAXED);
-        errno = saved;
-        return;
-    }
-    __atomic_fetch_add(&counts.memory, e->n_ops, __ATOMIC_RELAXED);
-    /* each of the n instructions ran once per pass: a pass is 1/n of the sample */
-    uint32_t share = weight * MP_SAMPLE_UNIT / e->n_instr;
-    if (share == 0)
-        share = 1;
-    uint64_t sample = __atomic_add_fetch(&counts.credited, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < e->n_ops; i++) {
         const struct mp_x86_access *a = &e->ops[i];
         if (a->string) {
@@ -292,7 +296,6 @@ static void on_sample_body(int sig, siginfo_t *si, void *ucv)
             addr = (uint32_t)addr;
         hook(addr, a->access, a->size, share, sample);
     }
-    errno = saved;
 }
 #elif defined(__aarch64__)
 /* The code from the interrupted pc to the next branch, its registers followed forward
@@ -302,21 +305,14 @@ static void on_sample_body(int sig, siginfo_t *si, void *ucv)
  * but whether the instructions before pc ran on the way to it (pc may be a branch
  * target) is not known without the whole function; and under qemu-user every sample's
  * pc is the start of a translation block, so the code before it is another path's. */
-static void on_sample_body(int sig, siginfo_t *si, void *ucv)
+static void credit_sample(uint32_t weight, const ucontext_t *uc)
 {
-    int saved = errno;
-    uint32_t weight = sample_weight(si);
-    if (!weight) {
-        errno = saved;
-        return;
-    }
-    const mcontext_t *mc = &((ucontext_t *)ucv)->uc_mcontext;
+    const mcontext_t *mc = &uc->uc_mcontext;
     uintptr_t pc = (uintptr_t)mc->pc;
     size_t page = mp_page_size();
     /* delivered on the way out of a system call (svc #imm just before pc): kernel time */
     if ((pc & 3) == 0 && (pc & (page - 1)) >= 4 && (*(const uint32_t *)(pc - 4) & 0xFFE0001Fu) == 0xD4000001u) {
         __atomic_fetch_add(&counts.in_kernel, 1, __ATOMIC_RELAXED);
-        errno = saved;
         return;
     }
     struct mp_a64_regs r;
@@ -353,28 +349,10 @@ static void on_sample_body(int sig, siginfo_t *si, void *ucv)
         mp_a64_step(insn, &d, &r);
         pc += 4;
     }
-    if (!n_instr) {
-        __atomic_fetch_add(&counts.not_decoded, 1, __ATOMIC_RELAXED);
-        errno = saved;
-        return;
-    }
-    if (not_heap)
-        __atomic_fetch_add(&counts.not_heap, not_heap, __ATOMIC_RELAXED);
-    if (clobbered)
-        __atomic_fetch_add(&counts.clobbered, clobbered, __ATOMIC_RELAXED);
-    if (!n_ops) {
-        __atomic_fetch_add(&counts.no_memory, 1, __ATOMIC_RELAXED);
-        errno = saved;
-        return;
-    }
-    __atomic_fetch_add(&counts.memory, (uint64_t)n_ops, __ATOMIC_RELAXED);
-    uint32_t share = weight * MP_SAMPLE_UNIT / (uint32_t)n_instr;
-    if (share == 0)
-        share = 1;
-    uint64_t sample = __atomic_add_fetch(&counts.credited, 1, __ATOMIC_RELAXED);
-    for (int i = 0; i < n_ops; i++)
+    uint32_t share;
+    uint64_t sample = tally(weight, n_instr, not_heap, clobbered, n_ops, &share);
+    for (int i = 0; sample && i < n_ops; i++)
         hook((uintptr_t)ops[i].addr, ops[i].access, ops[i].size, share, sample);
-    errno = saved;
 }
 #endif
 
@@ -385,7 +363,9 @@ static void on_sample(int sig, siginfo_t *si, void *ucv)
     int saved = errno;
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a); /* vDSO: no system call */
-    on_sample_body(sig, si, ucv);
+    uint32_t weight = sample_weight(si);
+    if (weight)
+        credit_sample(weight, ucv);
     clock_gettime(CLOCK_MONOTONIC, &b);
     errno = saved;
     __atomic_fetch_add(&counts.handler_ns, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec)),
