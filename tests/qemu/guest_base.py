@@ -58,6 +58,14 @@ class Boot:
     seconds: float  # wall time from starting QEMU until it exited
     returncode: int | None  # QEMU's; None on timeout
 
+    def require(self, *names: str) -> None:
+        """Fail (AssertionError, with the console's tail) unless each step ran to its end."""
+        for name in names:
+            step = self.steps.get(name)
+            if step is None or step.status is None:
+                raise AssertionError(f"guest step {name!r} did not finish (qemu exit {self.returncode}, "
+                                     f"{self.seconds:.1f} s); console tail:\n{self.console[-3000:]}")
+
 
 class GuestUnavailable(RuntimeError):
     """QEMU, busybox or a kernel image is missing; the message names the Debian package."""

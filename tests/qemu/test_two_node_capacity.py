@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from guest import Boot, Guest, GuestUnavailable, Step, sysfs_dump_step, write_sysfs_dump
+from guest import Guest, GuestUnavailable, Step, sysfs_dump_step, write_sysfs_dump
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +37,6 @@ def _guest(workdir: Path) -> Guest:
         return Guest.find(workdir)
     except GuestUnavailable as e:
         pytest.skip(str(e))
-
-
-def _need(boot: Boot, *names: str) -> None:
-    for name in names:
-        step = boot.steps.get(name)
-        if step is None or step.status is None:
-            pytest.fail(f"guest step {name!r} did not finish (qemu exit {boot.returncode}, {boot.seconds:.1f} s); "
-                        f"console tail:\n{boot.console[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +56,7 @@ def guest_topology(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("cap-guest1")
     boot = _guest(work).boot([sysfs_dump_step("sysfs")])
-    _need(boot, "sysfs")
+    boot.require("sysfs")
     return read_topology(sysfs=write_sysfs_dump(boot.steps["sysfs"].output, work / "sys"))
 
 
@@ -98,7 +90,7 @@ def capacity_boot(bench_modules, guest_topology, tmp_path_factory):
             steps.append(_step(name, f"LD_PRELOAD={RUNTIME_GUEST} MEMPLACE_POLICY=/{name}.mpc "
                                      f"MEMPLACE_STATS=/tmp/s-{name} "))
     boot = g.boot(steps, timeout=600)
-    _need(boot, *(s.name for s in steps))
+    boot.require(*(s.name for s in steps))
     return boot, heap, policies, work
 
 

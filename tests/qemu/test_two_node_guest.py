@@ -45,14 +45,6 @@ def _compile(out_dir: Path, name: str) -> Path:
     return out
 
 
-def _need(boot: Boot, *names: str) -> None:
-    """Fail with the console's tail when the guest did not run a step to its end."""
-    for name in names:
-        step = boot.steps.get(name)
-        if step is None or step.status is None:
-            pytest.fail(f"guest step {name!r} did not finish (qemu exit {boot.returncode}, {boot.seconds:.1f} s); "
-                        f"console tail:\n{boot.console[-3000:]}")
-
 
 def _objects(output: str) -> dict[str, dict[str, int]]:
     """'object A addr=0x.. pages=1024 node0=1024 node1=0 other=0' lines -> {"A": {...}}."""
@@ -86,7 +78,7 @@ def first_boot(tmp_path_factory):
         Step("bind2", "/bin/mbind_node 2 1"),
     ])
     print(f"first guest boot: {boot.seconds:.1f} s")
-    _need(boot, "sysfs", "bind1", "bind0", "bind2")
+    boot.require("sysfs", "bind1", "bind0", "bind2")
     return g, boot
 
 
@@ -239,7 +231,7 @@ def placement_boot(guest_sysfs, tmp_path_factory):
         steps.append(Step(name, cmd))
     boot = g.boot(steps)
     print(f"second guest boot: {boot.seconds:.1f} s; policy sites A={site_a} B={site_b}")
-    _need(boot, *(name for name, _, _ in RUNS))
+    boot.require(*(name for name, _, _ in RUNS))
     return boot, site_a, site_b
 
 
