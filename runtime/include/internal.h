@@ -512,11 +512,13 @@ MP_HIDDEN void mp_sites_flush(void);
 /* Frames the policy's rules look at (the most any rule has); 1: the return address
  * alone decides. */
 MP_HIDDEN extern int mp_sites_depth;
-/* The fast path's lookup for policies of several frames: the site's frames, unwound from
- * the program's frame (sp, fp as for mp_sites_match), and their cached entry when it is
- * fixed (as mp_sites_fixed), else NULL. */
-MP_HIDDEN struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra,
-                                                    uintptr_t sp, uintptr_t fp);
+/* The fast path's lookup when the inline ones (below) missed: the site's entry into *hit
+ * when it is fixed, else 0; filled or unwound (from the program's frame: sp, fp as for
+ * mp_sites_match) as needed, and the walk remembered. */
+MP_HIDDEN int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                                  struct mp_site_hit *hit);
+/* How many allocations' sites were found by a whole walk, the caches not knowing them. */
+MP_HIDDEN uint64_t mp_sites_unwinds(void);
 
 /* A thread's cache slot for a site's frames. */
 static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, uintptr_t f3)
@@ -526,53 +528,57 @@ static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, u
 }
 
 /* The fast path's lookup: the cached entry of a site whose one frame is `ra` and whose
- * device does not depend on the size (e->device), or NULL: then mp_sites_match decides.
+ * device does not depend on the size, into *hit; else 0: then mp_sites_match decides.
  * The caller counts the hit with mp_sites_count once the allocation succeeded. */
-static inline struct mp_site_entry *mp_sites_fixed(struct mp_thread *self, uintptr_t ra)
+static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp_site_hit *hit)
 {
     struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
     if (mp_likely(e->frames[0] == ra && e->fixed &&
-                  e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED)))
-        return e;
-    return NULL;
+                  e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
+        *hit = (struct mp_site_hit){e, e->device, e->fixed};
+        return 1;
+    }
+    return 0;
 }
 
-/* A thread's walk-cache slot for a walk starting at (ra, sp). */
-static inline unsigned mp_walk_slot(uintptr_t ra, uintptr_t sp)
+/* A thread's walk-cache set for a walk starting at (ra, sp). */
+static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
 {
-    return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> 58) % MP_WALK_CACHE;
+    return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> 59) % MP_WALK_SETS;
 }
 
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
  * from the same (ra, sp, fp) led to, when every stack word that walk read still holds the
  * value it read (so unwinding again would find the same frames), the entry still holds
- * those frames (stamp) and the rules' addresses are unchanged (generation); else NULL:
- * mp_sites_fixed_deep unwinds. The words lie in [sp, stack top) of this thread's stack. */
-static inline struct mp_site_entry *mp_sites_walk_hit(const struct mp_walk_entry *w, uintptr_t ra,
-                                                      uintptr_t sp, uintptr_t fp)
+ * those frames (stamp) and the rules' addresses are unchanged (generation): into *hit;
+ * else 0: mp_sites_fixed_slow unwinds. The words lie in [sp, stack top) of this thread's
+ * stack. */
+static inline int mp_sites_walk_hit(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp,
+                                    uintptr_t fp, struct mp_site_hit *hit)
 {
-    if (w->ra != ra || w->sp != sp || w->fp != fp)
-        return NULL;
+    if (w->ra != ra || w->sp != sp || (fp & w->fp_mask) != w->fp)
+        return 0;
     for (int i = 0; i < w->n; i++)
         if (*w->addr[i] != w->value[i])
-            return NULL;
+            return 0;
     /* only fixed entries are remembered, and a refill changes the stamp: an unchanged
      * stamp means the same frames, fixed, under the same generation */
-    struct mp_site_entry *e = w->site;
-    if (mp_likely(e->stamp == w->stamp &&
-                  w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED)))
-        return e;
-    return NULL;
+    if (mp_likely(w->site->stamp == w->stamp &&
+                  w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
+        *hit = (struct mp_site_hit){w->site, w->device, w->fixed};
+        return 1;
+    }
+    return 0;
 }
 
-/* Two ways per slot: two callers at the same depth (the same ra, sp and fp, different
- * words above) both stay. */
-static inline struct mp_site_entry *mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra,
-                                                          uintptr_t sp, uintptr_t fp)
+static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                        uintptr_t fp, struct mp_site_hit *hit)
 {
-    unsigned slot = mp_walk_slot(ra, sp);
-    struct mp_site_entry *e = mp_sites_walk_hit(&self->walks[slot], ra, sp, fp);
-    return mp_likely(e != NULL) ? e : mp_sites_walk_hit(&self->walks[slot ^ 1], ra, sp, fp);
+    const struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
+    for (int i = 0; i < MP_WALK_WAYS; i++)
+        if (mp_sites_walk_hit(&set[i], ra, sp, fp, hit))
+            return 1;
+    return 0;
 }
 
 static inline void mp_sites_count(struct mp_site_entry *e, size_t size)

@@ -130,6 +130,8 @@ struct mp_unwind_regs {
 struct mp_unwind_trace {
     int n; /* -1: more words than fit, the walk cannot be replayed */
     int last_fp; /* the last word is a saved frame pointer (which only a further step uses) */
+    int fp_used; /* a step used the starting frame pointer (else the walk does not depend
+                    on it: in code without frame pointers it is any value) */
     const uintptr_t *addr[MP_UNWIND_TRACE];
     uintptr_t value[MP_UNWIND_TRACE];
 };
@@ -203,14 +205,20 @@ struct mp_site_entry {
  * started (the program's return address, stack and frame pointers): a walk is a function
  * of those and of the stack words it read, so when the words still hold, the site is the
  * one the walk found, without unwinding again. Only walks that read at most
- * MP_WALK_WORDS words are kept. */
-#define MP_WALK_CACHE 64
+ * MP_WALK_WORDS words are kept. Sets of MP_WALK_WAYS walks: callers of one function from
+ * one stack depth start their walks alike (same ra, sp and fp) and differ in the words,
+ * from the first word on, so a set keeps that many of them side by side. */
+#define MP_WALK_SETS 32
+#define MP_WALK_WAYS 4
 #define MP_WALK_WORDS 8
 struct mp_walk_entry {
     uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
                                          never sees a half-made entry as valid) */
+    uintptr_t fp_mask;                /* 0 when the walk did not use fp (fp is then 0) */
     struct mp_site_entry *site;       /* the site entry the walk's frames selected ... */
     uint32_t stamp, generation;       /* ... while it had this stamp, under this generation */
+    int32_t device;                   /* the entry's device and kind, copied: the */
+    uint8_t fixed;                    /* allocation need not wait for the entry's load */
     int n;                            /* words the walk read */
     const uintptr_t *addr[MP_WALK_WORDS];
     uintptr_t value[MP_WALK_WORDS];
@@ -246,7 +254,7 @@ struct mp_thread {
     void *theaps[MP_MAX_DEVICES];
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
-    struct mp_walk_entry walks[MP_WALK_CACHE];
+    struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
     int walk_busy; /* a walk is being remembered: a signal handler's allocation leaves the
                       cache alone rather than mix its walk into the half-written one */
     struct mp_unwind_cache unwind;
@@ -255,6 +263,10 @@ struct mp_thread {
 };
 
 /* ---- site matching (sites/sites.c) ---- */
+
+/* What the fast path's lookups find: the site's entry (where its hit is counted) and the
+ * device and kind (MP_FIXED_*) it holds. */
+struct mp_site_hit { struct mp_site_entry *e; int device, fixed; };
 
 struct mp_rule_stats { uint64_t hits, bytes; };
 

@@ -27,10 +27,10 @@ int mp_place_start(const char *path, const char **why)
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
                              uintptr_t fp)
 {
-    struct mp_site_entry *e = self && mp_sites_depth <= 1 ? mp_sites_fixed(self, ra) : NULL;
-    if (e) {
-        mp_sites_count(e, n);
-        return e->device;
+    struct mp_site_hit hit;
+    if (self && mp_sites_depth <= 1 && mp_sites_fixed(self, ra, &hit)) {
+        mp_sites_count(hit.e, n);
+        return hit.device;
     }
     int rule = mp_sites_match(self, ra, sp, fp, n);
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
@@ -56,37 +56,33 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
 }
 
 /* A fixed site served by the next allocator, counted once it did. */
-__attribute__((noinline)) static void *place_next(struct mp_thread *self, struct mp_site_entry *e,
-                                                  size_t n, int zero)
+__attribute__((noinline)) static void *place_next(struct mp_thread *self,
+                                                  const struct mp_site_hit *hit, size_t n, int zero)
 {
     void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
     if (mp_likely(p != NULL)) { /* no live bytes: the next allocator's are not ours */
-        self->devices[e->device].allocations++;
-        self->devices[e->device].bytes += n;
-        mp_sites_count(e, n);
+        self->devices[hit->device].allocations++;
+        self->devices[hit->device].bytes += n;
+        mp_sites_count(hit->e, n);
     }
     return p;
 }
 
-/* The fast path's second part, out of line: a site seen before on this thread whose
- * device does not depend on the size, served by the next allocator or that device's
- * theap; the walk for a multi-frame site not met from this place on the stack before.
- * No rule scan, no fallback. Anything else goes to place(). */
+/* The fast path's second part, out of line: a site whose device does not depend on the
+ * size, served by the next allocator or that device's theap; the walk for a site whose
+ * frames the return address does not give, when not met from this place on the stack
+ * before. No rule scan, no fallback. Anything else goes to place(). */
 __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t ra, uintptr_t sp,
                                                   uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
-    struct mp_site_entry *e = NULL;
-    if (mp_likely(self != NULL))
-        e = mp_sites_depth <= 1 ? mp_sites_fixed(self, ra)
-            : sp ? (e = mp_sites_fixed_walked(self, ra, sp, fp)) ? e : mp_sites_fixed_deep(self, ra, sp, fp)
-            : NULL;
-    if (e) {
-        if (e->fixed == MP_FIXED_NEXT)
-            return place_next(self, e, n, zero);
-        void *p = mp_device_heap_alloc_fast(self, e->device, n, zero);
+    struct mp_site_hit hit;
+    if (self && mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
+        if (hit.fixed == MP_FIXED_NEXT)
+            return place_next(self, &hit, n, zero);
+        void *p = mp_device_heap_alloc_fast(self, hit.device, n, zero);
         if (mp_likely(p != NULL)) {
-            mp_sites_count(e, n);
+            mp_sites_count(hit.e, n);
             return p;
         }
     }
@@ -100,18 +96,16 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
 void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
-    if (mp_likely(self != NULL)) {
-        struct mp_site_entry *e = mp_likely(mp_sites_depth <= 1)
-                                      ? mp_sites_fixed(self, ra)
-                                      : mp_sites_fixed_walked(self, ra, sp, fp);
-        if (mp_likely(e != NULL)) {
-            if (e->fixed == MP_FIXED_NEXT)
-                return place_next(self, e, n, 0);
-            void *p = mp_device_heap_pop(self, e->device, n);
-            if (mp_likely(p != NULL)) {
-                mp_sites_count(e, n);
-                return p;
-            }
+    struct mp_site_hit hit;
+    if (mp_likely(self != NULL) &&
+        mp_likely(mp_likely(mp_sites_depth <= 1) ? mp_sites_fixed(self, ra, &hit)
+                                                 : mp_sites_fixed_walked(self, ra, sp, fp, &hit))) {
+        if (hit.fixed == MP_FIXED_NEXT)
+            return place_next(self, &hit, n, 0);
+        void *p = mp_device_heap_pop(self, hit.device, n);
+        if (mp_likely(p != NULL)) {
+            mp_sites_count(hit.e, n);
+            return p;
         }
     }
     return place_site(n, 0, ra, sp, fp);
@@ -197,7 +191,8 @@ static size_t put_path(char *out, size_t cap, const char *p)
 /* A forked child starts with its parent's counters: say what they were, so that the
  * reader counts only what the child did (live bytes and peaks stay: the inherited blocks
  * are live in the child too).
- * inherited device IDX allocations bytes full bind backing alignment / inherited rule IDX hits bytes */
+ * inherited device IDX allocations bytes full bind backing alignment / inherited rule IDX hits
+ * bytes / inherited unwinds N */
 static void put_inherited(void)
 {
     mp_sites_flush();
@@ -217,6 +212,7 @@ static void put_inherited(void)
         mp_put(&o, "inherited rule"), mp_put_u64(&o, i), mp_put_u64(&o, r->hits), mp_put_u64(&o, r->bytes);
         mp_put(&o, "\n");
     }
+    mp_put(&o, "inherited unwinds"), mp_put_u64(&o, mp_sites_unwinds()), mp_put(&o, "\n");
 }
 
 void mp_place_stats_begin(const char *dir, const char *began)
@@ -353,6 +349,8 @@ void mp_place_write_stats(const char *how, int status, const char *target)
         mp_put_u64(&o, i), mp_put_u64(&o, s->hits), mp_put_u64(&o, s->bytes);
         mp_put(&o, " "), mp_put(&o, policy->rules[i].name), mp_put(&o, "\n");
     }
+    /* unwinds N: sites found by a whole walk (the site caches missed) */
+    mp_put(&o, "unwinds"), mp_put_u64(&o, mp_sites_unwinds()), mp_put(&o, "\n");
     /* ended exit|_exit|quick_exit [STATUS] | ended exec PATH */
     mp_put(&o, "ended "), mp_put(&o, how);
     if (status >= 0)

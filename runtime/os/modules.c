@@ -247,8 +247,9 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
         cache->last.pc = r->pc, cache->last.sp = r->sp, cache->last.fp = r->fp;
         cache->last.depth = depth;
         trace = &cache->last.trace;
-        trace->n = 0, trace->last_fp = 0;
+        trace->n = 0, trace->last_fp = 0, trace->fp_used = 0;
     }
+    int fp_initial = 1; /* r->fp is still the starting one */
     int n = 0, why = MP_CAPTURE_CUT;
     const uintptr_t lo = r->sp;
     for (int step = 0; step < MAX_STEPS && top; step++) {
@@ -265,6 +266,10 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
             if (trace && trace->n > 0 && trace->last_fp)
                 trace->n--;
             break;
+        }
+        if (rule && fp_initial && trace) {
+            trace->fp_used |= rule->cfa_base == MP_CFA_FP;
+            fp_initial = rule->cfa_base != MP_CFA_SIGNAL && rule->fp_rule == MP_FP_SAME;
         }
         int s = rule ? mp_unwind_step(rule, r, lo, top, trace) : MP_STEP_UNKNOWN;
         if (s != MP_STEP_OK) {

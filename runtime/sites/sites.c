@@ -310,9 +310,12 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
 
 /* The cached entry of the site whose frames are unwound from (ra, sp, fp) into frames[]
  * (*n of them), filled on a miss; *v becomes the view it was filled under. */
+static uint64_t unwinds; /* sites found by a whole walk: the caches did not know them */
+
 static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view **v, uintptr_t ra,
                                            uintptr_t sp, uintptr_t fp, uintptr_t *frames, int *n)
 {
+    __atomic_fetch_add(&unwinds, 1, __ATOMIC_RELAXED);
     *n = capture(self, *v, ra, sp, fp, frames);
     struct mp_site_entry *e = slot(self, frames);
     if (e->generation != (*v)->generation ||
@@ -355,16 +358,16 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     for (int i = 0; i < from->n; i++)
         to->addr[i] = from->addr[i], to->value[i] = from->value[i];
-    to->n = from->n, to->site = from->site;
+    to->n = from->n, to->site = from->site, to->device = from->device, to->fixed = from->fixed;
     to->stamp = from->stamp, to->generation = from->generation;
-    to->sp = from->sp, to->fp = from->fp;
+    to->sp = from->sp, to->fp = from->fp, to->fp_mask = from->fp_mask;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     to->ra = from->ra;
 }
 
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
- * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: in the slot's first
- * way, its previous walk moving to the second. Keys are written last, so a signal handler
+ * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set, the
+ * others moving down one, the oldest out. Keys are written last, so a signal handler
  * that allocates in between finds an entry empty, not half made, and leaves the cache
  * alone (walk_busy). */
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
@@ -376,28 +379,50 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
         return;
     self->walk_busy = 1;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    unsigned slot = mp_walk_slot(ra, sp);
-    struct mp_walk_entry *w = &self->walks[slot], *other = &self->walks[slot ^ 1];
-    if (w->ra)
-        copy_walk(other, w);
-    struct mp_walk_entry fresh = {ra, sp, fp, e, e->stamp, e->generation, t->n, {0}, {0}};
+    struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
+    for (int i = MP_WALK_WAYS - 1; i > 0; i--)
+        if (set[i - 1].ra)
+            copy_walk(&set[i], &set[i - 1]);
+    uintptr_t fp_mask = t->fp_used ? ~(uintptr_t)0 : 0;
+    struct mp_walk_entry fresh = {ra, sp, fp & fp_mask, fp_mask, e, e->stamp, e->generation,
+                                  e->device, e->fixed, t->n, {0}, {0}};
     for (int i = 0; i < t->n; i++)
         fresh.addr[i] = t->addr[i], fresh.value[i] = t->value[i];
-    copy_walk(w, &fresh);
+    copy_walk(&set[0], &fresh);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     self->walk_busy = 0;
 }
 
-struct mp_site_entry *mp_sites_fixed_deep(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
-                                          uintptr_t fp)
+int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                        struct mp_site_hit *hit)
 {
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
+    struct mp_site_entry *e;
+    if (depth <= 1) {
+        e = slot(self, frames);
+        if (e->generation != v->generation || e->frames[0] != ra || e->frames[1])
+            v = fill(e, frames, 1, 1);
+        if (!e->needs_scan)
+            goto found;
+    }
+    /* a return address into libc or libstdc++ (one frame), or several frames: the walk
+     * from the program's frame decides, remembered */
+    if (!sp)
+        return 0;
+    if (mp_sites_fixed_walked(self, ra, sp, fp, hit))
+        return 1;
     int n;
-    struct mp_site_entry *e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
+    e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
     remember_walk(self, e, ra, sp, fp);
-    return e->fixed ? e : NULL;
+found:
+    if (!e->fixed)
+        return 0;
+    *hit = (struct mp_site_hit){e, e->device, e->fixed};
+    return 1;
 }
+
+uint64_t mp_sites_unwinds(void) { return __atomic_load_n(&unwinds, __ATOMIC_RELAXED); }
 
 const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_stats[rule]; }
 

@@ -10,10 +10,12 @@ the n-th later image of the same pid, after an exec):
     exe <path>
     inherited device <idx> <allocations> <bytes> <full> <bind> <backing> <alignment>   # fork only:
     inherited rule <idx> <hits> <bytes>          # the parent's counts the child started with
+    inherited unwinds <n>
     aside <pid> <reason> <path>[TAB<script interpreter>]   # any number, as they happen
     device <idx> <allocations> <bytes> <live> <peak> <full> <bind> <backing> <alignment> <name>
     reserve <idx> <bytes> <grown>      (address space the device holds; extents it grew into)
     rule <idx> <hits> <bytes> <name>
+    unwinds <n>                        (allocations whose site took a whole walk: the caches missed)
     ended exit|_exit|quick_exit [<status>] | ended exec <path>
     end
 The header is written when the image starts, the counts and `ended` when it ends (exit,
@@ -78,10 +80,13 @@ def parse_process(text: str, origin: str) -> dict:
             "stepped_aside": []}
     inherited_devices: dict[int, list[int]] = {}
     inherited_rules: dict[int, list[int]] = {}
+    inherited_unwinds = 0
     try:
         for line in lines[1:-1 if complete else None]:
             kind, _, rest = line.partition(" ")
-            if kind == "inherited":
+            if kind == "inherited" and rest.startswith("unwinds "):
+                inherited_unwinds = _count(rest.partition(" ")[2])
+            elif kind == "inherited":
                 what, idx, *nums = rest.split(" ")
                 (inherited_devices if what == "device" else inherited_rules)[_count(idx)] = [_count(x) for x in nums]
             elif kind in ("pid", "parent"):
@@ -122,6 +127,8 @@ def parse_process(text: str, origin: str) -> dict:
                 base = inherited_rules.get(int(idx), [0, 0])
                 r["hits"] += _count(hits) - base[0]
                 r["bytes"] += _count(nbytes) - base[1]
+            elif kind == "unwinds":
+                proc["unwinds"] = _count(rest) - inherited_unwinds
             elif kind == "ended":
                 how, _, more = rest.partition(" ")
                 proc["ended"] = how
@@ -205,7 +212,8 @@ def totals(procs: list[dict]) -> dict:
             t = rules.setdefault(r["name"], {"name": r["name"], "hits": 0, "bytes": 0})
             t["hits"] += r["hits"]
             t["bytes"] += r["bytes"]
-    return {"devices": list(devices.values()), "rules": list(rules.values())}
+    return {"devices": list(devices.values()), "rules": list(rules.values()),
+            "unwinds": sum(p.get("unwinds", 0) for p in procs)}
 
 
 def write_report(out: str | os.PathLike, command: list[str], policy: str, returncode: int,
