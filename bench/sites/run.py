@@ -5,7 +5,9 @@
      advise (fast device: NUMA node 0 with a third of the profile's peak; the rest on a
      file device) -> placed run, against the bare program. Target: placed <= 1.10x.
      Beside it, the same devices without rules (every site on the default device): the
-     device heaps' own cost, without telling sites apart.
+     device heaps' own cost, without telling sites apart. The same again for the program
+     built without frame pointers, as distributions build (the walks then start from a
+     frame pointer register holding the program's data).
   2. Capture + matching per allocation for rules of 1-4 frames (one rule per distinct
      chain of the num_alloc call site and its callers, to the "system" device, so only
      finding the site and its rule is measured): (variant - transparent) / allocations.
@@ -60,6 +62,23 @@ def frame_rules(profile: dict, frames: int) -> str:
     return "\n".join(lines)
 
 
+def advised_policy(prog: Path, n: str, tmp: Path) -> tuple[Path, Path, dict]:
+    """profile -> advise (fast device: a third of the peak) for `prog`: the profile, the
+    policy and its devices' directory."""
+    tmp.mkdir()
+    memplace("profile", "--out", str(tmp / "prof"), "--", str(prog), n)
+    prof_path, = (tmp / "prof").glob("*.json")
+    profile = json.loads(prof_path.read_text())
+    peak = sum(s["peak_live_bytes"] for s in profile["sites"])
+    pmem = tmp / "pmem"
+    pmem.mkdir()
+    policy = tmp / "advised.toml"
+    memplace("advise", str(prof_path), "--policy-out", str(policy),
+             "--device", f"fast=numa:0,latency=80ns,capacity={max(peak // 3, 4096)}",
+             "--device", f"slow=file:{pmem},latency=300ns")
+    return prof_path, policy, profile
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
@@ -77,20 +96,11 @@ def main() -> int:
         tmp = Path(tmp)
         prog = build(HERE / "bignum.c", tmp / "bignum")
         n = str(args.iterations)
-        memplace("profile", "--out", str(tmp / "prof"), "--", str(prog), n)
-        prof_path, = (tmp / "prof").glob("*.json")
-        profile = json.loads(prof_path.read_text())
+        prof_path, policy, profile = advised_policy(prog, n, tmp / "fp")
         # the same run with 4 frames per site, for the rules of 4 frames
         (tmp / "prof4").mkdir()
         runtime_engine.run([str(prog), n], str(tmp / "prof4"), depth=4)
         profile4 = json.loads(next((tmp / "prof4").glob("*.json")).read_text())
-        peak = sum(s["peak_live_bytes"] for s in profile["sites"])
-        pmem = tmp / "pmem"
-        pmem.mkdir()
-        policy = tmp / "advised.toml"
-        memplace("advise", str(prof_path), "--policy-out", str(policy),
-                 "--device", f"fast=numa:0,latency=80ns,capacity={max(peak // 3, 4096)}",
-                 "--device", f"slow=file:{pmem},latency=300ns")
         base = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         base["MEMPLACE_UNWIND"] = program_tables(describe_program(str(prog)), runtime).directory
         envs = {"bare": base, "transparent": dict(base, LD_PRELOAD=runtime)}
@@ -111,7 +121,16 @@ def main() -> int:
             prepare(toml, prog, out)
             envs[f"{frames}-frame rules"] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(out))
         result = compare("bignum", [str(prog), n], envs, args.runs)
-        ok = report([result], "bare", TARGET, args.json, targeted=("advised policy",))
+        # built without frame pointers: its own profile and policy
+        nofp = build(HERE / "bignum.c", tmp / "bignum-nofp", "-fomit-frame-pointer")
+        _, nofp_policy, _ = advised_policy(nofp, n, tmp / "nofp")
+        prepare(nofp_policy, nofp, tmp / "nofp.mpc")
+        program_tables(describe_program(str(nofp)), runtime)
+        nofp_envs = {"bare": base, "transparent": dict(base, LD_PRELOAD=runtime),
+                     "advised policy": dict(base, LD_PRELOAD=runtime,
+                                            MEMPLACE_POLICY=str(tmp / "nofp.mpc"))}
+        result_nofp = compare("bignum, no fp", [str(nofp), n], nofp_envs, args.runs)
+        ok = report([result, result_nofp], "bare", TARGET, args.json, targeted=("advised policy",))
 
         # start-up of the whole command, policy compiled and tables made once before
         memplace("run", "--policy", str(policy), "--", str(prog), "0")

@@ -313,10 +313,11 @@ MP_COLD static new_fn resolve_new(int which)
     return f;
 }
 
-static inline void *cxx_new(int which, size_t n, const void *nothrow, uintptr_t ra)
+static inline void *cxx_new(int which, size_t n, const void *nothrow, uintptr_t ra, uintptr_t sp,
+                            uintptr_t fp)
 {
     if (SPECIAL) {
-        void *p = PLACING ? mp_place_malloc(n, ra, 0, 0) : mp_profile_malloc(n, ra);
+        void *p = PLACING ? mp_place_malloc(n, ra, sp, fp) : mp_profile_malloc(n, ra);
         if (mp_likely(p != NULL))
             return p;
     }
@@ -330,10 +331,36 @@ static inline void *cxx_new(int which, size_t n, const void *nothrow, uintptr_t 
     return f(n, nothrow);
 }
 
-MP_EXPORT void *_Znwm(size_t n) { return cxx_new(NEW, n, NULL, CALLER); }
-MP_EXPORT void *_Znam(size_t n) { return cxx_new(NEW_ARRAY, n, NULL, CALLER); }
-MP_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { return cxx_new(NEW_NOTHROW, n, nt, CALLER); }
-MP_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *nt) { return cxx_new(NEW_ARRAY_NOTHROW, n, nt, CALLER); }
+#if defined(__x86_64__)
+/* As malloc's, the entry points hand the program's stack and frame pointers on (in the
+ * third and fourth argument registers: the nothrow forms use the second), so a
+ * multi-frame site is found from the program's frame and its walk remembered. */
+#define NEW_ENTRY(fn, which, nothrow)                                                      \
+    MP_HIDDEN __attribute__((used)) void *fn(size_t n, const void *nt, uintptr_t sp,        \
+                                             uintptr_t fp)                                 \
+    {                                                                                      \
+        return cxx_new(which, n, nothrow, CALLER, sp, fp);                                 \
+    }
+NEW_ENTRY(mp_new, NEW, NULL)
+NEW_ENTRY(mp_new_array, NEW_ARRAY, NULL)
+NEW_ENTRY(mp_new_nothrow, NEW_NOTHROW, nt)
+NEW_ENTRY(mp_new_array_nothrow, NEW_ARRAY_NOTHROW, nt)
+/* name: sp = rsp + 8, fp = rbp, then jump to target (CALLER stays the program's) */
+#define NEW_TRAMPOLINE(name, target)                                                       \
+    __asm__(".pushsection .text\n\t.globl " #name "\n\t.type " #name ", @function\n"      \
+            "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR                          \
+            "lea 8(%rsp), %rdx\n\tmov %rbp, %rcx\n\tjmp " #target "\n\t.cfi_endproc\n"     \
+            "\t.size " #name ", .-" #name "\n\t.popsection\n")
+NEW_TRAMPOLINE(_Znwm, mp_new);
+NEW_TRAMPOLINE(_Znam, mp_new_array);
+NEW_TRAMPOLINE(_ZnwmRKSt9nothrow_t, mp_new_nothrow);
+NEW_TRAMPOLINE(_ZnamRKSt9nothrow_t, mp_new_array_nothrow);
+#else /* no unwinding from the program's frame: sp 0 */
+MP_EXPORT void *_Znwm(size_t n) { return cxx_new(NEW, n, NULL, CALLER, 0, 0); }
+MP_EXPORT void *_Znam(size_t n) { return cxx_new(NEW_ARRAY, n, NULL, CALLER, 0, 0); }
+MP_EXPORT void *_ZnwmRKSt9nothrow_t(size_t n, const void *nt) { return cxx_new(NEW_NOTHROW, n, nt, CALLER, 0, 0); }
+MP_EXPORT void *_ZnamRKSt9nothrow_t(size_t n, const void *nt) { return cxx_new(NEW_ARRAY_NOTHROW, n, nt, CALLER, 0, 0); }
+#endif
 
 /* ---- memplace's own API ---- */
 

@@ -533,7 +533,7 @@ static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, u
 static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp_site_hit *hit)
 {
     struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
-    if (mp_likely(e->frames[0] == ra && e->fixed &&
+    if (mp_likely(e->frames[0] == ra && !e->frames[1] && e->fixed &&
                   e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
         *hit = (struct mp_site_hit){e, e->device, e->fixed};
         return 1;
@@ -544,7 +544,7 @@ static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp
 /* A thread's walk-cache set for a walk starting at (ra, sp). */
 static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
 {
-    return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> 59) % MP_WALK_SETS;
+    return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> (64 - MP_WALK_SET_BITS));
 }
 
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
@@ -579,6 +579,17 @@ static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, ui
         if (mp_sites_walk_hit(&set[i], ra, sp, fp, hit))
             return 1;
     return 0;
+}
+
+/* The fast path's lookup: for one-frame policies the return address's entry; for deeper
+ * ones the walk from the program's frame, else the return address's entry when no rule
+ * of several frames begins with it (most sites of a program, which need no walk). */
+static inline int mp_sites_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                                struct mp_site_hit *hit)
+{
+    if (mp_likely(mp_sites_depth <= 1))
+        return mp_sites_fixed(self, ra, hit);
+    return mp_sites_fixed_walked(self, ra, sp, fp, hit) || mp_sites_fixed(self, ra, hit);
 }
 
 static inline void mp_sites_count(struct mp_site_entry *e, size_t size)

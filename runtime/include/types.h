@@ -208,7 +208,8 @@ struct mp_site_entry {
  * MP_WALK_WORDS words are kept. Sets of MP_WALK_WAYS walks: callers of one function from
  * one stack depth start their walks alike (same ra, sp and fp) and differ in the words,
  * from the first word on, so a set keeps that many of them side by side. */
-#define MP_WALK_SETS 32
+#define MP_WALK_SET_BITS 5
+#define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
 #define MP_WALK_WORDS 8
 struct mp_walk_entry {

@@ -28,7 +28,7 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
                              uintptr_t fp)
 {
     struct mp_site_hit hit;
-    if (self && mp_sites_depth <= 1 && mp_sites_fixed(self, ra, &hit)) {
+    if (self && mp_sites_find(self, ra, sp, fp, &hit)) {
         mp_sites_count(hit.e, n);
         return hit.device;
     }
@@ -97,9 +97,7 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
-    if (mp_likely(self != NULL) &&
-        mp_likely(mp_likely(mp_sites_depth <= 1) ? mp_sites_fixed(self, ra, &hit)
-                                                 : mp_sites_fixed_walked(self, ra, sp, fp, &hit))) {
+    if (mp_likely(self != NULL) && mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
         if (hit.fixed == MP_FIXED_NEXT)
             return place_next(self, &hit, n, 0);
         void *p = mp_device_heap_pop(self, hit.device, n);

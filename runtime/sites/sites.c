@@ -152,6 +152,20 @@ static int frames_match(const struct view *v, uint32_t r, const uintptr_t *frame
     return 1;
 }
 
+/* The index of the first span starting above pc: the spans that can hold pc are below it. */
+static uint32_t spans_above(const struct view *v, uintptr_t pc)
+{
+    uint32_t lo = 0, hi = v->nspans;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v->spans[mid].lo <= pc)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* The rules whose frames match, in priority order, into out[MP_MAX_CANDIDATES]; -1 when
  * there are more. A binary search over the spans, not a pass over every rule. */
 static int matching_rules(const struct view *v, const uintptr_t *frames, int n, uint16_t *out)
@@ -160,15 +174,8 @@ static int matching_rules(const struct view *v, const uintptr_t *frames, int n, 
     int count = 0;
     for (uint32_t i = 0; i < v->nframeless && count <= MP_MAX_CANDIDATES; i++)
         found[count++] = v->frameless[i];
-    uint32_t lo = 0, hi = v->nspans; /* first span with lo > frames[0] */
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (v->spans[mid].lo <= frames[0])
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (uint32_t j = lo; j-- > 0 && frames[0] - v->spans[j].lo <= v->widest && count <= MP_MAX_CANDIDATES;)
+    for (uint32_t j = spans_above(v, frames[0]);
+         j-- > 0 && frames[0] - v->spans[j].lo <= v->widest && count <= MP_MAX_CANDIDATES;)
         if (frames[0] <= v->spans[j].hi && frames_match(v, v->spans[j].rule, frames, n))
             found[count++] = v->spans[j].rule;
     if (count > MP_MAX_CANDIDATES)
@@ -182,6 +189,15 @@ static int matching_rules(const struct view *v, const uintptr_t *frames, int n, 
     for (int i = 0; i < count; i++)
         out[i] = (uint16_t)found[i];
     return count;
+}
+
+/* Does a rule of several frames begin with frame pc? Then pc alone does not decide. */
+static int longer_rule_begins(const struct view *v, uintptr_t pc)
+{
+    for (uint32_t j = spans_above(v, pc); j-- > 0 && pc - v->spans[j].lo <= v->widest;)
+        if (pc <= v->spans[j].hi && policy->rules[v->spans[j].rule].nframes > 1)
+            return 1;
+    return 0;
 }
 
 static int size_fits(uint32_t r, size_t size)
@@ -237,33 +253,38 @@ static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frame
 }
 
 /* (Re)fill a cache entry: the rules whose frames match, in priority order. With `raw`,
- * frames[0] is an unchecked return address: mark the entry if its frames must be unwound. */
+ * frames[0] is an unchecked return address: mark the entry if the site's frames must be
+ * unwound (a return address into libc or libstdc++, or one a rule of several frames
+ * begins with). The entry is empty (generation 0) while it is filled, so a signal
+ * handler's lookup misses it rather than read it half made. */
 static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n, int raw)
 {
+    e->generation = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     flush_entry(e);
     memset(e->count, 0, sizeof e->count); /* a fixed entry without rules counted in count[0] */
     e->stamp++; /* walks that led here before lead elsewhere now */
     struct view *v = fresh_view();
     memcpy(e->frames, frames, sizeof e->frames);
-    e->generation = v->generation;
     e->ncand = 0;
     e->needs_scan = 0;
     e->fixed = MP_FIXED_NOT;
     if (raw) {
         const struct mp_module *m = mp_module_of(v->modules, frames[0]);
-        if (m && m->skip) {
-            e->needs_scan = 1;
-            return v;
+        e->needs_scan = (m && m->skip) || (depth > 1 && longer_rule_begins(v, frames[0]));
+    }
+    if (!e->needs_scan) {
+        e->ncand = (int16_t)matching_rules(v, frames, n, e->cand);
+        /* the fast path's case: the site's frames decide, and the first candidate takes
+         * every size */
+        if ((e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
+                                              policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {
+            e->device = e->ncand ? (int)policy->rules[e->cand[0]].device : (int)policy->default_device;
+            e->fixed = policy->devices[e->device].kind == MP_NEXT_ALLOCATOR ? MP_FIXED_NEXT : MP_FIXED_ARENA;
         }
     }
-    e->ncand = (int16_t)matching_rules(v, frames, n, e->cand);
-    /* the fast path's case: the site's frames decide, and the first candidate takes every
-     * size */
-    if ((e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
-                                          policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {
-        e->device = e->ncand ? (int)policy->rules[e->cand[0]].device : (int)policy->default_device;
-        e->fixed = policy->devices[e->device].kind == MP_NEXT_ALLOCATOR ? MP_FIXED_NEXT : MP_FIXED_ARENA;
-    }
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    e->generation = v->generation;
     return v;
 }
 
@@ -316,11 +337,22 @@ static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view *
                                            uintptr_t sp, uintptr_t fp, uintptr_t *frames, int *n)
 {
     __atomic_fetch_add(&unwinds, 1, __ATOMIC_RELAXED);
+    frames[0] = 0; /* no frames found: no frames, not `ra` (that is the return address's entry) */
     *n = capture(self, *v, ra, sp, fp, frames);
     struct mp_site_entry *e = slot(self, frames);
-    if (e->generation != (*v)->generation ||
+    if (e->generation != (*v)->generation || e->needs_scan ||
         memcmp(e->frames, frames, MP_MAX_FRAMES * sizeof *frames) != 0)
         *v = fill(e, frames, *n, 0);
+    return e;
+}
+
+/* The entry of the return address `ra` alone, filled if stale; *v becomes its view. */
+static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintptr_t ra)
+{
+    const uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
+    struct mp_site_entry *e = slot(self, frames);
+    if (mp_unlikely(e->generation != (*v)->generation || e->frames[0] != ra || e->frames[1]))
+        *v = fill(e, frames, 1, 1);
     return e;
 }
 
@@ -338,14 +370,9 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
         return r;
     }
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
-    struct mp_site_entry *e;
-    if (depth <= 1) {
-        e = slot(self, frames);
-        if (mp_unlikely(e->generation != v->generation || e->frames[0] != ra || e->frames[1]))
-            v = fill(e, frames, 1, 1);
-        if (!e->needs_scan)
-            return choose(v, e, frames, 1, size);
-    }
+    struct mp_site_entry *e = root(self, &v, ra);
+    if (!e->needs_scan)
+        return choose(v, e, frames, 1, size);
     int n;
     e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
     return choose(v, e, frames, n, size);
@@ -398,16 +425,11 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
 {
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
-    struct mp_site_entry *e;
-    if (depth <= 1) {
-        e = slot(self, frames);
-        if (e->generation != v->generation || e->frames[0] != ra || e->frames[1])
-            v = fill(e, frames, 1, 1);
-        if (!e->needs_scan)
-            goto found;
-    }
-    /* a return address into libc or libstdc++ (one frame), or several frames: the walk
-     * from the program's frame decides, remembered */
+    struct mp_site_entry *e = root(self, &v, ra);
+    if (!e->needs_scan)
+        goto found;
+    /* a return address into libc or libstdc++, or one a rule of several frames begins
+     * with: the walk from the program's frame decides, remembered */
     if (!sp)
         return 0;
     if (mp_sites_fixed_walked(self, ra, sp, fp, hit))

@@ -71,7 +71,9 @@ def run_two_ranks(tmp_path: Path, scope: str) -> list[dict]:
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Debian package openmpi-bin")
 def test_ranks_share_a_node_capacity(tmp_path):
     per_process = run_two_ranks(tmp_path, "process")
-    assert [d["peak"] for d in per_process] == [32 * MIB] * 2, per_process
+    # each rank's 32 blocks of 1 MiB, and its own few small blocks (the array of pointers,
+    # stdio's FILE): both ranks fit, each with the whole capacity
+    assert all(32 * MIB <= d["peak"] <= 32 * MIB + (64 << 10) for d in per_process), per_process
     assert sum(d["fallbacks"]["full"] for d in per_process) == 0
 
     before = set(Path("/dev/shm").glob(f"memplace-{os.getuid()}-*"))
