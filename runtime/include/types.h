@@ -129,9 +129,12 @@ struct mp_unwind_regs {
 #define MP_UNWIND_TRACE 32
 struct mp_unwind_trace {
     int n; /* -1: more words than fit, the walk cannot be replayed */
-    int last_fp; /* the last word is a saved frame pointer (which only a further step uses) */
     int fp_used; /* a step used the starting frame pointer (else the walk does not depend
                     on it: in code without frame pointers it is any value) */
+    uint32_t fp_words;  /* which words are saved frame pointers ... */
+    uint32_t fp_needed; /* ... and which of those a later step used: the others, in code
+                           without frame pointers the program's data in rbp, are dropped
+                           when the walk ends (the frames do not depend on them) */
     const uintptr_t *addr[MP_UNWIND_TRACE];
     uintptr_t value[MP_UNWIND_TRACE];
 };

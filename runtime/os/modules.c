@@ -217,6 +217,20 @@ static void copy_frames(uintptr_t *to, const uintptr_t *from, int n)
         to[i] = from[i];
 }
 
+/* A walk depends on a saved frame pointer it read only if a later step used it (as the
+ * base of its frame): drop the others from the trace, so that a walk through code
+ * without frame pointers, where they are the program's data, is not redone each time
+ * that data changes. */
+static void drop_unused_fp_words(struct mp_unwind_trace *t)
+{
+    int k = 0;
+    for (int i = 0; i < t->n; i++)
+        if (!(t->fp_words >> i & 1) || (t->fp_needed >> i & 1))
+            t->addr[k] = t->addr[i], t->value[k++] = t->value[i];
+    if (t->n > 0)
+        t->n = k;
+}
+
 int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uintptr_t top,
                struct mp_unwind_cache *cache, int depth, uintptr_t *out, int *end)
 {
@@ -247,9 +261,9 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
         cache->last.pc = r->pc, cache->last.sp = r->sp, cache->last.fp = r->fp;
         cache->last.depth = depth;
         trace = &cache->last.trace;
-        trace->n = 0, trace->last_fp = 0, trace->fp_used = 0;
+        trace->n = 0, trace->fp_used = 0, trace->fp_words = trace->fp_needed = 0;
     }
-    int fp_initial = 1; /* r->fp is still the starting one */
+    int fp_from = -1; /* where r->fp comes from: -1 the start, -2 no word, else a trace word */
     int n = 0, why = MP_CAPTURE_CUT;
     const uintptr_t lo = r->sp;
     for (int step = 0; step < MAX_STEPS && top; step++) {
@@ -261,22 +275,26 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
             out[n++] = r->pc;
         if (n == depth) {
             why = MP_CAPTURE_FULL;
-            /* the last step's saved frame pointer would serve only a further step: the
-             * frames do not depend on it */
-            if (trace && trace->n > 0 && trace->last_fp)
-                trace->n--;
             break;
         }
-        if (rule && fp_initial && trace) {
-            trace->fp_used |= rule->cfa_base == MP_CFA_FP;
-            fp_initial = rule->cfa_base != MP_CFA_SIGNAL && rule->fp_rule == MP_FP_SAME;
+        if (rule && trace && rule->cfa_base == MP_CFA_FP) { /* this step reads fp */
+            if (fp_from == -1)
+                trace->fp_used = 1;
+            else if (fp_from >= 0)
+                trace->fp_needed |= 1u << fp_from;
         }
         int s = rule ? mp_unwind_step(rule, r, lo, top, trace) : MP_STEP_UNKNOWN;
         if (s != MP_STEP_OK) {
             why = s == MP_STEP_END ? MP_CAPTURE_OUTERMOST : MP_CAPTURE_CUT;
             break;
         }
+        if (trace && (rule->fp_rule == MP_FP_SAVED || rule->cfa_base == MP_CFA_SIGNAL))
+            fp_from = trace->n > 0 ? trace->n - 1 : -2;
+        else if (rule->fp_rule == MP_FP_LOST)
+            fp_from = -2;
     }
+    if (trace)
+        drop_unused_fp_words(trace);
     if (cache) {
         copy_frames(cache->last.frames, out, n);
         cache->last.n = n, cache->last.end = why;

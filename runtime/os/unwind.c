@@ -116,12 +116,18 @@ static int read_traced(uintptr_t a, uintptr_t lo, uintptr_t hi, uintptr_t *out,
         } else {
             t->addr[t->n] = (const uintptr_t *)a;
             t->value[t->n++] = *out;
-            t->last_fp = 0;
         }
     }
     return 1;
 }
 #define read_word(a, lo, hi, out) read_traced(a, lo, hi, out, trace)
+
+/* The word just read is a saved frame pointer. */
+static void trace_fp_word(struct mp_unwind_trace *t)
+{
+    if (t && t->n > 0)
+        t->fp_words |= 1u << (t->n - 1);
+}
 
 int mp_unwind_step(const struct mp_unwind_rule *rule, struct mp_unwind_regs *r,
                    uintptr_t lo, uintptr_t hi, struct mp_unwind_trace *trace)
@@ -145,6 +151,7 @@ int mp_unwind_step(const struct mp_unwind_rule *rule, struct mp_unwind_regs *r,
         if (!read_word(g + REG_RIP * 8, lo, hi, &pc) || !read_word(g + REG_RSP * 8, lo, hi, &sp) ||
             !read_word(g + REG_RBP * 8, lo, hi, &fp))
             return MP_STEP_UNKNOWN;
+        trace_fp_word(trace);
         if (sp <= r->sp || sp >= hi) /* another stack (sigaltstack): not ours to read */
             return MP_STEP_UNKNOWN;
         r->pc = pc, r->sp = sp, r->fp = fp, r->exact = 1;
@@ -160,8 +167,7 @@ int mp_unwind_step(const struct mp_unwind_rule *rule, struct mp_unwind_regs *r,
     if (rule->fp_rule == MP_FP_SAVED) {
         if (!read_word(cfa + (intptr_t)rule->fp_off, lo, hi, &fp))
             return MP_STEP_UNKNOWN;
-        if (trace && trace->n > 0 && trace->addr[trace->n - 1] == (const uintptr_t *)(cfa + (intptr_t)rule->fp_off))
-            trace->last_fp = 1;
+        trace_fp_word(trace);
     }
     if (rule->fp_rule == MP_FP_LOST)
         fp = 0;

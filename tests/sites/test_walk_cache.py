@@ -7,6 +7,8 @@ and told apart from the cache, not by walking again each time."""
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
 
 import pytest
 
@@ -68,3 +70,28 @@ path = "{pmem}"
     devices = {d["name"]: d for d in doc["totals"]["devices"]}
     for name, allocations in expected.items():
         assert devices[name]["allocations"] == allocations, (name, devices[name])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the program sets rbp (x86_64)")
+def test_saved_registers_holding_data_do_not_key_the_walk(tmp_path):
+    """Without frame pointers, rbp is a register like any other: the frames between malloc
+    and the program's outer function save it, holding the program's data (a new value on
+    every call), and a walk reads those saved words. No frame depends on them, so the walk
+    must be remembered all the same, not redone on every call."""
+    source = support.PROGRAMS / "saved_rbp.c"
+    exe = support.build(tmp_path, source, ["-O2", "-fomit-frame-pointer"])
+    site = [f"saved_rbp.c:{support.marker_line(source, kind, name)}"
+            for kind, name in (("SITE", "make"), ("CALLER", "mid"), ("OUTER", "outer"))]
+    policy = tmp_path / "policy.toml"
+    quoted = ", ".join(f'"{s}"' for s in site)
+    policy.write_text(f'version = 1\n[devices.fast]\nkind = "numa"\nnodes = [0]\n'
+                      f'[[rules]]\nname = "chain"\nsite = [{quoted}]\ndevice = "fast"\n')
+    stats = tmp_path / "stats.json"
+    rounds = 10000
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), str(rounds))
+    assert r.returncode == 0, r.stderr
+    bare = subprocess.run([str(exe), str(rounds)], capture_output=True, text=True, check=True)
+    assert r.stdout == bare.stdout
+    doc = json.loads(stats.read_text())
+    assert {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]} == {"chain": rounds}
+    assert doc["totals"]["unwinds"] < 50, doc["totals"]["unwinds"]
