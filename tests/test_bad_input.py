@@ -85,6 +85,8 @@ JSON_STATS = {
     "unknown-fallback": (_stats_device(fallbacks={"full": 0, "sunspots": 3}), "sunspots"),
     "name-number": (_stats_device(name=7), "name"),
     "returncode-huge": (json.dumps({**GOOD_STATS, "returncode": 10 ** 30}), "returncode"),
+    "unwinds-text": (json.dumps({**GOOD_STATS, "totals": {**GOOD_STATS["totals"], "unwinds": "many"}}),
+                     "unwinds"),
     "wrong-type": ("[1, 2]", "not memplace run statistics"),
 }
 LOCATIONS = {

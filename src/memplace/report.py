@@ -153,6 +153,7 @@ class RunStats:
     process_list: list[ProcessRow] = field(default_factory=list)
     stepped_aside: list[AsideRow] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)  # processes placement did not start in
+    unwinds: int | None = None  # allocations whose site took a whole stack walk (None: not recorded)
 
 
 def _count(value: Any, where: str) -> int:
@@ -228,6 +229,8 @@ def load_stats(path: str) -> RunStats:
         if not isinstance(aside, list):
             raise ValueError("stepped_aside must be a list")
         aside_rows = [_aside_row(x, f"stepped_aside[{i}]") for i, x in enumerate(aside)]
+        unwinds = totals.get("unwinds")
+        unwinds = None if unwinds is None else _count(unwinds, "totals.unwinds")
         unplaced = [f"process {p.get('pid')}: placement did not start ({_name(p.get('reason'), 'reason')}); "
                     + ("it ran without placement" if p.get("ran") else "memplace run stopped it (status 2)")
                     for p in processes if isinstance(p, dict) and p.get("placing") is False]
@@ -235,7 +238,7 @@ def load_stats(path: str) -> RunStats:
         raise UserError(f"{path}: {e}") from None
     return RunStats([str(a) for a in command], policy if isinstance(policy, str) else None,
                     returncode if isinstance(returncode, int) else None, len(processes), devices, rules,
-                    process_rows, aside_rows, unplaced)
+                    process_rows, aside_rows, unplaced, unwinds)
 
 
 def _process_row(x: Any, where: str) -> ProcessRow:
@@ -357,6 +360,12 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
                             "their allocations are not in the totals")
         sm.device_origin = "run statistics"
         sm.notes.extend(stats.unplaced)
+        placed = sum(d.allocations for d in stats.devices)
+        if stats.unwinds and stats.unwinds >= 1000 and stats.unwinds * 100 >= placed:
+            sm.notes.append(f"{stats.unwinds:,} of {placed:,} allocations ({stats.unwinds / placed:.0%}) had "
+                            "their call site found by a whole stack walk (the runtime's caches did not hold "
+                            "their call chain): placed as the rules say, but each walk costs time; rules of "
+                            "fewer frames need fewer walks")
         facts_from = policy_path or stats.policy
         if facts_from:
             try:

@@ -95,3 +95,22 @@ def test_saved_registers_holding_data_do_not_key_the_walk(tmp_path):
     doc = json.loads(stats.read_text())
     assert {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]} == {"chain": rounds}
     assert doc["totals"]["unwinds"] < 50, doc["totals"]["unwinds"]
+
+
+def test_report_says_when_many_sites_took_a_whole_walk(tmp_path):
+    """`memplace report --stats` notes it when a good share of the allocations needed a
+    whole stack walk (a cost the user can act on: rules of fewer frames), and not when
+    the caches held the chains."""
+    stats = {"version": 2, "command": ["prog"], "policy": None, "returncode": 0, "processes": [],
+             "totals": {"devices": [{"name": "fast", "allocations": 100_000, "bytes": 800_000,
+                                     "peak": 4096, "fallbacks": {"full": 0}}],
+                        "rules": [], "unwinds": 40_000}}
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats))
+    r = memplace("report", "--stats", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "40,000 of 100,000 allocations (40%)" in " ".join(r.stdout.split()), r.stdout
+    stats["totals"]["unwinds"] = 12
+    path.write_text(json.dumps(stats))
+    r = memplace("report", "--stats", str(path))
+    assert r.returncode == 0 and "whole stack walk" not in r.stdout, r.stdout
