@@ -260,6 +260,13 @@ static inline struct mp_thread *mp_thread(const void *sp)
     return mp_thread_attach(sp);
 }
 
+/* The top of the stack a walk from `sp` may read up to: the thread's own stack's, or 0
+ * (no walk) when sp is on another stack. */
+static inline uintptr_t mp_walk_top(const struct mp_thread *t, uintptr_t sp)
+{
+    return sp - t->stack_lo < t->stack_top - t->stack_lo ? t->stack_top : 0;
+}
+
 /* ======== site matching and device heaps ======== */
 
 // "heaps/arena.c" -- the device table, the reserved range and its extents; each device's
@@ -503,6 +510,10 @@ MP_HIDDEN int mp_sites_init(const struct mp_policy *policy, const char **why);
  * program's frame (sp, fp) when known, else from here. */
 MP_HIDDEN int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                              size_t size);
+/* The same without the thread's caches (neither read nor filled): for an allocation made
+ * while the thread holds one of their entries (modes/place.c, `busy`), or no thread. */
+MP_HIDDEN int mp_sites_match_uncached(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                      uintptr_t fp, size_t size);
 /* The generation of the rules' absolute addresses; cache entries of another are stale. */
 MP_HIDDEN extern uint32_t mp_sites_generation;
 /* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */
@@ -533,7 +544,7 @@ static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, u
 static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp_site_hit *hit)
 {
     struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
-    if (mp_likely(e->frames[0] == ra && !e->frames[1] && e->fixed &&
+    if (mp_likely(e->frames[0] == ra && !e->frames[1] && !e->walked && e->fixed &&
                   e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
         *hit = (struct mp_site_hit){e, e->device, e->fixed};
         return 1;

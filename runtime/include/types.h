@@ -191,8 +191,11 @@ struct mp_site_entry {
     uintptr_t frames[MP_MAX_FRAMES];
     uint32_t generation;              /* 0 = empty */
     int16_t ncand;                    /* -1: too many candidates, scan the rules */
-    uint8_t needs_scan;               /* keyed by a return address into libc/libstdc++:
-                                         the site's frames come from unwinding */
+    uint8_t needs_scan;               /* keyed by a return address that does not decide
+                                         alone (into libc/libstdc++, or one a rule of
+                                         several frames begins with): frames from unwinding */
+    uint8_t walked;                   /* keyed by the frames of a whole walk, not by a
+                                         return address (a walk may find `ra` alone) */
     uint8_t fixed;                    /* one-frame policy, and the size does not matter:
                                          every allocation here goes to `device`, an arena
                                          (MP_FIXED_ARENA) or the next allocator (_NEXT) */
@@ -251,7 +254,9 @@ struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_on
 
 struct mp_thread {
     struct mp_thread *next_all, *next_free;
-    uintptr_t stack_top; /* 0: unknown, do not unwind */
+    uintptr_t stack_lo, stack_top; /* the thread's own stack (0: unknown, do not unwind);
+                                      a walk starting elsewhere (a coroutine's or signal
+                                      stack) is not made */
     struct mp_device_counters devices[MP_MAX_DEVICES];
     /* mimalloc's thread-local heap of each device's newest arena heap, for this thread
      * (allocating through it skips mimalloc's own lookup); reset when the block is reused */
@@ -259,8 +264,9 @@ struct mp_thread {
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
-    int walk_busy; /* a walk is being remembered: a signal handler's allocation leaves the
-                      cache alone rather than mix its walk into the half-written one */
+    int busy; /* the thread holds an entry of its site caches or is filling them (a walk,
+                 a fill, which may hold the loader's lock): a signal handler's allocation
+                 on it leaves the caches alone (modes/place.c) */
     struct mp_unwind_cache unwind;
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];

@@ -22,17 +22,36 @@ int mp_place_start(const char *path, const char **why)
     return 0;
 }
 
+/* `self->busy` is set while the thread holds an entry of its site caches (between the
+ * lookup and the count of the hit) or changes them. An allocation that finds it set was
+ * made by a signal handler in that window: it finds its rule without the caches, so it
+ * neither refills the entry held nor loses a count. */
+static inline void set_busy(struct mp_thread *self, int busy)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    self->busy = busy;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device, else the rules'; counts the rule's hit. */
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
                              uintptr_t fp)
 {
-    struct mp_site_hit hit;
-    if (self && mp_sites_find(self, ra, sp, fp, &hit)) {
-        mp_sites_count(hit.e, n);
-        return hit.device;
+    int rule;
+    if (!self || self->busy) {
+        rule = mp_sites_match_uncached(self, ra, sp, fp, n);
+    } else {
+        struct mp_site_hit hit;
+        set_busy(self, 1);
+        if (mp_sites_find(self, ra, sp, fp, &hit)) {
+            mp_sites_count(hit.e, n);
+            set_busy(self, 0);
+            return hit.device;
+        }
+        rule = mp_sites_match(self, ra, sp, fp, n);
+        set_busy(self, 0);
     }
-    int rule = mp_sites_match(self, ra, sp, fp, n);
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
 
@@ -77,14 +96,19 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
 {
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
-    if (self && mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
-        if (hit.fixed == MP_FIXED_NEXT)
-            return place_next(self, &hit, n, zero);
-        void *p = mp_device_heap_alloc_fast(self, hit.device, n, zero);
-        if (mp_likely(p != NULL)) {
-            mp_sites_count(hit.e, n);
-            return p;
+    if (self && !self->busy) {
+        set_busy(self, 1);
+        if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
+            void *p = hit.fixed == MP_FIXED_NEXT ? place_next(self, &hit, n, zero)
+                                                 : mp_device_heap_alloc_fast(self, hit.device, n, zero);
+            if (mp_likely(p != NULL)) {
+                if (hit.fixed != MP_FIXED_NEXT)
+                    mp_sites_count(hit.e, n);
+                set_busy(self, 0);
+                return p;
+            }
         }
+        set_busy(self, 0);
     }
     return place(n, 0, zero ? ZEROED : PLAIN, ra, sp, fp);
 }
@@ -97,14 +121,17 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
-    if (mp_likely(self != NULL) && mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
-        if (hit.fixed == MP_FIXED_NEXT)
-            return place_next(self, &hit, n, 0);
-        void *p = mp_device_heap_pop(self, hit.device, n);
-        if (mp_likely(p != NULL)) {
-            mp_sites_count(hit.e, n);
-            return p;
+    if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
+        set_busy(self, 1);
+        if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit)) && hit.fixed != MP_FIXED_NEXT) {
+            void *p = mp_device_heap_pop(self, hit.device, n);
+            if (mp_likely(p != NULL)) {
+                mp_sites_count(hit.e, n);
+                set_busy(self, 0);
+                return p;
+            }
         }
+        set_busy(self, 0);
     }
     return place_site(n, 0, ra, sp, fp);
 }

@@ -141,7 +141,7 @@ static uint32_t site_of(uintptr_t ra, const void *sp)
         return UINT32_MAX;
     struct mp_unwind_regs r;
     MP_UNWIND_HERE(r);
-    int n = mp_capture(mods, &r, self->stack_top, &self->unwind, depth, frames, NULL);
+    int n = mp_capture(mods, &r, mp_walk_top(self, r.sp), &self->unwind, depth, frames, NULL);
     if (n == 0) { /* nothing unwound (no tables): the raw caller stands for the site */
         frames[0] = ra;
         n = 1;
@@ -155,7 +155,7 @@ static uint32_t site_of(uintptr_t ra, const void *sp)
         mods = mp_modules();
         memset(frames, 0, sizeof frames);
         MP_UNWIND_HERE(r);
-        n = mp_capture(mods, &r, self->stack_top, &self->unwind, depth, frames, NULL);
+        n = mp_capture(mods, &r, mp_walk_top(self, r.sp), &self->unwind, depth, frames, NULL);
         if (n == 0)
             frames[0] = ra, n = 1;
     }

@@ -255,8 +255,9 @@ static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frame
 /* (Re)fill a cache entry: the rules whose frames match, in priority order. With `raw`,
  * frames[0] is an unchecked return address: mark the entry if the site's frames must be
  * unwound (a return address into libc or libstdc++, or one a rule of several frames
- * begins with). The entry is empty (generation 0) while it is filled, so a signal
- * handler's lookup misses it rather than read it half made. */
+ * begins with); else the frames are a whole walk's. The caller has marked the thread
+ * busy; the entry is empty (generation 0) while it is filled, so a signal handler's
+ * lookup misses it rather than read it half made. */
 static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n, int raw)
 {
     e->generation = 0;
@@ -268,6 +269,7 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
     memcpy(e->frames, frames, sizeof e->frames);
     e->ncand = 0;
     e->needs_scan = 0;
+    e->walked = !raw;
     e->fixed = MP_FIXED_NOT;
     if (raw) {
         const struct mp_module *m = mp_module_of(v->modules, frames[0]);
@@ -310,9 +312,9 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
 /* The site's frames, by unwinding from the program's frame (or from here, through the
  * runtime's own frames, when the entry point could not say where it was); frame 0 is `ra`
  * when nothing can be unwound (no unwind tables) and `ra` is the program's own return
- * address. */
+ * address. `cache`: the thread's unwind cache, or NULL. */
 static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, uintptr_t sp,
-                   uintptr_t fp, uintptr_t *frames)
+                   uintptr_t fp, uintptr_t *frames, struct mp_unwind_cache *cache)
 {
     struct mp_unwind_regs r;
     if (sp) {
@@ -320,7 +322,7 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
     } else {
         MP_UNWIND_HERE(r);
     }
-    int n = mp_capture(v->modules, &r, self->stack_top, &self->unwind, depth, frames, NULL);
+    int n = mp_capture(v->modules, &r, mp_walk_top(self, r.sp), cache, depth, frames, NULL);
     if (n == 0) {
         const struct mp_module *m = mp_module_of(v->modules, ra);
         if (!m || !m->skip)
@@ -338,9 +340,9 @@ static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view *
 {
     __atomic_fetch_add(&unwinds, 1, __ATOMIC_RELAXED);
     frames[0] = 0; /* no frames found: no frames, not `ra` (that is the return address's entry) */
-    *n = capture(self, *v, ra, sp, fp, frames);
+    *n = capture(self, *v, ra, sp, fp, frames, &self->unwind);
     struct mp_site_entry *e = slot(self, frames);
-    if (e->generation != (*v)->generation || e->needs_scan ||
+    if (e->generation != (*v)->generation || !e->walked ||
         memcmp(e->frames, frames, MP_MAX_FRAMES * sizeof *frames) != 0)
         *v = fill(e, frames, *n, 0);
     return e;
@@ -351,7 +353,8 @@ static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintp
 {
     const uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     struct mp_site_entry *e = slot(self, frames);
-    if (mp_unlikely(e->generation != (*v)->generation || e->frames[0] != ra || e->frames[1]))
+    if (mp_unlikely(e->generation != (*v)->generation || e->frames[0] != ra || e->frames[1] ||
+                    e->walked))
         *v = fill(e, frames, 1, 1);
     return e;
 }
@@ -371,11 +374,22 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     }
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     struct mp_site_entry *e = root(self, &v, ra);
-    if (!e->needs_scan)
-        return choose(v, e, frames, 1, size);
-    int n;
-    e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
+    int n = 1;
+    if (e->needs_scan)
+        e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
     return choose(v, e, frames, n, size);
+}
+
+int mp_sites_match_uncached(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                            size_t size)
+{
+    struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
+    uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
+    int n = self && depth > 0 ? capture(self, v, ra, sp, fp, frames, NULL) : 0;
+    int r = scan_rules(v, frames, n, size);
+    if (r >= 0)
+        count(r, size);
+    return r;
 }
 
 /* Copy a walk entry; the key last (see remember_walk). */
@@ -394,18 +408,15 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
 
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
  * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set, the
- * others moving down one, the oldest out. Keys are written last, so a signal handler
- * that allocates in between finds an entry empty, not half made, and leaves the cache
- * alone (walk_busy). */
+ * others moving down one, the oldest out. The caller has marked the thread busy; keys
+ * are written last, so a signal handler's lookup finds an entry empty, not half made. */
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp)
 {
     const struct mp_unwind_trace *t = &self->unwind.last.trace;
-    if (self->walk_busy || !e->fixed || t->n < 0 || t->n > MP_WALK_WORDS ||
+    if (!e->fixed || t->n < 0 || t->n > MP_WALK_WORDS ||
         self->unwind.last.pc != ra || self->unwind.last.sp != sp || self->unwind.last.fp != fp)
         return;
-    self->walk_busy = 1;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
     struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
     for (int i = MP_WALK_WAYS - 1; i > 0; i--)
         if (set[i - 1].ra)
@@ -416,8 +427,6 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     for (int i = 0; i < t->n; i++)
         fresh.addr[i] = t->addr[i], fresh.value[i] = t->value[i];
     copy_walk(&set[0], &fresh);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    self->walk_busy = 0;
 }
 
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
@@ -425,20 +434,17 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
 {
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
-    struct mp_site_entry *e = root(self, &v, ra);
-    if (!e->needs_scan)
-        goto found;
-    /* a return address into libc or libstdc++, or one a rule of several frames begins
-     * with: the walk from the program's frame decides, remembered */
-    if (!sp)
-        return 0;
     if (mp_sites_fixed_walked(self, ra, sp, fp, hit))
         return 1;
-    int n;
-    e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
-    remember_walk(self, e, ra, sp, fp);
-found:
-    if (!e->fixed)
+    struct mp_site_entry *e = root(self, &v, ra);
+    /* a return address into libc or libstdc++, or one a rule of several frames begins
+     * with: the walk from the program's frame decides, remembered */
+    if (e->needs_scan && sp) {
+        int n;
+        e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
+        remember_walk(self, e, ra, sp, fp);
+    }
+    if (e->needs_scan || !e->fixed)
         return 0;
     *hit = (struct mp_site_hit){e, e->device, e->fixed};
     return 1;

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 #include "internal.h"
 
 MP_HIDDEN MP_TLS struct mp_thread *mp_self;
@@ -36,23 +37,24 @@ void mp_threads_on_exit(void (*hook)(struct mp_thread *)) { exit_hook = hook; }
 
 struct mp_thread *mp_threads_all(void) { return __atomic_load_n(&all, __ATOMIC_ACQUIRE); }
 
-/* The top of this thread's stack, so unwinding never reads past it. */
-static uintptr_t stack_top(const void *sp)
+/* This thread's own stack, whatever stack `sp` is on (a first allocation may run on a
+ * coroutine's or a signal stack): unwinding reads only inside it. */
+static void own_stack(struct mp_thread *t)
 {
-    uintptr_t s = (uintptr_t)sp, end = (uintptr_t)__libc_stack_end;
-    if (s < end && end - s < (256u << 20))
-        return (end + 4095) & ~(uintptr_t)4095; /* the main thread */
+    t->stack_lo = t->stack_top = 0;
+    if (gettid() == getpid()) { /* the main thread: its stack ends at __libc_stack_end */
+        t->stack_top = ((uintptr_t)__libc_stack_end + 4095) & ~(uintptr_t)4095;
+        t->stack_lo = t->stack_top - (256u << 20);
+        return;
+    }
     pthread_attr_t attr;
     void *addr;
     size_t size;
-    uintptr_t top = 0;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && s >= (uintptr_t)addr &&
-            s < (uintptr_t)addr + size)
-            top = (uintptr_t)addr + size;
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0)
+            t->stack_lo = (uintptr_t)addr, t->stack_top = (uintptr_t)addr + size;
         pthread_attr_destroy(&attr);
     }
-    return top;
 }
 
 struct mp_thread *mp_thread_attach(const void *sp)
@@ -75,10 +77,11 @@ struct mp_thread *mp_thread_attach(const void *sp)
         }
     }
     if (t) {
-        t->stack_top = stack_top(sp);
+        own_stack(t);
         memset(t->theaps, 0, sizeof t->theaps); /* the previous thread's, now gone */
         memset(t->theap_of, 0, sizeof t->theap_of);
         t->unwind.modules = NULL; /* its entries were the previous thread's */
+        t->busy = 0;
         memset(t->walks, 0, sizeof t->walks); /* walks on the previous thread's stack */
         if (have_exit_key)
             pthread_setspecific(exit_key, t); /* our own key, created at start-up */

@@ -30,4 +30,4 @@ def build(tmp_path: Path, source: Path, flags: list[str]) -> Path:
 def memplace(*args: str, **kw) -> subprocess.CompletedProcess:
     """The memplace command line, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True,
-                          text=True, timeout=300, **kw)
+                          text=True, **{"timeout": 300, **kw})
