@@ -32,6 +32,7 @@ MP_HIDDEN struct mp_extent mp_extents[MP_MAX_EXTENTS];
 MP_HIDDEN int mp_nextents;
 static int extent_lock;
 static int warned[MP_MAX_DEVICES];
+static int lock_warned[MP_MAX_DEVICES];
 
 /* Arena room a device starts with: its capacity, and room for mimalloc's per-thread pages
  * and metadata (growing into an extent adds more when that is not enough). */
@@ -234,6 +235,20 @@ static int new_extent(struct mp_device_heap *h, int idx)
     return base ? 1 : out_of_room(h);
 }
 
+/* mlock a new arena of device `idx` (on fault); say once when the limit refuses. */
+static int lock(struct mp_device_heap *h, int idx, void *at, uint64_t size)
+{
+    int err = mp_os_lock(at, (size_t)size);
+    if (err && !__atomic_exchange_n(&lock_warned[idx], 1, __ATOMIC_RELAXED)) {
+        const char *parts[] = {"memplace: device '", h->spec->name, "': cannot lock its memory (",
+                               err == EPERM ? "EPERM" : err == ENOMEM ? "ENOMEM" : err == EAGAIN ? "EAGAIN" : "error",
+                               ": ulimit -l, RLIMIT_MEMLOCK); it stays swappable\n"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+            mp_write_all(2, parts[i], strlen(parts[i]));
+    }
+    return err == 0;
+}
+
 /* Turn the next part of the device's room into an arena. Called with the device's lock
  * held. */
 static int grow(struct mp_device_heap *h, int idx)
@@ -275,8 +290,11 @@ static int grow(struct mp_device_heap *h, int idx)
             return 0;
         }
     }
+    /* a locked device: its pages stay resident (never swapped, never purged by mimalloc,
+     * whose MADV_DONTNEED a locked range refuses); unlocked if RLIMIT_MEMLOCK says no */
+    int locked = (s->flags & MP_FLAG_LOCK) && lock(h, idx, at, chunk);
     mi_arena_id_t id;
-    if (!mi_manage_os_memory_ex(at, chunk, true, false, true, -1, true, &id))
+    if (!mi_manage_os_memory_ex(at, chunk, true, locked, true, -1, true, &id))
         return 0;
     mi_heap_t *mh = mi_heap_new_in_arena(id);
     if (!mh)

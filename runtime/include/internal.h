@@ -132,8 +132,11 @@ MP_HIDDEN void mp_os_wait_word(int *word, int value, long nanoseconds);
 MP_HIDDEN void mp_os_wake_word(int *word);
 /* mbind [at, at+size) before first touch; mode as in the compiled policy. */
 MP_HIDDEN int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words);
-/* Back [at, at+size) with device `s`'s kind of memory and bind it; on failure the range
- * is left reserved-only. 0 or an errno value. */
+/* Keep the pages of [at, at+size) resident once touched (mlock2 MLOCK_ONFAULT): 0 or an
+ * errno value (EPERM/ENOMEM: RLIMIT_MEMLOCK). */
+MP_HIDDEN int mp_os_lock(void *at, size_t size);
+/* Back [at, at+size) with device `s`'s kind of memory, bind it, lock it (MP_FLAG_LOCK);
+ * on failure the range is left reserved-only. 0 or an errno value. */
 MP_HIDDEN int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size);
 
 // "os/policy.c" -- reads and validates the compiled policy (records: policy_format.h)
