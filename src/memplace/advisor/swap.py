@@ -1,0 +1,64 @@
+"""`memplace advise --swap`: a plan for a machine that swaps under the memory limit.
+
+A file device and swap both keep data on a disk, but they write different pages. Swap
+writes a page when reclaim evicts it, and a page the program frees is simply dropped. A
+file device's pages are page cache: every page the program dirties is written back (the
+flusher writes all of a file's dirty pages, hot ones too, and a memory cgroup's reclaim
+cannot write them itself), freed blocks stay dirty in the cache until written, and a page
+reused after eviction is read back from the disk even when its old contents were dead.
+Measured on OpenFOAM at 75% of its peak (docs/benchmarks.md): the file device wrote 4.7-5.3
+GiB and read back 4.4-5 GiB where swap wrote 60 MiB and read 40 MiB, 3x the time. The
+file device is still the better place for long-lived data written once and read in
+streams (the kernel reads it back 8 MiB at a time where swap reads 32 KiB).
+
+So with swap the plan is the solver's, changed in two ways:
+
+* a site the solver left on a file device goes to `system` (the next allocator's
+  anonymous memory, which the kernel swaps page by page) when it churns: it allocates at
+  least CHURN times its peak of live bytes (temporaries freed and allocated again), or its
+  estimated writes are at least CHURN times that peak (data rewritten in place);
+* every limited device (the fast ones) gets `lock = true`, so the hot data the solver
+  chose stays resident however much the rest is swapped.
+
+    >>> from memplace.profiling.profile import Frame, Site
+    >>> churns(Site((Frame("/app", None, 1),), allocations=40, bytes=400, peak_live_bytes=10))
+    True
+    >>> churns(Site((Frame("/app", None, 2),), allocations=1, bytes=10, peak_live_bytes=10, writes=10))
+    False
+"""
+
+from __future__ import annotations
+
+from memplace.advisor import solver as adv
+from memplace.advisor.device_specs import DeviceSpec
+from memplace.profiling.profile import Site
+from memplace.units import format_size
+
+CHURN = 2.0
+SWAPPED = "system"
+
+
+def churns(site: Site) -> bool:
+    """Allocated, or (estimated) written, at least CHURN times its peak of live bytes."""
+    peak = max(site.peak_live_bytes, 1)
+    return site.bytes >= CHURN * peak or (site.writes or 0) >= CHURN * peak
+
+
+def plan_for_swap(advice: adv.Advice, specs: list[DeviceSpec]) -> None:
+    """Change `advice` and `specs` in place as the module docstring says."""
+    files = {d.name for d in specs if d.kind == "file"}
+    moved = [p for p in advice.placements if p.device in files and p.spill is None and churns(p.site)]
+    for p in moved:
+        why = (f"allocated {p.site.bytes / max(p.site.peak_live_bytes, 1):.0f}x its peak"
+               if p.site.bytes >= CHURN * max(p.site.peak_live_bytes, 1) else "rewritten in place")
+        p.device = SWAPPED
+        p.reason = (f"--swap: {why}; on {SWAPPED} (anonymous memory, swapped page by page) rather than a "
+                    f"file device, which writes back every page it dirties and frees")
+    locked = [d for d in specs if d.kind in ("numa", "hugepages") and d.model.capacity is not None]
+    for d in locked:
+        d.table["lock"] = True
+    peak = sum(p.site.peak_live_bytes for p in moved)
+    advice.notes.append(
+        f"--swap: {len(moved):,} site(s) that churn ({format_size(peak)} of site peaks) moved from the file device to "
+        f"{SWAPPED}; locked: {', '.join(d.name for d in locked) or 'none'} (the modelled figures above are the "
+        f"solver's plan before this)")
