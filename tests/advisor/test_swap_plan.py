@@ -69,3 +69,13 @@ def test_a_site_rewritten_in_place_counts_as_churning():
     rewritten = prof.Site((prof.Frame(EXE, None, 2),), allocations=1, bytes=MIB, peak_live_bytes=MIB, writes=10 * MIB)
     unmeasured = prof.Site((prof.Frame(EXE, None, 3),), allocations=1, bytes=MIB, peak_live_bytes=MIB)
     assert (churns(once), churns(rewritten), churns(unmeasured)) == (False, True, False)
+
+
+def test_when_the_file_device_would_stay_in_memory_everything_leaves_it(profile_path, tmp_path):
+    """A budget that holds the whole heap (page cache model hit ratio 1): the matrix too
+    goes to swappable memory, where resident data costs nothing a file device adds."""
+    doc, rules, text = advise(profile_path, tmp_path, "--swap", "--shared-memory", "512MiB")
+    assert rules[f"{EXE}+0x200"] == "system" and rules[f"{EXE}+0x300"] == "system"
+    assert "keeps 100% of the file device in memory" in text
+    doc, rules, _ = advise(profile_path, tmp_path, "--swap", "--shared-memory", "64MiB")
+    assert f"{EXE}+0x200" not in rules                     # under pressure the stream keeps the file device
