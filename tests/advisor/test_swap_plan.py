@@ -77,5 +77,6 @@ def test_when_the_file_device_would_stay_in_memory_everything_leaves_it(profile_
     doc, rules, text = advise(profile_path, tmp_path, "--swap", "--shared-memory", "512MiB")
     assert rules[f"{EXE}+0x200"] == "system" and rules[f"{EXE}+0x300"] == "system"
     assert "keeps 100% of the file device in memory" in text
+    assert "lock" not in doc["devices"]["fast"]           # nothing to protect from the kernel
     doc, rules, _ = advise(profile_path, tmp_path, "--swap", "--shared-memory", "64MiB")
     assert f"{EXE}+0x200" not in rules                     # under pressure the stream keeps the file device
