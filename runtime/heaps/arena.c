@@ -11,6 +11,7 @@
  * a device here. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <mimalloc.h>
 #include "internal.h"
@@ -71,10 +72,17 @@ static uint64_t units_of(uint64_t bytes, unsigned shift)
  * option goes off before the first arena; mimalloc has normally started by then (its
  * constructor). One that starts here with the option off sets PR_SET_THP_DISABLE for the
  * whole process, which would take huge pages from the program too: the flag is put back. */
-static void mimalloc_without_thp(void)
+static void mimalloc_options(void)
 {
     int before = mp_os_thp_disabled();
     mi_option_set(mi_option_allow_thp, 0);
+    /* Freed slices go back to the kernel after 100 ms instead of mimalloc's 1 s (unless
+     * MIMALLOC_PURGE_DELAY says otherwise): under a memory limit, memory held for the
+     * delay is memory the kernel swaps or takes from the page cache. OpenFOAM with swap
+     * at 75% of its peak: 8.9 s -> 6.4 s; unlimited, its peak 270 -> 241 MiB (glibc's
+     * 240) in the same time. */
+    if (!getenv("MIMALLOC_PURGE_DELAY"))
+        mi_option_set(mi_option_purge_delay, 100);
     mi_process_init(); /* once: a no-op if mimalloc had started (then its pages stay) */
     if (before == 0 && mp_os_thp_disabled() == 1)
         mp_os_thp_disable(0);
@@ -82,7 +90,7 @@ static void mimalloc_without_thp(void)
 
 int mp_arenas_init(const struct mp_policy *policy, const char **why)
 {
-    mimalloc_without_thp();
+    mimalloc_options();
     int n = (int)policy->ndevices, placing = 0;
     struct mp_device_heap *heaps = mp_internal_alloc((size_t)n * sizeof *heaps);
     if (!heaps) {

@@ -51,3 +51,24 @@ def test_the_program_keeps_transparent_huge_pages(tmp_path):
     if bare["thp"] == -1:
         pytest.skip("this kernel does not show THP_enabled in /proc/PID/status")
     assert placed(prog, tmp_path)["thp"] == bare["thp"]
+
+
+def test_freed_device_memory_goes_back_to_the_kernel_after_a_tenth_of_a_second(tmp_path):
+    """mimalloc keeps freed memory for its purge delay (1 s by default) before giving it
+    back; under a memory limit that memory is swapped or taken from the page cache, so the
+    runtime sets 100 ms. A 32 MiB block freed, 500 ms of waiting, then allocations (which
+    run mimalloc's purge): its pages are gone. MIMALLOC_PURGE_DELAY still rules."""
+    prog = build(tmp_path, "purge.c")
+    pol = tmp_path / "policy.toml"
+    pol.write_text('version = 1\ndefault = "fast"\n[devices.fast]\nkind = "numa"\nnodes = [0]\n')
+
+    def run(env=None):
+        import os
+        r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", str(pol), "--", str(prog), "500"],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+        assert r.returncode == 0, r.stderr
+        before, after = map(int, re.search(r"before (\d+) kB after (\d+) kB", r.stdout).groups())
+        return before - after
+
+    assert run() > 24 << 10                                   # most of the 32 MiB given back
+    assert run({"MIMALLOC_PURGE_DELAY": "60000"}) < 8 << 10   # a minute: kept
