@@ -80,3 +80,26 @@ def test_when_the_file_device_would_stay_in_memory_everything_leaves_it(profile_
     assert "lock" not in doc["devices"]["fast"]           # nothing to protect from the kernel
     doc, rules, _ = advise(profile_path, tmp_path, "--swap", "--shared-memory", "64MiB")
     assert f"{EXE}+0x200" not in rules                     # under pressure the stream keeps the file device
+
+
+def test_long_lived_data_in_small_blocks_leaves_the_file_device(tmp_path):
+    """Read-around pays only for data streamed through blocks of at least two windows: a
+    site of 2,048 blocks of 32 KiB, all live to the end, goes to swappable memory; the
+    matrix (one 96 MiB block) keeps the file device."""
+    from memplace.advisor.swap import read_around
+    assert read_around(str(tmp_path)) >= 4096
+    assert read_around(str(tmp_path / "absent")) == 128 << 10
+    def site(off, allocations, size, reads, name):
+        return prof.Site((prof.Frame(EXE, None, off),), allocations=allocations, bytes=size, peak_live_bytes=size,
+                         reads=reads, writes=size, symbols=(prof.Symbol(name, "solver.c", off),))
+    path = tmp_path / "mesh.json"
+    prof.save(prof.Profile("dhat", ["solver"], [site(0x100, 1, 8 * MIB, 4000 * MIB, "hot_table"),
+                                                site(0x200, 1, 96 * MIB, 192 * MIB, "matrix"),
+                                                site(0x400, 2048, 64 * MIB, 128 * MIB, "mesh")],
+                           pid=1, clock_unit="instr"), path)
+    doc, rules, text = advise(path, tmp_path, "--swap")
+    # the fast device's spare room takes what fits of it, the rest goes to system
+    spill = rules[f"{EXE}+0x400"]
+    assert spill == "system" or doc["devices"][spill]["fallback"] == "system"
+    assert "blocks of 32KiB, under two read-around windows" in text
+    assert f"{EXE}+0x200" not in rules
