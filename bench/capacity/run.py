@@ -11,6 +11,9 @@ cgroup's limit), run at 100%, 75%, 50% and 30% of their peak in four ways:
                  and the file device's page cache share it; the advisor's page cache model
                  decides how much to pin) -> a placed run (the environment `memplace run
                  --policy` gives, started here so that only the program is in the cgroup)
+  (e) mp + swap  the same with the swap file on and `memplace advise --swap`: the fast
+                 device locked, sites that churn in the kernel's swappable memory, the rest
+                 of (d)'s file device sites still there (docs/advisor.md)
 
 Programs: hotcold (a hot table updated at random, big cold arrays written once and read
 once; bench/capacity/hotcold.c), spmv (power iteration with a sparse matrix: hot vectors
@@ -51,9 +54,9 @@ from limits import MemoryCgroup, SwapFile, filesystem_type, why_no_cgroup  # noq
 
 MIB = 1 << 20
 LIMITS = (100, 75, 50, 30)
-VARIANTS = ("malloc", "file", "swap", "memplace")
+VARIANTS = ("malloc", "file", "swap", "memplace", "memplace-swap")
 LABELS = {"malloc": "(a) malloc", "file": "(b) file device", "swap": "(c) swap file",
-          "memplace": "(d) memplace"}
+          "memplace": "(d) memplace", "memplace-swap": "(e) mp + swap"}
 TARGET = 1.5
 
 
@@ -237,6 +240,11 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                           env=base_env)
         (work / f"advice-{pct}.txt").write_text(advice)
         fast = policy_capacity(policy, "fast")
+        swap_policy = work / f"memplace-swap-{pct}.toml"
+        (work / f"advice-swap-{pct}.txt").write_text(memplace(
+            "advise", str(profile_file), "--policy-out", str(swap_policy),
+            "--device", f"fast=numa:0,capacity={shared}MiB", "--device", f"slow=file:{device_dir}",
+            "--shared-memory", f"{shared}MiB", "--swap", env=base_env))
         for r in range(args.runs):
             order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
             for variant in order:
@@ -250,6 +258,12 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                 elif variant == "swap":
                     with SwapFile(swap_path, peak + 256 * MIB):
                         o = run(variant, limit, base_env, tag, swap=True)
+                elif variant == "memplace-swap":
+                    with SwapFile(swap_path, peak + 256 * MIB):
+                        o = run(variant, limit, placed_env(swap_policy, prog.argv, stats_dir, tmp, base_env), tag,
+                                swap=True)
+                    if o.status == "ok":
+                        cell.note = fast_device_stats(stats_dir, o.pid, o.returncode)
                 else:
                     pol = all_file if variant == "file" else policy
                     o = run(variant, limit, placed_env(pol, prog.argv, stats_dir, tmp, base_env), tag)
@@ -329,40 +343,54 @@ def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_
                       for (v, p), c in cells.items()}}
 
 
-def ratio(cells: dict, pct: int, other: str) -> float | None:
-    d, o = cells[f"memplace@{pct}"]["median_s"], cells[f"{other}@{pct}"]["median_s"]
+def ratio(cells: dict, pct: int, other: str, mine: str = "memplace") -> float | None:
+    d, o = cells[f"{mine}@{pct}"]["median_s"], cells[f"{other}@{pct}"]["median_s"]
     return o / d if d and o else None
 
 
+def never_slower(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> bool:
+    """`mine` completed wherever the others did, and within the benchmark's 5% of each."""
+    done = cells[f"{mine}@{pct}"]["median_s"] is not None
+    ok = True
+    for other in others:
+        if cells[f"{other}@{pct}"]["median_s"] is not None:
+            r = ratio(cells, pct, other, mine)
+            ok &= done and r is not None and r >= 1.0 / 1.05
+    return ok
+
+
 def print_table(results: list[dict]) -> bool:
-    """The table; True when the targets are met."""
+    """The table; True when (d) meets the targets. (e), where the benchmark ran it, is
+    judged on its own line."""
     ok = True
     for res in results:
         cells = res["cells"]
         VARIANTS, LABELS = res.get("variants", globals()["VARIANTS"]), res.get("labels", globals()["LABELS"])
         vb, vc = VARIANTS[1], VARIANTS[2]
+        mine = [m for m in ("memplace", "memplace-swap") if m in VARIANTS]
+        letter = {"memplace": "d", "memplace-swap": "e"}
         if res.get("nodes"):
             print(f"\ntwo NUMA nodes: fast device = node {res['nodes'][0]}, slow device = node {res['nodes'][1]}; "
                   "the limit is the fast node's capacity (the runtime's), no memory cgroup")
         print(f"\n{res['program']}: peak {res['peak'] / MIB:.0f} MiB (heap {res['heap'] / MIB:.0f} MiB), "
               f"unlimited plain run {res['unlimited_s']:.2f} s; median wall seconds")
         print(f"{'limit':>10} " + " ".join(f"{LABELS[v]:>16}" for v in VARIANTS)
-              + f" {'(b)/(d)':>8} {'(c)/(d)':>8}")
+              + "".join(f" {f'(b)/({letter[m]})':>8} {f'(c)/({letter[m]})':>8}" for m in mine))
+        e_ok = True
         for pct in LIMITS:
             row = []
             for v in VARIANTS:
                 c = cells[f"{v}@{pct}"]
                 row.append(f"{c['median_s']:>16.2f}" if c["median_s"] else f"{c['status']:>16}")
-            rb, rc = ratio(cells, pct, vb), ratio(cells, pct, vc)
             fmt = lambda x: f"{x:>7.2f}x" if x else f"{'-':>8}"
+            ratios = "".join(f" {fmt(ratio(cells, pct, vb, m))} {fmt(ratio(cells, pct, vc, m))}" for m in mine)
             limit = f"{pct}% {res['peak'] * pct // 100 // MIB}M"
-            print(f"{limit:>10} " + " ".join(row) + f" {fmt(rb)} {fmt(rc)}")
-            d_done = cells[f"memplace@{pct}"]["median_s"] is not None
-            for other, r in ((vb, rb), (vc, rc)):
-                if cells[f"{other}@{pct}"]["median_s"] is not None:
-                    ok &= d_done and r is not None and r >= 1.0 / 1.05   # never slower (5% noise)
-                    if res["program"] == "hotcold" and pct == 50:
-                        ok &= r is not None and r >= TARGET
+            print(f"{limit:>10} " + " ".join(row) + ratios)
+            ok &= never_slower(cells, pct, "memplace", (vb, vc))
+            if res["program"] == "hotcold" and pct == 50:
+                ok &= all((ratio(cells, pct, v) or 0) >= TARGET for v in (vb, vc))
+            if "memplace-swap" in mine:
+                e_ok &= never_slower(cells, pct, "memplace-swap", (vb, vc))
         print("  major page faults (reads from the disk: file pages or swap-ins), median:"
               if not res.get("nodes") else "  major page faults, median:")
         for pct in LIMITS:
@@ -371,10 +399,14 @@ def print_table(results: list[dict]) -> bool:
                 mf = cells[f"{v}@{pct}"]["major_faults"]
                 faults.append(f"{LABELS[v][:3]} {int(statistics.median(mf)):,}" if mf else f"{LABELS[v][:3]} -")
             print(f"    {pct:3d}%: " + ", ".join(faults))
-        for pct in LIMITS:
-            note = cells[f"memplace@{pct}"]["note"]
-            if note:
-                print(f"    (d) at {pct}%: {note}")
+        for m in mine:
+            for pct in LIMITS:
+                note = cells[f"{m}@{pct}"]["note"]
+                if note:
+                    print(f"    ({letter[m]}) at {pct}%: {note}")
+        if "memplace-swap" in mine:
+            print(f"  (e) never slower than (b) and (c) (within 5%), completes wherever they do: "
+                  f"{'yes' if e_ok else 'NO'}")
     return ok
 
 

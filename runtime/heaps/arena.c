@@ -11,6 +11,7 @@
  * a device here. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <mimalloc.h>
 #include "internal.h"
@@ -32,6 +33,7 @@ MP_HIDDEN struct mp_extent mp_extents[MP_MAX_EXTENTS];
 MP_HIDDEN int mp_nextents;
 static int extent_lock;
 static int warned[MP_MAX_DEVICES];
+static int lock_warned[MP_MAX_DEVICES];
 
 /* Arena room a device starts with: its capacity, and room for mimalloc's per-thread pages
  * and metadata (growing into an extent adds more when that is not enough). */
@@ -63,8 +65,32 @@ static uint64_t units_of(uint64_t bytes, unsigned shift)
     return n ? n : 1;
 }
 
+/* mimalloc madvises the memory it maps for itself (the parts of its page map, its
+ * metadata) for transparent huge pages: the entries of a few arenas then cost two 2 MiB
+ * pages, 4 MiB of the program's memory and of a memory cgroup's limit, for a few KiB (a
+ * placed empty program used 5.2 MiB more than the bare one, 1.4 MiB without). Its THP
+ * option goes off before the first arena; mimalloc has normally started by then (its
+ * constructor). One that starts here with the option off sets PR_SET_THP_DISABLE for the
+ * whole process, which would take huge pages from the program too: the flag is put back. */
+static void mimalloc_options(void)
+{
+    int before = mp_os_thp_disabled();
+    mi_option_set(mi_option_allow_thp, 0);
+    /* Freed slices go back to the kernel after 100 ms instead of mimalloc's 1 s (unless
+     * MIMALLOC_PURGE_DELAY says otherwise): under a memory limit, memory held for the
+     * delay is memory the kernel swaps or takes from the page cache. OpenFOAM with swap
+     * at 75% of its peak: 8.9 s -> 6.4 s; unlimited, its peak 270 -> 241 MiB (glibc's
+     * 240) in the same time. */
+    if (!getenv("MIMALLOC_PURGE_DELAY"))
+        mi_option_set(mi_option_purge_delay, 100);
+    mi_process_init(); /* once: a no-op if mimalloc had started (then its pages stay) */
+    if (before == 0 && mp_os_thp_disabled() == 1)
+        mp_os_thp_disable(0);
+}
+
 int mp_arenas_init(const struct mp_policy *policy, const char **why)
 {
+    mimalloc_options();
     int n = (int)policy->ndevices, placing = 0;
     struct mp_device_heap *heaps = mp_internal_alloc((size_t)n * sizeof *heaps);
     if (!heaps) {
@@ -234,6 +260,37 @@ static int new_extent(struct mp_device_heap *h, int idx)
     return base ? 1 : out_of_room(h);
 }
 
+/* mlock a new arena of device `idx` (on fault); say once when the limit refuses. */
+static int lock(struct mp_device_heap *h, int idx, void *at, uint64_t size)
+{
+    int err = mp_os_lock(at, (size_t)size);
+    if (err && !__atomic_exchange_n(&lock_warned[idx], 1, __ATOMIC_RELAXED)) {
+        const char *parts[] = {"memplace: device '", h->spec->name, "': cannot lock its memory (",
+                               err == EPERM ? "EPERM" : err == ENOMEM ? "ENOMEM" : err == EAGAIN ? "EAGAIN" : "error",
+                               ": ulimit -l, RLIMIT_MEMLOCK); it stays swappable\n"};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+            mp_write_all(2, parts[i], strlen(parts[i]));
+    }
+    return err == 0;
+}
+
+/* mimalloc's commit and purge on a locked arena: a purge (freed slices, after mimalloc's
+ * delay) unlocks the range and gives its pages back, a commit before reuse locks it
+ * again, so what stays locked is what the program holds, not every page the arena ever
+ * touched (OpenFOAM at 75% of its peak: 122 MiB locked for a device whose live peak was
+ * 34 MiB, and the run 3.6x slower than unlocked). mimalloc's own purge cannot: a locked
+ * range refuses MADV_DONTNEED. */
+static bool locked_commit(bool commit, void *start, size_t size, bool *is_zero, void *arg)
+{
+    (void)arg;
+    if (!commit)
+        return mp_os_unlock_release(start, size) == 0; /* released: zeros, committed again before reuse */
+    if (is_zero)
+        *is_zero = true;
+    mp_os_lock(start, size); /* refused (RLIMIT_MEMLOCK): the memory serves unlocked */
+    return true;
+}
+
 /* Turn the next part of the device's room into an arena. Called with the device's lock
  * held. */
 static int grow(struct mp_device_heap *h, int idx)
@@ -275,8 +332,14 @@ static int grow(struct mp_device_heap *h, int idx)
             return 0;
         }
     }
+    /* a locked device: its pages stay resident (never swapped) while the program holds
+     * them; unlocked if RLIMIT_MEMLOCK says no. Huge pages (MAP_HUGETLB) are never swapped
+     * anyway: locked, they are left pinned, as mimalloc leaves them. */
+    int locked = (s->flags & MP_FLAG_LOCK) && lock(h, idx, at, chunk);
+    int hugetlb = (s->flags & MP_FLAG_HUGETLB) != 0;
     mi_arena_id_t id;
-    if (!mi_manage_os_memory_ex(at, chunk, true, false, true, -1, true, &id))
+    if (!mi_manage_memory(at, chunk, true, locked && hugetlb, true, -1, true,
+                          locked && !hugetlb ? locked_commit : NULL, NULL, &id))
         return 0;
     mi_heap_t *mh = mi_heap_new_in_arena(id);
     if (!mh)

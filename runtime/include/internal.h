@@ -132,8 +132,18 @@ MP_HIDDEN void mp_os_wait_word(int *word, int value, long nanoseconds);
 MP_HIDDEN void mp_os_wake_word(int *word);
 /* mbind [at, at+size) before first touch; mode as in the compiled policy. */
 MP_HIDDEN int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, int words);
-/* Back [at, at+size) with device `s`'s kind of memory and bind it; on failure the range
- * is left reserved-only. 0 or an errno value. */
+/* The process's "no transparent huge pages" flag (PR_GET_THP_DISABLE: 0, 1, or -1 when
+ * the kernel has none); set it (1) or clear it (0). */
+MP_HIDDEN int mp_os_thp_disabled(void);
+MP_HIDDEN void mp_os_thp_disable(int off);
+/* Keep the pages of [at, at+size) resident once touched (mlock2 MLOCK_ONFAULT): 0 or an
+ * errno value (EPERM/ENOMEM: RLIMIT_MEMLOCK). */
+MP_HIDDEN int mp_os_lock(void *at, size_t size);
+/* Unlock [at, at+size) and give its pages back (they read as zeros when touched again):
+ * 0 or an errno value. */
+MP_HIDDEN int mp_os_unlock_release(void *at, size_t size);
+/* Back [at, at+size) with device `s`'s kind of memory, bind it, lock it (MP_FLAG_LOCK);
+ * on failure the range is left reserved-only. 0 or an errno value. */
 MP_HIDDEN int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size);
 
 // "os/policy.c" -- reads and validates the compiled policy (records: policy_format.h)

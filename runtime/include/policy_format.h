@@ -26,7 +26,8 @@
 enum mp_kind { MP_NEXT_ALLOCATOR = 0, MP_NUMA = 1, MP_FILE = 2, MP_HUGEPAGES = 3 };
 /* Flag bits; bits 8..15 hold log2 of the huge page size (0: the default size). */
 enum { MP_FLAG_HUGETLB = 1, MP_FLAG_THP = 2,
-       MP_FLAG_NODE_SCOPE = 4 /* the capacity is for every process of the job on the node */ };
+       MP_FLAG_NODE_SCOPE = 4, /* the capacity is for every process of the job on the node */
+       MP_FLAG_LOCK = 8 /* pages stay resident once touched (mlock on fault): never swapped */ };
 
 struct mp_policy_header {
     char magic[8];

@@ -12,6 +12,7 @@
 #include <linux/futex.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -292,6 +293,30 @@ int mp_os_bind(void *at, size_t size, uint32_t mode, const uint64_t *nodemask, i
     return r == 0 ? 0 : errno;
 }
 
+int mp_os_thp_disabled(void)
+{
+    return prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
+}
+
+void mp_os_thp_disable(int off)
+{
+    prctl(PR_SET_THP_DISABLE, off, 0, 0, 0);
+}
+
+int mp_os_lock(void *at, size_t size)
+{
+    /* MLOCK_ONFAULT: pages are locked as they are touched, the range is not populated
+     * (mlock2 by raw system call: glibc before 2.27 has no wrapper) */
+    return syscall(SYS_mlock2, at, size, 1 /* MLOCK_ONFAULT */) == 0 ? 0 : errno;
+}
+
+int mp_os_unlock_release(void *at, size_t size)
+{
+    if (munlock(at, size) != 0)
+        return errno;
+    return madvise(at, size, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
 int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size)
 {
     int err = s->kind == MP_FILE ? mp_os_back_file(at, size, s->path)
@@ -300,6 +325,8 @@ int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size)
                                                         (int)((s->flags >> 8) & 0xff));
     if (!err && (s->kind == MP_NUMA || (s->kind == MP_HUGEPAGES && (s->nodemask[0] | s->nodemask[1]))))
         err = mp_os_bind(at, size, s->mode, s->nodemask, MP_NODEMASK_WORDS);
+    if (!err && (s->flags & MP_FLAG_LOCK))
+        mp_os_lock(at, size); /* unlocked if the limit refuses: arena.c said so at the first arena */
     if (err)
         mp_os_back_anonymous(at, size, -1, 0); /* back to reserved-only */
     return err;

@@ -14,7 +14,7 @@ import pytest
 
 from memplace.placement.policy_compile import (DEVICE, FRAME, HEADER, MAGIC, MAX_DEVICES, MAX_FRAMES, MAX_MODULES,
                                      MAX_RULES, MODULE, NO_STRING, NODEMASK_WORDS, RULE, VERSION, KIND_CODES,
-                                     FLAG_HUGETLB, FLAG_THP)
+                                     FLAG_HUGETLB, FLAG_THP, FLAG_NODE_SCOPE, FLAG_LOCK)
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed (Debian package gcc)")
 
@@ -48,7 +48,7 @@ def c_layout(tmp_path_factory) -> dict:
                          f"sizeof((({s} *)0)->{name}));")
     for const in ("MP_POLICY_VERSION", "MP_NO_STRING", "MP_MAX_DEVICES", "MP_MAX_MODULES", "MP_MAX_RULES",
                   "MP_MAX_FRAMES", "MP_NODEMASK_WORDS", "MP_NEXT_ALLOCATOR", "MP_NUMA", "MP_FILE",
-                  "MP_HUGEPAGES", "MP_FLAG_HUGETLB", "MP_FLAG_THP"):
+                  "MP_HUGEPAGES", "MP_FLAG_HUGETLB", "MP_FLAG_THP", "MP_FLAG_NODE_SCOPE", "MP_FLAG_LOCK"):
         lines.append(f'printf("const {const} %llu\\n", (unsigned long long)({const}));')
     lines.append('printf("magic %zu ", sizeof MP_POLICY_MAGIC);')
     lines.append('for (size_t i = 0; i < sizeof MP_POLICY_MAGIC; i++) printf("%02x", (unsigned char)MP_POLICY_MAGIC[i]);')
@@ -100,5 +100,6 @@ def test_format_constants_agree(c_layout):
     # kind 0 is the next allocator, which the policy file calls "system"
     assert (c["MP_NEXT_ALLOCATOR"], c["MP_NUMA"], c["MP_FILE"], c["MP_HUGEPAGES"]) == (
         KIND_CODES["system"], KIND_CODES["numa"], KIND_CODES["file"], KIND_CODES["hugepages"])
-    assert (c["MP_FLAG_HUGETLB"], c["MP_FLAG_THP"]) == (FLAG_HUGETLB, FLAG_THP)
+    assert (c["MP_FLAG_HUGETLB"], c["MP_FLAG_THP"], c["MP_FLAG_NODE_SCOPE"], c["MP_FLAG_LOCK"]) == \
+        (FLAG_HUGETLB, FLAG_THP, FLAG_NODE_SCOPE, FLAG_LOCK)
     assert c_layout["magic"] == MAGIC

@@ -99,9 +99,13 @@ def _shared_memory(text: str | None, room: str, ranks: int) -> SharedMemory | No
               default="64MiB", show_default=True,
               help="With --shared-memory: the page cache below which misses on a file device slow "
                    "down in proportion (read-around and reclaim need room).")
+@click.option("--swap", is_flag=True,
+              help="The machine swaps under the memory limit: lock the limited devices' pages, and keep the sites "
+                   "a file device serves badly (allocated or written again and again) in the next allocator's "
+                   "swappable memory (docs/advisor.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
 def advise_command(profiles, policy_out, devices, capacities, default, model, method, time_limit, top, ranks,
-                   shared_memory, cache_room, as_json):
+                   shared_memory, cache_room, swap, as_json):
     """Assign a profile's allocation sites to devices and write the policy.
 
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
@@ -112,6 +116,10 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
     specs = device_specs(devices, capacities, default)
     share_among_ranks(specs, ranks)
     advice = run_advice(profile, specs, model, method, default, time_limit, shared)
+    if swap:
+        from memplace.advisor.swap import plan_for_swap
+
+        plan_for_swap(advice, specs)
     if policy_out:
         write_policy(advice, specs, ", ".join(profiles), policy_out)
     if as_json:

@@ -32,9 +32,9 @@ MAX_NODE = 1023
 
 # Keys each kind of device accepts (besides "kind"); anything else is a typo worth reporting.
 DEVICE_KEYS = {
-    "numa": {"nodes", "mode", "capacity", "scope", "fallback"},
+    "numa": {"nodes", "mode", "capacity", "scope", "fallback", "lock"},
     "file": {"path", "capacity", "scope", "fallback"},
-    "hugepages": {"pagesize", "nodes", "mode", "capacity", "scope", "fallback"},
+    "hugepages": {"pagesize", "nodes", "mode", "capacity", "scope", "fallback", "lock"},
     "system": {"capacity", "scope", "fallback"},
 }
 # Whom a capacity is for: each process alone, or every process of the job on the node.
@@ -72,6 +72,7 @@ class Device:
     path: str | None = None  # file devices: absolute directory
     pagesize: int | None = None  # hugepages: None = the default huge page size
     transparent: bool = False  # hugepages: madvise(MADV_HUGEPAGE) on normal pages
+    lock: bool = False  # numa, hugepages: pages stay resident once touched (never swapped)
     valid: bool = True  # False when loading found an error in it (then it is not checked further)
 
 
@@ -234,6 +235,11 @@ def _load_device(name: str, spec: object, base: str, err: _Reporter) -> Device:
             err(f"fallback = {spec['fallback']!r} must be a device name", where, dev)
         else:
             dev.fallback, dev.fallback_given = spec["fallback"], True
+    if "lock" in spec:
+        if not isinstance(spec["lock"], bool):
+            err(f"lock = {spec['lock']!r} must be true or false", where, dev)
+        else:
+            dev.lock = spec["lock"]
     if kind == "file":
         path = spec.get("path")
         if not isinstance(path, str) or not path or "\0" in path:

@@ -34,6 +34,7 @@ MODE_CODES = {"bind": 0, "preferred": 1, "interleave": 2, "weighted-interleave":
 FLAG_HUGETLB = 1 << 0  # mmap(MAP_HUGETLB)
 FLAG_THP = 1 << 1  # madvise(MADV_HUGEPAGE)
 FLAG_NODE_SCOPE = 1 << 2  # the capacity is shared by the job's processes on the node
+FLAG_LOCK = 1 << 3  # mlock2(MLOCK_ONFAULT): touched pages stay resident, never swapped
 FLAG_PAGESHIFT = 8  # bits 8..15: log2(huge page size), 0 = the default size
 NODEMASK_WORDS = 16
 
@@ -181,6 +182,8 @@ def compile_policy(policy: Policy, topology: Topology, resolver: SiteResolver) -
                 flags = FLAG_HUGETLB | (shift << FLAG_PAGESHIFT)
         if dev.scope == "node":
             flags |= FLAG_NODE_SCOPE
+        if dev.lock:
+            flags |= FLAG_LOCK
         mode = dev.mode if dev.kind in ("numa", "hugepages") else "bind"
         devices.append(_device_record(strings, name, dev.kind, mode, capacity_bytes(dev, topology),
                                       fallback, dev.path if dev.kind == "file" else None, flags, dev.nodes))

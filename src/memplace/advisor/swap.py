@@ -1,0 +1,117 @@
+"""`memplace advise --swap`: a plan for a machine that swaps under the memory limit.
+
+A file device and swap both keep data on a disk, but they write different pages. Swap
+writes a page when reclaim evicts it, and a page the program frees is simply dropped. A
+file device's pages are page cache: every page the program dirties is written back (the
+flusher writes all of a file's dirty pages, hot ones too, and a memory cgroup's reclaim
+cannot write them itself), freed blocks stay dirty in the cache until written, and a page
+reused after eviction is read back from the disk even when its old contents were dead.
+Measured on OpenFOAM at 75% of its peak (docs/benchmarks.md): the file device wrote 4.7-5.3
+GiB and read back 4.4-5 GiB where swap wrote 60 MiB and read 40 MiB, 3x the time. The
+file device is still the better place for long-lived data written once and read in
+streams (the kernel reads it back 8 MiB at a time where swap reads 32 KiB).
+
+So with swap the plan is the solver's, changed in two ways:
+
+* a site the solver left on a file device goes to `system` (the next allocator's
+  anonymous memory, which the kernel swaps page by page) when it churns: it allocates at
+  least CHURN times its peak of live bytes (temporaries freed and allocated again), or its
+  estimated writes are at least CHURN times that peak (data rewritten in place); when its
+  blocks are smaller than two of the disk's read-around windows (`read_ahead_kb` of the
+  device holding the directory): read-around only pays for data streamed through large
+  blocks, and a window over small ones reads in unrelated data and evicts hot pages for
+  it (OpenFOAM at 75% with swap: its long-lived mesh data, blocks of 0.1-18 MiB under an
+  8 MiB window, on the file device 6.2-6.9 s, in swappable memory 5.0-5.2 s, swap alone
+  4.5-5.2 s); and every
+  site of the file device does when the page cache model (`--shared-memory`) expects the
+  file device's pages to stay in memory anyway (hit ratio at least RESIDENT): a file
+  device then only adds its costs (page cache, write-back of every page written; spmv at
+  100% of its peak: 0.48 s against swap's 0.31 s with its 96 MiB of column indices there);
+* every limited device (the fast ones) gets `lock = true`, so the hot data the solver
+  chose stays resident however much the rest is swapped; unless the model keeps it all in
+  memory anyway (hit ratio at least RESIDENT), where there is nothing to protect and a
+  locked page costs more to fault in (spmv at 100%: 1.7-2.1 s locked, 1.3-1.4 unlocked).
+
+    >>> from memplace.profiling.profile import Frame, Site
+    >>> churns(Site((Frame("/app", None, 1),), allocations=40, bytes=400, peak_live_bytes=10))
+    True
+    >>> churns(Site((Frame("/app", None, 2),), allocations=1, bytes=10, peak_live_bytes=10, writes=10))
+    False
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from memplace.advisor import solver as adv
+from memplace.advisor.device_specs import DeviceSpec
+from memplace.profiling.profile import Site
+from memplace.units import format_size
+
+CHURN = 2.0
+RESIDENT = 0.95  # bench/capacity: the plans at 100% of the peak 0.99, at 75% and below 0.57 at most
+SWAPPED = "system"
+
+
+def churns(site: Site) -> bool:
+    """Allocated, or (estimated) written, at least CHURN times its peak of live bytes."""
+    peak = max(site.peak_live_bytes, 1)
+    return site.bytes >= CHURN * peak or (site.writes or 0) >= CHURN * peak
+
+
+def read_around(directory: str) -> int:
+    """The read-ahead window (bytes) of the disk holding `directory`: what the kernel
+    reads around a fault on a file mapping there. The kernel's default, 128 KiB, when /sys
+    does not say (a filesystem on no block device, a directory that does not exist yet)."""
+    try:
+        dev = os.stat(directory).st_dev
+        block = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+        for queue in (block / "queue", block.resolve().parent / "queue"):  # a disk, or a partition's disk
+            if (queue / "read_ahead_kb").exists():
+                return int((queue / "read_ahead_kb").read_text()) << 10
+    except (OSError, ValueError):
+        pass
+    return 128 << 10
+
+
+def small_blocks(site: Site, window: int) -> bool:
+    """Blocks (bytes per allocation) smaller than two read-around windows."""
+    return site.bytes < 2 * window * max(site.allocations, 1)
+
+
+def plan_for_swap(advice: adv.Advice, specs: list[DeviceSpec]) -> None:
+    """Change `advice` and `specs` in place as the module docstring says."""
+    windows = {d.name: read_around(d.table["path"]) for d in specs if d.kind == "file"}
+    resident = advice.shared is not None and advice.shared.get("hit_ratio", 0.0) >= RESIDENT
+
+    def why(p: adv.Placement) -> str | None:
+        s = p.site
+        if s.bytes >= CHURN * max(s.peak_live_bytes, 1):
+            return f"allocated {s.bytes / max(s.peak_live_bytes, 1):.0f}x its peak"
+        if churns(s):
+            return "rewritten in place"
+        if resident:
+            return f"the page cache model keeps {advice.shared['hit_ratio']:.0%} of the file device in memory"
+        if small_blocks(s, windows[p.device]):
+            return (f"blocks of {format_size(s.bytes // max(s.allocations, 1))}, under two read-around windows "
+                    f"({format_size(windows[p.device])} each)")
+        return None
+
+    moved = []
+    for p in advice.placements:
+        reason = why(p) if p.device in windows else None  # a spilled site: what does not fit goes there
+        if reason:
+            p.device = SWAPPED
+            p.reason = (f"--swap: {reason}; on {SWAPPED} (anonymous memory, swapped page by page) rather than "
+                        f"a file device, which writes back every page it dirties and frees")
+            moved.append(p)
+    locked = [] if resident else [d for d in specs if d.kind in ("numa", "hugepages") and d.model.capacity is not None]
+    for d in locked:
+        d.table["lock"] = True
+    peak = sum(p.site.peak_live_bytes for p in moved)
+    advice.notes.append(
+        f"--swap: {len(moved):,} site(s) that churn, have small blocks{' or would stay in memory' if resident else ''} "
+        f"({format_size(peak)} of site peaks) moved from the file device to "
+        f"{SWAPPED}; locked: {', '.join(d.name for d in locked) or 'none'} (the modelled figures above are the "
+        f"solver's plan before this)")
