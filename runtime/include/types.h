@@ -268,6 +268,7 @@ struct mp_thread {
                  a fill, which may hold the loader's lock): a signal handler's allocation
                  on it leaves the caches alone (modes/place.c) */
     struct mp_unwind_cache unwind;
+    uint64_t unwinds; /* allocations whose site took a whole walk (sites/sites.c) */
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };

@@ -333,12 +333,11 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
 
 /* The cached entry of the site whose frames are unwound from (ra, sp, fp) into frames[]
  * (*n of them), filled on a miss; *v becomes the view it was filled under. */
-static uint64_t unwinds; /* sites found by a whole walk: the caches did not know them */
 
 static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view **v, uintptr_t ra,
                                            uintptr_t sp, uintptr_t fp, uintptr_t *frames, int *n)
 {
-    __atomic_fetch_add(&unwinds, 1, __ATOMIC_RELAXED);
+    self->unwinds++; /* the site took a whole walk: the caches did not know it */
     frames[0] = 0; /* no frames found: no frames, not `ra` (that is the return address's entry) */
     *n = capture(self, *v, ra, sp, fp, frames, &self->unwind);
     struct mp_site_entry *e = slot(self, frames);
@@ -450,7 +449,13 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
     return 1;
 }
 
-uint64_t mp_sites_unwinds(void) { return __atomic_load_n(&unwinds, __ATOMIC_RELAXED); }
+uint64_t mp_sites_unwinds(void)
+{
+    uint64_t n = 0;
+    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+        n += t->unwinds;
+    return n;
+}
 
 const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_stats[rule]; }
 
