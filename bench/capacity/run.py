@@ -181,6 +181,16 @@ def fast_device_stats(stats_dir: Path, pid: int, code: int) -> str:
     return ", ".join(parts)
 
 
+def profile(prog: Program, work: Path, base_env: dict) -> tuple[Path, int]:
+    """A profile of the program (runtime engine, access sampling) and its heap's peak."""
+    prof_dir = work / "profile"
+    shutil.rmtree(prof_dir, ignore_errors=True)
+    if prog.prepare:
+        prog.prepare()
+    memplace("profile", "run", "--out", str(prof_dir), "--", *prog.argv, env=base_env)
+    return heap_peak(prof_dir)
+
+
 def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: dict,
                   swap_path: Path) -> dict:
     work = out / prog.name
@@ -204,12 +214,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
     print(f"  peak {peak / MIB:.0f} MiB, {ref.seconds:.2f} s unlimited", file=sys.stderr)
 
     # 2. profile (runtime engine, access sampling) and the heap's own peak
-    prof_dir = work / "profile"
-    shutil.rmtree(prof_dir, ignore_errors=True)
-    if prog.prepare:
-        prog.prepare()
-    memplace("profile", "run", "--out", str(prof_dir), "--", *prog.argv, env=base_env)
-    profile_file, heap = heap_peak(prof_dir)
+    profile_file, heap = profile(prog, work, base_env)
 
     # 3. what is not heap in a placed run: an unlimited run with every heap object on
     #    node 0, its cgroup peak minus the heap (runtime, program, libraries, stacks;
@@ -306,12 +311,7 @@ def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_
     if ref.status != "ok":
         raise SystemExit(f"{prog.name}: the plain run failed ({ref.status}): {ref.error}")
     reference = prog.result(ref.output)
-    prof_dir = work / "profile"
-    shutil.rmtree(prof_dir, ignore_errors=True)
-    if prog.prepare:
-        prog.prepare()
-    memplace("profile", "run", "--out", str(prof_dir), "--", *prog.argv, env=base_env)
-    profile_file, heap = heap_peak(prof_dir)
+    profile_file, heap = profile(prog, work, base_env)
     tmp = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     cells: dict[tuple[str, int], Cell] = {}
     for pct in LIMITS:

@@ -251,7 +251,7 @@ MP_HIDDEN int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs
 // "thread/thread.c" -- created on a thread's first placed or profiled allocation, returned
 // to a free list by a pthread key destructor at thread exit
 MP_HIDDEN extern MP_TLS struct mp_thread *mp_self;
-MP_HIDDEN struct mp_thread *mp_thread_attach(const void *sp);
+MP_HIDDEN struct mp_thread *mp_thread_attach(void);
 MP_HIDDEN void mp_threads_init(void);
 /* What a mode does when a thread ends (before its block is recycled); set once at start. */
 MP_HIDDEN void mp_threads_on_exit(void (*hook)(struct mp_thread *));
@@ -262,12 +262,12 @@ MP_HIDDEN struct mp_thread *mp_threads_all(void);
 
 /* This thread's block, made on first use; NULL while it is being made (allocations the
  * set-up itself makes, e.g. in pthread_getattr_np, then go unplaced). */
-static inline struct mp_thread *mp_thread(const void *sp)
+static inline struct mp_thread *mp_thread(void)
 {
     struct mp_thread *t = mp_self;
     if (mp_likely(t != NULL))
         return t;
-    return mp_thread_attach(sp);
+    return mp_thread_attach();
 }
 
 /* The top of the stack a walk from `sp` may read up to: the thread's own stack's, or 0
@@ -554,7 +554,7 @@ static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, u
 static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp_site_hit *hit)
 {
     struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
-    if (mp_likely(e->frames[0] == ra && !e->frames[1] && !e->walked && e->fixed &&
+    if (mp_likely(e->frames[0] == ra && !e->walked && e->fixed &&
                   e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
         *hit = (struct mp_site_hit){e, e->device, e->fixed};
         return 1;

@@ -61,7 +61,7 @@ enum how { PLAIN, ZEROED, ALIGNED };
 __attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra,
                                              uintptr_t sp, uintptr_t fp)
 {
-    struct mp_thread *self = mp_thread(__builtin_frame_address(0));
+    struct mp_thread *self = mp_thread();
     int served, dev = device_for(self, n, ra, sp, fp);
     void *p = mp_device_heap_alloc(self, dev, n, align, how == ZEROED, &served);
     if (p)
@@ -74,15 +74,14 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
     }
 }
 
-/* A fixed site served by the next allocator, counted once it did. */
-__attribute__((noinline)) static void *place_next(struct mp_thread *self,
-                                                  const struct mp_site_hit *hit, size_t n, int zero)
+/* A block from the next allocator for a fixed site, counted on the site's device once it
+ * was served (no live bytes: the next allocator's are not ours). */
+__attribute__((noinline)) static void *place_next(struct mp_thread *self, int dev, size_t n, int zero)
 {
     void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
-    if (mp_likely(p != NULL)) { /* no live bytes: the next allocator's are not ours */
-        self->devices[hit->device].allocations++;
-        self->devices[hit->device].bytes += n;
-        mp_sites_count(hit->e, n);
+    if (mp_likely(p != NULL)) {
+        self->devices[dev].allocations++;
+        self->devices[dev].bytes += n;
     }
     return p;
 }
@@ -99,11 +98,10 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
     if (self && !self->busy) {
         set_busy(self, 1);
         if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
-            void *p = hit.fixed == MP_FIXED_NEXT ? place_next(self, &hit, n, zero)
+            void *p = hit.fixed == MP_FIXED_NEXT ? place_next(self, hit.device, n, zero)
                                                  : mp_device_heap_alloc_fast(self, hit.device, n, zero);
             if (mp_likely(p != NULL)) {
-                if (hit.fixed != MP_FIXED_NEXT)
-                    mp_sites_count(hit.e, n);
+                mp_sites_count(hit.e, n);
                 set_busy(self, 0);
                 return p;
             }
@@ -116,15 +114,17 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
 /* The fast path's first part, inline and without a call on its common case: the site
  * found in the thread's caches (the return address for one-frame policies, the walk from
  * the program's frame for deeper ones), the block from the thread's cache of freed
- * blocks of the site's device. Anything else is one tail call to place_site(). */
+ * blocks of the site's device, or the next allocator's for a site placed there. Anything
+ * else is one tail call to place_site(). */
 void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
     if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
         set_busy(self, 1);
-        if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit)) && hit.fixed != MP_FIXED_NEXT) {
-            void *p = mp_device_heap_pop(self, hit.device, n);
+        if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
+            void *p = mp_unlikely(hit.fixed == MP_FIXED_NEXT) ? place_next(self, hit.device, n, 0)
+                                                              : mp_device_heap_pop(self, hit.device, n);
             if (mp_likely(p != NULL)) {
                 mp_sites_count(hit.e, n);
                 set_busy(self, 0);
@@ -169,7 +169,7 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t 
         place_free(p);
         return NULL;
     }
-    struct mp_thread *self = mp_thread(__builtin_frame_address(0));
+    struct mp_thread *self = mp_thread();
     int dev = device_for(self, n, ra, sp, fp), served;
     int mine = mp_device_heap_owns(p);
     if (mine && mp_device_of(p) == dev && mp_device_heap_resize(self, p, n))

@@ -132,9 +132,9 @@ static uint32_t site_id(const uintptr_t *frames, int n)
 }
 
 /* The site of an allocation returning to `ra`, through this thread's cache. */
-static uint32_t site_of(uintptr_t ra, const void *sp)
+static uint32_t site_of(uintptr_t ra)
 {
-    struct mp_thread *self = mp_thread(sp);
+    struct mp_thread *self = mp_thread();
     uintptr_t frames[MP_MAX_FRAMES] = {0};
     struct mp_modules *mods = mp_modules();
     if (!self || !mods)
@@ -344,11 +344,11 @@ static void on_access(uintptr_t address, int access, unsigned size, uint32_t wei
     mp_unlock(&s->access_lock);
 }
 
-static void record(void *p, size_t size, uintptr_t ra, const void *sp)
+static void record(void *p, size_t size, uintptr_t ra)
 {
     if (!p)
         return;
-    uint32_t id = site_of(ra, sp);
+    uint32_t id = site_of(ra);
     if (id == UINT32_MAX) {
         __atomic_fetch_add(&untracked, 1, __ATOMIC_RELAXED);
         return;
@@ -447,21 +447,21 @@ void mp_profile_forget(void *p)
 void *mp_profile_malloc(size_t n, uintptr_t ra)
 {
     void *p = mp_next.malloc(n);
-    record(p, n, ra, __builtin_frame_address(0));
+    record(p, n, ra);
     return p;
 }
 
 void *mp_profile_calloc(size_t n, size_t size, uintptr_t ra)
 {
     void *p = mp_next.calloc(n, size);
-    record(p, n * size, ra, __builtin_frame_address(0)); /* no overflow: calloc succeeded */
+    record(p, n * size, ra); /* no overflow: calloc succeeded */
     return p;
 }
 
 void *mp_profile_aligned(size_t align, size_t n, uintptr_t ra)
 {
     void *p = mp_next.memalign(align, n);
-    record(p, n, ra, __builtin_frame_address(0));
+    record(p, n, ra);
     return p;
 }
 
@@ -471,7 +471,7 @@ void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
     void *q = mp_next.realloc(p, n);
     if (p && (q || n == 0))
         mp_profile_forget(p);
-    record(q, n, ra, __builtin_frame_address(0));
+    record(q, n, ra);
     return q;
 }
 

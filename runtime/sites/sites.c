@@ -333,7 +333,6 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
 
 /* The cached entry of the site whose frames are unwound from (ra, sp, fp) into frames[]
  * (*n of them), filled on a miss; *v becomes the view it was filled under. */
-
 static struct mp_site_entry *unwound_entry(struct mp_thread *self, struct view **v, uintptr_t ra,
                                            uintptr_t sp, uintptr_t fp, uintptr_t *frames, int *n)
 {
@@ -352,8 +351,7 @@ static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintp
 {
     const uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     struct mp_site_entry *e = slot(self, frames);
-    if (mp_unlikely(e->generation != (*v)->generation || e->frames[0] != ra || e->frames[1] ||
-                    e->walked))
+    if (mp_unlikely(e->generation != (*v)->generation || e->frames[0] != ra || e->walked))
         *v = fill(e, frames, 1, 1);
     return e;
 }
@@ -431,14 +429,14 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                         struct mp_site_hit *hit)
 {
-    struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
-    uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     if (mp_sites_fixed_walked(self, ra, sp, fp, hit))
         return 1;
+    struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     struct mp_site_entry *e = root(self, &v, ra);
     /* a return address into libc or libstdc++, or one a rule of several frames begins
      * with: the walk from the program's frame decides, remembered */
     if (e->needs_scan && sp) {
+        uintptr_t frames[MP_MAX_FRAMES] = {0};
         int n;
         e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
         remember_walk(self, e, ra, sp, fp);

@@ -57,7 +57,7 @@ static void own_stack(struct mp_thread *t)
     }
 }
 
-struct mp_thread *mp_thread_attach(const void *sp)
+struct mp_thread *mp_thread_attach(void)
 {
     if (attaching)
         return NULL;
