@@ -14,7 +14,10 @@
   3. Start-up: `memplace run --policy P -- bignum 0` against `bignum 0` (wall time; the
      compiled policy and unwind tables are cached after the first run).
 
-    python bench/sites/run.py [--runs 7] [--iterations 300] [--json]
+    python bench/sites/run.py [--runs 7] [--iterations 300] [--json] [--other-runtime SO]
+
+With --other-runtime SO, the advised policies also run under another build of
+libmemplace.so (e.g. the one before a change), in the same rounds: "advised@other".
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--other-runtime", metavar="SO",
+                    help="also run 'advised policy' with this libmemplace.so (variant advised@other)")
     args = ap.parse_args()
     from memplace.launch.program import describe_program
     from memplace.launch.runtime_path import runtime_path
@@ -107,6 +112,8 @@ def main() -> int:
         compiled = tmp / "advised.mpc"
         prepare(policy, prog, compiled)
         envs["advised policy"] = dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(compiled))
+        if args.other_runtime:
+            envs["advised@other"] = dict(envs["advised policy"], LD_PRELOAD=os.path.abspath(args.other_runtime))
         # the advised devices without rules: every site on the default device, one frame
         text = policy.read_text()
         bare_policy = tmp / "default-only.toml"
@@ -129,6 +136,9 @@ def main() -> int:
         nofp_envs = {"bare": base, "transparent": dict(base, LD_PRELOAD=runtime),
                      "advised policy": dict(base, LD_PRELOAD=runtime,
                                             MEMPLACE_POLICY=str(tmp / "nofp.mpc"))}
+        if args.other_runtime:
+            nofp_envs["advised@other"] = dict(nofp_envs["advised policy"],
+                                              LD_PRELOAD=os.path.abspath(args.other_runtime))
         result_nofp = compare("bignum, no fp", [str(nofp), n], nofp_envs, args.runs)
         ok = report([result, result_nofp], "bare", TARGET, args.json, targeted=("advised policy",))
 
