@@ -52,6 +52,13 @@ MP_HIDDEN __attribute__((used)) struct {
             "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR "lea 8(%rsp), %" #sp_reg   \
             "\n\tmov %rbp, %" #fp_reg "\n\tjmp *mp_hot+" #slot "(%rip)\n\t.cfi_endproc\n"       \
             "\t.size " #name ", .-" #name "\n\t.popsection\n")
+/* name: the same, then jump to target, whose C signature takes sp and fp after the
+ * function's own arguments (CALLER stays the program's: a jump, not a call) */
+#define ARG_TRAMPOLINE(name, target, sp_reg, fp_reg)                                            \
+    __asm__(".pushsection .text\n\t.globl " #name "\n\t.type " #name ", @function\n"         \
+            "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR "lea 8(%rsp), %" #sp_reg   \
+            "\n\tmov %rbp, %" #fp_reg "\n\tjmp " #target "\n\t.cfi_endproc\n"                 \
+            "\t.size " #name ", .-" #name "\n\t.popsection\n")
 TRAMPOLINE(malloc, 0, rsi, rdx);
 TRAMPOLINE(calloc, 16, rdx, rcx);
 TRAMPOLINE(realloc, 24, rdx, rcx);
@@ -195,18 +202,19 @@ MP_EXPORT void *reallocarray(void *p, size_t n, size_t size)
 
 static int power_of_two(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
-static void *aligned(size_t align, size_t n, uintptr_t ra)
+static void *aligned(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
-    return PLACING ? mp_place_aligned(align, n, ra) : mp_profile_aligned(align, n, ra);
+    return PLACING ? mp_place_aligned(align, n, ra, sp, fp) : mp_profile_aligned(align, n, ra);
 }
 
-MP_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+static inline int do_posix_memalign(void **out, size_t align, size_t n, uintptr_t ra, uintptr_t sp,
+                                    uintptr_t fp)
 {
     if (SPECIAL) {
         if (!power_of_two(align) || align % sizeof(void *))
             return EINVAL; /* *out untouched */
         int saved = errno;
-        void *p = aligned(align, n, CALLER);
+        void *p = aligned(align, n, ra, sp, fp);
         if (!p)
             return ENOMEM;
         errno = saved;
@@ -218,7 +226,7 @@ MP_EXPORT int posix_memalign(void **out, size_t align, size_t n)
 
 /* memalign and aligned_alloc as glibc does them: a non-power-of-two alignment is rounded
  * up, one too large for that is EINVAL. */
-static void *rounded_aligned(size_t align, size_t n, uintptr_t ra)
+static void *rounded_aligned(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (align > (SIZE_MAX >> 1) + 1) {
         errno = EINVAL;
@@ -227,27 +235,56 @@ static void *rounded_aligned(size_t align, size_t n, uintptr_t ra)
     size_t a = 16;
     while (a < align)
         a <<= 1;
-    return aligned(a, n, ra);
+    return aligned(a, n, ra, sp, fp);
 }
 
-MP_EXPORT void *aligned_alloc(size_t align, size_t n)
+static inline void *do_aligned_alloc(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (SPECIAL)
-        return rounded_aligned(align, n, CALLER);
+        return rounded_aligned(align, n, ra, sp, fp);
     return mp_next.aligned_alloc(align, n);
 }
 
-MP_EXPORT void *memalign(size_t align, size_t n)
+static inline void *do_memalign(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (SPECIAL)
-        return rounded_aligned(align, n, CALLER);
+        return rounded_aligned(align, n, ra, sp, fp);
     return mp_next.memalign(align, n);
 }
+
+#if defined(__x86_64__)
+/* As malloc's, the common aligned entry points hand the program's stack and frame
+ * pointers on: aligned allocations of multi-frame sites are then found from the
+ * program's frame, and their walks remembered, as malloc's are. */
+MP_HIDDEN __attribute__((used)) int mp_posix_memalign(void **out, size_t align, size_t n,
+                                                      uintptr_t sp, uintptr_t fp)
+{
+    return do_posix_memalign(out, align, n, CALLER, sp, fp);
+}
+MP_HIDDEN __attribute__((used)) void *mp_aligned_alloc(size_t align, size_t n, uintptr_t sp, uintptr_t fp)
+{
+    return do_aligned_alloc(align, n, CALLER, sp, fp);
+}
+MP_HIDDEN __attribute__((used)) void *mp_memalign(size_t align, size_t n, uintptr_t sp, uintptr_t fp)
+{
+    return do_memalign(align, n, CALLER, sp, fp);
+}
+ARG_TRAMPOLINE(posix_memalign, mp_posix_memalign, rcx, r8);
+ARG_TRAMPOLINE(aligned_alloc, mp_aligned_alloc, rdx, rcx);
+ARG_TRAMPOLINE(memalign, mp_memalign, rdx, rcx);
+#else /* no unwinding from the program's frame: sp 0 */
+MP_EXPORT int posix_memalign(void **out, size_t align, size_t n)
+{
+    return do_posix_memalign(out, align, n, CALLER, 0, 0);
+}
+MP_EXPORT void *aligned_alloc(size_t align, size_t n) { return do_aligned_alloc(align, n, CALLER, 0, 0); }
+MP_EXPORT void *memalign(size_t align, size_t n) { return do_memalign(align, n, CALLER, 0, 0); }
+#endif
 
 MP_EXPORT void *valloc(size_t n)
 {
     if (SPECIAL)
-        return aligned(mp_page_size(), n, CALLER);
+        return aligned(mp_page_size(), n, CALLER, 0, 0);
     return mp_next.valloc(n);
 }
 
@@ -260,7 +297,7 @@ MP_EXPORT void *pvalloc(size_t n)
             return NULL;
         }
         rounded &= ~(page - 1);
-        return aligned(page, rounded ? rounded : page, CALLER);
+        return aligned(page, rounded ? rounded : page, CALLER, 0, 0);
     }
     return mp_next.pvalloc(n);
 }
@@ -345,16 +382,10 @@ NEW_ENTRY(mp_new, NEW, NULL)
 NEW_ENTRY(mp_new_array, NEW_ARRAY, NULL)
 NEW_ENTRY(mp_new_nothrow, NEW_NOTHROW, nt)
 NEW_ENTRY(mp_new_array_nothrow, NEW_ARRAY_NOTHROW, nt)
-/* name: sp = rsp + 8, fp = rbp, then jump to target (CALLER stays the program's) */
-#define NEW_TRAMPOLINE(name, target)                                                       \
-    __asm__(".pushsection .text\n\t.globl " #name "\n\t.type " #name ", @function\n"      \
-            "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR                          \
-            "lea 8(%rsp), %rdx\n\tmov %rbp, %rcx\n\tjmp " #target "\n\t.cfi_endproc\n"     \
-            "\t.size " #name ", .-" #name "\n\t.popsection\n")
-NEW_TRAMPOLINE(_Znwm, mp_new);
-NEW_TRAMPOLINE(_Znam, mp_new_array);
-NEW_TRAMPOLINE(_ZnwmRKSt9nothrow_t, mp_new_nothrow);
-NEW_TRAMPOLINE(_ZnamRKSt9nothrow_t, mp_new_array_nothrow);
+ARG_TRAMPOLINE(_Znwm, mp_new, rdx, rcx);
+ARG_TRAMPOLINE(_Znam, mp_new_array, rdx, rcx);
+ARG_TRAMPOLINE(_ZnwmRKSt9nothrow_t, mp_new_nothrow, rdx, rcx);
+ARG_TRAMPOLINE(_ZnamRKSt9nothrow_t, mp_new_array_nothrow, rdx, rcx);
 #else /* no unwinding from the program's frame: sp 0 */
 MP_EXPORT void *_Znwm(size_t n) { return cxx_new(NEW, n, NULL, CALLER, 0, 0); }
 MP_EXPORT void *_Znam(size_t n) { return cxx_new(NEW_ARRAY, n, NULL, CALLER, 0, 0); }

@@ -118,6 +118,14 @@ MP_COLD void mp_publish_pending(struct mp_device_heap *h, struct mp_device_count
     c->credit = room(h);
 }
 
+int mp_over_capacity_now(struct mp_thread *self, int dev, size_t size)
+{
+    struct mp_device_heap *h = &mp_device_heaps[dev];
+    if (self && self->devices[dev].live_pending < 0)
+        mp_publish_pending(h, &self->devices[dev]);
+    return mp_over_capacity(h, size);
+}
+
 
 void mp_device_heap_stats(int dev, struct mp_device_stats *out)
 {

@@ -61,7 +61,7 @@ void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, in
     struct mp_device_heap *h = &mp_device_heaps[dev];
     mi_theap_t *th = self->theaps[dev];
     if (mp_unlikely(!th || self->theap_of[dev] != __atomic_load_n(&h->narenas, __ATOMIC_RELAXED) ||
-                    h->dead || size >= MP_EXACT_BYTES || (h->capacity && mp_over_capacity(h, size))))
+                    h->dead || size >= MP_EXACT_BYTES || mp_device_full(self, dev, size)))
         return NULL;
     void *p;
     size_t usable;
@@ -93,7 +93,7 @@ void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t 
         if (h->spec->kind == MP_NEXT_ALLOCATOR)
             break;
         int reason = MP_FULL;
-        if (h->capacity && mp_over_capacity(h, size)) {
+        if (mp_device_full(self, dev, size)) {
             reason = MP_FULL;
         } else if (!h->dead && align > MI_ALIGN_MAX) {
             void *p = mp_direct_map(h, size, align); /* fresh mapping: already zero */
@@ -215,7 +215,7 @@ int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n)
             uint64_t length = mp_direct_length(h, p, 0);
             return n <= length && n >= length / 2;
         }
-        if (n > MP_GROWTH_AREA || (n > g->used && h->capacity && mp_over_capacity(h, n - g->used)))
+        if (n > MP_GROWTH_AREA || (n > g->used && mp_device_full(self, dev, n - g->used)))
             return 0;
         mp_add_live(self, dev, (int64_t)n - (int64_t)g->used);
         g->used = n;

@@ -23,7 +23,7 @@ void *mp_growth_area_alloc(struct mp_thread *self, int dev, size_t n)
 {
     struct mp_device_heap *h = &mp_device_heaps[dev];
     if (h->spec->kind == MP_NEXT_ALLOCATOR || h->dead || n < GROWTH_MIN || n > MP_GROWTH_AREA / 2 ||
-        (h->capacity && mp_over_capacity(h, n)))
+        mp_device_full(self, dev, n))
         return NULL;
     unsigned char *p = NULL;
     mp_lock(&h->lock);

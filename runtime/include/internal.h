@@ -393,6 +393,17 @@ static inline int mp_over_capacity(struct mp_device_heap *h, size_t size)
     return (live > 0 ? (uint64_t)live : 0) + size > h->capacity;
 }
 
+/* mp_over_capacity once the thread's own frees not yet published are: a thread publishes
+ * in batches, and its unpublished frees must not make a device it emptied look full. */
+MP_HIDDEN MP_COLD int mp_over_capacity_now(struct mp_thread *self, int dev, size_t size);
+
+/* Has device `dev` no room for `size` more bytes? (Always room without a capacity.) */
+static inline int mp_device_full(struct mp_thread *self, int dev, size_t size)
+{
+    struct mp_device_heap *h = &mp_device_heaps[dev];
+    return h->capacity && mp_over_capacity(h, size) && mp_over_capacity_now(self, dev, size);
+}
+
 // "heaps/block_cache.c" -- a thread's freed small blocks, per device and size class
 MP_HIDDEN void mp_block_cache_drain(struct mp_thread *self);
 
@@ -658,7 +669,7 @@ MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t s
 MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 /* The stats file of a process that runs (ran=1) or stops (ran=0) without placement, and why. */
 MP_HIDDEN void mp_place_write_unplaced(const char *dir, const char *why, int ran);
-MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra); /* align: a valid power of two */
+MP_HIDDEN void *mp_place_aligned(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp); /* align: a valid power of two */
 
 /* ======== entry ======== */
 

@@ -34,7 +34,9 @@ static inline void set_busy(struct mp_thread *self, int busy)
 }
 
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
- * device, else the rules'; counts the rule's hit. */
+ * device (found as the fast path finds it, walks remembered: realloc and aligned
+ * allocations are as frequent as malloc in some programs), else the rules'; counts the
+ * rule's hit. */
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
                              uintptr_t fp)
 {
@@ -44,7 +46,7 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
     } else {
         struct mp_site_hit hit;
         set_busy(self, 1);
-        if (mp_sites_find(self, ra, sp, fp, &hit)) {
+        if (mp_sites_find(self, ra, sp, fp, &hit) || mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
             mp_sites_count(hit.e, n);
             set_busy(self, 0);
             return hit.device;
@@ -57,12 +59,10 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
 
 enum how { PLAIN, ZEROED, ALIGNED };
 
-/* The general path: any site, size, alignment or device state. */
-__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra,
-                                             uintptr_t sp, uintptr_t fp)
+/* `n` bytes on device `dev` or along its fallback chain, else from the next allocator. */
+static void *serve(struct mp_thread *self, int dev, size_t n, size_t align, enum how how)
 {
-    struct mp_thread *self = mp_thread();
-    int served, dev = device_for(self, n, ra, sp, fp);
+    int served;
     void *p = mp_device_heap_alloc(self, dev, n, align, how == ZEROED, &served);
     if (p)
         return p;
@@ -74,22 +74,37 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
     }
 }
 
-/* A block from the next allocator for a fixed site, counted on the site's device once it
- * was served (no live bytes: the next allocator's are not ours). */
-__attribute__((noinline)) static void *place_next(struct mp_thread *self, int dev, size_t n, int zero)
+/* The general path: any site, size, alignment or device state. */
+__attribute__((noinline)) static void *place(size_t n, size_t align, enum how how, uintptr_t ra,
+                                             uintptr_t sp, uintptr_t fp)
 {
-    void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
-    if (mp_likely(p != NULL)) {
-        self->devices[dev].allocations++;
-        self->devices[dev].bytes += n;
-    }
-    return p;
+    struct mp_thread *self = mp_thread();
+    return serve(self, device_for(self, n, ra, sp, fp), n, align, how);
 }
 
-/* The fast path's second part, out of line: a site whose device does not depend on the
- * size, served by the next allocator or that device's theap; the walk for a site whose
- * frames the return address does not give, when not met from this place on the stack
- * before. No rule scan, no fallback. Anything else goes to place(). */
+/* A block for a site found fixed whose thread cache had none: from the next allocator
+ * (counted on the site's device once served: no live bytes, the next allocator's are not
+ * ours), the device's theap, or its fallback chain when it is full; the site is not
+ * looked up again. */
+__attribute__((noinline)) static void *place_found(struct mp_thread *self, const struct mp_site_hit *hit,
+                                                   size_t n, int zero)
+{
+    if (hit->fixed == MP_FIXED_NEXT) {
+        void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
+        if (mp_likely(p != NULL)) {
+            self->devices[hit->device].allocations++;
+            self->devices[hit->device].bytes += n;
+        }
+        return p;
+    }
+    void *p = mp_device_heap_alloc_fast(self, hit->device, n, zero);
+    return p ? p : serve(self, hit->device, n, 0, zero ? ZEROED : PLAIN);
+}
+
+/* The fast path's second part, out of line: the lookup for a site whose device does not
+ * depend on the size, when the inline one (below) did not find it: the walk for a site
+ * whose frames the return address does not give, when not met from this place on the
+ * stack before. No rule scan. Anything else goes to place(). */
 __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t ra, uintptr_t sp,
                                                   uintptr_t fp)
 {
@@ -98,13 +113,11 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
     if (self && !self->busy) {
         set_busy(self, 1);
         if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
-            void *p = hit.fixed == MP_FIXED_NEXT ? place_next(self, hit.device, n, zero)
-                                                 : mp_device_heap_alloc_fast(self, hit.device, n, zero);
-            if (mp_likely(p != NULL)) {
+            void *p = place_found(self, &hit, n, zero);
+            if (mp_likely(p != NULL))
                 mp_sites_count(hit.e, n);
-                set_busy(self, 0);
-                return p;
-            }
+            set_busy(self, 0);
+            return p;
         }
         set_busy(self, 0);
     }
@@ -114,8 +127,9 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
 /* The fast path's first part, inline and without a call on its common case: the site
  * found in the thread's caches (the return address for one-frame policies, the walk from
  * the program's frame for deeper ones), the block from the thread's cache of freed
- * blocks of the site's device, or the next allocator's for a site placed there. Anything
- * else is one tail call to place_site(). */
+ * blocks of the site's device. A site found is served by one call to place_found()
+ * otherwise (the next allocator's sites, an empty cache, a full device); a site not
+ * found by one tail call to place_site(). */
 void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
@@ -123,13 +137,13 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
     if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
         set_busy(self, 1);
         if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
-            void *p = mp_unlikely(hit.fixed == MP_FIXED_NEXT) ? place_next(self, hit.device, n, 0)
-                                                              : mp_device_heap_pop(self, hit.device, n);
-            if (mp_likely(p != NULL)) {
+            void *p = mp_likely(hit.fixed != MP_FIXED_NEXT) ? mp_device_heap_pop(self, hit.device, n) : NULL;
+            if (mp_unlikely(p == NULL))
+                p = place_found(self, &hit, n, 0);
+            if (mp_likely(p != NULL))
                 mp_sites_count(hit.e, n);
-                set_busy(self, 0);
-                return p;
-            }
+            set_busy(self, 0);
+            return p;
         }
         set_busy(self, 0);
     }
@@ -146,9 +160,9 @@ void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr
     return place_site(total, 1, ra, sp, fp);
 }
 
-void *mp_place_aligned(size_t align, size_t n, uintptr_t ra)
+void *mp_place_aligned(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
-    return place(n, align, ALIGNED, ra, 0, 0);
+    return place(n, align, ALIGNED, ra, sp, fp);
 }
 
 static void place_free(void *p)

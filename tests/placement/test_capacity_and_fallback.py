@@ -102,3 +102,33 @@ def test_bad_compiled_policy_keeps_the_program_transparent(tmp_path, runtime):
     assert r.returncode == 0 and "ok 5" in r.stdout
     assert r.stderr.count("memplace: policy") == 1 and "running transparent" in r.stderr
     assert where(r.stdout)["first"]["policy"] == "default:"
+
+
+def test_a_device_the_thread_freed_is_not_taken_for_full(tmp_path, pmem):
+    # The thread publishes its live bytes in batches (1 MiB); a device of 1 MiB filled
+    # (300 x 4 KiB: the last ~45 fall back) and then mostly freed (250) must take the
+    # next 100 blocks: 150 live at most. Before: its unpublished frees left it "full".
+    prog = build(tmp_path, "refill.c")
+    p = tmp_path / "policy.toml"
+    p.write_text(f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "1MiB"
+fallback = "pmem"
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+[[rules]]
+name = "refill"
+site = ["refill.c:{line_of('refill.c', 'refill')}"]
+device = "fast"
+""")
+    stats = tmp_path / "stats.json"
+    r = run_placed(prog, p, "300", "250", "100", "4096", stats=stats)
+    assert r.returncode == 0, r.stderr
+    fast = stats_of(stats)["devices"]["fast"]
+    first_round = (1 << 20) // 4096  # at most this many of the first 300 fit
+    assert fast["fallbacks"]["full"] <= 300 - first_round + 5, fast  # none in the second round
+    assert fast["allocations"] >= first_round - 5 + 100, fast

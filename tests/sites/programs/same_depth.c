@@ -2,17 +2,20 @@
  * callers (so the return address, stack and frame pointers at malloc are the same for
  * both, and only the words further up differ), and each caller by two outer functions.
  * A placed run must tell all four chains apart on every call, not reuse the walk of the
- * previous one. Marked lines: SITE make, CALLER a|b, OUTER x|y.
+ * previous one. HOW: the call that allocates: 0 malloc, 1 realloc of NULL, 2
+ * aligned_alloc. Marked lines: SITE make, CALLER a|b, OUTER x|y.
  *
- *   same_depth ROUNDS   prints "sum=<n>" */
+ *   same_depth ROUNDS [HOW]   prints "sum=<n>" */
 #include <stdio.h>
 #include <stdlib.h>
 
 #define NOINLINE __attribute__((noinline))
 
+static int how;
+
 NOINLINE static char *make(int n)
 {
-    char *p = malloc((size_t)n); /* SITE make */
+    char *p = how == 0 ? malloc((size_t)n) : how == 1 ? realloc(NULL, (size_t)n) : aligned_alloc(16, 32); /* SITE make */
     p[0] = (char)n;
     return p;
 }
@@ -50,6 +53,7 @@ NOINLINE static long outer_y(int n, int b)
 int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 1000;
+    how = argc > 2 ? atoi(argv[2]) : 0;
     long sum = 0;
     for (int i = 0; i < rounds; i++)
         for (int k = 0; k < 4; k++) /* x-a, x-b, y-a, y-b, in turn */
