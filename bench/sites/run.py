@@ -7,7 +7,9 @@
      Beside it, the same devices without rules (every site on the default device): the
      device heaps' own cost, without telling sites apart. The same again for the program
      built without frame pointers, as distributions build (the walks then start from a
-     frame pointer register holding the program's data).
+     frame pointer register holding the program's data). And a real program nobody here
+     wrote: the distribution's CPython (no frame pointers) with PYTHONMALLOC=malloc on
+     interpreter.py, profiled, advised (about 100 rules of 1-3 frames) and placed.
   2. Capture + matching per allocation for rules of 1-4 frames (one rule per distinct
      chain of the num_alloc call site and its callers, to the "system" device, so only
      finding the site and its rule is measured): (variant - transparent) / allocations.
@@ -37,6 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 from benchlib import build, compare, report  # noqa: E402
 
 TARGET = 1.10
+PROFILE_ITERATIONS = 1500  # of interpreter.py, for its profile
 STARTUP_TARGET_S = 0.1
 
 
@@ -65,11 +68,11 @@ def frame_rules(profile: dict, frames: int) -> str:
     return "\n".join(lines)
 
 
-def advised_policy(prog: Path, n: str, tmp: Path) -> tuple[Path, Path, dict]:
-    """profile -> advise (fast device: a third of the peak) for `prog`: the profile, the
-    policy and its devices' directory."""
+def advised_policy(argv: list[str], tmp: Path, env: dict | None = None) -> tuple[Path, Path, dict]:
+    """profile -> advise (fast device: a third of the peak) for the command `argv`: the
+    profile, the policy and its devices' directory."""
     tmp.mkdir()
-    memplace("profile", "--out", str(tmp / "prof"), "--", str(prog), n)
+    memplace("profile", "--out", str(tmp / "prof"), "--", *argv, env=env)
     prof_path, = (tmp / "prof").glob("*.json")
     profile = json.loads(prof_path.read_text())
     peak = sum(s["peak_live_bytes"] for s in profile["sites"])
@@ -80,6 +83,29 @@ def advised_policy(prog: Path, n: str, tmp: Path) -> tuple[Path, Path, dict]:
              "--device", f"fast=numa:0,latency=80ns,capacity={max(peak // 3, 4096)}",
              "--device", f"slow=file:{pmem},latency=300ns")
     return prof_path, policy, profile
+
+
+def interpreter(tmp: Path, runtime: str, base: dict, args):
+    """The distribution's CPython with PYTHONMALLOC=malloc on interpreter.py: profiled
+    over PROFILE_ITERATIONS (enough CPU-time samples for the advisor to act on about 100
+    sites), advised, and run over args.iterations, beside the bare interpreter."""
+    from memplace.launch.program import describe_program
+    from memplace.launch.unwind_tables import program_tables
+    from memplace.placement.policy_compile import prepare
+
+    python = os.path.realpath("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
+    env = dict(base, PYTHONMALLOC="malloc")
+    script = str(HERE / "interpreter.py")
+    _, policy, _ = advised_policy([python, script, str(PROFILE_ITERATIONS)], tmp / "interp", env)
+    prepare(policy, Path(python), tmp / "interp.mpc")
+    program_tables(describe_program(python), runtime)
+    nrules = policy.read_text().count("[[rules]]")
+    envs = {"bare": env, "transparent": dict(env, LD_PRELOAD=runtime),
+            "advised policy": dict(env, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(tmp / "interp.mpc"))}
+    if args.other_runtime:
+        envs["advised@other"] = dict(envs["advised policy"], LD_PRELOAD=os.path.abspath(args.other_runtime))
+    name = f"cpython, {nrules} rules"
+    return compare(name, [python, script, str(args.iterations)], envs, args.runs)
 
 
 def main() -> int:
@@ -101,7 +127,7 @@ def main() -> int:
         tmp = Path(tmp)
         prog = build(HERE / "bignum.c", tmp / "bignum")
         n = str(args.iterations)
-        prof_path, policy, profile = advised_policy(prog, n, tmp / "fp")
+        prof_path, policy, profile = advised_policy([str(prog), n], tmp / "fp")
         # the same run with 4 frames per site, for the rules of 4 frames
         (tmp / "prof4").mkdir()
         runtime_engine.run([str(prog), n], str(tmp / "prof4"), depth=4)
@@ -130,7 +156,7 @@ def main() -> int:
         result = compare("bignum", [str(prog), n], envs, args.runs)
         # built without frame pointers: its own profile and policy
         nofp = build(HERE / "bignum.c", tmp / "bignum-nofp", "-fomit-frame-pointer")
-        _, nofp_policy, _ = advised_policy(nofp, n, tmp / "nofp")
+        _, nofp_policy, _ = advised_policy([str(nofp), n], tmp / "nofp")
         prepare(nofp_policy, nofp, tmp / "nofp.mpc")
         program_tables(describe_program(str(nofp)), runtime)
         nofp_envs = {"bare": base, "transparent": dict(base, LD_PRELOAD=runtime),
@@ -140,7 +166,9 @@ def main() -> int:
             nofp_envs["advised@other"] = dict(nofp_envs["advised policy"],
                                               LD_PRELOAD=os.path.abspath(args.other_runtime))
         result_nofp = compare("bignum, no fp", [str(nofp), n], nofp_envs, args.runs)
-        ok = report([result, result_nofp], "bare", TARGET, args.json, targeted=("advised policy",))
+        result_interp = interpreter(tmp, runtime, base, args)
+        ok = report([result, result_nofp, result_interp], "bare", TARGET, args.json,
+                    targeted=("advised policy",))
 
         # start-up of the whole command, policy compiled and tables made once before
         memplace("run", "--policy", str(policy), "--", str(prog), "0")

@@ -105,7 +105,9 @@ static int64_t room(struct mp_device_heap *h)
     int64_t live = (int64_t)__atomic_load_n(h->limit_live, __ATOMIC_RELAXED);
     uint64_t used = live > 0 ? (uint64_t)live : 0;
     uint64_t left = h->limit > used ? h->limit - used : 0;
-    return left < (uint64_t)MP_LIVE_BATCH - 1 ? (int64_t)left : MP_LIVE_BATCH - 1;
+    /* a thread's unpublished bytes are not in the peaks: at most a 32nd of a capacity */
+    uint64_t step = h->limit / 32 < (uint64_t)MP_LIVE_BATCH - 1 ? h->limit / 32 : MP_LIVE_BATCH - 1;
+    return (int64_t)(left < step ? left : step);
 }
 
 /* Also gives the thread a new credit: the device's room now, at most a batch (none for a

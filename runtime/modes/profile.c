@@ -3,7 +3,8 @@
  * Blocks are remembered in a side table keyed by address (never a header: the blocks are
  * the next allocator's), sharded with one spin lock per shard; sites in a table keyed by
  * their frames, found through a per-thread cache. Per site: allocations, frees, bytes,
- * live and peak live bytes, lifetimes, a power-of-two size histogram and a timeline of
+ * live and peak live bytes (also as a placed run's device heaps would count them: their
+ * size classes, blocks realloc shrinks in place), lifetimes, a power-of-two size histogram and a timeline of
  * peak live bytes in TIMELINE windows whose width doubles as the run grows. The writer
  * takes no lock and does not allocate, so it can run in a fatal signal's handler.
  *
@@ -25,6 +26,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <mimalloc.h>
 #include "internal.h"
 
 #define SHARDS 64
@@ -40,13 +42,16 @@
 #define ADDRESS_BITS 47           /* user addresses the maps span */
 #define DEFAULT_RATE 1000         /* samples per CPU-second asked of the timer */
 
-struct block { uintptr_t p; uint64_t size, born; uint32_t site; };
+/* slack: what a placed run's device heap would count beyond size (its size class, or the
+ * bigger block a realloc shrank in place), saturated */
+struct block { uintptr_t p; uint64_t size, born; uint32_t site, slack; };
 struct shard { int lock; uint32_t used; struct block *slots; } __attribute__((aligned(64)));
 
 struct site {
     uintptr_t frames[MP_MAX_FRAMES];
     int nframes, lock;
     uint64_t allocations, frees, bytes, live, peak;
+    uint64_t live_usable, peak_usable; /* as a placed run's device heaps would count them */
     uint64_t life_sum, life_min, life_max;
     uint64_t hist[BUCKETS];
     uint32_t epoch, last_window; /* timeline width = base << epoch */
@@ -344,7 +349,7 @@ static void on_access(uintptr_t address, int access, unsigned size, uint32_t wei
     mp_unlock(&s->access_lock);
 }
 
-static void record(void *p, size_t size, uintptr_t ra)
+static void record(void *p, size_t size, uint64_t usable, uintptr_t ra)
 {
     if (!p)
         return;
@@ -363,7 +368,8 @@ static void record(void *p, size_t size, uintptr_t ra)
             i = (i + 1) & (SHARD_SLOTS - 1);
         if (!sh->slots[i].p)
             sh->used++;
-        sh->slots[i] = (struct block){(uintptr_t)p, size, t, id};
+        uint64_t slack = usable - size;
+        sh->slots[i] = (struct block){(uintptr_t)p, size, t, id, slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX};
         stored = 1;
     }
     mp_unlock(&sh->lock);
@@ -382,6 +388,9 @@ static void record(void *p, size_t size, uintptr_t ra)
         s->live += size;
         if (s->live > s->peak)
             s->peak = s->live;
+        s->live_usable += usable;
+        if (s->live_usable > s->peak_usable)
+            s->peak_usable = s->live_usable;
         if (s->live > s->timeline[w])
             s->timeline[w] = s->live;
     }
@@ -424,11 +433,12 @@ static int take(uintptr_t p, struct block *out)
     return 1;
 }
 
-void mp_profile_forget(void *p)
+/* Forget block p; its usable size as a placed run would count it, or 0 if unknown. */
+static uint64_t forget(void *p)
 {
     struct block b;
     if (!p || !take((uintptr_t)p, &b))
-        return;
+        return 0;
     uint64_t t = now();
     uint64_t life = t - b.born;
     struct site *s = sites[b.site];
@@ -437,31 +447,35 @@ void mp_profile_forget(void *p)
     advance(s, w);
     s->frees++;
     s->live -= b.size;
+    s->live_usable -= b.size + b.slack;
     __atomic_sub_fetch(&live_total, b.size, __ATOMIC_RELAXED);
     s->life_sum += life;
     if (life < s->life_min) s->life_min = life;
     if (life > s->life_max) s->life_max = life;
     mp_unlock(&s->lock);
+    return b.size + b.slack;
 }
+
+void mp_profile_forget(void *p) { forget(p); }
 
 void *mp_profile_malloc(size_t n, uintptr_t ra)
 {
     void *p = mp_next.malloc(n);
-    record(p, n, ra);
+    record(p, n, mi_good_size(n), ra);
     return p;
 }
 
 void *mp_profile_calloc(size_t n, size_t size, uintptr_t ra)
 {
     void *p = mp_next.calloc(n, size);
-    record(p, n * size, ra); /* no overflow: calloc succeeded */
+    record(p, n * size, mi_good_size(n * size), ra); /* no overflow: calloc succeeded */
     return p;
 }
 
 void *mp_profile_aligned(size_t align, size_t n, uintptr_t ra)
 {
     void *p = mp_next.memalign(align, n);
-    record(p, n, ra);
+    record(p, n, mi_good_size(n), ra);
     return p;
 }
 
@@ -469,9 +483,9 @@ void *mp_profile_aligned(size_t align, size_t n, uintptr_t ra)
 void *mp_profile_realloc(void *p, size_t n, uintptr_t ra)
 {
     void *q = mp_next.realloc(p, n);
-    if (p && (q || n == 0))
-        mp_profile_forget(p);
-    record(q, n, ra);
+    uint64_t old = p && (q || n == 0) ? forget(p) : 0;
+    /* a placed run keeps a block that still fits at least half used where it is */
+    record(q, n, n <= old && n >= old / 2 ? old : mi_good_size(n), ra);
     return q;
 }
 
@@ -578,6 +592,7 @@ void mp_profile_write(void)
             mp_put_hex(&o, s->frames[f]);
         mp_put(&o, " counts"), mp_put_u64(&o, s->allocations), mp_put_u64(&o, s->frees), mp_put_u64(&o, s->bytes),
             mp_put_u64(&o, s->live), mp_put_u64(&o, s->peak);
+        mp_put(&o, " usable"), mp_put_u64(&o, s->peak_usable);
         mp_put(&o, " life"), mp_put_u64(&o, s->life_sum), mp_put_u64(&o, s->frees ? s->life_min : 0),
             mp_put_u64(&o, s->life_max);
         mp_put(&o, " hist");

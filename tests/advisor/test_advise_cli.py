@@ -181,3 +181,43 @@ def test_room_left_on_a_limited_device_takes_part_of_a_site_too_big_for_it(tmp_p
     assert spills["/opt/app/bin/app+0x1300"] is None and spills["/opt/app/bin/app+0x1100"] is None
     chk = memplace("policy", "check", str(out))
     assert chk.returncode == 0, chk.stdout + chk.stderr
+
+
+def test_a_site_whose_walk_ended_early_does_not_take_deeper_sites_of_another_device(tmp_path):
+    """A site whose walk stopped after its first frame (its caller could not be unwound)
+    is hot and goes to fast; deeper sites starting with the same frame are cold and stay
+    on the default. A rule is a prefix, so the one-frame rule would take them too (in
+    CPython, 240 sites and a fast device overflowing by 60%): they get rules of their own,
+    written before it."""
+    exe, kib = "/opt/app/bin/app", 1 << 10
+    hot = prof.Site((prof.Frame(exe, None, 0x1100),), allocations=1000, bytes=64 * kib,
+                    peak_live_bytes=64 * kib, reads=100 << 20, writes=0)
+    cold = [prof.Site((prof.Frame(exe, None, 0x1100), prof.Frame(exe, None, off), prof.Frame(exe, None, 0x3000)),
+                      allocations=1, bytes=512 * kib, peak_live_bytes=512 * kib, reads=0, writes=512 * kib)
+            for off in (0x2100, 0x2200)]
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["app"], [hot, *cold], pid=1, clock_unit="instr"), path)
+    out = tmp_path / "policy.toml"
+    memplace("advise", str(path), "--policy-out", str(out), "--device", "fast=numa:0,latency=80ns,capacity=128KiB",
+             "--device", "slow=system,latency=300ns", check=True)
+    rules = [(r["site"], r["device"]) for r in tomllib.loads(out.read_text())["rules"]]
+    assert rules == [([f"{exe}+0x1100", f"{exe}+0x2100"], "slow"), ([f"{exe}+0x1100", f"{exe}+0x2200"], "slow"),
+                     ([f"{exe}+0x1100"], "fast")], rules
+
+
+def test_capacities_are_planned_in_the_units_the_device_heaps_count(tmp_path):
+    """Two hot sites of 96 KiB each asked for and a fast device of 200 KiB: both fit as
+    asked, but the heaps count 125 KiB for the first (its size class rounds up, as the
+    runtime profile's peak_usable_bytes says), so only one is planned there."""
+    exe, kib = "/opt/app/bin/app", 1 << 10
+    sites = [prof.Site((prof.Frame(exe, None, off),), allocations=1000, bytes=96 * kib * 10,
+                       peak_live_bytes=96 * kib, peak_usable_bytes=usable, reads=100 << 20, writes=0)
+             for off, usable in ((0x1100, 125 * kib), (0x1200, 96 * kib))]
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("runtime", ["app"], sites, pid=1, clock_unit="ns"), path)
+    assert prof.load(path).sites[0].peak_usable_bytes == 125 * kib  # written and read back
+    out = tmp_path / "policy.toml"
+    memplace("advise", str(path), "--policy-out", str(out), "--device", "fast=numa:0,latency=80ns,capacity=200KiB",
+             "--device", "slow=system,latency=300ns", check=True)
+    rules = tomllib.loads(out.read_text())["rules"]
+    assert len(rules) == 1, rules

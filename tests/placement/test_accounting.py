@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 
 from placement_support import build, line_of, run_placed, stats_of, where
 
@@ -176,3 +177,41 @@ device = "fast"
         placed = s["devices"]["pmem"]["allocations"] + s["devices"]["fast"]["allocations"]
         assert placed >= int(bare.stdout.split("blocks=")[1])
         assert live_at_exit(stats, "pmem") == [0] and live_at_exit(stats, "fast") == [0]
+
+
+def test_the_profile_counts_live_bytes_as_the_placed_run_does(tmp_path, pmem):
+    """Profile and run agree on a device's peak: the profile records each site's peak in
+    the units the device heaps count (size classes; a block realloc shrinks in place
+    keeps its size), and the advisor plans capacities in them. 200 blocks of 4000 bytes
+    shrunk to 2100: 420,000 bytes asked for, about 800 KiB held."""
+    prog = build(tmp_path, "shrink.c")
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(tmp_path / "prof"), "--",
+                        str(prog), "200"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    profile, = (tmp_path / "prof").glob("*.json")
+    sites = {}
+    for s in json.loads(profile.read_text())["sites"]:
+        sites[s["frames"][0].get("line")] = s
+    shrink = sites[line_of("shrink.c", "shrink")]
+    assert shrink["peak_live_bytes"] == 200 * 2100
+    assert 200 * 4000 <= shrink["peak_usable_bytes"] <= 200 * 4096 * 1.25, shrink
+    # the placed run, both sites on a device of 4 MiB (its threads publish every 128 KiB)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "4MiB"
+[[rules]]
+site = ["shrink.c:{line_of('shrink.c', 'grow')}"]
+device = "fast"
+[[rules]]
+site = ["shrink.c:{line_of('shrink.c', 'shrink')}"]
+device = "fast"
+""")
+    stats = tmp_path / "stats.json"
+    r = run_placed(prog, policy, "200", stats=stats)
+    assert r.returncode == 0, r.stderr
+    peak = stats_of(stats)["devices"]["fast"]["peak"]
+    assert abs(peak - shrink["peak_usable_bytes"]) <= 128 << 10, (peak, shrink["peak_usable_bytes"])

@@ -37,7 +37,8 @@ def toml_value(v: Any) -> str:
 
 def rule_frames(advice: adv.Advice) -> dict[int, list[prof.Frame]]:
     """For each placed site, the shortest frame prefix that no site on another device
-    shares: short rules match the runtime's capture even when deep frames vary.
+    shares: short rules match the runtime's capture even when deep frames vary. Sites on
+    the default device get a rule only where a shorter rule would otherwise take them.
     One pass per depth over every site (which devices each prefix leads to), so 17,000
     sites take a fraction of a second, not a comparison of every pair."""
     placements = advice.placements
@@ -47,12 +48,25 @@ def rule_frames(advice: adv.Advice) -> dict[int, list[prof.Frame]]:
     for key, p in zip(keys, placements):
         for k in range(1, len(key) + 1):
             devices_of[k].setdefault(key[:k], set()).add(rule_device(p))
+    def shortest(key: tuple, device: str) -> int:
+        return next((k for k in range(1, len(key) + 1) if devices_of[k][key[:k]] == {device}), len(key))
+
     out: dict[int, list[prof.Frame]] = {}
+    ambiguous: set[tuple] = set()  # whole keys that are also the start of other devices' sites
     for i, (key, p) in enumerate(zip(keys, placements)):
         if rule_device(p) == advice.default:
             continue
-        k = next((k for k in range(1, len(key) + 1) if devices_of[k][key[:k]] == {rule_device(p)}), len(key))
+        k = shortest(key, rule_device(p))
         out[i] = list(p.site.frames[:k])
+        if devices_of[k][key[:k]] != {rule_device(p)}:
+            ambiguous.add(key[:k])
+    # A site whose walk ended early (its caller could not be unwound) has a key that is the
+    # start of deeper sites' keys, and a rule is a prefix: it would take those sites too.
+    # They get rules of their own to their own device, written first (policy_text).
+    if ambiguous:
+        for i, (key, p) in enumerate(zip(keys, placements)):
+            if i not in out and any(key[:k] in ambiguous for k in range(1, len(key))):
+                out[i] = list(p.site.frames[:shortest(key, rule_device(p))])
     return out
 
 
@@ -135,9 +149,10 @@ def policy_text(advice: adv.Advice, specs: list[DeviceSpec], source: str) -> str
     frames = rule_frames(advice)
     seen: set[tuple] = set()
     names: dict[str, int] = {}
-    for i, p in enumerate(advice.placements):
-        if i not in frames:
-            continue
+    # longer rules first: the first rule that matches decides, and a shorter rule whose
+    # frames begin a longer one's must not take that one's sites
+    for i in sorted(frames, key=lambda i: (-len(frames[i]), i)):
+        p = advice.placements[i]
         key = (rule_device(p), tuple(f.key for f in frames[i]))
         if key in seen:  # another site with the same prefix and device: one rule serves both
             continue

@@ -195,6 +195,8 @@ def build_problem(sites: Sequence[Site], devices: Sequence[Device], model: str, 
                 demand[i, : len(s.live)] = s.live
                 demand[i, len(s.live) :] = 0
         demand = _dominant_windows(demand)
+    # in the units a placed run counts capacity in: its heaps' size classes round up
+    demand *= np.array([s.heap_factor for s in sites], dtype=float).reshape(len(sites), 1)
     capacity = np.array([math.inf if d.capacity is None else float(d.capacity) for d in devices])
     return Problem(cost, demand, capacity, default)
 

@@ -66,12 +66,13 @@ def merge(profiles: Sequence[prof.Profile], names: Sequence[str] | None = None) 
             key = s.identity
             m = sites.get(key)
             if m is None:
-                m = sites[key] = prof.Site(frames=s.frames, symbols=s.symbols)
+                m = sites[key] = prof.Site(frames=s.frames, symbols=s.symbols, peak_usable_bytes=0)
                 if windows:
                     m.live = [0] * windows
             m.allocations += s.allocations
             m.frees += s.frees
             m.bytes += s.bytes
+            m.peak_usable_bytes = prof.max_known(m.peak_usable_bytes, s.peak_usable_bytes)
             m.peak_live_bytes = max(m.peak_live_bytes, s.peak_live_bytes)
             m.reads = _add(m.reads, s.reads)
             m.writes = _add(m.writes, s.writes)

@@ -169,6 +169,18 @@ class Site:
     # reads/writes estimated from access samples (runtime engine): the samples behind them,
     # 95% intervals, per-window figures; see profiling/access_estimate.py
     sampled: dict[str, Any] | None = None
+    # peak_live_bytes as a placed run's device heaps count live bytes (their size classes
+    # round sizes up; a block realloc shrinks in place keeps its size); None when the
+    # engine did not say
+    peak_usable_bytes: int | None = None
+
+    @property
+    def heap_factor(self) -> float:
+        """Bytes a device heap counts at the site's peak per byte the program asked for (1
+        when unknown)."""
+        if not self.peak_usable_bytes or not self.peak_live_bytes:
+            return 1.0
+        return max(1.0, self.peak_usable_bytes / self.peak_live_bytes)
 
     @property
     def identity(self) -> tuple[tuple[str, int], ...]:
@@ -279,6 +291,11 @@ def profile_filename(pid: int, rank: int | None = None) -> str:
 # ---- JSON ------------------------------------------------------------------------------
 
 
+def max_known(a: int | None, b: int | None) -> int | None:
+    """The larger of two counts an engine may not have given (None: unknown)."""
+    return None if a is None or b is None else max(a, b)
+
+
 def to_json(p: Profile) -> dict[str, Any]:
     """The profile as a JSON-ready dict (the on-disk format)."""
     sites = []
@@ -301,6 +318,8 @@ def to_json(p: Profile) -> dict[str, Any]:
             "peak_live_bytes": s.peak_live_bytes,
             "size_histogram": sorted([k, v] for k, v in s.size_histogram.items()),
         }
+        if s.peak_usable_bytes is not None:
+            d["peak_usable_bytes"] = s.peak_usable_bytes
         if s.lifetime is not None:
             d["lifetime"] = {"min": s.lifetime.min, "mean": s.lifetime.mean, "max": s.lifetime.max}
         if s.reads is not None:
@@ -485,6 +504,7 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
                 allocations=r.count(sd, "allocations", where),
                 frees=r.count(sd, "frees", where, required=False) or 0,
                 bytes=r.count(sd, "bytes", where),
+                peak_usable_bytes=r.count(sd, "peak_usable_bytes", where, required=False),
                 peak_live_bytes=r.count(sd, "peak_live_bytes", where),
                 lifetime=lifetime,
                 size_histogram=hist,

@@ -10,7 +10,7 @@ Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.t
     module <base> <lo> <hi> <build-id|-> <path>        ("" path: the main program)
     sampling <on|off|failed|stopped> rate <n> signal <n> cpu_ns <n> samples <n> ...
     sampling_why <text>                                  (when not on)
-    site <id> <nframes> <addr>... counts <allocs> <frees> <bytes> <live> <peak>
+    site <id> <nframes> <addr>... counts <allocs> <frees> <bytes> <live> <peak> usable <peak usable>
          life <sum> <min> <max> hist [<bucket> <count>]... timeline [<peak live>]...
          [access <samples r w> <weights r w> <sampled bytes r w>
           read_bytes [..] read_samples [..] write_bytes [..] write_samples [..]]
@@ -65,7 +65,7 @@ def _parse_site(rest: str) -> dict:
     site = {"frames": [int(a, 16) for a in words[2:2 + nframes]]}
     i = 2 + nframes
     section = None
-    values: dict[str, list[int]] = {"counts": [], "life": [], "hist": [], "timeline": [], "access": [],
+    values: dict[str, list[int]] = {"counts": [], "usable": [], "life": [], "hist": [], "timeline": [], "access": [],
                                     "read_bytes": [], "read_samples": [], "write_bytes": [],
                                     "write_samples": []}
     for w in words[i:]:
@@ -100,13 +100,15 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
         site = prof.Site(
             frames=frames, allocations=allocs, frees=frees, bytes=nbytes, peak_live_bytes=peak,
             lifetime=prof.Lifetime(life_sum / frees, life_min, life_max) if frees else None,
-            size_histogram=hist, live=list(s["timeline"]))
+            size_histogram=hist, live=list(s["timeline"]),
+            peak_usable_bytes=s["usable"][0] if s["usable"] else None)
         key = site.identity
         if key in sites:  # the same code seen at two load addresses (dlclose + dlopen)
             a = sites[key]
             a.allocations += site.allocations
             a.frees += site.frees
             a.bytes += site.bytes
+            a.peak_usable_bytes = prof.max_known(a.peak_usable_bytes, site.peak_usable_bytes)
             a.peak_live_bytes = max(a.peak_live_bytes, site.peak_live_bytes)
             for b, c in site.size_histogram.items():
                 a.size_histogram[b] = a.size_histogram.get(b, 0) + c
