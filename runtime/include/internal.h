@@ -567,7 +567,7 @@ static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp
     struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
     if (mp_likely(e->frames[0] == ra && !e->walked && e->fixed &&
                   e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
-        *hit = (struct mp_site_hit){e, e->device, e->fixed};
+        *hit = (struct mp_site_hit){&e->count[0], e->device, e->fixed};
         return 1;
     }
     return 0;
@@ -581,11 +581,11 @@ static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
 
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
  * from the same (ra, sp, fp) led to, when every stack word that walk read still holds the
- * value it read (so unwinding again would find the same frames), the entry still holds
- * those frames (stamp) and the rules' addresses are unchanged (generation): into *hit;
+ * value it read (so unwinding again would find the same frames) and the rules' addresses
+ * are unchanged (generation): into *hit;
  * else 0: mp_sites_fixed_slow unwinds. The words lie in [sp, stack top) of this thread's
  * stack. */
-static inline int mp_sites_walk_hit(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp,
+static inline int mp_sites_walk_hit(struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp,
                                     uintptr_t fp, struct mp_site_hit *hit)
 {
     if (w->ra != ra || w->sp != sp || (fp & w->fp_mask) != w->fp)
@@ -593,11 +593,9 @@ static inline int mp_sites_walk_hit(const struct mp_walk_entry *w, uintptr_t ra,
     for (int i = 0; i < w->n; i++)
         if (*w->addr[i] != w->value[i])
             return 0;
-    /* only fixed entries are remembered, and a refill changes the stamp: an unchanged
-     * stamp means the same frames, fixed, under the same generation */
-    if (mp_likely(w->site->stamp == w->stamp &&
-                  w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
-        *hit = (struct mp_site_hit){w->site, w->device, w->fixed};
+    /* only fixed sites are remembered: the walk alone tells the device */
+    if (mp_likely(w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
+        *hit = (struct mp_site_hit){&w->count, w->device, w->fixed};
         return 1;
     }
     return 0;
@@ -606,7 +604,7 @@ static inline int mp_sites_walk_hit(const struct mp_walk_entry *w, uintptr_t ra,
 static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
                                         uintptr_t fp, struct mp_site_hit *hit)
 {
-    const struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
+    struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
     for (int i = 0; i < MP_WALK_WAYS; i++)
         if (mp_sites_walk_hit(&set[i], ra, sp, fp, hit))
             return 1;
@@ -624,10 +622,13 @@ static inline int mp_sites_find(struct mp_thread *self, uintptr_t ra, uintptr_t 
     return mp_sites_fixed_walked(self, ra, sp, fp, hit) || mp_sites_fixed(self, ra, hit);
 }
 
-static inline void mp_sites_count(struct mp_site_entry *e, size_t size)
+/* Count a hit found by the fast path's lookups: in the fixed entry's count[0] (its rule
+ * is cand[0], or none), or in the walk that found it (into the rule's totals when the walk
+ * is evicted, and at exit). */
+static inline void mp_sites_count(struct mp_site_count *c, size_t size)
 {
-    e->count[0].hits++; /* a fixed entry's rule is cand[0], or none */
-    e->count[0].bytes += size;
+    c->hits++;
+    c->bytes += size;
 }
 
 /* ======== modes ======== */

@@ -187,6 +187,9 @@ struct mp_modules {
 enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2 };
 
 /* 128 bytes, so the fast path (frames[0] .. count[0].hits) reads one cache line. */
+/* Hits of a rule not yet in its totals (sites/sites.c). */
+struct mp_site_count { uint64_t hits, bytes; };
+
 struct mp_site_entry {
     uintptr_t frames[MP_MAX_FRAMES];
     uint32_t generation;              /* 0 = empty */
@@ -200,11 +203,8 @@ struct mp_site_entry {
                                          every allocation here goes to `device`, an arena
                                          (MP_FIXED_ARENA) or the next allocator (_NEXT) */
     int32_t device;                   /* when fixed: cand[0]'s device, or the default */
-    struct { uint64_t hits, bytes; } count[MP_MAX_CANDIDATES]; /* of cand[i], not yet in
-                                                                  the totals */
+    struct mp_site_count count[MP_MAX_CANDIDATES]; /* of cand[i], not yet in the totals */
     uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
-    uint32_t stamp;                   /* changes at each refill: a walk (below) that names
-                                         this entry is stale when it differs */
 } __attribute__((aligned(64)));
 
 /* A thread's memory of the walks that led to multi-frame sites, keyed by where the walk
@@ -222,14 +222,17 @@ struct mp_walk_entry {
     uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
                                          never sees a half-made entry as valid) */
     uintptr_t fp_mask;                /* 0 when the walk did not use fp (fp is then 0) */
-    struct mp_site_entry *site;       /* the site entry the walk's frames selected ... */
-    uint32_t stamp, generation;       /* ... while it had this stamp, under this generation */
-    int32_t device;                   /* the entry's device and kind, copied: the */
-    uint8_t fixed;                    /* allocation need not wait for the entry's load */
-    int n;                            /* words the walk read */
+    struct mp_site_count count;       /* hits through this walk, not yet in the entry's count[0] */
+    uint32_t generation;              /* of the rules' addresses the walk was made under */
+    int32_t device;                   /* the site's device, kind and rule (-1: none), as its */
+    int32_t rule;                     /* entry had them: a walk needs no site entry, so the */
+    uint8_t fixed;                    /* site cache can reuse that entry for another site */
+    uint8_t n;                        /* words the walk read */
+    /* (a hit reads and counts in the line above; the words are read after it) */
     const uintptr_t *addr[MP_WALK_WORDS];
     uintptr_t value[MP_WALK_WORDS];
-};
+} __attribute__((aligned(64)));
+_Static_assert(offsetof(struct mp_walk_entry, n) < 64, "a walk's hit reads and counts in one line");
 
 struct mp_device_counters {
     uint64_t allocations, bytes;
@@ -277,7 +280,7 @@ struct mp_thread {
 
 /* What the fast path's lookups find: the site's entry (where its hit is counted) and the
  * device and kind (MP_FIXED_*) it holds. */
-struct mp_site_hit { struct mp_site_entry *e; int device, fixed; };
+struct mp_site_hit { struct mp_site_count *count; int device, fixed; };
 
 struct mp_rule_stats { uint64_t hits, bytes; };
 

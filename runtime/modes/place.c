@@ -47,7 +47,7 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
         struct mp_site_hit hit;
         set_busy(self, 1);
         if (mp_sites_find(self, ra, sp, fp, &hit) || mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
-            mp_sites_count(hit.e, n);
+            mp_sites_count(hit.count, n);
             set_busy(self, 0);
             return hit.device;
         }
@@ -115,7 +115,7 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
         if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
             void *p = place_found(self, &hit, n, zero);
             if (mp_likely(p != NULL))
-                mp_sites_count(hit.e, n);
+                mp_sites_count(hit.count, n);
             set_busy(self, 0);
             return p;
         }
@@ -141,7 +141,7 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
             if (mp_unlikely(p == NULL))
                 p = place_found(self, &hit, n, 0);
             if (mp_likely(p != NULL))
-                mp_sites_count(hit.e, n);
+                mp_sites_count(hit.count, n);
             set_busy(self, 0);
             return p;
         }

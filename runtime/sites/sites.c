@@ -247,6 +247,16 @@ static void flush_entry(struct mp_site_entry *e)
         }
 }
 
+/* Move a walk's hits into its rule's totals. */
+static void flush_walk(struct mp_walk_entry *w)
+{
+    if (w->count.hits && w->rule >= 0) {
+        __atomic_fetch_add(&rule_stats[w->rule].hits, w->count.hits, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&rule_stats[w->rule].bytes, w->count.bytes, __ATOMIC_RELAXED);
+    }
+    w->count.hits = w->count.bytes = 0;
+}
+
 static struct mp_site_entry *slot(struct mp_thread *self, const uintptr_t *frames)
 {
     return &self->cache[mp_sites_slot(frames[0], frames[1], frames[2], frames[3])];
@@ -264,7 +274,6 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     flush_entry(e);
     memset(e->count, 0, sizeof e->count); /* a fixed entry without rules counted in count[0] */
-    e->stamp++; /* walks that led here before lead elsewhere now */
     struct view *v = fresh_view();
     memcpy(e->frames, frames, sizeof e->frames);
     e->ncand = 0;
@@ -396,8 +405,8 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     for (int i = 0; i < from->n; i++)
         to->addr[i] = from->addr[i], to->value[i] = from->value[i];
-    to->n = from->n, to->site = from->site, to->device = from->device, to->fixed = from->fixed;
-    to->stamp = from->stamp, to->generation = from->generation;
+    to->n = from->n, to->rule = from->rule, to->device = from->device, to->fixed = from->fixed;
+    to->generation = from->generation, to->count = from->count;
     to->sp = from->sp, to->fp = from->fp, to->fp_mask = from->fp_mask;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     to->ra = from->ra;
@@ -415,12 +424,14 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
         self->unwind.last.pc != ra || self->unwind.last.sp != sp || self->unwind.last.fp != fp)
         return;
     struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
-    for (int i = MP_WALK_WAYS - 1; i > 0; i--)
-        if (set[i - 1].ra)
-            copy_walk(&set[i], &set[i - 1]);
+    flush_walk(&set[MP_WALK_WAYS - 1]); /* the oldest, about to go */
+    for (int i = MP_WALK_WAYS - 1; i > 0; i--) /* empty ones too: a walk is never in two ways */
+        copy_walk(&set[i], &set[i - 1]);
     uintptr_t fp_mask = t->fp_used ? ~(uintptr_t)0 : 0;
-    struct mp_walk_entry fresh = {ra, sp, fp & fp_mask, fp_mask, e, e->stamp, e->generation,
-                                  e->device, e->fixed, t->n, {0}, {0}};
+    struct mp_walk_entry fresh = {.ra = ra, .sp = sp, .fp = fp & fp_mask, .fp_mask = fp_mask,
+                                  .generation = e->generation, .device = e->device,
+                                  .fixed = e->fixed, .n = (uint8_t)t->n,
+                                  .rule = e->ncand > 0 ? e->cand[0] : -1};
     for (int i = 0; i < t->n; i++)
         fresh.addr[i] = t->addr[i], fresh.value[i] = t->value[i];
     copy_walk(&set[0], &fresh);
@@ -443,7 +454,7 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
     }
     if (e->needs_scan || !e->fixed)
         return 0;
-    *hit = (struct mp_site_hit){e, e->device, e->fixed};
+    *hit = (struct mp_site_hit){&e->count[0], e->device, e->fixed};
     return 1;
 }
 
@@ -459,7 +470,11 @@ const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_st
 
 void mp_sites_flush(void)
 {
-    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all) {
+        for (int s = 0; s < MP_WALK_SETS; s++)
+            for (int i = 0; i < MP_WALK_WAYS; i++)
+                flush_walk(&t->walks[s][i]);
         for (int i = 0; i < MP_SITE_CACHE; i++)
             flush_entry(&t->cache[i]);
+    }
 }
