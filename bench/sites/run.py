@@ -170,8 +170,11 @@ def main() -> int:
         ok = report([result, result_nofp, result_interp], "bare", TARGET, args.json,
                     targeted=("advised policy",))
 
-        # start-up of the whole command, policy compiled and tables made once before
-        memplace("run", "--policy", str(policy), "--", str(prog), "0")
+        # start-up of the whole command, policy compiled and tables made once before; with
+        # Python's bytecode cache, as an installed package has it (PYTHONDONTWRITEBYTECODE
+        # in the caller's environment would make every run compile memplace's sources)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        memplace("run", "--policy", str(policy), "--", str(prog), "0", env=env)
         startup = {"bare": [], "memplace run --policy": []}
         for _ in range(args.runs):
             for name, argv in (("bare", [str(prog), "0"]),
@@ -179,7 +182,7 @@ def main() -> int:
                                 [sys.executable, "-m", "memplace", "run", "--policy", str(policy),
                                  "--", str(prog), "0"])):
                 t = time.perf_counter()
-                subprocess.run(argv, check=True, capture_output=True)
+                subprocess.run(argv, check=True, capture_output=True, env=env)
                 startup[name].append(time.perf_counter() - t)
     allocs = allocations_per_iteration(profile, args.iterations) * args.iterations
     per_alloc = {f: result.difference(f"{f}-frame rules", "transparent", 1) / allocs * 1e9
