@@ -51,6 +51,9 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         except OSError as e:
             raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
 
+    if policy is not None and _places_nothing(policy):
+        _run_without_runtime(argv, policy, stats, verbose)
+
     with tempfile.TemporaryDirectory(prefix="memplace-") as tmp:
         extra = {}
         if verbose:
@@ -93,6 +96,43 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
                                    run_stats.collect(extra["MEMPLACE_STATS"], proc.pid, returncode))
     if verbose:
         report_status(status, proc.pid, runtime, argv[0])
+    end_like(returncode)
+
+
+NOTHING_TO_PLACE = "the policy places nothing (every allocation on system): run without the runtime"
+
+
+def _places_nothing(policy: str) -> bool:
+    """A valid policy that sends every allocation to system (an unreadable or invalid one:
+    False, and the compile says why)."""
+    from memplace.placement.policy import load, places_nothing
+
+    try:
+        return places_nothing(load(policy))
+    except UserError:
+        return False
+
+
+def _run_without_runtime(argv: list[str], policy: str, stats: str | None, verbose: bool) -> None:
+    """The program as it is, with the caller's environment: the runtime would only add its
+    own memory (which a memory limit sized to the program does not have) and time. The
+    stats, if asked for, list the command as a process that ran without placement."""
+    if verbose:
+        say(f"memplace: {policy}: {NOTHING_TO_PLACE}")
+    if stats is None:
+        sys.stdout.flush()
+        try:
+            os.execvp(argv[0], argv)
+        except OSError as e:
+            raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
+    try:
+        proc = subprocess.Popen(argv, close_fds=False)
+    except OSError as e:
+        raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
+    returncode = wait_forwarding_signals(proc)
+    from memplace.placement import stats as run_stats
+    run_stats.write_report(stats, argv, os.path.abspath(policy), returncode,
+                           [run_stats.without_runtime(proc.pid, argv[0], returncode, NOTHING_TO_PLACE)])
     end_like(returncode)
 
 
