@@ -12,7 +12,8 @@ and "@nolimit" for no limit (the cgroup still measures). Prints each run (wall, 
 system seconds, major faults, the cgroup's peak and failcnt: how often it hit the limit,
 the machine's swap-outs and swap-ins in that run) and each variant's medians. The
 programs are built in --out/bin, so the policies of a run.py --out can be given. Needs
-root (cgroups, swapon).
+root (cgroups, swapon). OpenFOAM (as run.py --openfoam runs it) is meshed again in
+--out/openfoam-side.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def variant(text: str) -> tuple[str, str, bool, bool]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("program", choices=["hotcold", "spmv"])
+    ap.add_argument("program", choices=["hotcold", "spmv", "openfoam"])
     ap.add_argument("limit", type=int, help="bytes, or MiB when below 1 MiB")
     ap.add_argument("rounds", type=int)
     ap.add_argument("variants", nargs="+", metavar="VARIANT")
@@ -67,8 +68,12 @@ def main() -> int:
     variants = [variant(v) for v in args.variants]
     limit = args.limit if args.limit >= MIB else args.limit * MIB
     out = Path(args.out).resolve()
-    prog = {p.name: p for p in bench.c_programs(out / "bin", 1.0)}[args.program]
-    base = bench.clean_env(os.environ)
+    if args.program == "openfoam":  # run.py's case (refined 4x, 10 steps), meshed again here
+        from openfoam_case import openfoam_program
+        prog = openfoam_program(out / "openfoam-side", 4, 10)
+    else:
+        prog = {p.name: p for p in bench.c_programs(out / "bin", 1.0)}[args.program]
+    base = bench.clean_env(prog.env or os.environ)
     device_dir = Path(args.device_dir).resolve()
     device_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="side-", dir=out))
@@ -90,6 +95,8 @@ def main() -> int:
             for name, what, swapped, nolimit in (variants if r % 2 == 0 else variants[::-1]):
                 env = base if what in ("malloc", "swap") else \
                     bench.placed_env(Path(what), prog.argv, tmp / f"{name}-{r}", tmp, base)
+                if prog.prepare:
+                    prog.prepare()
                 before = vmstat()
                 with limits.MemoryCgroup("memplace-side", None if nolimit else limit, swapped) as cg:
                     o = cg.run(prog.argv, env, 600, tmp / f"log-{name}-{r}")
