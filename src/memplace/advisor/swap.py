@@ -125,6 +125,8 @@ def identity(advice: adv.Advice, specs: list[DeviceSpec], nodes: set[int] | None
     advice.default = SWAPPED
     advice.default_cost = advice.cost  # the same memory: nothing to save over it
     specs[:] = [d for d in specs if d.builtin]
+    advice.devices = [d for d in advice.devices if d.name == SWAPPED]  # none to show or write
+    advice.peak = {}
     advice.notes.append(
         f"--swap: nothing to place: the page cache model keeps every site in memory and the devices holding them "
         f"({', '.join(sorted(used - {SWAPPED}))}) are the memory malloc uses anyway (every node with memory, "
