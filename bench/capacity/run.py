@@ -119,12 +119,12 @@ def placed_env(policy: Path, argv: list[str], stats_dir: Path, tmp: Path, base: 
     from memplace.launch.runtime_path import runtime_path
     from memplace.placement.compile_cache import prepare_run
     from memplace.placement.policy import load, places_nothing
-    if places_nothing(load(policy)):
-        return base  # as `memplace run` does: the program as it is, without the runtime
     runtime = runtime_path()
     prepared = prepare_run(str(policy), describe_program(argv[0]), runtime, str(tmp))
     for warning in prepared.warnings:
         print(f"  memplace: {warning}", file=sys.stderr)
+    if places_nothing(load(policy)):
+        return base  # as `memplace run` does: the program as it is, without the runtime
     stats_dir.mkdir(parents=True, exist_ok=True)
     return child_environment(runtime, {"MEMPLACE_POLICY": prepared.policy_file,
                                        "MEMPLACE_UNWIND": prepared.unwind_dir,
