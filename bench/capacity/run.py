@@ -118,10 +118,13 @@ def placed_env(policy: Path, argv: list[str], stats_dir: Path, tmp: Path, base: 
     from memplace.launch.program import describe_program
     from memplace.launch.runtime_path import runtime_path
     from memplace.placement.compile_cache import prepare_run
+    from memplace.placement.policy import load, places_nothing
     runtime = runtime_path()
     prepared = prepare_run(str(policy), describe_program(argv[0]), runtime, str(tmp))
     for warning in prepared.warnings:
         print(f"  memplace: {warning}", file=sys.stderr)
+    if places_nothing(load(policy)):
+        return base  # as `memplace run` does: the program as it is, without the runtime
     stats_dir.mkdir(parents=True, exist_ok=True)
     return child_environment(runtime, {"MEMPLACE_POLICY": prepared.policy_file,
                                        "MEMPLACE_UNWIND": prepared.unwind_dir,
@@ -172,6 +175,8 @@ def placed_heap_peak(stats_dir: Path, pid: int, code: int) -> int:
 def fast_device_stats(stats_dir: Path, pid: int, code: int) -> str:
     """What the placed run did with the fast device: its peak and fallbacks."""
     from memplace.placement import stats
+    if not stats_dir.is_dir():
+        return "the plan places nothing: run without the runtime"
     totals = stats.totals(stats.collect(stats_dir, pid, code))
     parts = []
     for d in totals["devices"]:

@@ -71,15 +71,61 @@ def test_a_site_rewritten_in_place_counts_as_churning():
     assert (churns(once), churns(rewritten), churns(unmeasured)) == (False, True, False)
 
 
-def test_when_the_file_device_would_stay_in_memory_everything_leaves_it(profile_path, tmp_path):
-    """A budget that holds the whole heap (page cache model hit ratio 1): the matrix too
-    goes to swappable memory, where resident data costs nothing a file device adds."""
+def test_when_everything_stays_in_memory_on_mallocs_memory_the_plan_is_the_program_as_it_is(profile_path, tmp_path):
+    """A budget that holds the whole heap (page cache model hit ratio 1), and the fast device
+    is node 0, this machine's only node with memory (what malloc uses anyway): nothing to
+    place, so no devices and no rules, and `memplace run` runs it without the runtime."""
+    from memplace.advisor.swap import memory_nodes
+    if memory_nodes() != {0}:
+        pytest.skip("the machine has more than node 0 with memory")
     doc, rules, text = advise(profile_path, tmp_path, "--swap", "--shared-memory", "512MiB")
-    assert rules[f"{EXE}+0x200"] == "system" and rules[f"{EXE}+0x300"] == "system"
-    assert "keeps 100% of the file device in memory" in text
-    assert "lock" not in doc["devices"]["fast"]           # nothing to protect from the kernel
+    assert doc["default"] == "system" and "devices" not in doc and rules == {}
+    assert "nothing to place" in text and "without the runtime" in text
     doc, rules, _ = advise(profile_path, tmp_path, "--swap", "--shared-memory", "64MiB")
     assert f"{EXE}+0x200" not in rules                     # under pressure the stream keeps the file device
+    assert doc["devices"]["fast"]["lock"] is True
+
+
+def swap_plan(profile_path, tmp_path, nodes, fast="numa:0"):
+    """plan_for_swap's advice and devices, for a machine whose nodes with memory are `nodes`."""
+    from memplace.advisor.advice import device_specs, run_advice
+    from memplace.advisor.page_cache import SharedMemory
+    from memplace.advisor.swap import plan_for_swap
+    specs = device_specs((f"fast={fast},latency=100ns,bandwidth=20GB/s,capacity=16MiB",
+                          f"slow=file:{tmp_path},latency=4us,bandwidth=1GB/s"), (), None)
+    advice = run_advice(prof.load(profile_path), specs, "latency", "auto", None, 10.0,
+                        SharedMemory(total=512 * MIB, room=64 * MIB))
+    plan_for_swap(advice, specs, nodes)
+    return advice, {d.name: d for d in specs}
+
+
+def test_when_the_file_device_would_stay_in_memory_everything_leaves_it(profile_path, tmp_path):
+    """The same budget on a machine with two nodes: node 0 is not all the memory malloc may
+    use, so the fast device keeps its site; the matrix and the temporaries go to swappable
+    memory, where resident data costs nothing a file device adds, and nothing is locked."""
+    advice, specs = swap_plan(profile_path, tmp_path, {0, 1})
+    device = {p.site.frames[0].offset: p.device for p in advice.placements}
+    assert device == {0x100: "fast", 0x200: "system", 0x300: "system"}
+    assert advice.default == "system"                      # what no rule matches: not the file device either
+    assert "lock" not in specs["fast"].table               # nothing to protect from the kernel
+    assert "fast" in specs and not any("nothing to place" in n for n in advice.notes)
+
+
+def test_the_identity_needs_every_site_on_memory_malloc_uses_anyway(profile_path, tmp_path):
+    from memplace.advisor.device_specs import DeviceSpec, parse_device
+    from memplace.advisor.swap import system_memory
+    advice, specs = swap_plan(profile_path, tmp_path, {0})
+    assert set(specs) == set() and {p.device for p in advice.placements} == {"system"}
+    assert all(p.spill is None for p in advice.placements) and advice.default == "system"
+    def numa(nodes, **table):
+        return DeviceSpec("f", "numa", {"nodes": nodes, **table})
+    assert system_memory(numa([0]), {0}) and system_memory(numa([0, 1]), {0, 1})
+    assert system_memory(numa([0, 1], mode="preferred-many"), {0, 1})
+    assert not system_memory(numa([0]), {0, 1})                        # node 1 is malloc's too
+    assert not system_memory(numa([0, 1], mode="interleave"), {0, 1})
+    assert not system_memory(numa([0]), None)                          # /sys unreadable: not known
+    assert not system_memory(numa([0], lock=True), {0})                # locked: kept from the kernel's swap
+    assert not system_memory(parse_device(f"f=file:{tmp_path}"), {0})
 
 
 def test_long_lived_data_in_small_blocks_leaves_the_file_device(tmp_path):

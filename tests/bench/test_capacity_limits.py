@@ -69,3 +69,19 @@ def test_the_swap_file_is_on_only_inside_its_block(tmp_path):
     except subprocess.CalledProcessError as e:
         pytest.skip(f"swapon refused here: {e}")
     assert str(path) not in swaps() and not path.exists()
+
+
+def test_a_placed_run_of_a_policy_that_places_nothing_is_the_plain_program(tmp_path):
+    """As `memplace run` does: no runtime preloaded, none of its settings; a policy that
+    places something gets them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import run as bench
+    base = {"PATH": os.environ.get("PATH", "")}
+    nothing = tmp_path / "nothing.toml"
+    nothing.write_text('version = 1\ndefault = "system"\n')
+    assert bench.placed_env(nothing, ["/bin/true"], tmp_path / "s0", tmp_path, base) == base
+    assert bench.fast_device_stats(tmp_path / "s0", 1, 0) == "the plan places nothing: run without the runtime"
+    some = tmp_path / "some.toml"
+    some.write_text('version = 1\ndefault = "fast"\n[devices.fast]\nkind = "numa"\nnodes = [0]\n')
+    env = bench.placed_env(some, ["/bin/true"], tmp_path / "s1", tmp_path, base)
+    assert "libmemplace" in env["LD_PRELOAD"] and env["MEMPLACE_STATS"] == str(tmp_path / "s1")

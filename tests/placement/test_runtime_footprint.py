@@ -3,6 +3,7 @@ MiB less for the program's data (bench/capacity). mimalloc madvises its own meta
 transparent huge pages, and its page map then took two 2 MiB pages for a few KiB of
 entries: 4 MiB of the 5.2 MiB a placed empty program used beyond the bare one."""
 
+import json
 import re
 import subprocess
 import sys
@@ -72,3 +73,42 @@ def test_freed_device_memory_goes_back_to_the_kernel_after_a_tenth_of_a_second(t
 
     assert run() > 24 << 10                                   # most of the 32 MiB given back
     assert run({"MIMALLOC_PURGE_DELAY": "60000"}) < 8 << 10   # a minute: kept
+
+
+def memplace_run(policy, *argv, stats=None):
+    extra = ["--stats", str(stats)] if stats else []
+    return subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", str(policy), *extra, "--", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_policy_that_places_nothing_runs_the_program_without_the_runtime(tmp_path):
+    """What `memplace advise --swap` writes when every site stays where malloc puts it: the
+    runtime would only add its own memory (over a limit sized to the program: swapping).
+    Devices it defines but never names do not count; a rule to a device does."""
+    nothing = tmp_path / "nothing.toml"
+    nothing.write_text('version = 1\ndefault = "system"\n[devices.fast]\nkind = "numa"\nnodes = [0]\n'
+                       '[[rules]]\nsize = "..4KiB"\ndevice = "system"\n')
+    r = memplace_run(nothing, "cat", "/proc/self/maps")
+    assert r.returncode == 0 and "libc" in r.stdout and "libmemplace" not in r.stdout, r.stdout + r.stderr
+    some = tmp_path / "some.toml"
+    some.write_text(nothing.read_text() + '[[rules]]\nsize = "4KiB.."\ndevice = "fast"\n')
+    assert "libmemplace" in memplace_run(some, "cat", "/proc/self/maps").stdout
+
+
+def test_without_the_runtime_the_stats_say_so_and_the_exit_is_the_programs(tmp_path):
+    nothing = tmp_path / "nothing.toml"
+    nothing.write_text("version = 1\n")
+    r = memplace_run(nothing, "sh", "-c", "exit 3", stats=tmp_path / "stats.json")
+    assert r.returncode == 3, r.stderr
+    doc = json.loads((tmp_path / "stats.json").read_text())
+    (proc,) = doc["processes"]
+    assert (proc["placing"], proc["ran"], proc["status"], doc["returncode"]) == (False, True, 3, 3)
+    assert "places nothing" in proc["reason"] and doc["totals"]["devices"] == []
+    r = memplace_run(nothing, "sh", "-c", "kill -TERM $$", stats=tmp_path / "killed.json")
+    assert r.returncode == -15
+    (proc,) = json.loads((tmp_path / "killed.json").read_text())["processes"]
+    assert (proc["ended"], proc["signal"]) == ("signal", 15)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\ndefault = "nowhere"\n')                # invalid: the usual one-line error
+    r = memplace_run(bad, "true")
+    assert r.returncode == 2 and "nowhere" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -32,6 +32,15 @@ So with swap the plan is the solver's, changed in two ways:
   memory anyway (hit ratio at least RESIDENT), where there is nothing to protect and a
   locked page costs more to fault in (spmv at 100%: 1.7-2.1 s locked, 1.3-1.4 unlocked).
 
+And when the model keeps everything in memory and the devices left holding sites are the
+memory malloc uses anyway (`system_memory`: a numa device, unlocked, not interleaved, over
+every node with memory; on a one-node machine node 0), the plan is the program as it is:
+`default = "system"`, no devices, no rules (`identity`), which `memplace run` runs without
+the runtime. A device on that memory gains nothing, and the runtime's own memory (arenas,
+tables, 0.5-2 MiB) is what the limit does not have: at 100% of the plain run's peak the
+placed run went over it and swapped (hotcold: 600 pages out, 63 major faults, 1.79 s
+against swap's 1.64 s; spmv: 1.28 s against 0.86 s; docs/benchmarks.md).
+
     >>> from memplace.profiling.profile import Frame, Site
     >>> churns(Site((Frame("/app", None, 1),), allocations=40, bytes=400, peak_live_bytes=10))
     True
@@ -80,8 +89,55 @@ def small_blocks(site: Site, window: int) -> bool:
     return site.bytes < 2 * window * max(site.allocations, 1)
 
 
-def plan_for_swap(advice: adv.Advice, specs: list[DeviceSpec]) -> None:
-    """Change `advice` and `specs` in place as the module docstring says."""
+def memory_nodes() -> set[int] | None:
+    """The machine's nodes with memory (/sys), None when it cannot be read."""
+    from memplace.placement.devices import read_topology
+
+    try:
+        return {n.id for n in read_topology().nodes if n.mem_total > 0}
+    except Exception:  # noqa: BLE001 - no /sys: nothing is known to be the same memory
+        return None
+
+
+def system_memory(d: DeviceSpec, nodes: set[int] | None) -> bool:
+    """`d` is the memory malloc uses anyway: the built-in system device, or a numa device
+    over every node with memory (`nodes`), unlocked and not interleaved (binding to all of
+    them leaves the kernel's choice of node as it is)."""
+    if d.builtin:
+        return True
+    t = d.table
+    return (d.kind == "numa" and bool(nodes) and nodes <= set(t.get("nodes", ())) and not t.get("lock")
+            and t.get("mode", "bind") in ("bind", "preferred", "preferred-many"))
+
+
+def identity(advice: adv.Advice, specs: list[DeviceSpec], nodes: set[int] | None) -> bool:
+    """When every site, spill and the default are on memory malloc uses anyway, make the
+    plan the program as it is (module docstring): every site and the default on system,
+    no devices. True when it did."""
+    by_name = {d.name: d for d in specs}
+    used = {advice.default} | {p.device for p in advice.placements} | \
+           {p.spill.device for p in advice.placements if p.spill}
+    if not all(name == SWAPPED or name in by_name and system_memory(by_name[name], nodes) for name in used):
+        return False
+    for p in advice.placements:
+        p.device, p.spill = SWAPPED, None
+        p.reason = "--swap: every site stays where malloc puts it (the plan is the program as it is)"
+    advice.default = SWAPPED
+    advice.default_cost = advice.cost  # the same memory: nothing to save over it
+    specs[:] = [d for d in specs if d.builtin]
+    advice.devices = [d for d in advice.devices if d.name == SWAPPED]  # none to show or write
+    advice.peak = {}
+    advice.notes.append(
+        f"--swap: nothing to place: the page cache model keeps every site in memory and the devices holding them "
+        f"({', '.join(sorted(used - {SWAPPED}))}) are the memory malloc uses anyway (every node with memory, "
+        f"unlocked); the policy is the program as it is (default {SWAPPED}, no rules), and `memplace run` runs "
+        f"it without the runtime, whose own memory the limit would have to hold")
+    return True
+
+
+def plan_for_swap(advice: adv.Advice, specs: list[DeviceSpec], nodes: set[int] | None = None) -> None:
+    """Change `advice` and `specs` in place as the module docstring says; `nodes`: the
+    machine's nodes with memory (default: read from /sys)."""
     windows = {d.name: read_around(d.table["path"]) for d in specs if d.kind == "file"}
     resident = advice.shared is not None and advice.shared.get("hit_ratio", 0.0) >= RESIDENT
 
@@ -98,6 +154,8 @@ def plan_for_swap(advice: adv.Advice, specs: list[DeviceSpec]) -> None:
                     f"({format_size(windows[p.device])} each)")
         return None
 
+    if resident and advice.default in windows:  # what no rule matches: the same reason
+        advice.default = SWAPPED
     moved = []
     for p in advice.placements:
         reason = why(p) if p.device in windows else None  # a spilled site: what does not fit goes there
@@ -115,3 +173,5 @@ def plan_for_swap(advice: adv.Advice, specs: list[DeviceSpec]) -> None:
         f"({format_size(peak)} of site peaks) moved from the file device to "
         f"{SWAPPED}; locked: {', '.join(d.name for d in locked) or 'none'} (the modelled figures above are the "
         f"solver's plan before this)")
+    if resident:
+        identity(advice, specs, memory_nodes() if nodes is None else nodes)

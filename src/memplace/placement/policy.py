@@ -157,6 +157,15 @@ def from_dict(table: dict, path: str) -> Policy:
     return policy
 
 
+def places_nothing(policy: Policy) -> bool:
+    """Every allocation goes to `system`, the next allocator: a valid policy whose default and
+    rules all name it (what `memplace advise --swap` writes when there is nothing to place).
+    `memplace run` runs the program without the runtime then: it would only add its own
+    memory and time."""
+    return (not any(p.level == "error" for p in policy.problems) and policy.default == SYSTEM
+            and all(r.device == SYSTEM for r in policy.rules))
+
+
 class _Reporter:
     """Records error problems prefixed with the file name, optionally marking an item invalid."""
 

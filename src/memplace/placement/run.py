@@ -4,6 +4,8 @@ The command's stdout, stderr and exit status are its own. When nothing has to ha
 after it exits, memplace simply execs it (same pid, same signals, same status). When
 something does (--verbose, --policy), memplace waits for it and then ends the way it
 ended: by the same signal (so the shell reports it as usual) or with the same exit code.
+A policy that places nothing (every allocation on system) runs the program as it is,
+without the runtime.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from memplace.inputs import check_output
 from memplace.launch.process import child_environment, end_like, read_status, wait_forwarding_signals
 from memplace.launch.program import describe_program
 from memplace.launch.runtime_path import runtime_path
+
+NOTHING_TO_PLACE = "the policy places nothing (every allocation on system): run without the runtime"
 
 
 def check_stats_destination(stats: str) -> None:
@@ -56,27 +60,34 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         if verbose:
             extra["MEMPLACE_STATUS"] = os.path.join(tmp, "status")
             open(extra["MEMPLACE_STATUS"], "w").close()
+        bare = False  # a policy that places nothing: the program without the runtime
         if policy is not None:
             # Compiled once per policy, program and machine, then from the cache.
             from memplace.placement.compile_cache import prepare_run
+            from memplace.placement.policy import load, places_nothing
             prepared = prepare_run(policy, target, runtime, tmp)
             for warning in prepared.warnings:
                 say(f"memplace: {warning}")
             if verbose:
                 say(f"memplace: compiled policy {prepared.policy_file}"
                     + (" (from the cache)" if prepared.hit else ""))
+            bare = places_nothing(load(policy))  # checked like any other by the compile above
+            if bare and verbose:
+                say(f"memplace: {policy}: {NOTHING_TO_PLACE}")
             extra["MEMPLACE_POLICY"] = prepared.policy_file
             extra["MEMPLACE_UNWIND"] = prepared.unwind_dir
             extra["MEMPLACE_STATS"] = os.path.join(tmp, "stats")
             os.mkdir(extra["MEMPLACE_STATS"])
-            if prepared.node_scoped:
+            if prepared.node_scoped and not bare:
                 from memplace.placement import node_share
                 extra["MEMPLACE_SHARED"] = node_share.counters_path(prepared.policy_file)
             if not best_effort:
                 # The runtime in the process whose parent this is stops it (status 2, one
                 # line) when placement cannot start; its children run transparent.
                 extra["MEMPLACE_REQUIRE"] = str(os.getpid())
-        env = child_environment(runtime, extra)
+        # the runtime would only add its own memory (which a memory limit sized to the
+        # program does not have) and time: a policy that places nothing runs without it
+        env = dict(os.environ) if bare else child_environment(runtime, extra)
         try:
             # close_fds=False: the program gets every descriptor memplace was given (MPICH's
             # ranks talk to their launcher through PMI_FD); memplace's own are close-on-exec.
@@ -86,12 +97,13 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         returncode = wait_forwarding_signals(proc)
         if "MEMPLACE_SHARED" in extra:
             node_share.release(extra["MEMPLACE_SHARED"])
-        status = read_status(extra["MEMPLACE_STATUS"]) if verbose else {}
+        status = read_status(extra["MEMPLACE_STATUS"]) if verbose and not bare else {}
         if stats is not None:
             from memplace.placement import stats as run_stats
-            run_stats.write_report(stats, argv, os.path.abspath(policy), returncode,
-                                   run_stats.collect(extra["MEMPLACE_STATS"], proc.pid, returncode))
-    if verbose:
+            procs = [run_stats.without_runtime(proc.pid, argv[0], returncode, NOTHING_TO_PLACE)] if bare else \
+                run_stats.collect(extra["MEMPLACE_STATS"], proc.pid, returncode)
+            run_stats.write_report(stats, argv, os.path.abspath(policy), returncode, procs)
+    if verbose and not bare:
         report_status(status, proc.pid, runtime, argv[0])
     end_like(returncode)
 

@@ -183,6 +183,17 @@ def collect(stats_dir: str | os.PathLike, command_pid: int | None = None,
     return procs
 
 
+def without_runtime(pid: int, exe: str, returncode: int, reason: str) -> dict:
+    """The record of a command `memplace run` ran without the runtime (its policy places
+    nothing): what collect() gives for a process whose placement did not start but ran."""
+    killed = returncode < 0
+    return {"pid": pid, "parent": os.getpid(), "began": "start", "exe": exe, "image": 0,
+            "ended": "signal" if killed else "exit", "status": None if killed else returncode,
+            "exec": None, "complete": True, "placing": False,
+            "ran": True, "reason": reason, "devices": [], "rules": [], "stepped_aside": [],
+            **({"signal": -returncode, "note": f"killed by signal {-returncode}"} if killed else {})}
+
+
 def how_ended(proc: dict) -> str:
     """'exit 0', '_exit 3', 'exec /bin/ls', 'killed by signal 9; ...', or the no-counts note."""
     ended = proc.get("ended")
