@@ -34,6 +34,18 @@ int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
     return 0;
 }
 
+/* Count an allocation served on device `dev`; past the thread's credit, publish its
+ * pending bytes (so the device's peak is seen within its step) and take a new credit,
+ * so the next allocations take the fast path. */
+static inline void count(struct mp_thread *self, struct mp_device_heap *h, int dev, size_t size,
+                         size_t usable)
+{
+    mp_count(self, dev, size, (int64_t)usable);
+    struct mp_device_counters *c = self ? &self->devices[dev] : NULL;
+    if (c && mp_unlikely(c->live_pending + MP_TCACHE_SMALL > c->credit))
+        mp_publish_pending(h, c);
+}
+
 /* The common case: a plain allocation from this thread's theap of the newest arena. */
 static inline void *theap_alloc(struct mp_thread *self, struct mp_device_heap *h, int dev, size_t size)
 {
@@ -78,10 +90,7 @@ void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, in
     }
     if (mp_unlikely(!p))
         return NULL;
-    mp_count(self, dev, size, (int64_t)usable);
-    struct mp_device_counters *c = &self->devices[dev];
-    if (mp_unlikely(c->live_pending + MP_TCACHE_SMALL > c->credit))
-        mp_publish_pending(h, c); /* a new credit, so the next allocations take the fast path */
+    count(self, h, dev, size, usable);
     return p;
 }
 
@@ -111,7 +120,7 @@ void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t 
                 /* below 512 KiB mimalloc's size classes give the usable size without asking
                  * the block's page (checked against mi_usable_size for mimalloc 3.4) */
                 size_t usable = !align && size < MP_EXACT_BYTES ? mi_good_size(size) : mi_usable_size(p);
-                mp_count(self, dev, size, (int64_t)usable);
+                count(self, h, dev, size, usable);
                 *served = dev;
                 return p;
             }

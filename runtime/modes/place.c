@@ -34,7 +34,7 @@ static inline void set_busy(struct mp_thread *self, int busy)
 }
 
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
- * device (found as the fast path finds it, walks remembered: realloc and aligned
+ * device (found as the fast path finds it, walks included: realloc and aligned
  * allocations are as frequent as malloc in some programs), else the rules'; counts the
  * rule's hit. */
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
@@ -46,7 +46,7 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
     } else {
         struct mp_site_hit hit;
         set_busy(self, 1);
-        if (mp_sites_find(self, ra, sp, fp, &hit) || mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
+        if (mp_sites_find(self, ra, sp, fp, &hit)) {
             mp_sites_count(hit.count, n);
             set_busy(self, 0);
             return hit.device;

@@ -365,6 +365,9 @@ static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintp
     return e;
 }
 
+static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
+                          uintptr_t sp, uintptr_t fp);
+
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
     if (policy->nrules == 0 && !self)
@@ -381,8 +384,10 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
     struct mp_site_entry *e = root(self, &v, ra);
     int n = 1;
-    if (e->needs_scan)
+    if (e->needs_scan) {
         e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
+        remember_walk(self, e, ra, sp, fp); /* a fixed site's next call finds it in the cache */
+    }
     return choose(v, e, frames, n, size);
 }
 
@@ -467,6 +472,15 @@ uint64_t mp_sites_unwinds(void)
 }
 
 const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_stats[rule]; }
+
+void mp_sites_forget_walks(struct mp_thread *t)
+{
+    if (rule_stats) /* placing (profiling reuses thread blocks too, without walks) */
+        for (int s = 0; s < MP_WALK_SETS; s++)
+            for (int i = 0; i < MP_WALK_WAYS; i++)
+                flush_walk(&t->walks[s][i]);
+    memset(t->walks, 0, sizeof t->walks);
+}
 
 void mp_sites_flush(void)
 {

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from placement_support import build, line_of, run_placed, stats_of, where
 
 
@@ -102,6 +104,37 @@ def test_bad_compiled_policy_keeps_the_program_transparent(tmp_path, runtime):
     assert r.returncode == 0 and "ok 5" in r.stdout
     assert r.stderr.count("memplace: policy") == 1 and "running transparent" in r.stderr
     assert where(r.stdout)["first"]["policy"] == "default:"
+
+
+@pytest.mark.parametrize("call", ["malloc", "aligned_alloc", "realloc", "calloc"])
+def test_every_allocation_call_respects_the_capacity_and_its_peak_is_measured(tmp_path, pmem, call):
+    """1000 live blocks of 1 KiB for a device of 256 KiB: 256 fit, the rest fall back, and
+    the device's peak is its capacity, whichever call allocates (aligned_alloc, realloc
+    and a first calloc take the general path, which published live bytes only every MiB:
+    the device took all 1000 and its peak read 0)."""
+    prog = build(tmp_path, "calls.c")
+    how = ["malloc", "aligned_alloc", "realloc", "calloc"].index(call)
+    p = tmp_path / "policy.toml"
+    p.write_text(f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "256KiB"
+fallback = "pmem"
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+[[rules]]
+site = ["calls.c:{line_of('calls.c', 'block')}"]
+device = "fast"
+""")
+    stats = tmp_path / "stats.json"
+    r = run_placed(prog, p, str(how), "1000", "1024", stats=stats)
+    assert r.returncode == 0, r.stderr
+    fast = stats_of(stats)["devices"]["fast"]
+    assert fast["allocations"] == 256 and fast["fallbacks"]["full"] == 744, fast
+    assert fast["peak"] == 256 << 10, fast
 
 
 def test_a_device_the_thread_freed_is_not_taken_for_full(tmp_path, pmem):

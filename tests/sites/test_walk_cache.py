@@ -127,3 +127,30 @@ def test_report_says_when_many_sites_took_a_whole_walk(tmp_path):
     path.write_text(json.dumps(stats))
     r = memplace("report", "--stats", str(path))
     assert r.returncode == 0 and "whole stack walk" not in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("reuse", [0, 1], ids=["block kept", "block reused"])
+def test_hits_counted_in_a_threads_walks_survive_its_end(tmp_path, reuse):
+    """Hits found through the walk cache are counted in the walk and reach the rule's
+    totals when it is evicted or at exit; a thread that ended leaves its block to the
+    next thread, which must not wipe those hits with the walks."""
+    source = support.PROGRAMS / "thread_reuse.c"
+    exe = support.build(tmp_path, source, ["-O2", "-pthread"])
+    policy = tmp_path / "policy.toml"
+    site = [f"thread_reuse.c:{support.marker_line(source, 'SITE', 'make')}",
+            f"thread_reuse.c:{support.marker_line(source, 'CALLER', 'c')}"]
+    policy.write_text(f"""version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+[[rules]]
+name = "chain"
+site = ["{site[0]}", "{site[1]}"]
+device = "fast"
+""")
+    stats = tmp_path / "stats.json"
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), "1000", str(reuse))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(stats.read_text())
+    assert {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]} == {"chain": 1000}
+    assert doc["totals"]["unwinds"] < 50, doc["totals"]["unwinds"]
