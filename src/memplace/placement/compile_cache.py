@@ -42,7 +42,7 @@ from memplace.cache import write_atomic as _write_atomic
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, read_bytes
 
-CACHE_FORMAT = 2  # of the record below; a change makes every old record a miss
+CACHE_FORMAT = 3  # of the record below; a change makes every old record a miss
 # Sources whose change changes what a compile produces (a development install keeps its
 # version number while they change).
 _COMPILER_SOURCES = ("placement/policy.py", "placement/policy_compile.py", "placement/sites.py",
@@ -55,12 +55,13 @@ class Prepared:
     """A run's compiled policy, where its unwind tables are, and the check's warnings."""
 
     def __init__(self, policy_file: str, unwind_dir: str, warnings: list[str], hit: bool,
-                 node_scoped: bool = False):
+                 node_scoped: bool = False, places_nothing: bool = False):
         self.policy_file = policy_file
         self.unwind_dir = unwind_dir
         self.warnings = warnings  # "warning: ..." lines
         self.hit = hit
         self.node_scoped = node_scoped  # a capacity is shared by the job's processes on the node
+        self.places_nothing = places_nothing  # every allocation on system: run without the runtime
 
 
 def policies_dir() -> str:
@@ -159,7 +160,8 @@ def _lookup(directory: str, key: str) -> Prepared | None:
         if missing:  # tables deleted since (the cache cleared in part): make just those
             prepare_tables([path for path, _ in record["unwind"]], unwind)
         return Prepared(mpc, unwind, [str(w) for w in record["warnings"]], hit=True,
-                        node_scoped=bool(record["node_scoped"]))
+                        node_scoped=bool(record["node_scoped"]),
+                        places_nothing=bool(record["places_nothing"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no record, a corrupt one, or a cache we cannot use: compile
 
@@ -186,7 +188,7 @@ def _directory_holds(entry: list) -> bool:
 
 def _compile(policy: str, program, runtime: str, tmp: str, directory: str, key: str | None) -> Prepared:
     from memplace.launch.unwind_tables import cache_dir, prepare_tables, table_modules
-    from memplace.placement.policy import site_modules
+    from memplace.placement.policy import places_nothing, site_modules
     from memplace.placement.policy_compile import prepare_inputs
 
     out = os.path.join(tmp, "policy.mpc")
@@ -202,14 +204,16 @@ def _compile(policy: str, program, runtime: str, tmp: str, directory: str, key: 
         key = None
     warnings = [str(w) for w in prepared.warnings]
     node_scoped = any(d.scope == "node" and d.capacity for d in prepared.policy.devices.values())
+    bare = places_nothing(prepared.policy)
     if key is not None:
         out = _record(key, directory, policy, program, runtime, prepared, named, modules,
-                      warnings, out, node_scoped)
-    return Prepared(out, unwind, warnings, hit=False, node_scoped=node_scoped)
+                      warnings, out, node_scoped, bare)
+    return Prepared(out, unwind, warnings, hit=False, node_scoped=node_scoped, places_nothing=bare)
 
 
 def _record(key: str, directory: str, policy: str, program, runtime: str, prepared,
-            named: list[str], modules: list[str], warnings: list[str], out: str, node_scoped: bool) -> str:
+            named: list[str], modules: list[str], warnings: list[str], out: str, node_scoped: bool,
+            bare: bool) -> str:
     """Keep the compiled file and its record in the cache; returns the file to use."""
     from memplace.elf import DEBUG_ROOT, build_id
     from memplace.units import Percent
@@ -243,6 +247,7 @@ def _record(key: str, directory: str, policy: str, program, runtime: str, prepar
         return out
     record = {"format": CACHE_FORMAT, "key": key, "files": sorted([p, st] for p, st in files.items()),
               "directories": directories, "warnings": warnings, "node_scoped": node_scoped,
+              "places_nothing": bare,
               "unwind": [[path, build_id(path)] for path in modules],
               "mpc": mpc_name, "mpc_sha256": hashlib.sha256(data).hexdigest()}
     _write_atomic(os.path.join(directory, key + ".json"), json.dumps(record).encode())

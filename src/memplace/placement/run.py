@@ -64,14 +64,13 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         if policy is not None:
             # Compiled once per policy, program and machine, then from the cache.
             from memplace.placement.compile_cache import prepare_run
-            from memplace.placement.policy import load, places_nothing
             prepared = prepare_run(policy, target, runtime, tmp)
             for warning in prepared.warnings:
                 say(f"memplace: {warning}")
             if verbose:
                 say(f"memplace: compiled policy {prepared.policy_file}"
                     + (" (from the cache)" if prepared.hit else ""))
-            bare = places_nothing(load(policy))  # checked like any other by the compile above
+            bare = prepared.places_nothing  # known from the compile (or its cached record)
             if bare and verbose:
                 say(f"memplace: {policy}: {NOTHING_TO_PLACE}")
             extra["MEMPLACE_POLICY"] = prepared.policy_file
