@@ -1,8 +1,8 @@
 """The package's layering, read from the source with `ast`: every import counts, also the
 ones inside functions (deferred for start-up time, but dependencies all the same).
 
-- No library module imports click or a command module: only `memplace.cli` (the root
-  command tree) and `memplace.commands.*` do.
+- No library module imports click or a command module: only the entry point
+  (`memplace.start`), `memplace.cli` (the root command tree) and `memplace.commands.*` do.
 - The import graph between memplace modules has no cycle.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import memplace
 
 SRC = Path(memplace.__file__).resolve().parent
-COMMAND_MODULES = ("memplace.cli", "memplace.__main__")
+COMMAND_MODULES = ("memplace.start", "memplace.cli", "memplace.__main__")
 
 
 def module_name(path: Path) -> str:

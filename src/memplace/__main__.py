@@ -1,3 +1,3 @@
-from memplace.cli import main
+from memplace.start import main
 
 main()
