@@ -31,6 +31,27 @@ device = "{small}"
     return p
 
 
+def capped_policy(tmp_path, pmem, capacity: str, source: str, marker: str):
+    """One rule, the line of `source` marked `marker`, to "fast" (node 0, `capacity`),
+    which falls back to the file device "pmem"."""
+    p = tmp_path / "policy.toml"
+    p.write_text(f"""
+version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+capacity = "{capacity}"
+fallback = "pmem"
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+[[rules]]
+site = ["{source}:{line_of(source, marker)}"]
+device = "fast"
+""")
+    return p
+
+
 def test_full_device_falls_back_in_order_and_is_counted(tmp_path, pmem):
     prog = build(tmp_path, "fill.c")
     stats = tmp_path / "stats.json"
@@ -114,21 +135,7 @@ def test_every_allocation_call_respects_the_capacity_and_its_peak_is_measured(tm
     the device took all 1000 and its peak read 0)."""
     prog = build(tmp_path, "calls.c")
     how = ["malloc", "aligned_alloc", "realloc", "calloc"].index(call)
-    p = tmp_path / "policy.toml"
-    p.write_text(f"""
-version = 1
-[devices.fast]
-kind = "numa"
-nodes = [0]
-capacity = "256KiB"
-fallback = "pmem"
-[devices.pmem]
-kind = "file"
-path = "{pmem}"
-[[rules]]
-site = ["calls.c:{line_of('calls.c', 'block')}"]
-device = "fast"
-""")
+    p = capped_policy(tmp_path, pmem, "256KiB", "calls.c", "block")
     stats = tmp_path / "stats.json"
     r = run_placed(prog, p, str(how), "1000", "1024", stats=stats)
     assert r.returncode == 0, r.stderr
@@ -142,22 +149,7 @@ def test_a_device_the_thread_freed_is_not_taken_for_full(tmp_path, pmem):
     # (300 x 4 KiB: the last ~45 fall back) and then mostly freed (250) must take the
     # next 100 blocks: 150 live at most. Before: its unpublished frees left it "full".
     prog = build(tmp_path, "refill.c")
-    p = tmp_path / "policy.toml"
-    p.write_text(f"""
-version = 1
-[devices.fast]
-kind = "numa"
-nodes = [0]
-capacity = "1MiB"
-fallback = "pmem"
-[devices.pmem]
-kind = "file"
-path = "{pmem}"
-[[rules]]
-name = "refill"
-site = ["refill.c:{line_of('refill.c', 'refill')}"]
-device = "fast"
-""")
+    p = capped_policy(tmp_path, pmem, "1MiB", "refill.c", "refill")
     stats = tmp_path / "stats.json"
     r = run_placed(prog, p, "300", "250", "100", "4096", stats=stats)
     assert r.returncode == 0, r.stderr
