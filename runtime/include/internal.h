@@ -540,8 +540,8 @@ MP_HIDDEN extern uint32_t mp_sites_generation;
 /* Per-rule hit counters: call mp_sites_flush() first to include every thread's. */
 MP_HIDDEN const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule);
 MP_HIDDEN void mp_sites_flush(void);
-/* Empty a thread block's walks (the block is reused by a new thread): their hits go into
- * the rules' totals first. */
+/* Empty a thread's walks (it ends, and its block will be reused): their hits go into the
+ * rules' totals first. */
 MP_HIDDEN void mp_sites_forget_walks(struct mp_thread *t);
 
 /* Frames the policy's rules look at (the most any rule has); 1: the return address

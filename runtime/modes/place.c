@@ -11,6 +11,14 @@
 
 static struct mp_policy *policy;
 
+/* A thread ends, before its block is recycled: the hits its walks counted go to the
+ * rules, its cached blocks and pending live bytes to the devices. */
+static void thread_ends(struct mp_thread *self)
+{
+    mp_sites_forget_walks(self);
+    mp_device_heaps_thread_exit(self);
+}
+
 int mp_place_start(const char *path, const char **why)
 {
     policy = mp_policy_load(path, why);
@@ -18,7 +26,7 @@ int mp_place_start(const char *path, const char **why)
         return -1;
     mp_accounting_init(getenv("MEMPLACE_SHARED"));
     mp_threads_init();
-    mp_threads_on_exit(mp_device_heaps_thread_exit);
+    mp_threads_on_exit(thread_ends);
     return 0;
 }
 

@@ -475,7 +475,7 @@ const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_st
 
 void mp_sites_forget_walks(struct mp_thread *t)
 {
-    if (rule_stats) /* placing (profiling reuses thread blocks too, without walks) */
+    if (rule_stats)
         for (int s = 0; s < MP_WALK_SETS; s++)
             for (int i = 0; i < MP_WALK_WAYS; i++)
                 flush_walk(&t->walks[s][i]);

@@ -82,7 +82,8 @@ struct mp_thread *mp_thread_attach(void)
         memset(t->theap_of, 0, sizeof t->theap_of);
         t->unwind.modules = NULL; /* its entries were the previous thread's */
         t->busy = 0;
-        mp_sites_forget_walks(t); /* walks on the previous thread's stack; their hits kept */
+        memset(t->walks, 0, sizeof t->walks); /* walks on the previous thread's stack (their
+                                                 hits were kept when it ended: place.c) */
         if (have_exit_key)
             pthread_setspecific(exit_key, t); /* our own key, created at start-up */
         mp_self = t;
