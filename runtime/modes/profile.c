@@ -368,8 +368,9 @@ static void record(void *p, size_t size, uint64_t usable, uintptr_t ra)
             i = (i + 1) & (SHARD_SLOTS - 1);
         if (!sh->slots[i].p)
             sh->used++;
-        uint64_t slack = usable - size;
-        sh->slots[i] = (struct block){(uintptr_t)p, size, t, id, slack < UINT32_MAX ? (uint32_t)slack : UINT32_MAX};
+        uint64_t slack = usable - size < UINT32_MAX ? usable - size : UINT32_MAX;
+        usable = size + slack; /* what forget() will take back */
+        sh->slots[i] = (struct block){(uintptr_t)p, size, t, id, (uint32_t)slack};
         stored = 1;
     }
     mp_unlock(&sh->lock);

@@ -473,21 +473,23 @@ uint64_t mp_sites_unwinds(void)
 
 const struct mp_rule_stats *mp_sites_rule_stats(uint32_t rule) { return &rule_stats[rule]; }
 
+static void flush_walks(struct mp_thread *t)
+{
+    for (int s = 0; s < MP_WALK_SETS; s++)
+        for (int i = 0; i < MP_WALK_WAYS; i++)
+            flush_walk(&t->walks[s][i]);
+}
+
 void mp_sites_forget_walks(struct mp_thread *t)
 {
-    if (rule_stats)
-        for (int s = 0; s < MP_WALK_SETS; s++)
-            for (int i = 0; i < MP_WALK_WAYS; i++)
-                flush_walk(&t->walks[s][i]);
+    flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
 }
 
 void mp_sites_flush(void)
 {
     for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all) {
-        for (int s = 0; s < MP_WALK_SETS; s++)
-            for (int i = 0; i < MP_WALK_WAYS; i++)
-                flush_walk(&t->walks[s][i]);
+        flush_walks(t);
         for (int i = 0; i < MP_SITE_CACHE; i++)
             flush_entry(&t->cache[i]);
     }
