@@ -47,16 +47,18 @@ static void refuse(const char *what, const char *path, const char *why)
         mp_write_all(2, parts[i], strlen(parts[i]));
 }
 
-/* Placement cannot start. The process `memplace run` started (its parent is the launcher,
- * whose pid MEMPLACE_REQUIRE names; unset with --best-effort) ends here with status 2,
- * before the program's main; any other process runs transparent. The stats say why. */
+/* Placement cannot start. The process `memplace run` started ends here with status 2,
+ * before the program's main; any other process runs transparent. MEMPLACE_REQUIRE (unset
+ * with --best-effort) names it: "PID", the launcher that waits for it (its parent), or
+ * "=PID", the launcher that exec'ed it (itself). The stats say why. */
 static void cannot_place(const char *policy, const char *why)
 {
     const char *require = getenv("MEMPLACE_REQUIRE"), *dir = getenv("MEMPLACE_STATS");
+    int itself = require && *require == '=';
     uint64_t launcher = 0;
-    for (const char *c = require; c && *c >= '0' && *c <= '9'; c++)
+    for (const char *c = require ? require + itself : ""; *c >= '0' && *c <= '9'; c++)
         launcher = launcher * 10 + (uint64_t)(*c - '0');
-    int stop = launcher && launcher == (uint64_t)getppid();
+    int stop = launcher && launcher == (uint64_t)(itself ? getpid() : getppid());
     if (dir && *dir)
         mp_place_write_unplaced(dir, why, !stop);
     if (!stop) {

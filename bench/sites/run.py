@@ -175,12 +175,14 @@ def main() -> int:
         # in the caller's environment would make every run compile memplace's sources)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         memplace("run", "--policy", str(policy), "--", str(prog), "0", env=env)
+        # the command as users type it: the installed script beside this interpreter
+        script = Path(sys.executable).with_name("memplace")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "memplace"]
         startup = {"bare": [], "memplace run --policy": []}
         for _ in range(args.runs):
             for name, argv in (("bare", [str(prog), "0"]),
                                ("memplace run --policy",
-                                [sys.executable, "-m", "memplace", "run", "--policy", str(policy),
-                                 "--", str(prog), "0"])):
+                                [*command, "run", "--policy", str(policy), "--", str(prog), "0"])):
                 t = time.perf_counter()
                 subprocess.run(argv, check=True, capture_output=True, env=env)
                 startup[name].append(time.perf_counter() - t)

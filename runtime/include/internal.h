@@ -576,6 +576,10 @@ static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp
     return 0;
 }
 
+/* What the unused first words of a walk point at, holding the value they expect (0). */
+extern MP_HIDDEN const uintptr_t mp_walk_pad;
+_Static_assert(MP_WALK_FIRST == 4, "mp_sites_walk_hit compares four words without a loop");
+
 /* A thread's walk-cache set for a walk starting at (ra, sp). */
 static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
 {
@@ -593,9 +597,16 @@ static inline int mp_sites_walk_hit(struct mp_walk_entry *w, uintptr_t ra, uintp
 {
     if (w->ra != ra || w->sp != sp || (fp & w->fp_mask) != w->fp)
         return 0;
-    for (int i = 0; i < w->n; i++)
-        if (*w->addr[i] != w->value[i])
-            return 0;
+    /* The first words without a branch each: walks differ in length from site to site,
+     * and a loop's exit mispredicted on most hits. Every word lies on this thread's stack
+     * (or is mp_walk_pad), so all can be read whatever the others hold. */
+    const struct mp_walk_word *x = w->word;
+    uintptr_t differ = (*x[0].addr ^ x[0].value) | (*x[1].addr ^ x[1].value) |
+                       (*x[2].addr ^ x[2].value) | (*x[3].addr ^ x[3].value);
+    for (int i = MP_WALK_FIRST; mp_unlikely(i < w->n); i++)
+        differ |= *x[i].addr ^ x[i].value;
+    if (differ)
+        return 0;
     /* only fixed sites are remembered: the walk alone tells the device */
     if (mp_likely(w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
         *hit = (struct mp_site_hit){&w->count, w->device, w->fixed};

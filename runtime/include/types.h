@@ -218,6 +218,7 @@ struct mp_site_entry {
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
 #define MP_WALK_WORDS 8
+#define MP_WALK_FIRST 4 /* words compared without a branch each */
 struct mp_walk_entry {
     uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
                                          never sees a half-made entry as valid) */
@@ -228,9 +229,9 @@ struct mp_walk_entry {
     int32_t rule;                     /* entry had them: a walk needs no site entry, so the */
     uint8_t fixed;                    /* site cache can reuse that entry for another site */
     uint8_t n;                        /* words the walk read */
-    /* (a hit reads and counts in the line above; the words are read after it) */
-    const uintptr_t *addr[MP_WALK_WORDS];
-    uintptr_t value[MP_WALK_WORDS];
+    /* (a hit reads and counts in the line above; the words are read after it, the first
+     * MP_WALK_FIRST from the next line, unused ones pointing at mp_walk_pad) */
+    struct mp_walk_word { const uintptr_t *addr; uintptr_t value; } word[MP_WALK_WORDS];
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct mp_walk_entry, n) < 64, "a walk's hit reads and counts in one line");
 

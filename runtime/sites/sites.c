@@ -403,13 +403,15 @@ int mp_sites_match_uncached(struct mp_thread *self, uintptr_t ra, uintptr_t sp, 
     return r;
 }
 
+const uintptr_t mp_walk_pad = 0;
+
 /* Copy a walk entry; the key last (see remember_walk). */
 static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from)
 {
     to->ra = 0;
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    for (int i = 0; i < from->n; i++)
-        to->addr[i] = from->addr[i], to->value[i] = from->value[i];
+    for (int i = 0; i < from->n || i < MP_WALK_FIRST; i++)
+        to->word[i] = from->word[i];
     to->n = from->n, to->rule = from->rule, to->device = from->device, to->fixed = from->fixed;
     to->generation = from->generation, to->count = from->count;
     to->sp = from->sp, to->fp = from->fp, to->fp_mask = from->fp_mask;
@@ -437,8 +439,9 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
                                   .generation = e->generation, .device = e->device,
                                   .fixed = e->fixed, .n = (uint8_t)t->n,
                                   .rule = e->ncand > 0 ? e->cand[0] : -1};
-    for (int i = 0; i < t->n; i++)
-        fresh.addr[i] = t->addr[i], fresh.value[i] = t->value[i];
+    for (int i = 0; i < t->n || i < MP_WALK_FIRST; i++)
+        fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
+                                 : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
     copy_walk(&set[0], &fresh);
 }
 

@@ -16,6 +16,11 @@ def cache_root() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "memplace")
 
 
+def unwind_tables_dir() -> str:
+    """Where unwind tables are kept, one file per build-id (launch/unwind_tables.py)."""
+    return os.path.join(cache_root(), "unwind")
+
+
 def file_stamp(path: str) -> list[int] | None:
     """What tells a changed file: size and mtime (not the inode: a cache shared by nodes of
     a cluster sees the same library under different inode numbers)."""

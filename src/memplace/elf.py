@@ -24,8 +24,7 @@ import os
 import re
 import stat
 import struct
-import subprocess
-from dataclasses import dataclass
+from collections import namedtuple
 from functools import cached_property
 
 from memplace.errors import UserError
@@ -50,25 +49,12 @@ _SYM = {1: "IIIBBH", 2: "IBBHQQ"}
 _TLS_INFO = bytes(1 if i & 0xF == STT_TLS else 0 for i in range(256))  # st_info values of TLS symbols
 
 
-@dataclass(frozen=True)
-class Phdr:
-    type: int
-    flags: int
-    offset: int
-    vaddr: int
-    filesz: int
-    memsz: int
-    align: int
+# Records are named tuples, not dataclasses: this module is on the start-up path of every
+# `memplace run` (a program's kind and build-id), and dataclasses cost it 20 ms to import.
+Phdr = namedtuple("Phdr", "type flags offset vaddr filesz memsz align")
 
-
-@dataclass(frozen=True)
-class Symbol:
-    name: str
-    value: int
-    size: int
-    type: int  # STT_*
-    shndx: int
-    bind: int = 0  # STB_* (filled in by iter_symbols)
+# type: STT_*; bind: STB_* (filled in by iter_symbols)
+Symbol = namedtuple("Symbol", "name value size type shndx bind", defaults=(0,))
 
 
 class ElfFile:
@@ -396,17 +382,15 @@ def parse_notes(data: bytes, endian: str = "<") -> list[tuple[bytes, int, bytes]
     return out
 
 
-@dataclass(frozen=True)
-class ElfInfo:
-    """Link-time view of a module: [lo, hi) covers its PT_LOAD segments."""
+class ElfInfo(namedtuple("ElfInfo", "path build_id lo hi exec_vaddr pie_or_shared first_load_executable")):
+    """Link-time view of a module: [lo, hi) covers its PT_LOAD segments.
 
-    path: str
-    build_id: str | None
-    lo: int  # lowest PT_LOAD p_vaddr
-    hi: int  # end of the highest PT_LOAD (p_vaddr + p_memsz)
-    exec_vaddr: int  # p_vaddr of the first executable PT_LOAD, page-aligned down
-    pie_or_shared: bool  # ET_DYN: loaded at a bias; ET_EXEC: bias 0
-    first_load_executable: bool
+    lo: lowest PT_LOAD p_vaddr; hi: end of the highest PT_LOAD (p_vaddr + p_memsz);
+    exec_vaddr: p_vaddr of the first executable PT_LOAD, page-aligned down;
+    pie_or_shared: ET_DYN (loaded at a bias), not ET_EXEC (bias 0); build_id: hex or None.
+    """
+
+    __slots__ = ()
 
     @property
     def size(self) -> int:
@@ -497,6 +481,8 @@ def loader_list(exe: str) -> list[str]:
     interp = elf.interp if elf is not None else None
     if not interp or not os.path.exists(interp):
         return []
+    import subprocess
+
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LD_AUDIT")}
     try:
         run = subprocess.run([interp, "--list", exe], capture_output=True, text=True,
@@ -528,16 +514,9 @@ def _same_file(a: str, b: str) -> bool:
 # call_file:call_line of the DW_TAG_inlined_subroutine entries around that address.
 
 
-@dataclass(frozen=True)
-class InlinedCall:
-    """One inlined body: its address ranges [lo, hi), how many inlined bodies enclose it,
-    where it was called from (line-program file index, line), and its DIE (for a name)."""
-
-    ranges: tuple[tuple[int, int], ...]
-    depth: int
-    call_file: int
-    call_line: int
-    die: object
+# One inlined body: its address ranges ((lo, hi), ...), how many inlined bodies enclose it,
+# where it was called from (line-program file index, line), and its DIE (for a name).
+InlinedCall = namedtuple("InlinedCall", "ranges depth call_file call_line die")
 
 
 def die_ranges(info, cu, die) -> list[tuple[int, int]]:

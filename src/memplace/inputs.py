@@ -22,10 +22,12 @@ import json
 import os
 import re
 import stat
-from typing import Any
 
 from memplace.errors import UserError
-from memplace.units import format_size
+
+TYPE_CHECKING = False  # typing is not imported at run time: this is every command's start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 # Largest file each kind of input may be. Generous for real files (a policy of 65,536 rules
 # is about 8 MiB of TOML; a profile of a million sites with timelines a few hundred MiB),
@@ -35,6 +37,13 @@ PROFILE_LIMIT = 1 << 30
 STATS_LIMIT = 256 << 20
 LOCATIONS_LIMIT = 64 << 20
 MAX_DEPTH = 64  # nesting of arrays and tables, and parts of a dotted TOML key; memplace's own files use < 10
+
+
+def _size(n: int) -> str:
+    from memplace.units import format_size  # only for messages: units imports dataclasses
+
+    return format_size(n)
+
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
@@ -59,8 +68,8 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int) -> bytes:
             kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
             raise UserError(f"{path}: the {what} must be a regular file, not {kind}")
         if st.st_size > limit:
-            raise UserError(f"{path}: the {what} is {format_size(st.st_size)}, more than the "
-                            f"{format_size(limit)} memplace reads")
+            raise UserError(f"{path}: the {what} is {_size(st.st_size)}, more than the "
+                            f"{_size(limit)} memplace reads")
         os.set_blocking(fd, True)
         chunks, total = [], 0
         while True:  # up to one byte past the limit: a file that grew while read is caught too
@@ -70,7 +79,7 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
             if total > limit:
-                raise UserError(f"{path}: the {what} is more than the {format_size(limit)} memplace reads")
+                raise UserError(f"{path}: the {what} is more than the {_size(limit)} memplace reads")
         return b"".join(chunks)
     except OSError as e:
         raise UserError(f"{path}: cannot read the {what}: {e.strerror or e}") from None

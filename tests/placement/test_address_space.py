@@ -93,6 +93,27 @@ def test_placement_that_cannot_start_stops_memplace_run(tmp_path):
     assert f"process {proc['pid']}: placement did not start" in " ".join(report.stdout.split())
 
 
+def test_placement_that_cannot_start_stops_the_program_memplace_execs(tmp_path, monkeypatch):
+    """Without --stats memplace execs a program whose policy is in the compile cache
+    (MEMPLACE_REQUIRE "=pid": the process itself): it stops the same way, on the first
+    start (compiled, waited for) and the second (exec'ed); its children do not."""
+    monkeypatch.setenv("MEMPLACE_CACHE", str(tmp_path / "cache"))
+    prog, pol = build(tmp_path, "reserve.c"), policy(tmp_path)
+    made = tmp_path / "made"
+    for _ in range(2):
+        r = limited(128 << 10, [sys.executable, "-m", "memplace", "run", "--policy", pol, "--",
+                                prog, 4, MiB, made])
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        [line] = r.stderr.splitlines()
+        assert line.startswith("memplace: placement cannot start: ") and "address space" in line
+        assert not made.exists()
+    script = f"ulimit -v {128 << 10}; {prog} 4 {MiB} {made}; echo child=$?"
+    r = limited(None, [sys.executable, "-m", "memplace", "run", "--policy", pol, "--", "sh", "-c", script])
+    r = limited(None, [sys.executable, "-m", "memplace", "run", "--policy", pol, "--", "sh", "-c", script])
+    assert r.returncode == 0, r.stderr
+    assert own_lines(r.stdout) == ["ok 4 sum 6", "child=0"] and made.read_text() == "ran\n"
+
+
 def test_best_effort_runs_the_program_without_placement(tmp_path):
     prog = build(tmp_path, "reserve.c")
     stats, made = tmp_path / "stats.json", tmp_path / "made"

@@ -210,3 +210,47 @@ def test_the_command_says_when_the_policy_came_from_the_cache(setup):
     assert len(compiled) == 2 and "from the cache" not in compiled[0]
     assert compiled[1] == compiled[0] + " (from the cache)"
     assert str(cache / "policies") in compiled[0]
+
+
+WHO = """\
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    char line[512], *p = malloc(64); /* SITE who */
+    int runtime = 0;
+    FILE *maps = fopen("/proc/self/maps", "r");
+    while (fgets(line, sizeof line, maps))
+        runtime |= strstr(line, "libmemplace") != NULL;
+    fclose(maps);
+    printf("pid %d runtime %d policy %d\\n", (int)getpid(), runtime, getenv("MEMPLACE_POLICY") != NULL);
+    free(p);
+    return 0;
+}
+"""
+
+
+def test_a_cached_policy_runs_the_program_in_memplaces_place(setup):
+    """Nothing to do after the program (no --stats, no --verbose): from the second start,
+    memplace execs it, runtime and compiled policy preloaded, so a run costs no second
+    process and no Python waiting; the first start compiles and waits as before."""
+    tmp_path, cache, _ = setup
+    (tmp_path / "who.c").write_text(WHO)
+    gcc("-o", str(tmp_path / "who"), str(tmp_path / "who.c"))
+    (tmp_path / "policy.toml").write_text(POLICY.replace("prog.c:5", "who.c:6"))
+    pids = []
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "memplace", "run", "--policy", "policy.toml",
+                                 "--", str(tmp_path / "who")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "no_such_function" in err  # the check's warnings, said on every start
+        pid, runtime, policy = out.split()[1::2]
+        assert (runtime, policy) == ("1", "1")
+        pids.append((proc.pid, int(pid)))
+    (launcher, first), (memplace, second) = pids
+    assert first != launcher  # compiled, then waited for (its child)
+    assert second == memplace  # from the cache: the same process
+    assert len(records(cache)) == 1

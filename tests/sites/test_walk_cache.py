@@ -85,6 +85,41 @@ path = "{pmem}"
         assert devices[name]["allocations"] == allocations, (name, devices[name])
 
 
+@pytest.mark.parametrize("flags", FLAGS, ids=[" ".join(f) for f in FLAGS])
+def test_chains_that_differ_only_in_their_fourth_frame_hit_their_own_rule(tmp_path, flags):
+    """Four-frame rules: with frame pointers such a walk reads six stack words, and the
+    two chains differ only in the last (the fast path compares the first four without a
+    loop, the others after them)."""
+    exe = support.build(tmp_path, SOURCE, flags)
+    frames = [f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', 'a')}",
+              f"same_depth.c:{line('OUTER', 'x')}"]
+    pmem = tmp_path / "pmem"
+    pmem.mkdir()
+    rules = "".join(f'[[rules]]\nname = "{top}"\nsite = [{", ".join(repr(f) for f in frames)}, '
+                    f"'same_depth.c:{line('TOP', top)}']\ndevice = \"{device}\"\n"
+                    for top, device in (("p", "fast"), ("q", "pmem")))
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"""version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+{rules}""")
+    stats = tmp_path / "stats.json"
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe),
+                 str(ROUNDS), "0", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"sum={ROUNDS // 2 * (2 * (24 ^ 97) + 2 * (24 ^ 97) + 1)}\n"
+    doc = json.loads(stats.read_text())
+    hits = {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]}
+    assert hits == {"p": ROUNDS // 2, "q": ROUNDS // 2}, hits
+    assert doc["totals"]["unwinds"] < 50, doc["totals"]["unwinds"]
+    devices = {d["name"]: d["allocations"] for d in doc["totals"]["devices"]}
+    assert devices["fast"] == devices["pmem"] == ROUNDS // 2, devices
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the program sets rbp (x86_64)")
 def test_saved_registers_holding_data_do_not_key_the_walk(tmp_path):
     """Without frame pointers, rbp is a register like any other: the frames between malloc

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
+
+TYPE_CHECKING = False  # subprocess only for annotations: `memplace run` may exec without it
+if TYPE_CHECKING:
+    import subprocess
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
                      signal.SIGWINCH, signal.SIGCONT)

@@ -11,9 +11,8 @@ with one line rather than run silently unplaced.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-from dataclasses import dataclass
+from collections import namedtuple
 
 from memplace.elf import PT_DYNAMIC, ElfFile
 from memplace.errors import UserError
@@ -44,12 +43,9 @@ def why_loader(loader: str) -> str:
     return f"its dynamic loader {loader} is not glibc's; the memplace runtime is built for glibc"
 
 
-@dataclass(frozen=True)
-class Program:
-    path: str
-    kind: str  # "elf" or "script"
-    machine: str | None = None
-    interpreter: str | None = None  # PT_INTERP, or the #! interpreter of a script
+# kind: "elf" or "script"; interpreter: PT_INTERP, or the #! interpreter of a script.
+# A named tuple: this is the start-up path of every `memplace run` (see memplace.elf).
+Program = namedtuple("Program", "path kind machine interpreter", defaults=(None, None))
 
 
 def resolve_command(cmd: str) -> str:
@@ -59,6 +55,8 @@ def resolve_command(cmd: str) -> str:
         if not os.path.exists(path):
             raise UserError(f"{cmd}: no such file")
     else:
+        import shutil
+
         found = shutil.which(cmd)
         if found is None:
             raise UserError(f"{cmd}: command not found")

@@ -31,6 +31,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from memplace.cache import unwind_tables_dir
 from memplace.errors import UserError
 
 MAGIC = b"MPUW"
@@ -435,13 +436,6 @@ def build_table(path: str) -> Table:
     return Table(machine, n, m, bytes(out))
 
 
-def cache_dir() -> str:
-    """Where tables are kept, one file per build-id ($MEMPLACE_CACHE or the XDG cache)."""
-    from memplace.cache import cache_root
-
-    return os.path.join(cache_root(), "unwind")
-
-
 def prepare_tables(modules: list[str], directory: str | None = None) -> str:
     """Write the table of each module that has none yet; returns the directory.
 
@@ -450,7 +444,7 @@ def prepare_tables(modules: list[str], directory: str | None = None) -> str:
     site at their frames)."""
     from memplace.elf import elf_info
 
-    directory = directory or cache_dir()
+    directory = directory or unwind_tables_dir()
     os.makedirs(directory, exist_ok=True)
     for path in dict.fromkeys(modules):
         info = elf_info(path)

@@ -38,9 +38,11 @@ import os
 from memplace import __version__
 from memplace.cache import file_stamp as _stat
 from memplace.cache import make_dir as _make_dir
+from memplace.cache import unwind_tables_dir
 from memplace.cache import write_atomic as _write_atomic
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, read_bytes
+from memplace.placement.sysfs import topology_stamp
 
 CACHE_FORMAT = 3  # of the record below; a change makes every old record a miss
 # Sources whose change changes what a compile produces (a development install keeps its
@@ -76,11 +78,7 @@ def prepare_run(policy: str, program, runtime: str, tmp: str) -> Prepared:
     compiled (UserError for a bad policy) and recorded. `tmp` is the run's temporary
     directory, used when the cache cannot be written."""
     directory = policies_dir()
-    try:
-        policy_bytes = read_bytes(policy, "policy", POLICY_LIMIT)
-        key = _first_key(policy, policy_bytes, program, runtime)
-    except (OSError, UserError):
-        key = None  # unreadable policy or program: the compile says why, in one line
+    key = _key(policy, program, runtime)
     if key is not None:
         hit = _lookup(directory, key)
         if hit is not None:
@@ -88,25 +86,21 @@ def prepare_run(policy: str, program, runtime: str, tmp: str) -> Prepared:
     return _compile(policy, program, runtime, tmp, directory, key)
 
 
+def cached(policy: str, program, runtime: str) -> Prepared | None:
+    """prepare_run's result when the cache holds it, else None (nothing is compiled)."""
+    key = _key(policy, program, runtime)
+    return _lookup(policies_dir(), key) if key is not None else None
+
+
 # -- the key --------------------------------------------------------------------------
 
 
-def _topology_facts() -> list:
-    """What the checks and capacities read from /sys (not free memory: it changes always)."""
-    from memplace.placement.devices import read_topology
-
+def _key(policy: str, program, runtime: str) -> str | None:
     try:
-        topo = read_topology()
-    except Exception:  # noqa: BLE001 - no NUMA nodes: the compile reports it
-        return ["unreadable"]
-    try:
-        with open("/sys/devices/system/node/online") as f:
-            online = f.read().strip()
-    except OSError:
-        online = None
-    return [online, topo.thp, topo.weighted_interleave,
-            [[p.pagesize, p.total] for p in topo.hugepages],
-            [[n.id, n.mem_total, [[p.pagesize, p.total] for p in n.hugepages]] for n in topo.nodes]]
+        policy_bytes = read_bytes(policy, "policy", POLICY_LIMIT)
+        return _first_key(policy, policy_bytes, program, runtime)
+    except (OSError, UserError):
+        return None  # unreadable policy or program: the compile says why, in one line
 
 
 def _first_key(policy: str, policy_bytes: bytes, program, runtime: str) -> str:
@@ -125,7 +119,7 @@ def _first_key(policy: str, policy_bytes: bytes, program, runtime: str) -> str:
         "loader": [sorted((k, v) for k, v in os.environ.items()
                           if k.startswith("LD_") and k not in ("LD_PRELOAD", "LD_AUDIT")),
                    _stat(LD_SO_CACHE)],
-        "topology": _topology_facts(),
+        "topology": topology_stamp(),
     }
     return _sha256(facts)
 
@@ -152,12 +146,12 @@ def _lookup(directory: str, key: str) -> Prepared | None:
         with open(mpc, "rb") as f:
             if hashlib.sha256(f.read()).hexdigest() != record["mpc_sha256"]:
                 return None
-        from memplace.launch.unwind_tables import cache_dir, prepare_tables
-
-        unwind = cache_dir()
+        unwind = unwind_tables_dir()
         missing = [path for path, bid in record["unwind"]
                    if bid and not os.path.exists(os.path.join(unwind, bid))]
         if missing:  # tables deleted since (the cache cleared in part): make just those
+            from memplace.launch.unwind_tables import prepare_tables
+
             prepare_tables([path for path, _ in record["unwind"]], unwind)
         return Prepared(mpc, unwind, [str(w) for w in record["warnings"]], hit=True,
                         node_scoped=bool(record["node_scoped"]),
@@ -187,7 +181,7 @@ def _directory_holds(entry: list) -> bool:
 
 
 def _compile(policy: str, program, runtime: str, tmp: str, directory: str, key: str | None) -> Prepared:
-    from memplace.launch.unwind_tables import cache_dir, prepare_tables, table_modules
+    from memplace.launch.unwind_tables import prepare_tables, table_modules
     from memplace.placement.policy import places_nothing, site_modules
     from memplace.placement.policy_compile import prepare_inputs
 
@@ -198,7 +192,7 @@ def _compile(policy: str, program, runtime: str, tmp: str, directory: str, key: 
     libraries = prepared.resolver.libraries if prepared.resolver.exe else None
     modules = table_modules(program, runtime, named, libraries)
     try:
-        unwind = prepare_tables(modules, cache_dir())
+        unwind = prepare_tables(modules, unwind_tables_dir())
     except OSError:  # a cache we cannot write: this run's own tables, as the policy
         unwind = prepare_tables(modules, os.path.join(tmp, "unwind"))
         key = None

@@ -16,13 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from memplace.errors import UserError
-
-# sysfs paths below the root, in one place.
-NODE_DIR = "devices/system/node"
-TIER_DIR = "devices/virtual/memory_tiering"
-HUGEPAGES_DIR = "kernel/mm/hugepages"
-THP_ENABLED = "kernel/mm/transparent_hugepage/enabled"
-WEIGHTED_INTERLEAVE_DIR = "kernel/mm/mempolicy/weighted_interleave"
+from memplace.placement.sysfs import HUGEPAGES_DIR, NODE_DIR, THP_ENABLED, TIER_DIR, WEIGHTED_INTERLEAVE_DIR
 
 
 @dataclass

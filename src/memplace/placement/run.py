@@ -11,13 +11,10 @@ without the runtime.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import tempfile
 
 from memplace.console import say
 from memplace.errors import UserError
-from memplace.inputs import check_output
 from memplace.launch.process import child_environment, end_like, read_status, wait_forwarding_signals
 from memplace.launch.program import describe_program
 from memplace.launch.runtime_path import runtime_path
@@ -26,6 +23,8 @@ NOTHING_TO_PLACE = "the policy places nothing (every allocation on system): run 
 
 
 def check_stats_destination(stats: str) -> None:
+    from memplace.inputs import check_output
+
     check_output(stats, "--stats file")
     parent = os.path.dirname(os.path.abspath(stats))
     if not os.path.isdir(parent):
@@ -48,12 +47,25 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             raise UserError("--stats needs --policy (transparent mode keeps no statistics)")
         check_stats_destination(stats)
     if not verbose and policy is None:
-        env = child_environment(runtime)
-        sys.stdout.flush()
-        try:
-            os.execvpe(argv[0], argv, env)
-        except OSError as e:
-            raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
+        execute(argv, child_environment(runtime))
+    prepared = None
+    if policy is not None and not verbose and stats is None:
+        # Nothing to do once the program ends (no stats, no status, no node share to
+        # release): with the compiled policy in the cache, the program replaces memplace.
+        from memplace.placement.compile_cache import cached
+        prepared = cached(policy, target, runtime)
+        if prepared is not None and not prepared.node_scoped:
+            for warning in prepared.warnings:
+                say(f"memplace: {warning}")
+            if prepared.places_nothing:
+                execute(argv, dict(os.environ))
+            extra = {"MEMPLACE_POLICY": prepared.policy_file, "MEMPLACE_UNWIND": prepared.unwind_dir}
+            if not best_effort:  # the runtime stops this very process if it cannot place
+                extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
+            execute(argv, child_environment(runtime, extra))
+
+    import subprocess
+    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="memplace-") as tmp:
         extra = {}
@@ -64,7 +76,7 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         if policy is not None:
             # Compiled once per policy, program and machine, then from the cache.
             from memplace.placement.compile_cache import prepare_run
-            prepared = prepare_run(policy, target, runtime, tmp)
+            prepared = prepared or prepare_run(policy, target, runtime, tmp)
             for warning in prepared.warnings:
                 say(f"memplace: {warning}")
             if verbose:
@@ -105,6 +117,16 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
     if verbose and not bare:
         report_status(status, proc.pid, runtime, argv[0])
     end_like(returncode)
+
+
+def execute(argv: list[str], env: dict[str, str]) -> None:
+    """Replace this process with the command (same pid, signals and exit status)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        raise UserError(f"{argv[0]}: cannot execute: {e.strerror}") from None
 
 
 def report_status(status: dict, pid: int, runtime: str, cmd: str) -> None:
