@@ -41,17 +41,15 @@ def test_realloc_and_aligned_sites_are_found_from_the_walk_cache_too(tmp_path, c
     run_chains(tmp_path, FLAGS[1], 3, call)
 
 
-def run_chains(tmp_path, flags, frames, call):
-    exe = support.build(tmp_path, SOURCE, flags)
+def chains_policy(tmp_path, rules: dict):
+    """A policy with devices fast (node 0) and pmem (a file device) and one rule per
+    name: (frames, device)."""
     pmem = tmp_path / "pmem"
     pmem.mkdir()
-    rules = []
-    for (caller, outer), device in CHAINS.items():
-        site = [f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', caller)}",
-                f"same_depth.c:{line('OUTER', outer)}"][:frames]
-        quoted = ", ".join(f'"{s}"' for s in site)
-        rules.append(f'[[rules]]\nname = "{caller}{outer}"\nsite = [{quoted}]\n'
-                     f'device = "{device}"\n')
+    text = ""
+    for name, (frames, device) in rules.items():
+        quoted = ", ".join(f'"{f}"' for f in frames)
+        text += f'[[rules]]\nname = "{name}"\nsite = [{quoted}]\ndevice = "{device}"\n'
     policy = tmp_path / "policy.toml"
     policy.write_text(f"""version = 1
 [devices.fast]
@@ -60,7 +58,16 @@ nodes = [0]
 [devices.pmem]
 kind = "file"
 path = "{pmem}"
-{chr(10).join(rules)}""")
+{text}""")
+    return policy
+
+
+def run_chains(tmp_path, flags, frames, call):
+    exe = support.build(tmp_path, SOURCE, flags)
+    policy = chains_policy(tmp_path, {
+        f"{caller}{outer}": ([f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', caller)}",
+                              f"same_depth.c:{line('OUTER', outer)}"][:frames], device)
+        for (caller, outer), device in CHAINS.items()})
     stats = tmp_path / "stats.json"
     how = ["malloc", "realloc", "aligned_alloc"].index(call)
     r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe),
@@ -93,20 +100,8 @@ def test_chains_that_differ_only_in_their_fourth_frame_hit_their_own_rule(tmp_pa
     exe = support.build(tmp_path, SOURCE, flags)
     frames = [f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', 'a')}",
               f"same_depth.c:{line('OUTER', 'x')}"]
-    pmem = tmp_path / "pmem"
-    pmem.mkdir()
-    rules = "".join(f'[[rules]]\nname = "{top}"\nsite = [{", ".join(repr(f) for f in frames)}, '
-                    f"'same_depth.c:{line('TOP', top)}']\ndevice = \"{device}\"\n"
-                    for top, device in (("p", "fast"), ("q", "pmem")))
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f"""version = 1
-[devices.fast]
-kind = "numa"
-nodes = [0]
-[devices.pmem]
-kind = "file"
-path = "{pmem}"
-{rules}""")
+    policy = chains_policy(tmp_path, {top: ([*frames, f"same_depth.c:{line('TOP', top)}"], device)
+                                      for top, device in (("p", "fast"), ("q", "pmem"))})
     stats = tmp_path / "stats.json"
     r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe),
                  str(ROUNDS), "0", "1")
