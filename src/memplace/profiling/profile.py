@@ -362,9 +362,6 @@ class _Reader:
         return UserError(f"{self.path}: {where}: {problem}")
 
     def get(self, d: dict, key: str, kinds: tuple, where: str, required: bool = True, default=None):
-        v = d.get(key)
-        if v.__class__ in kinds:  # the common case, at once (a bool is not an int here)
-            return v
         if key not in d or d[key] is None:
             if required:
                 raise self.fail(where, f"missing field '{key}'" if key not in d else f"field '{key}' is null")
