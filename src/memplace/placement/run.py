@@ -1,9 +1,11 @@
 """Run a program with the runtime preloaded (`memplace run`), placing per a policy.
 
 The command's stdout, stderr and exit status are its own. When nothing has to happen
-after it exits, memplace simply execs it (same pid, same signals, same status). When
-something does (--verbose, --policy), memplace waits for it and then ends the way it
-ended: by the same signal (so the shell reports it as usual) or with the same exit code.
+after it exits, memplace simply execs it (same pid, same signals, same status): without
+a policy, or with one already compiled (in the cache). When something does (--verbose,
+--stats, a policy to compile, a node-shared capacity to release), memplace waits for it
+and then ends the way it ended: by the same signal (so the shell reports it as usual) or
+with the same exit code.
 A policy that places nothing (every allocation on system) runs the program as it is,
 without the runtime.
 """
@@ -50,19 +52,7 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
         execute(argv, child_environment(runtime))
     prepared = None
     if policy is not None and not verbose and stats is None:
-        # Nothing to do once the program ends (no stats, no status, no node share to
-        # release): with the compiled policy in the cache, the program replaces memplace.
-        from memplace.placement.compile_cache import cached
-        prepared = cached(policy, target, runtime)
-        if prepared is not None and not prepared.node_scoped:
-            for warning in prepared.warnings:
-                say(f"memplace: {warning}")
-            if prepared.places_nothing:
-                execute(argv, dict(os.environ))
-            extra = {"MEMPLACE_POLICY": prepared.policy_file, "MEMPLACE_UNWIND": prepared.unwind_dir}
-            if not best_effort:  # the runtime stops this very process if it cannot place
-                extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
-            execute(argv, child_environment(runtime, extra))
+        prepared = exec_if_cached(argv, policy, target, runtime, best_effort)
 
     import subprocess
     import tempfile
@@ -117,6 +107,25 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
     if verbose and not bare:
         report_status(status, proc.pid, runtime, argv[0])
     end_like(returncode)
+
+
+def exec_if_cached(argv: list[str], policy: str, target, runtime: str, best_effort: bool):
+    """With nothing to do once the program ends (no stats, no status, no node share to
+    release) and the compiled policy in the cache, the program replaces memplace (does not
+    return). Else the cache's record if it had one (a node-scoped policy), or None."""
+    from memplace.placement.compile_cache import cached
+
+    prepared = cached(policy, target, runtime)
+    if prepared is None or prepared.node_scoped:
+        return prepared
+    for warning in prepared.warnings:
+        say(f"memplace: {warning}")
+    if prepared.places_nothing:
+        execute(argv, dict(os.environ))
+    extra = {"MEMPLACE_POLICY": prepared.policy_file, "MEMPLACE_UNWIND": prepared.unwind_dir}
+    if not best_effort:  # the runtime stops this very process if it cannot place
+        extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
+    execute(argv, child_environment(runtime, extra))
 
 
 def execute(argv: list[str], env: dict[str, str]) -> None:
