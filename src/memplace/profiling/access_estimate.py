@@ -111,8 +111,8 @@ def apply(site, raw: dict, sampling: dict, windows: int) -> None:
     empty = 8 * mean_weight * SAMPLE_UNIT * per_byte
 
     def timeline(values: list[int], scale: float) -> list[int]:
-        v = [round(x * scale) for x in values]
-        return (v + [0] * windows)[:windows]
+        v = [round(x * scale) if x else 0 for x in values] if scale != 1 else list(values)
+        return v if len(v) == windows else (v + [0] * windows)[:windows]
 
     site.sampled = {
         "read_samples": n_r, "write_samples": n_w,

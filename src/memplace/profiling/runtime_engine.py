@@ -22,6 +22,7 @@ The access figures become estimates in profiling/access_estimate.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -59,21 +60,21 @@ def _parse(text: str, origin: str) -> dict:
     return out
 
 
+_SECTIONS = ("counts", "usable", "life", "hist", "timeline", "access", "read_bytes", "read_samples",
+             "write_bytes", "write_samples")
+# "site ID NFRAMES FRAME... counts N... usable N... timeline N... ...": split at the section
+# names, each section's numbers then converted at once (a 20,000-site profile has millions)
+_SECTION_SPLIT = re.compile(r" (%s)(?= |$)" % "|".join(_SECTIONS))
+
+
 def _parse_site(rest: str) -> dict:
-    words = rest.split()
+    head, *parts = _SECTION_SPLIT.split(rest)
+    words = head.split()
     nframes = int(words[1])
-    site = {"frames": [int(a, 16) for a in words[2:2 + nframes]]}
-    i = 2 + nframes
-    section = None
-    values: dict[str, list[int]] = {"counts": [], "usable": [], "life": [], "hist": [], "timeline": [], "access": [],
-                                    "read_bytes": [], "read_samples": [], "write_bytes": [],
-                                    "write_samples": []}
-    for w in words[i:]:
-        if w in values:
-            section = w
-        else:
-            values[section].append(int(w))
-    site.update(values)
+    site: dict = {"frames": [int(a, 16) for a in words[2:2 + nframes]]}
+    site.update((k, []) for k in _SECTIONS)
+    for name, numbers in zip(parts[0::2], parts[1::2]):
+        site[name].extend(map(int, numbers.split()))
     return site
 
 
@@ -92,10 +93,12 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
                for base, lo, hi, build_id, path in raw["modules"]]
     sites: dict[tuple, prof.Site] = {}
     sampled: dict[tuple, dict] = {}
+    known: dict[int, prof.Frame] = {}  # return addresses repeat from site to site
     for s in raw["sites"]:
         allocs, frees, nbytes, _live, peak = s["counts"]
         life_sum, life_min, life_max = s["life"]
-        frames = tuple(_frame(a, modules) for a in s["frames"])
+        frames = tuple(known[a] if a in known else known.setdefault(a, _frame(a, modules))
+                       for a in s["frames"])
         hist = dict(zip(s["hist"][0::2], s["hist"][1::2]))
         site = prof.Site(
             frames=frames, allocations=allocs, frees=frees, bytes=nbytes, peak_live_bytes=peak,
