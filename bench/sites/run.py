@@ -16,10 +16,13 @@
   3. Start-up: `memplace run --policy P -- bignum 0` against `bignum 0` (wall time; the
      compiled policy and unwind tables are cached after the first run).
 
-    python bench/sites/run.py [--runs 7] [--iterations 300] [--json] [--other-runtime SO]
+    python bench/sites/run.py [--runs 7] [--iterations 300] [--json] [--other-runtime SO] [--instructions]
 
 With --other-runtime SO, the advised policies also run under another build of
 libmemplace.so (e.g. the one before a change), in the same rounds: "advised@other".
+With --instructions, the bare, transparent and advised runs of each program are also
+counted in instructions by callgrind (one run each, a tenth of the iterations): a figure
+this shared machine's load does not move.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from benchlib import build, compare, report  # noqa: E402
+from benchlib import build, compare, report, report_instructions  # noqa: E402
 
 TARGET = 1.10
 PROFILE_ITERATIONS = 1500  # of interpreter.py, for its profile
@@ -105,7 +108,7 @@ def interpreter(tmp: Path, runtime: str, base: dict, args):
     if args.other_runtime:
         envs["advised@other"] = dict(envs["advised policy"], LD_PRELOAD=os.path.abspath(args.other_runtime))
     name = f"cpython, {nrules} rules"
-    return compare(name, [python, script, str(args.iterations)], envs, args.runs)
+    return compare(name, [python, script, str(args.iterations)], envs, args.runs), [python, script], envs
 
 
 def main() -> int:
@@ -113,6 +116,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions with callgrind (bare, transparent, advised; "
+                         "one run each at a tenth of --iterations)")
     ap.add_argument("--other-runtime", metavar="SO",
                     help="also run 'advised policy' with this libmemplace.so (variant advised@other)")
     args = ap.parse_args()
@@ -166,9 +172,18 @@ def main() -> int:
             nofp_envs["advised@other"] = dict(nofp_envs["advised policy"],
                                               LD_PRELOAD=os.path.abspath(args.other_runtime))
         result_nofp = compare("bignum, no fp", [str(nofp), n], nofp_envs, args.runs)
-        result_interp = interpreter(tmp, runtime, base, args)
+        result_interp, interp_argv, interp_envs = interpreter(tmp, runtime, base, args)
         ok = report([result, result_nofp, result_interp], "bare", TARGET, args.json,
                     targeted=("advised policy",))
+        if args.instructions:
+            # exact and repeatable whatever else the machine does (but instructions, not time)
+            n_i = str(max(1, args.iterations // 10))
+            advised = ("bare", "transparent", "advised policy", "advised@other")
+            for c, argv, variants in ((result, [str(prog), n_i], envs),
+                                      (result_nofp, [str(nofp), n_i], nofp_envs),
+                                      (result_interp, [*interp_argv, n_i], interp_envs)):
+                report_instructions([c.workload], lambda _, argv=argv: argv,
+                                    {k: v for k, v in variants.items() if k in advised}, "bare", args.json)
 
         # start-up of the whole command, policy compiled and tables made once before; with
         # Python's bytecode cache, as an installed package has it (PYTHONDONTWRITEBYTECODE
