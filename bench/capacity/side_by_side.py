@@ -32,8 +32,9 @@ import limits  # noqa: E402
 import run as bench  # noqa: E402
 
 MIB = 1 << 20
-VMSTAT = ("pswpout", "pswpin", "pgscan_direct")
-SHOWN = ("wall", "user", "system", "major_faults", "peak_mib", "failcnt", "pswpout", "pswpin")
+VMSTAT = ("pswpout", "pswpin", "pgscan_direct", "nr_written", "workingset_refault_file")
+SHOWN = ("wall", "user", "system", "major_faults", "peak_mib", "failcnt", "pswpout", "pswpin", "nr_written",
+         "workingset_refault_file")
 
 
 def vmstat() -> dict[str, int]:
