@@ -180,6 +180,10 @@ def test_written_once_needs_enough_samples_and_no_rewriting():
     sites = hotcold_sites()
     assert written_once(sites["log"])
     assert not written_once(sites["table"]) and not written_once(sites["input"])
+    # the log as most profiles saw it: 33 write samples, none of them reads
+    log = Site((Frame("/bench/hotcold", None, 0x30),), allocations=1, bytes=192 * MIB, peak_live_bytes=192 * MIB,
+               reads=0, writes=85 * MIB, sampled={"read_samples": 0, "write_samples": 33})
+    assert written_once(log)
     # spmv's y: no read among 10 write samples is no evidence it is never read
     y = Site((Frame("/bench/spmv", None, 1),), allocations=1, bytes=12 * MIB, peak_live_bytes=12 * MIB,
              reads=0, writes=50 * MIB, sampled={"read_samples": 0, "write_samples": 10})
@@ -187,7 +191,7 @@ def test_written_once_needs_enough_samples_and_no_rewriting():
     # a buffer written over and over is re-read from the disk when its pages were evicted
     ring = Site((Frame("/app", None, 2),), allocations=1, bytes=MIB, peak_live_bytes=MIB, reads=0, writes=64 * MIB)
     assert not written_once(ring)
-    # exact counts (DHAT): reads under 1/20 of the writes
+    # exact counts (DHAT): reads under a tenth of the writes
     exact = Site((Frame("/app", None, 3),), allocations=1, bytes=MIB, peak_live_bytes=MIB, reads=1000, writes=MIB)
     assert written_once(exact)
     assert not written_once(Site((Frame("/app", None, 4),), allocations=1, bytes=MIB, peak_live_bytes=MIB,

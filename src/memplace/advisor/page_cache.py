@@ -26,15 +26,16 @@ keep in the same room. The model:
   that pinned memory serves better; 32 pins a stream and starves the others).
 
 * a site written and never read (`written_once`: no read among enough access samples,
-  or exact reads under 5% of its writes; its writes at most REWRITTEN times its bytes)
+  or exact reads under a tenth of its writes; its writes at most REWRITTEN times its bytes)
   never misses: its pages are new file pages (the file device's blocks are preallocated
   and unwritten, so a first touch reads nothing from the disk), written once and then
   only written back. It still takes page cache while it is written (the kernel's LRU
   cannot know it will not be read: bench/capacity's 192 MiB log, written after its input
   arrays, pushed them out to the disk), so it counts in the footprint; pinning it saves
   only its write-back. Counting its writes as misses made a plan that pinned only
-  hotcold's table look better than one that also kept four input blocks in memory, which
-  ran 1.25-1.48x faster (docs/benchmarks.md).
+  hotcold's table look better (at 50% of its peak, from a profile that sampled the log
+  heavily) than one that also kept four input blocks in memory, which ran as fast or
+  faster in three interleaved batches (2.11-2.82 s against 2.25-3.57 s; docs/benchmarks.md).
 
 Under this model pinning a site lowers the misses exactly when its accesses per byte are
 above the average of the data left on the file device; the plan with nothing pinned (every
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ROOM = 64 << 20  # page cache below which misses slow down (measured: see the module docstring)
-UNREAD = 20  # written_once: reads under 1/UNREAD of the writes (by the samples' 95% bound)
+UNREAD = 10  # written_once: reads under 1/UNREAD of the writes (by the samples' 95% bound)
 REWRITTEN = 4.0  # written_once: writes at most this many times the bytes allocated (the
 #                  sampled estimates can be 2x high: hotcold's log, written once, at 2.05x)
 
@@ -64,7 +65,7 @@ def written_once(site) -> bool:
     """Written, never read (as far as the profile can tell), and not written over and over:
     see the module docstring. Sampled figures (runtime engine) are judged by their sample
     counts: no read among w write samples bounds the reads' share at 3/w (95%), so at least
-    60 write samples are needed for the bound to be under 1/UNREAD."""
+    30 write samples are needed for the bound to be under 1/UNREAD."""
     writes = site.writes or 0
     if writes <= 0 or writes > REWRITTEN * max(site.bytes, 1):
         return False
