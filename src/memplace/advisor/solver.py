@@ -513,9 +513,10 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
                                                for t in tried[1:]))
     if no_miss.any():
         once = [sites[i] for i in np.nonzero(no_miss)[0]]
-        notes.append(f"page cache model: {len(once)} site(s) written and never read ({format_size(sum(x.peak_live_bytes for x in once))} "
-                     f"of site peaks: {', '.join(x.label for x in once[:3])}{', ...' if len(once) > 3 else ''}) "
-                     f"never miss on {dname}: new file pages, only written back")
+        peaks = format_size(sum(x.peak_live_bytes for x in once))
+        named = ", ".join(x.label for x in once[:3]) + (", ..." if len(once) > 3 else "")
+        notes.append(f"page cache model: {len(once)} site(s) written and never read ({peaks} of site peaks: "
+                     f"{named}) never miss on {dname}: new file pages, only written back")
     if cap is None:
         notes.append(f"nothing pinned: under this budget the kernel's page cache serves every site better "
                      f"than memory taken from it ({name} keeps no site)")
