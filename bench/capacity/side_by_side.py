@@ -10,7 +10,9 @@ bytes: results.json's "peak"). VARIANT: NAME=WHAT, WHAT being malloc, swap (mall
 swap file), or a policy file (placed, as run.py places), with "+swap" for a swap file too
 and "@nolimit" for no limit (the cgroup still measures). Prints each run (wall, user and
 system seconds, major faults, the cgroup's peak and failcnt: how often it hit the limit,
-the machine's swap-outs and swap-ins in that run) and each variant's medians. The
+the machine's swap-outs and swap-ins, pages written to disk (`nr_written`) and file pages
+read back after eviction (`workingset_refault_file`) in that run; other work on the
+machine adds to these four) and each variant's medians. The
 programs are built in --out/bin, so the policies of a run.py --out can be given. Needs
 root (cgroups, swapon). OpenFOAM (as run.py --openfoam runs it) is meshed again in
 --out/openfoam-side.
@@ -32,8 +34,9 @@ import limits  # noqa: E402
 import run as bench  # noqa: E402
 
 MIB = 1 << 20
-VMSTAT = ("pswpout", "pswpin", "pgscan_direct")
-SHOWN = ("wall", "user", "system", "major_faults", "peak_mib", "failcnt", "pswpout", "pswpin")
+VMSTAT = ("pswpout", "pswpin", "pgscan_direct", "nr_written", "workingset_refault_file")
+SHOWN = ("wall", "user", "system", "major_faults", "peak_mib", "failcnt", "pswpout", "pswpin", "nr_written",
+         "workingset_refault_file")
 
 
 def vmstat() -> dict[str, int]:

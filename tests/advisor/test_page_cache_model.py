@@ -144,3 +144,55 @@ def test_the_measured_heap_peak_caps_the_file_devices_footprint():
     assert plain.shared["hit_ratio"] < 1.0
     assert SharedMemory(1, footprint=100).file_footprint(pinned=30, planned=200) == 70
     assert SharedMemory(1).file_footprint(pinned=30, planned=200) == 200
+
+
+def hotcold_sites():
+    """bench/capacity/hotcold's sites as a runtime profile saw them (2026-12-01): the table
+    (48 MiB, updated at random), the input arrays (eight 24 MiB blocks written, then each
+    read once, estimated low: a stream's time per byte is short) and the log (192 MiB
+    written once, never read: no read among 148 access samples, its writes estimated at
+    2x its bytes)."""
+    def site(off, allocations, size, reads, writes, samples):
+        return Site((Frame("/bench/hotcold", None, off),), allocations=allocations, bytes=size,
+                    peak_live_bytes=size, reads=reads, writes=writes,
+                    sampled={"read_samples": samples[0], "write_samples": samples[1]})
+    return {"table": site(0x10, 1, 48 * MIB, 452 * MIB, 505 * MIB, (266, 272)),
+            "input": site(0x20, 8, 192 * MIB, 11 * MIB, 105 * MIB, (6, 36)),
+            "log": site(0x30, 1, 192 * MIB, 0, 394 * MIB, (0, 148))}
+
+
+def test_a_site_written_and_never_read_is_left_to_the_file_device_not_the_data_read_back():
+    """hotcold at 50% (214 MiB shared): counting the log's writes as misses made the plan
+    that pins only the table the cheapest (measured 1.25-1.48x the file device alone);
+    with the log's pages new and only written back, the table is pinned and the room left
+    holds four input blocks (measured 1.57-1.58x), the log stays on the file device."""
+    sites = hotcold_sites()
+    a = advise(list(sites.values()), devices(214 * MIB), shared=SharedMemory(214 * MIB, footprint=432 * MIB))
+    placed = {p.site.frames[0].offset: p for p in a.placements}
+    assert placed[0x10].device == "fast"
+    assert placed[0x30].device == "slow" and placed[0x30].spill is None
+    assert placed[0x20].spill is not None and placed[0x20].spill.capacity >= 4 * 24 * MIB
+    assert any("written and never read" in n and "never miss" in n for n in a.notes)
+
+
+def test_written_once_needs_enough_samples_and_no_rewriting():
+    from memplace.advisor.page_cache import written_once
+    sites = hotcold_sites()
+    assert written_once(sites["log"])
+    assert not written_once(sites["table"]) and not written_once(sites["input"])
+    # the log as most profiles saw it: 33 write samples, none of them reads
+    log = Site((Frame("/bench/hotcold", None, 0x30),), allocations=1, bytes=192 * MIB, peak_live_bytes=192 * MIB,
+               reads=0, writes=85 * MIB, sampled={"read_samples": 0, "write_samples": 33})
+    assert written_once(log)
+    # spmv's y: no read among 10 write samples is no evidence it is never read
+    y = Site((Frame("/bench/spmv", None, 1),), allocations=1, bytes=12 * MIB, peak_live_bytes=12 * MIB,
+             reads=0, writes=50 * MIB, sampled={"read_samples": 0, "write_samples": 10})
+    assert not written_once(y)
+    # a buffer written over and over is re-read from the disk when its pages were evicted
+    ring = Site((Frame("/app", None, 2),), allocations=1, bytes=MIB, peak_live_bytes=MIB, reads=0, writes=64 * MIB)
+    assert not written_once(ring)
+    # exact counts (DHAT): reads under a tenth of the writes
+    exact = Site((Frame("/app", None, 3),), allocations=1, bytes=MIB, peak_live_bytes=MIB, reads=1000, writes=MIB)
+    assert written_once(exact)
+    assert not written_once(Site((Frame("/app", None, 4),), allocations=1, bytes=MIB, peak_live_bytes=MIB,
+                                 reads=MIB // 4, writes=MIB))

@@ -85,3 +85,20 @@ def test_a_placed_run_of_a_policy_that_places_nothing_is_the_plain_program(tmp_p
     some.write_text('version = 1\ndefault = "fast"\n[devices.fast]\nkind = "numa"\nnodes = [0]\n')
     env = bench.placed_env(some, ["/bin/true"], tmp_path / "s1", tmp_path, base)
     assert "libmemplace" in env["LD_PRELOAD"] and env["MEMPLACE_STATS"] == str(tmp_path / "s1")
+
+
+def test_side_by_side_counts_pages_written_and_read_back(tmp_path):
+    """side_by_side's per-run counters are /proc/vmstat deltas: writing a file and syncing
+    it moves nr_written by at least its pages."""
+    import side_by_side
+
+    assert {"nr_written", "workingset_refault_file"} <= set(side_by_side.VMSTAT) <= set(side_by_side.vmstat())
+    if filesystem_type(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip(f"{tmp_path} is in memory: nothing is written to a disk")
+    before = side_by_side.vmstat()
+    f = tmp_path / "data"
+    with open(f, "wb") as out:
+        out.write(os.urandom(4 << 20))
+        out.flush()
+        os.fsync(out.fileno())
+    assert side_by_side.vmstat()["nr_written"] - before["nr_written"] >= (4 << 20) // 4096

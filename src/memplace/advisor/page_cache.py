@@ -25,6 +25,18 @@ keep in the same room. The model:
   benchmark's programs in interleaved runs (96 leaves hot/cold data on the file device
   that pinned memory serves better; 32 pins a stream and starves the others).
 
+* a site written and never read (`written_once`: no read among enough access samples,
+  or exact reads under a tenth of its writes; its writes at most REWRITTEN times its bytes)
+  never misses: its pages are new file pages (the file device's blocks are preallocated
+  and unwritten, so a first touch reads nothing from the disk), written once and then
+  only written back. It still takes page cache while it is written (the kernel's LRU
+  cannot know it will not be read: bench/capacity's 192 MiB log, written after its input
+  arrays, pushed them out to the disk), so it counts in the footprint; pinning it saves
+  only its write-back. Counting its writes as misses made a plan that pinned only
+  hotcold's table look better (at 50% of its peak, from a profile that sampled the log
+  heavily) than one that also kept four input blocks in memory, which ran as fast or
+  faster in three interleaved batches (2.11-2.82 s against 2.25-3.57 s; docs/benchmarks.md).
+
 Under this model pinning a site lowers the misses exactly when its accesses per byte are
 above the average of the data left on the file device; the plan with nothing pinned (every
 site on the file device) is always a candidate, so the advice is never modelled worse than
@@ -44,6 +56,24 @@ from dataclasses import dataclass
 import numpy as np
 
 ROOM = 64 << 20  # page cache below which misses slow down (measured: see the module docstring)
+UNREAD = 10  # written_once: reads under 1/UNREAD of the writes (by the samples' 95% bound)
+REWRITTEN = 4.0  # written_once: writes at most this many times the bytes allocated (the
+#                  sampled estimates can be 2x high: hotcold's log, written once, at 2.05x)
+
+
+def written_once(site) -> bool:
+    """Written, never read (as far as the profile can tell), and not written over and over:
+    see the module docstring. Sampled figures (runtime engine) are judged by their sample
+    counts: no read among w write samples bounds the reads' share at 3/w (95%), so at least
+    30 write samples are needed for the bound to be under 1/UNREAD."""
+    writes = site.writes or 0
+    if writes <= 0 or writes > REWRITTEN * max(site.bytes, 1):
+        return False
+    samples = site.sampled or {}
+    if "read_samples" in samples and "write_samples" in samples:
+        r, w = samples["read_samples"], samples["write_samples"]
+        return r + 2 * math.sqrt(r) + 3 <= w / UNREAD
+    return (site.reads or 0) * UNREAD <= writes
 
 
 @dataclass(frozen=True)
@@ -90,11 +120,12 @@ class CachedCost:
 
 
 def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: np.ndarray,
-              hit_cost: np.ndarray, shared: SharedMemory) -> CachedCost:
+              hit_cost: np.ndarray, shared: SharedMemory, no_miss: np.ndarray | None = None) -> CachedCost:
     """The cost of `assign` (plus `spills`: site -> (bytes, device index) of its part on a
     pinned device's leftover room) when the pinned devices (`pinned[d]`) and the page cache of the cached
     devices (`cached[d]`) share `shared.total` bytes. `hit_cost[s, d]` is site s's cost on
-    device d when its pages are resident; `pb.cost` the cold one."""
+    device d when its pages are resident; `pb.cost` the cold one. Sites in `no_miss`
+    (written_once) cost their resident figures on a cached device, hit or miss."""
     load = pb.loads(assign)
     spilled = sum(c for c, _ in spills.values())
     pin = float(load[pinned].sum(axis=0).max(initial=0)) + spilled if pinned.any() else float(spilled)
@@ -108,13 +139,16 @@ def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: 
     on_cache = cached[assign]
     factor = shared.miss_factor(pin) if h < 1 else 1.0
     per_site = np.where(on_cache, h * hot + (1 - h) * cold * min(factor, 1e6), cold)
+    if no_miss is not None:
+        per_site = np.where(on_cache & no_miss, hot, per_site)
     for s, (capacity, d) in spills.items():
         share = min(1.0, capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
         per_site[s] = share * pb.cost[s, d] + (1 - share) * per_site[s]
     return CachedCost(float(per_site.sum()), int(pin), int(cache), h, shared.allowed(pin, cache))
 
 
-def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemory) -> list[int]:
+def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemory,
+                        no_miss: np.ndarray | None = None) -> list[int]:
     """Capacities worth solving for on the pinned device `fast`: the budget minus `room`,
     half of it and a quarter of it (as much pinned as leaves the page cache that much),
     and the capacity that minimises the model when sites are taken whole or in part in
@@ -127,12 +161,17 @@ def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemor
         return []
     top = tops[-1]
     size = pb.demand.max(axis=1)
-    cold, hot = pb.cost[:, pb.default], hit_cost[:, pb.default]
-    saving = cold - pb.cost[:, fast]
-    order = [s for s in np.argsort(-(cold / np.maximum(size, 1.0)), kind="stable") if saving[s] > 0]
+    cold, hot = pb.cost[:, pb.default].copy(), hit_cost[:, pb.default].copy()
+    if no_miss is None:
+        no_miss = np.zeros(pb.n, dtype=bool)
+    fixed = np.where(no_miss, hot, 0.0)  # costs its resident figures wherever the cache stands
+    cold[no_miss] = hot[no_miss] = 0.0
+    saving = cold + fixed - pb.cost[:, fast]
+    order = [s for s in np.argsort(-((cold + fixed) / np.maximum(size, 1.0)), kind="stable") if saving[s] > 0]
     total = float(size.sum())
     best_c, best = 0.0, math.inf
     pinned_bytes, pinned_cost, left_cold, left_hot = 0.0, 0.0, float(cold.sum()), float(hot.sum())
+    left_fixed = float(fixed.sum())
     for s in order:
         take = min(float(size[s]), top - pinned_bytes)
         if take <= 0:
@@ -142,9 +181,10 @@ def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemor
         pinned_cost += share * pb.cost[s, fast]
         left_cold -= share * cold[s]
         left_hot -= share * hot[s]
+        left_fixed -= share * fixed[s]
         h = shared.hit_ratio(pinned_bytes, shared.file_footprint(pinned_bytes, total - pinned_bytes))
         factor = shared.miss_factor(pinned_bytes) if h < 1 else 1.0
-        model = pinned_cost + h * left_hot + (1 - h) * left_cold * factor
+        model = pinned_cost + left_fixed + h * left_hot + (1 - h) * left_cold * factor
         if model < best:
             best, best_c = model, pinned_bytes
         if take < size[s]:

@@ -476,12 +476,17 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
         touch = allocated / devices[d].write_bandwidth * 1e9 if devices[d].write_bandwidth else 0.0
         cost[:, d] += touch
         hit_cost[:, d] += touch
+    # written and never read: new file pages, no misses (their cost on the file device is
+    # its resident one plus the write-back), for the solver too
+    no_miss = np.array([page_cache.written_once(s) for s in sites], dtype=bool)
+    for d in np.nonzero(cached)[0]:
+        cost[no_miss, d] = hit_cost[no_miss, d]
     pb = Problem(cost, pb.demand, pb.capacity, pb.default)
     # nothing pinned: every site on the default (page-cache) device
     nothing = np.full(pb.n, pb.default)
-    base = page_cache.plan_cost(pb, nothing, {}, pinned, cached, hit_cost, shared)
+    base = page_cache.plan_cost(pb, nothing, {}, pinned, cached, hit_cost, shared, no_miss)
     tried = [(base, None, nothing, {}, "milp", True, None)]
-    for cap in page_cache.capacity_candidates(pb, fast, hit_cost, shared):
+    for cap in page_cache.capacity_candidates(pb, fast, hit_cost, shared, no_miss):
         capacity = pb.capacity.copy()
         capacity[fast] = cap
         sub = Problem(pb.cost, pb.demand, capacity, pb.default)
@@ -490,7 +495,7 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
         spilled = spills(sites, devs, sub, assign, model)
         index = {d.name: i for i, d in enumerate(devs)}
         by_site = {s: (sp.capacity, index[sp.device]) for s, sp in spilled.items()}
-        cost = page_cache.plan_cost(sub, assign, by_site, pinned, cached, hit_cost, shared)
+        cost = page_cache.plan_cost(sub, assign, by_site, pinned, cached, hit_cost, shared, no_miss)
         tried.append((cost, cap, assign, spilled, used, optimal, bound))
     allowed = [t for t in tried if t[0].allowed] or tried[:1]
     best = min(allowed, key=lambda t: t[0].cost)
@@ -506,10 +511,16 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
                  f"misses slower below {format_size(shared.room)} of cache{measured}; plans compared: nothing pinned: "
                  f"{shown(base)}; " + "; ".join(f"{name} up to {format_size(t[1])}: {shown(t[0])}"
                                                for t in tried[1:]))
+    if no_miss.any():
+        once = [sites[i] for i in np.nonzero(no_miss)[0]]
+        peaks = format_size(sum(x.peak_live_bytes for x in once))
+        named = ", ".join(x.label for x in once[:3]) + (", ..." if len(once) > 3 else "")
+        notes.append(f"page cache model: {len(once)} site(s) written and never read ({peaks} of site peaks: "
+                     f"{named}) never miss on {dname}: new file pages, only written back")
     if cap is None:
         notes.append(f"nothing pinned: under this budget the kernel's page cache serves every site better "
                      f"than memory taken from it ({name} keeps no site)")
-        cap = max(page_cache.capacity_candidates(pb, fast, hit_cost, shared) or [1 << 20])
+        cap = max(page_cache.capacity_candidates(pb, fast, hit_cost, shared, no_miss) or [1 << 20])
         bound = None
     capacity = pb.capacity.copy()
     capacity[fast] = max(cap, 1 << 20)
