@@ -254,3 +254,31 @@ def test_a_cached_policy_runs_the_program_in_memplaces_place(setup):
     assert first != launcher  # compiled, then waited for (its child)
     assert second == memplace  # from the cache: the same process
     assert len(records(cache)) == 1
+
+
+def test_the_program_memplace_execs_gets_the_default_sigpipe(setup):
+    """Python ignores SIGPIPE and SIGXFSZ, and an exec keeps ignored signals: the program
+    would see EPIPE where it dies of SIGPIPE (`memplace run -- yes | head -1` printing
+    "Broken pipe", status 1). The child memplace waits for gets them back (Popen restores
+    them); the program memplace execs must too: without a policy, and from the cache."""
+    tmp_path, _, _ = setup
+    (tmp_path / "policy.toml").write_text(POLICY.replace('site = ["prog.c:5"]', 'size = "..4KiB"'))
+    ignored = []
+    for args in (["--"], ["--policy", "policy.toml", "--"], ["--policy", "policy.toml", "--"],
+                 ["--verbose", "--"]):
+        r = subprocess.run([sys.executable, "-m", "memplace", "run", *args, "grep", "SigIgn", "/proc/self/status"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        ignored.append(int(r.stdout.split()[1], 16))
+    pipe, xfsz = 1 << (13 - 1), 1 << (25 - 1)
+    assert all(mask & (pipe | xfsz) == 0 for mask in ignored), [hex(m) for m in ignored]
+
+    # and what that means: killed by SIGPIPE, silently, when the reader goes away
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "memplace", "run", "--policy", "policy.toml", "--", "yes"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline() == b"y\n"
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == -13
+        assert b"Broken pipe" not in proc.stderr.read()
+        proc.stderr.close()

@@ -11,6 +11,7 @@ without the runtime.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from memplace.console import say
@@ -123,6 +124,10 @@ def execute(argv: list[str], env: dict[str, str]) -> None:
     """Replace this process with the command (same pid, signals and exit status)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # Python ignores these and an exec keeps ignored signals: the program would get EPIPE
+    # where it dies of SIGPIPE (`yes | head`). Popen restores them for the child we wait for.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as e:
