@@ -282,3 +282,34 @@ def test_the_program_memplace_execs_gets_the_default_sigpipe(setup):
         assert proc.wait(timeout=60) == -13
         assert b"Broken pipe" not in proc.stderr.read()
         proc.stderr.close()
+
+
+OUTER = """\
+version = 1
+[devices.dram]
+kind = "numa"
+nodes = [0]
+[[rules]]
+name = "small"
+size = "..64"
+device = "dram"
+"""
+
+
+def test_a_run_memplace_execs_inside_another_counts_in_neither_stats(setup):
+    """`memplace run --stats` of a command that starts `memplace run` again: the inner run's
+    program is placed by its own policy, and its counts go to no stats (as when the inner
+    memplace waits for it, in a directory of its own), not into the outer run's stats,
+    under the outer policy's rule and device names."""
+    tmp_path, _, _ = setup
+    (tmp_path / "outer.toml").write_text(OUTER)
+    stats = tmp_path / "stats.json"
+    for _ in range(2):  # the second start execs the program
+        r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", "outer.toml", "--stats", stats,
+                            "--", sys.executable, "-m", "memplace", "run", "--policy", "policy.toml", "--",
+                            str(tmp_path / "prog")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout == "ok 1\n", r.stderr
+        doc = json.loads(stats.read_text())
+        assert [p["exe"] for p in doc["processes"] if p["exe"] == str(tmp_path / "prog")] == []
+        assert [rule["name"] for rule in doc["totals"]["rules"]] == ["small"]
+        assert [d["name"] for d in doc["totals"]["devices"]] == ["dram", "system"]

@@ -63,7 +63,11 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             extra = {"MEMPLACE_POLICY": prepared.policy_file, "MEMPLACE_UNWIND": prepared.unwind_dir}
             if not best_effort:  # the runtime stops this very process if it cannot place
                 extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
-            execute(argv, child_environment(runtime, extra))
+            env = child_environment(runtime, extra)
+            # As for the child we wait for, nothing of an outer `memplace run` that started
+            # this one: its stats directory (the stats would count under its policy).
+            env.pop("MEMPLACE_STATS", None)
+            execute(argv, env)
 
     import subprocess
     import tempfile
