@@ -65,8 +65,11 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
                 extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
             env = child_environment(runtime, extra)
             # As for the child we wait for, nothing of an outer `memplace run` that started
-            # this one: its stats directory (the stats would count under its policy).
+            # this one: its stats directory (the stats would count under its policy), and
+            # under --best-effort its MEMPLACE_REQUIRE, which names this process's parent.
             env.pop("MEMPLACE_STATS", None)
+            if best_effort:
+                env.pop("MEMPLACE_REQUIRE", None)
             execute(argv, env)
 
     import subprocess
