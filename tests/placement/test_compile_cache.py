@@ -313,3 +313,26 @@ def test_a_run_memplace_execs_inside_another_counts_in_neither_stats(setup):
         assert [p["exe"] for p in doc["processes"] if p["exe"] == str(tmp_path / "prog")] == []
         assert [rule["name"] for rule in doc["totals"]["rules"]] == ["small"]
         assert [d["name"] for d in doc["totals"]["devices"]] == ["dram", "system"]
+
+
+@pytest.mark.parametrize("given", [None, "C", "POSIX"])
+def test_the_program_sees_the_locale_memplace_was_given(setup, given):
+    """Python coerces a C or POSIX locale (PEP 538) by setting LC_CTYPE=C.UTF-8 in its own
+    environment, which the programs it starts inherit: a batch job with no locale (or
+    LC_CTYPE=C) ran under memplace in another locale than without it. The program gets
+    LC_CTYPE as memplace was given it, whether memplace execs or waits, placed, not placed
+    or profiled."""
+    tmp_path, _, _ = setup
+    (tmp_path / "policy.toml").write_text(POLICY.replace('site = ["prog.c:5"]', 'size = "..4KiB"'))
+    (tmp_path / "bare.toml").write_text('version = 1\n[[rules]]\nsize = "..4KiB"\ndevice = "system"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k != "LANG"}
+    env["LANG"] = "C"
+    if given is not None:
+        env["LC_CTYPE"] = given
+    for args in (["run", "--"], ["run", "--verbose", "--"], ["run", "--policy", "policy.toml", "--"],
+                 ["run", "--policy", "policy.toml", "--"], ["run", "--policy", "bare.toml", "--"],
+                 ["run", "--policy", "bare.toml", "--"], ["profile", "run", "--out", "profiles", "--"]):
+        r = subprocess.run([sys.executable, "-m", "memplace", *args, "sh", "-c", 'echo "${LC_CTYPE-unset}"'],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{given or 'unset'}\n", (args, r.stdout)

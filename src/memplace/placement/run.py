@@ -16,7 +16,8 @@ import sys
 
 from memplace.console import say
 from memplace.errors import UserError
-from memplace.launch.process import child_environment, end_like, read_status, wait_forwarding_signals
+from memplace.launch.process import (child_environment, end_like, given_environment, read_status,
+                                     wait_forwarding_signals)
 from memplace.launch.program import describe_program
 from memplace.launch.runtime_path import runtime_path
 
@@ -59,7 +60,7 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
             for warning in prepared.warnings:
                 say(f"memplace: {warning}")
             if prepared.places_nothing:
-                execute(argv, dict(os.environ))
+                execute(argv, given_environment())
             extra = {"MEMPLACE_POLICY": prepared.policy_file, "MEMPLACE_UNWIND": prepared.unwind_dir}
             if not best_effort:  # the runtime stops this very process if it cannot place
                 extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
@@ -106,7 +107,7 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
                 extra["MEMPLACE_REQUIRE"] = str(os.getpid())
         # the runtime would only add its own memory (which a memory limit sized to the
         # program does not have) and time: a policy that places nothing runs without it
-        env = dict(os.environ) if bare else child_environment(runtime, extra)
+        env = given_environment() if bare else child_environment(runtime, extra)
         try:
             # close_fds=False: the program gets every descriptor memplace was given (MPICH's
             # ranks talk to their launcher through PMI_FD); memplace's own are close-on-exec.
