@@ -294,9 +294,11 @@ def _policy_devices(profile: prof.Profile, policy_path: str) -> tuple[dict[tuple
         raise UserError(errors[0].message)
     # Rules by their first frame's offset (a profile of 20,000 sites against 100 rules
     # compared every pair: 16 s), each frame as (module, its basename, offset); rules
-    # with a frame that is not MODULE+0xOFF never match a profiled site.
-    by_offset: dict[int, list[tuple[object, list]]] = {}
-    for r in p.rules:
+    # with a frame that is not MODULE+0xOFF never match a profiled site. Rules of a size
+    # alone (no frames) may match any site: they are in every list, in rule order.
+    by_offset: dict[int, list[tuple[int, object, list]]] = {}
+    anywhere: list[tuple[int, object, list]] = []
+    for i, r in enumerate(p.rules):
         frames = []
         for f in r.site:
             m = re.fullmatch(r"(.+)\+0x([0-9a-fA-F]+)", f)
@@ -304,15 +306,15 @@ def _policy_devices(profile: prof.Profile, policy_path: str) -> tuple[dict[tuple
                 break
             frames.append((m.group(1), os.path.basename(m.group(1)), int(m.group(2), 16)))
         else:
-            if frames:
-                by_offset.setdefault(frames[0][2], []).append((r, frames))
+            (by_offset.setdefault(frames[0][2], []) if frames else anywhere).append((i, r, frames))
+    by_offset = {off: sorted(rules + anywhere, key=lambda x: x[0]) for off, rules in by_offset.items()}
     assign: dict[tuple, str] = {}
     for s in profile.sites:
         dev = p.default
         size = s.bytes // max(s.allocations, 1)
         names = [(sf.module, os.path.basename(sf.module), f"build-id:{sf.build_id}", sf.offset)
                  for sf in s.frames]
-        for r, frames in by_offset.get(names[0][3], ()) if names else ():  # in rule order
+        for _, r, frames in by_offset.get(names[0][3], anywhere) if names else anywhere:  # in rule order
             if r.size is not None and not r.size[0] <= size <= r.size[1]:
                 continue
             if len(frames) > len(names):

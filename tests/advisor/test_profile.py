@@ -100,6 +100,25 @@ def test_merge_ranks(tmp_path):
     assert {src["rank"] for src in m.meta["sources"]} == {0, 1}
 
 
+def test_merge_keeps_byte_counts_past_two_to_the_63(tmp_path):
+    """Counts are 64-bit unsigned (up to 2**64 - 1, what the loader accepts): timelines,
+    and a peak standing for a site without one, merge exactly, not overflow numpy's int64."""
+    big = (1 << 64) - 1
+    a, b = sample(pid=10, live=(0, big, 5, 0)), sample(pid=11, live=(1 << 63, 0))
+    c = sample(pid=12)
+    c.sites[0].live, c.sites[0].peak_live_bytes = None, big - 1
+    for profiles, want in (([a, b], [1 << 63, big, 5, 0]), ([b, c], [big - 1] * 2),
+                           ([a, sample(pid=13)], [0, big, 50, 0])):
+        paths = []
+        for p in profiles:
+            paths.append(tmp_path / f"p{p.pid}.json")
+            prof.save(p, paths[-1])
+        out = tmp_path / "m.json"
+        memplace("profile", "merge", *map(str, paths), "-o", str(out), check=True)
+        assert prof.load(out).sites[0].live == want
+        assert merge(profiles).sites[0].live == want
+
+
 def test_merge_refuses_different_clocks():
     a, b = sample(), sample()
     b.clock_unit = "instr"

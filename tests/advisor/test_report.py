@@ -247,3 +247,21 @@ int main(void) {
                    check=True, capture_output=True)
     text = html.read_text()
     assert "grab (wrap.c:3) [&lt; wrap.c:5]" in text and "grab (wrap.c:3) [&lt; wrap.c:6]" in text
+
+
+def test_policy_rules_of_sizes_alone_place_profile_sites(inputs):
+    """A rule with a size and no site matches every site of that size (first match wins,
+    in rule order, before and after rules of frames)."""
+    p, policy, _ = inputs
+    exe = "/opt/app/bin/app"
+    policy.write_text('version = 1\n[devices.hbm]\nkind = "numa"\nnodes = [0]\n'
+                      '[devices.slow]\nkind = "numa"\nnodes = [0]\n'
+                      f'[[rules]]\nsite = ["{exe}+0x1040"]\ndevice = "slow"\n'
+                      '[[rules]]\nsize = "1000..2000"\ndevice = "hbm"\n'
+                      f'[[rules]]\nsite = ["{exe}+0x1000"]\ndevice = "slow"\n'
+                      f'[[rules]]\nsite = ["{exe}+0x1080"]\ndevice = "slow"\n')
+    d = json.loads(memplace("report", "--profile", str(p), "--policy", str(policy), "--json", check=True).stdout)
+    placed = {s["frame"]: s["device"] for s in d["sites"]}
+    # every site allocates 1000 bytes a call: the size rule takes all but the one before it
+    assert placed["app+0x1040"] == "slow", placed
+    assert placed["app+0x1000"] == placed["app+0x1080"] == placed["app+0x10c0"] == "hbm", placed

@@ -146,6 +146,33 @@ def test_children_of_the_run_stay_best_effort(tmp_path):
     assert child["placing"] is False and child["ran"] is True and "address space" in child["reason"]
 
 
+def test_best_effort_holds_for_a_run_an_outer_run_started(tmp_path, monkeypatch):
+    """`memplace run --policy A -- sh -c "exec memplace run --best-effort --policy B -- PROG"`:
+    the inner memplace is the outer run's child, and so is PROG once the inner one execs
+    it (from the compile cache): the outer run's MEMPLACE_REQUIRE names their parent, but
+    --best-effort means PROG runs without placement when B cannot start, never status 2."""
+    monkeypatch.setenv("MEMPLACE_CACHE", str(tmp_path / "cache"))
+    prog, made = build(tmp_path, "reserve.c"), tmp_path / "made"
+    outer = tmp_path / "outer.toml"  # places Python's small blocks: the inner memplace starts placed
+    outer.write_text('version = 1\n[devices.fast]\nkind = "numa"\nnodes = [0]\ncapacity = "1MiB"\n'
+                     '[[rules]]\nsize = "..64"\ndevice = "fast"\n')
+    many = tmp_path / "many.toml"  # two units of address space a device: more than the limit leaves
+    block = line_of("reserve.c", "block")
+    many.write_text("version = 1\n" + "".join(
+        f'[devices.d{i}]\nkind = "numa"\nnodes = [0]\ncapacity = "64MiB"\n'
+        f'[[rules]]\nsite = ["reserve.c:{block}"]\nsize = "{i}..{i}"\ndevice = "d{i}"\n'
+        for i in range(1, 9)))
+    inner = f'ulimit -v {384 << 10}; exec "$@"'
+    for _ in range(2):  # the second start of the inner run execs PROG
+        made.unlink(missing_ok=True)
+        r = limited(None, [sys.executable, "-m", "memplace", "run", "--policy", outer, "--", "sh", "-c", inner,
+                           "sh", sys.executable, "-m", "memplace", "run", "--best-effort", "--policy", many, "--",
+                           prog, 4, MiB, made])
+        assert r.returncode == 0, r.stderr
+        assert own_lines(r.stdout) == ["ok 4 sum 6"] and made.read_text() == "ran\n"
+        assert "address space" in r.stderr and "running transparent" in r.stderr
+
+
 @pytest.mark.parametrize("kib", [8 << 20, None])
 def test_uncapped_device_grows_past_its_first_reservation(tmp_path, kib):
     """An uncapped device starts with modest room (1 GiB) and grows into further

@@ -254,3 +254,85 @@ def test_a_cached_policy_runs_the_program_in_memplaces_place(setup):
     assert first != launcher  # compiled, then waited for (its child)
     assert second == memplace  # from the cache: the same process
     assert len(records(cache)) == 1
+
+
+def test_the_program_memplace_execs_gets_the_default_sigpipe(setup):
+    """Python ignores SIGPIPE and SIGXFSZ, and an exec keeps ignored signals: the program
+    would see EPIPE where it dies of SIGPIPE (`memplace run -- yes | head -1` printing
+    "Broken pipe", status 1). The child memplace waits for gets them back (Popen restores
+    them); the program memplace execs must too: without a policy, and from the cache."""
+    tmp_path, _, _ = setup
+    (tmp_path / "policy.toml").write_text(POLICY.replace('site = ["prog.c:5"]', 'size = "..4KiB"'))
+    ignored = []
+    for args in (["--"], ["--policy", "policy.toml", "--"], ["--policy", "policy.toml", "--"],
+                 ["--verbose", "--"]):
+        r = subprocess.run([sys.executable, "-m", "memplace", "run", *args, "grep", "SigIgn", "/proc/self/status"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        ignored.append(int(r.stdout.split()[1], 16))
+    pipe, xfsz = 1 << (13 - 1), 1 << (25 - 1)
+    assert all(mask & (pipe | xfsz) == 0 for mask in ignored), [hex(m) for m in ignored]
+
+    # and what that means: killed by SIGPIPE, silently, when the reader goes away
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "memplace", "run", "--policy", "policy.toml", "--", "yes"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout.readline() == b"y\n"
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == -13
+        assert b"Broken pipe" not in proc.stderr.read()
+        proc.stderr.close()
+
+
+OUTER = """\
+version = 1
+[devices.dram]
+kind = "numa"
+nodes = [0]
+[[rules]]
+name = "small"
+size = "..64"
+device = "dram"
+"""
+
+
+def test_a_run_memplace_execs_inside_another_counts_in_neither_stats(setup):
+    """`memplace run --stats` of a command that starts `memplace run` again: the inner run's
+    program is placed by its own policy, and its counts go to no stats (as when the inner
+    memplace waits for it, in a directory of its own), not into the outer run's stats,
+    under the outer policy's rule and device names."""
+    tmp_path, _, _ = setup
+    (tmp_path / "outer.toml").write_text(OUTER)
+    stats = tmp_path / "stats.json"
+    for _ in range(2):  # the second start execs the program
+        r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", "outer.toml", "--stats", stats,
+                            "--", sys.executable, "-m", "memplace", "run", "--policy", "policy.toml", "--",
+                            str(tmp_path / "prog")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout == "ok 1\n", r.stderr
+        doc = json.loads(stats.read_text())
+        assert [p["exe"] for p in doc["processes"] if p["exe"] == str(tmp_path / "prog")] == []
+        assert [rule["name"] for rule in doc["totals"]["rules"]] == ["small"]
+        assert [d["name"] for d in doc["totals"]["devices"]] == ["dram", "system"]
+
+
+@pytest.mark.parametrize("given", [None, "C", "POSIX"])
+def test_the_program_sees_the_locale_memplace_was_given(setup, given):
+    """Python coerces a C or POSIX locale (PEP 538) by setting LC_CTYPE=C.UTF-8 in its own
+    environment, which the programs it starts inherit: a batch job with no locale (or
+    LC_CTYPE=C) ran under memplace in another locale than without it. The program gets
+    LC_CTYPE as memplace was given it, whether memplace execs or waits, placed, not placed
+    or profiled."""
+    tmp_path, _, _ = setup
+    (tmp_path / "policy.toml").write_text(POLICY.replace('site = ["prog.c:5"]', 'size = "..4KiB"'))
+    (tmp_path / "bare.toml").write_text('version = 1\n[[rules]]\nsize = "..4KiB"\ndevice = "system"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k != "LANG"}
+    env["LANG"] = "C"
+    if given is not None:
+        env["LC_CTYPE"] = given
+    for args in (["run", "--"], ["run", "--verbose", "--"], ["run", "--policy", "policy.toml", "--"],
+                 ["run", "--policy", "policy.toml", "--"], ["run", "--policy", "bare.toml", "--"],
+                 ["run", "--policy", "bare.toml", "--"], ["profile", "run", "--out", "profiles", "--"]):
+        r = subprocess.run([sys.executable, "-m", "memplace", *args, "sh", "-c", 'echo "${LC_CTYPE-unset}"'],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{given or 'unset'}\n", (args, r.stdout)

@@ -17,10 +17,29 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUS
                      signal.SIGWINCH, signal.SIGCONT)
 
 
+def given_environment() -> dict[str, str]:
+    """This process's environment as it was given. Python coerces a C or POSIX locale
+    (PEP 538) by setting LC_CTYPE=C.UTF-8 in its own environment, which a program it starts
+    would inherit: in another locale than without memplace. /proc/self/environ still holds
+    the environment the process was started with."""
+    env = dict(os.environ)
+    if "LC_CTYPE" in env:
+        try:
+            with open("/proc/self/environ", "rb") as f:
+                given = [e for e in f.read().split(b"\0") if e.startswith(b"LC_CTYPE=")]
+        except OSError:
+            return env
+        if given:
+            env["LC_CTYPE"] = os.fsdecode(given[0][len(b"LC_CTYPE="):])
+        else:
+            del env["LC_CTYPE"]
+    return env
+
+
 def child_environment(runtime: str, extra: dict[str, str] | None = None,
                       base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the command: LD_PRELOAD gains the runtime, after the user's own."""
-    env = dict(os.environ if base is None else base)
+    env = given_environment() if base is None else dict(base)
     preload = env.get("LD_PRELOAD", "").strip()
     entries = preload.replace(":", " ").split()
     if runtime not in entries:

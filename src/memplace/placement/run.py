@@ -13,11 +13,13 @@ without the runtime.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from memplace.console import say
 from memplace.errors import UserError
-from memplace.launch.process import child_environment, end_like, read_status, wait_forwarding_signals
+from memplace.launch.process import (child_environment, end_like, given_environment, read_status,
+                                     wait_forwarding_signals)
 from memplace.launch.program import describe_program
 from memplace.launch.runtime_path import runtime_path
 
@@ -88,7 +90,7 @@ def run(argv: list[str], verbose: bool = False, policy: str | None = None,
                 extra["MEMPLACE_REQUIRE"] = str(os.getpid())
         # the runtime would only add its own memory (which a memory limit sized to the
         # program does not have) and time: a policy that places nothing runs without it
-        env = dict(os.environ) if bare else child_environment(runtime, extra)
+        env = given_environment() if bare else child_environment(runtime, extra)
         try:
             # close_fds=False: the program gets every descriptor memplace was given (MPICH's
             # ranks talk to their launcher through PMI_FD); memplace's own are close-on-exec.
@@ -121,17 +123,28 @@ def exec_if_cached(argv: list[str], policy: str, target, runtime: str, best_effo
     for warning in prepared.warnings:
         say(f"memplace: {warning}")
     if prepared.places_nothing:
-        execute(argv, dict(os.environ))
+        execute(argv, given_environment())
     extra = {"MEMPLACE_POLICY": prepared.policy_file, "MEMPLACE_UNWIND": prepared.unwind_dir}
     if not best_effort:  # the runtime stops this very process if it cannot place
         extra["MEMPLACE_REQUIRE"] = f"={os.getpid()}"
-    execute(argv, child_environment(runtime, extra))
+    env = child_environment(runtime, extra)
+    # As for the child we wait for, nothing of an outer `memplace run` that started this
+    # one: its stats directory (the stats would count under its policy), and under
+    # --best-effort its MEMPLACE_REQUIRE, which names this process's parent.
+    env.pop("MEMPLACE_STATS", None)
+    if best_effort:
+        env.pop("MEMPLACE_REQUIRE", None)
+    execute(argv, env)
 
 
 def execute(argv: list[str], env: dict[str, str]) -> None:
     """Replace this process with the command (same pid, signals and exit status)."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # Python ignores these and an exec keeps ignored signals: the program would get EPIPE
+    # where it dies of SIGPIPE (`yes | head`). Popen restores them for the child we wait for.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as e:

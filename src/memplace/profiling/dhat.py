@@ -246,8 +246,11 @@ def run(cmd: list[str], workdir: str) -> int:
     exe = cmd[0]
     if ("/" in exe and not os.access(exe, os.X_OK)) or ("/" not in exe and shutil.which(exe) is None):
         raise UserError(f"{exe}: command not found or not executable")
-    # every descriptor memplace was given, as in `memplace run` (MPICH's PMI_FD)
-    return subprocess.call(valgrind_command(cmd, workdir), close_fds=False)
+    from memplace.launch.process import given_environment
+
+    # every descriptor memplace was given, as in `memplace run` (MPICH's PMI_FD); the
+    # environment as given (not Python's coerced locale)
+    return subprocess.call(valgrind_command(cmd, workdir), close_fds=False, env=given_environment())
 
 
 def collect(workdir: str, rank: int | None = None) -> list[Profile]:

@@ -42,7 +42,7 @@ def _resample(rows, windows: int):
     n = rows.shape[1]
     if n == windows:
         return rows
-    out = np.zeros((rows.shape[0], windows), dtype=np.int64)
+    out = np.zeros((rows.shape[0], windows), dtype=rows.dtype)
     for j, (a, b) in enumerate(_spans(n, windows)):
         if a < b:
             out[:, j] = rows[:, a:b].max(axis=1)
@@ -66,7 +66,13 @@ def _merged_timelines(profiles: Sequence[prof.Profile], windows: int, row: dict[
             lives.append(live)
         for n, (idx, lives) in by_length.items():
             if n:
-                np.maximum.at(merged, np.array(idx), _resample(np.array(lives, dtype=np.int64), windows))
+                try:
+                    rows = np.array(lives, dtype=np.int64)
+                except OverflowError:  # counts are 64-bit unsigned: past 2**63, Python ints
+                    rows, merged = np.array(lives, dtype=object), merged.astype(object)
+                if merged.dtype == object:
+                    rows = rows.astype(object)
+                np.maximum.at(merged, np.array(idx), _resample(rows, windows))
     return merged
 
 
