@@ -91,15 +91,6 @@ def main() -> int:
                 pass
             time.sleep(0.02)
 
-    usage = []
-    logged = limits.run_logged
-
-    def run_logged(*a, **k):
-        r = logged(*a, **k)
-        usage.append(r.usage)
-        return r
-
-    limits.run_logged = run_logged
     swap_file = limits.SwapFile(device_dir / "explain.swap", 1 << 30) if swap else None
     if swap_file:
         swap_file.__enter__()
@@ -118,10 +109,8 @@ def main() -> int:
     finally:
         if swap_file:
             swap_file.__exit__()
-        limits.run_logged = logged
-    u = usage[-1]
     print(f"{args.program} {args.variant} at {args.limit_mib} MiB{' with swap' if swap else ''}: {o.status}, "
-          f"{o.seconds:.2f} s wall, {u.ru_utime:.2f} s user, {u.ru_stime:.2f} s system, "
+          f"{o.seconds:.2f} s wall, {o.user:.2f} s user, {o.system:.2f} s system, "
           f"{o.major_faults:,} major faults, cgroup peak {o.peak / MIB:.0f} MiB")
     print("  largest (MiB): " + ", ".join(f"{k} {peaks.get(k, 0) / MIB:.0f}" for k in SAMPLED))
     print("  cgroup (pages): " + ", ".join(f"{k} {int(stat[k]):,}" for k in COUNTERS if k in stat))

@@ -64,6 +64,8 @@ class Outcome:
     returncode: int
     pid: int
     major_faults: int    # the program's page faults that waited for the disk (wait4's rusage)
+    user: float = 0.0    # the program's CPU seconds, user and system (the same rusage)
+    system: float = 0.0
 
 
 class MemoryCgroup:
@@ -174,7 +176,7 @@ class LoggedRun:
     def outcome(self, status: str, peak: int) -> "Outcome":
         return Outcome(status, self.seconds, (self.log_dir / "stdout").read_text(errors="replace"),
                        (self.log_dir / "stderr").read_text(errors="replace")[-2000:], peak, self.code,
-                       self.pid, self.usage.ru_majflt)
+                       self.pid, self.usage.ru_majflt, self.usage.ru_utime, self.usage.ru_stime)
 
 
 def run_logged(argv: list[str], env: dict[str, str], timeout: float, log_dir: Path,

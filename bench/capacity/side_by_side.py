@@ -80,15 +80,6 @@ def main() -> int:
     device_dir = Path(args.device_dir).resolve()
     device_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="side-", dir=out))
-    usage = []
-    logged = limits.run_logged
-
-    def run_logged(*a, **k):
-        r = logged(*a, **k)
-        usage.append(r.usage)
-        return r
-
-    limits.run_logged = run_logged
     swap = limits.SwapFile(device_dir / "side_by_side.swap", 1 << 30) if any(v[2] for v in variants) else None
     results: dict[str, list[dict]] = {v[0]: [] for v in variants}
     try:
@@ -105,8 +96,7 @@ def main() -> int:
                     o = cg.run(prog.argv, env, 600, tmp / f"log-{name}-{r}")
                     failcnt = int((cg.path / "memory.failcnt").read_text()) if cg.version == 1 else 0
                 after = vmstat()
-                u = usage[-1]
-                row = {"status": o.status, "wall": o.seconds, "user": u.ru_utime, "system": u.ru_stime,
+                row = {"status": o.status, "wall": o.seconds, "user": o.user, "system": o.system,
                        "major_faults": o.major_faults, "peak_mib": o.peak / MIB, "failcnt": failcnt,
                        **{k: after.get(k, 0) - before.get(k, 0) for k in VMSTAT}}
                 results[name].append(row)
@@ -116,7 +106,6 @@ def main() -> int:
     finally:
         if swap:
             swap.__exit__()
-        limits.run_logged = logged
     print(f"medians of {args.rounds} rounds, limit {limit / MIB:.2f} MiB (@nolimit variants: none):")
     for name, rows in results.items():
         ok = [x for x in rows if x["status"] == "ok"]
