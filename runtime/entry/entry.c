@@ -7,9 +7,9 @@
  * start-up (mp_entry_choose): in transparent mode straight to the next allocator (free
  * and realloc keep a boot-area check only if boot blocks are still alive), in placement
  * mode straight to placement, otherwise (and until start-up is done) to the general
- * versions below, which dispatch on the mode. Because the exported function
- * jumps rather than calls, __builtin_return_address(0) in the target is still the
- * program's return address: the call site. The other entry points test the mode. */
+ * versions below, which dispatch on the mode. The exported function hands the target the
+ * program's return address (the call site) and jumps rather than calls, so placement's
+ * own function is the target: no hop between. The other entry points test the mode. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -22,15 +22,15 @@
 /* The mode lives here, where it is dispatched on; init.c sets it once at start-up. */
 MP_HIDDEN int mp_mode;
 
-/* malloc, calloc and realloc also hand the target the program's stack pointer (as it
- * will be after the call returns) and frame pointer, in argument registers their C
- * signatures leave unused: unwinding for a multi-frame rule then starts at the program's
- * frame instead of walking the runtime's own frames first. The next allocator, reached
- * by the same jump in transparent mode, ignores them. */
-static void *general_malloc(size_t n, uintptr_t sp, uintptr_t fp);
+/* malloc, calloc and realloc hand the target the program's return address, stack pointer
+ * (as it will be after the call returns) and frame pointer, in argument registers their
+ * C signatures leave unused: unwinding for a multi-frame rule then starts at the
+ * program's frame instead of walking the runtime's own frames first. The next allocator,
+ * reached by the same jump in transparent mode, ignores them. */
+static void *general_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 static void general_free(void *p);
-static void *general_calloc(size_t n, size_t size, uintptr_t sp, uintptr_t fp);
-static void *general_realloc(void *p, size_t n, uintptr_t sp, uintptr_t fp);
+static void *general_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+static void *general_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 
 /* Called only from the exported functions below (assembly on x86_64), whatever the
  * pointers' C types: the next allocator's functions take fewer arguments. */
@@ -44,14 +44,15 @@ MP_HIDDEN __attribute__((used)) struct {
 #else
 #define ENDBR ""
 #endif
-/* name: sp = rsp + 8 (the return address popped), fp = rbp, then jump through the table */
+/* name: ra = the return address, sp = rsp + 8 (it popped), fp = rbp, then jump through
+ * the table */
 /* (.cfi_startproc gives the entry's unwind rule, CFA = rsp + 8, to debuggers and profilers
  * that stop inside it; pushsection leaves the compiler's idea of the section intact) */
-#define TRAMPOLINE(name, slot, sp_reg, fp_reg)                                                    \
+#define TRAMPOLINE(name, slot, ra_reg, sp_reg, fp_reg)                                            \
     __asm__(".pushsection .text\n\t.globl " #name "\n\t.type " #name ", @function\n"         \
-            "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR "lea 8(%rsp), %" #sp_reg   \
-            "\n\tmov %rbp, %" #fp_reg "\n\tjmp *mp_hot+" #slot "(%rip)\n\t.cfi_endproc\n"       \
-            "\t.size " #name ", .-" #name "\n\t.popsection\n")
+            "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR "mov (%rsp), %" #ra_reg    \
+            "\n\tlea 8(%rsp), %" #sp_reg "\n\tmov %rbp, %" #fp_reg "\n\tjmp *mp_hot+" #slot  \
+            "(%rip)\n\t.cfi_endproc\n\t.size " #name ", .-" #name "\n\t.popsection\n")
 /* name: the same, then jump to target, whose C signature takes sp and fp after the
  * function's own arguments (CALLER stays the program's: a jump, not a call) */
 #define ARG_TRAMPOLINE(name, target, sp_reg, fp_reg)                                            \
@@ -59,34 +60,24 @@ MP_HIDDEN __attribute__((used)) struct {
             "\t.p2align 4\n" #name ":\n\t.cfi_startproc\n\t" ENDBR "lea 8(%rsp), %" #sp_reg   \
             "\n\tmov %rbp, %" #fp_reg "\n\tjmp " #target "\n\t.cfi_endproc\n"                 \
             "\t.size " #name ", .-" #name "\n\t.popsection\n")
-TRAMPOLINE(malloc, 0, rsi, rdx);
-TRAMPOLINE(calloc, 16, rdx, rcx);
-TRAMPOLINE(realloc, 24, rdx, rcx);
+TRAMPOLINE(malloc, 0, rsi, rdx, rcx);
+TRAMPOLINE(calloc, 16, rdx, rcx, r8);
+TRAMPOLINE(realloc, 24, rdx, rcx, r8);
 #else /* no unwinding from the program's frame: sp 0 */
 MP_EXPORT void *malloc(size_t n)
 {
-    return ((void *(*)(size_t, uintptr_t, uintptr_t))mp_hot.malloc)(n, 0, 0);
+    return ((void *(*)(size_t, uintptr_t, uintptr_t, uintptr_t))mp_hot.malloc)(n, CALLER, 0, 0);
 }
 MP_EXPORT void *calloc(size_t n, size_t size)
 {
-    return ((void *(*)(size_t, size_t, uintptr_t, uintptr_t))mp_hot.calloc)(n, size, 0, 0);
+    return ((void *(*)(size_t, size_t, uintptr_t, uintptr_t, uintptr_t))mp_hot.calloc)(n, size, CALLER, 0, 0);
 }
 MP_EXPORT void *realloc(void *p, size_t n)
 {
-    return ((void *(*)(void *, size_t, uintptr_t, uintptr_t))mp_hot.realloc)(p, n, 0, 0);
+    return ((void *(*)(void *, size_t, uintptr_t, uintptr_t, uintptr_t))mp_hot.realloc)(p, n, CALLER, 0, 0);
 }
 #endif
 MP_EXPORT void free(void *p) { ((void (*)(void *))mp_hot.free)(p); }
-
-static void *placed_malloc(size_t n, uintptr_t sp, uintptr_t fp)
-{
-    return mp_place_malloc(n, CALLER, sp, fp);
-}
-
-static void *placed_calloc(size_t n, size_t size, uintptr_t sp, uintptr_t fp)
-{
-    return mp_place_calloc(n, size, CALLER, sp, fp);
-}
 
 static void placed_free(void *p)
 {
@@ -105,8 +96,8 @@ void mp_entry_choose(void)
     if (mp_resolve_next() != 0)
         return;
     if (mp_mode == MP_PLACING) {
-        __atomic_store_n(&mp_hot.malloc, (void *)placed_malloc, __ATOMIC_RELEASE);
-        __atomic_store_n(&mp_hot.calloc, (void *)placed_calloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.malloc, (void *)mp_place_malloc, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.calloc, (void *)mp_place_calloc, __ATOMIC_RELEASE);
         __atomic_store_n(&mp_hot.free, (void *)placed_free, __ATOMIC_RELEASE);
         return;
     }
@@ -123,10 +114,10 @@ void mp_entry_choose(void)
 #define SPECIAL mp_unlikely(mp_mode)    /* placing or profiling */
 #define PLACING (mp_mode == MP_PLACING)
 
-static void *general_malloc(size_t n, uintptr_t sp, uintptr_t fp)
+static void *general_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (SPECIAL)
-        return PLACING ? mp_place_malloc(n, CALLER, sp, fp) : mp_profile_malloc(n, CALLER);
+        return PLACING ? mp_place_malloc(n, ra, sp, fp) : mp_profile_malloc(n, ra);
     return mp_next.malloc(n);
 }
 
@@ -154,10 +145,10 @@ static void general_free(void *p)
     mp_next.free(p);
 }
 
-static void *general_calloc(size_t n, size_t size, uintptr_t sp, uintptr_t fp)
+static void *general_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (SPECIAL)
-        return PLACING ? mp_place_calloc(n, size, CALLER, sp, fp) : mp_profile_calloc(n, size, CALLER);
+        return PLACING ? mp_place_calloc(n, size, ra, sp, fp) : mp_profile_calloc(n, size, ra);
     return mp_next.calloc(n, size);
 }
 
@@ -176,12 +167,12 @@ MP_COLD static void *realloc_boot_block(void *p, size_t n)
     return q;
 }
 
-static void *general_realloc(void *p, size_t n, uintptr_t sp, uintptr_t fp)
+static void *general_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     if (mp_unlikely(mp_boot_owns(p)))
         return realloc_boot_block(p, n);
     if (SPECIAL)
-        return PLACING ? mp_place_realloc(p, n, CALLER, sp, fp) : mp_profile_realloc(p, n, CALLER);
+        return PLACING ? mp_place_realloc(p, n, ra, sp, fp) : mp_profile_realloc(p, n, ra);
     return mp_next.realloc(p, n);
 }
 

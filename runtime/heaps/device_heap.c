@@ -148,7 +148,7 @@ MP_COLD static void free_special(void *p, unsigned unit)
 
 /* Free a block of `block` usable bytes: into the thread's cache when small and there is
  * room, else back to mimalloc. */
-static inline void release(struct mp_thread *self, int dev, void *p, size_t block)
+static void release(struct mp_thread *self, int dev, void *p, size_t block)
 {
     if (block <= MP_TCACHE_SMALL) {
         mp_add_live_small(self, dev, -(int64_t)block);
@@ -158,6 +158,28 @@ static inline void release(struct mp_thread *self, int dev, void *p, size_t bloc
         mp_add_live(self, dev, -(int64_t)block);
     }
     mi_free(p);
+}
+
+/* release() for what the common case leaves: a batch of live bytes to publish, a full
+ * cache. Out of line, so the common case saves no registers. */
+MP_COLD __attribute__((noinline)) static void release_slow(struct mp_thread *self, int dev,
+                                                           void *p, size_t block)
+{
+    release(self, dev, p, block);
+}
+
+/* The common case of release() for a small block, inline: into the thread's cache while
+ * the live bytes stay within their batch; anything else is one tail call. */
+static inline void release_small(struct mp_thread *self, int dev, void *p, size_t block)
+{
+    struct mp_device_counters *c = &self->devices[dev];
+    int64_t live = c->live_pending - (int64_t)block;
+    if (mp_unlikely(!mp_live_in_batch(live) || mp_block_cache_full(self, dev, block))) {
+        release_slow(self, dev, p, block);
+        return;
+    }
+    c->live_pending = live;
+    mp_block_cache_push(self, dev, p, block);
 }
 
 /* A block whose size only mimalloc's page knows (big, or aligned). */
@@ -199,7 +221,7 @@ void mp_device_heap_free(void *p)
     }
     if (mp_unlikely(block == 0 || block > MP_TCACHE_SMALL))
         return free_asking(p, (int)unit);
-    release(self, (int)unit, p, block);
+    release_small(self, (int)unit, p, block);
 }
 
 size_t mp_device_heap_usable_size(const void *p)

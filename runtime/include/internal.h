@@ -363,12 +363,18 @@ static inline void mp_add_live(struct mp_thread *self, int dev, int64_t delta)
         mp_publish_pending(&mp_device_heaps[dev], c);
 }
 
+/* Do a thread's pending live bytes stay within one batch (else they are published)? */
+static inline int mp_live_in_batch(int64_t pending)
+{
+    return (uint64_t)(pending + MP_LIVE_BATCH - 1) <= 2 * MP_LIVE_BATCH - 2;
+}
+
 /* mp_add_live for a thread's block smaller than MP_EXACT_BYTES. */
 static inline void mp_add_live_small(struct mp_thread *self, int dev, int64_t delta)
 {
     struct mp_device_counters *c = &self->devices[dev];
     c->live_pending += delta;
-    if (mp_unlikely((uint64_t)(c->live_pending + MP_LIVE_BATCH - 1) > 2 * MP_LIVE_BATCH - 2))
+    if (mp_unlikely(!mp_live_in_batch(c->live_pending)))
         mp_publish_pending(&mp_device_heaps[dev], c);
 }
 
@@ -421,10 +427,15 @@ static inline void *mp_block_cache_pop(struct mp_thread *self, int dev, size_t u
     return p;
 }
 
+static inline int mp_block_cache_full(const struct mp_thread *self, int dev, size_t usable)
+{
+    return self->tcache[dev][usable / 8].count >= MP_TCACHE_MAX;
+}
+
 static inline int mp_block_cache_push(struct mp_thread *self, int dev, void *p, size_t usable)
 {
     struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
-    if (b->count >= MP_TCACHE_MAX)
+    if (mp_block_cache_full(self, dev, usable))
         return 0;
     *(void **)p = b->head;
     b->head = p;

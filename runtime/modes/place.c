@@ -93,9 +93,10 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
 /* A block for a site found fixed whose thread cache had none: from the next allocator
  * (counted on the site's device once served: no live bytes, the next allocator's are not
  * ours), the device's theap, or its fallback chain when it is full; the site is not
- * looked up again. */
-__attribute__((noinline)) static void *place_found(struct mp_thread *self, const struct mp_site_hit *hit,
-                                                   size_t n, int zero)
+ * looked up again. Inline in its two callers: the next allocator's sites, frequent in
+ * advised policies, then take one call to it. */
+static inline void *place_found(struct mp_thread *self, const struct mp_site_hit *hit, size_t n,
+                                int zero)
 {
     if (hit->fixed == MP_FIXED_NEXT) {
         void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
@@ -107,6 +108,20 @@ __attribute__((noinline)) static void *place_found(struct mp_thread *self, const
     }
     void *p = mp_device_heap_alloc_fast(self, hit->device, n, zero);
     return p ? p : serve(self, hit->device, n, 0, zero ? ZEROED : PLAIN);
+}
+
+/* place_found() for the fast path, which holds the thread busy: the hit counted once
+ * served, the thread released. A tail call, so the fast path saves no registers. */
+__attribute__((noinline)) static void *place_found_counted(struct mp_thread *self,
+                                                           struct mp_site_count *count,
+                                                           int device, int fixed, size_t n)
+{
+    const struct mp_site_hit hit = {count, device, fixed};
+    void *p = place_found(self, &hit, n, 0);
+    if (mp_likely(p != NULL))
+        mp_sites_count(count, n);
+    set_busy(self, 0);
+    return p;
 }
 
 /* The fast path's second part, out of line: the lookup for a site whose device does not
@@ -135,9 +150,9 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
 /* The fast path's first part, inline and without a call on its common case: the site
  * found in the thread's caches (the return address for one-frame policies, the walk from
  * the program's frame for deeper ones), the block from the thread's cache of freed
- * blocks of the site's device. A site found is served by one call to place_found()
- * otherwise (the next allocator's sites, an empty cache, a full device); a site not
- * found by one tail call to place_site(). */
+ * blocks of the site's device. A site found is served by one tail call to
+ * place_found_counted() otherwise (the next allocator's sites, an empty cache, a full
+ * device); a site not found by one tail call to place_site(). */
 void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_self;
@@ -147,9 +162,8 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
         if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
             void *p = mp_likely(hit.fixed != MP_FIXED_NEXT) ? mp_device_heap_pop(self, hit.device, n) : NULL;
             if (mp_unlikely(p == NULL))
-                p = place_found(self, &hit, n, 0);
-            if (mp_likely(p != NULL))
-                mp_sites_count(hit.count, n);
+                return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
+            mp_sites_count(hit.count, n);
             set_busy(self, 0);
             return p;
         }
