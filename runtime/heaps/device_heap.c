@@ -135,7 +135,7 @@ void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t size, size_t 
 }
 
 /* A growth area's block or a direct one. */
-MP_COLD static void free_special(void *p, unsigned unit)
+static void free_special(struct mp_thread *self, void *p, unsigned unit)
 {
     int dev = (int)(unit & MP_UNIT_DEVICE);
     struct mp_device_heap *h = &mp_device_heaps[dev];
@@ -143,7 +143,7 @@ MP_COLD static void free_special(void *p, unsigned unit)
     uint64_t gone = g ? mp_growth_release(h, g, p) : mp_direct_length(h, p, 1);
     if (gone && !g)
         mp_os_back_anonymous(p, gone, -1, 0); /* memory returned, address kept */
-    mp_add_live(mp_self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
+    mp_add_live(self, dev, -(int64_t)gone); /* 0: not a live block of ours, ignored */
 }
 
 /* Free a block of `block` usable bytes: into the thread's cache when small and there is
@@ -160,16 +160,88 @@ static void release(struct mp_thread *self, int dev, void *p, size_t block)
     mi_free(p);
 }
 
-/* release() for what the common case leaves: a batch of live bytes to publish, a full
- * cache. Out of line, so the common case saves no registers. */
+/* A block of a device beyond the block cache's, or freed by a thread without a block. */
+static void free_uncached(struct mp_thread *self, void *p, int dev)
+{
+    size_t block;
+    mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
+    mp_add_live(self, dev, -(int64_t)block);
+}
+
+/* A block's unit (its device, with MP_UNIT_SPECIAL in the special part) and, for a small
+ * block, its usable size from its slice (internal.h); else 0: ask mimalloc's page. */
+static inline unsigned unit_of_block(const void *p, size_t *block)
+{
+    uintptr_t off = (uintptr_t)p - mp_region_base;
+    if (mp_likely(off < mp_region_size)) {
+        *block = (size_t)mp_slice_class[off >> MP_SLICE_SHIFT] * 8;
+        return mp_units[off >> mp_unit_shift];
+    }
+    *block = 0;
+    return (unsigned)mp_extent_of(p);
+}
+
+void mp_device_heap_free_inside(struct mp_thread *self, void *p)
+{
+    size_t block;
+    unsigned unit = unit_of_block(p, &block);
+    if (unit & MP_UNIT_SPECIAL)
+        free_special(self, p, unit);
+    else if (!self || unit >= MP_TCACHE_DEVICES)
+        free_uncached(self, p, (int)unit);
+    else /* a size the slice does not give (0, or MP_SLICE_ALIGNED's): mimalloc's page does */
+        release(self, (int)unit, p, block && block <= MP_TCACHE_SMALL ? block : mi_usable_size(p));
+}
+
+void mp_device_heap_defer_free(struct mp_thread *self, void *p)
+{
+    void *head = __atomic_load_n(&self->deferred, __ATOMIC_RELAXED);
+    do /* a handler nested in this one may push between the load and the exchange */
+        *(void **)p = head;
+    while (!__atomic_compare_exchange_n(&self->deferred, &head, p, 1, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED));
+}
+
+void mp_device_heap_free_deferred_now(struct mp_thread *self)
+{
+    void *p = __atomic_exchange_n(&self->deferred, NULL, __ATOMIC_ACQUIRE);
+    while (p) {
+        void *next = *(void **)p;
+        mp_device_heap_free_inside(self, p);
+        p = next;
+    }
+}
+
+/* free() of what the common case below leaves: a signal handler's (deferred), a thread
+ * without a block, a block outside the block cache; inside placement for the time. */
+MP_COLD __attribute__((noinline)) static void free_rare(struct mp_thread *self, void *p)
+{
+    if (self && self->busy) {
+        mp_device_heap_defer_free(self, p);
+        return;
+    }
+    if (self)
+        mp_set_busy(self, 1);
+    mp_device_heap_free_inside(self, p);
+    if (self) {
+        mp_device_heap_free_deferred(self);
+        mp_set_busy(self, 0);
+    }
+}
+
+/* release_small()'s rare case: a batch of live bytes to publish, a full cache. Out of
+ * line, so the common case saves no registers; leaves placement. */
 MP_COLD __attribute__((noinline)) static void release_slow(struct mp_thread *self, int dev,
                                                            void *p, size_t block)
 {
     release(self, dev, p, block);
+    mp_device_heap_free_deferred(self);
+    mp_set_busy(self, 0);
 }
 
-/* The common case of release() for a small block, inline: into the thread's cache while
- * the live bytes stay within their batch; anything else is one tail call. */
+/* The common case of release() for a small block, inline, the thread inside placement:
+ * into the thread's cache while the live bytes stay within their batch (anything else is
+ * one tail call); then leaves placement. */
 static inline void release_small(struct mp_thread *self, int dev, void *p, size_t block)
 {
     struct mp_device_counters *c = &self->devices[dev];
@@ -180,48 +252,28 @@ static inline void release_small(struct mp_thread *self, int dev, void *p, size_
     }
     c->live_pending = live;
     mp_block_cache_push(self, dev, p, block);
+    mp_set_busy(self, 0);
 }
 
-/* A block whose size only mimalloc's page knows (big, or aligned). */
-MP_COLD static void free_asking(void *p, int dev)
-{
-    size_t block = mi_usable_size(p);
-    release(mp_self, dev, p, block); /* the thread read after the call: only p lives across it */
-}
-
-/* A block of a device beyond the block cache's, or freed by a thread without a block. */
-MP_COLD static void free_uncached(void *p, int dev)
-{
-    size_t block;
-    mi_ufree(p, &block); /* frees and tells the usable size: one page lookup, not two */
-    mp_add_live(mp_self, dev, -(int64_t)block);
-}
-
-/* Without a call on the common case: a small block's size from its slice (internal.h);
- * mimalloc's page lookup only for blocks the table does not know (free_asking). */
+/* Without a call on the common case: a small block of a cached device, freed by a thread
+ * not inside placement already, into its block cache; anything else is free_rare(). */
 void mp_device_heap_free(void *p)
 {
-    uintptr_t off = (uintptr_t)p - mp_region_base;
-    unsigned unit;
-    size_t block = 0;
-    if (mp_likely(off < mp_region_size)) {
-        unit = mp_units[off >> mp_unit_shift];
-        block = (size_t)mp_slice_class[off >> MP_SLICE_SHIFT] * 8;
-    } else {
-        unit = (unsigned)mp_extent_of(p);
-    }
-    if (mp_unlikely(unit & MP_UNIT_SPECIAL)) {
-        free_special(p, unit);
-        return;
-    }
     struct mp_thread *self = mp_self;
-    if (mp_unlikely(!self || unit >= MP_TCACHE_DEVICES)) {
-        free_uncached(p, (int)unit);
+    size_t block;
+    unsigned unit = unit_of_block(p, &block); /* MP_UNIT_SPECIAL is above the cached devices */
+    if (mp_unlikely(!self || self->busy || unit >= MP_TCACHE_DEVICES || block == 0 ||
+                    block > MP_TCACHE_SMALL)) {
+        free_rare(self, p);
         return;
     }
-    if (mp_unlikely(block == 0 || block > MP_TCACHE_SMALL))
-        return free_asking(p, (int)unit);
+    mp_set_busy(self, 1);
     release_small(self, (int)unit, p, block);
+}
+
+void mp_device_heap_count_nested(size_t size)
+{
+    mp_device_heap_count_next(NULL, next_dev, size);
 }
 
 size_t mp_device_heap_usable_size(const void *p)
@@ -258,6 +310,7 @@ int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n)
 
 void mp_device_heaps_thread_exit(struct mp_thread *self)
 {
+    mp_device_heap_free_deferred_now(self);
     mp_block_cache_drain(self);
     for (int i = 0; i < mp_ndevices; i++) {
         if (self->devices[i].live_pending)

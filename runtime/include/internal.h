@@ -270,6 +270,17 @@ static inline struct mp_thread *mp_thread(void)
     return mp_thread_attach();
 }
 
+/* Enter (1) or leave (0) placement on this thread: its site caches, block cache, live
+ * bytes and mimalloc heaps are touched only inside. A malloc-family call that finds the
+ * thread inside is a signal handler's that interrupted it there (modes/place.c: nested).
+ * The fences keep the compiler from moving the thread's state across the flag. */
+static inline void mp_set_busy(struct mp_thread *self, int busy)
+{
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    self->busy = busy;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
 /* The top of the stack a walk from `sp` may read up to: the thread's own stack's, or 0
  * (no walk) when sp is on another stack. */
 static inline uintptr_t mp_walk_top(const struct mp_thread *t, uintptr_t sp)
@@ -526,7 +537,24 @@ static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t s
     }
     return p;
 }
+/* free() of a block of ours (entry/entry.c): enters placement for the time, or, in a
+ * signal handler that interrupted this thread inside placement, defers the block. */
 MP_HIDDEN void mp_device_heap_free(void *p);
+/* Free a block of ours, the thread inside placement (or without a thread block). */
+MP_HIDDEN void mp_device_heap_free_inside(struct mp_thread *self, void *p);
+/* A block of ours a signal handler frees while its thread is inside placement: kept on
+ * the thread's list (a push a nested handler may interrupt), freed by the thread. */
+MP_HIDDEN void mp_device_heap_defer_free(struct mp_thread *self, void *p);
+/* Free the thread's deferred blocks; it is inside placement. */
+MP_HIDDEN void mp_device_heap_free_deferred_now(struct mp_thread *self);
+static inline void mp_device_heap_free_deferred(struct mp_thread *self)
+{
+    if (mp_unlikely(__atomic_load_n(&self->deferred, __ATOMIC_RELAXED) != NULL))
+        mp_device_heap_free_deferred_now(self);
+}
+/* Count an allocation the next allocator served for a signal handler (atomically: the
+ * thread's counters may be half updated under it). */
+MP_HIDDEN void mp_device_heap_count_nested(size_t size);
 MP_HIDDEN size_t mp_device_heap_usable_size(const void *p);
 /* Resize block p in place to n bytes if it has the room; 1 if done. */
 MP_HIDDEN int mp_device_heap_resize(struct mp_thread *self, void *p, size_t n);

@@ -268,9 +268,12 @@ struct mp_thread {
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
-    int busy; /* the thread holds an entry of its site caches or is filling them (a walk,
-                 a fill, which may hold the loader's lock): a signal handler's allocation
-                 on it leaves the caches alone (modes/place.c) */
+    int busy; /* the thread is inside placement: its site caches, block cache, live
+                 bytes or mimalloc heaps (or the loader's lock, in a walk). A malloc-family
+                 call that finds it set is a signal handler's: it touches none of these
+                 (modes/place.c: nested) */
+    void *deferred; /* blocks of ours a signal handler freed while the thread was busy:
+                       freed by the thread when next inside placement (device_heap.c) */
     struct mp_unwind_cache unwind;
     uint64_t unwinds; /* allocations whose site took a whole walk (sites/sites.c) */
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];

@@ -12,9 +12,12 @@
 static struct mp_policy *policy;
 
 /* A thread ends, before its block is recycled: the hits its walks counted go to the
- * rules, its cached blocks and pending live bytes to the devices. */
+ * rules, its cached blocks and pending live bytes to the devices. It stays inside
+ * placement from here: what it still allocates (other keys' destructors, a signal
+ * handler) goes to the next allocator (nested), which needs nothing of the block. */
 static void thread_ends(struct mp_thread *self)
 {
+    mp_set_busy(self, 1);
     mp_sites_forget_walks(self);
     mp_device_heaps_thread_exit(self);
 }
@@ -30,42 +33,37 @@ int mp_place_start(const char *path, const char **why)
     return 0;
 }
 
-/* `self->busy` is set while the thread holds an entry of its site caches (between the
- * lookup and the count of the hit) or changes them. An allocation that finds it set was
- * made by a signal handler in that window: it finds its rule without the caches, so it
- * neither refills the entry held nor loses a count. */
-static inline void set_busy(struct mp_thread *self, int busy)
-{
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    self->busy = busy;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-}
-
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device (found as the fast path finds it, walks included: realloc and aligned
  * allocations are as frequent as malloc in some programs), else the rules'; counts the
- * rule's hit. */
+ * rule's hit. The thread is inside placement (mp_set_busy), or has no block yet. */
 static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uintptr_t sp,
                              uintptr_t fp)
 {
     int rule;
-    if (!self || self->busy) {
+    if (!self) {
         rule = mp_sites_match_uncached(self, ra, sp, fp, n);
     } else {
         struct mp_site_hit hit;
-        set_busy(self, 1);
         if (mp_sites_find(self, ra, sp, fp, &hit)) {
             mp_sites_count(hit.count, n);
-            set_busy(self, 0);
             return hit.device;
         }
         rule = mp_sites_match(self, ra, sp, fp, n);
-        set_busy(self, 0);
     }
     return rule < 0 ? (int)policy->default_device : (int)policy->rules[rule].device;
 }
 
 enum how { PLAIN, ZEROED, ALIGNED };
+
+static void *next_allocator(size_t n, size_t align, enum how how)
+{
+    switch (how) {
+    case ZEROED: return mp_next.calloc(1, n);
+    case ALIGNED: return mp_next.memalign(align, n);
+    default: return mp_next.malloc(n);
+    }
+}
 
 /* `n` bytes on device `dev` or along its fallback chain, else from the next allocator. */
 static void *serve(struct mp_thread *self, int dev, size_t n, size_t align, enum how how)
@@ -75,11 +73,21 @@ static void *serve(struct mp_thread *self, int dev, size_t n, size_t align, enum
     if (p)
         return p;
     mp_device_heap_count_next(self, served, n);
-    switch (how) {
-    case ZEROED: return mp_next.calloc(1, n);
-    case ALIGNED: return mp_next.memalign(align, n);
-    default: return mp_next.malloc(n);
-    }
+    return next_allocator(n, align, how);
+}
+
+/* An allocation by a signal handler that interrupted its thread inside placement: from
+ * the next allocator, as without memplace, touching nothing of the thread's (its caches,
+ * block cache, counters or mimalloc heaps may be half changed under it); the rule's hit
+ * counted from the rules themselves. */
+MP_COLD static void *nested(struct mp_thread *self, size_t n, size_t align, enum how how,
+                            uintptr_t ra, uintptr_t sp, uintptr_t fp)
+{
+    mp_sites_match_uncached(self, ra, sp, fp, n);
+    void *p = next_allocator(n, align, how);
+    if (p)
+        mp_device_heap_count_nested(n);
+    return p;
 }
 
 /* The general path: any site, size, alignment or device state. */
@@ -87,7 +95,15 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
                                              uintptr_t sp, uintptr_t fp)
 {
     struct mp_thread *self = mp_thread();
-    return serve(self, device_for(self, n, ra, sp, fp), n, align, how);
+    if (!self)
+        return serve(self, device_for(self, n, ra, sp, fp), n, align, how);
+    if (self->busy)
+        return nested(self, n, align, how, ra, sp, fp);
+    mp_set_busy(self, 1);
+    void *p = serve(self, device_for(self, n, ra, sp, fp), n, align, how);
+    mp_device_heap_free_deferred(self);
+    mp_set_busy(self, 0);
+    return p;
 }
 
 /* A block for a site found fixed whose thread cache had none: from the next allocator
@@ -110,8 +126,8 @@ static inline void *place_found(struct mp_thread *self, const struct mp_site_hit
     return p ? p : serve(self, hit->device, n, 0, zero ? ZEROED : PLAIN);
 }
 
-/* place_found() for the fast path, which holds the thread busy: the hit counted once
- * served, the thread released. A tail call, so the fast path saves no registers. */
+/* place_found() for the fast path, the thread inside placement: the hit counted once
+ * served; then leaves placement. A tail call, so the fast path keeps no frame. */
 __attribute__((noinline)) static void *place_found_counted(struct mp_thread *self,
                                                            struct mp_site_count *count,
                                                            int device, int fixed, size_t n)
@@ -120,7 +136,8 @@ __attribute__((noinline)) static void *place_found_counted(struct mp_thread *sel
     void *p = place_found(self, &hit, n, 0);
     if (mp_likely(p != NULL))
         mp_sites_count(count, n);
-    set_busy(self, 0);
+    mp_device_heap_free_deferred(self);
+    mp_set_busy(self, 0);
     return p;
 }
 
@@ -134,15 +151,15 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
     if (self && !self->busy) {
-        set_busy(self, 1);
+        mp_set_busy(self, 1);
         if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
             void *p = place_found(self, &hit, n, zero);
             if (mp_likely(p != NULL))
                 mp_sites_count(hit.count, n);
-            set_busy(self, 0);
+            mp_set_busy(self, 0);
             return p;
         }
-        set_busy(self, 0);
+        mp_set_busy(self, 0);
     }
     return place(n, 0, zero ? ZEROED : PLAIN, ra, sp, fp);
 }
@@ -158,16 +175,16 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
     if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
-        set_busy(self, 1);
+        mp_set_busy(self, 1);
         if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
             void *p = mp_likely(hit.fixed != MP_FIXED_NEXT) ? mp_device_heap_pop(self, hit.device, n) : NULL;
             if (mp_unlikely(p == NULL))
                 return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
             mp_sites_count(hit.count, n);
-            set_busy(self, 0);
+            mp_set_busy(self, 0);
             return p;
         }
-        set_busy(self, 0);
+        mp_set_busy(self, 0);
     }
     return place_site(n, 0, ra, sp, fp);
 }
@@ -187,25 +204,24 @@ void *mp_place_aligned(size_t align, size_t n, uintptr_t ra, uintptr_t sp, uintp
     return place(n, align, ALIGNED, ra, sp, fp);
 }
 
-static void place_free(void *p)
+static void place_free(struct mp_thread *self, void *p)
 {
     if (mp_device_heap_owns(p))
-        mp_device_heap_free(p);
+        mp_device_heap_free_inside(self, p);
     else
         mp_next.free(p);
 }
 
 /* realloc's call site decides where the block goes; across devices it is moved by copy.
- * A block that grows moves to a growth area (heaps/growth_area.c), where it can keep growing in place. */
-void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+ * A block that grows moves to a growth area (heaps/growth_area.c), where it can keep
+ * growing in place. The thread is inside placement (or has no block). */
+static void *realloc_inside(struct mp_thread *self, void *p, size_t n, uintptr_t ra, uintptr_t sp,
+                            uintptr_t fp)
 {
-    if (p == NULL)
-        return place(n, 0, PLAIN, ra, sp, fp);
     if (n == 0) { /* as glibc: free and return NULL */
-        place_free(p);
+        place_free(self, p);
         return NULL;
     }
-    struct mp_thread *self = mp_thread();
     int dev = device_for(self, n, ra, sp, fp), served;
     int mine = mp_device_heap_owns(p);
     if (mine && mp_device_of(p) == dev && mp_device_heap_resize(self, p, n))
@@ -223,7 +239,41 @@ void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t 
             return NULL; /* p is left untouched, as realloc must */
     }
     memcpy(q, p, old < n ? old : n);
-    place_free(p);
+    place_free(self, p);
+    return q;
+}
+
+/* realloc by a signal handler that interrupted its thread inside placement (nested()): a
+ * block of ours moves to the next allocator, the old one deferred. */
+MP_COLD static void *realloc_nested(struct mp_thread *self, void *p, size_t n, uintptr_t ra,
+                                    uintptr_t sp, uintptr_t fp)
+{
+    if (!mp_device_heap_owns(p))
+        return mp_next.realloc(p, n);
+    void *q = n ? nested(self, n, 0, PLAIN, ra, sp, fp) : NULL;
+    if (n && !q)
+        return NULL; /* p is left untouched, as realloc must */
+    if (q) {
+        size_t old = mp_device_heap_usable_size(p);
+        memcpy(q, p, old < n ? old : n);
+    }
+    mp_device_heap_defer_free(self, p);
+    return q;
+}
+
+void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+{
+    if (p == NULL)
+        return place(n, 0, PLAIN, ra, sp, fp);
+    struct mp_thread *self = mp_thread();
+    if (!self)
+        return realloc_inside(self, p, n, ra, sp, fp);
+    if (self->busy)
+        return realloc_nested(self, p, n, ra, sp, fp);
+    mp_set_busy(self, 1);
+    void *q = realloc_inside(self, p, n, ra, sp, fp);
+    mp_device_heap_free_deferred(self);
+    mp_set_busy(self, 0);
     return q;
 }
 

@@ -82,6 +82,7 @@ struct mp_thread *mp_thread_attach(void)
         memset(t->theap_of, 0, sizeof t->theap_of);
         t->unwind.modules = NULL; /* its entries were the previous thread's */
         t->busy = 0;
+        t->deferred = NULL; /* the previous thread's were freed when it ended */
         memset(t->walks, 0, sizeof t->walks); /* walks on the previous thread's stack (their
                                                  hits were kept when it ended: place.c) */
         if (have_exit_key)
