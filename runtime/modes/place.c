@@ -177,7 +177,16 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
     if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
         mp_set_busy(self, 1);
         if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
-            void *p = mp_likely(hit.fixed != MP_FIXED_NEXT) ? mp_device_heap_pop(self, hit.device, n) : NULL;
+            if (hit.fixed == MP_FIXED_NEXT) {
+                /* counted before it is served, so that the next allocator is a jump: its
+                 * failure (out of memory) is counted as an allocation too */
+                mp_sites_count(hit.count, n);
+                self->devices[hit.device].allocations++;
+                self->devices[hit.device].bytes += n;
+                mp_set_busy(self, 0);
+                return mp_next.malloc(n);
+            }
+            void *p = mp_device_heap_pop(self, hit.device, n);
             if (mp_unlikely(p == NULL))
                 return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
             mp_sites_count(hit.count, n);
