@@ -318,6 +318,18 @@ static int choose(struct view *v, struct mp_site_entry *e, const uintptr_t *fram
     return -1;
 }
 
+/* The return address as the site's one frame when it is the program's (not in libc or
+ * libstdc++, where the allocation is made on the caller's behalf); 0 frames else. For
+ * when nothing can be unwound. */
+static int return_address_only(const struct view *v, uintptr_t ra, uintptr_t *frames)
+{
+    const struct mp_module *m = mp_module_of(v->modules, ra);
+    if (m && m->skip)
+        return 0;
+    frames[0] = ra;
+    return 1;
+}
+
 /* The site's frames, by unwinding from the program's frame (or from here, through the
  * runtime's own frames, when the entry point could not say where it was); frame 0 is `ra`
  * when nothing can be unwound (no unwind tables) and `ra` is the program's own return
@@ -332,12 +344,7 @@ static int capture(struct mp_thread *self, const struct view *v, uintptr_t ra, u
         MP_UNWIND_HERE(r);
     }
     int n = mp_capture(v->modules, &r, mp_walk_top(self, r.sp), cache, depth, frames, NULL);
-    if (n == 0) {
-        const struct mp_module *m = mp_module_of(v->modules, ra);
-        if (!m || !m->skip)
-            frames[0] = ra, n = 1;
-    }
-    return n;
+    return n ? n : return_address_only(v, ra, frames);
 }
 
 /* The cached entry of the site whose frames are unwound from (ra, sp, fp) into frames[]
@@ -396,7 +403,10 @@ int mp_sites_match_uncached(struct mp_thread *self, uintptr_t ra, uintptr_t sp, 
 {
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     uintptr_t frames[MP_MAX_FRAMES] = {ra, 0, 0, 0};
-    int n = self && depth > 0 ? capture(self, v, ra, sp, fp, frames, NULL) : 0;
+    /* without a thread block (a signal handler's allocation while its thread makes one:
+     * rules of one frame still know it) no walk: its stack's bounds are the block's */
+    int n = depth == 0 ? 0 : self ? capture(self, v, ra, sp, fp, frames, NULL)
+                                  : return_address_only(v, ra, frames);
     int r = scan_rules(v, frames, n, size);
     if (r >= 0)
         count(r, size);
