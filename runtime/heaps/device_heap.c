@@ -189,8 +189,8 @@ void mp_device_heap_free_inside(struct mp_thread *self, void *p)
         free_special(self, p, unit);
     else if (!self || unit >= MP_TCACHE_DEVICES)
         free_uncached(self, p, (int)unit);
-    else /* a size the slice does not give (0, or MP_SLICE_ALIGNED's): mimalloc's page does */
-        release(self, (int)unit, p, block && block <= MP_TCACHE_SMALL ? block : mi_usable_size(p));
+    else /* a size the slice does not give: mimalloc's page does */
+        release(self, (int)unit, p, mp_block_cache_size(block) ? block : mi_usable_size(p));
 }
 
 void mp_device_heap_defer_free(struct mp_thread *self, void *p)
@@ -262,8 +262,8 @@ void mp_device_heap_free(void *p)
     struct mp_thread *self = mp_self;
     size_t block;
     unsigned unit = unit_of_block(p, &block); /* MP_UNIT_SPECIAL is above the cached devices */
-    if (mp_unlikely(!self || self->busy || unit >= MP_TCACHE_DEVICES || block == 0 ||
-                    block > MP_TCACHE_SMALL)) {
+    if (mp_unlikely(!self || self->busy || unit >= MP_TCACHE_DEVICES ||
+                    !mp_block_cache_size(block))) {
         free_rare(self, p);
         return;
     }

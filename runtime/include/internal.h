@@ -389,12 +389,18 @@ static inline void mp_add_live_small(struct mp_thread *self, int dev, int64_t de
         mp_publish_pending(&mp_device_heaps[dev], c);
 }
 
+/* An allocation of `size` bytes in a thread's counters of its device. */
+static inline void mp_count_in(struct mp_device_counters *c, size_t size)
+{
+    c->allocations++;
+    c->bytes += size;
+}
+
 /* An allocation of `size` bytes (`usable` of them live) served for device `dev`. */
 static inline void mp_count(struct mp_thread *self, int dev, size_t size, int64_t usable)
 {
     if (self) {
-        self->devices[dev].allocations++;
-        self->devices[dev].bytes += size;
+        mp_count_in(&self->devices[dev], size);
     } else {
         __atomic_fetch_add(&mp_device_heaps[dev].stats.allocations, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&mp_device_heaps[dev].stats.bytes, size, __ATOMIC_RELAXED);
@@ -436,6 +442,13 @@ static inline void *mp_block_cache_pop(struct mp_thread *self, int dev, size_t u
         b->count--;
     }
     return p;
+}
+
+/* Does the slice table give this block's usable size (`block`: its entry * 8), one the
+ * block cache keeps? 0 and MP_SLICE_ALIGNED's do not. */
+static inline int mp_block_cache_size(size_t block)
+{
+    return block - 1 < (size_t)MP_TCACHE_SMALL;
 }
 
 static inline int mp_block_cache_full(const struct mp_thread *self, int dev, size_t usable)
@@ -531,8 +544,7 @@ static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t s
     size_t usable = mp_small_usable[(size + 7) / 8];
     void *p = mp_block_cache_pop(self, dev, usable);
     if (mp_likely(p != NULL)) {
-        c->allocations++;
-        c->bytes += size;
+        mp_count_in(c, size);
         c->live_pending += (int64_t)usable; /* below the credit, itself below a batch */
     }
     return p;

@@ -111,19 +111,16 @@ __attribute__((noinline)) static void *place(size_t n, size_t align, enum how ho
  * ours), the device's theap, or its fallback chain when it is full; the site is not
  * looked up again. Inline in its two callers: the next allocator's sites, frequent in
  * advised policies, then take one call to it. */
-static inline void *place_found(struct mp_thread *self, const struct mp_site_hit *hit, size_t n,
-                                int zero)
+static inline void *place_found(struct mp_thread *self, int device, int fixed, size_t n, int zero)
 {
-    if (hit->fixed == MP_FIXED_NEXT) {
+    if (fixed == MP_FIXED_NEXT) {
         void *p = zero ? mp_next.calloc(1, n) : mp_next.malloc(n);
-        if (mp_likely(p != NULL)) {
-            self->devices[hit->device].allocations++;
-            self->devices[hit->device].bytes += n;
-        }
+        if (mp_likely(p != NULL))
+            mp_count_in(&self->devices[device], n);
         return p;
     }
-    void *p = mp_device_heap_alloc_fast(self, hit->device, n, zero);
-    return p ? p : serve(self, hit->device, n, 0, zero ? ZEROED : PLAIN);
+    void *p = mp_device_heap_alloc_fast(self, device, n, zero);
+    return p ? p : serve(self, device, n, 0, zero ? ZEROED : PLAIN);
 }
 
 /* place_found() for the fast path, the thread inside placement: the hit counted once
@@ -132,8 +129,7 @@ __attribute__((noinline)) static void *place_found_counted(struct mp_thread *sel
                                                            struct mp_site_count *count,
                                                            int device, int fixed, size_t n)
 {
-    const struct mp_site_hit hit = {count, device, fixed};
-    void *p = place_found(self, &hit, n, 0);
+    void *p = place_found(self, device, fixed, n, 0);
     if (mp_likely(p != NULL))
         mp_sites_count(count, n);
     mp_device_heap_free_deferred(self);
@@ -153,7 +149,7 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
     if (self && !self->busy) {
         mp_set_busy(self, 1);
         if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
-            void *p = place_found(self, &hit, n, zero);
+            void *p = place_found(self, hit.device, hit.fixed, n, zero);
             if (mp_likely(p != NULL))
                 mp_sites_count(hit.count, n);
             mp_set_busy(self, 0);
@@ -181,8 +177,7 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
                 /* counted before it is served, so that the next allocator is a jump: its
                  * failure (out of memory) is counted as an allocation too */
                 mp_sites_count(hit.count, n);
-                self->devices[hit.device].allocations++;
-                self->devices[hit.device].bytes += n;
+                mp_count_in(&self->devices[hit.device], n);
                 mp_set_busy(self, 0);
                 return mp_next.malloc(n);
             }
