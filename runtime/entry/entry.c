@@ -79,16 +79,6 @@ MP_EXPORT void *realloc(void *p, size_t n)
 #endif
 MP_EXPORT void free(void *p) { ((void (*)(void *))mp_hot.free)(p); }
 
-static void placed_free(void *p)
-{
-    if (mp_device_heap_owns(p))
-        mp_device_heap_free(p);
-    else if (mp_unlikely(mp_boot_owns(p)))
-        mp_boot_release(p);
-    else
-        mp_next.free(p);
-}
-
 /* Once the mode is known: in transparent mode, jump straight to the next allocator; in
  * placement mode, straight to placement. */
 void mp_entry_choose(void)
@@ -98,7 +88,7 @@ void mp_entry_choose(void)
     if (mp_mode == MP_PLACING) {
         __atomic_store_n(&mp_hot.malloc, (void *)mp_place_malloc, __ATOMIC_RELEASE);
         __atomic_store_n(&mp_hot.calloc, (void *)mp_place_calloc, __ATOMIC_RELEASE);
-        __atomic_store_n(&mp_hot.free, (void *)placed_free, __ATOMIC_RELEASE);
+        __atomic_store_n(&mp_hot.free, (void *)mp_device_heap_free, __ATOMIC_RELEASE);
         return;
     }
     if (mp_mode != MP_TRANSPARENT)

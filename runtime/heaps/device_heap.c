@@ -255,13 +255,32 @@ static inline void release_small(struct mp_thread *self, int dev, void *p, size_
     mp_set_busy(self, 0);
 }
 
+/* A pointer outside the reserved range: a block of a device's extent, of the boot area,
+ * or of the next allocator. */
+MP_COLD __attribute__((noinline)) static void free_beyond_range(void *p)
+{
+    if (mp_device_heap_owns(p))
+        free_rare(mp_self, p);
+    else if (mp_boot_owns(p))
+        mp_boot_release(p);
+    else
+        mp_next.free(p);
+}
+
 /* Without a call on the common case: a small block of a cached device, freed by a thread
- * not inside placement already, into its block cache; anything else is free_rare(). */
+ * not inside placement already, into its block cache; anything else is free_rare(), or
+ * free_beyond_range() for what the reserved range does not hold. The range is tested
+ * once, here: free() in placement mode jumps straight to this. */
 void mp_device_heap_free(void *p)
 {
+    uintptr_t off = (uintptr_t)p - mp_region_base;
+    if (mp_unlikely(off >= mp_region_size)) {
+        free_beyond_range(p);
+        return;
+    }
     struct mp_thread *self = mp_self;
-    size_t block;
-    unsigned unit = unit_of_block(p, &block); /* MP_UNIT_SPECIAL is above the cached devices */
+    size_t block = (size_t)mp_slice_class[off >> MP_SLICE_SHIFT] * 8;
+    unsigned unit = mp_units[off >> mp_unit_shift]; /* MP_UNIT_SPECIAL is above the cached devices */
     if (mp_unlikely(!self || self->busy || unit >= MP_TCACHE_DEVICES ||
                     !mp_block_cache_size(block))) {
         free_rare(self, p);

@@ -549,8 +549,9 @@ static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t s
     }
     return p;
 }
-/* free() of a block of ours (entry/entry.c): enters placement for the time, or, in a
- * signal handler that interrupted this thread inside placement, defers the block. */
+/* free() in placement mode (entry/entry.c): a block of ours enters placement for the
+ * time, or, in a signal handler that interrupted this thread inside placement, is
+ * deferred; anything else goes to the boot area or the next allocator. */
 MP_HIDDEN void mp_device_heap_free(void *p);
 /* Free a block of ours, the thread inside placement (or without a thread block). */
 MP_HIDDEN void mp_device_heap_free_inside(struct mp_thread *self, void *p);
