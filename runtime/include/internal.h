@@ -638,6 +638,20 @@ static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
     return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> (64 - MP_WALK_SET_BITS));
 }
 
+/* The set a crowded start's walks are kept in: picked by the value of the word where its
+ * walks part (types.h). */
+static inline unsigned mp_walk_split_set(uintptr_t ra, uintptr_t sp, uintptr_t word)
+{
+    return mp_walk_set(ra ^ (word * 0xff51afd7ed558ccdull), sp);
+}
+
+/* Is c the record of the start (ra, sp, fp)? */
+static inline int mp_walk_crowded(const struct mp_walk_crowd *c, uintptr_t ra, uintptr_t sp,
+                                  uintptr_t fp)
+{
+    return c->ra == ra && c->sp == sp && (fp & c->fp_mask) == c->fp;
+}
+
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
  * from the same (ra, sp, fp) led to, when every stack word that walk read still holds the
  * value it read (so unwinding again would find the same frames) and the rules' addresses
@@ -667,14 +681,22 @@ static inline int mp_sites_walk_hit(struct mp_walk_entry *w, uintptr_t ra, uintp
     return 0;
 }
 
-static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+/* A walk of `set` from (ra, sp, fp) whose words still hold: into *hit. */
+static inline int mp_sites_walk_set_hit(struct mp_walk_entry *set, uintptr_t ra, uintptr_t sp,
                                         uintptr_t fp, struct mp_site_hit *hit)
 {
-    struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
     for (int i = 0; i < MP_WALK_WAYS; i++)
         if (mp_sites_walk_hit(&set[i], ra, sp, fp, hit))
             return 1;
     return 0;
+}
+
+/* The fast path's walk lookup: the start's own set (a crowded start's walks are not
+ * there: mp_sites_fixed_slow finds them). */
+static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                        uintptr_t fp, struct mp_site_hit *hit)
+{
+    return mp_sites_walk_set_hit(self->walks[mp_walk_set(ra, sp)], ra, sp, fp, hit);
 }
 
 /* The fast path's lookup: for one-frame policies the return address's entry; for deeper

@@ -213,7 +213,10 @@ struct mp_site_entry {
  * one the walk found, without unwinding again. Only walks that read at most
  * MP_WALK_WORDS words are kept. Sets of MP_WALK_WAYS walks: callers of one function from
  * one stack depth start their walks alike (same ra, sp and fp) and differ in the words,
- * from the first word on, so a set keeps that many of them side by side. */
+ * from the first word on, so a set keeps that many of them side by side. A start with
+ * more callers than that (a dispatch through many functions) is crowded: the set records
+ * it with the stack word at which its walks part, and its walks are kept in the sets that
+ * word's value picks instead. */
 #define MP_WALK_SET_BITS 5
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
@@ -234,6 +237,11 @@ struct mp_walk_entry {
     struct mp_walk_word { const uintptr_t *addr; uintptr_t value; } word[MP_WALK_WORDS];
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct mp_walk_entry, n) < 64, "a walk's hit reads and counts in one line");
+/* A set's crowded start (ra 0: none) and the word at which its walks part. */
+struct mp_walk_crowd {
+    uintptr_t ra, sp, fp, fp_mask;
+    const uintptr_t *split; /* on the thread's stack above sp: readable whenever sp is */
+};
 
 struct mp_device_counters {
     uint64_t allocations, bytes;
@@ -268,6 +276,7 @@ struct mp_thread {
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
+    struct mp_walk_crowd crowds[MP_WALK_SETS];
     int busy; /* the thread is inside placement: its site caches, block cache, live
                  bytes or mimalloc heaps (or the loader's lock, in a walk). A malloc-family
                  call that finds it set is a signal handler's: it touches none of these

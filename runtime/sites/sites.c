@@ -429,10 +429,42 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
     to->ra = from->ra;
 }
 
+/* Does walk w start where a walk from (ra, sp, fp) starts? */
+static int same_start(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+{
+    return w->ra == ra && w->sp == sp && (fp & w->fp_mask) == w->fp;
+}
+
+/* Record fresh's start as its set's crowded one when the set is full of walks from it:
+ * with the first word that fresh and the newest of them read at one address and found
+ * different (types.h). Its walks leave the set (their hits counted), so that a lookup
+ * there misses at once. 1 if recorded. */
+static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry *fresh,
+                 uintptr_t fp)
+{
+    struct mp_walk_entry *set = self->walks[s];
+    for (int i = 0; i < MP_WALK_WAYS; i++)
+        if (!same_start(&set[i], fresh->ra, fresh->sp, fp))
+            return 0;
+    const uintptr_t *split = NULL;
+    for (int k = 0; k < set[0].n && k < fresh->n && !split; k++)
+        if (set[0].word[k].addr == fresh->word[k].addr && set[0].word[k].value != fresh->word[k].value)
+            split = set[0].word[k].addr;
+    if (!split)
+        return 0; /* nothing tells them apart */
+    self->crowds[s] = (struct mp_walk_crowd){fresh->ra, fresh->sp, fresh->fp, fresh->fp_mask, split};
+    for (int i = 0; i < MP_WALK_WAYS; i++) {
+        flush_walk(&set[i]);
+        set[i].ra = 0;
+    }
+    return 1;
+}
+
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
- * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set, the
- * others moving down one, the oldest out. The caller has marked the thread busy; keys
- * are written last, so a signal handler's lookup finds an entry empty, not half made. */
+ * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set (the
+ * start's own, or for a crowded start the one its word picks), the others moving down
+ * one, the oldest out. The caller has marked the thread busy; keys are written last, so
+ * a signal handler's lookup finds an entry empty, not half made. */
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp)
 {
@@ -440,10 +472,6 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     if (!e->fixed || t->n < 0 || t->n > MP_WALK_WORDS ||
         self->unwind.last.pc != ra || self->unwind.last.sp != sp || self->unwind.last.fp != fp)
         return;
-    struct mp_walk_entry *set = self->walks[mp_walk_set(ra, sp)];
-    flush_walk(&set[MP_WALK_WAYS - 1]); /* the oldest, about to go */
-    for (int i = MP_WALK_WAYS - 1; i > 0; i--) /* empty ones too: a walk is never in two ways */
-        copy_walk(&set[i], &set[i - 1]);
     uintptr_t fp_mask = t->fp_used ? ~(uintptr_t)0 : 0;
     struct mp_walk_entry fresh = {.ra = ra, .sp = sp, .fp = fp & fp_mask, .fp_mask = fp_mask,
                                   .generation = e->generation, .device = e->device,
@@ -452,13 +480,24 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     for (int i = 0; i < t->n || i < MP_WALK_FIRST; i++)
         fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    unsigned s = mp_walk_set(ra, sp);
+    if (mp_walk_crowded(&self->crowds[s], ra, sp, fp) || crowd(self, s, &fresh, fp))
+        s = mp_walk_split_set(ra, sp, *self->crowds[s].split);
+    struct mp_walk_entry *set = self->walks[s];
+    flush_walk(&set[MP_WALK_WAYS - 1]); /* the oldest, about to go */
+    for (int i = MP_WALK_WAYS - 1; i > 0; i--) /* empty ones too: a walk is never in two ways */
+        copy_walk(&set[i], &set[i - 1]);
     copy_walk(&set[0], &fresh);
 }
 
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                         struct mp_site_hit *hit)
 {
-    if (mp_sites_fixed_walked(self, ra, sp, fp, hit))
+    unsigned own = mp_walk_set(ra, sp);
+    const struct mp_walk_crowd *c = &self->crowds[own];
+    if (mp_walk_crowded(c, ra, sp, fp)
+            ? mp_sites_walk_set_hit(self->walks[mp_walk_split_set(ra, sp, *c->split)], ra, sp, fp, hit)
+            : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     struct mp_site_entry *e = root(self, &v, ra);
@@ -497,6 +536,7 @@ void mp_sites_forget_walks(struct mp_thread *t)
 {
     flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
+    memset(t->crowds, 0, sizeof t->crowds);
 }
 
 void mp_sites_flush(void)
