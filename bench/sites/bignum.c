@@ -3,7 +3,12 @@
  * helpers (so call sites have 1-4 frames that matter), with real arithmetic between the
  * allocations. Written for memplace's benchmarks.
  *
- *   bignum ITERATIONS   prints a checksum of the work
+ *   bignum ITERATIONS [WAYS]   prints a checksum of the work
+ *
+ * With WAYS (1-32), num_mod's additions and subtractions go, in turn, through WAYS
+ * wrappers from a table of functions, as an interpreter's or a solver's dispatch does: up
+ * to 64 more call chains, which part only at the wrapper's frame (the walk cache's worst
+ * case). The checksum is the same.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +89,79 @@ NOINLINE static num *num_mul(const num *a, const num *b)
     return trim(x);
 }
 
+/* The dispatch: wrappers that keep their frame (not tail calls), one per chain. */
+static unsigned long wrapped;
+#define WRAPPERS(k)                                                                       \
+    NOINLINE static num *add_##k(const num *a, const num *b)                             \
+    {                                                                                     \
+        num *x = num_add(a, b);                                                           \
+        wrapped += (unsigned)x->n;                                                        \
+        return x;                                                                         \
+    }                                                                                     \
+    NOINLINE static num *sub_##k(const num *a, const num *b)                             \
+    {                                                                                     \
+        num *x = num_sub(a, b);                                                           \
+        wrapped += (unsigned)x->n;                                                        \
+        return x;                                                                         \
+    }
+/* one per line: a site is a line */
+WRAPPERS(0)
+WRAPPERS(1)
+WRAPPERS(2)
+WRAPPERS(3)
+WRAPPERS(4)
+WRAPPERS(5)
+WRAPPERS(6)
+WRAPPERS(7)
+WRAPPERS(8)
+WRAPPERS(9)
+WRAPPERS(10)
+WRAPPERS(11)
+WRAPPERS(12)
+WRAPPERS(13)
+WRAPPERS(14)
+WRAPPERS(15)
+WRAPPERS(16)
+WRAPPERS(17)
+WRAPPERS(18)
+WRAPPERS(19)
+WRAPPERS(20)
+WRAPPERS(21)
+WRAPPERS(22)
+WRAPPERS(23)
+WRAPPERS(24)
+WRAPPERS(25)
+WRAPPERS(26)
+WRAPPERS(27)
+WRAPPERS(28)
+WRAPPERS(29)
+WRAPPERS(30)
+WRAPPERS(31)
+#define MAX_WAYS 32
+#define W(k) add_##k
+static num *(*const adders[MAX_WAYS])(const num *, const num *) = {
+    W(0),  W(1),  W(2),  W(3),  W(4),  W(5),  W(6),  W(7),  W(8),  W(9),  W(10),
+    W(11), W(12), W(13), W(14), W(15), W(16), W(17), W(18), W(19), W(20), W(21),
+    W(22), W(23), W(24), W(25), W(26), W(27), W(28), W(29), W(30), W(31)};
+#undef W
+#define W(k) sub_##k
+static num *(*const subtractors[MAX_WAYS])(const num *, const num *) = {
+    W(0),  W(1),  W(2),  W(3),  W(4),  W(5),  W(6),  W(7),  W(8),  W(9),  W(10),
+    W(11), W(12), W(13), W(14), W(15), W(16), W(17), W(18), W(19), W(20), W(21),
+    W(22), W(23), W(24), W(25), W(26), W(27), W(28), W(29), W(30), W(31)};
+#undef W
+static unsigned ways, turn; /* ways 0: no dispatch */
+
+static num *dispatch_add(const num *a, const num *b)
+{
+    return ways ? adders[turn++ % ways](a, b) : num_add(a, b);
+}
+
+static num *dispatch_sub(const num *a, const num *b)
+{
+    return ways ? subtractors[turn++ % ways](a, b) : num_sub(a, b);
+}
+
 static int num_cmp(const num *a, const num *b)
 {
     if (a->n != b->n)
@@ -101,7 +179,7 @@ NOINLINE static num *num_mod(const num *a, const num *m)
     while (num_cmp(r, m) >= 0) {
         num *t = num_copy(m), *prev = NULL;
         for (;;) {
-            num *t2 = num_add(t, t);
+            num *t2 = dispatch_add(t, t);
             if (num_cmp(t2, r) > 0) {
                 free(t2);
                 break;
@@ -111,7 +189,7 @@ NOINLINE static num *num_mod(const num *a, const num *m)
             t = t2;
         }
         free(prev);
-        num *r2 = num_sub(r, t);
+        num *r2 = dispatch_sub(r, t);
         free(r);
         free(t);
         r = r2;
@@ -151,6 +229,11 @@ NOINLINE static num *powmod(const num *x, uint64_t e, const num *m)
 int main(int argc, char **argv)
 {
     long iterations = argc > 1 ? atol(argv[1]) : 200;
+    ways = argc > 2 ? (unsigned)atoi(argv[2]) : 0;
+    if (ways > MAX_WAYS) {
+        fprintf(stderr, "bignum: WAYS %u is more than %d\n", ways, MAX_WAYS);
+        return 2;
+    }
     uint64_t checksum = 0, candidate = (1ull << 61) + 1;
     int primes = 0;
     for (long i = 0; i < iterations; i++, candidate += 2) {

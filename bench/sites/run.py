@@ -10,6 +10,10 @@
      frame pointer register holding the program's data). And a real program nobody here
      wrote: the distribution's CPython (no frame pointers) with PYTHONMALLOC=malloc on
      interpreter.py, profiled, advised (about 100 rules of 1-3 frames) and placed.
+     The walk cache's worst case beside them: the same program dispatching its additions
+     and subtractions through 32 wrappers in turn (bignum.c's WAYS: 64 more chains that
+     part only at the wrapper's frame), under its advised policy and under one rule of 3
+     frames per chain, alternately on the advised policy's two devices (about 70 rules).
   2. Capture + matching per allocation for rules of 1-4 frames (one rule per distinct
      chain of the num_alloc call site and its callers, to the "system" device, so only
      finding the site and its rule is measured): (variant - transparent) / allocations.
@@ -42,6 +46,7 @@ sys.path.insert(0, str(HERE.parent))
 from benchlib import build, compare, report, report_instructions  # noqa: E402
 
 TARGET = 1.10
+DISPATCH_WAYS = 32
 PROFILE_ITERATIONS = 1500  # of interpreter.py, for its profile
 STARTUP_TARGET_S = 0.1
 
@@ -69,6 +74,17 @@ def frame_rules(profile: dict, frames: int) -> str:
         quoted = ", ".join(f'"{f}"' for f in chain)
         lines += ["[[rules]]", f'name = "chain{i}"', f"site = [{quoted}]", 'device = "system"', ""]
     return "\n".join(lines)
+
+
+def chain_rules_on_devices(profile: dict, frames: int, policy_text: str) -> str:
+    """The devices of an advised policy, and one rule of `frames` frames per distinct
+    call chain of the profile, alternately on its fast and slow devices."""
+    head = policy_text[:policy_text.index("[[rules]]")] if "[[rules]]" in policy_text else policy_text
+    rules = frame_rules(profile, frames).split("[[rules]]")[1:]
+    out = [head]
+    for i, rule in enumerate(rules):
+        out.append("[[rules]]" + rule.replace('device = "system"', f'device = "{("fast", "slow")[i % 2]}"'))
+    return "\n".join(out)
 
 
 def advised_policy(argv: list[str], tmp: Path, env: dict | None = None) -> tuple[Path, Path, dict]:
@@ -172,15 +188,36 @@ def main() -> int:
             nofp_envs["advised@other"] = dict(nofp_envs["advised policy"],
                                               LD_PRELOAD=os.path.abspath(args.other_runtime))
         result_nofp = compare("bignum, no fp", [str(nofp), n], nofp_envs, args.runs)
+        # the walk cache's worst case: one start, many callers (a dispatch)
+        dispatch_argv = [str(prog), n, str(DISPATCH_WAYS)]
+        _, dispatch_policy, _ = advised_policy(dispatch_argv, tmp / "dispatch")
+        prepare(dispatch_policy, prog, tmp / "dispatch.mpc")
+        (tmp / "dispatch-prof4").mkdir()
+        runtime_engine.run(dispatch_argv, str(tmp / "dispatch-prof4"), depth=4)
+        dispatch_profile = json.loads(next((tmp / "dispatch-prof4").glob("*.json")).read_text())
+        chains = tmp / "dispatch-chains.toml"
+        chains.write_text(chain_rules_on_devices(dispatch_profile, 3, dispatch_policy.read_text()))
+        prepare(chains, prog, tmp / "dispatch-chains.mpc")
+        dispatch_envs = {"bare": base, "transparent": dict(base, LD_PRELOAD=runtime),
+                         "advised policy": dict(base, LD_PRELOAD=runtime,
+                                                MEMPLACE_POLICY=str(tmp / "dispatch.mpc")),
+                         f"{chains.read_text().count('[[rules]]')} 3-frame rules":
+                             dict(base, LD_PRELOAD=runtime, MEMPLACE_POLICY=str(tmp / "dispatch-chains.mpc"))}
+        if args.other_runtime:
+            dispatch_envs["advised@other"] = dict(dispatch_envs["advised policy"],
+                                                  LD_PRELOAD=os.path.abspath(args.other_runtime))
+        result_dispatch = compare("bignum, dispatch", dispatch_argv, dispatch_envs, args.runs)
         result_interp, interp_argv, interp_envs = interpreter(tmp, runtime, base, args)
-        ok = report([result, result_nofp, result_interp], "bare", TARGET, args.json,
+        ok = report([result, result_nofp, result_dispatch, result_interp], "bare", TARGET, args.json,
                     targeted=("advised policy",))
         if args.instructions:
             # exact and repeatable whatever else the machine does (but instructions, not time)
             n_i = str(max(1, args.iterations // 10))
-            advised = ("bare", "transparent", "advised policy", "advised@other")
+            advised = ("bare", "transparent", "advised policy", "advised@other",
+                       *(v for v in dispatch_envs if v.endswith("3-frame rules")))
             for c, argv, variants in ((result, [str(prog), n_i], envs),
                                       (result_nofp, [str(nofp), n_i], nofp_envs),
+                                      (result_dispatch, [str(prog), n_i, str(DISPATCH_WAYS)], dispatch_envs),
                                       (result_interp, [*interp_argv, n_i], interp_envs)):
                 report_instructions([c.workload], lambda _, argv=argv: argv,
                                     {k: v for k, v in variants.items() if k in advised}, "bare", args.json)

@@ -602,6 +602,11 @@ MP_HIDDEN extern int mp_sites_depth;
 /* The fast path's lookup when the inline ones (below) missed: the site's entry into *hit
  * when it is fixed, else 0; filled or unwound (from the program's frame: sp, fp as for
  * mp_sites_match) as needed, and the walk remembered. */
+/* A crowded start's mark found by the fast path's lookup (hit->fixed MP_FIXED_CROWD): the
+ * walk from (its ra and sp, fp) kept in the set its word picks, into *hit; else 0 (the
+ * mark's ra and sp into *ra, *sp, to walk from). */
+MP_HIDDEN int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit *hit,
+                                 uintptr_t *ra, uintptr_t *sp);
 MP_HIDDEN int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                                   struct mp_site_hit *hit);
 /* How many allocations' sites were found by a whole walk, the caches not knowing them. */

@@ -184,7 +184,9 @@ struct mp_modules {
 
 #define MP_SITE_CACHE 256
 #define MP_MAX_CANDIDATES 4
-enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2 };
+/* MP_FIXED_CROWD: a crowded start's mark in its walk set (sites/sites.c), not a site */
+enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2, MP_FIXED_CROWD = 3 };
+#define MP_CROWD_DEVICE MP_TCACHE_DEVICES /* a mark's device: above the block caches' */
 
 /* 128 bytes, so the fast path (frames[0] .. count[0].hits) reads one cache line. */
 /* Hits of a rule not yet in its totals (sites/sites.c). */
@@ -216,8 +218,9 @@ struct mp_site_entry {
  * from the first word on, so a set keeps that many of them side by side. A start with
  * more callers than that (a dispatch through many functions) is crowded: the set records
  * it with the stack word at which its walks part, and its walks are kept in the sets that
- * word's value picks instead. */
-#define MP_WALK_SET_BITS 5
+ * word's value picks instead; in its own set a mark (a walk of no words, MP_FIXED_CROWD)
+ * sends the fast path there. */
+#define MP_WALK_SET_BITS 6
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
 #define MP_WALK_WORDS 8

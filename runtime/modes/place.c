@@ -45,7 +45,9 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
         rule = mp_sites_match_uncached(self, ra, sp, fp, n);
     } else {
         struct mp_site_hit hit;
-        if (mp_sites_find(self, ra, sp, fp, &hit)) {
+        uintptr_t mark_ra, mark_sp;
+        if (mp_sites_find(self, ra, sp, fp, &hit) &&
+            (hit.fixed != MP_FIXED_CROWD || mp_sites_crowd_hit(self, fp, &hit, &mark_ra, &mark_sp))) {
             mp_sites_count(hit.count, n);
             return hit.device;
         }
@@ -123,12 +125,31 @@ static inline void *place_found(struct mp_thread *self, int device, int fixed, s
     return p ? p : serve(self, device, n, 0, zero ? ZEROED : PLAIN);
 }
 
+static void *place_site(size_t n, int zero, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+
 /* place_found() for the fast path, the thread inside placement: the hit counted once
- * served; then leaves placement. A tail call, so the fast path keeps no frame. */
+ * served; then leaves placement. A tail call, so the fast path keeps no frame. A crowded
+ * start's mark (sites/sites.c) is followed to the walk it stands for, else walked. */
 __attribute__((noinline)) static void *place_found_counted(struct mp_thread *self,
                                                            struct mp_site_count *count,
-                                                           int device, int fixed, size_t n)
+                                                           int device, int fixed, size_t n,
+                                                           uintptr_t fp)
 {
+    if (mp_unlikely(fixed == MP_FIXED_CROWD)) {
+        struct mp_site_hit hit = {count, device, fixed};
+        uintptr_t ra, sp;
+        if (!mp_sites_crowd_hit(self, fp, &hit, &ra, &sp)) {
+            mp_set_busy(self, 0);
+            return place_site(n, 0, ra, sp, fp);
+        }
+        count = hit.count, device = hit.device, fixed = hit.fixed;
+        void *p = fixed == MP_FIXED_ARENA ? mp_device_heap_pop(self, device, n) : NULL;
+        if (p) {
+            mp_sites_count(count, n);
+            mp_set_busy(self, 0);
+            return p;
+        }
+    }
     void *p = place_found(self, device, fixed, n, 0);
     if (mp_likely(p != NULL))
         mp_sites_count(count, n);
@@ -183,7 +204,7 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
             }
             void *p = mp_device_heap_pop(self, hit.device, n);
             if (mp_unlikely(p == NULL))
-                return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
+                return place_found_counted(self, hit.count, hit.device, hit.fixed, n, fp);
             mp_sites_count(hit.count, n);
             mp_set_busy(self, 0);
             return p;

@@ -435,6 +435,14 @@ static int same_start(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp,
     return w->ra == ra && w->sp == sp && (fp & w->fp_mask) == w->fp;
 }
 
+/* A set's mark of a start no longer crowded there goes (another start took the record). */
+static void unmark(struct mp_walk_entry *set)
+{
+    for (int i = 0; i < MP_WALK_WAYS; i++)
+        if (set[i].fixed == MP_FIXED_CROWD)
+            set[i].ra = 0;
+}
+
 /* Record fresh's start as its set's crowded one when the set is full of walks from it:
  * with the first word that fresh and the newest of them read at one address and found
  * different (types.h). Its walks leave the set (their hits counted), so that a lookup
@@ -452,13 +460,22 @@ static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry 
             split = set[0].word[k].addr;
     if (!split)
         return 0; /* nothing tells them apart */
+    unmark(set);
     self->crowds[s] = (struct mp_walk_crowd){fresh->ra, fresh->sp, fresh->fp, fresh->fp_mask, split};
     for (int i = 0; i < MP_WALK_WAYS; i++) {
         flush_walk(&set[i]);
         set[i].ra = 0;
     }
+    /* the mark: found like a walk of no words, under the start's own fp mask */
+    struct mp_walk_entry mark = {.ra = fresh->ra, .sp = fresh->sp, .fp = fresh->fp,
+                                 .fp_mask = fresh->fp_mask, .generation = fresh->generation,
+                                 .device = MP_CROWD_DEVICE, .rule = -1, .fixed = MP_FIXED_CROWD};
+    for (int i = 0; i < MP_WALK_FIRST; i++)
+        mark.word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    copy_walk(&set[0], &mark);
     return 1;
 }
+
 
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
  * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set (the
@@ -490,14 +507,31 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     copy_walk(&set[0], &fresh);
 }
 
+/* A crowded start's walk, in the set its word picks (which may be its own: not its mark). */
+static int crowd_walk_hit(struct mp_thread *self, const struct mp_walk_crowd *c, uintptr_t ra,
+                          uintptr_t sp, uintptr_t fp, struct mp_site_hit *hit)
+{
+    return mp_sites_walk_set_hit(self->walks[mp_walk_split_set(ra, sp, *c->split)], ra, sp, fp, hit) &&
+           hit->fixed != MP_FIXED_CROWD;
+}
+
+int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit *hit,
+                       uintptr_t *ra, uintptr_t *sp)
+{
+    const struct mp_walk_entry *mark =
+        (const struct mp_walk_entry *)((char *)hit->count - offsetof(struct mp_walk_entry, count));
+    *ra = mark->ra, *sp = mark->sp;
+    const struct mp_walk_crowd *c = &self->crowds[mp_walk_set(*ra, *sp)];
+    return mp_walk_crowded(c, *ra, *sp, fp) && crowd_walk_hit(self, c, *ra, *sp, fp, hit);
+}
+
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                         struct mp_site_hit *hit)
 {
     unsigned own = mp_walk_set(ra, sp);
     const struct mp_walk_crowd *c = &self->crowds[own];
-    if (mp_walk_crowded(c, ra, sp, fp)
-            ? mp_sites_walk_set_hit(self->walks[mp_walk_split_set(ra, sp, *c->split)], ra, sp, fp, hit)
-            : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
+    if (mp_walk_crowded(c, ra, sp, fp) ? crowd_walk_hit(self, c, ra, sp, fp, hit)
+                                       : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     struct mp_site_entry *e = root(self, &v, ra);

@@ -196,6 +196,15 @@ def test_sixteen_callers_at_one_depth_each_hit_their_own_rule_from_the_cache(tmp
     from one start than a set keeps, so the start is crowded and its walks are kept by the
     word where they part. Before that, every call took a whole walk (7.4x the bare
     program's instructions on bench/sites' dispatch workload)."""
+    run_dispatch(tmp_path, flags, frames, "malloc")
+
+
+def test_a_crowded_start_serves_realloc_from_the_cache_too(tmp_path):
+    """realloc takes the general path, which must follow the crowded start's mark too."""
+    run_dispatch(tmp_path, FLAGS[1], 3, "realloc")
+
+
+def run_dispatch(tmp_path, flags, frames, call):
     exe = support.build(tmp_path, DISPATCH, flags)
     site = f"dispatch.c:{support.marker_line(DISPATCH, 'SITE', 'make')}"
     dispatch_line = next(i for i, t in enumerate(DISPATCH.read_text().splitlines(), 1)
@@ -207,7 +216,8 @@ def test_sixteen_callers_at_one_depth_each_hit_their_own_rule_from_the_cache(tmp
         rules[f"c{k}"] = (chain, "fast" if k % 2 == 0 else "pmem")
     policy = chains_policy(tmp_path, rules)
     stats = tmp_path / "stats.json"
-    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), str(ROUNDS))
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), str(ROUNDS),
+                 str(["malloc", "realloc"].index(call)))
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"sum={ROUNDS * sum((24 + k) ^ (k + 1) for k in range(16))}\n"
     doc = json.loads(stats.read_text())

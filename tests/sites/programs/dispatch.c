@@ -3,17 +3,20 @@
  * chains that share malloc's return address, stack and frame pointers and part only at
  * the caller's return address, more than a set of the walk cache keeps side by side.
  * Each caller's chain must hit its own rule on every call, from the cache. Marked lines:
- * SITE make, CALLER 0..15, DISPATCH.
+ * SITE make, CALLER 0..15, DISPATCH. HOW: the call that allocates: 0 malloc, 1 realloc of
+ * NULL (the general path, which finds sites in the same caches).
  *
- *   dispatch ROUNDS   prints "sum=<n>" */
+ *   dispatch ROUNDS [HOW]   prints "sum=<n>" */
 #include <stdio.h>
 #include <stdlib.h>
 
 #define NOINLINE __attribute__((noinline))
 
+static int how;
+
 NOINLINE static char *make(int n)
 {
-    char *p = malloc((size_t)n); /* SITE make */
+    char *p = how ? realloc(NULL, (size_t)n) : malloc((size_t)n); /* SITE make */
     p[0] = (char)n;
     return p;
 }
@@ -58,6 +61,7 @@ NOINLINE static long dispatch(int k)
 int main(int argc, char **argv)
 {
     long rounds = argc > 1 ? atol(argv[1]) : 1000, sum = 0;
+    how = argc > 2 ? atoi(argv[2]) : 0;
     for (long r = 0; r < rounds; r++)
         for (int k = 0; k < 16; k++)
             sum += dispatch(k);
