@@ -643,11 +643,12 @@ static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
     return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> (64 - MP_WALK_SET_BITS));
 }
 
-/* The set a crowded start's walks are kept in: picked by the value of the word where its
- * walks part (types.h). */
-static inline unsigned mp_walk_split_set(uintptr_t ra, uintptr_t sp, uintptr_t word)
+/* A crowded start's walks are kept under the start's return address mixed with the value
+ * of the word where its walks part (types.h): in the set that key picks, and told from
+ * each other by their first compare. */
+static inline uintptr_t mp_walk_crowd_key(uintptr_t ra, uintptr_t word)
 {
-    return mp_walk_set(ra ^ (word * 0xff51afd7ed558ccdull), sp);
+    return ra ^ (word * 0xff51afd7ed558ccdull);
 }
 
 /* Is c the record of the start (ra, sp, fp)? */

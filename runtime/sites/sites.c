@@ -435,18 +435,43 @@ static int same_start(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp,
     return w->ra == ra && w->sp == sp && (fp & w->fp_mask) == w->fp;
 }
 
-/* A set's mark of a start no longer crowded there goes (another start took the record). */
-static void unmark(struct mp_walk_entry *set)
+/* Put walk w first in `set`, the others moving down one, the oldest out (its hits into its
+ * rule's totals). */
+static void insert_walk(struct mp_walk_entry *set, const struct mp_walk_entry *w)
 {
+    flush_walk(&set[MP_WALK_WAYS - 1]);
+    for (int i = MP_WALK_WAYS - 1; i > 0; i--) /* empty ones too: a walk is never in two ways */
+        copy_walk(&set[i], &set[i - 1]);
+    copy_walk(&set[0], w);
+}
+
+/* Set s's mark of its crowded start (a walk of no words under the start's key, which the
+ * fast path finds like any walk: MP_FIXED_CROWD), first in the set unless it is there
+ * already; a mark of an earlier record goes. */
+static void mark(struct mp_thread *self, unsigned s)
+{
+    const struct mp_walk_crowd *c = &self->crowds[s];
+    struct mp_walk_entry *set = self->walks[s];
+    uint32_t generation = __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED);
     for (int i = 0; i < MP_WALK_WAYS; i++)
-        if (set[i].fixed == MP_FIXED_CROWD)
+        if (set[i].fixed == MP_FIXED_CROWD) {
+            if (set[i].ra == c->ra && set[i].sp == c->sp && set[i].fp == c->fp &&
+                set[i].fp_mask == c->fp_mask && set[i].generation == generation)
+                return;
             set[i].ra = 0;
+        }
+    struct mp_walk_entry m = {.ra = c->ra, .sp = c->sp, .fp = c->fp, .fp_mask = c->fp_mask,
+                              .generation = generation, .device = MP_CROWD_DEVICE, .rule = -1,
+                              .fixed = MP_FIXED_CROWD};
+    for (int i = 0; i < MP_WALK_FIRST; i++)
+        m.word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    insert_walk(set, &m);
 }
 
 /* Record fresh's start as its set's crowded one when the set is full of walks from it:
  * with the first word that fresh and the newest of them read at one address and found
- * different (types.h). Its walks leave the set (their hits counted), so that a lookup
- * there misses at once. 1 if recorded. */
+ * different (types.h). Its walks leave the set (their hits counted), and its mark takes
+ * their place. 1 if recorded. */
 static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry *fresh,
                  uintptr_t fp)
 {
@@ -460,22 +485,14 @@ static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry 
             split = set[0].word[k].addr;
     if (!split)
         return 0; /* nothing tells them apart */
-    unmark(set);
     self->crowds[s] = (struct mp_walk_crowd){fresh->ra, fresh->sp, fresh->fp, fresh->fp_mask, split};
     for (int i = 0; i < MP_WALK_WAYS; i++) {
         flush_walk(&set[i]);
         set[i].ra = 0;
     }
-    /* the mark: found like a walk of no words, under the start's own fp mask */
-    struct mp_walk_entry mark = {.ra = fresh->ra, .sp = fresh->sp, .fp = fresh->fp,
-                                 .fp_mask = fresh->fp_mask, .generation = fresh->generation,
-                                 .device = MP_CROWD_DEVICE, .rule = -1, .fixed = MP_FIXED_CROWD};
-    for (int i = 0; i < MP_WALK_FIRST; i++)
-        mark.word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
-    copy_walk(&set[0], &mark);
+    mark(self, s);
     return 1;
 }
-
 
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
  * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set (the
@@ -498,20 +515,19 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
         fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
     unsigned s = mp_walk_set(ra, sp);
-    if (mp_walk_crowded(&self->crowds[s], ra, sp, fp) || crowd(self, s, &fresh, fp))
-        s = mp_walk_split_set(ra, sp, *self->crowds[s].split);
-    struct mp_walk_entry *set = self->walks[s];
-    flush_walk(&set[MP_WALK_WAYS - 1]); /* the oldest, about to go */
-    for (int i = MP_WALK_WAYS - 1; i > 0; i--) /* empty ones too: a walk is never in two ways */
-        copy_walk(&set[i], &set[i - 1]);
-    copy_walk(&set[0], &fresh);
+    if (mp_walk_crowded(&self->crowds[s], ra, sp, fp) || crowd(self, s, &fresh, fp)) {
+        fresh.ra = mp_walk_crowd_key(ra, *self->crowds[s].split);
+        s = mp_walk_set(fresh.ra, sp);
+    }
+    insert_walk(self->walks[s], &fresh);
 }
 
 /* A crowded start's walk, in the set its word picks (which may be its own: not its mark). */
 static int crowd_walk_hit(struct mp_thread *self, const struct mp_walk_crowd *c, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp, struct mp_site_hit *hit)
 {
-    return mp_sites_walk_set_hit(self->walks[mp_walk_split_set(ra, sp, *c->split)], ra, sp, fp, hit) &&
+    uintptr_t key = mp_walk_crowd_key(ra, *c->split);
+    return mp_sites_walk_set_hit(self->walks[mp_walk_set(key, sp)], key, sp, fp, hit) &&
            hit->fixed != MP_FIXED_CROWD;
 }
 
@@ -530,8 +546,11 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
 {
     unsigned own = mp_walk_set(ra, sp);
     const struct mp_walk_crowd *c = &self->crowds[own];
-    if (mp_walk_crowded(c, ra, sp, fp) ? crowd_walk_hit(self, c, ra, sp, fp, hit)
-                                       : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
+    int crowded = mp_walk_crowded(c, ra, sp, fp);
+    if (crowded)
+        mark(self, own); /* back, if later walks pushed it out */
+    if (crowded ? crowd_walk_hit(self, c, ra, sp, fp, hit)
+                : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     struct mp_site_entry *e = root(self, &v, ra);
