@@ -228,3 +228,33 @@ def run_dispatch(tmp_path, flags, frames, call):
     # each chain walked about once (21 walks here: 16, then again the four the crowded
     # set held), not on each of its 3000 calls (48,001 walks before)
     assert doc["totals"]["unwinds"] < 50, doc["totals"]["unwinds"]
+
+
+TWO_DEPTHS = support.PROGRAMS / "two_depths.c"
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=[" ".join(f) for f in FLAGS])
+def test_two_dispatches_that_pick_one_set_are_both_crowded(tmp_path, flags):
+    """One dispatch at two stack depths, called in turn, in 600 steps of two new depths
+    each: in about nine steps the two starts pick one walk-cache set. Each must still be
+    recorded as crowded there. With one record per set, recorded only when the set was
+    full of one start's walks, the two kept each other from it and every call of those
+    steps took a whole walk (24,000-33,000 walks in all; about 12,000 now, most the
+    steps' new starts)."""
+    exe = support.build(tmp_path, TWO_DEPTHS, flags)
+    site = f"two_depths.c:{support.marker_line(TWO_DEPTHS, 'SITE', 'make')}"
+    policy = chains_policy(tmp_path, {
+        f"c{k}": ([site, f"two_depths.c:{support.marker_line(TWO_DEPTHS, 'CALLER', str(k))}"],
+                  "fast" if k % 2 == 0 else "pmem") for k in range(8)})
+    stats = tmp_path / "stats.json"
+    rounds, pads = 100, 600
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), str(rounds),
+                 str(pads))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"sum={2 * rounds * pads * sum((24 + k) ^ (k + 1) for k in range(8))}\n"
+    doc = json.loads(stats.read_text())
+    hits = {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]}
+    assert hits == {f"c{k}": 2 * rounds * pads for k in range(8)}, hits
+    # a step's two new starts: their walks until crowded, then the ones crowding evicted
+    # (about 20 a step); a step whose starts thrash one set walks 1,600 times
+    assert doc["totals"]["unwinds"] < 28 * pads, doc["totals"]["unwinds"]
