@@ -548,6 +548,8 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
     unsigned s = mp_walk_set(ra, sp);
     const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[s], ra, sp, fp);
+    if (c)
+        mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
     if (c || crowd(self, s, &fresh, fp)) {
         fresh.ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
         s = mp_walk_set(fresh.ra, sp);
