@@ -658,6 +658,17 @@ static inline int mp_walk_crowded(const struct mp_walk_crowd *c, uintptr_t ra, u
     return c->ra == ra && c->sp == sp && (fp & c->fp_mask) == c->fp;
 }
 
+/* The record of the start (ra, sp, fp) among its set's, or NULL: not crowded. */
+static inline const struct mp_walk_crowd *mp_walk_crowd_of(const struct mp_walk_crowd *set,
+                                                           uintptr_t ra, uintptr_t sp,
+                                                           uintptr_t fp)
+{
+    for (int i = 0; i < MP_WALK_CROWDS; i++)
+        if (mp_walk_crowded(&set[i], ra, sp, fp))
+            return &set[i];
+    return NULL;
+}
+
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
  * from the same (ra, sp, fp) led to, when every stack word that walk read still holds the
  * value it read (so unwinding again would find the same frames) and the rules' addresses

@@ -219,10 +219,13 @@ struct mp_site_entry {
  * more callers than that (a dispatch through many functions) is crowded: the set records
  * it with the stack word at which its walks part, and its walks are kept in the sets that
  * word's value picks instead; in its own set a mark (a walk of no words, MP_FIXED_CROWD)
- * sends the fast path there. */
+ * sends the fast path there. A set records MP_WALK_CROWDS crowded starts: two dispatches
+ * whose starts pick one set (1 in 64 for two) each keep their own record and mark,
+ * rather than push each other's out on every call. */
 #define MP_WALK_SET_BITS 6
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
+#define MP_WALK_CROWDS 2
 #define MP_WALK_WORDS 8
 #define MP_WALK_FIRST 4 /* words compared without a branch each */
 struct mp_walk_entry {
@@ -279,7 +282,7 @@ struct mp_thread {
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
-    struct mp_walk_crowd crowds[MP_WALK_SETS];
+    struct mp_walk_crowd crowds[MP_WALK_SETS][MP_WALK_CROWDS]; /* newest first */
     int busy; /* the thread is inside placement: its site caches, block cache, live
                  bytes or mimalloc heaps (or the loader's lock, in a walk). A malloc-family
                  call that finds it set is a signal handler's: it touches none of these

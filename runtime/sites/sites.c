@@ -445,21 +445,35 @@ static void insert_walk(struct mp_walk_entry *set, const struct mp_walk_entry *w
     copy_walk(&set[0], w);
 }
 
-/* Set s's mark of its crowded start (a walk of no words under the start's key, which the
- * fast path finds like any walk: MP_FIXED_CROWD), first in the set unless it is there
- * already; a mark of an earlier record goes. */
-static void mark(struct mp_thread *self, unsigned s)
+/* Is w the mark of record c (under the rules' addresses of `generation`)? */
+static int mark_of(const struct mp_walk_entry *w, const struct mp_walk_crowd *c,
+                   uint32_t generation)
 {
-    const struct mp_walk_crowd *c = &self->crowds[s];
+    return w->fixed == MP_FIXED_CROWD && w->ra && w->ra == c->ra && w->sp == c->sp &&
+           w->fp == c->fp && w->fp_mask == c->fp_mask && w->generation == generation;
+}
+
+/* Set s's mark of its crowded start c (a walk of no words under the start's key, which
+ * the fast path finds like any walk: MP_FIXED_CROWD), first in the set unless it is there
+ * already; a mark of no record of the set's (any more) goes. */
+static void mark(struct mp_thread *self, unsigned s, const struct mp_walk_crowd *c)
+{
+    const struct mp_walk_crowd *records = self->crowds[s];
     struct mp_walk_entry *set = self->walks[s];
     uint32_t generation = __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED);
+    int present = 0;
     for (int i = 0; i < MP_WALK_WAYS; i++)
-        if (set[i].fixed == MP_FIXED_CROWD) {
-            if (set[i].ra == c->ra && set[i].sp == c->sp && set[i].fp == c->fp &&
-                set[i].fp_mask == c->fp_mask && set[i].generation == generation)
-                return;
-            set[i].ra = 0;
+        if (set[i].fixed == MP_FIXED_CROWD && set[i].ra) {
+            int kept = 0;
+            for (int j = 0; j < MP_WALK_CROWDS; j++)
+                kept |= mark_of(&set[i], &records[j], generation);
+            if (!kept)
+                set[i].ra = 0;
+            else if (mark_of(&set[i], c, generation))
+                present = 1;
         }
+    if (present)
+        return;
     struct mp_walk_entry m = {.ra = c->ra, .sp = c->sp, .fp = c->fp, .fp_mask = c->fp_mask,
                               .generation = generation, .device = MP_CROWD_DEVICE, .rule = -1,
                               .fixed = MP_FIXED_CROWD};
@@ -468,29 +482,47 @@ static void mark(struct mp_thread *self, unsigned s)
     insert_walk(set, &m);
 }
 
-/* Record fresh's start as its set's crowded one when the set is full of walks from it:
- * with the first word that fresh and the newest of them read at one address and found
- * different (types.h). Its walks leave the set (their hits counted), and its mark takes
- * their place. 1 if recorded. */
+/* Record fresh's start as its set's newest crowded one when the set is full and holds
+ * walks from it (at least two: fresh is at least its third; the others may be other
+ * starts' walks or crowded starts' marks: two dispatches that pick one set and call in
+ * turn must not keep each other from being recorded): with the first word that fresh and
+ * the newest of them read at one address and found different (types.h). The oldest
+ * record goes; fresh's start's walks leave the set (their hits counted), and its mark
+ * takes their place. 1 if recorded. */
 static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry *fresh,
                  uintptr_t fp)
 {
     struct mp_walk_entry *set = self->walks[s];
-    for (int i = 0; i < MP_WALK_WAYS; i++)
-        if (!same_start(&set[i], fresh->ra, fresh->sp, fp))
-            return 0;
+    const struct mp_walk_entry *newest = NULL;
+    int mine = 0;
+    for (int i = 0; i < MP_WALK_WAYS; i++) {
+        if (!set[i].ra)
+            return 0; /* room left */
+        if (set[i].fixed != MP_FIXED_CROWD && same_start(&set[i], fresh->ra, fresh->sp, fp)) {
+            mine++;
+            if (!newest)
+                newest = &set[i];
+        }
+    }
+    if (mine < 2)
+        return 0;
     const uintptr_t *split = NULL;
-    for (int k = 0; k < set[0].n && k < fresh->n && !split; k++)
-        if (set[0].word[k].addr == fresh->word[k].addr && set[0].word[k].value != fresh->word[k].value)
-            split = set[0].word[k].addr;
+    for (int k = 0; newest && k < newest->n && k < fresh->n && !split; k++)
+        if (newest->word[k].addr == fresh->word[k].addr &&
+            newest->word[k].value != fresh->word[k].value)
+            split = newest->word[k].addr;
     if (!split)
         return 0; /* nothing tells them apart */
-    self->crowds[s] = (struct mp_walk_crowd){fresh->ra, fresh->sp, fresh->fp, fresh->fp_mask, split};
-    for (int i = 0; i < MP_WALK_WAYS; i++) {
-        flush_walk(&set[i]);
-        set[i].ra = 0;
-    }
-    mark(self, s);
+    struct mp_walk_crowd *records = self->crowds[s];
+    for (int j = MP_WALK_CROWDS - 1; j > 0; j--)
+        records[j] = records[j - 1];
+    records[0] = (struct mp_walk_crowd){fresh->ra, fresh->sp, fresh->fp, fresh->fp_mask, split};
+    for (int i = 0; i < MP_WALK_WAYS; i++)
+        if (set[i].fixed != MP_FIXED_CROWD && same_start(&set[i], fresh->ra, fresh->sp, fp)) {
+            flush_walk(&set[i]);
+            set[i].ra = 0;
+        }
+    mark(self, s, &records[0]);
     return 1;
 }
 
@@ -515,8 +547,11 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
         fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
     unsigned s = mp_walk_set(ra, sp);
-    if (mp_walk_crowded(&self->crowds[s], ra, sp, fp) || crowd(self, s, &fresh, fp)) {
-        fresh.ra = mp_walk_crowd_key(ra, *self->crowds[s].split);
+    const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[s], ra, sp, fp);
+    if (c)
+        mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
+    if (c || crowd(self, s, &fresh, fp)) {
+        fresh.ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
         s = mp_walk_set(fresh.ra, sp);
     }
     insert_walk(self->walks[s], &fresh);
@@ -537,19 +572,18 @@ int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit 
     const struct mp_walk_entry *mark =
         (const struct mp_walk_entry *)((char *)hit->count - offsetof(struct mp_walk_entry, count));
     *ra = mark->ra, *sp = mark->sp;
-    const struct mp_walk_crowd *c = &self->crowds[mp_walk_set(*ra, *sp)];
-    return mp_walk_crowded(c, *ra, *sp, fp) && crowd_walk_hit(self, c, *ra, *sp, fp, hit);
+    const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[mp_walk_set(*ra, *sp)], *ra, *sp, fp);
+    return c && crowd_walk_hit(self, c, *ra, *sp, fp, hit);
 }
 
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                         struct mp_site_hit *hit)
 {
     unsigned own = mp_walk_set(ra, sp);
-    const struct mp_walk_crowd *c = &self->crowds[own];
-    int crowded = mp_walk_crowded(c, ra, sp, fp);
-    if (crowded)
-        mark(self, own); /* back, if later walks pushed it out */
-    if (crowded ? crowd_walk_hit(self, c, ra, sp, fp, hit)
+    const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[own], ra, sp, fp);
+    if (c)
+        mark(self, own, c); /* back, if later walks pushed it out */
+    if (c ? crowd_walk_hit(self, c, ra, sp, fp, hit)
                 : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);

@@ -4,19 +4,25 @@
  * the caller's return address, more than a set of the walk cache keeps side by side.
  * Each caller's chain must hit its own rule on every call, from the cache. Marked lines:
  * SITE make, CALLER 0..15, DISPATCH. HOW: the call that allocates: 0 malloc, 1 realloc of
- * NULL (the general path, which finds sites in the same caches).
+ * NULL, 2 aligned_alloc (the general path, which finds sites in the same caches; the NULL
+ * is one the compiler does not know, as it makes realloc of a known NULL a malloc).
+ * RELOAD: at that round, load a library (modules change) and allocate from a new site, so
+ * the rules' addresses are made anew (the walks made before no longer count).
  *
- *   dispatch ROUNDS [HOW]   prints "sum=<n>" */
+ *   dispatch ROUNDS [HOW [RELOAD]]   prints "sum=<n>" */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #define NOINLINE __attribute__((noinline))
 
 static int how;
+static char *volatile nothing; /* NULL */
 
 NOINLINE static char *make(int n)
 {
-    char *p = how ? realloc(NULL, (size_t)n) : malloc((size_t)n); /* SITE make */
+    size_t z = (size_t)n; /* one line: the three calls are one site */
+    char *p = how == 0 ? malloc(z) : how == 1 ? realloc(nothing, z) : aligned_alloc(16, z); /* SITE make */
     p[0] = (char)n;
     return p;
 }
@@ -62,9 +68,16 @@ int main(int argc, char **argv)
 {
     long rounds = argc > 1 ? atol(argv[1]) : 1000, sum = 0;
     how = argc > 2 ? atoi(argv[2]) : 0;
-    for (long r = 0; r < rounds; r++)
+    long reload = argc > 3 ? atol(argv[3]) : -1;
+    for (long r = 0; r < rounds; r++) {
+        if (r == reload) {
+            if (!dlopen("libm.so.6", RTLD_NOW))
+                return 1;
+            free(malloc(1));
+        }
         for (int k = 0; k < 16; k++)
             sum += dispatch(k);
+    }
     printf("sum=%ld\n", sum);
     return 0;
 }
