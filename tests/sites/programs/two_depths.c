@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define NOINLINE __attribute__((noinline))
+#include "callers.h"
 
 NOINLINE static char *make(int n)
 {
@@ -19,14 +19,6 @@ NOINLINE static char *make(int n)
     return p;
 }
 
-/* not a tail call: the caller's frame stays on the stack */
-#define CALLER(k)                                                                         \
-    NOINLINE static char *from_##k(int n)                                                 \
-    {                                                                                     \
-        char *p = make(n + k);                                                            \
-        p[0] ^= (char)(k + 1);                                                            \
-        return p;                                                                         \
-    }
 CALLER(0) /* CALLER 0 */
 CALLER(1) /* CALLER 1 */
 CALLER(2) /* CALLER 2 */
