@@ -112,11 +112,11 @@ def report(comparisons: list[Comparison], baseline: str, target: float | None,
         print(json.dumps(rows, indent=2))
         return ok
     print(file=sys.stderr)
-    print(f"{'workload':<16} {'variant':<14} {'runs':>4} {'cpu ratio':>10} {'wall ratio':>11}"
+    print(f"{'workload':<18} {'variant':<19} {'runs':>4} {'cpu ratio':>10} {'wall ratio':>11}"
           f"  {'median cpu (base -> variant)':<30} target")
     for row in rows:
         cpu = row["median_cpu_s"]
-        print(f"{row['workload']:<16} {row['variant']:<14} {row['runs']:>4} "
+        print(f"{row['workload']:<18} {row['variant']:<19} {row['runs']:>4} "
               f"{row['cpu_ratio']:>9.3f}x {row['wall_ratio']:>10.3f}x  "
               f"{cpu[baseline]:.3f}s -> {cpu[row['variant']]:.3f}s{'':<10} "
               + ("" if row["target"] is None else f"<= {target}x {'met' if row['met'] else 'MISSED'}"))
@@ -183,7 +183,7 @@ def report_instructions(workloads: list[str], argv_of, envs: dict[str, dict[str,
         print(json.dumps(rows, indent=2))
         return
     print(file=sys.stderr)
-    print(f"{'workload':<16} {'variant':<14} {'instructions (callgrind)':>26} {'ratio':>8}")
+    print(f"{'workload':<18} {'variant':<19} {'instructions (callgrind)':>26} {'ratio':>8}")
     for r in rows:
-        print(f"{r['workload']:<16} {r['variant']:<14} {r['instructions']:>26,} "
+        print(f"{r['workload']:<18} {r['variant']:<19} {r['instructions']:>26,} "
               f"{r['instruction_ratio']:>7.3f}x")
