@@ -60,10 +60,14 @@ def allocations_per_iteration(profile: dict, iterations: int) -> float:
     return sum(s["allocations"] for s in profile["sites"]) / iterations
 
 
-def frame_rules(profile: dict, frames: int) -> str:
-    """One rule of `frames` frames (file:line) per distinct call chain, to the next
-    allocator, so that only finding the site and its rule is measured."""
-    lines = ["version = 1", "[devices.dram]", 'kind = "numa"', "nodes = [0]", ""]
+def frame_rules(profile: dict, frames: int, head: str | None = None,
+                devices: tuple[str, ...] = ("system",)) -> str:
+    """One rule of `frames` frames (file:line) per distinct call chain, in turn on
+    `devices`, after `head` (the devices' part of a policy). By default every rule sends
+    its site to the next allocator, so that only finding the site and its rule is
+    measured."""
+    lines = [head] if head is not None else ["version = 1", "[devices.dram]", 'kind = "numa"',
+                                             "nodes = [0]", ""]
     chains = []
     for site in profile["sites"]:
         fr = [f for f in site["frames"] if f.get("file")][:frames]
@@ -72,19 +76,14 @@ def frame_rules(profile: dict, frames: int) -> str:
             chains.append(chain)
     for i, chain in enumerate(chains):
         quoted = ", ".join(f'"{f}"' for f in chain)
-        lines += ["[[rules]]", f'name = "chain{i}"', f"site = [{quoted}]", 'device = "system"', ""]
+        lines += ["[[rules]]", f'name = "chain{i}"', f"site = [{quoted}]",
+                  f'device = "{devices[i % len(devices)]}"', ""]
     return "\n".join(lines)
 
 
-def chain_rules_on_devices(profile: dict, frames: int, policy_text: str) -> str:
-    """The devices of an advised policy, and one rule of `frames` frames per distinct
-    call chain of the profile, alternately on its fast and slow devices."""
-    head = policy_text[:policy_text.index("[[rules]]")] if "[[rules]]" in policy_text else policy_text
-    rules = frame_rules(profile, frames).split("[[rules]]")[1:]
-    out = [head]
-    for i, rule in enumerate(rules):
-        out.append("[[rules]]" + rule.replace('device = "system"', f'device = "{("fast", "slow")[i % 2]}"'))
-    return "\n".join(out)
+def policy_head(policy_text: str) -> str:
+    """A policy's text before its rules: its devices."""
+    return policy_text.split("[[rules]]")[0]
 
 
 def advised_policy(argv: list[str], tmp: Path, env: dict | None = None) -> tuple[Path, Path, dict]:
@@ -165,7 +164,7 @@ def main() -> int:
         # the advised devices without rules: every site on the default device, one frame
         text = policy.read_text()
         bare_policy = tmp / "default-only.toml"
-        bare_policy.write_text(text[:text.index("[[rules]]")] if "[[rules]]" in text else text)
+        bare_policy.write_text(policy_head(text))
         prepare(bare_policy, prog, tmp / "default-only.mpc")
         envs["default device only"] = dict(base, LD_PRELOAD=runtime,
                                            MEMPLACE_POLICY=str(tmp / "default-only.mpc"))
@@ -196,7 +195,8 @@ def main() -> int:
         runtime_engine.run(dispatch_argv, str(tmp / "dispatch-prof4"), depth=4)
         dispatch_profile = json.loads(next((tmp / "dispatch-prof4").glob("*.json")).read_text())
         chains = tmp / "dispatch-chains.toml"
-        chains.write_text(chain_rules_on_devices(dispatch_profile, 3, dispatch_policy.read_text()))
+        chains.write_text(frame_rules(dispatch_profile, 3, policy_head(dispatch_policy.read_text()),
+                                      ("fast", "slow")))
         prepare(chains, prog, tmp / "dispatch-chains.mpc")
         dispatch_envs = {"bare": base, "transparent": dict(base, LD_PRELOAD=runtime),
                          "advised policy": dict(base, LD_PRELOAD=runtime,

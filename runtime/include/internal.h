@@ -599,14 +599,14 @@ MP_HIDDEN void mp_sites_forget_walks(struct mp_thread *t);
 /* Frames the policy's rules look at (the most any rule has); 1: the return address
  * alone decides. */
 MP_HIDDEN extern int mp_sites_depth;
-/* The fast path's lookup when the inline ones (below) missed: the site's entry into *hit
- * when it is fixed, else 0; filled or unwound (from the program's frame: sp, fp as for
- * mp_sites_match) as needed, and the walk remembered. */
 /* A crowded start's mark found by the fast path's lookup (hit->fixed MP_FIXED_CROWD): the
  * walk from (its ra and sp, fp) kept in the set its word picks, into *hit; else 0 (the
  * mark's ra and sp into *ra, *sp, to walk from). */
 MP_HIDDEN int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit *hit,
                                  uintptr_t *ra, uintptr_t *sp);
+/* The fast path's lookup when the inline ones (below) missed: the site's entry into *hit
+ * when it is fixed, else 0; filled or unwound (from the program's frame: sp, fp as for
+ * mp_sites_match) as needed, and the walk remembered. */
 MP_HIDDEN int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                                   struct mp_site_hit *hit);
 /* How many allocations' sites were found by a whole walk, the caches not knowing them. */
@@ -641,32 +641,6 @@ _Static_assert(MP_WALK_FIRST == 4, "mp_sites_walk_hit compares four words withou
 static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
 {
     return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> (64 - MP_WALK_SET_BITS));
-}
-
-/* A crowded start's walks are kept under the start's return address mixed with the value
- * of the word where its walks part (types.h): in the set that key picks, and told from
- * each other by their first compare. */
-static inline uintptr_t mp_walk_crowd_key(uintptr_t ra, uintptr_t word)
-{
-    return ra ^ (word * 0xff51afd7ed558ccdull);
-}
-
-/* Is c the record of the start (ra, sp, fp)? */
-static inline int mp_walk_crowded(const struct mp_walk_crowd *c, uintptr_t ra, uintptr_t sp,
-                                  uintptr_t fp)
-{
-    return c->ra == ra && c->sp == sp && (fp & c->fp_mask) == c->fp;
-}
-
-/* The record of the start (ra, sp, fp) among its set's, or NULL: not crowded. */
-static inline const struct mp_walk_crowd *mp_walk_crowd_of(const struct mp_walk_crowd *set,
-                                                           uintptr_t ra, uintptr_t sp,
-                                                           uintptr_t fp)
-{
-    for (int i = 0; i < MP_WALK_CROWDS; i++)
-        if (mp_walk_crowded(&set[i], ra, sp, fp))
-            return &set[i];
-    return NULL;
 }
 
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk

@@ -429,6 +429,24 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
     to->ra = from->ra;
 }
 
+/* A crowded start's walks are kept under the start's return address mixed with the value
+ * of the word where its walks part (types.h): in the set that key picks, and told from
+ * each other by their first compare. */
+static uintptr_t crowd_key(uintptr_t ra, uintptr_t word)
+{
+    return ra ^ (word * 0xff51afd7ed558ccdull);
+}
+
+/* The record of the start (ra, sp, fp) among its set's, or NULL: not crowded. */
+static const struct mp_walk_crowd *crowd_of(const struct mp_walk_crowd *set, uintptr_t ra,
+                                            uintptr_t sp, uintptr_t fp)
+{
+    for (int i = 0; i < MP_WALK_CROWDS; i++)
+        if (set[i].ra == ra && set[i].sp == sp && (fp & set[i].fp_mask) == set[i].fp)
+            return &set[i];
+    return NULL;
+}
+
 /* Does walk w start where a walk from (ra, sp, fp) starts? */
 static int same_start(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
@@ -547,11 +565,11 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
         fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
     unsigned s = mp_walk_set(ra, sp);
-    const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[s], ra, sp, fp);
+    const struct mp_walk_crowd *c = crowd_of(self->crowds[s], ra, sp, fp);
     if (c)
         mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
     if (c || crowd(self, s, &fresh, fp)) {
-        fresh.ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
+        fresh.ra = crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
         s = mp_walk_set(fresh.ra, sp);
     }
     insert_walk(self->walks[s], &fresh);
@@ -561,7 +579,7 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
 static int crowd_walk_hit(struct mp_thread *self, const struct mp_walk_crowd *c, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp, struct mp_site_hit *hit)
 {
-    uintptr_t key = mp_walk_crowd_key(ra, *c->split);
+    uintptr_t key = crowd_key(ra, *c->split);
     return mp_sites_walk_set_hit(self->walks[mp_walk_set(key, sp)], key, sp, fp, hit) &&
            hit->fixed != MP_FIXED_CROWD;
 }
@@ -572,7 +590,7 @@ int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit 
     const struct mp_walk_entry *mark =
         (const struct mp_walk_entry *)((char *)hit->count - offsetof(struct mp_walk_entry, count));
     *ra = mark->ra, *sp = mark->sp;
-    const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[mp_walk_set(*ra, *sp)], *ra, *sp, fp);
+    const struct mp_walk_crowd *c = crowd_of(self->crowds[mp_walk_set(*ra, *sp)], *ra, *sp, fp);
     return c && crowd_walk_hit(self, c, *ra, *sp, fp, hit);
 }
 
@@ -580,7 +598,7 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
                         struct mp_site_hit *hit)
 {
     unsigned own = mp_walk_set(ra, sp);
-    const struct mp_walk_crowd *c = mp_walk_crowd_of(self->crowds[own], ra, sp, fp);
+    const struct mp_walk_crowd *c = crowd_of(self->crowds[own], ra, sp, fp);
     if (c)
         mark(self, own, c); /* back, if later walks pushed it out */
     if (c ? crowd_walk_hit(self, c, ra, sp, fp, hit)
