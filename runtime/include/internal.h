@@ -599,11 +599,6 @@ MP_HIDDEN void mp_sites_forget_walks(struct mp_thread *t);
 /* Frames the policy's rules look at (the most any rule has); 1: the return address
  * alone decides. */
 MP_HIDDEN extern int mp_sites_depth;
-/* A crowded start's mark found by the fast path's lookup (hit->fixed MP_FIXED_CROWD): the
- * walk from (its ra and sp, fp) kept in the set its word picks, into *hit; else 0 (the
- * mark's ra and sp into *ra, *sp, to walk from). */
-MP_HIDDEN int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit *hit,
-                                 uintptr_t *ra, uintptr_t *sp);
 /* The fast path's lookup when the inline ones (below) missed: the site's entry into *hit
  * when it is fixed, else 0; filled or unwound (from the program's frame: sp, fp as for
  * mp_sites_match) as needed, and the walk remembered. */
@@ -682,8 +677,35 @@ static inline int mp_sites_walk_set_hit(struct mp_walk_entry *set, uintptr_t ra,
     return 0;
 }
 
+/* A crowded start's walks are kept under the start's return address mixed with the value
+ * of the word where its walks part (types.h): in the set that key picks, and told from
+ * each other by their first compare. */
+static inline uintptr_t mp_walk_crowd_key(uintptr_t ra, uintptr_t word)
+{
+    return ra ^ (word * 0xff51afd7ed558ccdull);
+}
+
+/* The mark whose count a lookup's hit points at (hit->fixed MP_FIXED_CROWD). */
+static inline const struct mp_walk_entry *mp_walk_mark(const struct mp_site_count *count)
+{
+    return (const struct mp_walk_entry *)((const char *)count -
+                                          offsetof(struct mp_walk_entry, count));
+}
+
+/* The walk of a crowded start (ra, sp; its walks part at word `split`) from fp, kept in
+ * the set that word picks: into *hit; else 0. For a mark the fast path's lookup found,
+ * the mark holds ra, sp and split: following it is a second set lookup, not a search. */
+static inline int mp_sites_crowd_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                        const uintptr_t *split, uintptr_t fp,
+                                        struct mp_site_hit *hit)
+{
+    uintptr_t key = mp_walk_crowd_key(ra, *split);
+    return mp_sites_walk_set_hit(self->walks[mp_walk_set(key, sp)], key, sp, fp, hit) &&
+           hit->fixed != MP_FIXED_CROWD;
+}
+
 /* The fast path's walk lookup: the start's own set (a crowded start's walks are not
- * there: mp_sites_fixed_slow finds them). */
+ * there: its mark is, which mp_sites_crowd_walked follows). */
 static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
                                         uintptr_t fp, struct mp_site_hit *hit)
 {

@@ -232,7 +232,11 @@ struct mp_walk_entry {
     uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
                                          never sees a half-made entry as valid) */
     uintptr_t fp_mask;                /* 0 when the walk did not use fp (fp is then 0) */
-    struct mp_site_count count;       /* hits through this walk, not yet in the entry's count[0] */
+    union {
+        struct mp_site_count count;   /* hits through this walk, not yet in the entry's count[0] */
+        const uintptr_t *split;       /* a crowded start's mark (MP_FIXED_CROWD), which counts
+                                         nothing: the word at which the start's walks part */
+    };
     uint32_t generation;              /* of the rules' addresses the walk was made under */
     int32_t device;                   /* the site's device, kind and rule (-1: none), as its */
     int32_t rule;                     /* entry had them: a walk needs no site entry, so the */

@@ -45,9 +45,11 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
         rule = mp_sites_match_uncached(self, ra, sp, fp, n);
     } else {
         struct mp_site_hit hit;
-        uintptr_t mark_ra, mark_sp;
+        const struct mp_walk_entry *m;
         if (mp_sites_find(self, ra, sp, fp, &hit) &&
-            (hit.fixed != MP_FIXED_CROWD || mp_sites_crowd_hit(self, fp, &hit, &mark_ra, &mark_sp))) {
+            (hit.fixed != MP_FIXED_CROWD ||
+             (m = mp_walk_mark(hit.count),
+              mp_sites_crowd_walked(self, m->ra, m->sp, m->split, fp, &hit)))) {
             mp_sites_count(hit.count, n);
             return hit.device;
         }
@@ -128,34 +130,39 @@ static inline void *place_found(struct mp_thread *self, int device, int fixed, s
 static void *place_site(size_t n, int zero, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 
 /* place_found() for the fast path, the thread inside placement: the hit counted once
- * served; then leaves placement. A tail call, so the fast path keeps no frame. A crowded
- * start's mark (sites/sites.c) is followed to the walk it stands for, else walked. */
+ * served; then leaves placement. A tail call, so the fast path keeps no frame. */
 __attribute__((noinline)) static void *place_found_counted(struct mp_thread *self,
                                                            struct mp_site_count *count,
-                                                           int device, int fixed, size_t n,
-                                                           uintptr_t fp)
+                                                           int device, int fixed, size_t n)
 {
-    if (mp_unlikely(fixed == MP_FIXED_CROWD)) {
-        struct mp_site_hit hit = {count, device, fixed};
-        uintptr_t ra, sp;
-        if (!mp_sites_crowd_hit(self, fp, &hit, &ra, &sp)) {
-            mp_set_busy(self, 0);
-            return place_site(n, 0, ra, sp, fp);
-        }
-        count = hit.count, device = hit.device, fixed = hit.fixed;
-        void *p = fixed == MP_FIXED_ARENA ? mp_device_heap_pop(self, device, n) : NULL;
-        if (p) {
-            mp_sites_count(count, n);
-            mp_set_busy(self, 0);
-            return p;
-        }
-    }
     void *p = place_found(self, device, fixed, n, 0);
     if (mp_likely(p != NULL))
         mp_sites_count(count, n);
     mp_device_heap_free_deferred(self);
     mp_set_busy(self, 0);
     return p;
+}
+
+/* The fast path's lookup found a crowded start's mark (sites/sites.c): the start's walk
+ * from the set its parting word picks, served as the fast path serves one, else walked.
+ * A tail call from the fast path and as lean: a dispatch's every allocation comes here. */
+__attribute__((noinline)) static void *place_crowded(struct mp_thread *self,
+                                                     const struct mp_walk_entry *mark, size_t n,
+                                                     uintptr_t fp)
+{
+    struct mp_site_hit hit;
+    if (mp_likely(mp_sites_crowd_walked(self, mark->ra, mark->sp, mark->split, fp, &hit))) {
+        void *p = hit.fixed == MP_FIXED_ARENA ? mp_device_heap_pop(self, hit.device, n) : NULL;
+        if (mp_likely(p != NULL)) {
+            mp_sites_count(hit.count, n);
+            mp_set_busy(self, 0);
+            return p;
+        }
+        return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
+    }
+    uintptr_t ra = mark->ra, sp = mark->sp;
+    mp_set_busy(self, 0);
+    return place_site(n, 0, ra, sp, fp);
 }
 
 /* The fast path's second part, out of line: the lookup for a site whose device does not
@@ -204,7 +211,9 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
             }
             void *p = mp_device_heap_pop(self, hit.device, n);
             if (mp_unlikely(p == NULL))
-                return place_found_counted(self, hit.count, hit.device, hit.fixed, n, fp);
+                return hit.fixed == MP_FIXED_CROWD
+                           ? place_crowded(self, mp_walk_mark(hit.count), n, fp)
+                           : place_found_counted(self, hit.count, hit.device, hit.fixed, n);
             mp_sites_count(hit.count, n);
             mp_set_busy(self, 0);
             return p;

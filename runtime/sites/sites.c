@@ -250,6 +250,8 @@ static void flush_entry(struct mp_site_entry *e)
 /* Move a walk's hits into its rule's totals. */
 static void flush_walk(struct mp_walk_entry *w)
 {
+    if (w->fixed == MP_FIXED_CROWD)
+        return; /* a mark: its count is its word */
     if (w->count.hits && w->rule >= 0) {
         __atomic_fetch_add(&rule_stats[w->rule].hits, w->count.hits, __ATOMIC_RELAXED);
         __atomic_fetch_add(&rule_stats[w->rule].bytes, w->count.bytes, __ATOMIC_RELAXED);
@@ -429,14 +431,6 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
     to->ra = from->ra;
 }
 
-/* A crowded start's walks are kept under the start's return address mixed with the value
- * of the word where its walks part (types.h): in the set that key picks, and told from
- * each other by their first compare. */
-static uintptr_t crowd_key(uintptr_t ra, uintptr_t word)
-{
-    return ra ^ (word * 0xff51afd7ed558ccdull);
-}
-
 /* The record of the start (ra, sp, fp) among its set's, or NULL: not crowded. */
 static const struct mp_walk_crowd *crowd_of(const struct mp_walk_crowd *set, uintptr_t ra,
                                             uintptr_t sp, uintptr_t fp)
@@ -468,7 +462,8 @@ static int mark_of(const struct mp_walk_entry *w, const struct mp_walk_crowd *c,
                    uint32_t generation)
 {
     return w->fixed == MP_FIXED_CROWD && w->ra && w->ra == c->ra && w->sp == c->sp &&
-           w->fp == c->fp && w->fp_mask == c->fp_mask && w->generation == generation;
+           w->fp == c->fp && w->fp_mask == c->fp_mask && w->split == c->split &&
+           w->generation == generation;
 }
 
 /* Set s's mark of its crowded start c (a walk of no words under the start's key, which
@@ -494,7 +489,7 @@ static void mark(struct mp_thread *self, unsigned s, const struct mp_walk_crowd 
         return;
     struct mp_walk_entry m = {.ra = c->ra, .sp = c->sp, .fp = c->fp, .fp_mask = c->fp_mask,
                               .generation = generation, .device = MP_CROWD_DEVICE, .rule = -1,
-                              .fixed = MP_FIXED_CROWD};
+                              .fixed = MP_FIXED_CROWD, .split = c->split};
     for (int i = 0; i < MP_WALK_FIRST; i++)
         m.word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
     insert_walk(set, &m);
@@ -569,29 +564,10 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     if (c)
         mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
     if (c || crowd(self, s, &fresh, fp)) {
-        fresh.ra = crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
+        fresh.ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
         s = mp_walk_set(fresh.ra, sp);
     }
     insert_walk(self->walks[s], &fresh);
-}
-
-/* A crowded start's walk, in the set its word picks (which may be its own: not its mark). */
-static int crowd_walk_hit(struct mp_thread *self, const struct mp_walk_crowd *c, uintptr_t ra,
-                          uintptr_t sp, uintptr_t fp, struct mp_site_hit *hit)
-{
-    uintptr_t key = crowd_key(ra, *c->split);
-    return mp_sites_walk_set_hit(self->walks[mp_walk_set(key, sp)], key, sp, fp, hit) &&
-           hit->fixed != MP_FIXED_CROWD;
-}
-
-int mp_sites_crowd_hit(struct mp_thread *self, uintptr_t fp, struct mp_site_hit *hit,
-                       uintptr_t *ra, uintptr_t *sp)
-{
-    const struct mp_walk_entry *mark =
-        (const struct mp_walk_entry *)((char *)hit->count - offsetof(struct mp_walk_entry, count));
-    *ra = mark->ra, *sp = mark->sp;
-    const struct mp_walk_crowd *c = crowd_of(self->crowds[mp_walk_set(*ra, *sp)], *ra, *sp, fp);
-    return c && crowd_walk_hit(self, c, *ra, *sp, fp, hit);
 }
 
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
@@ -601,7 +577,7 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
     const struct mp_walk_crowd *c = crowd_of(self->crowds[own], ra, sp, fp);
     if (c)
         mark(self, own, c); /* back, if later walks pushed it out */
-    if (c ? crowd_walk_hit(self, c, ra, sp, fp, hit)
+    if (c ? mp_sites_crowd_walked(self, ra, sp, c->split, fp, hit)
                 : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
