@@ -376,6 +376,10 @@ static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintp
 
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp);
+static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                         struct mp_walk_entry *w);
+static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_entry *w,
+                                       uintptr_t fp);
 
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
@@ -394,6 +398,12 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     struct mp_site_entry *e = root(self, &v, ra);
     int n = 1;
     if (e->needs_scan) {
+        struct mp_walk_entry found; /* a fixed site's walk made from another depth */
+        if (relative_walk(self, ra, sp, &found)) {
+            struct mp_walk_entry *w = keep_walk(self, &found, fp);
+            mp_sites_count(&w->count, size);
+            return w->rule;
+        }
         e = unwound_entry(self, &v, ra, sp, fp, frames, &n);
         remember_walk(self, e, ra, sp, fp); /* a fixed site's next call finds it in the cache */
     }
@@ -539,11 +549,42 @@ static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry 
     return 1;
 }
 
+/* Keep walk w (from its ra, sp and the start's fp) for mp_sites_fixed_walked: first in its
+ * set (the start's own, or for a crowded start the one its word picks), the others moving
+ * down one, the oldest out; where it went. The caller has marked the thread busy; keys are
+ * written last, so a signal handler's lookup finds an entry empty, not half made. */
+static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_entry *w,
+                                       uintptr_t fp)
+{
+    uintptr_t ra = w->ra, sp = w->sp;
+    unsigned s = mp_walk_set(ra, sp);
+    const struct mp_walk_crowd *c = crowd_of(self->crowds[s], ra, sp, fp);
+    if (c)
+        mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
+    if (c || crowd(self, s, w, fp)) {
+        w->ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
+        s = mp_walk_set(w->ra, sp);
+    }
+    insert_walk(self->walks[s], w);
+    return &self->walks[s][0];
+}
+
+/* The walk from (ra, sp) kept by its offsets from another depth whose words hold here,
+ * into *w, as remember_walk would make it. */
+static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                         struct mp_walk_entry *w)
+{
+    if (!sp || !mp_rel_walks_find(self, ra, sp,
+                                  __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED), w))
+        return 0;
+    for (int i = w->n; i < MP_WALK_FIRST; i++)
+        w->word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    return 1;
+}
+
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
- * os/modules.c) as leading to entry e, for mp_sites_fixed_walked: first in its set (the
- * start's own, or for a crowded start the one its word picks), the others moving down
- * one, the oldest out. The caller has marked the thread busy; keys are written last, so
- * a signal handler's lookup finds an entry empty, not half made. */
+ * os/modules.c) as leading to entry e: kept, and by its words' offsets from sp too when
+ * they hold at any depth. */
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp)
 {
@@ -559,15 +600,9 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     for (int i = 0; i < t->n || i < MP_WALK_FIRST; i++)
         fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
-    unsigned s = mp_walk_set(ra, sp);
-    const struct mp_walk_crowd *c = crowd_of(self->crowds[s], ra, sp, fp);
-    if (c)
-        mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
-    if (c || crowd(self, s, &fresh, fp)) {
-        fresh.ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
-        s = mp_walk_set(fresh.ra, sp);
-    }
-    insert_walk(self->walks[s], &fresh);
+    if (t->sp_only)
+        mp_rel_walks_remember(self, &fresh);
+    keep_walk(self, &fresh, fp);
 }
 
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
@@ -580,6 +615,12 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
     if (c ? mp_sites_crowd_walked(self, ra, sp, c->split, fp, hit)
                 : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
+    struct mp_walk_entry found; /* a walk made from another depth, that holds here */
+    if (relative_walk(self, ra, sp, &found)) {
+        struct mp_walk_entry *w = keep_walk(self, &found, fp);
+        *hit = (struct mp_site_hit){&w->count, w->device, w->fixed};
+        return 1;
+    }
     struct view *v = __atomic_load_n(&current, __ATOMIC_ACQUIRE);
     struct mp_site_entry *e = root(self, &v, ra);
     /* a return address into libc or libstdc++, or one a rule of several frames begins
@@ -618,6 +659,7 @@ void mp_sites_forget_walks(struct mp_thread *t)
     flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
     memset(t->crowds, 0, sizeof t->crowds);
+    mp_rel_walks_forget(t);
 }
 
 void mp_sites_flush(void)

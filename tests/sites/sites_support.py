@@ -31,3 +31,24 @@ def memplace(*args: str, **kw) -> subprocess.CompletedProcess:
     """The memplace command line, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "memplace", *args], capture_output=True,
                           text=True, **{"timeout": 300, **kw})
+
+
+def chains_policy(tmp_path, rules: dict):
+    """A policy with devices fast (node 0) and pmem (a file device) and one rule per
+    name: (frames, device)."""
+    pmem = tmp_path / "pmem"
+    pmem.mkdir()
+    text = ""
+    for name, (frames, device) in rules.items():
+        quoted = ", ".join(f'"{f}"' for f in frames)
+        text += f'[[rules]]\nname = "{name}"\nsite = [{quoted}]\ndevice = "{device}"\n'
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f"""version = 1
+[devices.fast]
+kind = "numa"
+nodes = [0]
+[devices.pmem]
+kind = "file"
+path = "{pmem}"
+{text}""")
+    return policy

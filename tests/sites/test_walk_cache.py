@@ -41,30 +41,9 @@ def test_realloc_and_aligned_sites_are_found_from_the_walk_cache_too(tmp_path, c
     run_chains(tmp_path, FLAGS[1], 3, call)
 
 
-def chains_policy(tmp_path, rules: dict):
-    """A policy with devices fast (node 0) and pmem (a file device) and one rule per
-    name: (frames, device)."""
-    pmem = tmp_path / "pmem"
-    pmem.mkdir()
-    text = ""
-    for name, (frames, device) in rules.items():
-        quoted = ", ".join(f'"{f}"' for f in frames)
-        text += f'[[rules]]\nname = "{name}"\nsite = [{quoted}]\ndevice = "{device}"\n'
-    policy = tmp_path / "policy.toml"
-    policy.write_text(f"""version = 1
-[devices.fast]
-kind = "numa"
-nodes = [0]
-[devices.pmem]
-kind = "file"
-path = "{pmem}"
-{text}""")
-    return policy
-
-
 def run_chains(tmp_path, flags, frames, call):
     exe = support.build(tmp_path, SOURCE, flags)
-    policy = chains_policy(tmp_path, {
+    policy = support.chains_policy(tmp_path, {
         f"{caller}{outer}": ([f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', caller)}",
                               f"same_depth.c:{line('OUTER', outer)}"][:frames], device)
         for (caller, outer), device in CHAINS.items()})
@@ -100,7 +79,7 @@ def test_chains_that_differ_only_in_their_fourth_frame_hit_their_own_rule(tmp_pa
     exe = support.build(tmp_path, SOURCE, flags)
     frames = [f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', 'a')}",
               f"same_depth.c:{line('OUTER', 'x')}"]
-    policy = chains_policy(tmp_path, {top: ([*frames, f"same_depth.c:{line('TOP', top)}"], device)
+    policy = support.chains_policy(tmp_path, {top: ([*frames, f"same_depth.c:{line('TOP', top)}"], device)
                                       for top, device in (("p", "fast"), ("q", "pmem"))})
     stats = tmp_path / "stats.json"
     r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe),
@@ -227,7 +206,7 @@ def run_dispatch(tmp_path, flags, frames, call, reload=None):
         chain = [site, f"dispatch.c:{support.marker_line(DISPATCH, 'CALLER', str(k))}",
                  f"dispatch.c:{dispatch_line}"][:frames]
         rules[f"c{k}"] = (chain, "fast" if k % 2 == 0 else "pmem")
-    policy = chains_policy(tmp_path, rules)
+    policy = support.chains_policy(tmp_path, rules)
     stats = tmp_path / "stats.json"
     r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), str(ROUNDS),
                  str(["malloc", "realloc", "aligned_alloc"].index(call)),
@@ -258,7 +237,7 @@ def test_two_dispatches_that_pick_one_set_are_both_crowded(tmp_path, flags):
     steps' new starts)."""
     exe = support.build(tmp_path, TWO_DEPTHS, flags)
     site = f"two_depths.c:{support.marker_line(TWO_DEPTHS, 'SITE', 'make')}"
-    policy = chains_policy(tmp_path, {
+    policy = support.chains_policy(tmp_path, {
         f"c{k}": ([site, f"two_depths.c:{support.marker_line(TWO_DEPTHS, 'CALLER', str(k))}"],
                   "fast" if k % 2 == 0 else "pmem") for k in range(8)})
     stats = tmp_path / "stats.json"

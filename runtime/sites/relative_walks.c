@@ -1,0 +1,98 @@
+/* Relative walks (types.h): walks kept by their words' offsets from sp, so that a call
+ * chain met again at another depth of the stack takes a set lookup instead of a walk.
+ * Only the thread's own calls, inside placement (busy), read or write them. */
+#include <string.h>
+#include "internal.h"
+
+static uintptr_t mix(uintptr_t a, uintptr_t b)
+{
+    return (a ^ (b * 0xff51afd7ed558ccdull)) * 0x9e3779b97f4a7c15ull;
+}
+
+static struct mp_rel_offset *offset_slot(struct mp_rel_offset *table, uintptr_t ra,
+                                         uintptr_t first)
+{
+    return &table[mix(ra, first) >> 56 & (MP_REL_OFFSETS - 1)];
+}
+
+static struct mp_rel_walk *rel_set(struct mp_thread *self, uintptr_t ra, uintptr_t first,
+                                   uintptr_t second)
+{
+    return self->rel_walks[mix(mix(ra, first), second) >> (64 - MP_REL_SET_BITS)];
+}
+
+/* The word at sp + off, when it lies below the stack's top. */
+static int read_at(uintptr_t sp, uintptr_t top, uint32_t off, uintptr_t *value)
+{
+    if ((uintptr_t)off + sizeof(uintptr_t) > top - sp)
+        return 0;
+    *value = *(const uintptr_t *)(sp + off);
+    return 1;
+}
+
+void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w)
+{
+    if (w->n < 1 || w->n > MP_WALK_WORDS)
+        return;
+    struct mp_rel_walk r = {.generation = w->generation, .device = w->device, .rule = w->rule,
+                            .fixed = w->fixed, .n = w->n};
+    for (int i = 0; i < w->n; i++) {
+        uintptr_t off = (uintptr_t)w->word[i].addr - w->sp;
+        if (off >= MP_REL_NONE)
+            return;
+        r.off[i] = (uint32_t)off, r.value[i] = w->word[i].value;
+    }
+    uintptr_t first = r.value[0], second = r.n > 1 ? r.value[1] : 0;
+    *offset_slot(self->rel_firsts, w->ra, 0) = (struct mp_rel_offset){w->ra, 0, r.off[0]};
+    *offset_slot(self->rel_seconds, w->ra, first) =
+        (struct mp_rel_offset){w->ra, first, r.n > 1 ? r.off[1] : MP_REL_NONE};
+    struct mp_rel_walk *set = rel_set(self, w->ra, first, second);
+    for (int i = MP_WALK_WAYS - 1; i > 0; i--)
+        set[i] = set[i - 1];
+    r.ra = w->ra;
+    set[0] = r;
+}
+
+/* Do r's words hold at sp, every one below the stack's top? */
+static int holds(const struct mp_rel_walk *r, uintptr_t sp, uintptr_t top)
+{
+    if ((uintptr_t)r->off[r->n - 1] + sizeof(uintptr_t) > top - sp)
+        return 0; /* offsets rise: the last is the highest */
+    for (int i = 0; i < r->n; i++)
+        if (*(const uintptr_t *)(sp + r->off[i]) != r->value[i])
+            return 0;
+    return 1;
+}
+
+int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint32_t generation,
+                      struct mp_walk_entry *out)
+{
+    uintptr_t top = mp_walk_top(self, sp), first, second = 0;
+    const struct mp_rel_offset *f = offset_slot(self->rel_firsts, ra, 0);
+    if (!top || f->ra != ra || !read_at(sp, top, f->off, &first))
+        return 0;
+    const struct mp_rel_offset *s = offset_slot(self->rel_seconds, ra, first);
+    if (s->ra != ra || s->first != first ||
+        (s->off != MP_REL_NONE && !read_at(sp, top, s->off, &second)))
+        return 0;
+    const struct mp_rel_walk *set = rel_set(self, ra, first, second);
+    for (int i = 0; i < MP_WALK_WAYS; i++) {
+        const struct mp_rel_walk *r = &set[i];
+        if (r->ra != ra || r->generation != generation || !holds(r, sp, top))
+            continue;
+        *out = (struct mp_walk_entry){.ra = ra, .sp = sp, .generation = generation,
+                                      .device = r->device, .rule = r->rule, .fixed = r->fixed,
+                                      .n = r->n};
+        for (int k = 0; k < r->n; k++)
+            out->word[k] = (struct mp_walk_word){(const uintptr_t *)(sp + r->off[k]), r->value[k]};
+        return 1;
+    }
+    return 0;
+}
+
+void mp_rel_walks_forget(struct mp_thread *self)
+{
+    memset(self->rel_walks, 0, sizeof self->rel_walks);
+    memset(self->rel_firsts, 0, sizeof self->rel_firsts);
+    memset(self->rel_seconds, 0, sizeof self->rel_seconds);
+}
