@@ -733,11 +733,14 @@ static inline void mp_sites_count(struct mp_site_count *c, size_t size)
 }
 
 // "sites/relative_walks.c" -- walks kept by their words' offsets from sp (types.h)
-/* Keep walk w (from its ra and sp; a walk whose trace was sp_only) by its offsets. */
-MP_HIDDEN void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w);
-/* A walk kept from ra under the rules' addresses of `generation` whose words hold at sp:
- * as the walk entry of (ra, sp) into *out (its words, not the unused ones after them). */
-MP_HIDDEN int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+/* Keep walk w (from its ra, sp and fp; its trace relative) by its offsets; fp_values: which
+ * of its words are saved frame pointers (the trace's fp_words). */
+MP_HIDDEN void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w,
+                                     uint32_t fp_values);
+/* A walk kept from ra under the rules' addresses of `generation` whose words hold at (sp,
+ * fp): as the walk entry of (ra, sp, fp) into *out (its words, not the unused ones after
+ * them). */
+MP_HIDDEN int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                                 uint32_t generation, struct mp_walk_entry *out);
 MP_HIDDEN void mp_rel_walks_forget(struct mp_thread *self);
 

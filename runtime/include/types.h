@@ -131,13 +131,15 @@ struct mp_unwind_trace {
     int n; /* -1: more words than fit, the walk cannot be replayed */
     int fp_used; /* a step used the starting frame pointer (else the walk does not depend
                     on it: in code without frame pointers it is any value) */
-    int sp_only; /* every frame's CFA came from sp and no read met the stack's bounds: the
-                    words' offsets from sp are fixed by the return addresses read, so the
-                    same walk holds at any depth (sites/sites.c: relative walks) */
+    int relative; /* every frame's CFA came from sp, from the starting frame pointer or
+                     from a saved one, and no read met the stack's bounds: moved with the
+                     stack (sp, the frame pointers and the saved ones all by one amount),
+                     the walk reads the same words (sites/relative_walks.c) */
     uint32_t fp_words;  /* which words are saved frame pointers ... */
     uint32_t fp_needed; /* ... and which of those a later step used: the others, in code
                            without frame pointers the program's data in rbp, are dropped
-                           when the walk ends (the frames do not depend on them) */
+                           when the walk ends (the frames do not depend on them); then
+                           fp_words says which of the words kept are */
     const uintptr_t *addr[MP_UNWIND_TRACE];
     uintptr_t value[MP_UNWIND_TRACE];
 };
@@ -255,30 +257,34 @@ struct mp_walk_crowd {
     uintptr_t ra, sp, fp, fp_mask;
     const uintptr_t *split; /* on the thread's stack above sp: readable whenever sp is */
 };
-/* A walk whose words were read at offsets from sp that the return addresses read fix
- * (trace sp_only: code without frame pointers, no signal frame) is the same walk from any
- * depth of the stack: a call chain met again deeper or shallower (an interpreter's or a
- * solver's recursion) is not unwound again. The thread keeps such walks by their offsets,
- * in sets picked by the start's return address and the values of the first two words, so
- * that the callers of one function (a dispatch) do not crowd one set. Where those words
- * lie is kept apart: the first's offset by return address (which alone fixes it), the
- * second's by return address and first word. On a miss of the walk cache, a relative walk
- * whose words hold there becomes the walk entry of the new start. */
+/* A walk is the same walk at any depth of the stack, as long as its words are read at the
+ * same offsets from sp and hold the same values, saved frame pointers the same offsets
+ * from sp (trace relative: no signal frame): a call chain met again deeper or shallower
+ * (an interpreter's or a solver's recursion) need not be unwound again. The thread keeps
+ * such walks by offsets, in sets picked by the start's return address and the first two
+ * words, so that the callers of one function (a dispatch) do not crowd one set. Where
+ * those words lie is kept apart: the first's offset by return address, the second's by
+ * return address and first word. On a miss of the walk cache, a relative walk whose words
+ * hold there becomes the walk entry of the new start. */
 #define MP_REL_SET_BITS 7
 #define MP_REL_SETS (1 << MP_REL_SET_BITS)
 #define MP_REL_OFFSETS 256
 #define MP_REL_NONE UINT32_MAX /* a walk of one word: no second */
 struct mp_rel_walk {
-    uintptr_t ra;                     /* 0: empty (written last) */
+    uintptr_t ra;                     /* 0: empty */
+    intptr_t fp_off;                  /* fp - sp at the start, when the walk used fp */
     uint32_t generation;
     int32_t device, rule;
     uint8_t fixed, n;                 /* n >= 1 */
+    uint8_t fp_used;                  /* the walk used the starting frame pointer */
+    uint8_t fp_values;                /* word i a saved frame pointer (bit i): its value
+                                         is kept as an offset from sp */
     uint32_t off[MP_WALK_WORDS];      /* word i at sp + off[i], rising */
     uintptr_t value[MP_WALK_WORDS];
 };
 /* Where the next word of walks from ra lies, after the first word `first` (for the
- * second word; any value for the first). */
-struct mp_rel_offset { uintptr_t ra, first; uint32_t off; };
+ * second word; 0 for the first), and whether it is a saved frame pointer. */
+struct mp_rel_offset { uintptr_t ra, first; uint32_t off; uint32_t fp_value; };
 
 struct mp_device_counters {
     uint64_t allocations, bytes;

@@ -224,11 +224,15 @@ static void copy_frames(uintptr_t *to, const uintptr_t *from, int n)
 static void drop_unused_fp_words(struct mp_unwind_trace *t)
 {
     int k = 0;
+    uint32_t kept_fp = 0;
     for (int i = 0; i < t->n; i++)
-        if (!(t->fp_words >> i & 1) || (t->fp_needed >> i & 1))
+        if (!(t->fp_words >> i & 1) || (t->fp_needed >> i & 1)) {
+            kept_fp |= (t->fp_words >> i & 1) << k;
             t->addr[k] = t->addr[i], t->value[k++] = t->value[i];
+        }
     if (t->n > 0)
         t->n = k;
+    t->fp_words = kept_fp;
 }
 
 int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uintptr_t top,
@@ -262,7 +266,7 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
         cache->last.depth = depth;
         trace = &cache->last.trace;
         trace->n = 0, trace->fp_used = 0, trace->fp_words = trace->fp_needed = 0;
-        trace->sp_only = 1;
+        trace->relative = 1;
     }
     int fp_from = -1; /* where r->fp comes from: -1 the start, -2 no word, else a trace word */
     int n = 0, why = MP_CAPTURE_CUT;
@@ -285,11 +289,12 @@ int mp_capture(const struct mp_modules *t, const struct mp_unwind_regs *at, uint
                 trace->fp_needed |= 1u << fp_from;
         }
         int s = rule ? mp_unwind_step(rule, r, lo, top, trace) : MP_STEP_UNKNOWN;
-        /* a frame based on fp or a signal frame, or a step from sp that failed (maybe at
-         * the stack's bounds): the walk is not the same at another depth */
-        if (trace && rule && (rule->cfa_base == MP_CFA_FP || rule->cfa_base == MP_CFA_SIGNAL ||
-                              (rule->cfa_base == MP_CFA_SP && s == MP_STEP_UNKNOWN)))
-            trace->sp_only = 0;
+        /* a signal frame (its words are absolute stack addresses), or a step that failed
+         * (maybe at the stack's bounds): the walk is not the same at another depth */
+        if (trace && rule && (rule->cfa_base == MP_CFA_SIGNAL ||
+                              ((rule->cfa_base == MP_CFA_SP || rule->cfa_base == MP_CFA_FP) &&
+                               s == MP_STEP_UNKNOWN)))
+            trace->relative = 0;
         if (s != MP_STEP_OK) {
             why = s == MP_STEP_END ? MP_CAPTURE_OUTERMOST : MP_CAPTURE_CUT;
             break;

@@ -21,31 +21,28 @@ static struct mp_rel_walk *rel_set(struct mp_thread *self, uintptr_t ra, uintptr
     return self->rel_walks[mix(mix(ra, first), second) >> (64 - MP_REL_SET_BITS)];
 }
 
-/* The word at sp + off, when it lies below the stack's top. */
-static int read_at(uintptr_t sp, uintptr_t top, uint32_t off, uintptr_t *value)
-{
-    if ((uintptr_t)off + sizeof(uintptr_t) > top - sp)
-        return 0;
-    *value = *(const uintptr_t *)(sp + off);
-    return 1;
-}
-
-void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w)
+void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w,
+                           uint32_t fp_values)
 {
     if (w->n < 1 || w->n > MP_WALK_WORDS)
         return;
-    struct mp_rel_walk r = {.generation = w->generation, .device = w->device, .rule = w->rule,
-                            .fixed = w->fixed, .n = w->n};
+    uintptr_t sp = w->sp;
+    struct mp_rel_walk r = {.fp_off = (intptr_t)(w->fp - sp), .generation = w->generation,
+                            .device = w->device, .rule = w->rule, .fixed = w->fixed,
+                            .n = w->n, .fp_used = w->fp_mask != 0,
+                            .fp_values = (uint8_t)fp_values};
     for (int i = 0; i < w->n; i++) {
-        uintptr_t off = (uintptr_t)w->word[i].addr - w->sp;
+        uintptr_t off = (uintptr_t)w->word[i].addr - sp;
         if (off >= MP_REL_NONE)
             return;
-        r.off[i] = (uint32_t)off, r.value[i] = w->word[i].value;
+        r.off[i] = (uint32_t)off;
+        r.value[i] = w->word[i].value - (fp_values >> i & 1 ? sp : 0);
     }
     uintptr_t first = r.value[0], second = r.n > 1 ? r.value[1] : 0;
-    *offset_slot(self->rel_firsts, w->ra, 0) = (struct mp_rel_offset){w->ra, 0, r.off[0]};
-    *offset_slot(self->rel_seconds, w->ra, first) =
-        (struct mp_rel_offset){w->ra, first, r.n > 1 ? r.off[1] : MP_REL_NONE};
+    *offset_slot(self->rel_firsts, w->ra, 0) =
+        (struct mp_rel_offset){w->ra, 0, r.off[0], fp_values & 1};
+    *offset_slot(self->rel_seconds, w->ra, first) = (struct mp_rel_offset){
+        w->ra, first, r.n > 1 ? r.off[1] : MP_REL_NONE, fp_values >> 1 & 1};
     struct mp_rel_walk *set = rel_set(self, w->ra, first, second);
     for (int i = MP_WALK_WAYS - 1; i > 0; i--)
         set[i] = set[i - 1];
@@ -53,38 +50,56 @@ void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w
     set[0] = r;
 }
 
-/* Do r's words hold at sp, every one below the stack's top? */
-static int holds(const struct mp_rel_walk *r, uintptr_t sp, uintptr_t top)
+/* The value of the word at sp + o->off as a walk keeps it (a saved frame pointer as an
+ * offset from sp), when it lies below the stack's top. */
+static int read_kept(uintptr_t sp, uintptr_t top, const struct mp_rel_offset *o,
+                     uintptr_t *value)
+{
+    if ((uintptr_t)o->off + sizeof(uintptr_t) > top - sp)
+        return 0;
+    *value = *(const uintptr_t *)(sp + o->off) - (o->fp_value ? sp : 0);
+    return 1;
+}
+
+/* Do r's words hold at sp (and fp), every one below the stack's top? */
+static int holds(const struct mp_rel_walk *r, uintptr_t sp, uintptr_t fp, uintptr_t top)
 {
     if ((uintptr_t)r->off[r->n - 1] + sizeof(uintptr_t) > top - sp)
         return 0; /* offsets rise: the last is the highest */
+    if (r->fp_used && (intptr_t)(fp - sp) != r->fp_off)
+        return 0;
     for (int i = 0; i < r->n; i++)
-        if (*(const uintptr_t *)(sp + r->off[i]) != r->value[i])
+        if (*(const uintptr_t *)(sp + r->off[i]) - (r->fp_values >> i & 1 ? sp : 0) !=
+            r->value[i])
             return 0;
     return 1;
 }
 
-int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint32_t generation,
-                      struct mp_walk_entry *out)
+int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
+                      uint32_t generation, struct mp_walk_entry *out)
 {
     uintptr_t top = mp_walk_top(self, sp), first, second = 0;
     const struct mp_rel_offset *f = offset_slot(self->rel_firsts, ra, 0);
-    if (!top || f->ra != ra || !read_at(sp, top, f->off, &first))
+    if (!top || f->ra != ra || !read_kept(sp, top, f, &first))
         return 0;
     const struct mp_rel_offset *s = offset_slot(self->rel_seconds, ra, first);
     if (s->ra != ra || s->first != first ||
-        (s->off != MP_REL_NONE && !read_at(sp, top, s->off, &second)))
+        (s->off != MP_REL_NONE && !read_kept(sp, top, s, &second)))
         return 0;
     const struct mp_rel_walk *set = rel_set(self, ra, first, second);
     for (int i = 0; i < MP_WALK_WAYS; i++) {
         const struct mp_rel_walk *r = &set[i];
-        if (r->ra != ra || r->generation != generation || !holds(r, sp, top))
+        if (r->ra != ra || r->generation != generation || !holds(r, sp, fp, top))
             continue;
-        *out = (struct mp_walk_entry){.ra = ra, .sp = sp, .generation = generation,
+        uintptr_t fp_mask = r->fp_used ? ~(uintptr_t)0 : 0;
+        *out = (struct mp_walk_entry){.ra = ra, .sp = sp, .fp = fp & fp_mask,
+                                      .fp_mask = fp_mask, .generation = generation,
                                       .device = r->device, .rule = r->rule, .fixed = r->fixed,
                                       .n = r->n};
         for (int k = 0; k < r->n; k++)
-            out->word[k] = (struct mp_walk_word){(const uintptr_t *)(sp + r->off[k]), r->value[k]};
+            out->word[k] = (struct mp_walk_word){
+                (const uintptr_t *)(sp + r->off[k]),
+                r->value[k] + (r->fp_values >> k & 1 ? sp : 0)};
         return 1;
     }
     return 0;

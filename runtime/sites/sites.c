@@ -376,7 +376,7 @@ static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintp
 
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp);
-static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                          struct mp_walk_entry *w);
 static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_entry *w,
                                        uintptr_t fp);
@@ -399,7 +399,7 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     int n = 1;
     if (e->needs_scan) {
         struct mp_walk_entry found; /* a fixed site's walk made from another depth */
-        if (relative_walk(self, ra, sp, &found)) {
+        if (relative_walk(self, ra, sp, fp, &found)) {
             struct mp_walk_entry *w = keep_walk(self, &found, fp);
             mp_sites_count(&w->count, size);
             return w->rule;
@@ -569,12 +569,12 @@ static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_en
     return &self->walks[s][0];
 }
 
-/* The walk from (ra, sp) kept by its offsets from another depth whose words hold here,
- * into *w, as remember_walk would make it. */
-static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+/* The walk from (ra, sp, fp) kept by its offsets from another depth whose words hold
+ * here, into *w, as remember_walk would make it. */
+static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                          struct mp_walk_entry *w)
 {
-    if (!sp || !mp_rel_walks_find(self, ra, sp,
+    if (!sp || !mp_rel_walks_find(self, ra, sp, fp,
                                   __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED), w))
         return 0;
     for (int i = w->n; i < MP_WALK_FIRST; i++)
@@ -600,8 +600,8 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
     for (int i = 0; i < t->n || i < MP_WALK_FIRST; i++)
         fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
                                  : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
-    if (t->sp_only)
-        mp_rel_walks_remember(self, &fresh);
+    if (t->relative)
+        mp_rel_walks_remember(self, &fresh, t->fp_words);
     keep_walk(self, &fresh, fp);
 }
 
@@ -616,7 +616,7 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
                 : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
     struct mp_walk_entry found; /* a walk made from another depth, that holds here */
-    if (relative_walk(self, ra, sp, &found)) {
+    if (relative_walk(self, ra, sp, fp, &found)) {
         struct mp_walk_entry *w = keep_walk(self, &found, fp);
         *hit = (struct mp_site_hit){&w->count, w->device, w->fixed};
         return 1;
