@@ -12,9 +12,9 @@
 static int next_dev = -1; /* the next allocator's device: where allocations that reach the
                              end of a chain are counted */
 /* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
-MP_HIDDEN uint32_t mp_small_usable[MP_TCACHE_BINS];
+MP_HIDDEN uint32_t mp_small_usable[MP_SMALL_SIZES];
 MP_HIDDEN unsigned char *mp_slice_class; /* per 64 KiB of the reserved range (internal.h) */
-_Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8 + 1, "a bin for each small usable size");
+_Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8, "a bin for each small usable size but 0");
 _Static_assert(MP_TCACHE_SMALL == MI_SMALL_SIZE_MAX, "the block cache's sizes are mimalloc's small ones");
 
 int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
@@ -24,8 +24,8 @@ int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
     for (int i = mp_ndevices - 1; i >= 0; i--)
         if (policy->devices[i].kind == MP_NEXT_ALLOCATOR)
             next_dev = i;
-    for (size_t i = 0; i < MP_TCACHE_BINS; i++)
-        mp_small_usable[i] = (uint32_t)mi_good_size(i * 8);
+    for (size_t i = 0; i < MP_SMALL_SIZES; i++) /* never 0: the block cache has no bin for it */
+        mp_small_usable[i] = (uint32_t)(mi_good_size(i * 8) < 8 ? 8 : mi_good_size(i * 8));
     mp_slice_class = mp_internal_alloc((mp_region_size >> MP_SLICE_SHIFT) + 1);
     if (!mp_slice_class) {
         *why = "cannot map the table of block sizes";

@@ -435,7 +435,12 @@ MP_HIDDEN void mp_block_cache_drain(struct mp_thread *self);
  * mimalloc page, which takes an atomic operation when another thread allocated it. */
 static inline void *mp_block_cache_pop(struct mp_thread *self, int dev, size_t usable)
 {
-    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
+    /* the bin at usable * 2 - 16 bytes into the device's row (usable is a multiple of 8):
+     * the index usable / 8 - 1 was shifted right and back left on every allocation (the
+     * free path's usable is a slice entry * 8, where the index form costs nothing) */
+    _Static_assert(sizeof(struct mp_tcache_bin) == 16, "a bin's offset is usable * 2 - 16");
+    struct mp_tcache_bin *b =
+        (struct mp_tcache_bin *)((char *)self->tcache[dev] + usable * 2 - 16);
     void *p = b->head;
     if (p) {
         b->head = *(void **)p;
@@ -453,12 +458,12 @@ static inline int mp_block_cache_size(size_t block)
 
 static inline int mp_block_cache_full(const struct mp_thread *self, int dev, size_t usable)
 {
-    return self->tcache[dev][usable / 8].count >= MP_TCACHE_MAX;
+    return self->tcache[dev][usable / 8 - 1].count >= MP_TCACHE_MAX;
 }
 
 static inline int mp_block_cache_push(struct mp_thread *self, int dev, void *p, size_t usable)
 {
-    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8];
+    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8 - 1];
     if (mp_block_cache_full(self, dev, usable))
         return 0;
     *(void **)p = b->head;
@@ -507,7 +512,7 @@ MP_HIDDEN void *mp_device_heap_alloc(struct mp_thread *self, int dev, size_t siz
  * mp_device_heap_alloc" (nothing was counted). */
 MP_HIDDEN void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_t size, int zero);
 /* mi_good_size of the block cache's sizes, by 8-byte step */
-MP_HIDDEN extern uint32_t mp_small_usable[MP_TCACHE_BINS];
+MP_HIDDEN extern uint32_t mp_small_usable[MP_SMALL_SIZES];
 /* mimalloc's small pages are one slice each (64 KiB; 32 KiB on 32-bit) and hold blocks of one size (mimalloc
  * 3.4: MI_ARENA_SLICE_SIZE, MI_SMALL_PAGE_SIZE). Each slice of the reserved range keeps
  * the usable size / 8 of the blocks allocated in it from mimalloc, so free knows a small

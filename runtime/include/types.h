@@ -261,15 +261,16 @@ struct mp_walk_crowd {
  * same offsets from sp and hold the same values, saved frame pointers the same offsets
  * from sp (trace relative: no signal frame): a call chain met again deeper or shallower
  * (an interpreter's or a solver's recursion) need not be unwound again. The thread keeps
- * such walks by offsets, in sets picked by the start's return address and the first two
- * words, so that the callers of one function (a dispatch) do not crowd one set. Where
- * those words lie is kept apart: the first's offset by return address, the second's by
- * return address and first word. On a miss of the walk cache, a relative walk whose words
- * hold there becomes the walk entry of the new start. */
+ * such walks by offsets, in sets picked by the start's return address and the walk's
+ * first two return addresses, so that the callers of one function (a dispatch) do not
+ * crowd one set. Where those two lie is kept apart: the first's offset by the start's
+ * return address, the second's by that and the first. On a miss of the walk cache, a
+ * relative walk whose words hold there becomes the walk entry of the new start. */
 #define MP_REL_SET_BITS 7
 #define MP_REL_SETS (1 << MP_REL_SET_BITS)
-#define MP_REL_OFFSETS 256
-#define MP_REL_NONE UINT32_MAX /* a walk of one word: no second */
+#define MP_REL_WAYS 8 /* 80 walks in 128 sets: more than 8 in one, about 3 in a million */
+#define MP_REL_OFFSET_SETS 64
+#define MP_REL_NONE UINT32_MAX /* a walk of one return address: no second */
 struct mp_rel_walk {
     uintptr_t ra;                     /* 0: empty */
     intptr_t fp_off;                  /* fp - sp at the start, when the walk used fp */
@@ -282,9 +283,9 @@ struct mp_rel_walk {
     uint32_t off[MP_WALK_WORDS];      /* word i at sp + off[i], rising */
     uintptr_t value[MP_WALK_WORDS];
 };
-/* Where the next word of walks from ra lies, after the first word `first` (for the
- * second word; 0 for the first), and whether it is a saved frame pointer. */
-struct mp_rel_offset { uintptr_t ra, first; uint32_t off; uint32_t fp_value; };
+/* Where walks from ra read their first return address, or (rel_seconds) their second
+ * after the first (`first`): an offset from sp. */
+struct mp_rel_offset { uintptr_t ra, first; uint32_t off; };
 
 struct mp_device_counters {
     uint64_t allocations, bytes;
@@ -300,7 +301,9 @@ struct mp_device_counters {
 /* Freed small blocks a thread keeps for reuse, per device (the first few) and size class */
 #define MP_TCACHE_DEVICES 4
 #define MP_TCACHE_SMALL ((int)(128 * sizeof(void *))) /* mimalloc's small blocks: MI_SMALL_SIZE_MAX */
-#define MP_TCACHE_BINS (MP_TCACHE_SMALL / 8 + 1) /* by usable size / 8 */
+#define MP_TCACHE_BINS (MP_TCACHE_SMALL / 8) /* by usable size / 8 - 1 (usable 8..1024): a row
+                                           of 2 KiB, so a device's row is a shift */
+#define MP_SMALL_SIZES (MP_TCACHE_SMALL / 8 + 1) /* small request sizes, by 8-byte step */
 #define MP_TCACHE_MAX 8               /* freed blocks kept per device and size class */
 struct mp_tcache_bin { void *head; uint32_t count; };
 
@@ -320,8 +323,10 @@ struct mp_thread {
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
     struct mp_walk_crowd crowds[MP_WALK_SETS][MP_WALK_CROWDS]; /* newest first */
-    struct mp_rel_walk rel_walks[MP_REL_SETS][MP_WALK_WAYS]; /* newest first */
-    struct mp_rel_offset rel_firsts[MP_REL_OFFSETS], rel_seconds[MP_REL_OFFSETS];
+    struct mp_rel_walk rel_walks[MP_REL_SETS][MP_REL_WAYS]; /* newest first */
+    struct mp_rel_offset rel_firsts[MP_REL_OFFSET_SETS][MP_WALK_WAYS]; /* newest first */
+    struct mp_rel_offset rel_seconds[MP_REL_OFFSET_SETS][MP_WALK_WAYS];
+    int rel_used; /* a relative walk was kept since the block was last emptied */
     int busy; /* the thread is inside placement: its site caches, block cache, live
                  bytes or mimalloc heaps (or the loader's lock, in a walk). A malloc-family
                  call that finds it set is a signal handler's: it touches none of these

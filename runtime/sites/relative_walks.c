@@ -9,16 +9,51 @@ static uintptr_t mix(uintptr_t a, uintptr_t b)
     return (a ^ (b * 0xff51afd7ed558ccdull)) * 0x9e3779b97f4a7c15ull;
 }
 
-static struct mp_rel_offset *offset_slot(struct mp_rel_offset *table, uintptr_t ra,
-                                         uintptr_t first)
+static struct mp_rel_offset *offset_set(struct mp_rel_offset (*table)[MP_WALK_WAYS],
+                                        uintptr_t ra, uintptr_t first)
 {
-    return &table[mix(ra, first) >> 56 & (MP_REL_OFFSETS - 1)];
+    return table[mix(ra, first) >> 56 & (MP_REL_OFFSET_SETS - 1)];
+}
+
+/* The offset from sp kept for (ra, first), if any. */
+static int offset_of(struct mp_rel_offset (*table)[MP_WALK_WAYS], uintptr_t ra,
+                     uintptr_t first, uint32_t *off)
+{
+    const struct mp_rel_offset *set = offset_set(table, ra, first);
+    for (int i = 0; i < MP_WALK_WAYS; i++)
+        if (set[i].ra == ra && set[i].first == first) {
+            *off = set[i].off;
+            return 1;
+        }
+    return 0;
+}
+
+/* Keep (ra, first) -> off: in place if known, else first in its set, the oldest out. */
+static void keep_offset(struct mp_rel_offset (*table)[MP_WALK_WAYS], uintptr_t ra,
+                        uintptr_t first, uint32_t off)
+{
+    struct mp_rel_offset *set = offset_set(table, ra, first);
+    int i = 0;
+    while (i < MP_WALK_WAYS - 1 && !(set[i].ra == ra && set[i].first == first))
+        i++;
+    for (; i > 0; i--)
+        set[i] = set[i - 1];
+    set[0] = (struct mp_rel_offset){ra, first, off};
 }
 
 static struct mp_rel_walk *rel_set(struct mp_thread *self, uintptr_t ra, uintptr_t first,
                                    uintptr_t second)
 {
     return self->rel_walks[mix(mix(ra, first), second) >> (64 - MP_REL_SET_BITS)];
+}
+
+/* The word at sp + off, when it lies below the stack's top. */
+static int read_at(uintptr_t sp, uintptr_t top, uint32_t off, uintptr_t *value)
+{
+    if ((uintptr_t)off + sizeof(uintptr_t) > top - sp)
+        return 0;
+    *value = *(const uintptr_t *)(sp + off);
+    return 1;
 }
 
 void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w,
@@ -31,34 +66,29 @@ void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w
                             .device = w->device, .rule = w->rule, .fixed = w->fixed,
                             .n = w->n, .fp_used = w->fp_mask != 0,
                             .fp_values = (uint8_t)fp_values};
-    for (int i = 0; i < w->n; i++) {
+    int key[2] = {-1, -1}; /* the first two return addresses: saved frame pointers are
+                              alike from many callers */
+    for (int i = 0, k = 0; i < w->n; i++) {
         uintptr_t off = (uintptr_t)w->word[i].addr - sp;
         if (off >= MP_REL_NONE)
             return;
+        int fp_value = fp_values >> i & 1;
         r.off[i] = (uint32_t)off;
-        r.value[i] = w->word[i].value - (fp_values >> i & 1 ? sp : 0);
+        r.value[i] = w->word[i].value - (fp_value ? sp : 0);
+        if (!fp_value && k < 2)
+            key[k++] = i;
     }
-    uintptr_t first = r.value[0], second = r.n > 1 ? r.value[1] : 0;
-    *offset_slot(self->rel_firsts, w->ra, 0) =
-        (struct mp_rel_offset){w->ra, 0, r.off[0], fp_values & 1};
-    *offset_slot(self->rel_seconds, w->ra, first) = (struct mp_rel_offset){
-        w->ra, first, r.n > 1 ? r.off[1] : MP_REL_NONE, fp_values >> 1 & 1};
+    if (key[0] < 0)
+        return;
+    uintptr_t first = r.value[key[0]], second = key[1] < 0 ? 0 : r.value[key[1]];
+    keep_offset(self->rel_firsts, w->ra, 0, r.off[key[0]]);
+    keep_offset(self->rel_seconds, w->ra, first, key[1] < 0 ? MP_REL_NONE : r.off[key[1]]);
+    self->rel_used = 1;
     struct mp_rel_walk *set = rel_set(self, w->ra, first, second);
-    for (int i = MP_WALK_WAYS - 1; i > 0; i--)
+    for (int i = MP_REL_WAYS - 1; i > 0; i--)
         set[i] = set[i - 1];
     r.ra = w->ra;
     set[0] = r;
-}
-
-/* The value of the word at sp + o->off as a walk keeps it (a saved frame pointer as an
- * offset from sp), when it lies below the stack's top. */
-static int read_kept(uintptr_t sp, uintptr_t top, const struct mp_rel_offset *o,
-                     uintptr_t *value)
-{
-    if ((uintptr_t)o->off + sizeof(uintptr_t) > top - sp)
-        return 0;
-    *value = *(const uintptr_t *)(sp + o->off) - (o->fp_value ? sp : 0);
-    return 1;
 }
 
 /* Do r's words hold at sp (and fp), every one below the stack's top? */
@@ -79,15 +109,13 @@ int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintpt
                       uint32_t generation, struct mp_walk_entry *out)
 {
     uintptr_t top = mp_walk_top(self, sp), first, second = 0;
-    const struct mp_rel_offset *f = offset_slot(self->rel_firsts, ra, 0);
-    if (!top || f->ra != ra || !read_kept(sp, top, f, &first))
-        return 0;
-    const struct mp_rel_offset *s = offset_slot(self->rel_seconds, ra, first);
-    if (s->ra != ra || s->first != first ||
-        (s->off != MP_REL_NONE && !read_kept(sp, top, s, &second)))
+    uint32_t off;
+    if (!top || !offset_of(self->rel_firsts, ra, 0, &off) || !read_at(sp, top, off, &first) ||
+        !offset_of(self->rel_seconds, ra, first, &off) ||
+        (off != MP_REL_NONE && !read_at(sp, top, off, &second)))
         return 0;
     const struct mp_rel_walk *set = rel_set(self, ra, first, second);
-    for (int i = 0; i < MP_WALK_WAYS; i++) {
+    for (int i = 0; i < MP_REL_WAYS; i++) {
         const struct mp_rel_walk *r = &set[i];
         if (r->ra != ra || r->generation != generation || !holds(r, sp, fp, top))
             continue;
@@ -107,6 +135,9 @@ int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintpt
 
 void mp_rel_walks_forget(struct mp_thread *self)
 {
+    if (!self->rel_used)
+        return; /* its pages never touched: leave them so */
+    self->rel_used = 0;
     memset(self->rel_walks, 0, sizeof self->rel_walks);
     memset(self->rel_firsts, 0, sizeof self->rel_firsts);
     memset(self->rel_seconds, 0, sizeof self->rel_seconds);

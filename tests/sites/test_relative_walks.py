@@ -59,3 +59,35 @@ def test_a_chain_met_at_many_depths_is_walked_about_once(tmp_path, flags, call):
     once (5). realloc takes the general path, which finds relative walks too."""
     unwinds = run(tmp_path, flags, call)
     assert unwinds < 40, unwinds
+
+
+TWO_LEVELS = support.PROGRAMS / "two_levels.c"
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=[" ".join(f) for f in FLAGS])
+@pytest.mark.parametrize("order", [0, 1])
+def test_a_dispatch_under_a_dispatch_is_walked_once_per_chain(tmp_path, flags, order):
+    """Sixteen callers under five outer functions, all at one depth: 80 chains that share
+    malloc's return address, stack and frame pointers. The walk cache's crowded start
+    parts them at one word, which many of them share, so every call walked (80,001 walks
+    for 80,000 calls). Relative walks are kept by the chain's first two return addresses
+    (not by saved frame pointers, alike in all 80): one walk per chain (81)."""
+    exe = support.build(tmp_path, TWO_LEVELS, flags)
+    site = f"two_levels.c:{support.marker_line(TWO_LEVELS, 'SITE', 'make')}"
+    rules = {f"c{k}d{d}": ([site, f"two_levels.c:{support.marker_line(TWO_LEVELS, 'CALLER', str(k))}",
+                            f"two_levels.c:{support.marker_line(TWO_LEVELS, 'OUTER', str(d))}"],
+                           "fast" if (k + d) % 2 == 0 else "pmem")
+             for k in range(16) for d in range(5)}
+    policy = support.chains_policy(tmp_path, rules)
+    stats = tmp_path / "stats.json"
+    rounds = 1000
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe), str(rounds),
+                 str(order))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"sum={rounds * sum(((24 + k) ^ (k + 1)) + d for k in range(16) for d in range(5))}\n"
+    doc = json.loads(stats.read_text())
+    hits = {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]}
+    assert hits == {name: rounds for name in rules}, hits
+    devices = {d["name"]: d["allocations"] for d in doc["totals"]["devices"]}
+    assert devices["fast"] == devices["pmem"] == 40 * rounds, devices
+    assert doc["totals"]["unwinds"] < 400, doc["totals"]["unwinds"]
