@@ -783,7 +783,10 @@ MP_HIDDEN void mp_place_stats_rollback(off_t mark);
 MP_HIDDEN void mp_place_write_stats(const char *how, int status, const char *target);
 /* `ra` is the call site; `sp` and `fp` the program's stack and frame pointers at the call
  * (sp: as after the call returns), where unwinding starts; sp 0: unwind from here. */
-MP_HIDDEN void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+/* malloc's, chosen for the policy by mp_place_start (rules of one frame look the return
+ * address up alone, deeper ones walks first), so that no call tests which. */
+typedef void *mp_place_malloc_fn(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
+MP_HIDDEN extern mp_place_malloc_fn *mp_place_malloc;
 MP_HIDDEN void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 MP_HIDDEN void *mp_place_realloc(void *p, size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp);
 /* The stats file of a process that runs (ran=1) or stops (ran=0) without placement, and why. */

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 static struct mp_policy *policy;
+static mp_place_malloc_fn place_malloc_one_frame, place_malloc_walked;
 
 /* A thread ends, before its block is recycled: the hits its walks counted go to the
  * rules, its cached blocks and pending live bytes to the devices. It stays inside
@@ -27,6 +28,8 @@ int mp_place_start(const char *path, const char **why)
     policy = mp_policy_load(path, why);
     if (!policy || mp_device_heaps_init(policy, why) || mp_sites_init(policy, why))
         return -1;
+    /* the policy's malloc: no test of the rules' depth on every call */
+    mp_place_malloc = mp_sites_depth > 1 ? place_malloc_walked : place_malloc_one_frame;
     mp_accounting_init(getenv("MEMPLACE_SHARED"));
     mp_threads_init();
     mp_threads_on_exit(thread_ends);
@@ -193,14 +196,18 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
  * the program's frame for deeper ones), the block from the thread's cache of freed
  * blocks of the site's device. A site found is served by one tail call to
  * place_found_counted() otherwise (the next allocator's sites, an empty cache, a full
- * device); a site not found by one tail call to place_site(). */
-void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+ * device); a site not found by one tail call to place_site(). `walks`: the policy has
+ * rules of several frames (a constant in each of the two versions below). */
+static inline __attribute__((always_inline)) void *place_malloc(size_t n, uintptr_t ra,
+                                                                uintptr_t sp, uintptr_t fp,
+                                                                int walks)
 {
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
     if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
         mp_set_busy(self, 1);
-        if (mp_likely(mp_sites_find(self, ra, sp, fp, &hit))) {
+        if (mp_likely((walks && mp_sites_fixed_walked(self, ra, sp, fp, &hit)) ||
+                      mp_sites_fixed(self, ra, &hit))) {
             if (hit.fixed == MP_FIXED_NEXT) {
                 /* counted before it is served, so that the next allocator is a jump: its
                  * failure (out of memory) is counted as an allocation too */
@@ -222,6 +229,18 @@ void *mp_place_malloc(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
     }
     return place_site(n, 0, ra, sp, fp);
 }
+
+static void *place_malloc_one_frame(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+{
+    return place_malloc(n, ra, sp, fp, 0);
+}
+
+static void *place_malloc_walked(size_t n, uintptr_t ra, uintptr_t sp, uintptr_t fp)
+{
+    return place_malloc(n, ra, sp, fp, 1);
+}
+
+MP_HIDDEN mp_place_malloc_fn *mp_place_malloc = place_malloc_walked;
 
 void *mp_place_calloc(size_t n, size_t size, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
