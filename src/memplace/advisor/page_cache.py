@@ -40,7 +40,10 @@ keep in the same room. The model:
 Under this model pinning a site lowers the misses exactly when its accesses per byte are
 above the average of the data left on the file device; the plan with nothing pinned (every
 site on the file device) is always a candidate, so the advice is never modelled worse than
-leaving everything to the kernel.
+leaving everything to the kernel. Of the plans modelled no worse, the advice is the one
+that costs least with every site's access figures at the upper end of their 95% interval
+(`upper_cost`): figures from a handful of samples (a small site in the shadow of a hot
+loop's misses) may hide misses that pinning the site would save.
 
     >>> import numpy as np
     >>> m = SharedMemory(total=100, room=80)

@@ -501,7 +501,8 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
         tried.append((cost, cap, assign, spilled, used, optimal, bound))
     allowed = [t for t in tried if t[0].allowed] or tried[:1]
     cheapest = min(allowed, key=lambda t: t[0].cost)
-    best = _robust(sites, pb, allowed, touches)
+    # never modelled worse than nothing pinned (the plan the file device alone makes)
+    best = _robust(sites, pb, [t for t in allowed if t[0].cost <= max(base.cost, cheapest[0].cost)], touches)
     cost, cap, assign, spilled, used, optimal, bound = best
     name = devices[fast].name
     dname = devices[pb.default].name
