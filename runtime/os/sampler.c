@@ -147,14 +147,41 @@ static void credit(struct ip_entry *e, const struct mp_x86_access *a, uint16_t w
         e->ops[e->n_ops++] = *a;
 }
 
-/* The straight-line code around `ip`. A timer interrupt is taken once the instruction
- * holding up retirement has retired, so `ip` is mostly just after the one that took the
- * time; and the instructions around it ran as often as it did. x86 cannot be decoded
- * backwards: decode forwards from the start of ip's unwind-table row (a function start or
- * frame change: an instruction boundary) keeping the instructions since the last branch,
- * then on from ip to the next branch. Branch targets seen in between cut the code before
- * ip (another path enters there). Operands before ip count if no instruction from them to
- * ip rewrote their address registers; after ip, if none before them did. */
+/* A decoded instruction and where the next one starts. */
+struct insn {
+    uintptr_t pc, end;
+    struct mp_x86_access a;
+};
+
+static uintptr_t target_of(const struct insn *x) { return x->end + (intptr_t)x->a.target; }
+
+/* Does the branch `x` end a region inside the loop [head, latch_end)? Every branch does,
+ * except a conditional one leaving the loop (an exit, or a jump to cold code such as
+ * sqrt's errno path): it is taken at most once per loop, so the code on both sides of it
+ * runs as often. Without a loop (head 0) every branch does. */
+static int cuts(const struct insn *x, uintptr_t head, uintptr_t latch_end)
+{
+    if (!x->a.branch)
+        return 0;
+    if (!head || x->a.branch != MP_BRANCH_COND)
+        return 1;
+    uintptr_t t = target_of(x);
+    return t >= head && t < latch_end;
+}
+
+/* The code around `ip` that ran as often as it: a timer interrupt is taken once the
+ * instruction holding up retirement has retired, so `ip` is mostly just after the one
+ * that took the time, and each instruction of that code ran once per pass. x86 cannot be
+ * decoded backwards: decode forwards from the start of ip's unwind-table row (a function
+ * start or frame change: an instruction boundary), then on from ip. When the code from ip
+ * reaches a backward branch to at or before ip (a loop's back edge, before any jump, call
+ * or return), the region is the loop body around ip: its conditional branches out of the
+ * loop do not cut it (a loop whose body a never-taken check splits in two credited the
+ * half that took less time far too little: the vector spmv's normalisation reads, docs/
+ * benchmarks.md); otherwise it is the straight-line code between branches, as before.
+ * Branch targets seen cut it too (another path enters there). Operands before ip count if
+ * no instruction from them to ip rewrote their address registers; after ip, if none
+ * before them did. */
 static void block_at(uintptr_t ip, struct ip_entry *e)
 {
     struct mp_x86_access at;
@@ -172,49 +199,75 @@ static void block_at(uintptr_t ip, struct ip_entry *e)
     if (start == UINTPTR_MAX || ip - (start + m->base) > MAX_SCAN)
         return;
     start += m->base;
-    struct { uintptr_t pc; struct mp_x86_access a; } ring[MAX_BLOCK];
-    int head = 0, n = 0; /* the last n instructions since a branch, oldest at ring[head] */
-    uintptr_t entry = start; /* the latest branch target at or before ip seen so far */
+    struct insn ring[MAX_BLOCK]; /* the last n instructions before ip, oldest at ring[head] */
+    int head = 0, n = 0;
+    uintptr_t entry = start; /* the latest branch target at or before ip seen */
+    uintptr_t join = UINTPTR_MAX; /* the first branch target after ip seen */
     uintptr_t pc = start;
     while (pc < ip) {
-        struct mp_x86_access x;
-        int len = mp_x86_decode((const unsigned char *)pc, ip - pc < 15 ? (int)(ip - pc) : 15, &x);
+        struct insn x;
+        int len = mp_x86_decode((const unsigned char *)pc, ip - pc < 15 ? (int)(ip - pc) : 15, &x.a);
         if (len == 0)
             return;
-        int slot = (head + n) % MAX_BLOCK;
+        x.pc = pc, x.end = pc + (uintptr_t)len;
         if (n == MAX_BLOCK)
-            head = (head + 1) % MAX_BLOCK, slot = (head + n - 1) % MAX_BLOCK;
-        else
-            n++;
-        ring[slot].pc = pc, ring[slot].a = x;
-        pc += (uintptr_t)len;
-        if (x.branch) {
-            n = 0, head = 0;
-            uintptr_t t = pc + (intptr_t)x.target;
-            if (x.branch != MP_BRANCH_END && t <= ip && t > entry)
+            head = (head + 1) % MAX_BLOCK, n--;
+        ring[(head + n++) % MAX_BLOCK] = x;
+        pc = x.end;
+        if (x.a.branch && x.a.branch != MP_BRANCH_END) {
+            uintptr_t t = target_of(&x);
+            if (t <= ip && t > entry)
                 entry = t;
+            else if (t > ip && t < join)
+                join = t;
         }
     }
     if (pc != ip)
         return; /* ip is not where the decoding lands: not an instruction boundary we know */
-    /* after ip: to the next branch, within the module's code */
-    struct mp_x86_access after[MAX_BLOCK];
+    /* after ip: on through conditional forward branches to a jump, call, return or
+     * backward branch, within the module's code */
+    struct insn after[MAX_BLOCK];
     int k = 0;
-    while (k < MAX_BLOCK - n && pc < m->hi) {
-        int len = mp_x86_decode((const unsigned char *)pc, m->hi - pc < 15 ? (int)(m->hi - pc) : 15, &after[k]);
+    uintptr_t loop = 0, latch_end = 0; /* the loop around ip: [loop, latch_end) */
+    while (k < MAX_BLOCK && pc < m->hi) {
+        struct insn *x = &after[k];
+        int len = mp_x86_decode((const unsigned char *)pc, m->hi - pc < 15 ? (int)(m->hi - pc) : 15, &x->a);
         if (len == 0)
             break;
-        pc += (uintptr_t)len;
-        if (after[k++].branch) {
-            uintptr_t t = pc + (intptr_t)after[k - 1].target;
-            if (after[k - 1].branch != MP_BRANCH_END && t <= ip && t > entry)
+        x->pc = pc, x->end = pc + (uintptr_t)len;
+        pc = x->end;
+        k++;
+        if (!x->a.branch)
+            continue;
+        if (x->a.branch == MP_BRANCH_END)
+            break;
+        uintptr_t t = target_of(x);
+        if (t <= ip) {
+            if (t > entry)
                 entry = t; /* the loop's back edge */
+            if (t <= x->pc)
+                loop = t, latch_end = x->end;
             break;
         }
+        if (t < join)
+            join = t;
+        if (x->a.branch == MP_BRANCH_JUMP || t <= x->pc)
+            break;
     }
-    int first = 0; /* drop what lies before an entry point */
-    while (first < n && ring[(head + first) % MAX_BLOCK].pc < entry)
-        first++;
+    /* the region: back from ip to an entry point or a branch that cuts it, on from ip to
+     * a branch that cuts it (included) or a join point (not) */
+    int first = n;
+    while (first > 0) {
+        const struct insn *x = &ring[(head + first - 1) % MAX_BLOCK];
+        if (x->pc < entry || cuts(x, loop, latch_end))
+            break;
+        first--;
+    }
+    int last = 0;
+    while (last < k && after[last].pc < join) {
+        if (cuts(&after[last++], loop, latch_end))
+            break;
+    }
     uint16_t written = 0;
     for (int i = n - 1; i >= first; i--) {
         const struct mp_x86_access *a = &ring[(head + i) % MAX_BLOCK].a;
@@ -222,11 +275,11 @@ static void block_at(uintptr_t ip, struct ip_entry *e)
         credit(e, a, written);
     }
     written = 0;
-    for (int i = 0; i < k; i++) {
-        credit(e, &after[i], written);
-        written |= after[i].clobbers;
+    for (int i = 0; i < last; i++) {
+        credit(e, &after[i].a, written);
+        written |= after[i].a.clobbers;
     }
-    e->n_instr = (uint16_t)(n - first + k);
+    e->n_instr = (uint16_t)(n - first + last);
 }
 
 /* Decoded once per IP: entries are written without a lock by any thread's handler; one

@@ -40,7 +40,10 @@ keep in the same room. The model:
 Under this model pinning a site lowers the misses exactly when its accesses per byte are
 above the average of the data left on the file device; the plan with nothing pinned (every
 site on the file device) is always a candidate, so the advice is never modelled worse than
-leaving everything to the kernel.
+leaving everything to the kernel. Of the plans modelled no worse, the advice is the one
+that costs least with every site's access figures at the upper end of their 95% interval
+(`upper_cost`): figures from a handful of samples (a small site in the shadow of a hot
+loop's misses) may hide misses that pinning the site would save.
 
     >>> import numpy as np
     >>> m = SharedMemory(total=100, room=80)
@@ -55,7 +58,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memplace.profiling.access_estimate import poisson_interval
+
 ROOM = 64 << 20  # page cache below which misses slow down (measured: see the module docstring)
+EXTRA = 3  # sites after the best prefix of the scan tried with it (capacity_candidates)
 UNREAD = 10  # written_once: reads under 1/UNREAD of the writes (by the samples' 95% bound)
 REWRITTEN = 4.0  # written_once: writes at most this many times the bytes allocated (the
 #                  sampled estimates can be 2x high: hotcold's log, written once, at 2.05x)
@@ -117,6 +123,7 @@ class CachedCost:
     cached: int  # the file devices' planned peak
     hit_ratio: float
     allowed: bool
+    per_site: np.ndarray | None = None  # modelled ns of each site
 
 
 def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: np.ndarray,
@@ -144,7 +151,22 @@ def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: 
     for s, (capacity, d) in spills.items():
         share = min(1.0, capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
         per_site[s] = share * pb.cost[s, d] + (1 - share) * per_site[s]
-    return CachedCost(float(per_site.sum()), int(pin), int(cache), h, shared.allowed(pin, cache))
+    return CachedCost(float(per_site.sum()), int(pin), int(cache), h, shared.allowed(pin, cache), per_site)
+
+
+def upper_cost(per_site: np.ndarray, fixed: np.ndarray, samples: np.ndarray) -> float:
+    """A plan's cost with every site's access figures at the upper end of their 95%
+    interval. `per_site`: each site's modelled cost in the plan; `fixed`: the part of it
+    its allocated bytes fix (its pages' write-back), not its access figures; `samples`:
+    the access samples behind each site's figures (inf: exact figures). The figures are a
+    site's sample count times a constant and the count is Poisson: its upper bound over
+    the count (access_estimate.poisson_interval) scales the access-driven part."""
+    driven = per_site - fixed
+    factor = np.ones_like(driven)
+    for i in np.nonzero(np.isfinite(samples) & (driven > 0))[0]:
+        k = int(samples[i])
+        factor[i] = poisson_interval(k)[1] / k if k > 0 else 1.0  # no sample: no figure to scale
+    return float(fixed.sum() + (driven * factor).sum())
 
 
 def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemory,
@@ -169,10 +191,10 @@ def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemor
     saving = cold + fixed - pb.cost[:, fast]
     order = [s for s in np.argsort(-((cold + fixed) / np.maximum(size, 1.0)), kind="stable") if saving[s] > 0]
     total = float(size.sum())
-    best_c, best = 0.0, math.inf
+    best_c, best, best_at = 0.0, math.inf, 0
     pinned_bytes, pinned_cost, left_cold, left_hot = 0.0, 0.0, float(cold.sum()), float(hot.sum())
     left_fixed = float(fixed.sum())
-    for s in order:
+    for i, s in enumerate(order):
         take = min(float(size[s]), top - pinned_bytes)
         if take <= 0:
             break
@@ -186,10 +208,14 @@ def capacity_candidates(pb, fast: int, hit_cost: np.ndarray, shared: SharedMemor
         factor = shared.miss_factor(pinned_bytes) if h < 1 else 1.0
         model = pinned_cost + left_fixed + h * left_hot + (1 - h) * left_cold * factor
         if model < best:
-            best, best_c = model, pinned_bytes
+            best, best_c, best_at = model, pinned_bytes, i + 1
         if take < size[s]:
             break
     out = list(tops)
-    if best_c > 0 and all(abs(best_c - c) >= 1 << 20 for c in out):
-        out.append(int(best_c))
+    # the best prefix, and it with each of the next sites that fit whole: one the prefix
+    # leaves out may be within the sampling noise of gaining (the caller compares them)
+    more = [best_c + float(size[s]) for s in order[best_at:best_at + EXTRA] if best_c + size[s] <= top]
+    for c in [best_c] + (more if best_c > 0 else []):
+        if c > 0 and all(abs(c - o) >= 1 << 20 for o in out):
+            out.append(int(c))
     return out
