@@ -280,7 +280,9 @@ struct mp_rel_walk {
     uint8_t fp_used;                  /* the walk used the starting frame pointer */
     uint8_t fp_values;                /* word i a saved frame pointer (bit i): its value
                                          is kept as an offset from sp */
-    uint32_t off[MP_WALK_WORDS];      /* word i at sp + off[i], rising */
+    uint32_t end;                     /* the highest word's offset + 8 (a saved frame
+                                         pointer lies below its frame's return address) */
+    uint32_t off[MP_WALK_WORDS];      /* word i at sp + off[i] */
     uintptr_t value[MP_WALK_WORDS];
 };
 /* Where walks from ra read their first return address, or (rel_seconds) their second

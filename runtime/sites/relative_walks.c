@@ -70,10 +70,12 @@ void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w
                               alike from many callers */
     for (int i = 0, k = 0; i < w->n; i++) {
         uintptr_t off = (uintptr_t)w->word[i].addr - sp;
-        if (off >= MP_REL_NONE)
+        if (off >= MP_REL_NONE - sizeof(uintptr_t))
             return;
         int fp_value = fp_values >> i & 1;
         r.off[i] = (uint32_t)off;
+        if (off + sizeof(uintptr_t) > r.end)
+            r.end = (uint32_t)(off + sizeof(uintptr_t));
         r.value[i] = w->word[i].value - (fp_value ? sp : 0);
         if (!fp_value && k < 2)
             key[k++] = i;
@@ -94,8 +96,8 @@ void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w
 /* Do r's words hold at sp (and fp), every one below the stack's top? */
 static int holds(const struct mp_rel_walk *r, uintptr_t sp, uintptr_t fp, uintptr_t top)
 {
-    if ((uintptr_t)r->off[r->n - 1] + sizeof(uintptr_t) > top - sp)
-        return 0; /* offsets rise: the last is the highest */
+    if (r->end > top - sp)
+        return 0;
     if (r->fp_used && (intptr_t)(fp - sp) != r->fp_off)
         return 0;
     for (int i = 0; i < r->n; i++)
