@@ -19,6 +19,17 @@ def marker_line(source: Path, kind: str, name: str) -> int:
     raise AssertionError(f"{kind} {name} not in {source.name}")
 
 
+def marked_frame(kind: str, name: str, *sources: Path) -> str:
+    """`file:line` of the line marked `/* KIND NAME */` in the first of `sources` that
+    has it (a program and the headers it includes)."""
+    for source in sources:
+        try:
+            return f"{source.name}:{marker_line(source, kind, name)}"
+        except AssertionError:
+            pass
+    raise AssertionError(f"{kind} {name} not in {', '.join(s.name for s in sources)}")
+
+
 def build(tmp_path: Path, source: Path, flags: list[str]) -> Path:
     """`source` compiled with debug information and `flags` (g++ for C++)."""
     out = tmp_path / source.stem

@@ -20,15 +20,15 @@ NO_FP = ["-O2", "-fomit-frame-pointer"]
 FP = ["-O2", "-fno-omit-frame-pointer"]
 
 
-def line(kind: str, name: str) -> int:
-    return support.marker_line(SOURCE, kind, name)
+def frame(kind: str, name: str) -> str:
+    return support.marked_frame(kind, name, SOURCE, support.PROGRAMS / "four_chains.h")
 
 
 def run(tmp_path, flags, call):
     exe = support.build(tmp_path, SOURCE, flags)
     policy = support.chains_policy(tmp_path, {
-        f"{caller}{outer}": ([f"depths.c:{line('SITE', 'make')}", f"depths.c:{line('CALLER', caller)}",
-                              f"depths.c:{line('OUTER', outer)}"], device)
+        f"{caller}{outer}": ([frame('SITE', 'make'), frame('CALLER', caller),
+                              frame('OUTER', outer)], device)
         for (caller, outer), device in CHAINS.items()})
     stats = tmp_path / "stats.json"
     how = ["malloc", "realloc"].index(call)

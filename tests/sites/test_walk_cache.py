@@ -20,8 +20,8 @@ ROUNDS = 3000
 CHAINS = {("a", "x"): "fast", ("b", "x"): "pmem", ("a", "y"): "system", ("b", "y"): "fast"}
 
 
-def line(kind: str, name: str) -> int:
-    return support.marker_line(SOURCE, kind, name)
+def frame(kind: str, name: str) -> str:
+    return support.marked_frame(kind, name, SOURCE, support.PROGRAMS / "four_chains.h")
 
 
 FLAGS = [["-O2", "-fno-omit-frame-pointer"], ["-O2", "-fomit-frame-pointer"]]
@@ -44,8 +44,8 @@ def test_realloc_and_aligned_sites_are_found_from_the_walk_cache_too(tmp_path, c
 def run_chains(tmp_path, flags, frames, call):
     exe = support.build(tmp_path, SOURCE, flags)
     policy = support.chains_policy(tmp_path, {
-        f"{caller}{outer}": ([f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', caller)}",
-                              f"same_depth.c:{line('OUTER', outer)}"][:frames], device)
+        f"{caller}{outer}": ([frame('SITE', 'make'), frame('CALLER', caller),
+                              frame('OUTER', outer)][:frames], device)
         for (caller, outer), device in CHAINS.items()})
     stats = tmp_path / "stats.json"
     how = ["malloc", "realloc", "aligned_alloc"].index(call)
@@ -77,9 +77,9 @@ def test_chains_that_differ_only_in_their_fourth_frame_hit_their_own_rule(tmp_pa
     two chains differ only in the last (the fast path compares the first four without a
     loop, the others after them)."""
     exe = support.build(tmp_path, SOURCE, flags)
-    frames = [f"same_depth.c:{line('SITE', 'make')}", f"same_depth.c:{line('CALLER', 'a')}",
-              f"same_depth.c:{line('OUTER', 'x')}"]
-    policy = support.chains_policy(tmp_path, {top: ([*frames, f"same_depth.c:{line('TOP', top)}"], device)
+    frames = [frame('SITE', 'make'), frame('CALLER', 'a'),
+              frame('OUTER', 'x')]
+    policy = support.chains_policy(tmp_path, {top: ([*frames, frame('TOP', top)], device)
                                       for top, device in (("p", "fast"), ("q", "pmem"))})
     stats = tmp_path / "stats.json"
     r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", str(exe),

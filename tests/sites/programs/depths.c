@@ -3,52 +3,13 @@
  * in turn: the same call chain met from many depths of the stack, as an interpreter's or
  * a recursive solver's allocations are. A placed run must count every chain's rule
  * exactly, and (without frame pointers) walk each chain about once, not once per depth.
- * HOW: 0 malloc, 1 realloc of NULL. Marked lines: SITE make, CALLER a|b, OUTER x|y.
+ * HOW: 0 malloc, 1 realloc of NULL (four_chains.h: the chains and their marked lines).
  *
  *   depths ROUNDS DEPTHS [HOW]   prints "sum=<n>" */
 #include <stdio.h>
 #include <stdlib.h>
 
-#define NOINLINE __attribute__((noinline))
-
-static int how;
-
-NOINLINE static char *make(int n)
-{
-    char *p = how == 0 ? malloc((size_t)n) : realloc(NULL, (size_t)n); /* SITE make */
-    p[0] = (char)n;
-    return p;
-}
-
-NOINLINE static char *from_a(int n)
-{
-    char *p = make(n); /* CALLER a */
-    p[0] ^= 'a';
-    return p;
-}
-
-NOINLINE static char *from_b(int n)
-{
-    char *p = make(n); /* CALLER b */
-    p[0] ^= 'b';
-    return p;
-}
-
-NOINLINE static long outer_x(int n, int b)
-{
-    char *p = b ? from_b(n) : from_a(n); /* OUTER x */
-    long v = p[0];
-    free(p);
-    return v;
-}
-
-NOINLINE static long outer_y(int n, int b)
-{
-    char *p = b ? from_b(n) : from_a(n); /* OUTER y */
-    long v = p[0] + 1;
-    free(p);
-    return v;
-}
+#include "four_chains.h"
 
 /* d frames of its own above the chain; the addition after the call keeps each frame */
 NOINLINE static long descend(int d, int k)
