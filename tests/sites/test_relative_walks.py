@@ -6,6 +6,7 @@ chain again at each new depth. Counts stay exact, with frame pointers and withou
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -91,3 +92,39 @@ def test_a_dispatch_under_a_dispatch_is_walked_once_per_chain(tmp_path, flags, o
     devices = {d["name"]: d["allocations"] for d in doc["totals"]["devices"]}
     assert devices["fast"] == devices["pmem"] == 40 * rounds, devices
     assert doc["totals"]["unwinds"] < 400, doc["totals"]["unwinds"]
+
+
+VLA = support.PROGRAMS / "vla_depths.c"
+# (how, mode) of vla_depths.c: see its header
+CASES = {"vla-in-make": (0, 1), "vla-in-callers-calloc": (1, 2), "vla-between-realloc": (2, 4),
+         "vla-everywhere-longjmp-aligned": (3, 1 | 2 | 4 | 8), "threads-vla-between": (0, 4 | 16),
+         "coroutine-on-own-stack-vla": (0, 1 | 4 | 32)}
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=[" ".join(f) for f in FLAGS])
+@pytest.mark.parametrize("case", list(CASES))
+def test_chains_with_frames_of_changing_size_hit_exactly_their_rules(tmp_path, flags, case):
+    """Frames whose size changes from call to call (variable-length arrays in the
+    allocating function, its callers, or the recursion between) move fp - sp and the
+    chain's words against sp: a relative walk may then miss, never stand for another
+    chain. Each chain's rule is hit exactly as often as the program says it called it,
+    through longjmp, threads whose blocks are reused, and a coroutine's stack."""
+    how, mode = CASES[case]
+    exe = support.build(tmp_path, VLA, [*flags, "-pthread"])
+    site = f"vla_depths.c:{support.marker_line(VLA, 'SITE', 'make')}"
+    policy = support.chains_policy(tmp_path, {
+        f"{caller}{outer}": ([site, f"vla_depths.c:{support.marker_line(VLA, 'CALLER', caller)}",
+                              f"vla_depths.c:{support.marker_line(VLA, 'OUTER', outer)}"], device)
+        for (caller, outer), device in CHAINS.items()})
+    stats = tmp_path / "stats.json"
+    argv = [str(exe), "3", "60", str(how), str(mode)]
+    r = memplace("run", "--policy", str(policy), "--stats", str(stats), "--", *argv)
+    assert r.returncode == 0, r.stderr
+    bare = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.stdout == bare.stdout
+    counts = [int(c) for c in r.stdout.split("counts ")[1].split()]
+    doc = json.loads(stats.read_text())
+    hits = {rule["name"]: rule["hits"] for rule in doc["totals"]["rules"]}
+    assert hits == dict(zip(["ax", "bx", "ay", "by"], counts)), (hits, counts)
+    devices = {d["name"]: d["allocations"] for d in doc["totals"]["devices"]}
+    assert devices["fast"] == counts[0] + counts[3] and devices["pmem"] == counts[1], devices
