@@ -6,7 +6,10 @@
  * the thread's own. Prints each chain's count, which the placed run's rule hits must equal.
  * HOW: 0 malloc, 1 calloc, 2 realloc of NULL, 3 aligned_alloc.
  * MODE bits: 1 VLA in make, 2 VLA in the callers, 4 VLA in the recursion, 8 longjmp out
- * of the recursion, 16 three waves of 4 threads, 32 a coroutine on a stack in main's frame.
+ * of the recursion, 16 three waves of 4 threads, 32 a coroutine on a stack in main's frame,
+ * 64 a 37 us timer whose handler calls the chains in turn (at whatever depth it lands; the
+ * thread's first allocation is made before it starts: a handler's allocation while the
+ * thread's block is being made is matched by its return address alone).
  * Marked lines: SITE make, CALLER a|b, OUTER x|y.
  *
  *   vla_depths ROUNDS DEPTHS HOW MODE   prints "sum=<n>" and "counts <ax> <bx> <ay> <by>" */
@@ -14,7 +17,9 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/time.h>
 #include <ucontext.h>
 
 #define NOINLINE __attribute__((noinline))
@@ -22,6 +27,7 @@
 static int how, mode;
 static void *volatile none; /* a NULL gcc cannot see: realloc(NULL) stays a realloc */
 static long counts[2][2];   /* [outer][caller] */
+static volatile long handled[4]; /* the handler's calls of each chain */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread unsigned long seed = 1;
 
@@ -93,6 +99,14 @@ NOINLINE static long descend(int d, int k)
     return descend(d - 1, k) + pad[0] - (char)d;
 }
 
+static void on_timer(int sig)
+{
+    static volatile int next;
+    int k = next++ & 3;
+    (void)sig;
+    handled[k] += (k < 2 ? outer_x(24 + k, k & 1) : outer_y(24 + k, k & 1)) > -1000;
+}
+
 static int rounds, depths;
 
 static long run(void)
@@ -127,6 +141,16 @@ int main(int argc, char **argv)
 {
     rounds = atoi(argv[1]), depths = atoi(argv[2]), how = atoi(argv[3]), mode = atoi(argv[4]);
     long sum = 0;
+    struct itimerval every = {{0, 37}, {0, 37}}, off = {{0, 0}, {0, 0}};
+    if (mode & 64) {
+        void *volatile first = malloc(1); /* the thread's block, before any handler */
+        free(first);
+        struct sigaction sa = {0};
+        sa.sa_handler = on_timer;
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        setitimer(ITIMER_REAL, &every, NULL);
+    }
     if (mode & 16) {
         for (int wave = 0; wave < 3; wave++) { /* later waves reuse the ended threads' blocks */
             pthread_t t[4];
@@ -147,7 +171,8 @@ int main(int argc, char **argv)
     } else {
         sum = run();
     }
-    printf("sum=%ld\ncounts %ld %ld %ld %ld\n", sum, counts[0][0], counts[0][1], counts[1][0],
-           counts[1][1]);
+    setitimer(ITIMER_REAL, &off, NULL);
+    printf("sum=%ld\ncounts %ld %ld %ld %ld\n", sum, counts[0][0] + handled[0],
+           counts[0][1] + handled[1], counts[1][0] + handled[2], counts[1][1] + handled[3]);
     return 0;
 }
