@@ -24,8 +24,10 @@ int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
     for (int i = mp_ndevices - 1; i >= 0; i--)
         if (policy->devices[i].kind == MP_NEXT_ALLOCATOR)
             next_dev = i;
-    for (size_t i = 0; i < MP_SMALL_SIZES; i++) /* never 0: the block cache has no bin for it */
-        mp_small_usable[i] = (uint32_t)(mi_good_size(i * 8) < 8 ? 8 : mi_good_size(i * 8));
+    for (size_t i = 0; i < MP_SMALL_SIZES; i++) {
+        size_t usable = mi_good_size(i * 8);
+        mp_small_usable[i] = (uint32_t)(usable < 8 ? 8 : usable); /* the block cache has no bin for 0 */
+    }
     mp_slice_class = mp_internal_alloc((mp_region_size >> MP_SLICE_SHIFT) + 1);
     if (!mp_slice_class) {
         *why = "cannot map the table of block sizes";

@@ -747,7 +747,6 @@ MP_HIDDEN void mp_rel_walks_remember(struct mp_thread *self, const struct mp_wal
  * them). */
 MP_HIDDEN int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                                 uint32_t generation, struct mp_walk_entry *out);
-MP_HIDDEN void mp_rel_walks_forget(struct mp_thread *self);
 
 /* ======== modes ======== */
 

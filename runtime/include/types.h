@@ -328,7 +328,6 @@ struct mp_thread {
     struct mp_rel_walk rel_walks[MP_REL_SETS][MP_REL_WAYS]; /* newest first */
     struct mp_rel_offset rel_firsts[MP_REL_OFFSET_SETS][MP_WALK_WAYS]; /* newest first */
     struct mp_rel_offset rel_seconds[MP_REL_OFFSET_SETS][MP_WALK_WAYS];
-    int rel_used; /* a relative walk was kept since the block was last emptied */
     int busy; /* the thread is inside placement: its site caches, block cache, live
                  bytes or mimalloc heaps (or the loader's lock, in a walk). A malloc-family
                  call that finds it set is a signal handler's: it touches none of these

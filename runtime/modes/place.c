@@ -36,6 +36,13 @@ int mp_place_start(const char *path, const char **why)
     return 0;
 }
 
+/* The walk a crowded start's mark (found by a lookup) stands for, from fp: into *hit. */
+static inline int follow_mark(struct mp_thread *self, const struct mp_walk_entry *mark,
+                              uintptr_t fp, struct mp_site_hit *hit)
+{
+    return mp_sites_crowd_walked(self, mark->ra, mark->sp, mark->split, fp, hit);
+}
+
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device (found as the fast path finds it, walks included: realloc and aligned
  * allocations are as frequent as malloc in some programs), else the rules'; counts the
@@ -48,11 +55,8 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
         rule = mp_sites_match_uncached(self, ra, sp, fp, n);
     } else {
         struct mp_site_hit hit;
-        const struct mp_walk_entry *m;
         if (mp_sites_find(self, ra, sp, fp, &hit) &&
-            (hit.fixed != MP_FIXED_CROWD ||
-             (m = mp_walk_mark(hit.count),
-              mp_sites_crowd_walked(self, m->ra, m->sp, m->split, fp, &hit)))) {
+            (hit.fixed != MP_FIXED_CROWD || follow_mark(self, mp_walk_mark(hit.count), fp, &hit))) {
             mp_sites_count(hit.count, n);
             return hit.device;
         }
@@ -154,7 +158,7 @@ __attribute__((noinline)) static void *place_crowded(struct mp_thread *self,
                                                      uintptr_t fp)
 {
     struct mp_site_hit hit;
-    if (mp_likely(mp_sites_crowd_walked(self, mark->ra, mark->sp, mark->split, fp, &hit))) {
+    if (mp_likely(follow_mark(self, mark, fp, &hit))) {
         void *p = hit.fixed == MP_FIXED_ARENA ? mp_device_heap_pop(self, hit.device, n) : NULL;
         if (mp_likely(p != NULL)) {
             mp_sites_count(hit.count, n);

@@ -1,7 +1,8 @@
 /* Relative walks (types.h): walks kept by their words' offsets from sp, so that a call
  * chain met again at another depth of the stack takes a set lookup instead of a walk.
- * Only the thread's own calls, inside placement (busy), read or write them. */
-#include <string.h>
+ * Only the thread's own calls, inside placement (busy), read or write them. They hold no
+ * address of the thread's stack (offsets, return addresses, the rules' generation), so a
+ * thread that reuses the block may use them as they are. */
 #include "internal.h"
 
 static uintptr_t mix(uintptr_t a, uintptr_t b)
@@ -85,7 +86,6 @@ void mp_rel_walks_remember(struct mp_thread *self, const struct mp_walk_entry *w
     uintptr_t first = r.value[key[0]], second = key[1] < 0 ? 0 : r.value[key[1]];
     keep_offset(self->rel_firsts, w->ra, 0, r.off[key[0]]);
     keep_offset(self->rel_seconds, w->ra, first, key[1] < 0 ? MP_REL_NONE : r.off[key[1]]);
-    self->rel_used = 1;
     struct mp_rel_walk *set = rel_set(self, w->ra, first, second);
     for (int i = MP_REL_WAYS - 1; i > 0; i--)
         set[i] = set[i - 1];
@@ -133,14 +133,4 @@ int mp_rel_walks_find(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintpt
         return 1;
     }
     return 0;
-}
-
-void mp_rel_walks_forget(struct mp_thread *self)
-{
-    if (!self->rel_used)
-        return; /* its pages never touched: leave them so */
-    self->rel_used = 0;
-    memset(self->rel_walks, 0, sizeof self->rel_walks);
-    memset(self->rel_firsts, 0, sizeof self->rel_firsts);
-    memset(self->rel_seconds, 0, sizeof self->rel_seconds);
 }

@@ -427,6 +427,14 @@ int mp_sites_match_uncached(struct mp_thread *self, uintptr_t ra, uintptr_t sp, 
 
 const uintptr_t mp_walk_pad = 0;
 
+/* The first words a walk of fewer than MP_WALK_FIRST leaves unused: pointing at the pad,
+ * which holds what they expect. */
+static void pad_words(struct mp_walk_entry *w)
+{
+    for (int i = w->n; i < MP_WALK_FIRST; i++)
+        w->word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+}
+
 /* Copy a walk entry; the key last (see remember_walk). */
 static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from)
 {
@@ -500,8 +508,7 @@ static void mark(struct mp_thread *self, unsigned s, const struct mp_walk_crowd 
     struct mp_walk_entry m = {.ra = c->ra, .sp = c->sp, .fp = c->fp, .fp_mask = c->fp_mask,
                               .generation = generation, .device = MP_CROWD_DEVICE, .rule = -1,
                               .fixed = MP_FIXED_CROWD, .split = c->split};
-    for (int i = 0; i < MP_WALK_FIRST; i++)
-        m.word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    pad_words(&m);
     insert_walk(set, &m);
 }
 
@@ -577,8 +584,7 @@ static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uin
     if (!sp || !mp_rel_walks_find(self, ra, sp, fp,
                                   __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED), w))
         return 0;
-    for (int i = w->n; i < MP_WALK_FIRST; i++)
-        w->word[i] = (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    pad_words(w);
     return 1;
 }
 
@@ -597,9 +603,9 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
                                   .generation = e->generation, .device = e->device,
                                   .fixed = e->fixed, .n = (uint8_t)t->n,
                                   .rule = e->ncand > 0 ? e->cand[0] : -1};
-    for (int i = 0; i < t->n || i < MP_WALK_FIRST; i++)
-        fresh.word[i] = i < t->n ? (struct mp_walk_word){t->addr[i], t->value[i]}
-                                 : (struct mp_walk_word){&mp_walk_pad, mp_walk_pad};
+    for (int i = 0; i < t->n; i++)
+        fresh.word[i] = (struct mp_walk_word){t->addr[i], t->value[i]};
+    pad_words(&fresh);
     if (t->relative)
         mp_rel_walks_remember(self, &fresh, t->fp_words);
     keep_walk(self, &fresh, fp);
@@ -659,7 +665,6 @@ void mp_sites_forget_walks(struct mp_thread *t)
     flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
     memset(t->crowds, 0, sizeof t->crowds);
-    mp_rel_walks_forget(t);
 }
 
 void mp_sites_flush(void)
