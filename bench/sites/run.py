@@ -14,6 +14,8 @@
      and subtractions through 32 wrappers in turn (bignum.c's WAYS: 64 more chains that
      part only at the wrapper's frame), under its advised policy and under one rule of 3
      frames per chain, alternately on the advised policy's two devices (about 70 rules).
+     The advisor writes the fewest, shortest rules its plan allows (docs/advisor.md): which
+     rules each advised policy has is printed below the table.
   2. Capture + matching per allocation for rules of 1-4 frames (one rule per distinct
      chain of the num_alloc call site and its callers, to the "system" device, so only
      finding the site and its rule is measured): (variant - transparent) / allocations.
@@ -87,8 +89,9 @@ def policy_head(policy_text: str) -> str:
 
 
 def advised_policy(argv: list[str], tmp: Path, env: dict | None = None) -> tuple[Path, Path, dict]:
-    """profile -> advise (fast device: a third of the peak) for the command `argv`: the
-    profile, the policy and its devices' directory."""
+    """profile -> advise for the command `argv` (fast device: NUMA node 0, 80 ns, room
+    for a third of the sum of the sites' peaks, as the advisor is asked on real codes;
+    the rest on a file device, 300 ns): the profile, the policy and the profile's JSON."""
     tmp.mkdir()
     memplace("profile", "--out", str(tmp / "prof"), "--", *argv, env=env)
     prof_path, = (tmp / "prof").glob("*.json")
@@ -98,9 +101,18 @@ def advised_policy(argv: list[str], tmp: Path, env: dict | None = None) -> tuple
     pmem.mkdir()
     policy = tmp / "advised.toml"
     memplace("advise", str(prof_path), "--policy-out", str(policy),
-             "--device", f"fast=numa:0,latency=80ns,capacity={max(peak // 3, 4096)}",
+             "--device", f"fast=numa:0,latency=80ns,capacity={max(peak // 3, 64)}",
              "--device", f"slow=file:{pmem},latency=300ns")
     return prof_path, policy, profile
+
+
+def rules_of(policy: Path) -> str:
+    """What a policy asks of the runtime: its rules and their frames."""
+    depths = [line.count(",") + 1 for line in policy.read_text().splitlines() if line.startswith("site = ")]
+    if not depths:
+        return "no rules"
+    span = f"{min(depths)}" if min(depths) == max(depths) else f"{min(depths)}-{max(depths)}"
+    return f"{len(depths)} rule{'s' if len(depths) > 1 else ''} of {span} frame{'s' if max(depths) > 1 else ''}"
 
 
 def interpreter(tmp: Path, runtime: str, base: dict, args):
@@ -210,6 +222,11 @@ def main() -> int:
         result_interp, interp_argv, interp_envs = interpreter(tmp, runtime, base, args)
         ok = report([result, result_nofp, result_dispatch, result_interp], "bare", TARGET, args.json,
                     targeted=("advised policy",))
+        if not args.json:
+            print("\nthe advised policies: " + "; ".join(
+                f"{name} {rules_of(p)}" for name, p in (
+                    ("bignum", policy), ("bignum, no fp", nofp_policy), ("bignum, dispatch", dispatch_policy),
+                    ("cpython", tmp / "interp" / "advised.toml"))))
         if args.instructions:
             # exact and repeatable whatever else the machine does (but instructions, not time)
             n_i = str(max(1, args.iterations // 10))
