@@ -355,18 +355,33 @@ def ratio(cells: dict, pct: int, other: str, mine: str = "memplace") -> float | 
 
 def never_slower(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> bool:
     """`mine` completed wherever the others did, and within the benchmark's 5% of each."""
+    return not slower_than(cells, pct, mine, others)
+
+
+def slower_than(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> list[tuple[str, float | None]]:
+    """The others that completed at `pct` where `mine` did not (ratio None), or that were
+    more than 5% faster than `mine` (their time over mine)."""
     done = cells[f"{mine}@{pct}"]["median_s"] is not None
-    ok = True
+    out = []
     for other in others:
         if cells[f"{other}@{pct}"]["median_s"] is not None:
-            r = ratio(cells, pct, other, mine)
-            ok &= done and r is not None and r >= 1.0 / 1.05
-    return ok
+            r = ratio(cells, pct, other, mine) if done else None
+            if r is None or r < 1.0 / 1.05:
+                out.append((other, r))
+    return out
+
+
+def completes(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> bool:
+    """`mine` completed at `pct`, or none of the others did."""
+    return cells[f"{mine}@{pct}"]["median_s"] is not None or all(
+        cells[f"{o}@{pct}"]["median_s"] is None for o in others)
 
 
 def print_table(results: list[dict]) -> bool:
-    """The table; True when (d) meets the targets. (e), where the benchmark ran it, is
-    judged on its own line."""
+    """The table; True when (d) meets issue 15's targets: at the 50% limit at least
+    TARGET x faster than (b) and (c) on hotcold and never slower than them (within 5%) on
+    any program; at every limit, completed wherever (b) or (c) did. Whether (d) is never
+    slower at the other limits too is said on its own line, as is (e)'s record."""
     ok = True
     for res in results:
         cells = res["cells"]
@@ -391,7 +406,9 @@ def print_table(results: list[dict]) -> bool:
             ratios = "".join(f" {fmt(ratio(cells, pct, vb, m))} {fmt(ratio(cells, pct, vc, m))}" for m in mine)
             limit = f"{pct}% {res['peak'] * pct // 100 // MIB}M"
             print(f"{limit:>10} " + " ".join(row) + ratios)
-            ok &= never_slower(cells, pct, "memplace", (vb, vc))
+            ok &= completes(cells, pct, "memplace", (vb, vc))
+            if pct == 50:
+                ok &= never_slower(cells, pct, "memplace", (vb, vc))
             if res["program"] == "hotcold" and pct == 50:
                 ok &= all((ratio(cells, pct, v) or 0) >= TARGET for v in (vb, vc))
             if "memplace-swap" in mine:
@@ -409,6 +426,10 @@ def print_table(results: list[dict]) -> bool:
                 note = cells[f"{m}@{pct}"]["note"]
                 if note:
                     print(f"    ({letter[m]}) at {pct}%: {note}")
+        lost = [f"at {pct}% {LABELS[o]} " + (f"{r:.2f}x" if r else "completed, (d) did not")
+                for pct in LIMITS for o, r in slower_than(cells, pct, "memplace", (vb, vc))]
+        print(f"  (d) never slower than (b) and (c) (within 5%) at every limit: "
+              + ("yes" if not lost else "no: " + "; ".join(lost)))
         if "memplace-swap" in mine:
             print(f"  (e) never slower than (b) and (c) (within 5%), completes wherever they do: "
                   f"{'yes' if e_ok else 'NO'}")
@@ -476,7 +497,8 @@ def main_two_node(args, out: Path, nodes: tuple[int, int]) -> int:
     ok = print_table(results)
     plots = write_plots(results, out)
     print(f"\nresults: {out / 'results.json'}; plots: {', '.join(str(p) for p in plots)}")
-    print(f"targets ((d) never slower than (b) and (c), hotcold at 50% >= {TARGET}x): {'met' if ok else 'MISSED'}")
+    print(f"targets (at 50%: (d) >= {TARGET}x faster than (b) and (c) on hotcold, never slower than "
+          f"them on any program; (d) completes wherever they do): {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 
 
@@ -530,8 +552,8 @@ def main() -> int:
     ok = print_table(results)
     plots = write_plots(results, out)
     print(f"\nresults: {out / 'results.json'}; plots: {', '.join(str(p) for p in plots)}")
-    print(f"targets (hotcold at 50%: (d) >= {TARGET}x faster than (b) and (c); (d) never slower, "
-          f"completes wherever they do): {'met' if ok else 'MISSED'}")
+    print(f"targets (at 50%: (d) >= {TARGET}x faster than (b) and (c) on hotcold, never slower than "
+          f"them on any program; (d) completes wherever they do): {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 
 
