@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from memplace.advisor import page_cache
-from memplace.advisor.coalesce import coalesce
+from memplace.advisor import coalesce
 from memplace.advisor.page_cache import SharedMemory
 from memplace.errors import UserError
 from memplace.profiling.access_estimate import sampled_access_notes
@@ -404,14 +404,38 @@ def advise(
         raise UserError(f"unknown method {method!r} (auto, milp or greedy)")
     if shared is not None and _shares_memory(devices, di):
         return _advise_shared(sites, devices, pb, model, method, time_limit, notes, shared, t0)
-    assign, used, optimal, bound = _solve(pb, method, time_limit, notes, t0)
-    assign, moved = coalesce([s.identity for s in sites], pb, assign)
-    if moved:
-        notes.append(f"{moved} site(s) put beside sites that share their innermost frames, at no modelled "
-                     "cost: fewer, shorter rules")
-    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0)
+    solved, used, optimal, bound = _solve(pb, method, time_limit, notes, t0)
+    # fewer, shorter rules at no modelled cost (advisor/coalesce.py), the spills' room kept
+    assign = coalesce.to_default(pb, solved)
+    spilled = spills(sites, devices, pb, assign, model)
+    reserved: dict[int, float] = {}
+    for sp in spilled.values():
+        d = names.index(sp.device)
+        reserved[d] = reserved.get(d, 0.0) + sp.capacity
+    assign = coalesce.unify([s.identity for s in sites], pb, assign, reserved, frozenset(spilled))
+    notes += _coalesce_notes(devices, pb, solved, assign)
+    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0,
+                      spilled, beside=frozenset(int(i) for i in np.flatnonzero((assign != solved) & (assign != di))))
     advice.bound = bound
     return advice
+
+
+def _coalesce_notes(devices: Sequence[Device], pb: Problem, solved: np.ndarray, assign: np.ndarray) -> list[str]:
+    """What advisor/coalesce.py moved, by device."""
+    out = []
+    size = pb.demand.max(axis=1, initial=0)
+    for d in range(pb.m):
+        moved = np.flatnonzero((solved != assign) & (assign == d))
+        if not len(moved):
+            continue
+        if d == pb.default:
+            out.append(f"{len(moved)} site(s) that gain nothing where the solver put them moved to {devices[d].name}, "
+                       "the default device (no rule, and their room left to others)")
+        else:
+            out.append(f"{len(moved)} site(s), {format_size(int(size[moved].sum()))} at peak, put on "
+                       f"{devices[d].name} beside sites that share their innermost frames, at no modelled "
+                       "cost: one shorter rule covers each group")
+    return out
 
 
 def _solve(pb: Problem, method: str, time_limit: float, notes: list[str], t0: float):
@@ -609,7 +633,7 @@ def spills(sites: Sequence[Site], devices: Sequence[Device], pb: Problem, assign
 
 
 def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes, seconds,
-             spilled: dict[int, Spill] | None = None) -> Advice:
+             spilled: dict[int, Spill] | None = None, beside: frozenset[int] = frozenset()) -> Advice:
     load = pb.loads(assign)
     if spilled is None:
         spilled = spills(sites, devices, pb, assign, model)
@@ -626,6 +650,8 @@ def _explain(sites, devices, pb: Problem, assign, model, method, optimal, notes,
         if site.sampled is not None and site.sampled.get("few_samples") and (site.accesses or 0) > 0:
             k = site.sampled.get("read_samples", 0) + site.sampled.get("write_samples", 0)
             reason += f"; accesses estimated from {k} sample(s): too uncertain to act on"
+        if s_i in beside:
+            reason += "; put beside sites that share its innermost frames (no dearer here): one shorter rule"
         spill = spilled.get(s_i)
         if spill is not None:
             reason += (f"; {format_size(spill.capacity)} of its {format_size(pb.demand[s_i].max())} peak on "
