@@ -48,7 +48,7 @@ loop's misses) may hide misses that pinning the site would save.
     >>> import numpy as np
     >>> m = SharedMemory(total=100, room=80)
     >>> m.hit_ratio(pinned=40, cached=120), m.miss_factor(pinned=40)
-    (0.5, 2.0)
+    (0.5, 1.3333333333333333)
 """
 
 from __future__ import annotations
@@ -149,9 +149,14 @@ def plan_cost(pb, assign: np.ndarray, spills: dict, pinned: np.ndarray, cached: 
     if no_miss is not None:
         per_site = np.where(on_cache & no_miss, hot, per_site)
     for s, (capacity, d) in spills.items():
-        share = min(1.0, capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
+        share = spill_share(pb, s, capacity)
         per_site[s] = share * pb.cost[s, d] + (1 - share) * per_site[s]
     return CachedCost(float(per_site.sum()), int(pin), int(cache), h, shared.allowed(pin, cache), per_site)
+
+
+def spill_share(pb, s: int, capacity: float) -> float:
+    """The part of site s's peak a spill of `capacity` bytes holds."""
+    return min(1.0, capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
 
 
 def upper_cost(per_site: np.ndarray, fixed: np.ndarray, samples: np.ndarray) -> float:
