@@ -376,10 +376,8 @@ static struct mp_site_entry *root(struct mp_thread *self, struct view **v, uintp
 
 static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintptr_t ra,
                           uintptr_t sp, uintptr_t fp);
-static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
-                         struct mp_walk_entry *w);
-static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_entry *w,
-                                       uintptr_t fp);
+static struct mp_walk_entry *relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                           uintptr_t fp);
 
 int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp, size_t size)
 {
@@ -398,9 +396,8 @@ int mp_sites_match(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t
     struct mp_site_entry *e = root(self, &v, ra);
     int n = 1;
     if (e->needs_scan) {
-        struct mp_walk_entry found; /* a fixed site's walk made from another depth */
-        if (relative_walk(self, ra, sp, fp, &found)) {
-            struct mp_walk_entry *w = keep_walk(self, &found, fp);
+        struct mp_walk_entry *w = relative_walk(self, ra, sp, fp); /* a fixed site's */
+        if (w) {
             mp_sites_count(&w->count, size);
             return w->rule;
         }
@@ -577,15 +574,16 @@ static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_en
 }
 
 /* The walk from (ra, sp, fp) kept by its offsets from another depth whose words hold
- * here, into *w, as remember_walk would make it. */
-static int relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
-                         struct mp_walk_entry *w)
+ * here, made as remember_walk would make it and kept (where it went); else NULL. */
+static struct mp_walk_entry *relative_walk(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                           uintptr_t fp)
 {
+    struct mp_walk_entry w;
     if (!sp || !mp_rel_walks_find(self, ra, sp, fp,
-                                  __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED), w))
-        return 0;
-    pad_words(w);
-    return 1;
+                                  __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED), &w))
+        return NULL;
+    pad_words(&w);
+    return keep_walk(self, &w, fp);
 }
 
 /* Remember the walk just made from (ra, sp, fp) (its words: the thread's last walk,
@@ -621,9 +619,8 @@ int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uint
     if (c ? mp_sites_crowd_walked(self, ra, sp, c->split, fp, hit)
                 : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
         return 1;
-    struct mp_walk_entry found; /* a walk made from another depth, that holds here */
-    if (relative_walk(self, ra, sp, fp, &found)) {
-        struct mp_walk_entry *w = keep_walk(self, &found, fp);
+    struct mp_walk_entry *w = relative_walk(self, ra, sp, fp); /* made from another depth */
+    if (w) {
         *hit = (struct mp_site_hit){&w->count, w->device, w->fixed};
         return 1;
     }

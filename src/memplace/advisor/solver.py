@@ -32,8 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from memplace.advisor import page_cache
-from memplace.advisor import coalesce
+from memplace.advisor import coalesce, page_cache
 from memplace.advisor.page_cache import SharedMemory
 from memplace.errors import UserError
 from memplace.profiling.access_estimate import sampled_access_notes
@@ -405,19 +404,26 @@ def advise(
     if shared is not None and _shares_memory(devices, di):
         return _advise_shared(sites, devices, pb, model, method, time_limit, notes, shared, t0)
     solved, used, optimal, bound = _solve(pb, method, time_limit, notes, t0)
-    # fewer, shorter rules at no modelled cost (advisor/coalesce.py), the spills' room kept
+    assign, spilled = _coalesced(sites, devices, pb, solved, model)
+    notes += _coalesce_notes(devices, pb, solved, assign)
+    beside = frozenset(np.flatnonzero((assign != solved) & (assign != di)).tolist())
+    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0,
+                      spilled, beside)
+    advice.bound = bound
+    return advice
+
+
+def _coalesced(sites, devices: Sequence[Device], pb: Problem, solved: np.ndarray, model: str):
+    """Fewer, shorter rules at no modelled cost (advisor/coalesce.py): the assignment and
+    its spills, worked out between the two steps and their room kept."""
     assign = coalesce.to_default(pb, solved)
     spilled = spills(sites, devices, pb, assign, model)
     reserved: dict[int, float] = {}
+    names = [d.name for d in devices]
     for sp in spilled.values():
         d = names.index(sp.device)
         reserved[d] = reserved.get(d, 0.0) + sp.capacity
-    assign = coalesce.unify([s.identity for s in sites], pb, assign, reserved, frozenset(spilled))
-    notes += _coalesce_notes(devices, pb, solved, assign)
-    advice = _explain(sites, devices, pb, assign, model, used, optimal, notes, time.perf_counter() - t0,
-                      spilled, beside=frozenset(int(i) for i in np.flatnonzero((assign != solved) & (assign != di))))
-    advice.bound = bound
-    return advice
+    return coalesce.unify([s.identity for s in sites], pb, assign, reserved, frozenset(spilled)), spilled
 
 
 def _coalesce_notes(devices: Sequence[Device], pb: Problem, solved: np.ndarray, assign: np.ndarray) -> list[str]:
@@ -591,7 +597,7 @@ def _robust(sites, pb: Problem, allowed: list, touches: np.ndarray):
         cost, assign, spilled = t[0], t[2], t[3]
         fixed = touches[np.arange(n), assign].copy()  # its pages' write-back: no sample drives it
         for s, sp in spilled.items():
-            fixed[s] *= 1 - min(1.0, sp.capacity / max(float(pb.demand[s].max(initial=0)), 1.0))
+            fixed[s] *= 1 - page_cache.spill_share(pb, s, sp.capacity)
         return page_cache.upper_cost(cost.per_site, fixed, samples)
 
     return min(allowed, key=lambda t: (upper(t), t[0].cost))
