@@ -1,8 +1,9 @@
-"""Memory limits for the capacity benchmark: a memory cgroup per run and a swap file.
+"""Memory limits for the capacity benchmark: a memory cgroup per run, a swap file, and the
+read-around of the file device's disk.
 
-Both are machine-wide state, so both are context managers that undo what they did in a
+All are machine-wide state, so all are context managers that undo what they did in a
 `finally`: the cgroup is removed after its processes ended, the swap file is turned off
-and deleted.
+and deleted, the disk's read-around is put back.
 
 cgroup v1 (a `memory` hierarchy, `memory.limit_in_bytes`, `memory.swappiness`) and
 cgroup v2 (`memory.max`, `memory.swap.max` on a cgroup2 mount whose root offers the
@@ -241,3 +242,28 @@ class SwapFile:
         finally:
             if self.path.exists():
                 self.path.unlink()
+
+
+class ReadAround:
+    """The read-around of the disk holding `directory` set to `kib` KiB inside the `with`
+    block (None: left as it is); `.kib` is the value the runs see, None where /sys does
+    not say."""
+
+    def __init__(self, directory: Path, kib: int | None):
+        from memplace.placement.sysfs import read_around
+        found = read_around(str(directory))
+        self.path = Path(found[1]) if found else None
+        self.before = found[0] // 1024 if found else None
+        self.want, self.kib = kib, self.before
+
+    def __enter__(self) -> "ReadAround":
+        if self.want is not None and self.want != self.before:
+            if self.path is None:
+                raise SystemExit("--read-ahead: /sys gives no read-around for the device directory's disk")
+            self.path.write_text(str(self.want))
+            self.kib = int(self.path.read_text())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.path is not None and self.kib != self.before:
+            self.path.write_text(str(self.before))

@@ -24,10 +24,15 @@ benchmark fails. Prints runtime medians per program, variant and limit, with the
 of (d) to (b) and (c), and writes results.json and one SVG plot per program (runtime
 against limit, one line per variant) to --out.
 
-Needs root (cgroups, swapon). Machine-wide state (the cgroups, the swap file) is undone
-in `finally` blocks.
+Needs root (cgroups, swapon). Machine-wide state (the cgroups, the swap file, the disk's
+read-around with --read-ahead) is undone in `finally` blocks.
 
-    sudo python bench/capacity/run.py [--runs 1] [--out capacity-out] [--openfoam]
+    sudo python bench/capacity/run.py [--runs 1] [--out capacity-out] [--openfoam] [--read-ahead 128]
+
+The file device's disk reads its read_ahead_kb around every page fault on a file
+mapping; under a memory limit a large value evicts the data the program is using
+(docs/policy.md, "Read-around"). --read-ahead sets it for the benchmark, and the table
+says which value the runs had.
 
 Target (issue 15): at the 50% limit (d) at least 1.5x faster than (b) and (c) on hotcold,
 never slower than them on any program, and completes wherever they complete.
@@ -50,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from benchlib import build  # noqa: E402
-from limits import MemoryCgroup, SwapFile, filesystem_type, why_no_cgroup  # noqa: E402
+from limits import MemoryCgroup, ReadAround, SwapFile, filesystem_type, why_no_cgroup  # noqa: E402
 
 MIB = 1 << 20
 LIMITS = (100, 75, 50, 30)
@@ -400,7 +405,8 @@ def print_table(results: list[dict]) -> bool:
             print(f"\ntwo NUMA nodes: fast device = node {res['nodes'][0]}, slow device = node {res['nodes'][1]}; "
                   "the limit is the fast node's capacity (the runtime's), no memory cgroup")
         print(f"\n{res['program']}: peak {res['peak'] / MIB:.0f} MiB (heap {res['heap'] / MIB:.0f} MiB), "
-              f"unlimited plain run {res['unlimited_s']:.2f} s; median wall seconds")
+              f"unlimited plain run {res['unlimited_s']:.2f} s; median wall seconds"
+              + (f"; file device read-around {res['read_around_kib']} KiB" if res.get("read_around_kib") else ""))
         print(f"{'limit':>10} " + " ".join(f"{LABELS[v]:>16}" for v in VARIANTS)
               + "".join(f" {f'(b)/({letter[m]})':>8} {f'(c)/({letter[m]})':>8}" for m in mine))
         e_ok = True
@@ -522,6 +528,9 @@ def main() -> int:
     ap.add_argument("--openfoam", action="store_true", help="also OpenFOAM pitzDaily, refined (slow)")
     ap.add_argument("--openfoam-refine", type=int, default=4, help="cells in x and y multiplied by")
     ap.add_argument("--openfoam-steps", type=int, default=10, help="simpleFoam iterations per run")
+    ap.add_argument("--read-ahead", type=int, metavar="KIB",
+                    help="the file device's disk reads this many KiB around each page fault during the "
+                         "benchmark (its read_ahead_kb, put back after; default: as the machine has it)")
     ap.add_argument("--nodes", metavar="FAST,SLOW",
                     help="two-node mode with these nodes (default: on when /sys shows two nodes with memory)")
     ap.add_argument("--one-node", action="store_true",
@@ -542,8 +551,14 @@ def main() -> int:
     base_env = clean_env(os.environ)
     if os.environ.get("MEMPLACE_CACHE"):
         base_env["MEMPLACE_CACHE"] = os.environ["MEMPLACE_CACHE"]
-    print(f"file device and swap file in {device_dir} ({kind})", file=sys.stderr)
-    # measured figures for the advisor (cached per machine and device after the first time)
+    with ReadAround(device_dir, args.read_ahead) as around:
+        return benchmark(args, out, device_dir, kind, base_env, around.kib)
+
+
+def benchmark(args, out: Path, device_dir: Path, kind: str, base_env: dict, read_around_kib: int | None) -> int:
+    print(f"file device and swap file in {device_dir} ({kind}); the disk's read-around "
+          f"{f'{read_around_kib} KiB' if read_around_kib is not None else 'unknown'}", file=sys.stderr)
+    # measured figures for the advisor (cached per machine, device and read-around after the first time)
     print(memplace("devices", "--measure", "--device", "fast=numa:0", "--device", f"slow=file:{device_dir}",
                    env=base_env), file=sys.stderr)
 
@@ -554,7 +569,8 @@ def main() -> int:
         programs.append(openfoam_program(out / "openfoam", args.openfoam_refine, args.openfoam_steps))
     results = []
     for prog in programs:
-        results.append(bench_program(prog, args, out, device_dir, base_env, device_dir / "capacity.swap"))
+        results.append(dict(bench_program(prog, args, out, device_dir, base_env, device_dir / "capacity.swap"),
+                            read_around_kib=read_around_kib))
         (out / "results.json").write_text(json.dumps(results, indent=2))
     ok = print_table(results)
     plots = write_plots(results, out)

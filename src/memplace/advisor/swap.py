@@ -50,11 +50,9 @@ against swap's 1.64 s; spmv: 1.28 s against 0.86 s; docs/benchmarks.md).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from memplace.advisor import solver as adv
 from memplace.advisor.device_specs import DeviceSpec
+from memplace.placement.sysfs import read_around as disk_read_around
 from memplace.profiling.profile import Site
 from memplace.units import format_size
 
@@ -73,15 +71,8 @@ def read_around(directory: str) -> int:
     """The read-ahead window (bytes) of the disk holding `directory`: what the kernel
     reads around a fault on a file mapping there. The kernel's default, 128 KiB, when /sys
     does not say (a filesystem on no block device, a directory that does not exist yet)."""
-    try:
-        dev = os.stat(directory).st_dev
-        block = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-        for queue in (block / "queue", block.resolve().parent / "queue"):  # a disk, or a partition's disk
-            if (queue / "read_ahead_kb").exists():
-                return int((queue / "read_ahead_kb").read_text()) << 10
-    except (OSError, ValueError):
-        pass
-    return 128 << 10
+    found = disk_read_around(directory)
+    return found[0] if found else 128 << 10
 
 
 def small_blocks(site: Site, window: int) -> bool:

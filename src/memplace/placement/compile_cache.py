@@ -42,9 +42,9 @@ from memplace.cache import unwind_tables_dir
 from memplace.cache import write_atomic as _write_atomic
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, read_bytes
-from memplace.placement.sysfs import topology_stamp
+from memplace.placement.sysfs import read_around, topology_stamp
 
-CACHE_FORMAT = 3  # of the record below; a change makes every old record a miss
+CACHE_FORMAT = 4  # of the record below; a change makes every old record a miss
 # Sources whose change changes what a compile produces (a development install keeps its
 # version number while they change).
 _COMPILER_SOURCES = ("placement/policy.py", "placement/policy_compile.py", "placement/sites.py",
@@ -162,11 +162,13 @@ def _lookup(directory: str, key: str) -> Prepared | None:
 
 def _directory_facts(path: str, capacity: int | None) -> list:
     """What `policy._check_directory` decided from: the directory is there and writable,
-    the filesystem's size, and whether the capacity is more than the free space."""
+    the filesystem's size, whether the capacity is more than the free space, and the
+    disk's read-around."""
     st = os.statvfs(path)
     size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    around = read_around(path)
     return [os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK), size,
-            bool(capacity and capacity > free)]
+            bool(capacity and capacity > free), around[0] if around else None]
 
 
 def _directory_holds(entry: list) -> bool:

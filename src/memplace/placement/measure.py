@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from memplace.cache import cache_root, make_dir, write_atomic
 from memplace.errors import UserError
+from memplace.placement.sysfs import read_around
 
 FORMAT = 2  # of the cache file; a different one is ignored (2: file devices with read-around)
 TOOL = "memplace-measure"
@@ -78,13 +79,20 @@ def target_for(spec: str, name: str | None = None, topology=None) -> Target:
         if not os.path.isdir(arg):
             raise UserError(f"{name}: {arg}: {'not a directory' if os.path.exists(arg) else 'no such directory'}")
         real = os.path.realpath(arg)
-        # the filesystem, not only the path: a directory remounted on another disk is another device
-        return Target(name, f"file:{real}", f"file:{real}@{os.stat(real).st_dev}")
+        return Target(name, f"file:{real}", file_identity(real))
     if kind == "hugepages":
         return Target(name, spec, hugepages_identity(arg, what=name))
     if kind == "system":
         return Target(name, "anonymous", "anonymous")
     raise UserError(f"{name}: cannot measure {spec!r} (numa:N, file:DIR, hugepages[:SIZE|:transparent], system)")
+
+
+def file_identity(real: str) -> str:
+    """A file device's cache key: the directory, its filesystem (a directory remounted on
+    another disk is another device) and the disk's read-around, which sets the cold
+    figures (bench/capacity's file device: 3-4x between 8 MiB and 128 KiB)."""
+    around = read_around(real)
+    return f"file:{real}@{os.stat(real).st_dev}" + (f"@ra{around[0] // 1024}k" if around else "")
 
 
 def machine_targets(topology) -> tuple[list[Target], list[str]]:
@@ -200,8 +208,7 @@ def cached_for(kind: str, arg: str) -> dict | None:
         if kind == "numa" and len(arg) == 1:
             return cached(f"numa:{arg[0]}")
         if kind == "file":
-            real = os.path.realpath(arg)
-            return cached(f"file:{real}@{os.stat(real).st_dev}")
+            return cached(file_identity(os.path.realpath(arg)))
         if kind == "hugepages":
             return cached(hugepages_identity(str(arg or ""), what="pagesize"))
         if kind == "system":

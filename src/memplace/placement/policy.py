@@ -21,6 +21,7 @@ from memplace.placement.devices import Topology
 from memplace.errors import UserError
 from memplace.inputs import POLICY_LIMIT, parse_toml, read_text
 from memplace.placement.sites import SiteResolver, parse_frame
+from memplace.placement.sysfs import READ_AROUND_WARN, read_around
 from memplace.units import Percent, format_size, parse_capacity, parse_size, parse_size_range
 
 SYSTEM = "system"  # the built-in device: the next allocator
@@ -468,9 +469,16 @@ def _check_directory(dev: Device, where: str) -> list[Problem]:
     cap = dev.capacity.of(size) if isinstance(dev.capacity, Percent) else dev.capacity
     if cap and cap > size:
         return [Problem("error", f"{where}capacity {format_size(cap)} is larger than the filesystem of {path} ({format_size(size)})")]
+    out = []
     if cap and cap > free:
-        return [Problem("warning", f"{where}capacity {format_size(cap)} is more than the free space in {path} ({format_size(free)})")]
-    return []
+        out.append(Problem("warning", f"{where}capacity {format_size(cap)} is more than the free space in {path} ({format_size(free)})"))
+    around = read_around(path)
+    if around and around[0] > READ_AROUND_WARN:
+        out.append(Problem("warning", f"{where}the disk under {path} reads {format_size(around[0])} around every "
+                                      f"page fault ({around[1]}): under memory pressure that evicts data the program "
+                                      f"is using (docs/policy.md, 'Read-around'); the kernel's default, as root: "
+                                      f"echo 128 > {around[1]}"))
+    return out
 
 
 def capacity_bytes(dev: Device, topo: Topology) -> int:

@@ -1,4 +1,5 @@
-"""Where the machine's memory topology is in /sys, and a stamp of what a policy's checks read.
+"""Where the machine's memory topology is in /sys, a stamp of what a policy's checks read,
+and the read-around of the disk under a file device.
 
 memplace.placement.devices reads and parses these paths; `topology_stamp` only reads the
 values a compiled policy depends on (which nodes, their memory, huge page pools, THP,
@@ -52,3 +53,48 @@ def _listdir(path: str) -> list[str]:
         return os.listdir(path)
     except OSError:
         return []
+
+
+# Above this, a file device under memory pressure evicts what the program uses to make room
+# for what it does not (OpenFOAM at half its peak: 3-4x slower at 8 MiB than at the
+# kernel's default 128 KiB, docs/policy.md).
+READ_AROUND_WARN = 1 << 20
+
+
+def read_around(path: str, root: str = "/sys", mounts: str = "/proc/self/mounts") -> tuple[int, str] | None:
+    """The kernel's read-around for page faults on files in directory `path`, in bytes,
+    and the sysfs file that sets it (the disk's read_ahead_kb): a fault on a page of a
+    file mapping that is not in memory reads that much around it. None where /sys does
+    not say (a filesystem without a block device of its own, such as btrfs or tmpfs) and
+    on a filesystem mounted with DAX."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    if _dax_mounted(os.path.realpath(path), mounts):
+        return None  # DAX maps the device itself: no page cache, nothing read around
+    name = f"{os.major(dev)}:{os.minor(dev)}"
+    block = os.path.join(root, "dev/block", name)
+    if os.path.exists(os.path.join(block, "partition")):  # a partition's queue is its disk's
+        block = os.path.dirname(os.path.realpath(block))
+    for candidate in (os.path.join(root, "class/bdi", name, "read_ahead_kb"),
+                      os.path.join(block, "queue/read_ahead_kb")):
+        text = _read(candidate)
+        if text is not None and text.strip().isdigit():
+            return int(text) * 1024, candidate
+    return None
+
+
+def _dax_mounted(path: str, mounts: str) -> bool:
+    """Whether the filesystem holding `path` (its longest mount point prefix) is mounted
+    with a dax option."""
+    best, options = "", ""
+    for line in (_read(mounts) or "").splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, options = point, parts[3]
+    return any(o == "dax" or o.startswith("dax=") and o != "dax=never" for o in options.split(","))
