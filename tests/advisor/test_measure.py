@@ -58,6 +58,9 @@ def test_node_and_file_directory_measured_then_cached(env, tmp_path):
         assert cold["latency_ns"] > disk["latency_ns"], (cold, disk)
         assert 0 < cold["latency_ns"] < 1e9 and all(cold["bandwidth_gbps"][k] > 0 for k in ("read", "write"))
     assert not list(scratch.iterdir())  # the file was unlinked
+    from memplace.placement.sysfs import read_around
+    found = read_around(str(scratch))
+    assert disk["read_around"] == (found[0] if found else None)  # what the cold figures had
 
     # The second time: from the cache, the same figures, no measuring.
     again, err = measure(env, "--device", "n0=numa:0", "--device", f"disk=file:{scratch}")
@@ -153,6 +156,10 @@ def test_given_latency_wins_over_measured(env, tmp_path, profile_path):
     assert all("latency" not in n for n in fast)
     assert "latency" in slow and "measured on this machine" in slow
     cold = "cold" in slow  # a file device is costed by its evicted (capacity-tier) figures
+    from memplace.placement.sysfs import read_around
+    from memplace.units import format_size
+    found = read_around(str(scratch))  # which its cold figures depend on
+    assert (f"read-around {format_size(found[0])}" in slow) == bool(found), slow
     assert cold or "resident" in slow
     # the hot site goes to the fast device, the measured slow file device keeps the rest
     placed = {p["function"]: p["device"] for p in doc["placements"]}

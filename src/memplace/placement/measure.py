@@ -190,6 +190,9 @@ def measure(target: Target, *, quick: bool = False, remeasure: bool = False, say
         result = json.loads(r.stdout)
     except ValueError:
         raise UserError(f"{target.name}: {TOOL} printed no JSON ({r.stdout[:60]!r})") from None
+    if target.spec.startswith("file:"):  # what its cold figures were measured with
+        around = read_around(target.spec[5:])
+        result["read_around"] = around[0] if around else None
     result.update(
         name=target.name,
         identity=target.identity,
