@@ -460,7 +460,8 @@ def write_plots(results: list[dict], out: Path) -> list[Path]:
             points = [(p, res["cells"][f"{v}@{p}"]["median_s"], res["cells"][f"{v}@{p}"]["status"])
                       for p in LIMITS]
             series.append((LABELS[v], points))
-        svg = line_chart_svg(series, title=f"{res['program']}: runtime against memory limit",
+        around = f" (file device read-around {res['read_around_kib']} KiB)" if res.get("read_around_kib") else ""
+        svg = line_chart_svg(series, title=f"{res['program']}: runtime against memory limit{around}",
                              x_label="memory limit, % of the plain run's peak",
                              y_label="wall seconds (median)")
         path = out / f"{res['program']}.svg"
@@ -558,6 +559,10 @@ def main() -> int:
 def benchmark(args, out: Path, device_dir: Path, kind: str, base_env: dict, read_around_kib: int | None) -> int:
     print(f"file device and swap file in {device_dir} ({kind}); the disk's read-around "
           f"{f'{read_around_kib} KiB' if read_around_kib is not None else 'unknown'}", file=sys.stderr)
+    if read_around_kib and read_around_kib > 1024:
+        print(f"  the disk reads {read_around_kib} KiB around every fault: under the limits the file device "
+              "evicts what the programs use (docs/policy.md, 'Read-around'); --read-ahead 128 runs with the "
+              "kernel's default", file=sys.stderr)
     # measured figures for the advisor (cached per machine, device and read-around after the first time)
     print(memplace("devices", "--measure", "--device", "fast=numa:0", "--device", f"slow=file:{device_dir}",
                    env=base_env), file=sys.stderr)
