@@ -76,24 +76,35 @@ class Program:
 
 @dataclass
 class Cell:
-    status: str = "ok"                   # worst status seen: ok, OOM, timeout, failed
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)   # the runs that completed
+    failures: dict[str, int] = field(default_factory=dict)  # the others: OOM, timeout, failed
     major_faults: list[int] = field(default_factory=list)
     peak: int = 0
     note: str = ""
 
+    @property
+    def status(self) -> str:
+        """ok when any run completed (the others are counted), else the worst failure."""
+        if self.seconds:
+            return "ok"
+        return next((s for s in ("failed", "timeout", "OOM") if s in self.failures), "ok")
+
     def median(self) -> float | None:
-        return statistics.median(self.seconds) if self.status == "ok" and self.seconds else None
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def gave_up(self) -> bool:
+        """A timeout or a crash is not run again at the same limit (an OOM is: near its
+        limit a variant can be OOM-killed in one run and complete in the next)."""
+        return not self.seconds and ("timeout" in self.failures or "failed" in self.failures)
 
     def add(self, o) -> None:
-        """One run's outcome (limits.Outcome): its time, or the worst status and why."""
+        """One run's outcome (limits.Outcome): its time, or its failure and why."""
         if o.status != "ok":
-            self.status = o.status
+            self.failures[o.status] = self.failures.get(o.status, 0) + 1
             if o.status == "failed":
                 self.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
         else:
             self.seconds.append(o.seconds)
-            self.major_faults.append(o.major_faults)
 
 
 def c_programs(bindir: Path, scale: float) -> list[Program]:
@@ -271,8 +282,8 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
             order = VARIANTS if r % 2 == 0 else VARIANTS[::-1]
             for variant in order:
                 cell = cells.setdefault((variant, pct), Cell())
-                if cell.status != "ok":
-                    continue         # an OOM or a timeout is not retried at the same limit
+                if cell.gave_up():
+                    continue
                 tag = f"{variant}-{pct}-{r}"
                 stats_dir = tmp / tag
                 if variant == "malloc":
@@ -303,7 +314,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
             "not_heap": not_heap, "unlimited_s": ref.seconds,
             "cells": {f"{v}@{p}": {"variant": v, "limit_pct": p, "status": c.status,
                                    "seconds": c.seconds, "median_s": c.median(), "peak": c.peak,
-                                   "major_faults": c.major_faults,
+                                   "major_faults": c.major_faults, "failures": c.failures,
                                    "note": c.note}
                       for (v, p), c in cells.items()}}
 
@@ -338,7 +349,7 @@ def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_
             order = TN_VARIANTS if r % 2 == 0 else TN_VARIANTS[::-1]
             for variant in order:
                 cell = cells.setdefault((variant, pct), Cell())
-                if cell.status != "ok":
+                if cell.gave_up():
                     continue
                 tag = f"{variant}-{pct}-{r}"
                 env = base_env if variant == "malloc" else \
@@ -356,7 +367,7 @@ def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_
             "unlimited_s": ref.seconds, "nodes": list(nodes), "variants": list(TN_VARIANTS), "labels": TN_LABELS,
             "cells": {f"{v}@{p}": {"variant": v, "limit_pct": p, "status": c.status, "seconds": c.seconds,
                                    "median_s": c.median(), "peak": c.peak, "major_faults": c.major_faults,
-                                   "note": c.note}
+                                   "failures": c.failures, "note": c.note}
                       for (v, p), c in cells.items()}}
 
 
@@ -384,9 +395,22 @@ def slower_than(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> li
 
 
 def completes(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> bool:
-    """`mine` completed at `pct`, or none of the others did."""
-    return cells[f"{mine}@{pct}"]["median_s"] is not None or all(
+    """`mine` completed every run at `pct`, or none of the others completed any."""
+    d = cells[f"{mine}@{pct}"]
+    return (d["median_s"] is not None and not d.get("failures")) or all(
         cells[f"{o}@{pct}"]["median_s"] is None for o in others)
+
+
+def cell_text(c: dict) -> str:
+    """The median of the runs that completed, with the count of those that did not
+    ("16.20 1/3 OOM"), or the failure when none completed."""
+    failed = sum(c.get("failures", {}).values())
+    if c["median_s"] is None:
+        return c["status"]
+    if not failed:
+        return f"{c['median_s']:.2f}"
+    worst = max(c["failures"], key=c["failures"].get)
+    return f"{c['median_s']:.2f} {failed}/{failed + len(c['seconds'])} {worst}"
 
 
 def print_table(results: list[dict]) -> bool:
@@ -414,7 +438,7 @@ def print_table(results: list[dict]) -> bool:
             row = []
             for v in VARIANTS:
                 c = cells[f"{v}@{pct}"]
-                row.append(f"{c['median_s']:>16.2f}" if c["median_s"] else f"{c['status']:>16}")
+                row.append(f"{cell_text(c):>16}")
             fmt = lambda x: f"{x:>7.2f}x" if x else f"{'-':>8}"
             ratios = "".join(f" {fmt(ratio(cells, pct, vb, m))} {fmt(ratio(cells, pct, vc, m))}" for m in mine)
             limit = f"{pct}% {res['peak'] * pct // 100 // MIB}M"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "capacity"))
-from limits import MemoryCgroup, SwapFile, filesystem_type, why_no_cgroup  # noqa: E402
+from limits import MemoryCgroup, ReadAround, SwapFile, filesystem_type, why_no_cgroup  # noqa: E402
 
 pytestmark = pytest.mark.skipif(why_no_cgroup() is not None, reason=str(why_no_cgroup()))
 
@@ -69,6 +69,21 @@ def test_the_swap_file_is_on_only_inside_its_block(tmp_path):
     except subprocess.CalledProcessError as e:
         pytest.skip(f"swapon refused here: {e}")
     assert str(path) not in swaps() and not path.exists()
+
+
+def test_the_disks_read_around_is_set_only_inside_its_block(tmp_path):
+    from memplace.placement.sysfs import read_around
+    found = read_around(str(tmp_path))
+    if found is None or not os.access(found[1], os.W_OK):
+        pytest.skip(f"{tmp_path}: /sys gives no read-around it may set")
+    before = found[0] // 1024
+    other = 256 if before != 256 else 512
+    with ReadAround(tmp_path, other) as around:
+        assert around.kib == other and read_around(str(tmp_path))[0] == other << 10
+    assert read_around(str(tmp_path))[0] == before << 10
+    with ReadAround(tmp_path, None) as around:  # not asked: left as it is
+        assert around.kib == before
+    assert read_around(str(tmp_path))[0] == before << 10
 
 
 def test_a_placed_run_of_a_policy_that_places_nothing_is_the_plain_program(tmp_path):
