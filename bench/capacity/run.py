@@ -105,6 +105,7 @@ class Cell:
                 self.note = o.error.strip().splitlines()[-1] if o.error.strip() else f"status {o.returncode}"
         else:
             self.seconds.append(o.seconds)
+            self.major_faults.append(o.major_faults)
 
 
 def c_programs(bindir: Path, scale: float) -> list[Program]:
