@@ -402,6 +402,9 @@ def completes(cells: dict, pct: int, mine: str, others: tuple[str, ...]) -> bool
         cells[f"{o}@{pct}"]["median_s"] is None for o in others)
 
 
+SHORT = {"timeout": "t/o"}  # so that "120.00 2/3 t/o" fits the table's column
+
+
 def cell_text(c: dict) -> str:
     """The median of the runs that completed, with the count of those that did not
     ("16.20 1/3 OOM"), or the failure when none completed."""
@@ -410,8 +413,8 @@ def cell_text(c: dict) -> str:
         return c["status"]
     if not failed:
         return f"{c['median_s']:.2f}"
-    worst = max(c["failures"], key=c["failures"].get)
-    return f"{c['median_s']:.2f} {failed}/{failed + len(c['seconds'])} {worst}"
+    worst = next(s for s in ("failed", "timeout", "OOM") if s in c["failures"])
+    return f"{c['median_s']:.2f} {failed}/{failed + len(c['seconds'])} {SHORT.get(worst, worst)}"
 
 
 def print_table(results: list[dict]) -> bool:
@@ -431,7 +434,8 @@ def print_table(results: list[dict]) -> bool:
                   "the limit is the fast node's capacity (the runtime's), no memory cgroup")
         print(f"\n{res['program']}: peak {res['peak'] / MIB:.0f} MiB (heap {res['heap'] / MIB:.0f} MiB), "
               f"unlimited plain run {res['unlimited_s']:.2f} s; median wall seconds"
-              + (f"; file device read-around {res['read_around_kib']} KiB" if res.get("read_around_kib") else ""))
+              + (f"; file device read-around {res['read_around_kib']} KiB"
+                 if res.get("read_around_kib") is not None else ""))
         print(f"{'limit':>10} " + " ".join(f"{LABELS[v]:>16}" for v in VARIANTS)
               + "".join(f" {f'(b)/({letter[m]})':>8} {f'(c)/({letter[m]})':>8}" for m in mine))
         e_ok = True
@@ -450,7 +454,8 @@ def print_table(results: list[dict]) -> bool:
             if res["program"] == "hotcold" and pct == 50:
                 ok &= all((ratio(cells, pct, v) or 0) >= TARGET for v in (vb, vc))
             if "memplace-swap" in mine:
-                e_ok &= never_slower(cells, pct, "memplace-swap", (vb, vc))
+                e_ok &= never_slower(cells, pct, "memplace-swap", (vb, vc)) and \
+                    completes(cells, pct, "memplace-swap", (vb, vc))
         print("  major page faults (reads from the disk: file pages or swap-ins), median:"
               if not res.get("nodes") else "  major page faults, median:")
         for pct in LIMITS:
@@ -466,6 +471,8 @@ def print_table(results: list[dict]) -> bool:
                     print(f"    ({letter[m]}) at {pct}%: {note}")
         lost = [f"at {pct}% {LABELS[o]} " + (f"{r:.2f}x" if r else "completed, (d) did not")
                 for pct in LIMITS for o, r in slower_than(cells, pct, "memplace", (vb, vc))]
+        lost += [f"at {pct}% (d) did not complete every run" for pct in LIMITS
+                 if not completes(cells, pct, "memplace", (vb, vc))]
         print(f"  (d) never slower than (b) and (c) (within 5%) at every limit: "
               + ("yes" if not lost else "no: " + "; ".join(lost)))
         if "memplace-swap" in mine:
@@ -485,7 +492,8 @@ def write_plots(results: list[dict], out: Path) -> list[Path]:
             points = [(p, res["cells"][f"{v}@{p}"]["median_s"], res["cells"][f"{v}@{p}"]["status"])
                       for p in LIMITS]
             series.append((LABELS[v], points))
-        around = f" (file device read-around {res['read_around_kib']} KiB)" if res.get("read_around_kib") else ""
+        around = (f" (file device read-around {res['read_around_kib']} KiB)"
+                  if res.get("read_around_kib") is not None else "")
         svg = line_chart_svg(series, title=f"{res['program']}: runtime against memory limit{around}",
                              x_label="memory limit, % of the plain run's peak",
                              y_label="wall seconds (median)")
@@ -563,8 +571,12 @@ def main() -> int:
                     help="the cgroup and file device benchmark even where the machine has two nodes")
     args = ap.parse_args()
     out = Path(args.out).resolve()
+    if args.read_ahead is not None and args.read_ahead < 0:
+        bad_input(f"--read-ahead {args.read_ahead}: not a number of KiB (0 or more)")
     nodes = None if args.one_node else two_nodes(args.nodes)
     if nodes is not None:
+        if args.read_ahead is not None:
+            bad_input("--read-ahead: the two-node mode has no file device (--one-node for the cgroup benchmark)")
         return main_two_node(args, out, nodes)
     if why_no_cgroup():
         raise SystemExit(f"capacity benchmark: {why_no_cgroup()}")
@@ -584,7 +596,8 @@ def main() -> int:
 def benchmark(args, out: Path, device_dir: Path, kind: str, base_env: dict, read_around_kib: int | None) -> int:
     print(f"file device and swap file in {device_dir} ({kind}); the disk's read-around "
           f"{f'{read_around_kib} KiB' if read_around_kib is not None else 'unknown'}", file=sys.stderr)
-    if read_around_kib and read_around_kib > 1024:
+    from memplace.placement.sysfs import READ_AROUND_WARN
+    if read_around_kib is not None and read_around_kib << 10 > READ_AROUND_WARN:
         print(f"  the disk reads {read_around_kib} KiB around every fault: under the limits the file device "
               "evicts what the programs use (docs/policy.md, 'Read-around'); --read-ahead 128 runs with the "
               "kernel's default", file=sys.stderr)

@@ -58,6 +58,14 @@ def test_a_dax_mount_has_no_read_around(tmp_path):
     assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts)) is None
     mounts.write_text(f"/dev/vda / ext4 rw,relatime 0 0\n/dev/pmem0 {tmp_path} ext4 rw,dax=never 0 0\n")
     assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts))[0] == 8192 << 10
+    # dax=inode leaves it to each file: the warning stays
+    mounts.write_text(f"/dev/vda / ext4 rw,relatime 0 0\n/dev/pmem0 {tmp_path} ext4 rw,dax=inode 0 0\n")
+    assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts)) is not None
+    # /proc/mounts escapes a space in a mount point as \040
+    spaced = tmp_path / "a b"
+    spaced.mkdir()
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\n/dev/pmem0 {str(spaced).replace(' ', chr(92) + '040')} ext4 rw,dax 0 0\n")
+    assert sysfs.read_around(str(spaced), str(tmp_path / "sys"), str(mounts)) is None
     # a mount point that only shares a prefix with the path is another filesystem
     mounts.write_text(f"/dev/vda / ext4 rw 0 0\n/dev/pmem0 {tmp_path}x ext4 rw,dax 0 0\n")
     assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts)) is not None

@@ -240,7 +240,7 @@ def fill_measured(d: DeviceSpec) -> bool:
     if write_bw and "write_bandwidth" in filled:
         shown.append(f"write {write_bw / 1e9:.3g} GB/s")
     quick = ", --quick" if result.get("quick") else ""
-    if result.get("read_around"):  # the disk's, which the cold figures depend on
+    if result.get("read_around") is not None:  # the disk's, which the cold figures depend on
         quick += f", read-around {format_size(result['read_around'])}"
     d.notes.append(f"{d.name}: {', '.join(shown)} measured on this machine ({which}, single thread{quick}) "
                    f"by `memplace devices --measure` at {result.get('measured_at', '?')}")

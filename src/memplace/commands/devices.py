@@ -96,7 +96,7 @@ def _spec_text(d) -> str:
 def _pages(m: dict) -> str:
     if "thp_bytes" in m:
         return f"{m['pages']}: {format_size(m['thp_bytes'])} of {format_size(m['buffer_bytes'])} in huge pages"
-    if m.get("read_around"):
+    if m.get("read_around") is not None:
         return f"{m['pages']} {format_size(m['read_around'])}"
     return m["pages"]
 

@@ -10,6 +10,7 @@ weighted interleave), raw, to key the compile cache: it is on the start-up path 
 from __future__ import annotations
 
 import os
+import re
 
 NODE_DIR = "devices/system/node"
 TIER_DIR = "devices/virtual/memory_tiering"
@@ -65,8 +66,9 @@ def read_around(path: str, root: str = "/sys", mounts: str = "/proc/self/mounts"
     """The kernel's read-around for page faults on files in directory `path`, in bytes,
     and the sysfs file that sets it (the disk's read_ahead_kb): a fault on a page of a
     file mapping that is not in memory reads that much around it. None where /sys does
-    not say (a filesystem without a block device of its own, such as btrfs or tmpfs) and
-    on a filesystem mounted with DAX."""
+    not say: a filesystem on no block device (tmpfs), on a filesystem mounted with DAX,
+    and where the kernel names the bdi by something else than the device number (btrfs's
+    own, at least 4 MiB; overlayfs, whose faults go to its upper filesystem): not read."""
     try:
         dev = os.stat(path).st_dev
     except OSError:
@@ -86,15 +88,15 @@ def read_around(path: str, root: str = "/sys", mounts: str = "/proc/self/mounts"
 
 
 def _dax_mounted(path: str, mounts: str) -> bool:
-    """Whether the filesystem holding `path` (its longest mount point prefix) is mounted
-    with a dax option."""
+    """Whether the filesystem holding `path` (its longest mount point prefix) maps every
+    file with DAX (`dax`, `dax=always`; `dax=inode` leaves it to each file)."""
     best, options = "", ""
     for line in (_read(mounts) or "").splitlines():
         parts = line.split()
         if len(parts) < 4:
             continue
-        point = parts[1].replace("\\040", " ")
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])  # \040: a space
         inside = path == point or path.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
             best, options = point, parts[3]
-    return any(o == "dax" or o.startswith("dax=") and o != "dax=never" for o in options.split(","))
+    return any(o in ("dax", "dax=always") for o in options.split(","))
