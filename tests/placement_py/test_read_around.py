@@ -71,6 +71,38 @@ def test_a_dax_mount_has_no_read_around(tmp_path):
     assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts)) is not None
 
 
+def fake_btrfs(root, kib):
+    """A btrfs filesystem in /sys under `root` whose one device is /dev/null (a device
+    number any machine has), its own bdi reading `kib` KiB around."""
+    rdev = os.stat("/dev/null").st_rdev
+    fs = root / "fs" / "btrfs" / "0f1e2d3c-uuid"
+    (fs / "devices" / "null").mkdir(parents=True)
+    (fs / "devices" / "null" / "dev").write_text(f"{os.major(rdev)}:{os.minor(rdev)}\n")
+    (fs / "bdi").mkdir()
+    (fs / "bdi" / "read_ahead_kb").write_text(f"{kib}\n")
+    return str(fs / "bdi" / "read_ahead_kb")
+
+
+def test_btrfs_reads_around_through_its_own_bdi(tmp_path):
+    where = fake_btrfs(tmp_path / "sys", 4096)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\n/dev/null {tmp_path} btrfs rw,relatime 0 0\n")
+    assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts)) == (4096 << 10, where)
+    # another btrfs (its devices are not this mount's source): not this one's bdi
+    mounts.write_text(f"/dev/zero {tmp_path} btrfs rw 0 0\n")
+    assert sysfs.read_around(str(tmp_path), str(tmp_path / "sys"), str(mounts)) is None
+
+
+def test_overlayfs_reads_around_as_its_upper_directory(tmp_path):
+    where = fake_btrfs(tmp_path / "sys", 4096)
+    (tmp_path / "up" / "u").mkdir(parents=True)
+    (tmp_path / "merged").mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/null {tmp_path}/up btrfs rw 0 0\n"
+                      f"overlay {tmp_path}/merged overlay rw,lowerdir=/x,upperdir={tmp_path}/up/u,workdir=/w 0 0\n")
+    assert sysfs.read_around(str(tmp_path / "merged"), str(tmp_path / "sys"), str(mounts)) == (4096 << 10, where)
+
+
 def test_this_machines_answer_is_a_number_of_bytes_or_none(tmp_path):
     found = sysfs.read_around(str(tmp_path))
     assert found is None or (found[0] % 1024 == 0 and os.path.exists(found[1]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 NODE_DIR = "devices/system/node"
 TIER_DIR = "devices/virtual/memory_tiering"
@@ -62,41 +63,79 @@ def _listdir(path: str) -> list[str]:
 READ_AROUND_WARN = 1 << 20
 
 
-def read_around(path: str, root: str = "/sys", mounts: str = "/proc/self/mounts") -> tuple[int, str] | None:
+def read_around(path: str, root: str = "/sys", mounts: str = "/proc/self/mounts",
+                _depth: int = 0) -> tuple[int, str] | None:
     """The kernel's read-around for page faults on files in directory `path`, in bytes,
     and the sysfs file that sets it (the disk's read_ahead_kb): a fault on a page of a
-    file mapping that is not in memory reads that much around it. None where /sys does
-    not say: a filesystem on no block device (tmpfs), on a filesystem mounted with DAX,
-    and where the kernel names the bdi by something else than the device number (btrfs's
-    own, at least 4 MiB; overlayfs, whose faults go to its upper filesystem): not read."""
+    file mapping that is not in memory reads that much around it. Found by the device
+    number (the bdi, or the disk queue of a partition), for btrfs through its own bdi
+    (at least 4 MiB) and for overlayfs through its upper directory. None on a filesystem
+    mounted with DAX, and where /sys does not say (tmpfs: no block device)."""
     try:
         dev = os.stat(path).st_dev
     except OSError:
         return None
-    if _dax_mounted(os.path.realpath(path), mounts):
+    mount = _mount_of(os.path.realpath(path), mounts)
+    if mount and any(o in ("dax", "dax=always") for o in mount.options):
         return None  # DAX maps the device itself: no page cache, nothing read around
     name = f"{os.major(dev)}:{os.minor(dev)}"
     block = os.path.join(root, "dev/block", name)
     if os.path.exists(os.path.join(block, "partition")):  # a partition's queue is its disk's
         block = os.path.dirname(os.path.realpath(block))
-    for candidate in (os.path.join(root, "class/bdi", name, "read_ahead_kb"),
-                      os.path.join(block, "queue/read_ahead_kb")):
+    candidates = [os.path.join(root, "class/bdi", name, "read_ahead_kb"),
+                  os.path.join(block, "queue/read_ahead_kb")]
+    if mount and mount.fstype == "btrfs":
+        candidates += _btrfs_bdi(mount.source, root)
+    if mount and mount.fstype == "overlay" and _depth < 4:
+        upper = next((o[9:] for o in mount.options if o.startswith("upperdir=")), None)
+        if upper:
+            return read_around(upper, root, mounts, _depth + 1)
+    for candidate in candidates:
         text = _read(candidate)
         if text is not None and text.strip().isdigit():
             return int(text) * 1024, candidate
     return None
 
 
-def _dax_mounted(path: str, mounts: str) -> bool:
-    """Whether the filesystem holding `path` (its longest mount point prefix) maps every
-    file with DAX (`dax`, `dax=always`; `dax=inode` leaves it to each file)."""
-    best, options = "", ""
+@dataclass
+class Mount:
+    source: str
+    point: str
+    fstype: str
+    options: list[str]
+
+
+def _mount_of(path: str, mounts: str) -> Mount | None:
+    """The mount holding `path`: the longest mount point that is a prefix of it."""
+    best = None
     for line in (_read(mounts) or "").splitlines():
-        parts = line.split()
+        parts = [_unescape(p) for p in line.split()]
         if len(parts) < 4:
             continue
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])  # \040: a space
+        point = parts[1]
         inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, options = point, parts[3]
-    return any(o in ("dax", "dax=always") for o in options.split(","))
+        if inside and (best is None or len(point) >= len(best.point)):
+            best = Mount(parts[0], point, parts[2], parts[3].split(","))
+    return best
+
+
+def _unescape(field: str) -> str:
+    """A /proc/mounts field: a space, tab, newline or backslash is written \\ooo (octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _btrfs_bdi(source: str, root: str) -> list[str]:
+    """btrfs's own bdi's read_ahead_kb for the filesystem on device `source`: the
+    filesystem in /sys/fs/btrfs whose devices include it (their `dev` files hold the
+    device number)."""
+    try:
+        rdev = os.stat(source).st_rdev
+    except OSError:
+        return []
+    number = f"{os.major(rdev)}:{os.minor(rdev)}"
+    base = os.path.join(root, "fs/btrfs")
+    for fs in sorted(_listdir(base)):
+        devices = os.path.join(base, fs, "devices")
+        if any((_read(os.path.join(devices, d, "dev")) or "").strip() == number for d in _listdir(devices)):
+            return [os.path.join(base, fs, "bdi", "read_ahead_kb")]
+    return []
