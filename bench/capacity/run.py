@@ -74,6 +74,13 @@ class Program:
     env: dict | None = None              # the environment it needs (OpenFOAM's), else ours
 
 
+WORST_FIRST = ("failed", "timeout", "OOM")  # a run's failures, the worst first
+
+
+def worst(failures: dict[str, int]) -> str | None:
+    return next((s for s in WORST_FIRST if s in failures), None)
+
+
 @dataclass
 class Cell:
     seconds: list[float] = field(default_factory=list)   # the runs that completed
@@ -85,9 +92,7 @@ class Cell:
     @property
     def status(self) -> str:
         """ok when any run completed (the others are counted), else the worst failure."""
-        if self.seconds:
-            return "ok"
-        return next((s for s in ("failed", "timeout", "OOM") if s in self.failures), "ok")
+        return "ok" if self.seconds else worst(self.failures) or "ok"
 
     def median(self) -> float | None:
         return statistics.median(self.seconds) if self.seconds else None
@@ -106,6 +111,11 @@ class Cell:
         else:
             self.seconds.append(o.seconds)
             self.major_faults.append(o.major_faults)
+
+    def to_json(self, variant: str, pct: int) -> dict:
+        return {"variant": variant, "limit_pct": pct, "status": self.status, "seconds": self.seconds,
+                "median_s": self.median(), "peak": self.peak, "major_faults": self.major_faults,
+                "failures": self.failures, "note": self.note}
 
 
 def c_programs(bindir: Path, scale: float) -> list[Program]:
@@ -313,11 +323,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
     shutil.rmtree(tmp, ignore_errors=True)
     return {"program": prog.name, "argv": prog.argv, "peak": peak, "heap": heap,
             "not_heap": not_heap, "unlimited_s": ref.seconds,
-            "cells": {f"{v}@{p}": {"variant": v, "limit_pct": p, "status": c.status,
-                                   "seconds": c.seconds, "median_s": c.median(), "peak": c.peak,
-                                   "major_faults": c.major_faults, "failures": c.failures,
-                                   "note": c.note}
-                      for (v, p), c in cells.items()}}
+            "cells": {f"{v}@{p}": c.to_json(v, p) for (v, p), c in cells.items()}}
 
 
 def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_env: dict) -> dict:
@@ -366,10 +372,7 @@ def bench_two_node(prog: Program, args, out: Path, nodes: tuple[int, int], base_
     shutil.rmtree(tmp, ignore_errors=True)
     return {"program": prog.name, "argv": prog.argv, "peak": heap, "heap": heap, "not_heap": 0,
             "unlimited_s": ref.seconds, "nodes": list(nodes), "variants": list(TN_VARIANTS), "labels": TN_LABELS,
-            "cells": {f"{v}@{p}": {"variant": v, "limit_pct": p, "status": c.status, "seconds": c.seconds,
-                                   "median_s": c.median(), "peak": c.peak, "major_faults": c.major_faults,
-                                   "failures": c.failures, "note": c.note}
-                      for (v, p), c in cells.items()}}
+            "cells": {f"{v}@{p}": c.to_json(v, p) for (v, p), c in cells.items()}}
 
 
 def ratio(cells: dict, pct: int, other: str, mine: str = "memplace") -> float | None:
@@ -413,8 +416,14 @@ def cell_text(c: dict) -> str:
         return c["status"]
     if not failed:
         return f"{c['median_s']:.2f}"
-    worst = next(s for s in ("failed", "timeout", "OOM") if s in c["failures"])
-    return f"{c['median_s']:.2f} {failed}/{failed + len(c['seconds'])} {SHORT.get(worst, worst)}"
+    w = worst(c["failures"])
+    return f"{c['median_s']:.2f} {failed}/{failed + len(c['seconds'])} {SHORT.get(w, w)}"
+
+
+def read_around_text(res: dict) -> str:
+    """Which read-around the program's runs had ("" where it is not known)."""
+    kib = res.get("read_around_kib")
+    return f"file device read-around {kib} KiB" if kib is not None else ""
 
 
 def print_table(results: list[dict]) -> bool:
@@ -434,8 +443,7 @@ def print_table(results: list[dict]) -> bool:
                   "the limit is the fast node's capacity (the runtime's), no memory cgroup")
         print(f"\n{res['program']}: peak {res['peak'] / MIB:.0f} MiB (heap {res['heap'] / MIB:.0f} MiB), "
               f"unlimited plain run {res['unlimited_s']:.2f} s; median wall seconds"
-              + (f"; file device read-around {res['read_around_kib']} KiB"
-                 if res.get("read_around_kib") is not None else ""))
+              + (f"; {read_around_text(res)}" if read_around_text(res) else ""))
         print(f"{'limit':>10} " + " ".join(f"{LABELS[v]:>16}" for v in VARIANTS)
               + "".join(f" {f'(b)/({letter[m]})':>8} {f'(c)/({letter[m]})':>8}" for m in mine))
         e_ok = True
@@ -492,8 +500,7 @@ def write_plots(results: list[dict], out: Path) -> list[Path]:
             points = [(p, res["cells"][f"{v}@{p}"]["median_s"], res["cells"][f"{v}@{p}"]["status"])
                       for p in LIMITS]
             series.append((LABELS[v], points))
-        around = (f" (file device read-around {res['read_around_kib']} KiB)"
-                  if res.get("read_around_kib") is not None else "")
+        around = f" ({read_around_text(res)})" if read_around_text(res) else ""
         svg = line_chart_svg(series, title=f"{res['program']}: runtime against memory limit{around}",
                              x_label="memory limit, % of the plain run's peak",
                              y_label="wall seconds (median)")

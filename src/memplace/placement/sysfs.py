@@ -121,6 +121,8 @@ def _mount_of(path: str, mounts: str) -> Mount | None:
 
 def _unescape(field: str) -> str:
     """A /proc/mounts field: a space, tab, newline or backslash is written \\ooo (octal)."""
+    if "\\" not in field:  # most fields: every line of /proc/mounts is read at each start
+        return field
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
