@@ -3,12 +3,15 @@ and a file device's page cache share one budget, so the advice pins only what ga
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
 from advisor_support import assert_one_line_error, memplace
-from memplace.advisor.page_cache import SharedMemory
+from memplace.advisor.device_specs import DeviceSpec
+from memplace.advisor.page_cache import ROOM_FLOOR, SharedMemory, room_for
+from memplace.commands import advise as advise_command
 from memplace.advisor.solver import Device, advise
 from memplace.profiling import profile as prof
 from memplace.profiling.profile import Frame, Site
@@ -108,6 +111,42 @@ def test_cli_writes_the_chosen_capacity(tmp_path):
     capacity = doc["devices"]["fast"]["capacity"]
     assert capacity != "157MiB"
     assert memplace("policy", "check", str(out)).returncode == 0
+
+
+def test_the_room_follows_the_disks_read_around():
+    """64 MiB ran best at 8 MiB of read-around, 8 MiB at the kernel's 128 KiB
+    (docs/benchmarks.md); no read-around (DAX, memory) keeps the floor."""
+    assert room_for(8 * MIB) == 64 * MIB
+    assert room_for(128 << 10) == ROOM_FLOOR == 8 * MIB
+    assert room_for(None) == ROOM_FLOOR
+    assert room_for(2 * MIB) == 16 * MIB
+
+
+def test_without_cache_room_the_file_devices_disk_decides(monkeypatch):
+    """The largest read-around among the file devices, shared among a node's ranks, named
+    in the note with the sysfs file that sets it."""
+    arounds = {"/a": (128 << 10, "/sys/class/bdi/8:0/read_ahead_kb"),
+               "/b": (4 * MIB, "/sys/class/bdi/8:16/read_ahead_kb"), "/dax": None}
+    monkeypatch.setattr(advise_command, "read_around", arounds.get)
+    specs = [DeviceSpec("fast", "numa", {"nodes": [0]}), DeviceSpec("ssd", "file", {"path": "/a"}),
+             DeviceSpec("nvme", "file", {"path": "/b"})]
+    shared = advise_command.cache_room_of(SharedMemory(1 << 30, room=0), specs, ranks=2)
+    assert shared.room == 16 * MIB and shared.total == 1 << 30
+    assert "nvme" in shared.room_from and "/sys/class/bdi/8:16/read_ahead_kb" in shared.room_from
+    dax = advise_command.cache_room_of(SharedMemory(1 << 30, room=0), [DeviceSpec("pmem", "file", {"path": "/dax"})], 1)
+    assert dax.room == ROOM_FLOOR and "no disk read-around known for pmem" in dax.room_from
+
+
+def test_the_note_says_where_the_room_came_from(tmp_path):
+    path = tmp_path / "profile.json"
+    prof.save(prof.Profile("dhat", ["spmv"], list(spmv_sites().values()), pid=1, clock_unit="instr"), path)
+    args = ["advise", str(path), "--device", "fast=numa:0,latency=182ns,capacity=157MiB", "--device",
+            f"slow=file:{tmp_path},latency=3.58us,bandwidth=2.1GB/s", "--shared-memory", "157MiB", "--json"]
+    notes = lambda r: [n for n in json.loads(r.stdout)["notes"] if n.startswith("page cache model: fast")]
+    given = notes(memplace(*args, "--cache-room", "24MiB", check=True))
+    assert len(given) == 1 and "misses slower below 24MiB of cache (--cache-room)" in given[0]
+    derived = notes(memplace(*args, check=True))
+    assert len(derived) == 1 and ("disk read-around of" in derived[0] or "no disk read-around known" in derived[0])
 
 
 @pytest.mark.parametrize("args, needles", [

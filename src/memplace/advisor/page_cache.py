@@ -20,10 +20,14 @@ keep in the same room. The model:
   under a memory cgroup at 0.21 GB/s with 16 MiB of page cache, 0.45 GB/s with 48 MiB,
   0.75 GB/s with 64 MiB and 1.2 GB/s with 96 MiB or more (docs/benchmarks.md): about in
   proportion to the room. So below `room` a miss costs room / R times the device's cold
-  cost; a plan that leaves no page cache at all for file data is not allowed. The default
-  room, 64 MiB, is the one of 32, 64 and 96 MiB whose plans ran best across the
-  benchmark's programs in interleaved runs (96 leaves hot/cold data on the file device
-  that pinned memory serves better; 32 pins a stream and starves the others).
+  cost; a plan that leaves no page cache at all for file data is not allowed. The room
+  follows the disk's read-around (`room_for`: 8 times it, at least 8 MiB), fitted at two
+  settings of this machine's disk. At 8 MiB of read-around, 64 MiB was the one of 32, 64
+  and 96 MiB whose plans ran best across the benchmark's programs in interleaved runs (96
+  leaves hot/cold data on the file device that pinned memory serves better; 32 pins a
+  stream and starves the others). At the kernel's default of 128 KiB, 8 MiB ran best or
+  as well as any of 2, 4, 8, 16, 32 and 64 MiB on all three programs at 50% of their peak
+  (OpenFOAM 14.0-16.4 s against 17.5-18.1 s with 64 MiB; docs/benchmarks.md, session 15).
 
 * a site written and never read (`written_once`: no read among enough access samples,
   or exact reads under a tenth of its writes; its writes at most REWRITTEN times its bytes)
@@ -60,7 +64,9 @@ import numpy as np
 
 from memplace.profiling.access_estimate import poisson_interval
 
-ROOM = 64 << 20  # page cache below which misses slow down (measured: see the module docstring)
+ROOM = 64 << 20  # page cache below which misses slow down at 8 MiB of read-around (module docstring)
+ROOM_FLOOR = 8 << 20  # ... at the kernel's default read-around, 128 KiB, and below 1 MiB of it
+ROOM_PER_READ_AROUND = 8
 EXTRA = 3  # sites after the best prefix of the scan tried with it (capacity_candidates)
 UNREAD = 10  # written_once: reads under 1/UNREAD of the writes (by the samples' 95% bound)
 REWRITTEN = 4.0  # written_once: writes at most this many times the bytes allocated (the
@@ -82,6 +88,12 @@ def written_once(site) -> bool:
     return (site.reads or 0) * UNREAD <= writes
 
 
+def room_for(read_around: int | None) -> int:
+    """The page cache below which misses slow down, for file devices whose disk reads
+    `read_around` bytes around a fault (None: nothing read around, DAX or memory)."""
+    return max(ROOM_FLOOR, ROOM_PER_READ_AROUND * (read_around or 0))
+
+
 @dataclass(frozen=True)
 class SharedMemory:
     """`total` bytes shared by the pinned devices and the file devices' page cache; below
@@ -93,6 +105,7 @@ class SharedMemory:
     # devices' footprint is at most that minus what is pinned (the sites' peaks, summed
     # per window, add up peaks reached at different moments: twice OpenFOAM's heap)
     footprint: int | None = None
+    room_from: str = ""  # where `room` came from, for the advice's note
 
     def file_footprint(self, pinned: float, planned: float) -> float:
         """The page-cache devices' footprint: their planned peak, capped by the measured one."""

@@ -547,7 +547,8 @@ def _advise_shared(sites, devices, pb: Problem, model, method, time_limit, notes
     measured = "" if shared.footprint is None else \
         f", the heap's measured peak {format_size(shared.footprint)} capping {dname}'s footprint"
     notes.append(f"page cache model: {name} and {dname}'s page cache share {format_size(shared.total)}, "
-                 f"misses slower below {format_size(shared.room)} of cache{measured}; plans compared: nothing pinned: "
+                 f"misses slower below {format_size(shared.room)} of cache"
+                 f"{f' ({shared.room_from})' if shared.room_from else ''}{measured}; plans compared: nothing pinned: "
                  f"{shown(base)}; " + "; ".join(f"{name} up to {format_size(t[1])}: {shown(t[0])}"
                                                for t in tried[1:]))
     if best is not cheapest:

@@ -13,17 +13,20 @@ without any, from the machine's NUMA nodes and their HMAT attributes.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
 from memplace.advisor.device_specs import share_among_ranks
+from memplace.advisor import page_cache
 from memplace.advisor.page_cache import SharedMemory
 from memplace.advisor.policy_writer import write_policy
 from memplace.commands.options import ROWS, SECONDS, OutputFile
 from memplace.console import console as make_console
 from memplace.errors import UserError
+from memplace.placement.sysfs import read_around
 from memplace.units import format_ns, format_size, parse_size
 
 
@@ -68,14 +71,33 @@ def print_table(advice: adv.Advice, top: int) -> None:
         console.print(f"Note: {note}")
 
 
-def _shared_memory(text: str | None, room: str, ranks: int) -> SharedMemory | None:
-    """--shared-memory and --cache-room (per rank with --ranks-per-node)."""
+def _shared_memory(text: str | None, room: str | None, ranks: int) -> SharedMemory | None:
+    """--shared-memory and --cache-room (per rank with --ranks-per-node); without
+    --cache-room, the room is the file devices' (cache_room_of) once the devices are known."""
     if text is None:
         return None
     total = parse_size(text, what="--shared-memory")
     if total <= 0:
         raise UserError(f"--shared-memory {text!r}: must be above 0")
-    return SharedMemory(total // ranks, parse_size(room, what="--cache-room") // ranks)
+    if room is None:
+        return SharedMemory(total // ranks, room=0)
+    return SharedMemory(total // ranks, parse_size(room, what="--cache-room") // ranks, room_from="--cache-room")
+
+
+def cache_room_of(shared: SharedMemory, specs, ranks: int) -> SharedMemory:
+    """`shared` with the room its file devices' disks call for (page_cache.room_for: the
+    largest read-around among them), shared among the node's ranks like the memory."""
+    found = [(around, d.name) for d in specs if d.kind == "file" and d.table.get("path")
+             for around in [read_around(d.table["path"])]]
+    known = [(a[0], name, a[1]) for a, name in found if a is not None]
+    if known:
+        around, name, sysfs = max(known)
+        why = (f"{page_cache.ROOM_PER_READ_AROUND}x {name}'s disk read-around of {format_size(around)}, "
+               f"{sysfs}; at least {format_size(page_cache.ROOM_FLOOR)}")
+    else:
+        around = None
+        why = "no disk read-around known for " + (", ".join(n for _, n in found) or "a file device")
+    return replace(shared, room=page_cache.room_for(around) // ranks, room_from=why)
 
 
 @click.command("advise")
@@ -96,9 +118,9 @@ def _shared_memory(text: str | None, room: str, ranks: int) -> SharedMemory | No
               help="Memory the limited devices share with the file devices' page cache (e.g. a memory "
                    "cgroup's limit minus what is not heap): pin only what gains given it.")
 @click.option("--cache-room", "cache_room", metavar="SIZE",
-              default="64MiB", show_default=True,
               help="With --shared-memory: the page cache below which misses on a file device slow "
-                   "down in proportion (read-around and reclaim need room).")
+                   "down in proportion (read-around and reclaim need room). Default: 8x the read-around "
+                   "of the file devices' disk, at least 8 MiB.")
 @click.option("--swap", is_flag=True,
               help="The machine swaps under the memory limit: lock the limited devices' pages, and keep the sites "
                    "a file device serves badly (allocated or written again and again) in the next allocator's "
@@ -115,6 +137,8 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
     profile = load_profiles(profiles)  # first: a missing file is the first thing to hear about
     specs = device_specs(devices, capacities, default)
     share_among_ranks(specs, ranks)
+    if shared is not None and not shared.room_from:
+        shared = cache_room_of(shared, specs, ranks)
     advice = run_advice(profile, specs, model, method, default, time_limit, shared)
     if swap:
         from memplace.advisor.swap import plan_for_swap
