@@ -637,10 +637,12 @@ static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp
 extern MP_HIDDEN const uintptr_t mp_walk_pad;
 _Static_assert(MP_WALK_FIRST == 4, "mp_sites_walk_hit compares four words without a loop");
 
-/* A thread's walk-cache set for a walk starting at (ra, sp). */
+/* A thread's walk-cache set for a walk starting at (ra, sp), from the hash both it and
+ * the start's crowd hint slot (mp_crowd_slot: other bits) take. */
+#define MP_WALK_HASH 0x9e3779b97f4a7c15ull
 static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
 {
-    return (unsigned)(((ra ^ sp) * 0x9e3779b97f4a7c15ull) >> (64 - MP_WALK_SET_BITS));
+    return (unsigned)(((ra ^ sp) * MP_WALK_HASH) >> (64 - MP_WALK_SET_BITS));
 }
 
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
@@ -682,39 +684,44 @@ static inline int mp_sites_walk_set_hit(struct mp_walk_entry *set, uintptr_t ra,
     return 0;
 }
 
-/* A crowded start's walks are kept under the start's return address mixed with the value
- * of the word where its walks part (types.h): in the set that key picks, and told from
- * each other by their first compare. */
+/* A crowded start's walks are kept under its return address mixed with the value of the
+ * word where its walks part (types.h): in the set that key picks, and told from each
+ * other by their first compare. */
 static inline uintptr_t mp_walk_crowd_key(uintptr_t ra, uintptr_t word)
 {
     return ra ^ (word * 0xff51afd7ed558ccdull);
 }
 
-/* The mark whose count a lookup's hit points at (hit->fixed MP_FIXED_CROWD). */
-static inline const struct mp_walk_entry *mp_walk_mark(const struct mp_site_count *count)
+static inline unsigned mp_crowd_slot(uintptr_t ra, uintptr_t sp)
 {
-    return (const struct mp_walk_entry *)((const char *)count -
-                                          offsetof(struct mp_walk_entry, count));
+    return (unsigned)((((ra ^ sp) * MP_WALK_HASH) >> 50) % MP_CROWD_HINTS);
+}
+_Static_assert(MP_CROWD_HINTS <= 256 && 64 - MP_WALK_SET_BITS >= 58,
+               "a start's hint slot and walk set take different bits of one hash");
+
+/* The key of walks from (ra, sp): ra, or for a crowded start (its hint) ra mixed with
+ * the word its walks part at; into *set, the walk set the key picks. */
+static inline uintptr_t mp_walk_key(const struct mp_thread *self, uintptr_t ra, uintptr_t sp,
+                                    unsigned *set)
+{
+    uintptr_t h = (ra ^ sp) * MP_WALK_HASH; /* mp_walk_set's and mp_crowd_slot's */
+    const struct mp_crowd_hint *c = &self->crowd_hints[(h >> 50) % MP_CROWD_HINTS];
+    if (mp_likely(c->ra != ra || c->sp != sp)) {
+        *set = (unsigned)(h >> (64 - MP_WALK_SET_BITS));
+        return ra;
+    }
+    uintptr_t key = mp_walk_crowd_key(ra, *c->split);
+    *set = mp_walk_set(key, sp);
+    return key;
 }
 
-/* The walk of a crowded start (ra, sp; its walks part at word `split`) from fp, kept in
- * the set that word picks: into *hit; else 0. For a mark the fast path's lookup found,
- * the mark holds ra, sp and split: following it is a second set lookup, not a search. */
-static inline int mp_sites_crowd_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
-                                        const uintptr_t *split, uintptr_t fp,
-                                        struct mp_site_hit *hit)
-{
-    uintptr_t key = mp_walk_crowd_key(ra, *split);
-    return mp_sites_walk_set_hit(self->walks[mp_walk_set(key, sp)], key, sp, fp, hit) &&
-           hit->fixed != MP_FIXED_CROWD;
-}
-
-/* The fast path's walk lookup: the start's own set (a crowded start's walks are not
- * there: its mark is, which mp_sites_crowd_walked follows). */
+/* The fast path's walk lookup: the set of the start's key (mp_walk_key). */
 static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
                                         uintptr_t fp, struct mp_site_hit *hit)
 {
-    return mp_sites_walk_set_hit(self->walks[mp_walk_set(ra, sp)], ra, sp, fp, hit);
+    unsigned set;
+    uintptr_t key = mp_walk_key(self, ra, sp, &set);
+    return mp_sites_walk_set_hit(self->walks[set], key, sp, fp, hit);
 }
 
 /* The fast path's lookup: for one-frame policies the return address's entry; for deeper

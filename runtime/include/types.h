@@ -189,9 +189,7 @@ struct mp_modules {
 
 #define MP_SITE_CACHE 256
 #define MP_MAX_CANDIDATES 4
-/* MP_FIXED_CROWD: a crowded start's mark in its walk set (sites/sites.c), not a site */
-enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2, MP_FIXED_CROWD = 3 };
-#define MP_CROWD_DEVICE MP_TCACHE_DEVICES /* a mark's device: above the block caches' */
+enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2 };
 
 /* 128 bytes, so the fast path (frames[0] .. count[0].hits) reads one cache line. */
 /* Hits of a rule not yet in its totals (sites/sites.c). */
@@ -220,28 +218,21 @@ struct mp_site_entry {
  * one the walk found, without unwinding again. Only walks that read at most
  * MP_WALK_WORDS words are kept. Sets of MP_WALK_WAYS walks: callers of one function from
  * one stack depth start their walks alike (same ra, sp and fp) and differ in the words,
- * from the first word on, so a set keeps that many of them side by side. A start with
- * more callers than that (a dispatch through many functions) is crowded: the set records
- * it with the stack word at which its walks part, and its walks are kept in the sets that
- * word's value picks instead; in its own set a mark (a walk of no words, MP_FIXED_CROWD)
- * sends the fast path there. A set records MP_WALK_CROWDS crowded starts: two dispatches
- * whose starts pick one set (1 in 64 for two) each keep their own record and mark,
- * rather than push each other's out on every call. */
+ * from the first word on, so a set keeps that many of them side by side. A return address
+ * with more callers than that from one (ra, sp) (a dispatch through many functions) is
+ * crowded: a hint (struct mp_crowd_hint) records the stack word at which its walks part,
+ * and its walks are keyed by the return address mixed with that word's value, so each
+ * caller's walk has a set of its own and the fast path still takes one set lookup. */
 #define MP_WALK_SET_BITS 6
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
-#define MP_WALK_CROWDS 2
 #define MP_WALK_WORDS 8
 #define MP_WALK_FIRST 4 /* words compared without a branch each */
 struct mp_walk_entry {
     uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
                                          never sees a half-made entry as valid) */
     uintptr_t fp_mask;                /* 0 when the walk did not use fp (fp is then 0) */
-    union {
-        struct mp_site_count count;   /* hits through this walk, not yet in the entry's count[0] */
-        const uintptr_t *split;       /* a crowded start's mark (MP_FIXED_CROWD), which counts
-                                         nothing: the word at which the start's walks part */
-    };
+    struct mp_site_count count;       /* hits through this walk, not yet in the entry's count[0] */
     uint32_t generation;              /* of the rules' addresses the walk was made under */
     int32_t device;                   /* the site's device, kind and rule (-1: none), as its */
     int32_t rule;                     /* entry had them: a walk needs no site entry, so the */
@@ -252,11 +243,11 @@ struct mp_walk_entry {
     struct mp_walk_word { const uintptr_t *addr; uintptr_t value; } word[MP_WALK_WORDS];
 } __attribute__((aligned(64)));
 _Static_assert(offsetof(struct mp_walk_entry, n) < 64, "a walk's hit reads and counts in one line");
-/* A set's crowded start (ra 0: none) and the word at which its walks part. */
-struct mp_walk_crowd {
-    uintptr_t ra, sp, fp, fp_mask;
-    const uintptr_t *split; /* on the thread's stack above sp: readable whenever sp is */
-};
+/* A crowded start (ra 0: none) and the word at which its walks part: on the thread's
+ * stack above sp, readable whenever sp is. Direct-mapped by ra and sp: two dispatches
+ * share a slot 1 time in MP_CROWD_HINTS. */
+#define MP_CROWD_HINTS 256
+struct mp_crowd_hint { uintptr_t ra, sp; const uintptr_t *split; };
 /* A walk is the same walk at any depth of the stack, as long as its words are read at the
  * same offsets from sp and hold the same values, saved frame pointers the same offsets
  * from sp (trace relative: no signal frame): a call chain met again deeper or shallower
@@ -324,7 +315,7 @@ struct mp_thread {
     int theap_of[MP_MAX_DEVICES]; /* which arena heap the cached theap belongs to, + 1 */
     struct mp_site_entry cache[MP_SITE_CACHE];
     struct mp_walk_entry walks[MP_WALK_SETS][MP_WALK_WAYS]; /* newest first */
-    struct mp_walk_crowd crowds[MP_WALK_SETS][MP_WALK_CROWDS]; /* newest first */
+    struct mp_crowd_hint crowd_hints[MP_CROWD_HINTS];
     struct mp_rel_walk rel_walks[MP_REL_SETS][MP_REL_WAYS]; /* newest first */
     struct mp_rel_offset rel_firsts[MP_REL_OFFSET_SETS][MP_WALK_WAYS]; /* newest first */
     struct mp_rel_offset rel_seconds[MP_REL_OFFSET_SETS][MP_WALK_WAYS];

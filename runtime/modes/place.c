@@ -36,13 +36,6 @@ int mp_place_start(const char *path, const char **why)
     return 0;
 }
 
-/* The walk a crowded start's mark (found by a lookup) stands for, from fp: into *hit. */
-static inline int follow_mark(struct mp_thread *self, const struct mp_walk_entry *mark,
-                              uintptr_t fp, struct mp_site_hit *hit)
-{
-    return mp_sites_crowd_walked(self, mark->ra, mark->sp, mark->split, fp, hit);
-}
-
 /* The device for an allocation of `n` bytes returning to `ra`: a fixed site's cached
  * device (found as the fast path finds it, walks included: realloc and aligned
  * allocations are as frequent as malloc in some programs), else the rules'; counts the
@@ -55,8 +48,7 @@ static inline int device_for(struct mp_thread *self, size_t n, uintptr_t ra, uin
         rule = mp_sites_match_uncached(self, ra, sp, fp, n);
     } else {
         struct mp_site_hit hit;
-        if (mp_sites_find(self, ra, sp, fp, &hit) &&
-            (hit.fixed != MP_FIXED_CROWD || follow_mark(self, mp_walk_mark(hit.count), fp, &hit))) {
+        if (mp_sites_find(self, ra, sp, fp, &hit)) {
             mp_sites_count(hit.count, n);
             return hit.device;
         }
@@ -134,8 +126,6 @@ static inline void *place_found(struct mp_thread *self, int device, int fixed, s
     return p ? p : serve(self, device, n, 0, zero ? ZEROED : PLAIN);
 }
 
-static void *place_site(size_t n, int zero, uintptr_t ra, uintptr_t sp, uintptr_t fp);
-
 /* place_found() for the fast path, the thread inside placement: the hit counted once
  * served; then leaves placement. A tail call, so the fast path keeps no frame. */
 __attribute__((noinline)) static void *place_found_counted(struct mp_thread *self,
@@ -148,28 +138,6 @@ __attribute__((noinline)) static void *place_found_counted(struct mp_thread *sel
     mp_device_heap_free_deferred(self);
     mp_set_busy(self, 0);
     return p;
-}
-
-/* The fast path's lookup found a crowded start's mark (sites/sites.c): the start's walk
- * from the set its parting word picks, served as the fast path serves one, else walked.
- * A tail call from the fast path and as lean: a dispatch's every allocation comes here. */
-__attribute__((noinline)) static void *place_crowded(struct mp_thread *self,
-                                                     const struct mp_walk_entry *mark, size_t n,
-                                                     uintptr_t fp)
-{
-    struct mp_site_hit hit;
-    if (mp_likely(follow_mark(self, mark, fp, &hit))) {
-        void *p = hit.fixed == MP_FIXED_ARENA ? mp_device_heap_pop(self, hit.device, n) : NULL;
-        if (mp_likely(p != NULL)) {
-            mp_sites_count(hit.count, n);
-            mp_set_busy(self, 0);
-            return p;
-        }
-        return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
-    }
-    uintptr_t ra = mark->ra, sp = mark->sp;
-    mp_set_busy(self, 0);
-    return place_site(n, 0, ra, sp, fp);
 }
 
 /* The fast path's second part, out of line: the lookup for a site whose device does not
@@ -222,9 +190,7 @@ static inline __attribute__((always_inline)) void *place_malloc(size_t n, uintpt
             }
             void *p = mp_device_heap_pop(self, hit.device, n);
             if (mp_unlikely(p == NULL))
-                return hit.fixed == MP_FIXED_CROWD
-                           ? place_crowded(self, mp_walk_mark(hit.count), n, fp)
-                           : place_found_counted(self, hit.count, hit.device, hit.fixed, n);
+                return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
             mp_sites_count(hit.count, n);
             mp_set_busy(self, 0);
             return p;

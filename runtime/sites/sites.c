@@ -250,8 +250,6 @@ static void flush_entry(struct mp_site_entry *e)
 /* Move a walk's hits into its rule's totals. */
 static void flush_walk(struct mp_walk_entry *w)
 {
-    if (w->fixed == MP_FIXED_CROWD)
-        return; /* a mark: its count is its word */
     if (w->count.hits && w->rule >= 0) {
         __atomic_fetch_add(&rule_stats[w->rule].hits, w->count.hits, __ATOMIC_RELAXED);
         __atomic_fetch_add(&rule_stats[w->rule].bytes, w->count.bytes, __ATOMIC_RELAXED);
@@ -446,16 +444,6 @@ static void copy_walk(struct mp_walk_entry *to, const struct mp_walk_entry *from
     to->ra = from->ra;
 }
 
-/* The record of the start (ra, sp, fp) among its set's, or NULL: not crowded. */
-static const struct mp_walk_crowd *crowd_of(const struct mp_walk_crowd *set, uintptr_t ra,
-                                            uintptr_t sp, uintptr_t fp)
-{
-    for (int i = 0; i < MP_WALK_CROWDS; i++)
-        if (set[i].ra == ra && set[i].sp == sp && (fp & set[i].fp_mask) == set[i].fp)
-            return &set[i];
-    return NULL;
-}
-
 /* Does walk w start where a walk from (ra, sp, fp) starts? */
 static int same_start(const struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp, uintptr_t fp)
 {
@@ -472,50 +460,12 @@ static void insert_walk(struct mp_walk_entry *set, const struct mp_walk_entry *w
     copy_walk(&set[0], w);
 }
 
-/* Is w the mark of record c (under the rules' addresses of `generation`)? */
-static int mark_of(const struct mp_walk_entry *w, const struct mp_walk_crowd *c,
-                   uint32_t generation)
-{
-    return w->fixed == MP_FIXED_CROWD && w->ra && w->ra == c->ra && w->sp == c->sp &&
-           w->fp == c->fp && w->fp_mask == c->fp_mask && w->split == c->split &&
-           w->generation == generation;
-}
-
-/* Set s's mark of its crowded start c (a walk of no words under the start's key, which
- * the fast path finds like any walk: MP_FIXED_CROWD), first in the set unless it is there
- * already; a mark of no record of the set's (any more) goes. */
-static void mark(struct mp_thread *self, unsigned s, const struct mp_walk_crowd *c)
-{
-    const struct mp_walk_crowd *records = self->crowds[s];
-    struct mp_walk_entry *set = self->walks[s];
-    uint32_t generation = __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED);
-    int present = 0;
-    for (int i = 0; i < MP_WALK_WAYS; i++)
-        if (set[i].fixed == MP_FIXED_CROWD && set[i].ra) {
-            int kept = 0;
-            for (int j = 0; j < MP_WALK_CROWDS; j++)
-                kept |= mark_of(&set[i], &records[j], generation);
-            if (!kept)
-                set[i].ra = 0;
-            else if (mark_of(&set[i], c, generation))
-                present = 1;
-        }
-    if (present)
-        return;
-    struct mp_walk_entry m = {.ra = c->ra, .sp = c->sp, .fp = c->fp, .fp_mask = c->fp_mask,
-                              .generation = generation, .device = MP_CROWD_DEVICE, .rule = -1,
-                              .fixed = MP_FIXED_CROWD, .split = c->split};
-    pad_words(&m);
-    insert_walk(set, &m);
-}
-
-/* Record fresh's start as its set's newest crowded one when the set is full and holds
- * walks from it (at least two: fresh is at least its third; the others may be other
- * starts' walks or crowded starts' marks: two dispatches that pick one set and call in
- * turn must not keep each other from being recorded): with the first word that fresh and
- * the newest of them read at one address and found different (types.h). The oldest
- * record goes; fresh's start's walks leave the set (their hits counted), and its mark
- * takes their place. 1 if recorded. */
+/* Make fresh's start crowded (types.h) when the set s its walks use holds no free way and holds
+ * walks from fresh's start (at least two: fresh is at least its third; the others may be
+ * other starts' walks: two dispatches that pick one set and call in turn must not keep
+ * each other from being crowded): the first word that fresh and the newest of them read
+ * at one address and found different is where its walks part. The hint takes the start's slot;
+ * the start's walks leave the set (their hits counted). 1 if crowded. */
 static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry *fresh,
                  uintptr_t fp)
 {
@@ -525,7 +475,7 @@ static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry 
     for (int i = 0; i < MP_WALK_WAYS; i++) {
         if (!set[i].ra)
             return 0; /* room left */
-        if (set[i].fixed != MP_FIXED_CROWD && same_start(&set[i], fresh->ra, fresh->sp, fp)) {
+        if (same_start(&set[i], fresh->ra, fresh->sp, fp)) {
             mine++;
             if (!newest)
                 newest = &set[i];
@@ -540,35 +490,33 @@ static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry 
             split = newest->word[k].addr;
     if (!split)
         return 0; /* nothing tells them apart */
-    struct mp_walk_crowd *records = self->crowds[s];
-    for (int j = MP_WALK_CROWDS - 1; j > 0; j--)
-        records[j] = records[j - 1];
-    records[0] = (struct mp_walk_crowd){fresh->ra, fresh->sp, fresh->fp, fresh->fp_mask, split};
+    struct mp_crowd_hint *h = &self->crowd_hints[mp_crowd_slot(fresh->ra, fresh->sp)];
+    h->ra = 0; /* a signal handler's lookup finds no hint, not half of one */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    h->sp = fresh->sp, h->split = split;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    h->ra = fresh->ra;
     for (int i = 0; i < MP_WALK_WAYS; i++)
-        if (set[i].fixed != MP_FIXED_CROWD && same_start(&set[i], fresh->ra, fresh->sp, fp)) {
+        if (same_start(&set[i], fresh->ra, fresh->sp, fp)) {
             flush_walk(&set[i]);
             set[i].ra = 0;
         }
-    mark(self, s, &records[0]);
     return 1;
 }
 
-/* Keep walk w (from its ra, sp and the start's fp) for mp_sites_fixed_walked: first in its
- * set (the start's own, or for a crowded start the one its word picks), the others moving
- * down one, the oldest out; where it went. The caller has marked the thread busy; keys are
- * written last, so a signal handler's lookup finds an entry empty, not half made. */
+/* Keep walk w (from its ra, sp and the start's fp) for mp_sites_fixed_walked: first in the
+ * set of its key (mp_walk_key), the others moving down one, the oldest out; where it
+ * went. The caller has marked the thread busy; keys are written last, so a signal
+ * handler's lookup finds an entry empty, not half made. */
 static struct mp_walk_entry *keep_walk(struct mp_thread *self, struct mp_walk_entry *w,
                                        uintptr_t fp)
 {
     uintptr_t ra = w->ra, sp = w->sp;
-    unsigned s = mp_walk_set(ra, sp);
-    const struct mp_walk_crowd *c = crowd_of(self->crowds[s], ra, sp, fp);
-    if (c)
-        mark(self, s, c); /* back, if lost (the general path's walks pass only here) */
-    if (c || crowd(self, s, w, fp)) {
-        w->ra = mp_walk_crowd_key(ra, *(c ? c : &self->crowds[s][0])->split);
-        s = mp_walk_set(w->ra, sp);
-    }
+    unsigned s;
+    uintptr_t key = mp_walk_key(self, ra, sp, &s);
+    if (key == ra && crowd(self, s, w, fp))
+        key = mp_walk_key(self, ra, sp, &s);
+    w->ra = key;
     insert_walk(self->walks[s], w);
     return &self->walks[s][0];
 }
@@ -612,12 +560,7 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                         struct mp_site_hit *hit)
 {
-    unsigned own = mp_walk_set(ra, sp);
-    const struct mp_walk_crowd *c = crowd_of(self->crowds[own], ra, sp, fp);
-    if (c)
-        mark(self, own, c); /* back, if later walks pushed it out */
-    if (c ? mp_sites_crowd_walked(self, ra, sp, c->split, fp, hit)
-                : mp_sites_walk_set_hit(self->walks[own], ra, sp, fp, hit))
+    if (mp_sites_fixed_walked(self, ra, sp, fp, hit))
         return 1;
     struct mp_walk_entry *w = relative_walk(self, ra, sp, fp); /* made from another depth */
     if (w) {
@@ -661,7 +604,7 @@ void mp_sites_forget_walks(struct mp_thread *t)
 {
     flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
-    memset(t->crowds, 0, sizeof t->crowds);
+    memset(t->crowd_hints, 0, sizeof t->crowd_hints);
 }
 
 void mp_sites_flush(void)

@@ -85,7 +85,7 @@ struct mp_thread *mp_thread_attach(void)
         t->deferred = NULL; /* the previous thread's were freed when it ended */
         memset(t->walks, 0, sizeof t->walks); /* walks on the previous thread's stack (their
                                                  hits were kept when it ended: place.c) */
-        memset(t->crowds, 0, sizeof t->crowds); /* words on that stack */
+        memset(t->crowd_hints, 0, sizeof t->crowd_hints); /* words on that stack */
         if (have_exit_key)
             pthread_setspecific(exit_key, t); /* our own key, created at start-up */
         mp_self = t;

@@ -180,8 +180,8 @@ def test_sixteen_callers_at_one_depth_each_hit_their_own_rule_from_the_cache(tmp
 
 @pytest.mark.parametrize("call", ["realloc", "aligned_alloc"])
 def test_a_crowded_start_serves_realloc_from_the_cache_too(tmp_path, call):
-    """realloc and aligned allocations take the general path, which must follow the
-    crowded start's mark too. (The program's realloc is of a NULL the compiler does not
+    """realloc and aligned allocations take the general path, which must key a crowded
+    start's walks as the fast path does. (The program's realloc is of a NULL the compiler does not
     know: of a known NULL gcc made a malloc, and this test passed through malloc's path.)"""
     run_dispatch(tmp_path, FLAGS[1], 3, call)
 
@@ -189,10 +189,11 @@ def test_a_crowded_start_serves_realloc_from_the_cache_too(tmp_path, call):
 @pytest.mark.parametrize("call", ["realloc", "aligned_alloc"])
 def test_a_crowded_start_serves_the_general_path_from_the_cache_after_modules_change(tmp_path, call):
     """A library loaded (and a new site met) makes the rules' addresses anew, so the
-    crowded start's mark and walks made before no longer count. The general path must put
-    the mark back as the fast path does: it did not, so every later realloc or aligned
-    allocation of the dispatch took a whole walk (24,000 walks for 48,000 calls, the
-    reload at half way)."""
+    walks made before no longer count; the crowded start's hint does (it names a stack
+    word, not a site). With the mark of an earlier design, which counted as a walk, the
+    general path had to put it back as the fast path did: it did not, so every later
+    realloc or aligned allocation of the dispatch took a whole walk (24,000 walks for
+    48,000 calls, the reload at half way)."""
     run_dispatch(tmp_path, FLAGS[1], 3, call, reload=ROUNDS // 2)
 
 
