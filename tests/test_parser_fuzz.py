@@ -127,7 +127,9 @@ def _read_or_one_line(parse, text: str, origin: str):
 runtime_lines = st.one_of(
     st.sampled_from(["memplace-stats 2", "end", "pid 7", "pid -1", "pid x", "pid " + "9" * 30, "device", "rule",
                      "device 0 1 2 3 4 5 6 7 8 hbm", "device 0 1 2 3 4 5 6 7 hbm", "rule 0 1 2", "rule 0 1 2 name",
-                     "rule 0 1", "device 0 1 2 3 4 5 6 7 " + "9" * 25 + " x", "rule -1 2 3 r", "", " "]),
+                     "rule 0 1", "device 0 1 2 3 4 5 6 7 " + "9" * 25 + " x", "rule -1 2 3 r", "", " ",
+                     "unwinds 3", "unwinds 3 4", "unwinds 3 4 5", "unwinds x", "unwinds", "inherited unwinds 1 2",
+                     "inherited unwinds 1"]),
     st.text(st.sampled_from("devicrul 0123456789-x"), max_size=30))
 
 
@@ -138,6 +140,15 @@ def test_a_runtime_stats_file_is_read_or_refused_in_one_line(lines, framed):
     proc = _read_or_one_line(parse_process, text, "stats.7.txt")
     for d in proc["devices"] if proc else []:
         assert all(0 <= d[k] < 1 << 64 for k in ("allocations", "bytes", "live_at_exit", "peak"))
+
+
+def test_walk_counts_are_the_images_own_and_older_files_have_no_relative_ones():
+    """`unwinds N R` (whole walks, walks made at another depth), less what a forked child
+    inherited; a runtime before relative counts wrote `unwinds N`."""
+    child = parse_process("memplace-stats 2\npid 7\ninherited unwinds 5 7\nunwinds 9 10\nend", "stats.7.txt")
+    assert (child["unwinds"], child["relative_walks"]) == (4, 3)
+    older = parse_process("memplace-stats 2\npid 7\nunwinds 9\nend", "stats.7.txt")
+    assert (older["unwinds"], older["relative_walks"]) == (9, 0)
 
 
 frames = st.one_of(st.builds("{}:{}".format, st.sampled_from(["a.c", "b.h", "", "x:y"]),

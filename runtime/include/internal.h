@@ -611,6 +611,9 @@ MP_HIDDEN int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_
                                   struct mp_site_hit *hit);
 /* How many allocations' sites were found by a whole walk, the caches not knowing them. */
 MP_HIDDEN uint64_t mp_sites_unwinds(void);
+/* How many allocations' sites came from a walk made at another depth, the walk cache
+ * missing (a whole walk avoided, but not the out-of-line lookup). */
+MP_HIDDEN uint64_t mp_sites_relative_finds(void);
 
 /* A thread's cache slot for a site's frames. */
 static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, uintptr_t f3)

@@ -327,6 +327,8 @@ struct mp_thread {
                        freed by the thread when next inside placement (device_heap.c) */
     struct mp_unwind_cache unwind;
     uint64_t unwinds; /* allocations whose site took a whole walk (sites/sites.c) */
+    uint64_t relative_finds; /* ... whose site a walk made at another depth gave: the walk
+                                cache missed, no unwinding (sites/relative_walks.c) */
     struct mp_tcache_bin tcache[MP_TCACHE_DEVICES][MP_TCACHE_BINS];
     struct mp_profile_entry profile_cache[MP_PROFILE_CACHE];
 };

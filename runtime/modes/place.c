@@ -326,7 +326,7 @@ static size_t put_path(char *out, size_t cap, const char *p)
  * reader counts only what the child did (live bytes and peaks stay: the inherited blocks
  * are live in the child too).
  * inherited device IDX allocations bytes full bind backing alignment / inherited rule IDX hits
- * bytes / inherited unwinds N */
+ * bytes / inherited unwinds N R */
 static void put_inherited(void)
 {
     mp_sites_flush();
@@ -346,7 +346,8 @@ static void put_inherited(void)
         mp_put(&o, "inherited rule"), mp_put_u64(&o, i), mp_put_u64(&o, r->hits), mp_put_u64(&o, r->bytes);
         mp_put(&o, "\n");
     }
-    mp_put(&o, "inherited unwinds"), mp_put_u64(&o, mp_sites_unwinds()), mp_put(&o, "\n");
+    mp_put(&o, "inherited unwinds"), mp_put_u64(&o, mp_sites_unwinds()), mp_put_u64(&o, mp_sites_relative_finds());
+    mp_put(&o, "\n");
 }
 
 void mp_place_stats_begin(const char *dir, const char *began)
@@ -483,8 +484,10 @@ void mp_place_write_stats(const char *how, int status, const char *target)
         mp_put_u64(&o, i), mp_put_u64(&o, s->hits), mp_put_u64(&o, s->bytes);
         mp_put(&o, " "), mp_put(&o, policy->rules[i].name), mp_put(&o, "\n");
     }
-    /* unwinds N: sites found by a whole walk (the site caches missed) */
-    mp_put(&o, "unwinds"), mp_put_u64(&o, mp_sites_unwinds()), mp_put(&o, "\n");
+    /* unwinds N R: sites found by a whole walk (the site caches missed), and by a walk
+     * made at another depth (the walk cache missed) */
+    mp_put(&o, "unwinds"), mp_put_u64(&o, mp_sites_unwinds()), mp_put_u64(&o, mp_sites_relative_finds());
+    mp_put(&o, "\n");
     /* ended exit|_exit|quick_exit [STATUS] | ended exec PATH */
     mp_put(&o, "ended "), mp_put(&o, how);
     if (status >= 0)

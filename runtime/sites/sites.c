@@ -531,6 +531,7 @@ static struct mp_walk_entry *relative_walk(struct mp_thread *self, uintptr_t ra,
                                   __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED), &w))
         return NULL;
     pad_words(&w);
+    self->relative_finds++;
     return keep_walk(self, &w, fp);
 }
 
@@ -588,6 +589,14 @@ uint64_t mp_sites_unwinds(void)
     uint64_t n = 0;
     for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
         n += t->unwinds;
+    return n;
+}
+
+uint64_t mp_sites_relative_finds(void)
+{
+    uint64_t n = 0;
+    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+        n += t->relative_finds;
     return n;
 }
 

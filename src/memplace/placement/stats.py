@@ -10,12 +10,13 @@ the n-th later image of the same pid, after an exec):
     exe <path>
     inherited device <idx> <allocations> <bytes> <full> <bind> <backing> <alignment>   # fork only:
     inherited rule <idx> <hits> <bytes>          # the parent's counts the child started with
-    inherited unwinds <n>
+    inherited unwinds <n> [<relative>]
     aside <pid> <reason> <path>[TAB<script interpreter>]   # any number, as they happen
     device <idx> <allocations> <bytes> <live> <peak> <full> <bind> <backing> <alignment> <name>
     reserve <idx> <bytes> <grown>      (address space the device holds; extents it grew into)
     rule <idx> <hits> <bytes> <name>
-    unwinds <n>                        (allocations whose site took a whole walk: the caches missed)
+    unwinds <n> [<relative>]           (allocations whose site took a whole walk: the caches missed;
+                                        and whose site a walk made at another depth gave)
     ended exit|_exit|quick_exit [<status>] | ended exec <path>
     end
 The header is written when the image starts, the counts and `ended` when it ends (exit,
@@ -64,6 +65,15 @@ def _count(field: str) -> int:
     return int(field)
 
 
+def _walks(fields: str) -> list[int]:
+    """`unwinds`' counts: whole walks, and walks found made at another depth (absent from
+    the files of runtimes before it: 0)."""
+    counts = [_count(f) for f in fields.split(" ")]
+    if not 1 <= len(counts) <= 2:
+        raise ValueError(fields)
+    return counts + [0] * (2 - len(counts))
+
+
 def parse_process(text: str, origin: str) -> dict:
     """One runtime stats file; UserError naming it for anything but what the runtime writes."""
     lines = text.splitlines()
@@ -80,12 +90,12 @@ def parse_process(text: str, origin: str) -> dict:
             "stepped_aside": []}
     inherited_devices: dict[int, list[int]] = {}
     inherited_rules: dict[int, list[int]] = {}
-    inherited_unwinds = 0
+    inherited_unwinds = [0, 0]
     try:
         for line in lines[1:-1 if complete else None]:
             kind, _, rest = line.partition(" ")
             if kind == "inherited" and rest.startswith("unwinds "):
-                inherited_unwinds = _count(rest.partition(" ")[2])
+                inherited_unwinds = _walks(rest.partition(" ")[2])
             elif kind == "inherited":
                 what, idx, *nums = rest.split(" ")
                 (inherited_devices if what == "device" else inherited_rules)[_count(idx)] = [_count(x) for x in nums]
@@ -128,7 +138,9 @@ def parse_process(text: str, origin: str) -> dict:
                 r["hits"] += _count(hits) - base[0]
                 r["bytes"] += _count(nbytes) - base[1]
             elif kind == "unwinds":
-                proc["unwinds"] = _count(rest) - inherited_unwinds
+                walks = _walks(rest)
+                proc["unwinds"] = walks[0] - inherited_unwinds[0]
+                proc["relative_walks"] = walks[1] - inherited_unwinds[1]
             elif kind == "ended":
                 how, _, more = rest.partition(" ")
                 proc["ended"] = how
@@ -224,7 +236,8 @@ def totals(procs: list[dict]) -> dict:
             t["hits"] += r["hits"]
             t["bytes"] += r["bytes"]
     return {"devices": list(devices.values()), "rules": list(rules.values()),
-            "unwinds": sum(p.get("unwinds", 0) for p in procs)}
+            "unwinds": sum(p.get("unwinds", 0) for p in procs),
+            "relative_walks": sum(p.get("relative_walks", 0) for p in procs)}
 
 
 def write_report(out: str | os.PathLike, command: list[str], policy: str, returncode: int,
