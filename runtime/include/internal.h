@@ -687,12 +687,12 @@ static inline int mp_sites_walk_set_hit(struct mp_walk_entry *set, uintptr_t ra,
     return 0;
 }
 
-/* A crowded start's walks are kept under its return address mixed with the value of the
- * word where its walks part (types.h): in the set that key picks, and told from each
- * other by their first compare. */
+/* A crowded start's walks are kept under its return address xor the value of the word
+ * where its walks part (types.h): in the set that key picks (the set's hash mixes it),
+ * and told from each other by their first compare. */
 static inline uintptr_t mp_walk_crowd_key(uintptr_t ra, uintptr_t word)
 {
-    return ra ^ (word * 0xff51afd7ed558ccdull);
+    return ra ^ word;
 }
 
 static inline unsigned mp_crowd_slot(uintptr_t ra, uintptr_t sp)
