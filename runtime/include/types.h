@@ -218,11 +218,11 @@ struct mp_site_entry {
  * one the walk found, without unwinding again. Only walks that read at most
  * MP_WALK_WORDS words are kept. Sets of MP_WALK_WAYS walks: callers of one function from
  * one stack depth start their walks alike (same ra, sp and fp) and differ in the words,
- * from the first word on, so a set keeps that many of them side by side. A return address
- * with more callers than that from one (ra, sp) (a dispatch through many functions) is
- * crowded: a hint (struct mp_crowd_hint) records the stack word at which its walks part,
- * and its walks are keyed by the return address mixed with that word's value, so each
- * caller's walk has a set of its own and the fast path still takes one set lookup. */
+ * from the first word on, so a set keeps that many of them side by side. A start with
+ * more callers than that (a dispatch through many functions) is crowded: a hint (struct
+ * mp_crowd_hint) records the stack word at which its walks part, and its walks are keyed
+ * by the return address xor that word's value, so each caller's walk has a set of its
+ * own and the fast path still takes one set lookup. */
 #define MP_WALK_SET_BITS 6
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
