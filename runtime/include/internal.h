@@ -640,13 +640,14 @@ static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp
 extern MP_HIDDEN const uintptr_t mp_walk_pad;
 _Static_assert(MP_WALK_FIRST == 4, "mp_sites_walk_hit compares four words without a loop");
 
-/* A thread's walk-cache set for a walk starting at (ra, sp), from the hash both it and
- * the start's crowd hint slot (mp_crowd_slot: other bits) take. */
+/* The hash of a walk's start (ra, sp): its top bits pick the start's walk-cache set, the
+ * bits below them its crowd hint slot. */
 #define MP_WALK_HASH 0x9e3779b97f4a7c15ull
-static inline unsigned mp_walk_set(uintptr_t ra, uintptr_t sp)
-{
-    return (unsigned)(((ra ^ sp) * MP_WALK_HASH) >> (64 - MP_WALK_SET_BITS));
-}
+static inline uint64_t mp_walk_hash(uintptr_t ra, uintptr_t sp) { return (ra ^ sp) * MP_WALK_HASH; }
+static inline unsigned mp_walk_set_of(uint64_t h) { return (unsigned)(h >> (64 - MP_WALK_SET_BITS)); }
+static inline unsigned mp_crowd_slot_of(uint64_t h) { return (unsigned)((h >> 50) % MP_CROWD_HINTS); }
+_Static_assert(MP_CROWD_HINTS <= 256 && 64 - MP_WALK_SET_BITS >= 58,
+               "a start's hint slot and walk set take different bits of one hash");
 
 /* The fast path's lookup for multi-frame policies: the fixed site entry an earlier walk
  * from the same (ra, sp, fp) led to, when every stack word that walk read still holds the
@@ -687,34 +688,20 @@ static inline int mp_sites_walk_set_hit(struct mp_walk_entry *set, uintptr_t ra,
     return 0;
 }
 
-/* A crowded start's walks are kept under its return address xor the value of the word
- * where its walks part (types.h): in the set that key picks (the set's hash mixes it),
- * and told from each other by their first compare. */
-static inline uintptr_t mp_walk_crowd_key(uintptr_t ra, uintptr_t word)
-{
-    return ra ^ word;
-}
-
-static inline unsigned mp_crowd_slot(uintptr_t ra, uintptr_t sp)
-{
-    return (unsigned)((((ra ^ sp) * MP_WALK_HASH) >> 50) % MP_CROWD_HINTS);
-}
-_Static_assert(MP_CROWD_HINTS <= 256 && 64 - MP_WALK_SET_BITS >= 58,
-               "a start's hint slot and walk set take different bits of one hash");
-
-/* The key of walks from (ra, sp): ra, or for a crowded start (its hint) ra mixed with
- * the word its walks part at; into *set, the walk set the key picks. */
+/* The key of walks from (ra, sp): ra, or for a crowded start (its hint) ra xor the value
+ * of the word where its walks part (types.h), which picks their set (the set's hash mixes
+ * it) and tells them from each other at the first compare; into *set, the key's set. */
 static inline uintptr_t mp_walk_key(const struct mp_thread *self, uintptr_t ra, uintptr_t sp,
                                     unsigned *set)
 {
-    uintptr_t h = (ra ^ sp) * MP_WALK_HASH; /* mp_walk_set's and mp_crowd_slot's */
-    const struct mp_crowd_hint *c = &self->crowd_hints[(h >> 50) % MP_CROWD_HINTS];
+    uint64_t h = mp_walk_hash(ra, sp);
+    const struct mp_crowd_hint *c = &self->crowd_hints[mp_crowd_slot_of(h)];
     if (mp_likely(c->ra != ra || c->sp != sp)) {
-        *set = (unsigned)(h >> (64 - MP_WALK_SET_BITS));
+        *set = mp_walk_set_of(h);
         return ra;
     }
-    uintptr_t key = mp_walk_crowd_key(ra, *c->split);
-    *set = mp_walk_set(key, sp);
+    uintptr_t key = ra ^ *c->split;
+    *set = mp_walk_set_of(mp_walk_hash(key, sp));
     return key;
 }
 

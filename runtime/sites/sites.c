@@ -490,7 +490,7 @@ static int crowd(struct mp_thread *self, unsigned s, const struct mp_walk_entry 
             split = newest->word[k].addr;
     if (!split)
         return 0; /* nothing tells them apart */
-    struct mp_crowd_hint *h = &self->crowd_hints[mp_crowd_slot(fresh->ra, fresh->sp)];
+    struct mp_crowd_hint *h = &self->crowd_hints[mp_crowd_slot_of(mp_walk_hash(fresh->ra, fresh->sp))];
     h->ra = 0; /* a signal handler's lookup finds no hint, not half of one */
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     h->sp = fresh->sp, h->split = split;

@@ -130,10 +130,10 @@ def test_without_cache_room_the_file_devices_disk_decides(monkeypatch):
     monkeypatch.setattr(advise_command, "read_around", arounds.get)
     specs = [DeviceSpec("fast", "numa", {"nodes": [0]}), DeviceSpec("ssd", "file", {"path": "/a"}),
              DeviceSpec("nvme", "file", {"path": "/b"})]
-    shared = advise_command.cache_room_of(SharedMemory(1 << 30, room=0), specs, ranks=2)
+    shared = advise_command._shared_memory((2 << 30, None), 2, specs)
     assert shared.room == 16 * MIB and shared.total == 1 << 30
     assert "nvme" in shared.room_from and "/sys/class/bdi/8:16/read_ahead_kb" in shared.room_from
-    dax = advise_command.cache_room_of(SharedMemory(1 << 30, room=0), [DeviceSpec("pmem", "file", {"path": "/dax"})], 1)
+    dax = advise_command._shared_memory((1 << 30, None), 1, [DeviceSpec("pmem", "file", {"path": "/dax"})])
     assert dax.room == ROOM_FLOOR and "no disk read-around known for pmem" in dax.room_from
 
 

@@ -26,8 +26,11 @@ keep in the same room. The model:
   and 96 MiB whose plans ran best across the benchmark's programs in interleaved runs (96
   leaves hot/cold data on the file device that pinned memory serves better; 32 pins a
   stream and starves the others). At the kernel's default of 128 KiB, 8 MiB ran best or
-  as well as any of 2, 4, 8, 16, 32 and 64 MiB on all three programs at 50% of their peak
-  (OpenFOAM 14.0-16.4 s against 17.5-18.1 s with 64 MiB; docs/benchmarks.md, session 15).
+  as well as any of 2, 4, 8, 16, 32 and 64 MiB on all three programs at 50% of their peak,
+  one run after another; interleaved A/B runs then showed no difference this machine can
+  measure between 8 and 64 MiB (OpenFOAM 16.31 s against 16.39 s, medians of 5; spmv 2.46
+  against 2.54 s, of 8; docs/benchmarks.md, session 15): at that read-around the room
+  matters little, and the smaller one leaves more to pin.
 
 * a site written and never read (`written_once`: no read among enough access samples,
   or exact reads under a tenth of its writes; its writes at most REWRITTEN times its bytes)

@@ -13,15 +13,13 @@ without any, from the machine's NUMA nodes and their HMAT attributes.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import click
 
 from memplace.advisor import solver as adv
 from memplace.advisor.advice import advice_json, device_specs, load_profiles, run_advice
 from memplace.advisor.device_specs import share_among_ranks
-from memplace.advisor import page_cache
-from memplace.advisor.page_cache import SharedMemory
+from memplace.advisor.page_cache import ROOM_FLOOR, ROOM_PER_READ_AROUND, SharedMemory, room_for
 from memplace.advisor.policy_writer import write_policy
 from memplace.commands.options import ROWS, SECONDS, OutputFile
 from memplace.console import console as make_console
@@ -71,33 +69,32 @@ def print_table(advice: adv.Advice, top: int) -> None:
         console.print(f"Note: {note}")
 
 
-def _shared_memory(text: str | None, room: str | None, ranks: int) -> SharedMemory | None:
-    """--shared-memory and --cache-room (per rank with --ranks-per-node); without
-    --cache-room, the room is the file devices' (cache_room_of) once the devices are known."""
+def _budget(text: str | None, room: str | None) -> tuple[int, int | None] | None:
+    """--shared-memory and --cache-room, parsed (room None: not given)."""
     if text is None:
         return None
     total = parse_size(text, what="--shared-memory")
     if total <= 0:
         raise UserError(f"--shared-memory {text!r}: must be above 0")
-    if room is None:
-        return SharedMemory(total // ranks, room=0)
-    return SharedMemory(total // ranks, parse_size(room, what="--cache-room") // ranks, room_from="--cache-room")
+    return total, None if room is None else parse_size(room, what="--cache-room")
 
 
-def cache_room_of(shared: SharedMemory, specs, ranks: int) -> SharedMemory:
-    """`shared` with the room its file devices' disks call for (page_cache.room_for: the
-    largest read-around among them), shared among the node's ranks like the memory."""
-    found = [(around, d.name) for d in specs if d.kind == "file" and d.table.get("path")
-             for around in [read_around(d.table["path"])]]
-    known = [(a[0], name, a[1]) for a, name in found if a is not None]
+def _shared_memory(budget: tuple[int, int | None], ranks: int, specs) -> SharedMemory:
+    """The budget per rank with --ranks-per-node; without --cache-room, the room the file
+    devices' disks call for (room_for: the largest read-around among them)."""
+    total, room = budget
+    if room is not None:
+        return SharedMemory(total // ranks, room // ranks, room_from="--cache-room")
+    files = [d for d in specs if d.kind == "file" and d.table.get("path")]
+    known = [(found[0], d.name, found[1]) for d in files if (found := read_around(d.table["path"]))]
     if known:
         around, name, sysfs = max(known)
-        why = (f"{page_cache.ROOM_PER_READ_AROUND}x {name}'s disk read-around of {format_size(around)}, "
-               f"{sysfs}; at least {format_size(page_cache.ROOM_FLOOR)}")
+        why = (f"{ROOM_PER_READ_AROUND}x {name}'s disk read-around of {format_size(around)}, {sysfs}; "
+               f"at least {format_size(ROOM_FLOOR)}")
     else:
         around = None
-        why = "no disk read-around known for " + (", ".join(n for _, n in found) or "a file device")
-    return replace(shared, room=page_cache.room_for(around) // ranks, room_from=why)
+        why = "no disk read-around known for " + (", ".join(d.name for d in files) or "a file device")
+    return SharedMemory(total // ranks, room_for(around) // ranks, room_from=why)
 
 
 @click.command("advise")
@@ -133,12 +130,11 @@ def advise_command(profiles, policy_out, devices, capacities, default, model, me
     Minimises modelled access cost (accesses x latency, or bytes / bandwidth) under the
     devices' capacities, counting only bytes that are live at the same time.
     """
-    shared = _shared_memory(shared_memory, cache_room, ranks)
+    budget = _budget(shared_memory, cache_room)
     profile = load_profiles(profiles)  # first: a missing file is the first thing to hear about
     specs = device_specs(devices, capacities, default)
     share_among_ranks(specs, ranks)
-    if shared is not None and not shared.room_from:
-        shared = cache_room_of(shared, specs, ranks)
+    shared = None if budget is None else _shared_memory(budget, ranks, specs)
     advice = run_advice(profile, specs, model, method, default, time_limit, shared)
     if swap:
         from memplace.advisor.swap import plan_for_swap
