@@ -13,7 +13,7 @@ static int next_dev = -1; /* the next allocator's device: where allocations that
                              end of a chain are counted */
 /* mi_good_size of small sizes, by 8-byte step: the fast path's usable size without a call */
 MP_HIDDEN uint32_t mp_small_usable[MP_SMALL_SIZES];
-MP_HIDDEN unsigned char *mp_slice_class; /* per 64 KiB of the reserved range (internal.h) */
+MP_HIDDEN uint16_t *mp_slice_class; /* per 64 KiB of the reserved range (internal.h) */
 _Static_assert(MP_TCACHE_BINS == MI_SMALL_SIZE_MAX / 8, "a bin for each small usable size but 0");
 _Static_assert(MP_TCACHE_SMALL == MI_SMALL_SIZE_MAX, "the block cache's sizes are mimalloc's small ones");
 
@@ -28,7 +28,7 @@ int mp_device_heaps_init(const struct mp_policy *policy, const char **why)
         size_t usable = mi_good_size(i * 8);
         mp_small_usable[i] = (uint32_t)(usable < 8 ? 8 : usable); /* the block cache has no bin for 0 */
     }
-    mp_slice_class = mp_internal_alloc((mp_region_size >> MP_SLICE_SHIFT) + 1);
+    mp_slice_class = mp_internal_alloc(((mp_region_size >> MP_SLICE_SHIFT) + 1) * sizeof *mp_slice_class);
     if (!mp_slice_class) {
         *why = "cannot map the table of block sizes";
         return -1;
@@ -176,7 +176,7 @@ static inline unsigned unit_of_block(const void *p, size_t *block)
 {
     uintptr_t off = (uintptr_t)p - mp_region_base;
     if (mp_likely(off < mp_region_size)) {
-        *block = (size_t)mp_slice_class[off >> MP_SLICE_SHIFT] * 8;
+        *block = (size_t)(mp_slice_class[off >> MP_SLICE_SHIFT] & 0xffu) * 8;
         return mp_units[off >> mp_unit_shift];
     }
     *block = 0;
@@ -281,15 +281,13 @@ void mp_device_heap_free(void *p)
         return;
     }
     struct mp_thread *self = mp_self;
-    size_t block = (size_t)mp_slice_class[off >> MP_SLICE_SHIFT] * 8;
-    unsigned unit = mp_units[off >> mp_unit_shift]; /* MP_UNIT_SPECIAL is above the cached devices */
-    if (mp_unlikely(!self || self->busy || unit >= MP_TCACHE_DEVICES ||
-                    !mp_block_cache_size(block))) {
+    unsigned slice = mp_slice_class[off >> MP_SLICE_SHIFT];
+    if (mp_unlikely(!self || self->busy || slice < MP_SLICE_CACHED)) {
         free_rare(self, p);
         return;
     }
     mp_set_busy(self, 1);
-    release_small(self, (int)unit, p, block);
+    release_small(self, (int)(slice >> 8) - 1, p, (slice & 0xffu) * 8);
 }
 
 void mp_device_heap_count_nested(size_t size)

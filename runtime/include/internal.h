@@ -277,7 +277,7 @@ static inline struct mp_thread *mp_thread(void)
 static inline void mp_set_busy(struct mp_thread *self, int busy)
 {
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    self->busy = busy;
+    self->busy = (uint8_t)busy; /* a byte: another thread may set `stale` beside it */
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
@@ -433,14 +433,19 @@ MP_HIDDEN void mp_block_cache_drain(struct mp_thread *self);
 /* A thread's cache of freed small blocks, as glibc's tcache: a block one thread frees is
  * reused by that thread's next allocation of its size class, instead of going back to its
  * mimalloc page, which takes an atomic operation when another thread allocated it. */
+/* The bin of blocks of `usable` bytes (a multiple of 8, 8..MP_TCACHE_SMALL) of device dev:
+ * usable * 2 - 16 bytes into the device's row, not the index usable / 8 - 1, which is a
+ * shift right and back left on every call. */
+static inline struct mp_tcache_bin *mp_block_cache_bin(struct mp_thread *self, int dev,
+                                                       size_t usable)
+{
+    _Static_assert(sizeof(struct mp_tcache_bin) == 16, "a bin's offset is usable * 2 - 16");
+    return (struct mp_tcache_bin *)((char *)self->tcache[dev] + usable * 2 - 16);
+}
+
 static inline void *mp_block_cache_pop(struct mp_thread *self, int dev, size_t usable)
 {
-    /* the bin at usable * 2 - 16 bytes into the device's row (usable is a multiple of 8):
-     * the index usable / 8 - 1 was shifted right and back left on every allocation (the
-     * free path's usable is a slice entry * 8, where the index form costs nothing) */
-    _Static_assert(sizeof(struct mp_tcache_bin) == 16, "a bin's offset is usable * 2 - 16");
-    struct mp_tcache_bin *b =
-        (struct mp_tcache_bin *)((char *)self->tcache[dev] + usable * 2 - 16);
+    struct mp_tcache_bin *b = mp_block_cache_bin(self, dev, usable);
     void *p = b->head;
     if (p) {
         b->head = *(void **)p;
@@ -456,15 +461,15 @@ static inline int mp_block_cache_size(size_t block)
     return block - 1 < (size_t)MP_TCACHE_SMALL;
 }
 
-static inline int mp_block_cache_full(const struct mp_thread *self, int dev, size_t usable)
+static inline int mp_block_cache_full(struct mp_thread *self, int dev, size_t usable)
 {
-    return self->tcache[dev][usable / 8 - 1].count >= MP_TCACHE_MAX;
+    return mp_block_cache_bin(self, dev, usable)->count >= MP_TCACHE_MAX;
 }
 
 static inline int mp_block_cache_push(struct mp_thread *self, int dev, void *p, size_t usable)
 {
-    struct mp_tcache_bin *b = &self->tcache[dev][usable / 8 - 1];
-    if (mp_block_cache_full(self, dev, usable))
+    struct mp_tcache_bin *b = mp_block_cache_bin(self, dev, usable);
+    if (b->count >= MP_TCACHE_MAX)
         return 0;
     *(void **)p = b->head;
     b->head = p;
@@ -515,14 +520,18 @@ MP_HIDDEN void *mp_device_heap_alloc_fast(struct mp_thread *self, int dev, size_
 MP_HIDDEN extern uint32_t mp_small_usable[MP_SMALL_SIZES];
 /* mimalloc's small pages are one slice each (64 KiB; 32 KiB on 32-bit) and hold blocks of one size (mimalloc
  * 3.4: MI_ARENA_SLICE_SIZE, MI_SMALL_PAGE_SIZE). Each slice of the reserved range keeps
- * the usable size / 8 of the blocks allocated in it from mimalloc, so free knows a small
- * block's size without asking mimalloc's page map. A block's own allocation wrote its
- * slice's entry, and its page cannot be reused while it lives, so the entry is its size.
- * 0: ask mimalloc (bigger blocks); MP_SLICE_ALIGNED: aligned blocks were made there, whose
- * pointers may lie inside a block, so always ask. */
+ * in its entry's low byte the usable size / 8 of the blocks allocated in it from
+ * mimalloc, so free knows a small block's size without asking mimalloc's page map. A
+ * block's own allocation wrote its slice's entry, and its page cannot be reused while it
+ * lives, so the entry is its size. 0: ask mimalloc (bigger blocks); MP_SLICE_ALIGNED:
+ * aligned blocks were made there, whose pointers may lie inside a block, so always ask.
+ * The high byte: for blocks the block cache keeps (a size it has, a device below
+ * MP_TCACHE_DEVICES), the device + 1, else 0; so free's common case reads one entry, not
+ * the slice's and its unit's. */
 #define MP_SLICE_SHIFT (13 + (sizeof(void *) == 8 ? 3 : 2)) /* MI_ARENA_SLICE_SHIFT */
 #define MP_SLICE_ALIGNED 0xffu
-MP_HIDDEN extern unsigned char *mp_slice_class;
+#define MP_SLICE_CACHED 0x100u /* entries from here up: the block cache's (device + 1) << 8 */
+MP_HIDDEN extern uint16_t *mp_slice_class;
 
 /* Record the block p that mimalloc just gave for `size` bytes (align: 0 if plain). */
 static inline void mp_slice_note(const void *p, size_t size, size_t align)
@@ -530,21 +539,24 @@ static inline void mp_slice_note(const void *p, size_t size, size_t align)
     uintptr_t off = (uintptr_t)p - mp_region_base;
     if (mp_unlikely(off >= mp_region_size))
         return;
-    unsigned char *entry = &mp_slice_class[off >> MP_SLICE_SHIFT];
+    uint16_t *entry = &mp_slice_class[off >> MP_SLICE_SHIFT];
     unsigned v = align ? MP_SLICE_ALIGNED : size <= MP_TCACHE_SMALL ? mp_small_usable[(size + 7) / 8] / 8 : 0;
-    if (*entry != v && *entry != MP_SLICE_ALIGNED)
-        *entry = (unsigned char)v;
+    unsigned was = *entry & 0xffu;
+    if (was == v || was == MP_SLICE_ALIGNED)
+        return;
+    unsigned unit = mp_units[off >> mp_unit_shift]; /* a slice lies in one unit */
+    unsigned cached = v - 1 < MP_TCACHE_SMALL / 8 && unit < MP_TCACHE_DEVICES ? unit + 1 : 0;
+    *entry = (uint16_t)(v | cached << 8);
 }
 
 /* The fastest path, inline and without a call: a plain block of `size` bytes from the
- * thread's cache of freed blocks of device `dev`, counted; NULL: ask
+ * thread's cache of freed blocks of device `dev` (< MP_TCACHE_DEVICES), counted; NULL: ask
  * mp_device_heap_alloc_fast (nothing was counted). The capacity is checked against the
  * thread's credit (mp_publish_pending), so nothing of the device is read here. */
 static inline void *mp_device_heap_pop(struct mp_thread *self, int dev, size_t size)
 {
     struct mp_device_counters *c = &self->devices[dev];
-    if (mp_unlikely(size > MP_TCACHE_SMALL || dev >= MP_TCACHE_DEVICES ||
-                    c->live_pending + (int64_t)size > c->credit))
+    if (mp_unlikely(size > MP_TCACHE_SMALL || c->live_pending + (int64_t)size > c->credit))
         return NULL;
     size_t usable = mp_small_usable[(size + 7) / 8];
     void *p = mp_block_cache_pop(self, dev, usable);
@@ -600,6 +612,9 @@ MP_HIDDEN void mp_sites_flush(void);
 /* Empty a thread's walks (it ends, and its block will be reused): their hits go into the
  * rules' totals first. */
 MP_HIDDEN void mp_sites_forget_walks(struct mp_thread *t);
+/* The thread's stale flag is set (types.h): empty its walks and site entries (their hits
+ * into the rules' totals) and clear it. The thread is inside placement. */
+MP_HIDDEN void mp_sites_forget_stale(struct mp_thread *self);
 
 /* Frames the policy's rules look at (the most any rule has); 1: the return address
  * alone decides. */
@@ -624,12 +639,16 @@ static inline unsigned mp_sites_slot(uintptr_t f0, uintptr_t f1, uintptr_t f2, u
 
 /* The fast path's lookup: the cached entry of a site whose one frame is `ra` and whose
  * device does not depend on the size, into *hit; else 0: then mp_sites_match decides.
- * The caller counts the hit with mp_sites_count once the allocation succeeded. */
-static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp_site_hit *hit)
+ * The caller counts the hit with mp_sites_count once the allocation succeeded. `fast`:
+ * the caller found the thread's stale flag clear (types.h), so the entry's generation
+ * need not be tested. */
+static inline int mp_sites_fixed(struct mp_thread *self, uintptr_t ra, struct mp_site_hit *hit,
+                                 int fast)
 {
     struct mp_site_entry *e = &self->cache[mp_sites_slot(ra, 0, 0, 0)];
     if (mp_likely(e->frames[0] == ra && !e->walked && e->fixed &&
-                  e->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
+                  (fast || e->generation == __atomic_load_n(&mp_sites_generation,
+                                                            __ATOMIC_RELAXED)))) {
         *hit = (struct mp_site_hit){&e->count[0], e->device, e->fixed};
         return 1;
     }
@@ -654,9 +673,11 @@ _Static_assert(MP_CROWD_HINTS <= 256 && 64 - MP_WALK_SET_BITS >= 58,
  * value it read (so unwinding again would find the same frames) and the rules' addresses
  * are unchanged (generation): into *hit;
  * else 0: mp_sites_fixed_slow unwinds. The words lie in [sp, stack top) of this thread's
- * stack. */
+ * stack. `fast` (as for mp_sites_fixed): no generation test, and walks of more than
+ * MP_WALK_FIRST words are left to the slow path (their loop would cost the fast path
+ * registers). */
 static inline int mp_sites_walk_hit(struct mp_walk_entry *w, uintptr_t ra, uintptr_t sp,
-                                    uintptr_t fp, struct mp_site_hit *hit)
+                                    uintptr_t fp, struct mp_site_hit *hit, int fast)
 {
     if (w->ra != ra || w->sp != sp || (fp & w->fp_mask) != w->fp)
         return 0;
@@ -664,14 +685,17 @@ static inline int mp_sites_walk_hit(struct mp_walk_entry *w, uintptr_t ra, uintp
      * and a loop's exit mispredicted on most hits. Every word lies on this thread's stack
      * (or is mp_walk_pad), so all can be read whatever the others hold. */
     const struct mp_walk_word *x = w->word;
+    if (fast && mp_unlikely(w->n > MP_WALK_FIRST))
+        return 0;
     uintptr_t differ = (*x[0].addr ^ x[0].value) | (*x[1].addr ^ x[1].value) |
                        (*x[2].addr ^ x[2].value) | (*x[3].addr ^ x[3].value);
-    for (int i = MP_WALK_FIRST; mp_unlikely(i < w->n); i++)
+    for (int i = MP_WALK_FIRST; !fast && i < w->n; i++)
         differ |= *x[i].addr ^ x[i].value;
     if (differ)
         return 0;
     /* only fixed sites are remembered: the walk alone tells the device */
-    if (mp_likely(w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
+    if (mp_likely(fast ||
+                  w->generation == __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED))) {
         *hit = (struct mp_site_hit){&w->count, w->device, w->fixed};
         return 1;
     }
@@ -680,10 +704,10 @@ static inline int mp_sites_walk_hit(struct mp_walk_entry *w, uintptr_t ra, uintp
 
 /* A walk of `set` from (ra, sp, fp) whose words still hold: into *hit. */
 static inline int mp_sites_walk_set_hit(struct mp_walk_entry *set, uintptr_t ra, uintptr_t sp,
-                                        uintptr_t fp, struct mp_site_hit *hit)
+                                        uintptr_t fp, struct mp_site_hit *hit, int fast)
 {
     for (int i = 0; i < MP_WALK_WAYS; i++)
-        if (mp_sites_walk_hit(&set[i], ra, sp, fp, hit))
+        if (mp_sites_walk_hit(&set[i], ra, sp, fp, hit, fast))
             return 1;
     return 0;
 }
@@ -707,11 +731,11 @@ static inline uintptr_t mp_walk_key(const struct mp_thread *self, uintptr_t ra, 
 
 /* The fast path's walk lookup: the set of the start's key (mp_walk_key). */
 static inline int mp_sites_fixed_walked(struct mp_thread *self, uintptr_t ra, uintptr_t sp,
-                                        uintptr_t fp, struct mp_site_hit *hit)
+                                        uintptr_t fp, struct mp_site_hit *hit, int fast)
 {
     unsigned set;
     uintptr_t key = mp_walk_key(self, ra, sp, &set);
-    return mp_sites_walk_set_hit(self->walks[set], key, sp, fp, hit);
+    return mp_sites_walk_set_hit(self->walks[set], key, sp, fp, hit, fast);
 }
 
 /* The fast path's lookup: for one-frame policies the return address's entry; for deeper
@@ -721,8 +745,8 @@ static inline int mp_sites_find(struct mp_thread *self, uintptr_t ra, uintptr_t 
                                 struct mp_site_hit *hit)
 {
     if (mp_likely(mp_sites_depth <= 1))
-        return mp_sites_fixed(self, ra, hit);
-    return mp_sites_fixed_walked(self, ra, sp, fp, hit) || mp_sites_fixed(self, ra, hit);
+        return mp_sites_fixed(self, ra, hit, 0);
+    return mp_sites_fixed_walked(self, ra, sp, fp, hit, 0) || mp_sites_fixed(self, ra, hit, 0);
 }
 
 /* Count a hit found by the fast path's lookups: in the fixed entry's count[0] (its rule

@@ -189,7 +189,10 @@ struct mp_modules {
 
 #define MP_SITE_CACHE 256
 #define MP_MAX_CANDIDATES 4
-enum { MP_FIXED_NOT = 0, MP_FIXED_ARENA = 1, MP_FIXED_NEXT = 2 };
+/* A site's kind when its device does not depend on the size: an arena whose freed small
+ * blocks the thread caches (device < MP_TCACHE_DEVICES: the fast path pops them without
+ * testing the device), another arena, or the next allocator. */
+enum { MP_FIXED_NOT = 0, MP_FIXED_CACHED = 1, MP_FIXED_ARENA = 2, MP_FIXED_NEXT = 3 };
 
 /* 128 bytes, so the fast path (frames[0] .. count[0].hits) reads one cache line. */
 /* Hits of a rule not yet in its totals (sites/sites.c). */
@@ -206,7 +209,8 @@ struct mp_site_entry {
                                          return address (a walk may find `ra` alone) */
     uint8_t fixed;                    /* one-frame policy, and the size does not matter:
                                          every allocation here goes to `device`, an arena
-                                         (MP_FIXED_ARENA) or the next allocator (_NEXT) */
+                                         (MP_FIXED_CACHED, _ARENA) or the next allocator
+                                         (_NEXT) */
     int32_t device;                   /* when fixed: cand[0]'s device, or the default */
     struct mp_site_count count[MP_MAX_CANDIDATES]; /* of cand[i], not yet in the totals */
     uint16_t cand[MP_MAX_CANDIDATES]; /* rules these frames can match, in priority order */
@@ -227,7 +231,7 @@ struct mp_site_entry {
 #define MP_WALK_SETS (1 << MP_WALK_SET_BITS)
 #define MP_WALK_WAYS 4
 #define MP_WALK_WORDS 8
-#define MP_WALK_FIRST 4 /* words compared without a branch each */
+#define MP_WALK_FIRST 4 /* words compared without a branch each (walks of more: slow path) */
 struct mp_walk_entry {
     uintptr_t ra, sp, fp;             /* ra 0: empty (written last, so a signal handler
                                          never sees a half-made entry as valid) */
@@ -247,7 +251,7 @@ _Static_assert(offsetof(struct mp_walk_entry, n) < 64, "a walk's hit reads and c
  * stack above sp, readable whenever sp is. Direct-mapped by ra and sp: two dispatches
  * share a slot 1 time in MP_CROWD_HINTS. */
 #define MP_CROWD_HINTS 256
-struct mp_crowd_hint { uintptr_t ra, sp; const uintptr_t *split; };
+struct mp_crowd_hint { uintptr_t ra, sp; const uintptr_t *split; } __attribute__((aligned(32)));
 /* A walk is the same walk at any depth of the stack, as long as its words are read at the
  * same offsets from sp and hold the same values, saved frame pointers the same offsets
  * from sp (trace relative: no signal frame): a call chain met again deeper or shallower
@@ -319,10 +323,20 @@ struct mp_thread {
     struct mp_rel_walk rel_walks[MP_REL_SETS][MP_REL_WAYS]; /* newest first */
     struct mp_rel_offset rel_firsts[MP_REL_OFFSET_SETS][MP_WALK_WAYS]; /* newest first */
     struct mp_rel_offset rel_seconds[MP_REL_OFFSET_SETS][MP_WALK_WAYS];
-    int busy; /* the thread is inside placement: its site caches, block cache, live
-                 bytes or mimalloc heaps (or the loader's lock, in a walk). A malloc-family
-                 call that finds it set is a signal handler's: it touches none of these
-                 (modes/place.c: nested) */
+    union {
+        struct {
+            uint8_t busy;  /* the thread is inside placement: its site caches, block cache,
+                              live bytes or mimalloc heaps (or the loader's lock, in a
+                              walk). A malloc-family call that finds it set is a signal
+                              handler's: it touches none of these (modes/place.c: nested) */
+            uint8_t stale; /* the rules' addresses changed (mp_sites_generation) since the
+                              thread's site and walk caches were checked: set by the thread
+                              that changed them, cleared by this one as it forgets them
+                              (mp_sites_forget_stale), so the fast path, which reads this
+                              flag, tests no entry's generation */
+        };
+        uint16_t busy_or_stale; /* the fast path's one test of both */
+    };
     void *deferred; /* blocks of ours a signal handler freed while the thread was busy:
                        freed by the thread when next inside placement (device_heap.c) */
     struct mp_unwind_cache unwind;

@@ -151,6 +151,8 @@ __attribute__((noinline)) static void *place_site(size_t n, int zero, uintptr_t 
     struct mp_site_hit hit;
     if (self && !self->busy) {
         mp_set_busy(self, 1);
+        if (mp_unlikely(__atomic_load_n(&self->stale, __ATOMIC_RELAXED)))
+            mp_sites_forget_stale(self); /* so that the fast path may take this thread again */
         if (mp_sites_fixed_slow(self, ra, sp, fp, &hit)) {
             void *p = place_found(self, hit.device, hit.fixed, n, zero);
             if (mp_likely(p != NULL))
@@ -176,11 +178,19 @@ static inline __attribute__((always_inline)) void *place_malloc(size_t n, uintpt
 {
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
-    if (mp_likely(self != NULL) && mp_likely(!self->busy)) {
+    if (mp_likely(self != NULL) &&
+        mp_likely(!__atomic_load_n(&self->busy_or_stale, __ATOMIC_RELAXED))) {
         mp_set_busy(self, 1);
-        if (mp_likely((walks && mp_sites_fixed_walked(self, ra, sp, fp, &hit)) ||
-                      mp_sites_fixed(self, ra, &hit))) {
-            if (hit.fixed == MP_FIXED_NEXT) {
+        if (mp_likely((walks && mp_sites_fixed_walked(self, ra, sp, fp, &hit, 1)) ||
+                      mp_sites_fixed(self, ra, &hit, 1))) {
+            if (hit.fixed == MP_FIXED_CACHED) {
+                void *p = mp_device_heap_pop(self, hit.device, n);
+                if (mp_likely(p != NULL)) {
+                    mp_sites_count(hit.count, n);
+                    mp_set_busy(self, 0);
+                    return p;
+                }
+            } else if (hit.fixed == MP_FIXED_NEXT) {
                 /* counted before it is served, so that the next allocator is a jump: its
                  * failure (out of memory) is counted as an allocation too */
                 mp_sites_count(hit.count, n);
@@ -188,12 +198,7 @@ static inline __attribute__((always_inline)) void *place_malloc(size_t n, uintpt
                 mp_set_busy(self, 0);
                 return mp_next.malloc(n);
             }
-            void *p = mp_device_heap_pop(self, hit.device, n);
-            if (mp_unlikely(p == NULL))
-                return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
-            mp_sites_count(hit.count, n);
-            mp_set_busy(self, 0);
-            return p;
+            return place_found_counted(self, hit.count, hit.device, hit.fixed, n);
         }
         mp_set_busy(self, 0);
     }

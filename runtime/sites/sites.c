@@ -134,8 +134,12 @@ static struct view *fresh_view(void)
     struct view *n = make_view(mods);
     if (!n)
         return v;
-    if (__atomic_compare_exchange_n(&current, &v, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (__atomic_compare_exchange_n(&current, &v, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         __atomic_store_n(&mp_sites_generation, n->generation, __ATOMIC_RELEASE);
+        /* every thread's fast path: leave your caches to the slow path until forgotten */
+        for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+            __atomic_store_n(&t->stale, 1, __ATOMIC_RELEASE);
+    }
     return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
 }
 
@@ -291,7 +295,9 @@ static struct view *fill(struct mp_site_entry *e, const uintptr_t *frames, int n
         if ((e->ncand == 0 || (e->ncand > 0 && policy->rules[e->cand[0]].size_min == 0 &&
                                               policy->rules[e->cand[0]].size_max >= SIZE_MAX))) {
             e->device = e->ncand ? (int)policy->rules[e->cand[0]].device : (int)policy->default_device;
-            e->fixed = policy->devices[e->device].kind == MP_NEXT_ALLOCATOR ? MP_FIXED_NEXT : MP_FIXED_ARENA;
+            e->fixed = policy->devices[e->device].kind == MP_NEXT_ALLOCATOR ? MP_FIXED_NEXT
+                       : e->device < MP_TCACHE_DEVICES                      ? MP_FIXED_CACHED
+                                                                            : MP_FIXED_ARENA;
         }
     }
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
@@ -561,7 +567,7 @@ static void remember_walk(struct mp_thread *self, struct mp_site_entry *e, uintp
 int mp_sites_fixed_slow(struct mp_thread *self, uintptr_t ra, uintptr_t sp, uintptr_t fp,
                         struct mp_site_hit *hit)
 {
-    if (mp_sites_fixed_walked(self, ra, sp, fp, hit))
+    if (mp_sites_fixed_walked(self, ra, sp, fp, hit, 0))
         return 1;
     struct mp_walk_entry *w = relative_walk(self, ra, sp, fp); /* made from another depth */
     if (w) {
@@ -614,6 +620,20 @@ void mp_sites_forget_walks(struct mp_thread *t)
     flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
     memset(t->crowd_hints, 0, sizeof t->crowd_hints);
+}
+
+void mp_sites_forget_stale(struct mp_thread *self)
+{
+    /* an exchange: a change made after it sets the flag again, one made before it is
+     * seen (its view) by whatever this thread caches from now on */
+    if (!__atomic_exchange_n(&self->stale, 0, __ATOMIC_ACQ_REL))
+        return;
+    mp_sites_forget_walks(self);
+    for (int i = 0; i < MP_SITE_CACHE; i++) {
+        flush_entry(&self->cache[i]);
+        self->cache[i].generation = 0;
+        self->cache[i].fixed = MP_FIXED_NOT; /* what the fast path tests */
+    }
 }
 
 void mp_sites_flush(void)

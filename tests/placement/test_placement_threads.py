@@ -8,6 +8,7 @@ by the program itself, asked of the kernel (programs/placed.h): bound to node 0
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,7 +25,7 @@ THREADS = 8
 def write_policy(tmp_path: Path, pmem: Path, rules: dict[str, str], *, sites: dict[str, str] | None = None,
                  pmem_capacity: str = "128MiB", extra: str = "") -> Path:
     """Devices `fast` (node 0) and `pmem` (a file in `pmem`); one rule per SITE marker of
-    `rules` {marker: device}, or per raw frame of `sites` {rule name: "frame device"}."""
+    `rules` {marker: device}, or per raw frames of `sites` {rule name: "frame... device"}."""
     text = f"""
 version = 1
 [devices.fast]
@@ -46,11 +47,11 @@ site = ["{source}:{line_of(source, name)}"]
 device = "{device}"
 """
     for name, spec in (sites or {}).items():
-        frame, device = spec.split()
+        *frames, device = spec.split()  # innermost frame first
         text += f"""
 [[rules]]
 name = "{name}"
-site = ["{frame}"]
+site = {json.dumps(frames)}
 device = "{device}"
 """
     path = tmp_path / "policy.toml"
@@ -255,6 +256,32 @@ def test_library_dlopened_after_start_places_its_call_site(tmp_path, pmem, devic
     assert where["plugin_reloaded"] == Counter({kind: 50})
     assert where["host_early"] == Counter(other=1)  # the host's own call: no rule
     assert stats_of(stats)["rules"]["plugin"]["hits"] == 500
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_a_library_loaded_where_an_unloaded_one_was_is_not_placed_by_its_rule(tmp_path, pmem,
+                                                                               frames):
+    """Plugin A's malloc call has a rule (alone, or below the host's call line); two threads
+    allocate through A, the host unloads it and loads B, the same code under another name
+    and build-id, at A's address: the same return addresses, another module, no rule. Both threads'
+    caches knew A's site; B's blocks must not follow A's rule."""
+    # the same code under two build-ids (which alone name a module in a compiled policy)
+    a = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xaaaa")
+    a = a.rename(tmp_path / "libplug_a.so")
+    b = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xbbbb")
+    b = b.rename(tmp_path / "libplug_b.so")
+    host = build(tmp_path, "plugin_swap.c", "-pthread", "-ldl")
+    site = f"{a}+{calls_to(a, 'malloc')[0][1]:#x}"
+    if frames == 2:
+        site += f" plugin_swap.c:{line_of('plugin_swap.c', 'host_call')}"
+    pol = write_policy(tmp_path, pmem, {}, sites={"plugin_a": f"{site} fast"})
+    stats = tmp_path / "stats.json"
+    _, placed = run_both(host, pol, str(a), str(b), stats=stats)
+    assert placed.stdout == "B where A was: yes\n"  # else the test shows nothing
+    where = placement(placed.stderr)
+    assert where["a"] == Counter(bind0=128)
+    assert where["b_main"] == where["b_worker"] == Counter(other=64)
+    assert stats_of(stats)["rules"]["plugin_a"]["hits"] == 128
 
 
 def test_blocks_freed_by_another_thread_leave_the_device_usable(tmp_path, pmem):
