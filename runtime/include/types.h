@@ -323,20 +323,16 @@ struct mp_thread {
     struct mp_rel_walk rel_walks[MP_REL_SETS][MP_REL_WAYS]; /* newest first */
     struct mp_rel_offset rel_firsts[MP_REL_OFFSET_SETS][MP_WALK_WAYS]; /* newest first */
     struct mp_rel_offset rel_seconds[MP_REL_OFFSET_SETS][MP_WALK_WAYS];
-    union {
-        struct {
-            uint8_t busy;  /* the thread is inside placement: its site caches, block cache,
-                              live bytes or mimalloc heaps (or the loader's lock, in a
-                              walk). A malloc-family call that finds it set is a signal
-                              handler's: it touches none of these (modes/place.c: nested) */
-            uint8_t stale; /* the rules' addresses changed (mp_sites_generation) since the
-                              thread's site and walk caches were checked: set by the thread
-                              that changed them, cleared by this one as it forgets them
-                              (mp_sites_forget_stale), so the fast path, which reads this
-                              flag, tests no entry's generation */
-        };
-        uint16_t busy_or_stale; /* the fast path's one test of both */
-    };
+    uint8_t busy;  /* the thread is inside placement: its site caches, block cache, live
+                      bytes or mimalloc heaps (or the loader's lock, in a walk). A
+                      malloc-family call that finds it set is a signal handler's: it
+                      touches none of these (modes/place.c: nested) */
+    uint8_t stale; /* the rules' addresses changed (mp_sites_generation) since the thread's
+                      site and walk caches were checked: set by the thread that changed
+                      them, cleared by this one as it forgets them (mp_sites_forget_stale),
+                      so the fast path, which tests this flag, tests no entry's generation.
+                      Not read with busy as one word: a wider load after the byte store
+                      that left placement stalls (store forwarding) */
     void *deferred; /* blocks of ours a signal handler freed while the thread was busy:
                        freed by the thread when next inside placement (device_heap.c) */
     struct mp_unwind_cache unwind;
