@@ -175,6 +175,7 @@ struct mp_module {
 struct mp_modules {
     unsigned long long adds, subs; /* the loader's counters when it was taken */
     uint32_t generation;
+    uint32_t unloads; /* mp_modules_unloads when it was taken: its era (os/modules.c) */
     int n;
     uintptr_t lo, hi; /* union of the executable ranges: quick rejection of data words */
     struct mp_module *modules;
@@ -305,7 +306,7 @@ struct mp_device_counters {
 struct mp_tcache_bin { void *head; uint32_t count; };
 
 #define MP_PROFILE_CACHE 64
-struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one; };
+struct mp_profile_entry { uintptr_t frames[MP_MAX_FRAMES]; uint32_t site_plus_one, era; };
 
 struct mp_thread {
     struct mp_thread *next_all, *next_free;

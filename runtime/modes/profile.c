@@ -49,6 +49,8 @@ struct shard { int lock; uint32_t used; struct block *slots; } __attribute__((al
 
 struct site {
     uintptr_t frames[MP_MAX_FRAMES];
+    uint32_t era; /* of the snapshot its frames were read in: their addresses name code
+                     of that era's modules (os/modules.c) */
     int nframes, lock;
     uint64_t allocations, frees, bytes, live, peak;
     uint64_t live_usable, peak_usable; /* as a placed run's device heaps would count them */
@@ -104,9 +106,9 @@ static uint64_t mix(uintptr_t x)
 
 /* ---- sites ---- */
 
-static uint32_t site_id(const uintptr_t *frames, int n)
+static uint32_t site_id(const uintptr_t *frames, int n, uint32_t era)
 {
-    uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2] ^ mix(frames[3]))));
+    uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2] ^ mix(frames[3] ^ era))));
     uint32_t id = UINT32_MAX;
     mp_lock(&sites_lock);
     for (uint32_t i = 0; i < SITE_SLOTS; i++) {
@@ -118,6 +120,7 @@ static uint32_t site_id(const uintptr_t *frames, int n)
             if (!s)
                 break;
             memcpy(s->frames, frames, sizeof s->frames);
+            s->era = era;
             s->nframes = n;
             s->life_min = UINT64_MAX;
             s->epoch = __atomic_load_n(&epoch, __ATOMIC_RELAXED);
@@ -127,7 +130,8 @@ static uint32_t site_id(const uintptr_t *frames, int n)
             *slot = id + 1;
             break;
         }
-        if (memcmp(sites[*slot - 1]->frames, frames, MP_MAX_FRAMES * sizeof(uintptr_t)) == 0) {
+        if (sites[*slot - 1]->era == era &&
+            memcmp(sites[*slot - 1]->frames, frames, MP_MAX_FRAMES * sizeof(uintptr_t)) == 0) {
             id = *slot - 1;
             break;
         }
@@ -142,6 +146,8 @@ static uint32_t site_of(uintptr_t ra)
     struct mp_thread *self = mp_thread();
     uintptr_t frames[MP_MAX_FRAMES] = {0};
     struct mp_modules *mods = mp_modules();
+    if (mods && mods->unloads != __atomic_load_n(&mp_modules_unloads, __ATOMIC_ACQUIRE))
+        mods = mp_modules_fresh(); /* a module was unloaded: its addresses may be another's */
     if (!self || !mods)
         return UINT32_MAX;
     struct mp_unwind_regs r;
@@ -153,7 +159,7 @@ static uint32_t site_of(uintptr_t ra)
     }
     uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2])));
     struct mp_profile_entry *e = &self->profile_cache[h % MP_PROFILE_CACHE];
-    if (e->site_plus_one && memcmp(e->frames, frames, sizeof frames) == 0)
+    if (e->site_plus_one && e->era == mods->unloads && memcmp(e->frames, frames, sizeof frames) == 0)
         return e->site_plus_one - 1;
     if (mp_module_of(mods, ra) == NULL && mp_modules_fresh() != mods) {
         /* a new site in a module loaded since the snapshot: capture again with it */
@@ -164,9 +170,10 @@ static uint32_t site_of(uintptr_t ra)
         if (n == 0)
             frames[0] = ra, n = 1;
     }
-    uint32_t id = site_id(frames, n);
+    uint32_t id = site_id(frames, n, mods->unloads);
     if (id != UINT32_MAX) {
         memcpy(e->frames, frames, sizeof frames);
+        e->era = mods->unloads;
         e->site_plus_one = id + 1;
     }
     return id;
@@ -576,14 +583,17 @@ void mp_profile_write(void)
     mp_put(&o, "\nexe "), mp_put(&o, exe);
     put_sampling(&o);
     mp_put(&o, "\n");
-    /* every module ever seen: "module BASE BUILD_ID|- PATH" */
-    for (struct mp_modules *m = mp_modules(); m; m = m->previous)
+    /* every module ever seen, by snapshot: "modules ERA", then "module BASE LO HI
+     * BUILD_ID|- PATH" for each of its modules */
+    for (struct mp_modules *m = mp_modules(); m; m = m->previous) {
+        mp_put(&o, "modules"), mp_put_u64(&o, m->unloads), mp_put(&o, "\n");
         for (int i = 0; i < m->n; i++) {
             mp_put(&o, "module"), mp_put_hex(&o, m->modules[i].base), mp_put_hex(&o, m->modules[i].lo),
                 mp_put_hex(&o, m->modules[i].hi);
             mp_put(&o, " "), mp_put(&o, m->modules[i].build_id[0] ? m->modules[i].build_id : "-");
             mp_put(&o, " "), mp_put(&o, m->modules[i].path ? m->modules[i].path : ""), mp_put(&o, "\n");
         }
+    }
     uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t);
     for (uint32_t id = 0; id < count; id++) {
         struct site *s = sites[id];
@@ -605,6 +615,8 @@ void mp_profile_write(void)
             mp_put_u64(&o, s->timeline[i]);
         if (sampling)
             put_accesses(&o, s, w);
+        if (s->era) /* the modules of its era name its frames */
+            mp_put(&o, " era"), mp_put_u64(&o, s->era);
         mp_put(&o, "\n");
     }
     mp_put(&o, "end\n");

@@ -119,8 +119,14 @@ static const struct mp_unwind_table *unwind_table_of(const struct mp_module *m,
     return mp_unwind_load(m->build_id);
 }
 
+MP_HIDDEN uint32_t mp_modules_unloads;
+
+void mp_modules_unloaded(void) { __atomic_fetch_add(&mp_modules_unloads, 1, __ATOMIC_RELEASE); }
+
 static struct mp_modules *take(uint32_t generation, struct mp_modules *previous)
 {
+    /* read first: a dlclose during the walk below makes the snapshot look older, not newer */
+    uint32_t unloads = __atomic_load_n(&mp_modules_unloads, __ATOMIC_ACQUIRE);
     struct collect c = {0};
     dl_iterate_phdr(collect_module, &c);
     struct mp_modules *t = mp_internal_alloc(sizeof *t);
@@ -137,6 +143,7 @@ static struct mp_modules *take(uint32_t generation, struct mp_modules *previous)
     t->adds = c.adds;
     t->subs = c.subs;
     t->generation = generation;
+    t->unloads = unloads;
     t->previous = previous;
     t->lo = UINTPTR_MAX;
     for (int i = 0; i < c.n; i++) {

@@ -136,9 +136,7 @@ static struct view *fresh_view(void)
         return v;
     if (__atomic_compare_exchange_n(&current, &v, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         __atomic_store_n(&mp_sites_generation, n->generation, __ATOMIC_RELEASE);
-        /* every thread's fast path: leave your caches to the slow path until forgotten */
-        for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
-            __atomic_store_n(&t->stale, 1, __ATOMIC_RELEASE);
+        mp_sites_modules_gone();
     }
     return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
 }
@@ -620,6 +618,13 @@ void mp_sites_forget_walks(struct mp_thread *t)
     flush_walks(t);
     memset(t->walks, 0, sizeof t->walks);
     memset(t->crowd_hints, 0, sizeof t->crowd_hints);
+}
+
+void mp_sites_modules_gone(void)
+{
+    /* every thread's fast path: leave your caches to the slow path until forgotten */
+    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+        __atomic_store_n(&t->stale, 1, __ATOMIC_RELEASE);
 }
 
 void mp_sites_forget_stale(struct mp_thread *self)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -282,6 +283,31 @@ def test_a_library_loaded_where_an_unloaded_one_was_is_not_placed_by_its_rule(tm
     assert where["a"] == Counter(bind0=128)
     assert where["b_main"] == where["b_worker"] == Counter(other=64)
     assert stats_of(stats)["rules"]["plugin_a"]["hits"] == 128
+
+
+def test_the_profile_keeps_a_library_loaded_where_an_unloaded_one_was_apart(tmp_path):
+    """The same swap under `memplace profile`: A's and B's malloc calls return to one
+    address, but they are two modules' sites, each with its own 128 allocations (they
+    were one site of A's, with 256, before a dlclose began a new era of addresses)."""
+    a = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xaaaa")
+    a = a.rename(tmp_path / "libplug_a.so")
+    b = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xbbbb")
+    b = b.rename(tmp_path / "libplug_b.so")
+    host = build(tmp_path, "plugin_swap.c", "-pthread", "-ldl")
+    out = tmp_path / "prof"
+    r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(out), "--",
+                        str(host), str(a), str(b)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "B where A was: yes\n"
+    profile, = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    plug = {}
+    for site in profile["sites"]:
+        f = site["frames"][0]
+        if f["module"].startswith(str(tmp_path / "libplug_")):
+            key = (os.path.basename(f["module"]), f["build_id"], f["offset"])
+            plug[key] = plug.get(key, 0) + site["allocations"]  # from main and the worker
+    offset = f"{calls_to(a, 'malloc')[0][1]:#x}"
+    assert plug == {("libplug_a.so", "aaaa", offset): 128, ("libplug_b.so", "bbbb", offset): 128}
 
 
 def test_blocks_freed_by_another_thread_leave_the_device_usable(tmp_path, pmem):

@@ -38,6 +38,7 @@ def _parse(text: str, origin: str) -> dict:
         raise UserError(f"{origin}: not a complete memplace runtime profile "
                         "(the process may have been killed by SIGKILL)")
     out = {"modules": [], "sites": [], "exe": ""}
+    era = 0  # of the snapshot whose modules follow ("modules ERA"; older files: none)
     for line in lines[1:-1]:
         key, _, rest = line.partition(" ")
         if key in ("pid", "clock_ns", "window_ns", "windows", "untracked", "peak_live_total"):
@@ -46,10 +47,13 @@ def _parse(text: str, origin: str) -> dict:
             out["rank"] = None if rest == "-" else int(rest) if rest.isdigit() else None
         elif key == "exe":
             out["exe"] = rest
+        elif key == "modules":
+            era = int(rest)
         elif key == "module":
             base, lo, hi, build_id, *path = rest.split(" ", 4)
             out["modules"].append((int(base, 16), int(lo, 16), int(hi, 16),
-                                   None if build_id == "-" else build_id, path[0] if path else ""))
+                                   None if build_id == "-" else build_id, path[0] if path else "",
+                                   era))
         elif key == "site":
             out["sites"].append(_parse_site(rest))
         elif key == "sampling":
@@ -61,7 +65,7 @@ def _parse(text: str, origin: str) -> dict:
 
 
 _SECTIONS = ("counts", "usable", "life", "hist", "timeline", "access", "read_bytes", "read_samples",
-             "write_bytes", "write_samples")
+             "write_bytes", "write_samples", "era")
 # "site ID NFRAMES FRAME... counts N... usable N... timeline N... ...": split at the section
 # names, each section's numbers then converted at once (a 20,000-site profile has millions)
 _SECTION_SPLIT = re.compile(r" (%s)(?= |$)" % "|".join(_SECTIONS))
@@ -78,10 +82,13 @@ def _parse_site(rest: str) -> dict:
     return site
 
 
-def _frame(address: int, modules: list[tuple]) -> prof.Frame:
-    for base, lo, hi, build_id, path in modules:
-        if lo <= address < hi:
-            return prof.Frame(path, build_id, address - base)
+def _frame(address: int, era: int, modules: list[tuple]) -> prof.Frame:
+    """The module of `address` among those of the site's era (a dlclose begins a new one:
+    an unloaded module's addresses may be another's after it), else among any."""
+    for pass_ in (0, 1):
+        for base, lo, hi, build_id, path, module_era in modules:
+            if lo <= address < hi and (pass_ or module_era == era):
+                return prof.Frame(path, build_id, address - base)
     return prof.Frame("[unknown]", None, address)
 
 
@@ -89,15 +96,17 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
     """One process's runtime file as a Profile (sites with the same identity merged)."""
     raw = _parse(text, origin)
     # each library by its real path, as the DHAT engine names it (/lib -> /usr/lib, ...)
-    modules = [(base, lo, hi, build_id, os.path.realpath(path or raw["exe"]))
-               for base, lo, hi, build_id, path in raw["modules"]]
+    modules = [(base, lo, hi, build_id, os.path.realpath(path or raw["exe"]), era)
+               for base, lo, hi, build_id, path, era in raw["modules"]]
     sites: dict[tuple, prof.Site] = {}
     sampled: dict[tuple, dict] = {}
-    known: dict[int, prof.Frame] = {}  # return addresses repeat from site to site
+    known: dict[tuple, prof.Frame] = {}  # return addresses repeat from site to site
     for s in raw["sites"]:
         allocs, frees, nbytes, _live, peak = s["counts"]
         life_sum, life_min, life_max = s["life"]
-        frames = tuple(known[a] if a in known else known.setdefault(a, _frame(a, modules))
+        era = s["era"][0] if s["era"] else 0
+        frames = tuple(known[era, a] if (era, a) in known
+                       else known.setdefault((era, a), _frame(a, era, modules))
                        for a in s["frames"])
         hist = dict(zip(s["hist"][0::2], s["hist"][1::2]))
         site = prof.Site(

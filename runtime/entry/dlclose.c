@@ -1,0 +1,24 @@
+/* dlclose: a module unloaded leaves its addresses to whatever is mapped there next,
+ * perhaps another module. From here an address names other code: a new era of the
+ * module snapshots (os/modules.c), whose sites the profile keeps apart, and every
+ * thread's site and walk caches, which know sites by address, are stale (types.h).
+ * dlopen is not wrapped: glibc picks the namespace and search path of a dlopen from its
+ * caller's address, which a wrapper would change; a module loaded with nothing unloaded
+ * before it takes no address that named other code. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+MP_EXPORT int dlclose(void *handle)
+{
+    static void *cache;
+    int (*next)(void *) = (int (*)(void *))mp_next_symbol(&cache, "dlclose");
+    if (!next)
+        return -1; /* no dlclose below us: nothing can have been opened */
+    int r = next(handle);
+    if (r == 0) {
+        mp_modules_unloaded();
+        if (mp_mode == MP_PLACING)
+            mp_sites_modules_gone();
+    }
+    return r;
+}
