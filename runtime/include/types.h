@@ -252,6 +252,7 @@ _Static_assert(offsetof(struct mp_walk_entry, n) < 64, "a walk's hit reads and c
  * stack above sp, readable whenever sp is. Direct-mapped by ra and sp: two dispatches
  * share a slot 1 time in MP_CROWD_HINTS. */
 #define MP_CROWD_HINTS 256
+/* 32 bytes, not 24: a slot's offset is then a mask of the hash, not a multiply */
 struct mp_crowd_hint { uintptr_t ra, sp; const uintptr_t *split; } __attribute__((aligned(32)));
 /* A walk is the same walk at any depth of the stack, as long as its words are read at the
  * same offsets from sp and hold the same values, saved frame pointers the same offsets
