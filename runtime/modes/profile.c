@@ -49,8 +49,10 @@ struct shard { int lock; uint32_t used; struct block *slots; } __attribute__((al
 
 struct site {
     uintptr_t frames[MP_MAX_FRAMES];
-    uint32_t era; /* of the snapshot its frames were read in: their addresses name code
-                     of that era's modules (os/modules.c) */
+    uint64_t modules; /* which modules the frames lie in (modules_of): with the frames, the
+                         site's identity */
+    uint32_t era;     /* of the snapshot it was first seen in: that era's modules name its
+                         frames (os/modules.c) */
     int nframes, lock;
     uint64_t allocations, frees, bytes, live, peak;
     uint64_t live_usable, peak_usable; /* as a placed run's device heaps would count them */
@@ -106,9 +108,27 @@ static uint64_t mix(uintptr_t x)
 
 /* ---- sites ---- */
 
-static uint32_t site_id(const uintptr_t *frames, int n, uint32_t era)
+/* The modules a site's frames lie in, as one number: after a module is unloaded and
+ * another loaded at its addresses the same frames give another; frames in modules that
+ * stay give the same in every era, so their sites are not split at each dlclose. */
+static uint64_t modules_of(const struct mp_modules *mods, const uintptr_t *frames, int n)
 {
-    uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2] ^ mix(frames[3] ^ era))));
+    uint64_t h = 0;
+    for (int i = 0; i < n; i++) {
+        const struct mp_module *m = mp_module_of(mods, frames[i]);
+        uint64_t id = m ? m->base : 0;
+        for (const char *c = m ? m->build_id : ""; *c; c++)
+            id = id * 31 + (unsigned char)*c;
+        for (const char *c = m && m->path ? m->path : ""; *c; c++)
+            id = id * 31 + (unsigned char)*c;
+        h = mix(h ^ id);
+    }
+    return h;
+}
+
+static uint32_t site_id(const uintptr_t *frames, int n, uint64_t modules, uint32_t era)
+{
+    uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2] ^ mix(frames[3] ^ modules))));
     uint32_t id = UINT32_MAX;
     mp_lock(&sites_lock);
     for (uint32_t i = 0; i < SITE_SLOTS; i++) {
@@ -120,6 +140,7 @@ static uint32_t site_id(const uintptr_t *frames, int n, uint32_t era)
             if (!s)
                 break;
             memcpy(s->frames, frames, sizeof s->frames);
+            s->modules = modules;
             s->era = era;
             s->nframes = n;
             s->life_min = UINT64_MAX;
@@ -130,7 +151,7 @@ static uint32_t site_id(const uintptr_t *frames, int n, uint32_t era)
             *slot = id + 1;
             break;
         }
-        if (sites[*slot - 1]->era == era &&
+        if (sites[*slot - 1]->modules == modules &&
             memcmp(sites[*slot - 1]->frames, frames, MP_MAX_FRAMES * sizeof(uintptr_t)) == 0) {
             id = *slot - 1;
             break;
@@ -170,7 +191,7 @@ static uint32_t site_of(uintptr_t ra)
         if (n == 0)
             frames[0] = ra, n = 1;
     }
-    uint32_t id = site_id(frames, n, mods->unloads);
+    uint32_t id = site_id(frames, n, modules_of(mods, frames, n), mods->unloads);
     if (id != UINT32_MAX) {
         memcpy(e->frames, frames, sizeof frames);
         e->era = mods->unloads;
