@@ -232,11 +232,14 @@ static inline int mp_unwind_trace_holds(const struct mp_unwind_trace *t)
 MP_HIDDEN struct mp_modules *mp_modules(void);
 /* The current snapshot, retaken first if modules were loaded or unloaded since. */
 MP_HIDDEN struct mp_modules *mp_modules_fresh(void);
-/* How many dlclose calls have succeeded (entry/dlclose.c): an era. A module unloaded
- * leaves its addresses to the next one mapped there, so an address names code only
- * within an era; a snapshot of an older era may name the wrong module. */
+/* How many dlclose calls have succeeded (entry/dlclose.c). A module unloaded leaves its
+ * addresses to the next one mapped there, so an address names code only within an era:
+ * the loader's count of unloads (a snapshot's `subs`). A dlclose may have unloaded
+ * nothing (a reference left); it only says the snapshot must be checked. */
 MP_HIDDEN extern uint32_t mp_modules_unloads;
 MP_HIDDEN void mp_modules_unloaded(void);
+/* The current snapshot, checked against the loader once after each dlclose. */
+MP_HIDDEN struct mp_modules *mp_modules_checked(void);
 MP_HIDDEN const struct mp_module *mp_module_of(const struct mp_modules *t, uintptr_t address);
 /* Why a capture ended before `depth` frames: the thread's first frame, or a frame that
  * could not be unwound (no table for its module, no rule for its address). */
@@ -617,9 +620,10 @@ MP_HIDDEN void mp_sites_flush(void);
 /* Empty a thread's walks (it ends, and its block will be reused): their hits go into the
  * rules' totals first. */
 MP_HIDDEN void mp_sites_forget_walks(struct mp_thread *t);
-/* Modules came or went (a new view, or a dlclose): every thread's site and walk caches
- * are stale (types.h: stale). */
-MP_HIDDEN void mp_sites_modules_gone(void);
+/* Modules may have come or gone (a dlclose): a new view if they did, and then every
+ * thread's site and walk caches stale (types.h: stale), at once rather than at the next
+ * allocation that fills an entry. */
+MP_HIDDEN void mp_sites_modules_changed(void);
 /* The thread's stale flag is set (types.h): empty its walks and site entries (their hits
  * into the rules' totals) and clear it. The thread is inside placement. */
 MP_HIDDEN void mp_sites_forget_stale(struct mp_thread *self);

@@ -164,6 +164,7 @@ struct mp_unwind_cache {
 
 struct mp_module {
     uintptr_t base, lo, hi; /* load bias; executable range [lo, hi) */
+    uint64_t id;            /* a hash of base, build-id and path: which module this is */
     int skip;               /* libc, libstdc++, libgcc, ld.so, ourselves: not a call site */
     const char *path;       /* "" for the main program */
     char build_id[41];
@@ -175,7 +176,8 @@ struct mp_module {
 struct mp_modules {
     unsigned long long adds, subs; /* the loader's counters when it was taken */
     uint32_t generation;
-    uint32_t unloads; /* mp_modules_unloads when it was taken: its era (os/modules.c) */
+    uint32_t checked; /* the dlclose count (mp_modules_unloads) it was last found current
+                         at: a profile retakes no snapshot until another dlclose */
     int n;
     uintptr_t lo, hi; /* union of the executable ranges: quick rejection of data words */
     struct mp_module *modules;

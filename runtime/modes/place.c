@@ -179,7 +179,8 @@ static inline __attribute__((always_inline)) void *place_malloc(size_t n, uintpt
     struct mp_thread *self = mp_self;
     struct mp_site_hit hit;
     if (mp_likely(self != NULL) && mp_likely(!self->busy) &&
-        mp_likely(!self->stale)) { /* set by another thread: read once, as a byte */
+        mp_likely(!self->stale)) { /* a byte another thread may set, read once (a relaxed
+                                      atomic load takes a register and a test more) */
         mp_set_busy(self, 1);
         if (mp_likely((walks && mp_sites_fixed_walked(self, ra, sp, fp, &hit, 1)) ||
                       mp_sites_fixed(self, ra, &hit, 1))) {

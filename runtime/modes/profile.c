@@ -51,8 +51,8 @@ struct site {
     uintptr_t frames[MP_MAX_FRAMES];
     uint64_t modules; /* which modules the frames lie in (modules_of): with the frames, the
                          site's identity */
-    uint32_t era;     /* of the snapshot it was first seen in: that era's modules name its
-                         frames (os/modules.c) */
+    uint32_t era;     /* the loader's unloads (`subs`) when it was first seen: that era's
+                         modules name its frames (os/modules.c) */
     int nframes, lock;
     uint64_t allocations, frees, bytes, live, peak;
     uint64_t live_usable, peak_usable; /* as a placed run's device heaps would count them */
@@ -116,12 +116,7 @@ static uint64_t modules_of(const struct mp_modules *mods, const uintptr_t *frame
     uint64_t h = 0;
     for (int i = 0; i < n; i++) {
         const struct mp_module *m = mp_module_of(mods, frames[i]);
-        uint64_t id = m ? m->base : 0;
-        for (const char *c = m ? m->build_id : ""; *c; c++)
-            id = id * 31 + (unsigned char)*c;
-        for (const char *c = m && m->path ? m->path : ""; *c; c++)
-            id = id * 31 + (unsigned char)*c;
-        h = mix(h ^ id);
+        h = mix(h ^ (m ? m->id : 0));
     }
     return h;
 }
@@ -166,24 +161,26 @@ static uint32_t site_of(uintptr_t ra)
 {
     struct mp_thread *self = mp_thread();
     uintptr_t frames[MP_MAX_FRAMES] = {0};
-    struct mp_modules *mods = mp_modules();
-    if (mods && mods->unloads != __atomic_load_n(&mp_modules_unloads, __ATOMIC_ACQUIRE))
-        mods = mp_modules_fresh(); /* a module was unloaded: its addresses may be another's */
+    struct mp_modules *mods = mp_modules_checked(); /* after a dlclose, an address may
+                                                        name another module's code */
     if (!self || !mods)
         return UINT32_MAX;
     struct mp_unwind_regs r;
     MP_UNWIND_HERE(r);
-    int n = mp_capture(mods, &r, mp_walk_top(self, r.sp), &self->unwind, depth, frames, NULL);
+    int end = MP_CAPTURE_FULL;
+    int n = mp_capture(mods, &r, mp_walk_top(self, r.sp), &self->unwind, depth, frames, &end);
     if (n == 0) { /* nothing unwound (no tables): the raw caller stands for the site */
         frames[0] = ra;
         n = 1;
     }
     uint64_t h = mix(frames[0] ^ mix(frames[1] ^ mix(frames[2])));
     struct mp_profile_entry *e = &self->profile_cache[h % MP_PROFILE_CACHE];
-    if (e->site_plus_one && e->era == mods->unloads && memcmp(e->frames, frames, sizeof frames) == 0)
+    uint32_t era = (uint32_t)mods->subs;
+    if (e->site_plus_one && e->era == era && memcmp(e->frames, frames, sizeof frames) == 0)
         return e->site_plus_one - 1;
-    if (mp_module_of(mods, ra) == NULL && mp_modules_fresh() != mods) {
-        /* a new site in a module loaded since the snapshot: capture again with it */
+    if ((mp_module_of(mods, ra) == NULL || end == MP_CAPTURE_CUT) && mp_modules_fresh() != mods) {
+        /* a new site in a module loaded since the snapshot (the caller's, or one the walk
+         * met: a library's constructor calling strdup): capture again with it */
         mods = mp_modules();
         memset(frames, 0, sizeof frames);
         MP_UNWIND_HERE(r);
@@ -191,10 +188,10 @@ static uint32_t site_of(uintptr_t ra)
         if (n == 0)
             frames[0] = ra, n = 1;
     }
-    uint32_t id = site_id(frames, n, modules_of(mods, frames, n), mods->unloads);
+    uint32_t id = site_id(frames, n, modules_of(mods, frames, n), (uint32_t)mods->subs);
     if (id != UINT32_MAX) {
         memcpy(e->frames, frames, sizeof frames);
-        e->era = mods->unloads;
+        e->era = (uint32_t)mods->subs;
         e->site_plus_one = id + 1;
     }
     return id;
@@ -607,7 +604,7 @@ void mp_profile_write(void)
     /* every module ever seen, by snapshot: "modules ERA", then "module BASE LO HI
      * BUILD_ID|- PATH" for each of its modules */
     for (struct mp_modules *m = mp_modules(); m; m = m->previous) {
-        mp_put(&o, "modules"), mp_put_u64(&o, m->unloads), mp_put(&o, "\n");
+        mp_put(&o, "modules"), mp_put_u64(&o, (uint32_t)m->subs), mp_put(&o, "\n");
         for (int i = 0; i < m->n; i++) {
             mp_put(&o, "module"), mp_put_hex(&o, m->modules[i].base), mp_put_hex(&o, m->modules[i].lo),
                 mp_put_hex(&o, m->modules[i].hi);

@@ -123,9 +123,16 @@ MP_HIDDEN uint32_t mp_modules_unloads;
 
 void mp_modules_unloaded(void) { __atomic_fetch_add(&mp_modules_unloads, 1, __ATOMIC_RELEASE); }
 
+static uint64_t string_hash(uint64_t h, const char *s)
+{
+    for (; s && *s; s++)
+        h = h * 31 + (unsigned char)*s;
+    return h;
+}
+
 static struct mp_modules *take(uint32_t generation, struct mp_modules *previous)
 {
-    /* read first: a dlclose during the walk below makes the snapshot look older, not newer */
+    /* read first: a dlclose after it makes the snapshot be checked again */
     uint32_t unloads = __atomic_load_n(&mp_modules_unloads, __ATOMIC_ACQUIRE);
     struct collect c = {0};
     dl_iterate_phdr(collect_module, &c);
@@ -143,13 +150,14 @@ static struct mp_modules *take(uint32_t generation, struct mp_modules *previous)
     t->adds = c.adds;
     t->subs = c.subs;
     t->generation = generation;
-    t->unloads = unloads;
+    t->checked = unloads;
     t->previous = previous;
     t->lo = UINTPTR_MAX;
     for (int i = 0; i < c.n; i++) {
         if (c.out[i].lo < t->lo) t->lo = c.out[i].lo;
         if (c.out[i].hi > t->hi) t->hi = c.out[i].hi;
         c.out[i].unwind = unwind_table_of(&c.out[i], previous);
+        c.out[i].id = string_hash(string_hash(c.out[i].base, c.out[i].build_id), c.out[i].path);
     }
     return t;
 }
@@ -178,6 +186,18 @@ struct mp_modules *mp_modules_fresh(void)
     /* no lock: a concurrent retake that wins is just as good */
     __atomic_compare_exchange_n(&current, &t, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
     return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
+}
+
+struct mp_modules *mp_modules_checked(void)
+{
+    struct mp_modules *t = mp_modules();
+    uint32_t unloads = __atomic_load_n(&mp_modules_unloads, __ATOMIC_ACQUIRE);
+    if (!t || __atomic_load_n(&t->checked, __ATOMIC_RELAXED) == unloads)
+        return t;
+    t = mp_modules_fresh(); /* a new snapshot only if the loader unloaded something */
+    if (t)
+        __atomic_store_n(&t->checked, unloads, __ATOMIC_RELAXED);
+    return t;
 }
 
 const struct mp_module *mp_module_of(const struct mp_modules *t, uintptr_t a)

@@ -135,8 +135,15 @@ static struct view *fresh_view(void)
     if (!n)
         return v;
     if (__atomic_compare_exchange_n(&current, &v, n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        __atomic_store_n(&mp_sites_generation, n->generation, __ATOMIC_RELEASE);
-        mp_sites_modules_gone();
+        /* never backwards: a publisher of an older view may store after a newer one's */
+        uint32_t g = __atomic_load_n(&mp_sites_generation, __ATOMIC_RELAXED);
+        while (g < n->generation &&
+               !__atomic_compare_exchange_n(&mp_sites_generation, &g, n->generation, 1,
+                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            ;
+        /* every thread's fast path: leave your caches to the slow path until forgotten */
+        for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
+            __atomic_store_n(&t->stale, 1, __ATOMIC_RELEASE);
     }
     return __atomic_load_n(&current, __ATOMIC_ACQUIRE);
 }
@@ -620,12 +627,7 @@ void mp_sites_forget_walks(struct mp_thread *t)
     memset(t->crowd_hints, 0, sizeof t->crowd_hints);
 }
 
-void mp_sites_modules_gone(void)
-{
-    /* every thread's fast path: leave your caches to the slow path until forgotten */
-    for (struct mp_thread *t = mp_threads_all(); t; t = t->next_all)
-        __atomic_store_n(&t->stale, 1, __ATOMIC_RELEASE);
-}
+void mp_sites_modules_changed(void) { fresh_view(); }
 
 void mp_sites_forget_stale(struct mp_thread *self)
 {

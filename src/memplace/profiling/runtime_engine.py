@@ -7,6 +7,7 @@ Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.t
     pid <pid> / rank <rank|-> / clock_ns <n> / window_ns <n> / windows <n> / untracked <n>
     peak_live_total <n>                                  (the process's peak live bytes)
     exe <path of the main program>
+    modules <era>                                        (a snapshot: the loader's unloads)
     module <base> <lo> <hi> <build-id|-> <path>        ("" path: the main program)
     sampling <on|off|failed|stopped> rate <n> signal <n> cpu_ns <n> samples <n> ...
     sampling_why <text>                                  (when not on)
@@ -14,6 +15,7 @@ Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.t
          life <sum> <min> <max> hist [<bucket> <count>]... timeline [<peak live>]...
          [access <samples r w> <weights r w> <sampled bytes r w>
           read_bytes [..] read_samples [..] write_bytes [..] write_samples [..]]
+         [era <n>]                        (first seen after n unloads: that era's modules)
     end
 
 The access figures become estimates in profiling/access_estimate.py.
