@@ -285,6 +285,32 @@ def test_a_library_loaded_where_an_unloaded_one_was_is_not_placed_by_its_rule(tm
     assert stats_of(stats)["rules"]["plugin_a"]["hits"] == 128
 
 
+def test_threads_keep_allocating_while_modules_come_and_go_200_times(tmp_path, pmem):
+    """4 threads allocate without pause while the main thread loads and unloads a library
+    200 times; a policy of two frames, so every allocation goes through the walk cache,
+    whose entries every new view makes stale on every thread (types.h: stale) while they
+    use them. Same output as without memplace, every block of the threads' line placed by
+    its rule: the hits equal the device's allocations, and nothing is left live."""
+    runtime_programs = Path(__file__).parent.parent / "runtime" / "programs"
+    plugin = tmp_path / "libplugin.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", "-o", str(plugin),
+                    str(runtime_programs / "plugin.c")], check=True)
+    prog = tmp_path / "dlopen_cycles"
+    subprocess.run(["gcc", "-O1", "-g", "-o", str(prog), str(runtime_programs / "dlopen_cycles.c"),
+                    "-ldl", "-pthread"], check=True)
+    pol = write_policy(tmp_path, pmem, {}, sites={
+        "churn": "dlopen_cycles.c:17 fast",
+        "two_frames": "dlopen_cycles.c:17 dlopen_cycles.c:30 pmem",  # never met: walks on
+    })
+    stats = tmp_path / "stats.json"
+    _, placed = run_both(prog, pol, str(plugin), stats=stats)
+    s = stats_of(stats)
+    assert s["rules"]["churn"]["hits"] > 10_000
+    assert s["rules"]["two_frames"]["hits"] == 0
+    assert s["devices"]["fast"]["allocations"] == s["rules"]["churn"]["hits"]
+    assert live_at_exit(stats, "fast") == 0
+
+
 def test_the_profile_keeps_a_library_loaded_where_an_unloaded_one_was_apart(tmp_path):
     """The same swap under `memplace profile`: A's and B's malloc calls return to one
     address, but they are two modules' sites, each with its own 128 allocations (they
