@@ -182,16 +182,17 @@ static uint32_t site_of(uintptr_t ra)
         /* a new site in a module loaded since the snapshot (the caller's, or one the walk
          * met: a library's constructor calling strdup): capture again with it */
         mods = mp_modules();
+        era = (uint32_t)mods->subs;
         memset(frames, 0, sizeof frames);
         MP_UNWIND_HERE(r);
         n = mp_capture(mods, &r, mp_walk_top(self, r.sp), &self->unwind, depth, frames, NULL);
         if (n == 0)
             frames[0] = ra, n = 1;
     }
-    uint32_t id = site_id(frames, n, modules_of(mods, frames, n), (uint32_t)mods->subs);
+    uint32_t id = site_id(frames, n, modules_of(mods, frames, n), era);
     if (id != UINT32_MAX) {
         memcpy(e->frames, frames, sizeof frames);
-        e->era = (uint32_t)mods->subs;
+        e->era = era;
         e->site_plus_one = id + 1;
     }
     return id;

@@ -259,6 +259,16 @@ def test_library_dlopened_after_start_places_its_call_site(tmp_path, pmem, devic
     assert stats_of(stats)["rules"]["plugin"]["hits"] == 500
 
 
+def build_swap(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """plugin_swap.c and its two plugins: libplug.c's code under two build-ids (which alone
+    name a module in a compiled policy), libplug_a.so and libplug_b.so."""
+    plugins = []
+    for name, build_id in (("a", "0xaaaa"), ("b", "0xbbbb")):
+        lib = build(tmp_path, "libplug.c", "-shared", "-fPIC", f"-Wl,--build-id={build_id}")
+        plugins.append(lib.rename(tmp_path / f"libplug_{name}.so"))
+    return *plugins, build(tmp_path, "plugin_swap.c", "-pthread", "-ldl")
+
+
 @pytest.mark.parametrize("frames", [1, 2])
 def test_a_library_loaded_where_an_unloaded_one_was_is_not_placed_by_its_rule(tmp_path, pmem,
                                                                                frames):
@@ -266,12 +276,7 @@ def test_a_library_loaded_where_an_unloaded_one_was_is_not_placed_by_its_rule(tm
     allocate through A, the host unloads it and loads B, the same code under another name
     and build-id, at A's address: the same return addresses, another module, no rule. Both threads'
     caches knew A's site; B's blocks must not follow A's rule."""
-    # the same code under two build-ids (which alone name a module in a compiled policy)
-    a = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xaaaa")
-    a = a.rename(tmp_path / "libplug_a.so")
-    b = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xbbbb")
-    b = b.rename(tmp_path / "libplug_b.so")
-    host = build(tmp_path, "plugin_swap.c", "-pthread", "-ldl")
+    a, b, host = build_swap(tmp_path)
     site = f"{a}+{calls_to(a, 'malloc')[0][1]:#x}"
     if frames == 2:
         site += f" plugin_swap.c:{line_of('plugin_swap.c', 'host_call')}"
@@ -315,11 +320,7 @@ def test_the_profile_keeps_a_library_loaded_where_an_unloaded_one_was_apart(tmp_
     """The same swap under `memplace profile`: A's and B's malloc calls return to one
     address, but they are two modules' sites, each with its own 128 allocations (they
     were one site of A's, with 256, before a dlclose began a new era of addresses)."""
-    a = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xaaaa")
-    a = a.rename(tmp_path / "libplug_a.so")
-    b = build(tmp_path, "libplug.c", "-shared", "-fPIC", "-Wl,--build-id=0xbbbb")
-    b = b.rename(tmp_path / "libplug_b.so")
-    host = build(tmp_path, "plugin_swap.c", "-pthread", "-ldl")
+    a, b, host = build_swap(tmp_path)
     out = tmp_path / "prof"
     r = subprocess.run([sys.executable, "-m", "memplace", "profile", "--out", str(out), "--",
                         str(host), str(a), str(b)], capture_output=True, text=True, timeout=300)
