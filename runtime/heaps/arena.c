@@ -286,9 +286,32 @@ static bool locked_commit(bool commit, void *start, size_t size, bool *is_zero, 
     if (!commit)
         return mp_os_unlock_release(start, size) == 0; /* released: zeros, committed again before reuse */
     if (is_zero)
-        *is_zero = true;
+        *is_zero = false; /* a range mimalloc commits may hold slices it never purged */
     mp_os_lock(start, size); /* refused (RLIMIT_MEMLOCK): the memory serves unlocked */
     return true;
+}
+
+/* mimalloc's commit and purge on a file device. mimalloc's own purge (MADV_DONTNEED) only
+ * unmaps: the freed pages stay in the page cache, dirty, and the kernel writes them to
+ * disk when it needs the memory and reads them back when the block is reused. A purge
+ * here punches them out of the file instead (MADV_REMOVE: dropped unwritten; a hole
+ * reads as zeros without a read). OpenFOAM x4 with every object on the file device at
+ * 50% of its peak: 20.0-23.2 s -> 15.8-17.4 s, 1.43M -> 1.07M pages written. A hole takes
+ * disk blocks again when written, so it is punched only while the filesystem has twice
+ * the device's files free (as a fork's sparse copy, os_memory.c); else the pages stay. */
+static bool file_commit(bool commit, void *start, size_t size, bool *is_zero, void *arg)
+{
+    struct mp_device_heap *h = arg;
+    if (commit) {
+        if (is_zero)
+            *is_zero = false; /* a range mimalloc commits may hold slices it never purged */
+        return true;
+    }
+    uint64_t files = __atomic_load_n(&h->backed, __ATOMIC_RELAXED);
+    if (mp_os_free_bytes(h->spec->path) / 2 > files && mp_os_punch(start, size) == 0)
+        return true; /* needs a commit before reuse: no-op */
+    mp_os_drop_mapping(start, size);
+    return false;
 }
 
 /* Turn the next part of the device's room into an arena. Called with the device's lock
@@ -314,9 +337,10 @@ static int grow(struct mp_device_heap *h, int idx)
         return 0;
     unsigned char *at = area + *arranged;
     int err;
-    if (s->kind == MP_FILE)
-        err = mp_os_back_file(at, chunk, s->path);
-    else
+    if (s->kind == MP_FILE) {
+        if (!(err = mp_os_back_file(at, chunk, s->path)))
+            __atomic_store_n(&h->backed, h->backed + chunk, __ATOMIC_RELAXED);
+    } else
         err = mp_os_back_anonymous(at, chunk, (s->flags & MP_FLAG_HUGETLB) ? 1 :
                                    (s->flags & MP_FLAG_THP) ? 2 : 0, (int)((s->flags >> 8) & 0xff));
     if (err) {
@@ -339,7 +363,7 @@ static int grow(struct mp_device_heap *h, int idx)
     int hugetlb = (s->flags & MP_FLAG_HUGETLB) != 0;
     mi_arena_id_t id;
     if (!mi_manage_memory(at, chunk, true, locked && hugetlb, true, -1, true,
-                          locked && !hugetlb ? locked_commit : NULL, NULL, &id))
+                          locked && !hugetlb ? locked_commit : s->kind == MP_FILE ? file_commit : NULL, h, &id))
         return 0;
     mi_heap_t *mh = mi_heap_new_in_arena(id);
     if (!mh)

@@ -142,6 +142,13 @@ MP_HIDDEN int mp_os_lock(void *at, size_t size);
 /* Unlock [at, at+size) and give its pages back (they read as zeros when touched again):
  * 0 or an errno value. */
 MP_HIDDEN int mp_os_unlock_release(void *at, size_t size);
+/* Punch [at, at+size) of a shared file mapping out of its file (MADV_REMOVE): 0 or an
+ * errno value. */
+MP_HIDDEN int mp_os_punch(void *at, size_t size);
+/* Unmap the pages of [at, at+size), keeping the range (MADV_DONTNEED). */
+MP_HIDDEN void mp_os_drop_mapping(void *at, size_t size);
+/* Bytes an unprivileged writer may still use on the filesystem of `dir` (0: unknown). */
+MP_HIDDEN uint64_t mp_os_free_bytes(const char *dir);
 /* Back [at, at+size) with device `s`'s kind of memory, bind it, lock it (MP_FLAG_LOCK);
  * on failure the range is left reserved-only. 0 or an errno value. */
 MP_HIDDEN int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size);

@@ -317,6 +317,22 @@ int mp_os_unlock_release(void *at, size_t size)
     return madvise(at, size, MADV_DONTNEED) == 0 ? 0 : errno;
 }
 
+int mp_os_punch(void *at, size_t size)
+{
+    return madvise(at, size, MADV_REMOVE) == 0 ? 0 : errno;
+}
+
+void mp_os_drop_mapping(void *at, size_t size)
+{
+    madvise(at, size, MADV_DONTNEED);
+}
+
+uint64_t mp_os_free_bytes(const char *dir)
+{
+    struct statfs fs;
+    return statfs(dir, &fs) == 0 ? (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize : 0;
+}
+
 int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size)
 {
     int err = s->kind == MP_FILE ? mp_os_back_file(at, size, s->path)

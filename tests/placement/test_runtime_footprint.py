@@ -4,6 +4,7 @@ transparent huge pages, and its page map then took two 2 MiB pages for a few KiB
 entries: 4 MiB of the 5.2 MiB a placed empty program used beyond the bare one."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -73,6 +74,58 @@ def test_freed_device_memory_goes_back_to_the_kernel_after_a_tenth_of_a_second(t
 
     assert run() > 24 << 10                                   # most of the 32 MiB given back
     assert run({"MIMALLOC_PURGE_DELAY": "60000"}) < 8 << 10   # a minute: kept
+
+
+def file_policy(tmp_path):
+    pol = tmp_path / "file.toml"
+    (tmp_path / "dev").mkdir()
+    pol.write_text(f'version = 1\ndefault = "slow"\n[devices.slow]\nkind = "file"\npath = "{tmp_path / "dev"}"\n'
+                   'capacity = "512MiB"\n')
+    return pol
+
+
+def test_freed_file_device_memory_leaves_the_page_cache_unwritten(tmp_path):
+    """On a file device, unmapping freed pages (mimalloc's purge) would leave them in the
+    page cache, dirty: written to disk under memory pressure and read back when reused. The
+    runtime punches them out of the file instead: after the purge, none of the freed 32 MiB
+    block's pages are in memory (mincore), mapped or not."""
+    prog = build(tmp_path, "purge.c")
+    r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", str(file_policy(tmp_path)), "--",
+                        str(prog), "500"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cached = int(re.search(r"cached (-?\d+) kB", r.stdout).group(1))
+    assert 0 <= cached < 4 << 10, r.stdout   # before the change: 32768 kB
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: root only")
+@pytest.mark.parametrize("fs_mib, punched", [(400, True), (150, False)])
+def test_freed_file_device_memory_is_punched_only_while_the_filesystem_has_room(tmp_path, fs_mib, punched):
+    """A punched hole takes disk blocks again when it is written: on a filesystem with less
+    free than twice the device's files, freed pages stay (a later write never finds the
+    disk full). A 96 MiB device file on a tmpfs of 400 MiB (304 free) and of 150 (54)."""
+    prog = build(tmp_path, "purge.c")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    pol = tmp_path / "file.toml"
+    pol.write_text(f'version = 1\ndefault = "slow"\n[devices.slow]\nkind = "file"\npath = "{dev}"\n'
+                   'capacity = "64MiB"\n')
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={fs_mib}m", "tmpfs", str(dev)], check=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", str(pol), "--", str(prog), "500"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["umount", str(dev)], check=True)
+    assert r.returncode == 0, r.stderr
+    cached = int(re.search(r"cached (-?\d+) kB", r.stdout).group(1))
+    assert (cached < 4 << 10) if punched else (cached > 28 << 10), r.stdout
+
+
+def test_calloc_on_a_file_device_reads_zeros_where_freed_blocks_were(tmp_path):
+    prog = build(tmp_path, "calloc_reuse.c")
+    r = subprocess.run([sys.executable, "-m", "memplace", "run", "--policy", str(file_policy(tmp_path)), "--",
+                        str(prog), "1500"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "MIMALLOC_PURGE_DELAY": "10"})
+    assert r.returncode == 0 and "callocs 770 not zero 0" in r.stdout, r.stdout + r.stderr
 
 
 def memplace_run(policy, *argv, stats=None):

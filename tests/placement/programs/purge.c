@@ -1,10 +1,13 @@
 /* Free a big block on a device, wait WAIT_MS, allocate and free small blocks for a while
  * (mimalloc purges freed memory on its allocation paths, once its delay is over), then
- * print the resident memory before the free and at the end (kB, /proc/self/statm). */
+ * print the resident memory before the free and at the end (kB, /proc/self/statm), and how
+ * much of the freed block is still in memory (kB, mincore: for a file mapping, the page
+ * cache's pages of it, mapped or not). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static long rss_kb(void)
@@ -16,6 +19,20 @@ static long rss_kb(void)
     if (f)
         fclose(f);
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static long cached_kb(char *at, size_t size)
+{
+    long page = sysconf(_SC_PAGESIZE), n = 0;
+    char *from = (char *)((unsigned long)at & ~(unsigned long)(page - 1));
+    size_t pages = (size_t)(at + size - from) / (size_t)page;
+    unsigned char *in = malloc(pages);
+    if (!in || mincore(from, pages * (size_t)page, in) != 0)
+        return -1;
+    for (size_t i = 0; i < pages; i++)
+        n += in[i] & 1;
+    free(in);
+    return n * (page / 1024);
 }
 
 int main(int argc, char **argv)
@@ -37,6 +54,6 @@ int main(int argc, char **argv)
         __asm__ volatile("" : : "r"(p) : "memory");
         free(p);
     }
-    printf("before %ld kB after %ld kB\n", before, rss_kb());
+    printf("before %ld kB after %ld kB cached %ld kB\n", before, rss_kb(), cached_kb(big, size));
     return 0;
 }
