@@ -308,8 +308,13 @@ static bool file_commit(bool commit, void *start, size_t size, bool *is_zero, vo
         return true;
     }
     uint64_t files = __atomic_load_n(&h->backed, __ATOMIC_RELAXED);
-    if (mp_os_free_bytes(h->spec->path) / 2 > files && mp_os_punch(start, size) == 0)
-        return true; /* needs a commit before reuse: no-op */
+    if (!__atomic_load_n(&h->cannot_punch, __ATOMIC_RELAXED) && mp_os_free_bytes(h->spec->path) / 2 > files) {
+        int err = mp_os_punch(start, size);
+        if (err == 0)
+            return true; /* needs a commit before reuse: a no-op */
+        if (err == EOPNOTSUPP || err == EINVAL) /* the filesystem cannot punch holes */
+            __atomic_store_n(&h->cannot_punch, 1, __ATOMIC_RELAXED);
+    }
     mp_os_drop_mapping(start, size);
     return false;
 }
