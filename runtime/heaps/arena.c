@@ -31,6 +31,7 @@ MP_HIDDEN unsigned mp_unit_shift;
 MP_HIDDEN unsigned char mp_units[MP_MAX_UNITS]; /* zero pages until used: costs no memory */
 MP_HIDDEN struct mp_extent mp_extents[MP_MAX_EXTENTS];
 MP_HIDDEN int mp_nextents;
+MP_HIDDEN int mp_file_forks; /* forks copying file devices (heaps/fork.c) not yet done here */
 static int extent_lock;
 static int warned[MP_MAX_DEVICES];
 static int lock_warned[MP_MAX_DEVICES];
@@ -46,6 +47,7 @@ static uint64_t wanted(uint64_t capacity)
 }
 
 static uint64_t reserved; /* by the runtime for the devices, so far */
+
 
 /* Address space the runtime may still reserve: in all, a third of what RLIMIT_AS would
  * leave the program without it. */
@@ -294,11 +296,13 @@ static bool locked_commit(bool commit, void *start, size_t size, bool *is_zero, 
 /* mimalloc's commit and purge on a file device. mimalloc's own purge (MADV_DONTNEED) only
  * unmaps: the freed pages stay in the page cache, dirty, and the kernel writes them to
  * disk when it needs the memory and reads them back when the block is reused. A purge
- * here punches them out of the file instead (MADV_REMOVE: dropped unwritten; a hole
- * reads as zeros without a read). OpenFOAM x4 with every object on the file device at
- * 50% of its peak: 20.0-23.2 s -> 15.8-17.4 s, 1.43M -> 1.07M pages written. A hole takes
- * disk blocks again when written, so it is punched only while the filesystem has twice
- * the device's files free (as a fork's sparse copy, os_memory.c); else the pages stay. */
+ * here punches them out of the file instead (MADV_REMOVE: on ext4 and tmpfs dropped
+ * unwritten; a hole reads as zeros without a read). OpenFOAM x4 with every object on the
+ * file device at 50% of its peak: 20.0-23.2 s -> 15.8-17.4 s, 1.43M -> 1.07M pages
+ * written. A hole takes disk blocks again when written, so it is punched only while the
+ * filesystem has twice the device's arena files free (as a fork's sparse copy,
+ * os_memory.c); else the pages stay. Never while a fork copies the files (heaps/fork.c):
+ * a range the child sees in use may be free here, and the reverse. */
 static bool file_commit(bool commit, void *start, size_t size, bool *is_zero, void *arg)
 {
     struct mp_device_heap *h = arg;
@@ -307,16 +311,22 @@ static bool file_commit(bool commit, void *start, size_t size, bool *is_zero, vo
             *is_zero = false; /* a range mimalloc commits may hold slices it never purged */
         return true;
     }
-    uint64_t files = __atomic_load_n(&h->backed, __ATOMIC_RELAXED);
-    if (!__atomic_load_n(&h->cannot_punch, __ATOMIC_RELAXED) && mp_os_free_bytes(h->spec->path) / 2 > files) {
-        int err = mp_os_punch(start, size);
-        if (err == 0)
-            return true; /* needs a commit before reuse: a no-op */
-        if (err == EOPNOTSUPP || err == EINVAL) /* the filesystem cannot punch holes */
-            __atomic_store_n(&h->cannot_punch, 1, __ATOMIC_RELAXED);
+    int saved = errno, punched = 0;
+    /* a try: held by a fork (or by a purge in an atfork handler run before ours) */
+    if (!__atomic_exchange_n(&h->punch_lock, 1, __ATOMIC_ACQUIRE)) {
+        if (!__atomic_load_n(&mp_file_forks, __ATOMIC_ACQUIRE) && !h->cannot_punch &&
+            mp_os_free_bytes(h->spec->path) / 2 > __atomic_load_n(&h->backed, __ATOMIC_RELAXED)) {
+            int err = mp_os_punch(start, size);
+            punched = err == 0;
+            if (err == EOPNOTSUPP) /* the filesystem cannot punch holes (EINVAL: a range the program locked) */
+                h->cannot_punch = 1;
+        }
+        mp_unlock(&h->punch_lock);
     }
-    mp_os_drop_mapping(start, size);
-    return false;
+    if (!punched)
+        mp_os_drop_mapping(start, size);
+    errno = saved; /* a purge runs inside the program's free() */
+    return punched; /* punched: mimalloc commits it again before reuse (a no-op) */
 }
 
 /* Turn the next part of the device's room into an arena. Called with the device's lock

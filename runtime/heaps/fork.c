@@ -55,20 +55,38 @@ int mp_fork_talk_close(pid_t child, int (*gone)(pid_t))
             mp_os_wait_word(t, TALK_WAITING, 20 * 1000 * 1000);
         result = __atomic_load_n(t, __ATOMIC_ACQUIRE) == TALK_FAILED ? -1 : 0;
     }
+    if (child != 0) /* the parent (the child has none in progress) */
+        __atomic_fetch_sub(&mp_file_forks, 1, __ATOMIC_RELEASE); /* the child's copy is made */
     mp_os_unmap(t, mp_page_size());
     return result;
 }
 
+/* Every device lock, and the punch locks of file devices: no purge punches a hole in a
+ * file the child is about to copy, and none until the copy is made (mp_file_forks: the
+ * parent waits for it in mp_fork_talk_close; a fork without that wrapper does not wait). */
 void mp_device_heaps_fork_prepare(void)
 {
     for (int i = 0; i < mp_ndevices; i++)
         mp_lock(&mp_device_heaps[i].lock);
+    if (has_file_device())
+        __atomic_fetch_add(&mp_file_forks, 1, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < mp_ndevices; i++)
+        mp_lock(&mp_device_heaps[i].punch_lock);
+}
+
+static void unlock_all(void)
+{
+    for (int i = mp_ndevices - 1; i >= 0; i--) {
+        mp_unlock(&mp_device_heaps[i].punch_lock);
+        mp_unlock(&mp_device_heaps[i].lock);
+    }
 }
 
 void mp_device_heaps_fork_parent(void)
 {
-    for (int i = mp_ndevices - 1; i >= 0; i--)
-        mp_unlock(&mp_device_heaps[i].lock);
+    if (!talk && has_file_device()) /* no one waits for this child's copy */
+        __atomic_fetch_sub(&mp_file_forks, 1, __ATOMIC_RELEASE);
+    unlock_all();
 }
 
 /* Every file mapping of device `h` made the child's own; 0 or an errno value. */
@@ -132,5 +150,6 @@ void mp_device_heaps_fork_child(void)
     } else if (e) {
         say_and_exit(e);
     }
-    mp_device_heaps_fork_parent();
+    mp_file_forks = 0; /* its files are its own now, and no other thread runs */
+    unlock_all();
 }

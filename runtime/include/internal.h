@@ -315,6 +315,8 @@ MP_HIDDEN extern unsigned mp_unit_shift;
 MP_HIDDEN extern unsigned char mp_units[MP_MAX_UNITS]; /* per unit of the range: device | MP_UNIT_SPECIAL */
 MP_HIDDEN extern struct mp_extent mp_extents[MP_MAX_EXTENTS];
 MP_HIDDEN extern int mp_nextents;
+/* Forks copying file devices not yet done (heaps/fork.c): a purge punches no hole then. */
+MP_HIDDEN extern int mp_file_forks;
 /* Reserve address space for the devices of `policy`, in proportion to their capacities
  * and within RLIMIT_AS, and fill the table. 0 on success. */
 MP_HIDDEN int mp_arenas_init(const struct mp_policy *policy, const char **why);

@@ -410,7 +410,8 @@ struct mp_device_heap {
                                     node's (struct mp_node_counters) */
     uint64_t span, arranged;     /* bytes of the units usable as arenas; made into arenas */
     uint64_t backed;             /* a file device: bytes of the files made for it */
-    int cannot_punch;            /* a file device whose filesystem refused MADV_REMOVE */
+    int cannot_punch;            /* a file device whose filesystem cannot punch holes */
+    int punch_lock;              /* held by a purge that may punch, and across a fork */
     uint64_t special, special_size; /* the special part: offset from slot, length */
     int extent, grown, out_of_room; /* extent arenas grow in (-1: none yet); extents made */
     int narenas, dead, lock;

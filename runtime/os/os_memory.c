@@ -330,7 +330,7 @@ void mp_os_drop_mapping(void *at, size_t size)
 uint64_t mp_os_free_bytes(const char *dir)
 {
     struct statfs fs;
-    return statfs(dir, &fs) == 0 ? (uint64_t)fs.f_bavail * (uint64_t)fs.f_bsize : 0;
+    return statfs(dir, &fs) == 0 ? (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize : 0;
 }
 
 int mp_os_back_device(const struct mp_device_spec *s, void *at, size_t size)

@@ -53,6 +53,18 @@ def test_parent_and_child_see_only_their_own_writes_under_an_address_space_limit
     assert f"PLACED privacy file:{pmem}=2" in placed.stderr.splitlines()
 
 
+def test_memory_the_parent_frees_after_fork_is_punched_out_of_its_own_file_only(tmp_path, pmem, monkeypatch):
+    """A file device's purge punches freed pages out of the file (heaps/arena.c): after
+    fork returns the child's copy is its own file, so the parent's frees and punches never
+    reach the block the child still holds. Purges at once (MIMALLOC_PURGE_DELAY=0)."""
+    prog = build(tmp_path, "fork_private.c", "-pthread")
+    monkeypatch.setenv("MIMALLOC_PURGE_DELAY", "0")
+    plain, placed = both(prog, file_policy(tmp_path, pmem), "freeing")
+    assert plain.stdout == "freeing: 0 of 20 children saw the block changed\n", plain.stdout + plain.stderr
+    assert (placed.returncode, placed.stdout) == (0, plain.stdout), placed.stderr[-3000:]
+    assert f"PLACED freeing file:{pmem}=1" in placed.stderr.splitlines()
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_privacy_without_the_capability_to_open_map_files(tmp_path, pmem):
     """Without CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE /proc/self/map_files cannot be

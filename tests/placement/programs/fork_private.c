@@ -8,6 +8,9 @@
  *   fork_private stress     2 threads allocate and free while 2 threads fork 60 times each;
  *                           every child checks a block the forking thread filled, writes
  *                           it, allocates, and exits; the parent checks its block is intact
+ *   fork_private freeing    20 times: a 32 MiB block filled, fork, the parent frees it
+ *                           and allocates (with MIMALLOC_PURGE_DELAY=0 the freed pages are
+ *                           purged at once), then the child checks the block
  *   fork_private nofile     RLIMIT_NOFILE lowered to the descriptors open now, then fork:
  *                           prints what fork returned and whether a child is left
  *   fork_private spawn      fork+exec, vfork+exec and posix_spawn of `sh -c 'exit N'`:
@@ -160,6 +163,45 @@ static int stress(void)
     return child_bad != 0 || forks_failed != 0;
 }
 
+/* The parent frees the block once fork has returned, and allocates and frees for a while
+ * (mimalloc purges then: a file device punches the freed pages out of its file); only
+ * then does the child look. */
+static int freeing(void)
+{
+    size_t big = 32 << 20;
+    long bad = 0;
+    for (int i = 0; i < 20; i++) {
+        char *block = malloc(big);
+        memset(block, 'A' + i, big);
+        if (i == 0)
+            report_blocks("freeing", (void **)&block, 1);
+        int go[2];
+        if (pipe(go))
+            return 1;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char c;
+            int ok = read(go[0], &c, 1) == 1;
+            for (size_t k = 0; k < big; k += 4096)
+                ok &= block[k] == 'A' + i;
+            _exit(ok ? 0 : 3);
+        }
+        free(block);
+        for (int k = 0; k < 2000; k++)
+            free(malloc(4096 + (size_t)(k % 64) * 4096));
+        int st = 0;
+        if (pid > 0 && write(go[1], "g", 1) == 1)
+            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                ;
+        close(go[0]);
+        close(go[1]);
+        bad += pid < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    printf("freeing: %ld of 20 children saw the block changed\n", bad);
+    return bad != 0;
+}
+
 static int nofile(void)
 {
     char *p = malloc(1 << 20);
@@ -234,8 +276,10 @@ int main(int argc, char **argv)
         return stress();
     if (strcmp(mode, "nofile") == 0)
         return nofile();
+    if (strcmp(mode, "freeing") == 0)
+        return freeing();
     if (strcmp(mode, "spawn") == 0)
         return spawn();
-    fprintf(stderr, "usage: fork_private privacy|privacy_Fork|stress|nofile|spawn\n");
+    fprintf(stderr, "usage: fork_private privacy|privacy_Fork|stress|freeing|nofile|spawn\n");
     return 2;
 }
