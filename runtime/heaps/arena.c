@@ -48,7 +48,6 @@ static uint64_t wanted(uint64_t capacity)
 
 static uint64_t reserved; /* by the runtime for the devices, so far */
 
-
 /* Address space the runtime may still reserve: in all, a third of what RLIMIT_AS would
  * leave the program without it. */
 static uint64_t budget(void)
