@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <mimalloc.h>
 #include "internal.h"
 
@@ -292,6 +293,21 @@ static bool locked_commit(bool commit, void *start, size_t size, bool *is_zero, 
     return true;
 }
 
+/* Has the filesystem of file device `h` twice its arena files free? Asked at most every
+ * 100 ms (statfs is a round trip to the server on a network filesystem). Called with the
+ * device's punch lock held. */
+static int roomy(struct mp_device_heap *h)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    int64_t ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    if (h->room_checked == 0 || ms - h->room_checked >= 100) {
+        h->roomy = mp_os_free_bytes(h->spec->path) / 2 > __atomic_load_n(&h->backed, __ATOMIC_RELAXED);
+        h->room_checked = ms ? ms : 1;
+    }
+    return h->roomy;
+}
+
 /* mimalloc's commit and purge on a file device. mimalloc's own purge (MADV_DONTNEED) only
  * unmaps: the freed pages stay in the page cache, dirty, and the kernel writes them to
  * disk when it needs the memory and reads them back when the block is reused. A purge
@@ -313,8 +329,7 @@ static bool file_commit(bool commit, void *start, size_t size, bool *is_zero, vo
     int saved = errno, punched = 0;
     /* a try: held by a fork (or by a purge in an atfork handler run before ours) */
     if (!__atomic_exchange_n(&h->punch_lock, 1, __ATOMIC_ACQUIRE)) {
-        if (!__atomic_load_n(&mp_file_forks, __ATOMIC_ACQUIRE) && !h->cannot_punch &&
-            mp_os_free_bytes(h->spec->path) / 2 > __atomic_load_n(&h->backed, __ATOMIC_RELAXED)) {
+        if (!__atomic_load_n(&mp_file_forks, __ATOMIC_ACQUIRE) && !h->cannot_punch && roomy(h)) {
             int err = mp_os_punch(start, size);
             punched = err == 0;
             if (err == EOPNOTSUPP) /* the filesystem cannot punch holes (EINVAL: a range the program locked) */

@@ -412,6 +412,8 @@ struct mp_device_heap {
     uint64_t backed;             /* a file device: bytes of the files made for it */
     int cannot_punch;            /* a file device whose filesystem cannot punch holes */
     int punch_lock;              /* held by a purge that may punch, and across a fork */
+    int roomy;                   /* its filesystem had twice its files free, */
+    int64_t room_checked;        /* ... at this time (ms, CLOCK_MONOTONIC_COARSE; 0: never) */
     uint64_t special, special_size; /* the special part: offset from slot, length */
     int extent, grown, out_of_room; /* extent arenas grow in (-1: none yet); extents made */
     int narenas, dead, lock;
