@@ -122,4 +122,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from memplace.errors import UserError
+    try:
+        sys.exit(main())
+    except UserError as e:  # a policy the benchmark wrote that memplace refuses: one line
+        bench.bad_input(f"explain.py: {e}")

@@ -631,4 +631,8 @@ def benchmark(args, out: Path, device_dir: Path, kind: str, base_env: dict, read
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from memplace.errors import UserError
+    try:
+        sys.exit(main())
+    except UserError as e:  # a policy the benchmark wrote that memplace refuses: one line
+        bad_input(f"run.py: {e}")
