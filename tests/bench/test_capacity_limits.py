@@ -117,3 +117,20 @@ def test_side_by_side_counts_pages_written_and_read_back(tmp_path):
         out.flush()
         os.fsync(out.fileno())
     assert side_by_side.vmstat()["nr_written"] - before["nr_written"] >= (4 << 20) // 4096
+
+
+def test_explain_refusing_its_own_policy_says_so_in_one_line(tmp_path):
+    """A --device-dir on a filesystem smaller than the file device's capacity: memplace
+    refuses the policy explain.py wrote; one line naming it, exit 2, no traceback."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(small)], check=True)
+    try:
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "bench" / "capacity" /
+                                                "explain.py"), "hotcold", "file", "100", "--device-dir", str(small),
+                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("explain.py: ") and "larger than the filesystem of" in r.stderr, r.stderr
