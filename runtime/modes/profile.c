@@ -5,7 +5,8 @@
  * their frames, found through a per-thread cache. Per site: allocations, frees, bytes,
  * live and peak live bytes (also as a placed run's device heaps would count them: their
  * size classes, blocks realloc shrinks in place), lifetimes, a power-of-two size histogram and a timeline of
- * peak live bytes in TIMELINE windows whose width doubles as the run grows. The writer
+ * peak live bytes in TIMELINE windows whose width doubles as the run grows, with the
+ * live bytes at the moment the whole heap peaked in each window (`at_peak`). The writer
  * takes no lock and does not allocate, so it can run in a fatal signal's handler.
  *
  * Access sampling (os/sampler.c) hands each sampled data address to `on_access`, in a
@@ -60,6 +61,9 @@ struct site {
     uint64_t hist[BUCKETS];
     uint32_t epoch, last_window; /* timeline width = base << epoch */
     uint64_t timeline[TIMELINE];
+    /* its live bytes at the heap's peak in each window, and the heap peaks counted by its
+     * last change: a later peak (heap_peak_gen above it) saw what it holds now */
+    uint64_t at_peak[TIMELINE], gen;
     /* sampled accesses, [0] reads [1] writes: samples, their weights, weight x bytes
      * (weights in 1/MP_SAMPLE_UNIT of a timer expiration) */
     uint64_t samples[2], weights[2], sampled_bytes[2], last_sample[2];
@@ -81,6 +85,14 @@ static uint64_t untracked, t0, window_base = 1000000; /* 1 ms */
 /* the process's live bytes over every site, and their peak: what the sites' own peaks,
  * reached at different moments, overstate when summed */
 static uint64_t live_total, live_total_peak;
+/* The heap's peak in each window and which peak it was (peaks are numbered, ordered with
+ * each site's changes by the site's lock): the sites' `at_peak` add up to it, where their
+ * own peaks, reached at different moments of the window, add up to up to twice it on a
+ * solver's temporaries. `merged_right[e]`: the windows of the widening from epoch e that
+ * took the later half's peak. Changed under peak_lock. */
+static uint64_t heap_peak[TIMELINE], heap_peak_gen[TIMELINE], peak_gen;
+static uint32_t merged_right[64];
+static int peak_lock;
 static uint32_t epoch;
 static int depth = 3;
 static char dir[3072];
@@ -206,28 +218,82 @@ static void advance(struct site *s, uint32_t window)
 {
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
     while (s->epoch < e) {
-        for (int i = 0; i < TIMELINE / 2; i++)
+        /* all past now: the windows after its last event saw what it holds */
+        for (uint32_t w = s->last_window + 1; w < TIMELINE; w++)
+            s->timeline[w] = s->at_peak[w] = s->live;
+        uint32_t right = merged_right[s->epoch];
+        for (int i = 0; i < TIMELINE / 2; i++) {
             s->timeline[i] = s->timeline[2 * i] > s->timeline[2 * i + 1] ? s->timeline[2 * i]
                                                                          : s->timeline[2 * i + 1];
+            s->at_peak[i] = s->at_peak[2 * i + (right >> i & 1)];
+        }
         memset(&s->timeline[TIMELINE / 2], 0, sizeof s->timeline / 2);
+        memset(&s->at_peak[TIMELINE / 2], 0, sizeof s->at_peak / 2);
         s->last_window /= 2;
         s->epoch++;
     }
+    if (__atomic_load_n(&heap_peak_gen[s->last_window], __ATOMIC_RELAXED) > s->gen)
+        s->at_peak[s->last_window] = s->live; /* the heap peaked after its last change */
     for (uint32_t w = s->last_window + 1; w <= window && w < TIMELINE; w++)
-        s->timeline[w] = s->live;
+        s->timeline[w] = s->at_peak[w] = s->live;
     if (window > s->last_window)
         s->last_window = window;
 }
 
-static uint32_t window_now(uint64_t t)
+/* The heap's live bytes were `total`, and site s's `mine`, at the high point of a change
+ * of s in window w (epoch e): a new peak of the window? Under s's lock; then s's change
+ * is counted among the peaks. */
+static void heap_high(struct site *s, uint32_t w, uint32_t e, uint64_t total, uint64_t mine)
+{
+    if (total > __atomic_load_n(&heap_peak[w], __ATOMIC_RELAXED)) {
+        mp_lock(&peak_lock);
+        if (total > heap_peak[w] && __atomic_load_n(&epoch, __ATOMIC_RELAXED) == e) {
+            heap_peak[w] = total;
+            __atomic_store_n(&heap_peak_gen[w], ++peak_gen, __ATOMIC_RELAXED);
+            s->at_peak[w] = mine;
+        }
+        mp_unlock(&peak_lock);
+    }
+    s->gen = __atomic_load_n(&peak_gen, __ATOMIC_RELAXED);
+}
+
+/* Double the windows' width from epoch e: each pair of the heap's windows keeps its higher
+ * peak, and says which (the sites merge theirs lazily). Under peak_lock. */
+static void widen(uint32_t e)
+{
+    uint32_t right = 0;
+    for (int i = 0; i < TIMELINE / 2; i++) {
+        unsigned r = heap_peak[2 * i + 1] > heap_peak[2 * i];
+        right |= (uint32_t)r << i;
+        heap_peak[i] = heap_peak[2 * i + r];
+        heap_peak_gen[i] = heap_peak_gen[2 * i + r];
+    }
+    memset(&heap_peak[TIMELINE / 2], 0, sizeof heap_peak / 2);
+    memset(&heap_peak_gen[TIMELINE / 2], 0, sizeof heap_peak_gen / 2);
+    merged_right[e] = right;
+    __atomic_store_n(&epoch, e + 1, __ATOMIC_RELEASE);
+}
+
+/* The current window. `wait`: 0 in a signal handler, which must not wait for peak_lock
+ * (the thread it interrupted may hold it): the last window then, until a malloc widens. */
+static uint32_t window_now(uint64_t t, int wait)
 {
     for (;;) {
         uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
         uint64_t w = (t - t0) / (window_base << e);
         if (w < TIMELINE)
             return (uint32_t)w;
+        if (e + 1 >= 64)
+            return TIMELINE - 1;
         /* the run outgrew the timeline: double the width (sites catch up lazily) */
-        __atomic_compare_exchange_n(&epoch, &e, e + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        if (__atomic_exchange_n(&peak_lock, 1, __ATOMIC_ACQUIRE)) {
+            if (!wait)
+                return TIMELINE - 1;
+            continue;
+        }
+        if (__atomic_load_n(&epoch, __ATOMIC_RELAXED) == e)
+            widen(e);
+        mp_unlock(&peak_lock);
     }
 }
 
@@ -347,7 +413,7 @@ static void on_access(uintptr_t address, int access, unsigned size, uint32_t wei
     }
     struct site *s = sites[id];
     uint64_t t = now();
-    window_now(t); /* widens the windows first if the run outgrew them */
+    window_now(t, 0); /* widens the windows first if the run outgrew them */
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
     uint64_t wide = (t - t0) / (window_base << e);
     uint32_t w = wide < TIMELINE ? (uint32_t)wide : TIMELINE - 1;
@@ -405,7 +471,7 @@ static void record(void *p, size_t size, uint64_t usable, uintptr_t ra)
     else if (size >= BIG && __atomic_load_n(&sampling, __ATOMIC_RELAXED))
         note_big_block((uintptr_t)p, size);
     struct site *s = sites[id];
-    uint32_t w = window_now(t);
+    uint32_t w = window_now(t, 1);
     mp_lock(&s->lock);
     advance(s, w);
     s->allocations++;
@@ -420,15 +486,14 @@ static void record(void *p, size_t size, uint64_t usable, uintptr_t ra)
             s->peak_usable = s->live_usable;
         if (s->live > s->timeline[w])
             s->timeline[w] = s->live;
-    }
-    mp_unlock(&s->lock);
-    if (stored) {
         uint64_t live = __atomic_add_fetch(&live_total, size, __ATOMIC_RELAXED);
+        heap_high(s, w, s->epoch, live, s->live);
         uint64_t peak = __atomic_load_n(&live_total_peak, __ATOMIC_RELAXED);
         while (live > peak && !__atomic_compare_exchange_n(&live_total_peak, &peak, live, 1,
                                                             __ATOMIC_RELAXED, __ATOMIC_RELAXED))
             ;
     }
+    mp_unlock(&s->lock);
 }
 
 /* Remove p from its shard (linear probing, backward-shift deletion); 0 if unknown. */
@@ -469,13 +534,14 @@ static uint64_t forget(void *p)
     uint64_t t = now();
     uint64_t life = t - b.born;
     struct site *s = sites[b.site];
-    uint32_t w = window_now(t);
+    uint32_t w = window_now(t, 1);
     mp_lock(&s->lock);
     advance(s, w);
     s->frees++;
+    /* the heap's high point of a free is just before it */
+    heap_high(s, w, s->epoch, __atomic_fetch_sub(&live_total, b.size, __ATOMIC_RELAXED), s->live);
     s->live -= b.size;
     s->live_usable -= b.size + b.slack;
-    __atomic_sub_fetch(&live_total, b.size, __ATOMIC_RELAXED);
     s->life_sum += life;
     if (life < s->life_min) s->life_min = life;
     if (life > s->life_max) s->life_max = life;
@@ -593,7 +659,7 @@ void mp_profile_write(void)
     mp_put(&o, "\nrank "), mp_put(&o, rank[0] ? rank : "-");
     mp_put(&o, "\nclock_ns"), mp_put_u64(&o, t - t0);
     mp_put(&o, "\nwindow_ns"), mp_put_u64(&o, window_base << e);
-    mp_put(&o, "\nwindows"), mp_put_u64(&o, window_now(t) + 1);
+    mp_put(&o, "\nwindows"), mp_put_u64(&o, window_now(t, 0) + 1);
     mp_put(&o, "\nuntracked"), mp_put_u64(&o, untracked);
     mp_put(&o, "\npeak_live_total"), mp_put_u64(&o, __atomic_load_n(&live_total_peak, __ATOMIC_RELAXED));
     char exe[4096];
@@ -613,7 +679,7 @@ void mp_profile_write(void)
             mp_put(&o, " "), mp_put(&o, m->modules[i].path ? m->modules[i].path : ""), mp_put(&o, "\n");
         }
     }
-    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t);
+    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t, 0);
     for (uint32_t id = 0; id < count; id++) {
         struct site *s = sites[id];
         advance(s, w); /* unlocked: the program is ending */
@@ -630,8 +696,14 @@ void mp_profile_write(void)
             if (s->hist[b])
                 mp_put_u64(&o, (uint64_t)b), mp_put_u64(&o, s->hist[b]);
         mp_put(&o, " timeline");
+        int apart = 0; /* at_peak only where it says more than timeline (temporaries) */
         for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
-            mp_put_u64(&o, s->timeline[i]);
+            mp_put_u64(&o, s->timeline[i]), apart |= s->at_peak[i] != s->timeline[i];
+        if (apart) {
+            mp_put(&o, " at_peak");
+            for (uint32_t i = 0; i <= w && i < TIMELINE; i++)
+                mp_put_u64(&o, s->at_peak[i]);
+        }
         if (sampling)
             put_accesses(&o, s, w);
         if (s->era) /* the modules of its era name its frames */
@@ -771,10 +843,12 @@ void mp_profile_fork_prepare(void)
     mp_lock(&sites_lock);
     for (int i = 0; i < SHARDS; i++)
         mp_lock(&shards[i].lock);
+    mp_lock(&peak_lock);
 }
 
 void mp_profile_fork_release(void)
 {
+    mp_unlock(&peak_lock);
     for (int i = SHARDS - 1; i >= 0; i--)
         mp_unlock(&shards[i].lock);
     mp_unlock(&sites_lock);

@@ -388,7 +388,7 @@ def summarize(profile_path: str | None, stats_path: str | None, policy_path: str
     if profile is not None:
         for s in profile.sites:
             sm.sites.append(SiteRow(s.label, str(s.frames[0]), s.function, s.location, assign.get(s.identity),
-                                    s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.live,
+                                    s.allocations, s.bytes, s.peak_live_bytes, s.accesses, 0, s.heap_peak_live,
                                     caller_of(s)))
     if profile is not None and assign:
         from memplace.placement import policy as pol
@@ -423,7 +423,7 @@ def device_timeline(profile: prof.Profile, assign: dict[tuple, str], names: list
         name = assign.get(s.identity)
         if name not in live:
             continue
-        series = s.live if s.live is not None else [s.peak_live_bytes] * n
+        series = s.heap_peak_live if s.live is not None else [s.peak_live_bytes] * n
         for i, v in enumerate(series):
             live[name][i] += v
     capacity, fallback = capacity or {}, fallback or {}
@@ -781,13 +781,13 @@ def html_page(sm: Summary) -> str:
         sections += [
             ("Top sites by bytes", "Peak bytes live at once from each site; colour = device.",
              hbar_svg([(lb, s.peak, colour(s), tip(s)) for lb, s in zip(byte_labels, by_bytes)], format_size)),
-            ("Live bytes over time", "Stacked peak live bytes per window of the largest sites.",
+            ("Live bytes over time", "Bytes each of the largest sites had live when the heap peaked in each window, stacked.",
              timeline_svg(sm.sites, colours, sm.window, sm.clock_unit)),
         ]
         if sm.device_timeline:
             sections.append(("Devices over time", "Live bytes each device holds in each window of the profile "
                              "when its sites are placed by the policy, against each limited device's capacity "
-                             "(a site's peak in a window, summed: an upper bound).", occupancy_svg(sm)))
+                             "(each site's bytes at the heap's peak in the window, summed).", occupancy_svg(sm)))
     sections.append(
         ("Fallbacks", "Allocations a device passed on to the next in its chain, by device and reason "
          "(full, bind_failed, backing_failed, alignment).",

@@ -76,6 +76,37 @@ def test_concurrent_peak_uses_timelines():
     assert prof.concurrent_peak([a, d]) == 105
 
 
+def test_bytes_at_the_heaps_peaks_round_trip_and_count_where_given(tmp_path):
+    """Two temporaries, each 100 bytes at its own peak in both windows but live one after
+    the other: at the heap's peaks one holds 100 and the other 0."""
+    a = prof.Site((prof.Frame("m", None, 1),), peak_live_bytes=100, live=[100, 100], live_at_peak=[100, 0])
+    b = prof.Site((prof.Frame("m", None, 2),), peak_live_bytes=100, live=[100, 100], live_at_peak=[0, 100])
+    assert prof.concurrent_peak([a, b]) == 100
+    assert prof.concurrent_peak([a, prof.Site((prof.Frame("m", None, 3),), live=[100, 100])]) == 200
+    path = tmp_path / "p.json"
+    prof.save(prof.Profile("runtime", sites=[a, b]), path)
+    assert [s.live_at_peak for s in prof.load(path).sites] == [[100, 0], [0, 100]]
+    data = json.loads(path.read_text())
+    data["sites"][0]["live_at_peak"] = [100]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="'live_at_peak' must have as many windows as 'live'"):
+        prof.load(path)
+
+
+def test_advisor_packs_a_capacity_by_the_bytes_at_the_heaps_peaks():
+    from memplace.advisor.solver import Device, advise
+
+    a = prof.Site((prof.Frame("m", None, 1),), bytes=100, peak_live_bytes=100, reads=1000, writes=0,
+                  live=[100, 100], live_at_peak=[100, 0])
+    b = prof.Site((prof.Frame("m", None, 2),), bytes=100, peak_live_bytes=100, reads=1000, writes=0,
+                  live=[100, 100], live_at_peak=[0, 100])
+    fast = Device("fast", read_latency=80, write_latency=80, capacity=150)
+    slow = Device("slow", read_latency=300, write_latency=300)
+    assert [p.device for p in advise([a, b], [fast, slow]).placements] == ["fast", "fast"]
+    a.live_at_peak = b.live_at_peak = None  # only their own peaks known: one fits
+    assert sorted(p.device for p in advise([a, b], [fast, slow]).placements) == ["fast", "slow"]
+
+
 def test_merge_ranks(tmp_path):
     a, b = sample(pid=10, rank=0, live=(0, 100, 50, 0)), sample(pid=11, rank=1, live=(100, 0))
     b.sites[0].peak_live_bytes = 120

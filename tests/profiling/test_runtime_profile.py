@@ -13,6 +13,7 @@ import pytest
 from memplace.profiling import profile as prof
 
 PROGRAMS = Path(__file__).parent / "programs"
+MIB = 1 << 20
 
 
 def build(tmp_path, name="pattern"):
@@ -157,3 +158,70 @@ int main(void) {
     r2, (q,) = profile(tmp_path, exe, out="prof2")
     from memplace.profiling.merge import merge
     assert merge([p, q]).meta["peak_live_total"] == max(total, q.meta["peak_live_total"])
+
+
+def sum_by_window(sites, series):
+    return [sum(col) for col in zip(*(series(s) for s in sites))]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_sites_bytes_at_the_heaps_peaks_add_up_to_the_heap_not_to_their_peaks(tmp_path, threads):
+    """Each thread: a 2 MiB state block all run long, and two 4 MiB temporaries from two
+    sites made and freed one after the other, 400 times (about 0.5 s: the windows widen
+    three times). The sites' own peaks per window add up to 10 MiB a thread; what the
+    sites had live when the heap peaked in each window adds up to what the heap held then,
+    which is never more than its measured peak: 6 MiB a thread at most."""
+    exe = build(tmp_path, "temporaries")
+    r, (p,) = profile(tmp_path, exe, threads, 400)
+    assert r.returncode == 0, r.stderr
+    total = p.meta["peak_live_total"]
+    own_peaks = max(sum_by_window(p.sites, lambda s: s.live))
+    at_peaks = sum_by_window(p.sites, lambda s: s.heap_peak_live)
+    assert own_peaks >= threads * 10 * MIB
+    assert max(at_peaks) <= total
+    if threads == 1:  # no other thread between a site's change and the heap's count
+        assert max(at_peaks) == total
+        assert 6 * MIB <= total < 6 * MIB + 256 * 1024
+    else:
+        assert max(at_peaks) >= total - 64 * 1024
+        assert 8 * MIB <= total <= 12 * MIB + 256 * 1024
+    lines = (PROGRAMS / "temporaries.c").read_text().splitlines()
+    marked = {i for i, text in enumerate(lines, 1) if "SITE temporary" in text}
+    temporaries = [s for s in p.sites if (s.location or "").endswith("temporaries.c:%d" % s.symbol(0).line)
+                   and s.symbol(0).line in marked]
+    # a temporary is not live at every peak: its bytes there are below its own peaks
+    assert all(s.live_at_peak is not None and sum(s.live_at_peak) < sum(s.live) for s in temporaries)
+    # the profile file keeps them; `profile merge` of two runs keeps each window's largest
+    from memplace.profiling.merge import merge
+    m = merge([p, p])
+    assert max(sum_by_window(m.sites, lambda s: s.heap_peak_live)) == max(at_peaks)
+
+
+def test_a_plan_packed_by_the_heaps_peaks_is_what_the_placed_run_holds(tmp_path):
+    """profile -> advise with a fast device of 7 MiB -> placed run, on the one-thread
+    temporaries program: the three sites' own peaks add up to 10 MiB, but the heap never
+    holds more than 6 MiB, so all three fit. The plan says so, and the placed run puts
+    every allocation of the three on the fast device and holds what the plan said."""
+    exe = build(tmp_path, "temporaries")
+    memplace = [sys.executable, "-m", "memplace"]
+    # no access sampling: every allocated byte counts as written once, so every site
+    # gains from the fast device and the plan packs it as full as it can
+    r = subprocess.run([*memplace, "profile", "--rate", "0", "--out", str(tmp_path / "prof"), "--", str(exe),
+                        "1", "200"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    files = sorted((tmp_path / "prof").glob("*.json"))
+    policy, stats = tmp_path / "policy.toml", tmp_path / "stats.json"
+    a = subprocess.run([*memplace, "advise", str(files[0]), "--policy-out", str(policy),
+                        "--device", "fast=numa:0,latency=80ns,capacity=7MiB",
+                        "--device", "slow=system,latency=300ns"], capture_output=True, text=True)
+    assert a.returncode == 0, a.stderr
+    plan = json.loads(subprocess.run([*memplace, "report", "--profile", str(files[0]), "--policy", str(policy),
+                                      "--json"], capture_output=True, text=True, check=True).stdout)
+    planned = {d["name"]: d for d in plan["devices"]}
+    assert 6 * MIB <= planned["fast"]["peak_bytes"] <= 7 * MIB
+    placed = subprocess.run([*memplace, "run", "--policy", str(policy), "--stats", str(stats), "--",
+                             str(exe), "1", "200"], capture_output=True, text=True)
+    assert placed.returncode == 0, placed.stderr
+    fast, = [d for d in json.loads(stats.read_text())["totals"]["devices"] if d["name"] == "fast"]
+    assert fast["allocations"] >= 1 + 2 * 200  # the state block and every temporary
+    assert 6 * MIB <= fast["peak"] <= 7 * MIB

@@ -5,9 +5,12 @@ The model (what "best" means here):
 * cost of site s on device d = reads(s) x read cost(d) + writes(s) x write cost(d), where
   the cost of a 64-byte line is the device's latency (model "latency", ns) or its
   transfer time at the device's bandwidth (model "bandwidth");
-* a device with a capacity must hold, at every moment, the bytes of the sites put on it:
-  with timelines, for every window w, sum of live(s, w) <= capacity, so sites that are
-  never live together can share the space; without, the sum of their peaks;
+* a device with a capacity must hold the bytes of the sites put on it: with timelines,
+  for every window w, the sum over them of the bytes each had live when the whole heap
+  peaked in w <= capacity, so sites that are never live together can share the space
+  (a runtime profile's `live_at_peak`; the sites' own window peaks, which overstate it
+  when they peak at different moments, where the engine gives no more); without
+  timelines, the sum of their peaks;
 * minimise the total cost. Exactly, as a 0/1 program solved by HiGHS through
   `scipy.optimize.milp`, or — for very large inputs, or as the baseline — greedily by
   value density (ecoHMEM's method: sites in order of cost saved per byte, each onto the
@@ -189,11 +192,12 @@ def build_problem(sites: Sequence[Site], devices: Sequence[Device], model: str, 
     else:
         demand = np.empty((len(sites), windows))
         for i, s in enumerate(sites):
-            if s.live is None:
+            live = s.heap_peak_live
+            if live is None:
                 demand[i] = s.peak_live_bytes  # no timeline: may be live at any time
             else:
-                demand[i, : len(s.live)] = s.live
-                demand[i, len(s.live) :] = 0
+                demand[i, : len(live)] = live
+                demand[i, len(live) :] = 0
         demand = _dominant_windows(demand)
     # in the units a placed run counts capacity in: its heaps' size classes round up
     demand *= np.array([s.heap_factor for s in sites], dtype=float).reshape(len(sites), 1)

@@ -49,18 +49,20 @@ def _resample(rows, windows: int):
     return out
 
 
-def _merged_timelines(profiles: Sequence[prof.Profile], windows: int, row: dict[tuple, int]):
-    """Each merged site's timeline (rows in the order of `row`): the per-window max over
-    the profiles, each resampled to `windows` (a 20,000-site profile per rank: numpy, not a
-    Python loop per window). A site without a timeline may be live at any time: its peak
-    everywhere."""
+def _merged_timelines(profiles: Sequence[prof.Profile], windows: int, row: dict[tuple, int],
+                      at_heap_peak: bool = False):
+    """Each merged site's timeline (rows in the order of `row`), or with `at_heap_peak` its
+    bytes at the heap's peaks: the per-window max over the profiles, each resampled to
+    `windows` (a 20,000-site profile per rank: numpy, not a Python loop per window). A
+    site without a timeline may be live at any time: its peak everywhere."""
     import numpy as np
 
     merged = np.zeros((len(row), windows), dtype=np.int64)
     for p in profiles:
         by_length: dict[int, tuple[list[int], list[list[int]]]] = {}
         for s in p.sites:
-            live = s.live if s.live is not None else [s.peak_live_bytes] * windows
+            live = s.heap_peak_live if at_heap_peak else s.live
+            live = live if live is not None else [s.peak_live_bytes] * windows
             idx, lives = by_length.setdefault(len(live), ([], []))
             idx.append(row[s.identity])
             lives.append(live)
@@ -130,9 +132,14 @@ def merge(profiles: Sequence[prof.Profile], names: Sequence[str] | None = None) 
         if m.lifetime is not None:
             m.lifetime.mean = lifetime_sum[key] / lifetime_n[key]
     if windows:
-        timelines = _merged_timelines(profiles, windows, {key: i for i, key in enumerate(sites)})
+        rows = {key: i for i, key in enumerate(sites)}
+        timelines = _merged_timelines(profiles, windows, rows)
         for m, live in zip(sites.values(), timelines.tolist()):
             m.live = live
+        if any(s.live_at_peak is not None for p in profiles for s in p.sites):
+            at_peak = _merged_timelines(profiles, windows, rows, at_heap_peak=True)
+            for m, live in zip(sites.values(), at_peak.tolist()):
+                m.live_at_peak = None if live == m.live else live
     engines = {p.engine for p in profiles}
     durations = [p.duration for p in profiles if p.duration is not None]
     duration = max(durations) if durations else None

@@ -47,7 +47,11 @@ profiling/access_estimate.py). Absent: not measured.
 `live` is the timeline: the clock's run time is cut into windows of `clock.window`
 units, and `live[i]` is the *peak* number of bytes from the site that were live at
 some moment of window i. Summing the windows of several sites gives an upper bound on
-their concurrently live bytes, which is what a capacity must hold.
+their concurrently live bytes: twice the heap's real peak on a solver whose temporaries
+come and go within a window. `live_at_peak[i]` (runtime engine; absent where it equals
+`live`) is what the site had live at the moment the whole heap peaked in window i: the
+sites' sum is the heap's peak, and what the advisor packs a capacity with
+(`Site.heap_peak_live`).
 """
 
 from __future__ import annotations
@@ -165,6 +169,7 @@ class Site:
     reads: int | None = None
     writes: int | None = None
     live: list[int] | None = None
+    live_at_peak: list[int] | None = None  # None: the same as `live`
     symbols: tuple[Symbol | None, ...] = ()
     # reads/writes estimated from access samples (runtime engine): the samples behind them,
     # 95% intervals, per-window figures; see profiling/access_estimate.py
@@ -181,6 +186,12 @@ class Site:
         if not self.peak_usable_bytes or not self.peak_live_bytes:
             return 1.0
         return max(1.0, self.peak_usable_bytes / self.peak_live_bytes)
+
+    @property
+    def heap_peak_live(self) -> list[int] | None:
+        """Bytes live in each window at the moment the whole heap peaked in it (the
+        site's own peaks where the engine did not say)."""
+        return self.live if self.live_at_peak is None else self.live_at_peak
 
     @property
     def identity(self) -> tuple[tuple[str, int], ...]:
@@ -256,10 +267,11 @@ class Profile:
 
 
 def concurrent_peak(sites: Iterable[Site]) -> int:
-    """Upper bound on the bytes the given sites have live at one moment.
+    """The bytes the given sites have live together at the heap's peak moments.
 
-    With timelines it is the largest window sum; a site without a timeline counts its
-    peak in every window (it may be live at any time).
+    With timelines it is the largest window sum of their bytes at the heap's peak in each
+    window; a site without a timeline counts its peak in every window (it may be live at
+    any time).
 
     >>> a = Site((Frame("m", None, 1),), peak_live_bytes=10, live=[10, 0])
     >>> b = Site((Frame("m", None, 2),), peak_live_bytes=10, live=[0, 10])
@@ -269,12 +281,13 @@ def concurrent_peak(sites: Iterable[Site]) -> int:
     always = 0
     series: list[int] = []
     for s in sites:
-        if s.live is None:
+        live = s.heap_peak_live
+        if live is None:
             always += s.peak_live_bytes
             continue
-        if len(s.live) > len(series):
-            series.extend([0] * (len(s.live) - len(series)))
-        for i, v in enumerate(s.live):
+        if len(live) > len(series):
+            series.extend([0] * (len(live) - len(series)))
+        for i, v in enumerate(live):
             series[i] += v
     return always + max(series, default=0)
 
@@ -328,6 +341,8 @@ def to_json(p: Profile) -> dict[str, Any]:
             d["writes"] = s.writes
         if s.live is not None:
             d["live"] = list(s.live)
+        if s.live_at_peak is not None:
+            d["live_at_peak"] = list(s.live_at_peak)
         if s.sampled is not None:
             d["access_samples"] = s.sampled
         sites.append(d)
@@ -494,6 +509,12 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
                 nwin = len(live)
             elif len(live) != nwin:
                 raise r.fail(where, f"'live' has {len(live)} windows, other sites have {nwin}")
+        at_peak = r.get(sd, "live_at_peak", (list,), where, required=False)
+        if at_peak is not None:
+            if set(map(type, at_peak)) - {int} or (at_peak and min(at_peak) < 0):
+                raise r.fail(where, "'live_at_peak' must be a list of byte counts")
+            if live is None or len(at_peak) != len(live):
+                raise r.fail(where, "'live_at_peak' must have as many windows as 'live'")
         sampled = r.get(sd, "access_samples", (dict,), where, required=False)
         if sampled is not None:
             for k in ("read_samples", "write_samples"):
@@ -511,6 +532,7 @@ def from_json(d: Any, path: str = "<profile>") -> Profile:
                 reads=r.count(sd, "reads", where, required=False),
                 writes=r.count(sd, "writes", where, required=False),
                 live=live,
+                live_at_peak=at_peak,
                 symbols=tuple(symbols) if any(symbols) else (),
                 sampled=sampled,
             )

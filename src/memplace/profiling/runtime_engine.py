@@ -13,6 +13,7 @@ Runtime file format (runtime/modes/profile.c), one per process, `profile.<pid>.t
     sampling_why <text>                                  (when not on)
     site <id> <nframes> <addr>... counts <allocs> <frees> <bytes> <live> <peak> usable <peak usable>
          life <sum> <min> <max> hist [<bucket> <count>]... timeline [<peak live>]...
+         [at_peak [<live when the heap peaked>]...]   (where it differs from timeline)
          [access <samples r w> <weights r w> <sampled bytes r w>
           read_bytes [..] read_samples [..] write_bytes [..] write_samples [..]]
          [era <n>]                        (first seen after n unloads: that era's modules)
@@ -66,7 +67,7 @@ def _parse(text: str, origin: str) -> dict:
     return out
 
 
-_SECTIONS = ("counts", "usable", "life", "hist", "timeline", "access", "read_bytes", "read_samples",
+_SECTIONS = ("counts", "usable", "life", "hist", "timeline", "at_peak", "access", "read_bytes", "read_samples",
              "write_bytes", "write_samples", "era")
 # "site ID NFRAMES FRAME... counts N... usable N... timeline N... ...": split at the section
 # names, each section's numbers then converted at once (a 20,000-site profile has millions)
@@ -114,7 +115,7 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
         site = prof.Site(
             frames=frames, allocations=allocs, frees=frees, bytes=nbytes, peak_live_bytes=peak,
             lifetime=prof.Lifetime(life_sum / frees, life_min, life_max) if frees else None,
-            size_histogram=hist, live=list(s["timeline"]),
+            size_histogram=hist, live=list(s["timeline"]), live_at_peak=s["at_peak"] or None,
             peak_usable_bytes=s["usable"][0] if s["usable"] else None)
         key = site.identity
         if key in sites:  # the same code seen at two load addresses (dlclose + dlopen)
@@ -126,6 +127,8 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
             a.peak_live_bytes = max(a.peak_live_bytes, site.peak_live_bytes)
             for b, c in site.size_histogram.items():
                 a.size_histogram[b] = a.size_histogram.get(b, 0) + c
+            if a.live_at_peak is not None or site.live_at_peak is not None:
+                a.live_at_peak = [max(x, y) for x, y in zip(a.heap_peak_live, site.heap_peak_live)]
             a.live = [max(x, y) for x, y in zip(a.live, site.live)]
             sampled[key] = access_estimate.add_raw(sampled[key], s)
         else:
@@ -134,6 +137,9 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
     windows = raw.get("windows", 0)
     for site in sites.values():  # every site the same number of windows
         site.live = (site.live + [site.live[-1] if site.live else 0] * windows)[:windows]
+        if site.live_at_peak is not None:
+            at = site.live_at_peak
+            site.live_at_peak = (at + [at[-1] if at else 0] * windows)[:windows]
     meta = {"untracked_blocks": raw.get("untracked", 0)}
     if "peak_live_total" in raw:
         meta["peak_live_total"] = raw["peak_live_total"]
