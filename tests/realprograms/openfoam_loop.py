@@ -31,6 +31,7 @@ class LoopResult:
     planned: dict[str, int] = field(default_factory=dict)    # allocations per device, by the plan
     placed: dict[str, int] = field(default_factory=dict)     # allocations per device, in the run
     fast_peaks: list[int] = field(default_factory=list)      # each process's peak on "fast"
+    planned_fast_peak: int = 0       # what the plan says one process holds on "fast" at most
     ranks_in_stats: list[int] = field(default_factory=list)
     capacity: int = 0
     sites: int = 0
@@ -86,6 +87,7 @@ def run_loop(case: Path, ranks: int = 1, steps: int = 20, capacity_mib: int = 64
     plan = json.loads(subprocess.run(memplace_cmd("report", "--profile", files[0], "--policy", "policy.toml", "--json"),
                                      cwd=case, env=env, capture_output=True, text=True, check=True).stdout)
     res.planned = {d["name"]: d["allocations"] for d in plan["devices"]}
+    res.planned_fast_peak = max((max(t["live"]) for t in plan["device_timeline"] if t["device"] == "fast"), default=0)
     stats = json.loads((case / "stats.json").read_text())
     res.placed = {d["name"]: d["allocations"] for d in stats["totals"]["devices"]}
     res.ranks_in_stats = sorted(p["rank"] for p in stats["processes"] if "rank" in p)

@@ -21,10 +21,15 @@ MIB = 1 << 20
 
 
 def test_serial_loop(tmp_path):
-    r = run_loop(tmp_path / "serial", ranks=1, steps=20)
+    # 8 MiB of fast memory: less than the heap's 12, so the plan must pack it
+    r = run_loop(tmp_path / "serial", ranks=1, steps=20, capacity_mib=8)
     assert r.identical
     assert r.planned_share >= 0.95, (r.planned, r.placed)
     assert r.sites > 1000  # a real code's profile, not a toy's
+    # the run holds what the plan said (packed by the sum of the sites' own peaks, the
+    # plan said 7.8 MiB and the run held 4.7)
+    run_peak, = r.fast_peaks
+    assert 0.9 * r.planned_fast_peak <= run_peak <= r.capacity + MIB, (r.planned_fast_peak, run_peak)
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="needs Debian package openmpi-bin")
