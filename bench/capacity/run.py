@@ -213,6 +213,15 @@ def fast_device_stats(stats_dir: Path, pid: int, code: int) -> str:
     return ", ".join(parts)
 
 
+def planned_peaks(profile_file: Path, policy: Path, env: dict) -> str:
+    """What the plan says each pinned device holds at its peak (the advisor's model of the
+    profile's timeline, as `memplace report` draws it), to set beside the run's."""
+    plan = json.loads(memplace("report", "--profile", str(profile_file), "--policy", str(policy), "--json", env=env))
+    peaks = [f"{t['device']} {max(t['live']) / MIB:.0f}MiB" for t in plan.get("device_timeline", [])
+             if t["device"].startswith("fast") and max(t["live"])]
+    return "planned " + (", ".join(peaks) or "nothing pinned")
+
+
 def profile(prog: Program, work: Path, base_env: dict) -> tuple[Path, int]:
     """A profile of the program (runtime engine, access sampling) and its heap's peak."""
     prof_dir = work / "profile"
@@ -284,6 +293,7 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                           env=base_env)
         (work / f"advice-{pct}.txt").write_text(advice)
         fast = policy_capacity(policy, "fast")
+        planned = planned_peaks(profile_file, policy, base_env)
         swap_policy = work / f"memplace-swap-{pct}.toml"
         (work / f"advice-swap-{pct}.txt").write_text(memplace(
             "advise", str(profile_file), "--policy-out", str(swap_policy),
@@ -312,7 +322,8 @@ def bench_program(prog: Program, args, out: Path, device_dir: Path, base_env: di
                     pol = all_file if variant == "file" else policy
                     o = run(variant, limit, placed_env(pol, prog.argv, stats_dir, tmp, base_env), tag)
                     if variant == "memplace" and o.status == "ok":
-                        cell.note = f"fast {fast / MIB:.0f}MiB planned; " + fast_device_stats(stats_dir, o.pid, o.returncode)
+                        cell.note = (f"fast capacity {fast / MIB:.0f}MiB, {planned}; run: "
+                                     + fast_device_stats(stats_dir, o.pid, o.returncode))
                 cell.peak = max(cell.peak, o.peak)
                 if o.status == "ok" and prog.result(o.output) != reference:
                     raise SystemExit(f"{prog.name}, {variant} at {pct}%: the result differs from the "
