@@ -213,10 +213,13 @@ static uint32_t site_of(uintptr_t ra)
 static unsigned bucket(uint64_t n) { return n ? 64 - (unsigned)__builtin_clzll(n) : 0; }
 
 /* Bring a site's timeline to the current width (merging windows pairwise) and fill the
- * windows since its last event with the live bytes it had then. Under the site's lock. */
-static void advance(struct site *s, uint32_t window)
+ * windows since its last event with the live bytes it had then; the window of time t at
+ * that width. Under the site's lock. */
+static uint32_t advance(struct site *s, uint64_t t)
 {
     uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+    uint64_t wide = (t - t0) / (window_base << e);
+    uint32_t window = wide < TIMELINE ? (uint32_t)wide : TIMELINE - 1;
     while (s->epoch < e) {
         /* all past now: the windows after its last event saw what it holds */
         for (uint32_t w = s->last_window + 1; w < TIMELINE; w++)
@@ -234,10 +237,11 @@ static void advance(struct site *s, uint32_t window)
     }
     if (__atomic_load_n(&heap_peak_gen[s->last_window], __ATOMIC_RELAXED) > s->gen)
         s->at_peak[s->last_window] = s->live; /* the heap peaked after its last change */
-    for (uint32_t w = s->last_window + 1; w <= window && w < TIMELINE; w++)
+    for (uint32_t w = s->last_window + 1; w <= window; w++)
         s->timeline[w] = s->at_peak[w] = s->live;
     if (window > s->last_window)
         s->last_window = window;
+    return window;
 }
 
 /* The heap's live bytes were `total`, and site s's `mine`, at the high point of a change
@@ -471,9 +475,9 @@ static void record(void *p, size_t size, uint64_t usable, uintptr_t ra)
     else if (size >= BIG && __atomic_load_n(&sampling, __ATOMIC_RELAXED))
         note_big_block((uintptr_t)p, size);
     struct site *s = sites[id];
-    uint32_t w = window_now(t, 1);
+    window_now(t, 1); /* widens the windows first if the run outgrew them */
     mp_lock(&s->lock);
-    advance(s, w);
+    uint32_t w = advance(s, t);
     s->allocations++;
     s->bytes += size;
     s->hist[bucket(size)]++;
@@ -534,9 +538,9 @@ static uint64_t forget(void *p)
     uint64_t t = now();
     uint64_t life = t - b.born;
     struct site *s = sites[b.site];
-    uint32_t w = window_now(t, 1);
+    window_now(t, 1);
     mp_lock(&s->lock);
-    advance(s, w);
+    uint32_t w = advance(s, t);
     s->frees++;
     /* the heap's high point of a free is just before it */
     heap_high(s, w, s->epoch, __atomic_fetch_sub(&live_total, b.size, __ATOMIC_RELAXED), s->live);
@@ -682,7 +686,7 @@ void mp_profile_write(void)
     uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t, 0);
     for (uint32_t id = 0; id < count; id++) {
         struct site *s = sites[id];
-        advance(s, w); /* unlocked: the program is ending */
+        advance(s, t); /* unlocked: the program is ending */
         mp_put(&o, "site"), mp_put_u64(&o, id), mp_put_u64(&o, (uint64_t)s->nframes);
         for (int f = 0; f < s->nframes; f++)
             mp_put_hex(&o, s->frames[f]);
