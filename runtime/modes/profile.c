@@ -92,6 +92,7 @@ static uint64_t live_total, live_total_peak;
  * took the later half's peak. Changed under peak_lock. */
 static uint64_t heap_peak[TIMELINE], heap_peak_gen[TIMELINE], peak_gen;
 static uint32_t merged_right[64];
+_Static_assert(TIMELINE / 2 <= 32, "merged_right: one bit per merged window");
 static int peak_lock;
 static uint32_t epoch;
 static int depth = 3;
@@ -235,8 +236,11 @@ static uint32_t advance(struct site *s, uint64_t t)
         s->last_window /= 2;
         s->epoch++;
     }
-    if (__atomic_load_n(&heap_peak_gen[s->last_window], __ATOMIC_RELAXED) > s->gen)
-        s->at_peak[s->last_window] = s->live; /* the heap peaked after its last change */
+    /* the heap peaked after its last change (and no widening came between: the index
+     * would be of the old width) */
+    if (__atomic_load_n(&heap_peak_gen[s->last_window], __ATOMIC_ACQUIRE) > s->gen &&
+        __atomic_load_n(&epoch, __ATOMIC_ACQUIRE) == e)
+        s->at_peak[s->last_window] = s->live;
     for (uint32_t w = s->last_window + 1; w <= window; w++)
         s->timeline[w] = s->at_peak[w] = s->live;
     if (window > s->last_window)
@@ -657,13 +661,13 @@ void mp_profile_write(void)
         return;
     }
     uint64_t t = now();
-    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+    uint32_t w = window_now(t, 0), e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
     mp_put(&o, "memplace-profile 1\npid");
     mp_put_u64(&o, (uint64_t)getpid());
     mp_put(&o, "\nrank "), mp_put(&o, rank[0] ? rank : "-");
     mp_put(&o, "\nclock_ns"), mp_put_u64(&o, t - t0);
     mp_put(&o, "\nwindow_ns"), mp_put_u64(&o, window_base << e);
-    mp_put(&o, "\nwindows"), mp_put_u64(&o, window_now(t, 0) + 1);
+    mp_put(&o, "\nwindows"), mp_put_u64(&o, w + 1);
     mp_put(&o, "\nuntracked"), mp_put_u64(&o, untracked);
     mp_put(&o, "\npeak_live_total"), mp_put_u64(&o, __atomic_load_n(&live_total_peak, __ATOMIC_RELAXED));
     char exe[4096];
@@ -683,7 +687,7 @@ void mp_profile_write(void)
             mp_put(&o, " "), mp_put(&o, m->modules[i].path ? m->modules[i].path : ""), mp_put(&o, "\n");
         }
     }
-    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE), w = window_now(t, 0);
+    uint32_t count = __atomic_load_n(&nsites, __ATOMIC_ACQUIRE);
     for (uint32_t id = 0; id < count; id++) {
         struct site *s = sites[id];
         advance(s, t); /* unlocked: the program is ending */
@@ -847,12 +851,18 @@ void mp_profile_fork_prepare(void)
     mp_lock(&sites_lock);
     for (int i = 0; i < SHARDS; i++)
         mp_lock(&shards[i].lock);
+    /* the sites too: a change waits for peak_lock holding its site's lock, which the child
+     * would find taken by a thread it does not have */
+    for (uint32_t id = 0; id < nsites; id++)
+        mp_lock(&sites[id]->lock);
     mp_lock(&peak_lock);
 }
 
 void mp_profile_fork_release(void)
 {
     mp_unlock(&peak_lock);
+    for (uint32_t id = nsites; id-- > 0;)
+        mp_unlock(&sites[id]->lock);
     for (int i = SHARDS - 1; i >= 0; i--)
         mp_unlock(&shards[i].lock);
     mp_unlock(&sites_lock);

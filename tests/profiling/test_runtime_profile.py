@@ -18,7 +18,7 @@ MIB = 1 << 20
 
 def build(tmp_path, name="pattern"):
     out = tmp_path / name
-    subprocess.run(["gcc", "-O1", "-g", "-o", out, PROGRAMS / f"{name}.c"], check=True)
+    subprocess.run(["gcc", "-O1", "-g", "-pthread", "-o", out, PROGRAMS / f"{name}.c"], check=True)
     return out
 
 
@@ -225,3 +225,13 @@ def test_a_plan_packed_by_the_heaps_peaks_is_what_the_placed_run_holds(tmp_path)
     fast, = [d for d in json.loads(stats.read_text())["totals"]["devices"] if d["name"] == "fast"]
     assert fast["allocations"] >= 1 + 2 * 200  # the state block and every temporary
     assert 6 * MIB <= fast["peak"] <= 7 * MIB
+
+
+def test_children_forked_while_other_threads_make_new_heap_peaks_run_on(tmp_path):
+    """Two threads reach new heap peaks (a site's lock held while the peak's is taken)
+    while the main thread forks 100 children that allocate and exit: every child ends."""
+    exe = build(tmp_path, "fork_while_growing")
+    r, profiles = profile(tmp_path, exe, 100)
+    assert r.returncode == 0, r.stderr
+    assert "children 100 of 100" in r.stdout
+    assert len(profiles) >= 1

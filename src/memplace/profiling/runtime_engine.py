@@ -127,8 +127,8 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
             a.peak_live_bytes = max(a.peak_live_bytes, site.peak_live_bytes)
             for b, c in site.size_histogram.items():
                 a.size_histogram[b] = a.size_histogram.get(b, 0) + c
-            if a.live_at_peak is not None or site.live_at_peak is not None:
-                a.live_at_peak = [max(x, y) for x, y in zip(a.heap_peak_live, site.heap_peak_live)]
+            if a.live_at_peak is not None or site.live_at_peak is not None:  # one moment: both live
+                a.live_at_peak = [x + y for x, y in zip(a.heap_peak_live, site.heap_peak_live)]
             a.live = [max(x, y) for x, y in zip(a.live, site.live)]
             sampled[key] = access_estimate.add_raw(sampled[key], s)
         else:
