@@ -213,14 +213,19 @@ static uint32_t site_of(uintptr_t ra)
 
 static unsigned bucket(uint64_t n) { return n ? 64 - (unsigned)__builtin_clzll(n) : 0; }
 
+/* The window of time t at the width of epoch e (the last one if the run outgrew them). */
+static uint32_t window_at(uint64_t t, uint32_t e)
+{
+    uint64_t w = (t - t0) / (window_base << e);
+    return w < TIMELINE ? (uint32_t)w : TIMELINE - 1;
+}
+
 /* Bring a site's timeline to the current width (merging windows pairwise) and fill the
  * windows since its last event with the live bytes it had then; the window of time t at
  * that width. Under the site's lock. */
 static uint32_t advance(struct site *s, uint64_t t)
 {
-    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
-    uint64_t wide = (t - t0) / (window_base << e);
-    uint32_t window = wide < TIMELINE ? (uint32_t)wide : TIMELINE - 1;
+    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE), window = window_at(t, e);
     while (s->epoch < e) {
         /* all past now: the windows after its last event saw what it holds */
         for (uint32_t w = s->last_window + 1; w < TIMELINE; w++)
@@ -422,9 +427,7 @@ static void on_access(uintptr_t address, int access, unsigned size, uint32_t wei
     struct site *s = sites[id];
     uint64_t t = now();
     window_now(t, 0); /* widens the windows first if the run outgrew them */
-    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
-    uint64_t wide = (t - t0) / (window_base << e);
-    uint32_t w = wide < TIMELINE ? (uint32_t)wide : TIMELINE - 1;
+    uint32_t e = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE), w = window_at(t, e);
     int fresh[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         if (!(access & (k ? MP_ACCESS_WRITE : MP_ACCESS_READ)))

@@ -95,6 +95,11 @@ def _frame(address: int, era: int, modules: list[tuple]) -> prof.Frame:
     return prof.Frame("[unknown]", None, address)
 
 
+def _padded(series: list[int], windows: int) -> list[int]:
+    """`series` on `windows` windows: its last value held to the end (cut if longer)."""
+    return (series + [series[-1] if series else 0] * windows)[:windows]
+
+
 def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
     """One process's runtime file as a Profile (sites with the same identity merged)."""
     raw = _parse(text, origin)
@@ -136,10 +141,9 @@ def convert(text: str, origin: str, command: list[str]) -> prof.Profile:
             sampled[key] = s
     windows = raw.get("windows", 0)
     for site in sites.values():  # every site the same number of windows
-        site.live = (site.live + [site.live[-1] if site.live else 0] * windows)[:windows]
+        site.live = _padded(site.live, windows)
         if site.live_at_peak is not None:
-            at = site.live_at_peak
-            site.live_at_peak = (at + [at[-1] if at else 0] * windows)[:windows]
+            site.live_at_peak = _padded(site.live_at_peak, windows)
     meta = {"untracked_blocks": raw.get("untracked", 0)}
     if "peak_live_total" in raw:
         meta["peak_live_total"] = raw["peak_live_total"]
